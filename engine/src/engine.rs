@@ -1,0 +1,305 @@
+//! The engine's front door: create, resume, recover and inspect runs in one data directory.
+
+use crate::datadir::{Access, Control, DataDir, RunLock};
+use crate::error::{EngineError, Result};
+use crate::graph::Graph;
+use crate::journal::{Journal, JournalRead, SledJournal};
+use crate::model::{now_ms, Event, EventKind, RunRecord, RunStatus, StepStatus};
+use crate::runner::{load_graph, Outcome, RunOptions, Runner, Stop};
+use crate::status::StatusView;
+use crate::step::Observer;
+use crate::workflow::Workflow;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// A run held exclusively by this process, ready to execute.
+pub struct OpenRun {
+    pub run: RunRecord,
+    journal: Arc<SledJournal>,
+    _lock: RunLock,
+}
+
+/// What a pause or cancel request did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ControlOutcome {
+    /// Left for the live runner, which acts at its next step boundary.
+    Requested,
+    /// No runner was live: the run's status was set directly.
+    Applied(RunStatus),
+}
+
+/// Runs of one data directory.
+pub struct Engine {
+    data: DataDir,
+}
+
+impl Engine {
+    pub fn new(data: DataDir) -> Self {
+        Engine { data }
+    }
+
+    pub fn data(&self) -> &DataDir {
+        &self.data
+    }
+
+    /// Creates a run of `workflow`: validates its plan, allocates an id and journals run and plan.
+    pub fn create(&self, workflow: &dyn Workflow, args: Vec<String>) -> Result<OpenRun> {
+        let plan = workflow.plan()?;
+        Graph::new(workflow.name(), &plan)?;
+        for spec in &plan.steps {
+            workflow.step(spec)?;
+        }
+        let id = self.data.allocate_run_id(workflow.run_prefix())?;
+        let lock = self.data.lock_for_runner_new(&id)?;
+        let journal = Arc::new(SledJournal::open(&self.data.journal_path(&id), true)?);
+        let now = now_ms();
+        let run = RunRecord {
+            id,
+            workflow: workflow.name().to_string(),
+            args,
+            status: RunStatus::Pending,
+            generation: 0,
+            config_hash: workflow.config_hash(),
+            created_ms: now,
+            updated_ms: now,
+            message: None,
+            attrs: workflow.attrs(),
+        };
+        journal.create(&run, &plan)?;
+        Ok(OpenRun {
+            run,
+            journal,
+            _lock: lock,
+        })
+    }
+
+    /// Takes an existing run for running it (resume, recover), refusing if a live runner holds it.
+    pub fn open(&self, run: &str) -> Result<OpenRun> {
+        let lock = self.data.lock_for_runner(run)?;
+        let journal = Arc::new(SledJournal::open(&self.data.journal_path(run), false)?);
+        let run = journal.run()?;
+        Ok(OpenRun {
+            run,
+            journal,
+            _lock: lock,
+        })
+    }
+
+    /// Runs `open` until done, failed, paused or cancelled.
+    pub async fn execute(
+        &self,
+        open: OpenRun,
+        workflow: Arc<dyn Workflow>,
+        options: RunOptions,
+        observer: Arc<dyn Observer>,
+        stop: Stop,
+    ) -> Result<Outcome> {
+        let run = open.run.clone();
+        match run.status {
+            RunStatus::Done => return Ok(Outcome::AlreadyDone),
+            RunStatus::Cancelled => {
+                return Err(EngineError::WrongState {
+                    run: run.id.clone(),
+                    status: "cancelled".into(),
+                    hint: format!(
+                        "a cancelled run is not resumed; `wf recover {} <checkpoint>` reruns it from a checkpoint",
+                        run.id
+                    ),
+                })
+            }
+            _ => {}
+        }
+        let current = workflow.config_hash();
+        if current != run.config_hash {
+            return Err(EngineError::ConfigChanged {
+                run: run.id.clone(),
+                recorded: short(&run.config_hash),
+                current: short(&current),
+            });
+        }
+        let resumed = run.status != RunStatus::Pending || run.generation > 0;
+        let runner = Runner {
+            data: self.data.clone(),
+            journal: open.journal.clone(),
+            workflow,
+            options,
+            observer,
+            run,
+        };
+        let outcome = runner.execute(stop, resumed).await;
+        drop(open);
+        outcome
+    }
+
+    /// Starts a new generation of `open` from checkpoint `name`: the checkpoint's steps and everything
+    /// upstream keep their outputs; every other step's record moves to history and it runs again.
+    /// The workflow's current configuration applies from here on. Returns the steps invalidated.
+    pub fn recover(
+        &self,
+        open: &mut OpenRun,
+        name: &str,
+        workflow: &dyn Workflow,
+    ) -> Result<usize> {
+        let mut run = open.journal.run()?;
+        let (graph, records) = load_graph(&run.workflow, open.journal.as_ref())?;
+        let c = graph
+            .checkpoint(name)
+            .ok_or_else(|| EngineError::UnknownCheckpoint {
+                run: run.id.clone(),
+                checkpoint: name.to_string(),
+            })?;
+        let members = graph.members(c);
+        let done = members
+            .iter()
+            .filter(|&&i| {
+                records
+                    .get(&graph.spec(i).id)
+                    .is_some_and(|r| r.status == StepStatus::Done)
+            })
+            .count();
+        if members.is_empty() || done < members.len() {
+            return Err(EngineError::CheckpointNotReached {
+                run: run.id.clone(),
+                checkpoint: name.to_string(),
+                done,
+                total: members.len(),
+            });
+        }
+        let keep: HashSet<String> = graph
+            .ancestors(members)
+            .into_iter()
+            .map(|i| graph.spec(i).id.clone())
+            .collect();
+        let ids: Vec<String> = records
+            .keys()
+            .filter(|id| !keep.contains(*id))
+            .cloned()
+            .collect();
+        let cps: Vec<String> = (0..graph.checkpoints().len())
+            .filter(|&k| {
+                graph
+                    .members(k)
+                    .iter()
+                    .any(|&i| !keep.contains(&graph.spec(i).id))
+            })
+            .map(|k| graph.checkpoints()[k].name.clone())
+            .collect();
+        run.generation += 1;
+        run.status = RunStatus::Pending;
+        run.message = None;
+        run.config_hash = workflow.config_hash();
+        run.updated_ms = now_ms();
+        let event = EventKind::Recovered {
+            checkpoint: name.to_string(),
+            invalidated: ids.len() as u32,
+        };
+        open.journal.invalidate(&ids, &cps, &run, vec![event])?;
+        open.run = run;
+        Ok(ids.len())
+    }
+
+    /// The status of `run`: from its journal, or from the live runner's snapshot.
+    pub fn status(&self, run: &str) -> Result<StatusView> {
+        match self.data.access(run, false)? {
+            Access::Exclusive(_lock) => {
+                let journal = SledJournal::open(&self.data.journal_path(run), false)?;
+                let record = journal.run()?;
+                let (graph, records) = load_graph(&record.workflow, &journal)?;
+                let reached = journal.checkpoints()?;
+                let lease = journal.lease()?;
+                Ok(StatusView::build(
+                    &record, &graph, &records, &reached, lease, false,
+                ))
+            }
+            Access::Live(lease) => self
+                .data
+                .read_snapshot(run)
+                .ok_or_else(|| EngineError::Busy {
+                    run: run.to_string(),
+                    holder: lease
+                        .map(|l| {
+                            format!("{}, which has not published its status yet", l.describe())
+                        })
+                        .unwrap_or_else(|| "another wf process".into()),
+                }),
+        }
+    }
+
+    /// Every run in the data directory, oldest first (steps left out).
+    pub fn list(&self) -> Result<Vec<StatusView>> {
+        let mut out = Vec::new();
+        for id in self.data.run_ids()? {
+            match self.status(&id) {
+                Ok(mut v) => {
+                    v.steps.clear();
+                    out.push(v);
+                }
+                Err(e) => {
+                    tracing::warn!(run = %id, error = %e, "Skipping a run that cannot be read")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The event log of `run` (not available while a runner holds it: see its log file).
+    pub fn events(&self, run: &str) -> Result<Vec<Event>> {
+        match self.data.access(run, false)? {
+            Access::Exclusive(_lock) => {
+                SledJournal::open(&self.data.journal_path(run), false)?.events(None)
+            }
+            Access::Live(lease) => Err(EngineError::Busy {
+                run: run.to_string(),
+                holder: lease
+                    .map(|l| l.describe())
+                    .unwrap_or_else(|| "another wf process".into()),
+            }),
+        }
+    }
+
+    /// Pauses or cancels `run`: a live runner gets a request; otherwise the status is set here.
+    pub fn control(&self, run: &str, control: Control) -> Result<ControlOutcome> {
+        match self.data.access(run, false)? {
+            Access::Live(_) => {
+                self.data.request(run, control)?;
+                Ok(ControlOutcome::Requested)
+            }
+            Access::Exclusive(_lock) => {
+                let journal = SledJournal::open(&self.data.journal_path(run), false)?;
+                let mut record = journal.run()?;
+                let (status, event) = match control {
+                    Control::Pause => (
+                        RunStatus::Paused,
+                        EventKind::RunPaused {
+                            reason: "paused by `wf pause` while no runner was live".into(),
+                        },
+                    ),
+                    Control::Cancel => (RunStatus::Cancelled, EventKind::RunCancelled),
+                };
+                let settled = matches!(record.status, RunStatus::Done | RunStatus::Cancelled)
+                    || (control == Control::Pause
+                        && record.status != RunStatus::Running
+                        && record.status != RunStatus::Pending);
+                if settled {
+                    return Err(EngineError::WrongState {
+                        run: run.to_string(),
+                        status: record.status.as_str().into(),
+                        hint: "nothing to do".into(),
+                    });
+                }
+                record.status = status;
+                record.updated_ms = now_ms();
+                journal.commit(&crate::journal::Commit {
+                    run: Some(record),
+                    events: vec![(0, event)],
+                    ..Default::default()
+                })?;
+                Ok(ControlOutcome::Applied(status))
+            }
+        }
+    }
+}
+
+fn short(hash: &str) -> String {
+    hash.chars().take(12).collect()
+}

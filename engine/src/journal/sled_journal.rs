@@ -1,0 +1,314 @@
+//! `Journal` on sled 0.34: one database per run (sled locks a database to one process, and independent
+//! runs must proceed side by side), trees `meta`, `runs`, `steps`, `history`, `checkpoints`, `events`,
+//! `leases`. Key layout (part of the format): `meta/format` = u32 BE; `runs/run`, `runs/plan`;
+//! `steps/<step id>`; `history/<generation u32 BE><seq u64 BE><step id>`; `checkpoints/<name>`;
+//! `events/<seq u64 BE>`; `leases/lease`. Values are `codec` (bincode) encodings of `model` types.
+
+use super::{Commit, Journal, JournalRead, FORMAT};
+use crate::codec;
+use crate::error::{EngineError, Result};
+use crate::model::{
+    now_ms, CheckpointRecord, Event, EventKind, Lease, Plan, RunRecord, StepRecord,
+};
+use serde::{de::DeserializeOwned, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use std::path::{Path, PathBuf};
+
+/// The embedded journal of one run.
+pub struct SledJournal {
+    path: PathBuf,
+    db: sled::Db,
+    runs: sled::Tree,
+    steps: sled::Tree,
+    history: sled::Tree,
+    checkpoints: sled::Tree,
+    events: sled::Tree,
+    leases: sled::Tree,
+}
+
+type TxResult<T> = std::result::Result<T, ConflictableTransactionError<String>>;
+
+impl SledJournal {
+    /// Opens (creating when `create`) the journal at `path`, checking its format number.
+    /// The caller must hold the run's lock: sled itself refuses a second opener with an untyped error.
+    pub fn open(path: &Path, create: bool) -> Result<Self> {
+        if !create && !path.join("db").exists() {
+            return Err(EngineError::Corrupt {
+                path: path.to_path_buf(),
+                detail: "no sled database in it".into(),
+            });
+        }
+        let db = sled::Config::new()
+            .path(path)
+            .flush_every_ms(Some(500))
+            .open()
+            .map_err(|source| match source {
+                sled::Error::Io(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    EngineError::NotWritable {
+                        path: path.to_path_buf(),
+                        source: e,
+                    }
+                }
+                source => EngineError::Journal {
+                    path: path.to_path_buf(),
+                    source,
+                },
+            })?;
+        let sj = |source| EngineError::Journal {
+            path: path.to_path_buf(),
+            source,
+        };
+        let meta = db.open_tree("meta").map_err(sj)?;
+        match meta.get("format").map_err(sj)? {
+            Some(v) => {
+                let bytes: [u8; 4] = v.as_ref().try_into().map_err(|_| EngineError::Corrupt {
+                    path: path.to_path_buf(),
+                    detail: "format number is not 4 bytes".into(),
+                })?;
+                let found = u32::from_be_bytes(bytes);
+                if found > FORMAT {
+                    return Err(EngineError::NewerFormat {
+                        path: path.to_path_buf(),
+                        found,
+                        supported: FORMAT,
+                    });
+                }
+                // Format 1 is the first: nothing older to migrate yet.
+            }
+            None => {
+                meta.insert("format", &FORMAT.to_be_bytes()).map_err(sj)?;
+            }
+        }
+        let tree = |name: &str| db.open_tree(name).map_err(sj);
+        Ok(SledJournal {
+            runs: tree("runs")?,
+            steps: tree("steps")?,
+            history: tree("history")?,
+            checkpoints: tree("checkpoints")?,
+            events: tree("events")?,
+            leases: tree("leases")?,
+            path: path.to_path_buf(),
+            db,
+        })
+    }
+
+    fn sled_err(&self, source: sled::Error) -> EngineError {
+        EngineError::Journal {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn corrupt(&self, what: &str, detail: String) -> EngineError {
+        EngineError::Corrupt {
+            path: self.path.clone(),
+            detail: format!("{what}: {detail}"),
+        }
+    }
+
+    fn get<T: DeserializeOwned>(&self, tree: &sled::Tree, key: &str) -> Result<Option<T>> {
+        match tree.get(key).map_err(|e| self.sled_err(e))? {
+            Some(v) => codec::decode(&v)
+                .map(Some)
+                .map_err(|d| self.corrupt(key, d)),
+            None => Ok(None),
+        }
+    }
+
+    fn all<T: DeserializeOwned>(&self, tree: &sled::Tree, what: &str) -> Result<Vec<T>> {
+        tree.iter()
+            .values()
+            .map(|v| {
+                let v = v.map_err(|e| self.sled_err(e))?;
+                codec::decode(&v).map_err(|d| self.corrupt(what, d))
+            })
+            .collect()
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.db.flush().map_err(|e| self.sled_err(e))?;
+        Ok(())
+    }
+
+    fn tx_err(&self, e: TransactionError<String>) -> EngineError {
+        match e {
+            TransactionError::Abort(d) => self.corrupt("encoding", d),
+            TransactionError::Storage(s) => self.sled_err(s),
+        }
+    }
+}
+
+fn enc<T: Serialize>(v: &T) -> TxResult<Vec<u8>> {
+    codec::encode(v).map_err(ConflictableTransactionError::Abort)
+}
+
+fn event_bytes(seq: u64, generation: u32, kind: &EventKind) -> TxResult<Vec<u8>> {
+    enc(&Event {
+        seq,
+        at_ms: now_ms(),
+        generation,
+        kind: kind.clone(),
+    })
+}
+
+fn history_key(generation: u32, seq: u64, step: &str) -> Vec<u8> {
+    let mut k = generation.to_be_bytes().to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k.extend_from_slice(step.as_bytes());
+    k
+}
+
+impl JournalRead for SledJournal {
+    fn run(&self) -> Result<RunRecord> {
+        self.get(&self.runs, "run")?
+            .ok_or_else(|| self.corrupt("run", "no run record".into()))
+    }
+
+    fn plan(&self) -> Result<Plan> {
+        self.get(&self.runs, "plan")?
+            .ok_or_else(|| self.corrupt("plan", "no plan record".into()))
+    }
+
+    fn steps(&self) -> Result<Vec<StepRecord>> {
+        self.all(&self.steps, "step record")
+    }
+
+    fn history(&self) -> Result<Vec<StepRecord>> {
+        self.all(&self.history, "history record")
+    }
+
+    fn checkpoints(&self) -> Result<Vec<CheckpointRecord>> {
+        self.all(&self.checkpoints, "checkpoint record")
+    }
+
+    fn events(&self, after: Option<u64>) -> Result<Vec<Event>> {
+        let start = after.map(|s| s.saturating_add(1)).unwrap_or(0);
+        self.events
+            .range(start.to_be_bytes()..)
+            .values()
+            .map(|v| {
+                let v = v.map_err(|e| self.sled_err(e))?;
+                codec::decode(&v).map_err(|d| self.corrupt("event", d))
+            })
+            .collect()
+    }
+
+    fn lease(&self) -> Result<Option<Lease>> {
+        self.get(&self.leases, "lease")
+    }
+}
+
+impl Journal for SledJournal {
+    fn create(&self, run: &RunRecord, plan: &Plan) -> Result<()> {
+        let created = EventKind::RunCreated {
+            workflow: run.workflow.clone(),
+        };
+        (&self.runs, &self.events)
+            .transaction(|(runs, events)| {
+                runs.insert("run", enc(run)?)?;
+                runs.insert("plan", enc(plan)?)?;
+                let seq = events.generate_id()?;
+                events.insert(&seq.to_be_bytes(), event_bytes(seq, 0, &created)?)?;
+                Ok(())
+            })
+            .map_err(|e| self.tx_err(e))?;
+        self.flush()
+    }
+
+    fn record_attempt(&self, record: &StepRecord, event: EventKind) -> Result<()> {
+        (&self.steps, &self.events)
+            .transaction(|(steps, events)| {
+                steps.insert(record.id.as_bytes(), enc(record)?)?;
+                let seq = events.generate_id()?;
+                events.insert(
+                    &seq.to_be_bytes(),
+                    event_bytes(seq, record.generation, &event)?,
+                )?;
+                Ok(())
+            })
+            .map_err(|e| self.tx_err(e))
+    }
+
+    fn append(&self, generation: u32, event: EventKind) -> Result<()> {
+        let seq = self.db.generate_id().map_err(|e| self.sled_err(e))?;
+        let bytes = event_bytes(seq, generation, &event).map_err(|e| match e {
+            ConflictableTransactionError::Abort(d) => self.corrupt("event", d),
+            _ => self.corrupt("event", "conflict outside a transaction".into()),
+        })?;
+        self.events
+            .insert(seq.to_be_bytes(), bytes)
+            .map_err(|e| self.sled_err(e))?;
+        Ok(())
+    }
+
+    fn commit(&self, commit: &Commit) -> Result<()> {
+        (&self.runs, &self.steps, &self.checkpoints, &self.events)
+            .transaction(|(runs, steps, checkpoints, events)| {
+                if let Some(run) = &commit.run {
+                    runs.insert("run", enc(run)?)?;
+                }
+                for rec in &commit.steps {
+                    steps.insert(rec.id.as_bytes(), enc(rec)?)?;
+                }
+                for cp in &commit.checkpoints {
+                    checkpoints.insert(cp.name.as_bytes(), enc(cp)?)?;
+                }
+                for (generation, kind) in &commit.events {
+                    let seq = events.generate_id()?;
+                    events.insert(&seq.to_be_bytes(), event_bytes(seq, *generation, kind)?)?;
+                }
+                Ok(())
+            })
+            .map_err(|e| self.tx_err(e))?;
+        self.flush()
+    }
+
+    fn invalidate(
+        &self,
+        ids: &[String],
+        cps: &[String],
+        run: &RunRecord,
+        new_events: Vec<EventKind>,
+    ) -> Result<()> {
+        (
+            &self.runs,
+            &self.steps,
+            &self.history,
+            &self.checkpoints,
+            &self.events,
+        )
+            .transaction(|(runs, steps, history, checkpoints, events)| {
+                for id in ids {
+                    if let Some(old) = steps.remove(id.as_bytes())? {
+                        let rec: StepRecord =
+                            codec::decode(&old).map_err(ConflictableTransactionError::Abort)?;
+                        let seq = history.generate_id()?;
+                        history.insert(history_key(rec.generation, seq, id), old)?;
+                    }
+                }
+                for name in cps {
+                    checkpoints.remove(name.as_bytes())?;
+                }
+                runs.insert("run", enc(run)?)?;
+                for kind in &new_events {
+                    let seq = events.generate_id()?;
+                    events.insert(&seq.to_be_bytes(), event_bytes(seq, run.generation, kind)?)?;
+                }
+                Ok(())
+            })
+            .map_err(|e| self.tx_err(e))?;
+        self.flush()
+    }
+
+    fn put_lease(&self, lease: Option<&Lease>) -> Result<()> {
+        match lease {
+            Some(l) => {
+                let bytes = codec::encode(l).map_err(|d| self.corrupt("lease", d))?;
+                self.leases.insert("lease", bytes)
+            }
+            None => self.leases.remove("lease"),
+        }
+        .map_err(|e| self.sled_err(e))?;
+        self.flush()
+    }
+}

@@ -1,0 +1,119 @@
+//! The `wf` command line: parse first (no I/O), then act; one-line errors; documented exit codes.
+
+use crate::commands;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit codes, documented in the README and `wf --help`.
+pub mod exit {
+    pub const DONE: u8 = 0;
+    pub const ERROR: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const FAILED: u8 = 3;
+    pub const PAUSED: u8 = 4;
+    pub const BUSY: u8 = 5;
+    pub const CANCELLED: u8 = 6;
+    pub const FAILED_VALIDATION: u8 = 7;
+}
+
+const AFTER_HELP: &str =
+    "Exit codes: 0 done · 1 error · 2 usage error (unknown run, workflow or checkpoint too) · \
+3 run failed · 4 run paused (wf pause, Ctrl-C) · 5 run held by another runner · 6 run cancelled · \
+7 run failed validation";
+
+/// wf: a durable workflow engine. Runs survive crashes: `wf resume <run>` continues where they stopped.
+#[derive(Debug, Parser)]
+#[command(name = "wf", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Where journals, staging files, reports and logs live.
+    #[arg(long, global = true, env = "WF_DATA_DIR", default_value = "wf-data")]
+    pub data_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a new run of a workflow (`wf run selftest --help` for its arguments); prints the run id first.
+    Run {
+        /// The workflow: selftest.
+        workflow: String,
+        /// The workflow's arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Continue a paused, failed or interrupted run without redoing finished steps.
+    Resume {
+        run: String,
+        /// Steps running at once (default: as the run was started).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
+    /// Rerun everything after a reached checkpoint (earlier results stay in the history).
+    Recover {
+        run: String,
+        checkpoint: String,
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
+    /// Ask a running run to stop at the next step boundary.
+    Pause { run: String },
+    /// Stop a run for good (running steps are aborted).
+    Cancel { run: String },
+    /// List the runs.
+    Runs {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a run: status, steps, checkpoints, lease.
+    Status {
+        run: String,
+        #[arg(long)]
+        json: bool,
+        /// List every step, not only those not done.
+        #[arg(long)]
+        all: bool,
+    },
+    /// List a run's checkpoints and whether they are reached.
+    Checkpoints {
+        run: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a run's event log.
+    Log {
+        run: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Parses the command line and runs it; the process's exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
+        }
+    };
+    let log = crate::logging::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("wf: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::ERROR);
+        }
+    };
+    match runtime.block_on(commands::dispatch(cli, log)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = commands::report_error(&e);
+            ExitCode::from(code)
+        }
+    }
+}

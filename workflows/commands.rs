@@ -1,0 +1,199 @@
+//! What each `wf` command does, once its arguments are parsed.
+
+use crate::cli::{exit, Cli, Command};
+use crate::logging::RunLog;
+use crate::progress::Bars;
+use crate::registry::{self, BuildError, Built};
+use crate::show;
+use anyhow::Context;
+use std::io::Write;
+use std::sync::Arc;
+use wf_engine::{Control, ControlOutcome, DataDir, Engine, EngineError, OpenRun, Outcome, Stop};
+
+/// Runs the parsed command; `Ok` carries the exit code.
+pub async fn dispatch(cli: Cli, log: RunLog) -> anyhow::Result<u8> {
+    let engine = Engine::new(DataDir::new(&cli.data_dir));
+    match cli.command {
+        Command::Run { workflow, args } => start(&engine, &workflow, &args, &log).await,
+        Command::Resume { run, jobs } => resume(&engine, &run, None, jobs, &log).await,
+        Command::Recover {
+            run,
+            checkpoint,
+            jobs,
+        } => resume(&engine, &run, Some(&checkpoint), jobs, &log).await,
+        Command::Pause { run } => control(&engine, &run, Control::Pause),
+        Command::Cancel { run } => control(&engine, &run, Control::Cancel),
+        Command::Runs { json } => show::runs(&engine, json),
+        Command::Status { run, json, all } => show::status(&engine, &run, json, all),
+        Command::Checkpoints { run, json } => show::checkpoints(&engine, &run, json),
+        Command::Log { run, json } => show::log(&engine, &run, json),
+    }
+}
+
+fn build(name: &str, args: &[String]) -> anyhow::Result<Built> {
+    match registry::build(name, args) {
+        Ok(b) => Ok(b),
+        Err(BuildError::Args(e)) => Err(e.into()),
+        Err(BuildError::Unknown(n)) => {
+            Err(EngineError::UnknownWorkflow(n, registry::WORKFLOWS.join(", ")).into())
+        }
+    }
+}
+
+async fn start(engine: &Engine, name: &str, args: &[String], log: &RunLog) -> anyhow::Result<u8> {
+    let built = build(name, args)?;
+    let open = engine.create(built.workflow.as_ref(), built.args.clone())?;
+    say(&open.run.id);
+    execute(engine, open, built, None, log).await
+}
+
+async fn resume(
+    engine: &Engine,
+    run: &str,
+    checkpoint: Option<&str>,
+    jobs: Option<usize>,
+    log: &RunLog,
+) -> anyhow::Result<u8> {
+    let mut open = engine.open(run)?;
+    let built = build(&open.run.workflow, &open.run.args)?;
+    if let Some(cp) = checkpoint {
+        let n = engine.recover(&mut open, cp, built.workflow.as_ref())?;
+        say(&format!(
+            "run {run}: recovered from checkpoint {cp}, generation {}; {n} step records moved to history",
+            open.run.generation
+        ));
+    }
+    execute(engine, open, built, jobs, log).await
+}
+
+async fn execute(
+    engine: &Engine,
+    open: OpenRun,
+    built: Built,
+    jobs: Option<usize>,
+    log: &RunLog,
+) -> anyhow::Result<u8> {
+    let id = open.run.id.clone();
+    let log_path = engine.data().log_path(&id);
+    log.set(&log_path)
+        .with_context(|| format!("cannot open the run log {}", log_path.display()))?;
+    for dir in &built.dirs {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create {} for run {id}", dir.display()))?;
+    }
+    let mut options = built.runner.options();
+    if let Some(j) = jobs {
+        options.jobs = j.max(1);
+    }
+    let stop = Stop::default();
+    let signals = tokio::spawn(watch_signals(stop.clone(), id.clone()));
+    tracing::info!(run = %id, workflow = %open.run.workflow, generation = open.run.generation, "Runner starting");
+    let outcome = engine
+        .execute(open, built.workflow, options, Arc::new(Bars::new()), stop)
+        .await;
+    signals.abort();
+    let outcome = outcome?;
+    tracing::info!(run = %id, ?outcome, "Runner finished");
+    Ok(match outcome {
+        Outcome::Done => {
+            say(&format!("run {id} done"));
+            exit::DONE
+        }
+        Outcome::AlreadyDone => {
+            say(&format!("run {id} is already done"));
+            exit::DONE
+        }
+        Outcome::Failed { step, error } => {
+            eprintln!("wf: run {id} failed at step {step}: {error}");
+            eprintln!("wf: fix the cause, then: wf resume {id}");
+            exit::FAILED
+        }
+        Outcome::FailedGate { step, error } => {
+            eprintln!("wf: run {id} failed validation at step {step}: {error}");
+            eprintln!("wf: fix the data or the rules, then: wf recover {id} <checkpoint>");
+            exit::FAILED_VALIDATION
+        }
+        Outcome::Paused { reason } => {
+            say(&format!(
+                "run {id} paused ({reason}); continue with: wf resume {id}"
+            ));
+            exit::PAUSED
+        }
+        Outcome::Cancelled => {
+            say(&format!("run {id} cancelled"));
+            exit::CANCELLED
+        }
+    })
+}
+
+/// First Ctrl-C or SIGTERM: stop at the next step boundary. Second: abort running steps.
+async fn watch_signals(stop: Stop, run: String) {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        return;
+    };
+    for round in 0..2 {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        if round == 0 {
+            eprintln!(
+                "wf: stopping run {run} at the next step boundary (again to abort running steps)"
+            );
+            stop.graceful.cancel();
+        } else {
+            eprintln!("wf: aborting the running steps of run {run}");
+            stop.abort.cancel();
+        }
+    }
+}
+
+fn control(engine: &Engine, run: &str, control: Control) -> anyhow::Result<u8> {
+    let verb = match control {
+        Control::Pause => "pause",
+        Control::Cancel => "cancel",
+    };
+    match engine.control(run, control)? {
+        ControlOutcome::Requested => say(&format!(
+            "{verb} requested: run {run} stops at its next step boundary"
+        )),
+        ControlOutcome::Applied(s) => say(&format!("run {run} is now {}", s.as_str())),
+    }
+    Ok(exit::DONE)
+}
+
+/// Prints `e` once, as one line, and picks the exit code from its kind.
+pub fn report_error(e: &anyhow::Error) -> u8 {
+    if let Some(c) = e.downcast_ref::<clap::Error>() {
+        let _ = c.print();
+        return c.exit_code().clamp(0, 255) as u8;
+    }
+    if let Some(engine) = e.downcast_ref::<EngineError>() {
+        eprintln!("wf: {engine}");
+        return match engine {
+            EngineError::UnknownRun(_)
+            | EngineError::UnknownCheckpoint { .. }
+            | EngineError::UnknownWorkflow(..)
+            | EngineError::CheckpointNotReached { .. }
+            | EngineError::WrongState { .. } => exit::USAGE,
+            EngineError::Busy { .. } => exit::BUSY,
+            _ => exit::ERROR,
+        };
+    }
+    eprintln!("wf: {e:#}");
+    exit::ERROR
+}
+
+/// Prints `line` and a newline to stdout, flushed; a closed pipe (`wf runs | head`) is not an error.
+pub fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|_| out.flush());
+}
+
+/// Writes a whole view to stdout; returns the success exit code (a closed pipe is not an error).
+pub fn emit(text: &str) -> u8 {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+    exit::DONE
+}

@@ -1,0 +1,11 @@
+//! wf's workflows and command line. The binary (`main.rs`) only calls `cli::main`; the workflow
+//! definitions live here so tests and benchmarks can build them too.
+
+pub mod cli;
+mod commands;
+pub mod logging;
+pub mod progress;
+pub mod registry;
+pub mod runner_args;
+pub mod selftest;
+mod show;

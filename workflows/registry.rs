@@ -1,0 +1,40 @@
+//! The workflows wf knows, built by name from their arguments (for `wf run` and again for `resume`).
+
+use crate::runner_args::RunnerArgs;
+use crate::selftest::Selftest;
+use std::sync::Arc;
+use wf_engine::Workflow;
+
+/// Names of the available workflows, for help and errors.
+pub const WORKFLOWS: &[&str] = &["selftest"];
+
+/// A workflow ready to plan or resume, with its runner options and its arguments as recorded.
+pub struct Built {
+    pub workflow: Arc<dyn Workflow>,
+    pub runner: RunnerArgs,
+    pub args: Vec<String>,
+    /// Directories the workflow writes to, created before the run starts.
+    pub dirs: Vec<std::path::PathBuf>,
+}
+
+/// Why a workflow could not be built.
+pub enum BuildError {
+    Unknown(String),
+    Args(clap::Error),
+}
+
+/// Builds workflow `name` from `args`.
+pub fn build(name: &str, args: &[String]) -> Result<Built, BuildError> {
+    match name {
+        "selftest" => {
+            let (wf, args) = Selftest::from_args(args).map_err(BuildError::Args)?;
+            Ok(Built {
+                runner: wf.runner().clone(),
+                dirs: vec![wf.out_dir().clone()],
+                workflow: Arc::new(wf),
+                args,
+            })
+        }
+        other => Err(BuildError::Unknown(other.to_string())),
+    }
+}
