@@ -100,7 +100,7 @@ fn journal_cost(root: &std::path::Path, steps: usize) {
     times.sort();
     let mean = times.iter().sum::<Duration>() / times.len() as u32;
     println!(
-        "journal commit per step ({steps} steps, sled transaction + flush): p50 {:.3} ms, p99 {:.3} ms, mean {:.3} ms, max {:.3} ms",
+        "journal commit per step ({steps} steps, sled transaction + flush + fdatasync): p50 {:.3} ms, p99 {:.3} ms, mean {:.3} ms, max {:.3} ms",
         ms(percentile(&times, 0.5)),
         ms(percentile(&times, 0.99)),
         ms(mean),

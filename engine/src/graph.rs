@@ -54,10 +54,43 @@ impl Graph {
             }
         }
         g.check_acyclic()?;
-        for i in 0..g.specs.len() {
-            g.assign_checkpoints(i);
-        }
+        g.assign_static_checkpoints();
         Ok(g)
+    }
+
+    /// Checkpoint membership of the plan's steps: exact ids by lookup, `prefix*` patterns by a range
+    /// over the sorted ids, so a plan of many steps and many checkpoints costs O((n + c) log n).
+    fn assign_static_checkpoints(&mut self) {
+        let mut sorted: Vec<(&str, usize)> = self
+            .specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.as_str(), i))
+            .collect();
+        sorted.sort_unstable();
+        let mut hits: Vec<(usize, usize)> = Vec::new();
+        for (c, cp) in self.checkpoints.iter().enumerate() {
+            for pattern in &cp.steps {
+                match pattern.strip_suffix('*') {
+                    Some(prefix) => {
+                        let from = sorted.partition_point(|(id, _)| *id < prefix);
+                        hits.extend(
+                            sorted[from..]
+                                .iter()
+                                .take_while(|(id, _)| id.starts_with(prefix))
+                                .map(|&(_, i)| (i, c)),
+                        );
+                    }
+                    None => hits.extend(self.index.get(pattern).map(|&i| (i, c))),
+                }
+            }
+        }
+        hits.sort_unstable();
+        hits.dedup();
+        for (i, c) in hits {
+            self.members[c].push(i);
+            self.cps_of[i].push(c);
+        }
     }
 
     fn invalid(&self, detail: String) -> EngineError {

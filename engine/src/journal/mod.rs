@@ -3,8 +3,9 @@
 //!
 //! # Durability contract
 //! A step counts as done only when `Journal::commit` has returned: its record, the checkpoints it
-//! completes and their events are written in one atomic transaction and flushed (fsync) before the
-//! runner moves on. For a crash (SIGKILL, power loss) at each point of a step's life, resume does this:
+//! completes and their events are written in one atomic transaction and flushed before the runner
+//! moves on. `SledJournal` flushes with sled's `flush` (write + `sync_file_range`, which survives a
+//! killed process) and then `fdatasync`s the database file, so a record also survives power loss. For a crash (SIGKILL, power loss) at each point of a step's life, resume does this:
 //! - **before the step starts**: the step is pending; it runs.
 //! - **during the step**: its attempt record may or may not have reached disk (attempt records are not
 //!   flushed); the step runs again, with the attempt count possibly one lower than the truth.

@@ -24,6 +24,9 @@ pub struct SledJournal {
     checkpoints: sled::Tree,
     events: sled::Tree,
     leases: sled::Tree,
+    /// The database file, opened again: sled's `flush` writes with `sync_file_range`, which does not
+    /// flush the drive's cache, so each durable commit also `fdatasync`s through this handle.
+    sync_file: std::fs::File,
 }
 
 type TxResult<T> = std::result::Result<T, ConflictableTransactionError<String>>;
@@ -80,7 +83,10 @@ impl SledJournal {
             }
         }
         let tree = |name: &str| db.open_tree(name).map_err(sj);
+        let db_file = path.join("db");
+        let sync_file = std::fs::File::open(&db_file).map_err(|e| EngineError::io(&db_file, e))?;
         Ok(SledJournal {
+            sync_file,
             runs: tree("runs")?,
             steps: tree("steps")?,
             history: tree("history")?,
@@ -125,9 +131,12 @@ impl SledJournal {
             .collect()
     }
 
+    /// Makes everything written so far durable, against power loss too (see `sync_file`).
     fn flush(&self) -> Result<()> {
         self.db.flush().map_err(|e| self.sled_err(e))?;
-        Ok(())
+        self.sync_file
+            .sync_data()
+            .map_err(|e| EngineError::io(self.path.join("db"), e))
     }
 
     fn tx_err(&self, e: TransactionError<String>) -> EngineError {

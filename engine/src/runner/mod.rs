@@ -133,7 +133,9 @@ impl Runner {
         let _ = self.data.take_request(&self.run.id);
         self.observer
             .run_started(&self.run.id, lp.sched.graph.len(), lp.sched.done_count());
-        self.snapshot(&mut lp);
+        if !lp.sched.ready.is_empty() {
+            self.snapshot(&mut lp);
+        }
         let result = self.drive(&mut lp, &stop).await;
         let outcome = match result {
             Ok(()) => self.finish(&mut lp),
@@ -151,27 +153,7 @@ impl Runner {
     fn prepare(&mut self) -> Result<Sched> {
         loop {
             let (graph, records) = load_graph(&self.run.workflow, self.journal.as_ref())?;
-            let mut damaged = Vec::new();
-            let mut events = Vec::new();
-            for (i, spec) in graph.specs().iter().enumerate() {
-                let Some(rec) = records.get(&spec.id) else {
-                    continue;
-                };
-                let Some(out) = rec
-                    .output
-                    .as_ref()
-                    .filter(|_| rec.status == StepStatus::Done)
-                else {
-                    continue;
-                };
-                if let Some(bad) = out.artifacts.iter().find(|a| !a.verify()) {
-                    damaged.push(i);
-                    events.push(EventKind::ArtifactMismatch {
-                        step: spec.id.clone(),
-                        path: bad.path.clone(),
-                    });
-                }
-            }
+            let (damaged, events) = damaged_artifacts(&graph, &records);
             if damaged.is_empty() {
                 let reached = self.journal.checkpoints()?;
                 return Ok(Sched::new(graph, records, reached));
@@ -411,3 +393,61 @@ impl Runner {
 }
 
 mod settle;
+
+/// Done steps whose artifacts no longer match their records, checked on all cores (a resume of a
+/// large run stats every artifact), with one `ArtifactMismatch` event each.
+fn damaged_artifacts(
+    graph: &crate::graph::Graph,
+    records: &HashMap<String, StepRecord>,
+) -> (Vec<usize>, Vec<EventKind>) {
+    let done: Vec<(usize, &crate::model::StepOutput)> = graph
+        .specs()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, spec)| {
+            let rec = records.get(&spec.id)?;
+            let out = rec.output.as_ref()?;
+            (rec.status == StepStatus::Done && !out.artifacts.is_empty()).then_some((i, out))
+        })
+        .collect();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let chunk = done.len().div_ceil(threads).max(256);
+    let mut bad: Vec<(usize, std::path::PathBuf)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = done
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .filter_map(|(i, out)| {
+                            let bad = out.artifacts.iter().find(|a| !a.verify())?;
+                            Some((*i, bad.path.clone()))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        // A panicked checker counts its whole chunk as damaged: re-running is safe, skipping is not.
+        handles
+            .into_iter()
+            .zip(done.chunks(chunk))
+            .flat_map(|(h, part)| {
+                h.join().unwrap_or_else(|_| {
+                    part.iter()
+                        .map(|(i, out)| (*i, out.artifacts[0].path.clone()))
+                        .collect()
+                })
+            })
+            .collect()
+    });
+    bad.sort();
+    let events = bad
+        .iter()
+        .map(|(i, path)| EventKind::ArtifactMismatch {
+            step: graph.spec(*i).id.clone(),
+            path: path.clone(),
+        })
+        .collect();
+    (bad.into_iter().map(|(i, _)| i).collect(), events)
+}

@@ -14,13 +14,20 @@ pub(crate) fn load_graph(
     workflow: &str,
     journal: &dyn JournalRead,
 ) -> Result<(Graph, HashMap<String, StepRecord>)> {
-    let plan = journal.plan()?;
-    let mut graph = Graph::new(workflow, &plan)?;
-    let records: HashMap<String, StepRecord> = journal
-        .steps()?
-        .into_iter()
-        .map(|r| (r.id.clone(), r))
-        .collect();
+    // Reading the records (sled iteration and decoding) overlaps with building the graph.
+    let (graph, records) = std::thread::scope(|scope| {
+        let records = scope.spawn(|| journal.steps());
+        let graph = journal.plan().and_then(|plan| Graph::new(workflow, &plan));
+        let records = records.join().unwrap_or_else(|_| {
+            Err(crate::error::EngineError::Workflow(
+                "internal error: reading the step records panicked".into(),
+            ))
+        });
+        (graph, records)
+    });
+    let mut graph = graph?;
+    let records: HashMap<String, StepRecord> =
+        records?.into_iter().map(|r| (r.id.clone(), r)).collect();
     let mut spawners: Vec<&StepRecord> = records
         .values()
         .filter(|r| r.status == StepStatus::Done)
