@@ -33,6 +33,7 @@ impl Runner {
                         match trial.add_spawned(index, &output.spawn) {
                             Ok(added) => {
                                 lp.sched.adopt_spawned(trial, &added, index);
+                                self.observer.steps_added(added.len());
                                 commit.events.push((
                                     generation,
                                     EventKind::StepsSpawned {

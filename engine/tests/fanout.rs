@@ -1,0 +1,257 @@
+//! Dynamic fan-out through the real runner and journal: a `discover` step adds one `extract/<t>` step
+//! per table; `report` (which depends on `discover`) must wait for all of them, and a resume must
+//! replay the added steps from the journal without running discovery again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use wf_engine::{
+    Checkpoint, DataDir, Engine, EngineError, Outcome, Plan, RunOptions, Silent, Step, StepContext,
+    StepError, StepOutput, StepSpec, Stop, Workflow,
+};
+
+#[derive(Default)]
+struct Counts(Mutex<HashMap<String, usize>>);
+
+impl Counts {
+    fn bump(&self, id: &str) {
+        if let Ok(mut m) = self.0.lock() {
+            *m.entry(id.to_string()).or_default() += 1;
+        }
+    }
+    fn get(&self, id: &str) -> usize {
+        self.0
+            .lock()
+            .map(|m| m.get(id).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+}
+
+struct Fan {
+    counts: Arc<Counts>,
+    fail: Arc<Mutex<Option<String>>>,
+}
+
+struct Node {
+    counts: Arc<Counts>,
+    fail: Arc<Mutex<Option<String>>>,
+    kind: String,
+}
+
+#[async_trait::async_trait]
+impl Step for Node {
+    async fn run(&self, cx: &StepContext) -> Result<StepOutput, StepError> {
+        self.counts.bump(&cx.step_id);
+        if self
+            .fail
+            .lock()
+            .map(|f| f.as_deref() == Some(cx.step_id.as_str()))
+            .unwrap_or(false)
+        {
+            return Err(StepError::Fatal(format!("{} told to fail", cx.step_id)));
+        }
+        match self.kind.as_str() {
+            "discover" => {
+                let mut out = StepOutput::with_value(&3u32)?;
+                for t in ["a", "b", "c"] {
+                    out.spawn
+                        .push(StepSpec::new(format!("extract/{t}"), "extract", vec![]));
+                }
+                // b after a, to check deps among spawned steps.
+                out.spawn[1].deps.push("extract/a".into());
+                Ok(out)
+            }
+            _ => {
+                let mut inputs: Vec<&String> = cx.inputs.keys().collect();
+                inputs.sort();
+                let joined = inputs
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                StepOutput::with_value(&joined)
+            }
+        }
+    }
+}
+
+impl Workflow for Fan {
+    fn name(&self) -> &str {
+        "fan"
+    }
+    fn run_prefix(&self) -> &str {
+        "fan"
+    }
+    fn config_hash(&self) -> String {
+        "h".into()
+    }
+    fn plan(&self) -> Result<Plan, EngineError> {
+        Ok(Plan {
+            steps: vec![
+                StepSpec::new("discover", "discover", vec![]),
+                StepSpec::new("report", "report", vec!["discover".into()]),
+            ],
+            checkpoints: vec![
+                Checkpoint {
+                    name: "found".into(),
+                    steps: vec!["discover".into()],
+                },
+                Checkpoint {
+                    name: "reported".into(),
+                    steps: vec!["report".into()],
+                },
+            ],
+        })
+    }
+    fn step(&self, spec: &StepSpec) -> Result<Arc<dyn Step>, EngineError> {
+        Ok(Arc::new(Node {
+            counts: self.counts.clone(),
+            fail: self.fail.clone(),
+            kind: spec.kind.clone(),
+        }))
+    }
+}
+
+fn setup() -> (tempfile::TempDir, Engine, Arc<Fan>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::new(DataDir::new(dir.path()));
+    let wf = Arc::new(Fan {
+        counts: Arc::new(Counts::default()),
+        fail: Arc::new(Mutex::new(None)),
+    });
+    (dir, engine, wf)
+}
+
+fn options() -> RunOptions {
+    RunOptions {
+        jobs: 2,
+        ..RunOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawned_steps_run_before_the_spawners_dependents() {
+    let (_dir, engine, wf) = setup();
+    let open = engine.create(wf.as_ref(), vec![]).expect("create");
+    let id = open.run.id.clone();
+    let outcome = engine
+        .execute(
+            open,
+            wf.clone(),
+            options(),
+            Arc::new(Silent),
+            Stop::default(),
+        )
+        .await
+        .expect("execute");
+    assert_eq!(outcome, Outcome::Done);
+    let status = engine.status(&id).expect("status");
+    let ids: Vec<&str> = status.steps.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["discover", "report", "extract/a", "extract/b", "extract/c"]
+    );
+    let report = status
+        .steps
+        .iter()
+        .find(|s| s.id == "report")
+        .expect("report");
+    let mut deps = report.deps.clone();
+    deps.sort();
+    assert_eq!(deps, ["discover", "extract/a", "extract/b", "extract/c"]);
+    let found = status
+        .checkpoints
+        .iter()
+        .find(|c| c.name == "found")
+        .expect("found");
+    assert!(found.reached);
+    assert_eq!(
+        found.steps_total, 4,
+        "the checkpoint covers what its step spawned"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_replays_spawned_steps_without_rediscovering() {
+    let (_dir, engine, wf) = setup();
+    *wf.fail.lock().expect("lock") = Some("extract/b".into());
+    let open = engine.create(wf.as_ref(), vec![]).expect("create");
+    let id = open.run.id.clone();
+    let outcome = engine
+        .execute(
+            open,
+            wf.clone(),
+            options(),
+            Arc::new(Silent),
+            Stop::default(),
+        )
+        .await
+        .expect("execute");
+    assert!(
+        matches!(outcome, Outcome::Failed { ref step, .. } if step == "extract/b"),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        wf.counts.get("report"),
+        0,
+        "report waits for every spawned step"
+    );
+    *wf.fail.lock().expect("lock") = None;
+    let open = engine.open(&id).expect("open");
+    let outcome = engine
+        .execute(
+            open,
+            wf.clone(),
+            options(),
+            Arc::new(Silent),
+            Stop::default(),
+        )
+        .await
+        .expect("resume");
+    assert_eq!(outcome, Outcome::Done);
+    assert_eq!(wf.counts.get("discover"), 1, "discovery is not run again");
+    assert_eq!(wf.counts.get("extract/a"), 1);
+    assert_eq!(wf.counts.get("extract/b"), 2);
+    assert_eq!(wf.counts.get("report"), 1);
+    assert_eq!(engine.status(&id).expect("status").counts.done, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_from_a_spawners_checkpoint_keeps_the_spawned_steps() {
+    let (_dir, engine, wf) = setup();
+    let open = engine.create(wf.as_ref(), vec![]).expect("create");
+    let id = open.run.id.clone();
+    engine
+        .execute(
+            open,
+            wf.clone(),
+            options(),
+            Arc::new(Silent),
+            Stop::default(),
+        )
+        .await
+        .expect("execute");
+    let mut open = engine.open(&id).expect("open");
+    let n = engine
+        .recover(&mut open, "found", wf.as_ref())
+        .expect("recover");
+    assert_eq!(
+        n, 1,
+        "only report is after `found` (which covers the spawned extracts)"
+    );
+    let outcome = engine
+        .execute(
+            open,
+            wf.clone(),
+            options(),
+            Arc::new(Silent),
+            Stop::default(),
+        )
+        .await
+        .expect("after recover");
+    assert_eq!(outcome, Outcome::Done);
+    assert_eq!(wf.counts.get("extract/a"), 1);
+    assert_eq!(wf.counts.get("report"), 2);
+    let status = engine.status(&id).expect("status");
+    assert_eq!(status.generation, 1);
+    assert_eq!(status.steps.len(), 5);
+}
