@@ -1,11 +1,13 @@
 //! wf's integration tests: they run the real `wf` binary as a child process.
 //!
+//! - `analyze`: `wf analyze` on SQLite stores made from the fixtures, and config errors.
 //! - `cli`: argument handling, one-line errors and exit codes, JSON shapes, retries and failures.
 //! - `crash`: SIGKILL at random moments and at every failpoint, then `wf resume`.
 //! - `control`: recover from a checkpoint, pause, cancel, SIGTERM, concurrent resumes.
 
 mod util;
 
+mod analyze;
 mod cli;
 mod control;
 mod crash;

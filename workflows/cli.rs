@@ -29,6 +29,9 @@ pub struct Cli {
     /// Where journals, staging files, reports and logs live.
     #[arg(long, global = true, env = "WF_DATA_DIR", default_value = "wf-data")]
     pub data_dir: PathBuf,
+    /// The configuration file: stores, links, rules (see config/wf.example.toml).
+    #[arg(long, global = true, env = "WF_CONFIG", default_value = "wf.toml")]
+    pub config: PathBuf,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -61,6 +64,11 @@ pub enum Command {
     Pause { run: String },
     /// Stop a run for good (running steps are aborted).
     Cancel { run: String },
+    /// Discover every store (read-only): tables, keys, FKs, cycles, load order; writes analysis/.
+    Analyze {
+        #[arg(long)]
+        json: bool,
+    },
     /// List the runs.
     Runs {
         #[arg(long)]

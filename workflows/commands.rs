@@ -23,6 +23,7 @@ pub async fn dispatch(cli: Cli, log: RunLog) -> anyhow::Result<u8> {
         } => resume(&engine, &run, Some(&checkpoint), jobs, &log).await,
         Command::Pause { run } => control(&engine, &run, Control::Pause),
         Command::Cancel { run } => control(&engine, &run, Control::Cancel),
+        Command::Analyze { json } => analyze(&cli.config, &engine, json).await,
         Command::Runs { json } => show::runs(&engine, json),
         Command::Status { run, json, all } => show::status(&engine, &run, json, all),
         Command::Checkpoints { run, json } => show::checkpoints(&engine, &run, json),
@@ -149,6 +150,39 @@ async fn watch_signals(stop: Stop, run: String) {
     }
 }
 
+async fn analyze(config: &std::path::Path, engine: &Engine, json: bool) -> anyhow::Result<u8> {
+    let cfg = wf_stores::Config::load(config)?;
+    let out = engine.data().root().join("analysis");
+    let d = wf_steps::analyze::discover(&cfg, &out).await?;
+    if json {
+        return Ok(emit(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&d.analysis)?
+        )));
+    }
+    let tables: usize = d.schemas.iter().map(|s| s.tables.len()).sum();
+    let rows: u64 = d
+        .schemas
+        .iter()
+        .flat_map(|s| &s.tables)
+        .map(|t| t.row_count)
+        .sum();
+    say(&format!(
+        "{} stores, {tables} tables, {rows} rows, {} foreign keys, {} cycles",
+        d.schemas.len(),
+        d.analysis.edges.len(),
+        d.analysis.cycles.len()
+    ));
+    for c in &d.analysis.cycles {
+        say(&format!("cycle {}: {}", c.tables.join(" -> "), c.reason));
+    }
+    say(&format!("load order: {}", d.analysis.order.join(", ")));
+    for f in &d.files {
+        say(&format!("wrote {}", f.display()));
+    }
+    Ok(exit::DONE)
+}
+
 fn control(engine: &Engine, run: &str, control: Control) -> anyhow::Result<u8> {
     let verb = match control {
         Control::Pause => "pause",
@@ -168,6 +202,10 @@ pub fn report_error(e: &anyhow::Error) -> u8 {
     if let Some(c) = e.downcast_ref::<clap::Error>() {
         let _ = c.print();
         return c.exit_code().clamp(0, 255) as u8;
+    }
+    if let Some(store) = e.downcast_ref::<wf_stores::StoreError>() {
+        eprintln!("wf: {store}");
+        return exit::ERROR;
     }
     if let Some(engine) = e.downcast_ref::<EngineError>() {
         eprintln!("wf: {engine}");

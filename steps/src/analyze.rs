@@ -1,0 +1,64 @@
+//! Discovery across all configured stores: schemas, virtual FKs, cycles and load order, written to
+//! `analysis/schema-analysis.json`, `analysis/dependency-graph.dot` and `analysis/extraction-order.json`.
+
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use wf_stores::analysis::{add_virtual_fks, analyze, to_dot, Analysis};
+use wf_stores::schema::StoreSchema;
+use wf_stores::{connect, Config, Side, StoreError};
+
+/// What `wf analyze` found, for its summary.
+pub struct Discovery {
+    pub schemas: Vec<StoreSchema>,
+    pub analysis: Analysis,
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct SchemaFile<'a> {
+    district_column: &'a str,
+    stores: &'a [StoreSchema],
+}
+
+/// Discovers every store on the PROD side (read-only) and writes the analysis files into `out`.
+pub async fn discover(cfg: &Config, out: &Path) -> Result<Discovery, StoreError> {
+    let mut schemas = Vec::with_capacity(cfg.stores.len());
+    for store in &cfg.stores {
+        let db = connect(store, Side::Prod).await?;
+        schemas.push(db.introspect().await?);
+    }
+    add_virtual_fks(&mut schemas, cfg).map_err(|message| StoreError::Config {
+        file: PathBuf::from("wf.toml"),
+        message,
+    })?;
+    let analysis = analyze(&schemas);
+    let staging = |path: &Path, message: String| StoreError::Staging {
+        path: path.to_path_buf(),
+        message,
+    };
+    std::fs::create_dir_all(out).map_err(|e| staging(out, e.to_string()))?;
+    let schema_json = serde_json::to_vec_pretty(&SchemaFile {
+        district_column: &cfg.district_column,
+        stores: &schemas,
+    })
+    .map_err(|e| staging(out, e.to_string()))?;
+    let order_json =
+        serde_json::to_vec_pretty(&analysis).map_err(|e| staging(out, e.to_string()))?;
+    let mut files = Vec::new();
+    for (name, bytes) in [
+        ("schema-analysis.json", schema_json),
+        ("dependency-graph.dot", to_dot(&analysis).into_bytes()),
+        ("extraction-order.json", order_json),
+    ] {
+        let path = out.join(name);
+        let tmp = out.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, bytes).map_err(|e| staging(&tmp, e.to_string()))?;
+        std::fs::rename(&tmp, &path).map_err(|e| staging(&path, e.to_string()))?;
+        files.push(path);
+    }
+    Ok(Discovery {
+        schemas,
+        analysis,
+        files,
+    })
+}

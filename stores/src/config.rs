@@ -1,0 +1,321 @@
+//! `wf.toml`: the stores, cross-store links, the district column and the rule files.
+//! Parsing and `validate` do no I/O; `resolve` reads the environment for `env:VAR` connections.
+
+use crate::error::StoreError;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// Which engine a relational store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Postgres,
+    Sqlite,
+}
+
+/// One relational store (ids, hcp1, hcp2, adb), in PROD and in CERT.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Short name used in table ids (`ids.students`) and file names.
+    pub name: String,
+    /// `postgres` or `sqlite`.
+    pub kind: StoreKind,
+    /// PROD connection: a URL (`postgres://…`, `sqlite://path`) or `env:VAR` to read it from VAR.
+    pub prod: String,
+    /// CERT connection, same forms; must differ from PROD.
+    pub cert: String,
+}
+
+/// A reference no database declares, e.g. `hcp1.enrollments.student_id → ids.students.id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualFk {
+    /// `store.table.column` of the referencing column.
+    pub from: String,
+    /// `store.table.column` of the referenced (unique) column.
+    pub to: String,
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Column that holds the district id in the tables that have one.
+    #[serde(default = "default_district_column")]
+    pub district_column: String,
+    /// Relational stores.
+    #[serde(default)]
+    pub stores: Vec<StoreConfig>,
+    /// Cross-store (or undeclared) foreign keys.
+    #[serde(default)]
+    pub virtual_fks: Vec<VirtualFk>,
+    /// Tables copied whole (`store.table`), e.g. code lists such as grade levels.
+    #[serde(default)]
+    pub reference_tables: Vec<String>,
+    /// FK columns (`store.table.column` of the child) along which child rows of selected parents are
+    /// pulled in too. Child → parent references are always followed; parent → child only here.
+    #[serde(default)]
+    pub follow_children: Vec<String>,
+    /// Anonymization rules file, relative to this file.
+    #[serde(default)]
+    pub anonymization_rules: Option<PathBuf>,
+    /// Validation rules file, relative to this file.
+    #[serde(default)]
+    pub validation_rules: Option<PathBuf>,
+}
+
+fn default_district_column() -> String {
+    "district_id".into()
+}
+
+/// A `store.table.column` reference, split.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ColumnRef {
+    pub store: String,
+    pub table: String,
+    pub column: String,
+}
+
+impl ColumnRef {
+    /// Parses `store.table.column`.
+    pub fn parse(text: &str) -> Option<ColumnRef> {
+        let mut it = text.split('.');
+        let (s, t, c) = (it.next()?, it.next()?, it.next()?);
+        if it.next().is_some() || s.is_empty() || t.is_empty() || c.is_empty() {
+            return None;
+        }
+        Some(ColumnRef {
+            store: s.into(),
+            table: t.into(),
+            column: c.into(),
+        })
+    }
+
+    /// `store.table`.
+    pub fn table_id(&self) -> String {
+        format!("{}.{}", self.store, self.table)
+    }
+}
+
+fn invalid(file: &Path, msg: String) -> StoreError {
+    StoreError::Config {
+        file: file.to_path_buf(),
+        message: msg,
+    }
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, StoreError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            invalid(
+                path,
+                format!("cannot read it ({e}); pass --config or set WF_CONFIG"),
+            )
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates the text of a configuration file (`file` is only used in messages).
+    pub fn parse(text: &str, file: &Path) -> Result<Config, StoreError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let msg = e.message().to_string();
+            let at = e.span().map(|s| {
+                let line = text[..s.start.min(text.len())].lines().count().max(1);
+                format!(" (line {line})")
+            });
+            invalid(file, format!("{msg}{}", at.unwrap_or_default()))
+        })?;
+        cfg.validate(file)?;
+        Ok(cfg)
+    }
+
+    /// Checks what can be checked without I/O.
+    pub fn validate(&self, file: &Path) -> Result<(), StoreError> {
+        if self.district_column.trim().is_empty() {
+            return Err(invalid(file, "district_column is empty".into()));
+        }
+        let mut names = HashSet::new();
+        for s in &self.stores {
+            if s.name.is_empty()
+                || !s
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(invalid(
+                    file,
+                    format!("store name `{}` must be letters, digits or _", s.name),
+                ));
+            }
+            if !names.insert(s.name.as_str()) {
+                return Err(invalid(
+                    file,
+                    format!("store `{}` is declared twice", s.name),
+                ));
+            }
+            if s.prod.trim() == s.cert.trim() {
+                return Err(invalid(
+                    file,
+                    format!("store `{}`: the CERT connection equals the PROD one; CERT must be another database", s.name),
+                ));
+            }
+        }
+        let known = |store: &str| names.contains(store);
+        for v in &self.virtual_fks {
+            for (what, text) in [("from", &v.from), ("to", &v.to)] {
+                let r = ColumnRef::parse(text).ok_or_else(|| {
+                    invalid(
+                        file,
+                        format!("virtual_fks {what} `{text}` is not store.table.column"),
+                    )
+                })?;
+                if !known(&r.store) {
+                    return Err(invalid(
+                        file,
+                        format!(
+                            "virtual_fks {what} `{text}` names unknown store `{}`",
+                            r.store
+                        ),
+                    ));
+                }
+            }
+        }
+        for t in &self.reference_tables {
+            let (store, table) = t.split_once('.').unwrap_or(("", ""));
+            if table.is_empty() || table.contains('.') || !known(store) {
+                return Err(invalid(
+                    file,
+                    format!("reference table `{t}` is not store.table of a declared store"),
+                ));
+            }
+        }
+        for f in &self.follow_children {
+            let r = ColumnRef::parse(f).ok_or_else(|| {
+                invalid(
+                    file,
+                    format!("follow_children `{f}` is not store.table.column"),
+                )
+            })?;
+            if !known(&r.store) {
+                return Err(invalid(
+                    file,
+                    format!("follow_children `{f}` names unknown store `{}`", r.store),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn store(&self, name: &str) -> Option<&StoreConfig> {
+        self.stores.iter().find(|s| s.name == name)
+    }
+}
+
+/// Which side of a store to connect to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Prod,
+    Cert,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Prod => "PROD",
+            Side::Cert => "CERT",
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The connection string of `side`, with `env:VAR` read from the environment.
+    pub fn url(&self, side: Side) -> Result<String, StoreError> {
+        let raw = match side {
+            Side::Prod => &self.prod,
+            Side::Cert => &self.cert,
+        };
+        match raw.strip_prefix("env:") {
+            Some(var) => std::env::var(var).map_err(|_| StoreError::Connect {
+                store: self.name.clone(),
+                side: side.as_str(),
+                message: format!(
+                    "environment variable {var} is not set; export it with the {} connection URL",
+                    side.as_str()
+                ),
+            }),
+            None => Ok(raw.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        district_column = "district_id"
+        reference_tables = ["ids.grade_levels"]
+        follow_children = ["ids.students.school_id"]
+        [[stores]]
+        name = "ids"
+        kind = "postgres"
+        prod = "env:PROD_IDS"
+        cert = "env:CERT_IDS"
+        [[stores]]
+        name = "hcp1"
+        kind = "sqlite"
+        prod = "sqlite://prod/hcp1.db"
+        cert = "sqlite://cert/hcp1.db"
+        [[virtual_fks]]
+        from = "hcp1.enrollments.student_id"
+        to = "ids.students.id"
+    "#;
+
+    fn parse(text: &str) -> Result<Config, StoreError> {
+        Config::parse(text, Path::new("wf.toml"))
+    }
+
+    #[test]
+    fn parses_a_full_config() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.stores.len(), 2);
+        assert_eq!(c.stores[1].kind, StoreKind::Sqlite);
+        assert_eq!(
+            ColumnRef::parse(&c.virtual_fks[0].from).unwrap().table_id(),
+            "hcp1.enrollments"
+        );
+    }
+
+    #[test]
+    fn refuses_cert_equal_to_prod() {
+        let bad = GOOD.replace("env:CERT_IDS", "env:PROD_IDS");
+        let e = parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("CERT connection equals the PROD one"), "{e}");
+    }
+
+    #[test]
+    fn unknown_fields_and_stores_are_named() {
+        let e = parse(&format!("{GOOD}\nsurprise = 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("surprise") && e.contains("wf.toml"), "{e}");
+        let e = parse(&GOOD.replace("ids.students.id", "nope.students.id"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown store `nope`"), "{e}");
+    }
+
+    #[test]
+    fn env_connections_name_the_missing_variable() {
+        let c = parse(GOOD).unwrap();
+        let e = c.stores[0].url(Side::Prod).unwrap_err().to_string();
+        assert!(e.contains("PROD_IDS") && e.contains("ids"), "{e}");
+        assert_eq!(
+            c.stores[1].url(Side::Cert).unwrap(),
+            "sqlite://cert/hcp1.db"
+        );
+    }
+}

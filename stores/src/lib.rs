@@ -1,0 +1,14 @@
+//! wf's stores: configuration, relational stores (PostgreSQL, SQLite) behind `RelationalStore`,
+//! schema discovery and the dependency analysis. They know nothing about the engine.
+
+pub mod analysis;
+pub mod config;
+pub mod error;
+pub mod postgres;
+pub mod relational;
+pub mod schema;
+pub mod sqlite;
+
+pub use config::{Config, Side, StoreConfig, StoreKind};
+pub use error::StoreError;
+pub use relational::{connect, RelationalStore};

@@ -1,0 +1,76 @@
+//! PostgreSQL stores through sqlx. PROD sessions run with `default_transaction_read_only = on`, so
+//! even a statement wf never meant to send cannot change PROD.
+
+mod introspect;
+
+use crate::config::Side;
+use crate::error::StoreError;
+use crate::relational::{redact, RelationalStore};
+use crate::schema::StoreSchema;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::Connection;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// One PostgreSQL database of a store.
+pub struct PgStore {
+    name: String,
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects and runs `SELECT 1`; PROD connections are read-only.
+    pub async fn connect(name: &str, url: &str, side: Side) -> Result<PgStore, StoreError> {
+        let fail = |message: String| StoreError::Connect {
+            store: name.into(),
+            side: side.as_str(),
+            message,
+        };
+        let mut opts = PgConnectOptions::from_str(url)
+            .map_err(|e| fail(format!("bad URL {}: {e}", redact(url))))?
+            .application_name("wf");
+        if side == Side::Prod {
+            opts = opts.options([("default_transaction_read_only", "on")]);
+        }
+        // One direct attempt first: a pool would retry a refused connection until its timeout.
+        let mut probe = PgConnection::connect_with(&opts)
+            .await
+            .map_err(|e| fail(format!("cannot connect to {}: {e}", redact(url))))?;
+        sqlx::query("select 1")
+            .execute(&mut probe)
+            .await
+            .map_err(|e| fail(format!("{} does not answer: {e}", redact(url))))?;
+        let _ = probe.close().await;
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_lazy_with(opts);
+        Ok(PgStore {
+            name: name.into(),
+            pool,
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+#[async_trait::async_trait]
+impl RelationalStore for PgStore {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn introspect(&self) -> Result<StoreSchema, StoreError> {
+        introspect::introspect(&self.name, &self.pool).await
+    }
+
+    async fn execute(&self, sql: &str) -> Result<u64, StoreError> {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(|e| StoreError::from_sqlx(&self.name, e))
+    }
+}

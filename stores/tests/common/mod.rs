@@ -1,0 +1,140 @@
+//! Test helpers: fresh PostgreSQL databases (on the server started by scripts/services.sh) and
+//! SQLite files, loaded from the fixtures.
+
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use wf_stores::config::{Config, Side, StoreConfig, StoreKind, VirtualFk};
+use wf_stores::{connect, RelationalStore};
+
+/// The admin URL of the test server; `None` (test skipped) outside CI when no server is set up.
+pub fn pg_admin_url() -> Option<String> {
+    match std::env::var("WF_TEST_PG_URL") {
+        Ok(u) => Some(u),
+        Err(_) if std::env::var("CI").is_ok() => {
+            panic!("WF_TEST_PG_URL is not set in CI: run scripts/test.sh")
+        }
+        Err(_) => {
+            eprintln!("skipped: WF_TEST_PG_URL is not set (scripts/test.sh starts PostgreSQL and sets it)");
+            None
+        }
+    }
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Creates an empty database and returns its URL. Names are unique per process and call.
+pub async fn fresh_pg_db(admin: &str, label: &str) -> String {
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let name = format!("wf_t{}_{n}_{label}", std::process::id());
+    let pool = sqlx::PgPool::connect(admin)
+        .await
+        .expect("connect to the test server");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "drop database if exists {name}"
+    )))
+    .execute(&pool)
+    .await
+    .expect("drop");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {name}")))
+        .execute(&pool)
+        .await
+        .expect("create database");
+    pool.close().await;
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
+    format!("{base}/{name}")
+}
+
+pub fn fixture(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("fixture")
+}
+
+/// Runs fixture files against a store opened as CERT (writable).
+pub async fn load(cfg: &StoreConfig, files: &[&str]) {
+    let store = connect(cfg, Side::Cert)
+        .await
+        .expect("connect for fixtures");
+    for f in files {
+        store
+            .execute(&fixture(f))
+            .await
+            .unwrap_or_else(|e| panic!("{f}: {e}"));
+    }
+}
+
+/// Runs fixture files against a store's PROD database, through a writable (CERT-side) handle.
+pub async fn load_prod(cfg: &StoreConfig, files: &[&str]) {
+    let mut writable = cfg.clone();
+    writable.cert = cfg.prod.clone();
+    load(&writable, files).await;
+}
+
+/// A two-store rostering config (`ids`, `hcp1`) with the virtual FK between them.
+pub fn rostering_config(kind: StoreKind, urls: [(String, String); 2]) -> Config {
+    let [(ids_prod, ids_cert), (hcp_prod, hcp_cert)] = urls;
+    Config {
+        district_column: "district_id".into(),
+        stores: vec![
+            StoreConfig {
+                name: "ids".into(),
+                kind,
+                prod: ids_prod,
+                cert: ids_cert,
+            },
+            StoreConfig {
+                name: "hcp1".into(),
+                kind,
+                prod: hcp_prod,
+                cert: hcp_cert,
+            },
+        ],
+        virtual_fks: vec![VirtualFk {
+            from: "hcp1.enrollments.student_id".into(),
+            to: "ids.students.id".into(),
+        }],
+        reference_tables: vec!["ids.grade_levels".into()],
+        follow_children: vec![],
+        anonymization_rules: None,
+        validation_rules: None,
+    }
+}
+
+/// PROD databases of the rostering fixture on PostgreSQL (CERT ones created empty).
+pub async fn rostering_pg(admin: &str) -> Config {
+    let mut urls = Vec::new();
+    for store in ["ids", "hcp1"] {
+        urls.push((
+            fresh_pg_db(admin, &format!("{store}_prod")).await,
+            fresh_pg_db(admin, &format!("{store}_cert")).await,
+        ));
+    }
+    let cfg = rostering_config(StoreKind::Postgres, [urls[0].clone(), urls[1].clone()]);
+    load_prod(&cfg.stores[0], &["ids_schema_pg.sql", "ids_data.sql"]).await;
+    load_prod(&cfg.stores[1], &["hcp1_schema.sql", "hcp1_data.sql"]).await;
+    cfg
+}
+
+/// PROD files of the rostering fixture on SQLite, in `dir`.
+pub async fn rostering_sqlite(dir: &std::path::Path) -> Config {
+    let url = |n: &str| format!("sqlite://{}", dir.join(n).display());
+    let cfg = rostering_config(
+        StoreKind::Sqlite,
+        [
+            (url("ids_prod.db"), url("ids_cert.db")),
+            (url("hcp1_prod.db"), url("hcp1_cert.db")),
+        ],
+    );
+    load_prod(&cfg.stores[0], &["ids_schema_sqlite.sql", "ids_data.sql"]).await;
+    load_prod(&cfg.stores[1], &["hcp1_schema.sql", "hcp1_data.sql"]).await;
+    cfg
+}
+
+pub async fn prod(cfg: &Config, store: usize) -> Box<dyn RelationalStore> {
+    connect(&cfg.stores[store], Side::Prod)
+        .await
+        .expect("connect PROD")
+}
