@@ -8,6 +8,7 @@ pub mod postgres;
 pub mod relational;
 pub mod schema;
 pub mod sqlite;
+pub mod staging;
 
 pub use config::{Config, Side, StoreConfig, StoreKind};
 pub use error::StoreError;

@@ -1,6 +1,7 @@
 //! PostgreSQL stores through sqlx. PROD sessions run with `default_transaction_read_only = on`, so
 //! even a statement wf never meant to send cannot change PROD.
 
+pub mod copy;
 mod introspect;
 
 use crate::config::Side;

@@ -1,0 +1,470 @@
+//! Arrow IPC staging files: one file per table, written in record batches while rows stream in.
+//!
+//! Column mapping: integers → Int64, floating point → Float64, booleans → Boolean, bytea/BLOB →
+//! Binary, everything else (numeric, dates, times, timestamps, uuid, json, arrays, enums, …) → Utf8
+//! in the database's own canonical text form, which it reads back exactly. Each field keeps the source
+//! type in its metadata (`wf.type`), so a load writes back what was read.
+
+use crate::config::StoreKind;
+use crate::error::StoreError;
+use arrow_array::builder::{
+    BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
+};
+use arrow_array::{
+    Array, ArrayRef, BinaryArray, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// How a column is held in Arrow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColType {
+    Int,
+    Float,
+    Bool,
+    Text,
+    Bytes,
+}
+
+impl ColType {
+    /// The staging type of a column declared as `data_type` in a store of `kind`.
+    pub fn of(kind: StoreKind, data_type: &str) -> ColType {
+        let t = data_type.to_ascii_lowercase();
+        match kind {
+            StoreKind::Postgres => match t.as_str() {
+                "smallint" | "integer" | "bigint" => ColType::Int,
+                "real" | "double precision" => ColType::Float,
+                "boolean" => ColType::Bool,
+                "bytea" => ColType::Bytes,
+                _ => ColType::Text,
+            },
+            // SQLite affinity rules (https://sqlite.org/datatype3.html, 3.1).
+            StoreKind::Sqlite => {
+                if t.contains("int") || t.contains("bool") {
+                    ColType::Int
+                } else if t.contains("char") || t.contains("clob") || t.contains("text") {
+                    ColType::Text
+                } else if t.contains("blob") || t.is_empty() {
+                    ColType::Bytes
+                } else if t.contains("real") || t.contains("floa") || t.contains("doub") {
+                    ColType::Float
+                } else {
+                    ColType::Text
+                }
+            }
+        }
+    }
+
+    fn arrow(self) -> DataType {
+        match self {
+            ColType::Int => DataType::Int64,
+            ColType::Float => DataType::Float64,
+            ColType::Bool => DataType::Boolean,
+            ColType::Text => DataType::Utf8,
+            ColType::Bytes => DataType::Binary,
+        }
+    }
+
+    fn from_arrow(t: &DataType) -> Option<ColType> {
+        Some(match t {
+            DataType::Int64 => ColType::Int,
+            DataType::Float64 => ColType::Float,
+            DataType::Boolean => ColType::Bool,
+            DataType::Utf8 => ColType::Text,
+            DataType::Binary => ColType::Bytes,
+            _ => return None,
+        })
+    }
+}
+
+/// A staged column: name, source type, staging type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StagedColumn {
+    pub name: String,
+    pub source_type: String,
+    pub col_type: ColType,
+}
+
+/// The Arrow schema of a staged table, with the source types and table identity as metadata.
+pub fn arrow_schema(store: &str, table: &str, columns: &[StagedColumn]) -> SchemaRef {
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|c| {
+            Field::new(&c.name, c.col_type.arrow(), true).with_metadata(HashMap::from([(
+                "wf.type".to_string(),
+                c.source_type.clone(),
+            )]))
+        })
+        .collect();
+    let meta = HashMap::from([
+        ("wf.store".to_string(), store.to_string()),
+        ("wf.table".to_string(), table.to_string()),
+    ]);
+    Arc::new(Schema::new_with_metadata(fields, meta))
+}
+
+/// The staged columns described by a staging file's schema.
+pub fn columns_of(schema: &Schema) -> Result<Vec<StagedColumn>, String> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| {
+            Ok(StagedColumn {
+                name: f.name().clone(),
+                source_type: f.metadata().get("wf.type").cloned().unwrap_or_default(),
+                col_type: ColType::from_arrow(f.data_type()).ok_or_else(|| {
+                    format!(
+                        "column {} has unsupported Arrow type {}",
+                        f.name(),
+                        f.data_type()
+                    )
+                })?,
+            })
+        })
+        .collect()
+}
+
+/// Size and checksum of a finished staging file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileInfo {
+    pub path: PathBuf,
+    pub rows: u64,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+enum Builder {
+    Int(Int64Builder),
+    Float(Float64Builder),
+    Bool(BooleanBuilder),
+    Text(StringBuilder),
+    Bytes(BinaryBuilder),
+}
+
+/// A value as it arrives from a store.
+pub enum Value<'a> {
+    Null,
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Text(&'a str),
+    Bytes(&'a [u8]),
+}
+
+/// Streams rows into an Arrow IPC file, one record batch per `batch_rows` rows. Memory holds one batch.
+/// The file is written as `<path>.partial` (mode 0600) and renamed when finished, so a crash never
+/// leaves a truncated file under the final name.
+pub struct StagingWriter {
+    path: PathBuf,
+    partial: PathBuf,
+    schema: SchemaRef,
+    writer: arrow_ipc::writer::FileWriter<HashingWriter<BufWriter<std::fs::File>>>,
+    builders: Vec<Builder>,
+    batch_rows: usize,
+    pending: usize,
+    rows: u64,
+}
+
+fn staging_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Staging {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+impl StagingWriter {
+    pub fn create(
+        path: &Path,
+        schema: SchemaRef,
+        batch_rows: usize,
+    ) -> Result<StagingWriter, StoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let partial = path.with_extension("arrow.partial");
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&partial)
+            .map_err(|e| staging_err(&partial, e))?;
+        let sink = HashingWriter {
+            inner: BufWriter::with_capacity(1 << 20, file),
+            hasher: Sha256::new(),
+            bytes: 0,
+        };
+        let writer = arrow_ipc::writer::FileWriter::try_new(sink, &schema)
+            .map_err(|e| staging_err(&partial, e))?;
+        let builders = schema
+            .fields()
+            .iter()
+            .map(|f| match ColType::from_arrow(f.data_type()) {
+                Some(ColType::Int) => Builder::Int(Int64Builder::new()),
+                Some(ColType::Float) => Builder::Float(Float64Builder::new()),
+                Some(ColType::Bool) => Builder::Bool(BooleanBuilder::new()),
+                Some(ColType::Bytes) => Builder::Bytes(BinaryBuilder::new()),
+                _ => Builder::Text(StringBuilder::new()),
+            })
+            .collect();
+        Ok(StagingWriter {
+            path: path.to_path_buf(),
+            partial,
+            schema,
+            writer,
+            builders,
+            batch_rows: batch_rows.max(1),
+            pending: 0,
+            rows: 0,
+        })
+    }
+
+    /// Appends value `v` to column `col` of the current row; `end_row` closes the row.
+    pub fn push(&mut self, col: usize, v: Value<'_>) -> Result<(), StoreError> {
+        let name = || self.schema.field(col).name().clone();
+        let mismatch = |what: &str| {
+            staging_err(
+                &self.partial,
+                format!(
+                    "column {}: a {what} value does not fit its staging type",
+                    name()
+                ),
+            )
+        };
+        match (&mut self.builders[col], v) {
+            (Builder::Int(b), Value::Null) => b.append_null(),
+            (Builder::Int(b), Value::Int(x)) => b.append_value(x),
+            (Builder::Float(b), Value::Null) => b.append_null(),
+            (Builder::Float(b), Value::Float(x)) => b.append_value(x),
+            (Builder::Float(b), Value::Int(x)) => b.append_value(x as f64),
+            (Builder::Bool(b), Value::Null) => b.append_null(),
+            (Builder::Bool(b), Value::Bool(x)) => b.append_value(x),
+            (Builder::Text(b), Value::Null) => b.append_null(),
+            (Builder::Text(b), Value::Text(x)) => b.append_value(x),
+            (Builder::Text(b), Value::Int(x)) => b.append_value(x.to_string()),
+            (Builder::Text(b), Value::Float(x)) => b.append_value(x.to_string()),
+            (Builder::Bytes(b), Value::Null) => b.append_null(),
+            (Builder::Bytes(b), Value::Bytes(x)) => b.append_value(x),
+            (Builder::Bytes(b), Value::Text(x)) => b.append_value(x.as_bytes()),
+            (_, Value::Int(_)) => return Err(mismatch("integer")),
+            (_, Value::Float(_)) => return Err(mismatch("float")),
+            (_, Value::Bool(_)) => return Err(mismatch("boolean")),
+            (_, Value::Text(_)) => return Err(mismatch("text")),
+            (_, Value::Bytes(_)) => return Err(mismatch("binary")),
+        }
+        Ok(())
+    }
+
+    /// Closes the current row; writes a batch when `batch_rows` rows are pending.
+    pub fn end_row(&mut self) -> Result<(), StoreError> {
+        self.pending += 1;
+        self.rows += 1;
+        if self.pending >= self.batch_rows {
+            self.write_batch()?;
+        }
+        Ok(())
+    }
+
+    fn write_batch(&mut self) -> Result<(), StoreError> {
+        if self.pending == 0 {
+            return Ok(());
+        }
+        let arrays: Vec<ArrayRef> = self
+            .builders
+            .iter_mut()
+            .map(|b| match b {
+                Builder::Int(b) => Arc::new(b.finish()) as ArrayRef,
+                Builder::Float(b) => Arc::new(b.finish()) as ArrayRef,
+                Builder::Bool(b) => Arc::new(b.finish()) as ArrayRef,
+                Builder::Text(b) => Arc::new(b.finish()) as ArrayRef,
+                Builder::Bytes(b) => Arc::new(b.finish()) as ArrayRef,
+            })
+            .collect();
+        let batch = RecordBatch::try_new(self.schema.clone(), arrays)
+            .map_err(|e| staging_err(&self.partial, e))?;
+        self.writer
+            .write(&batch)
+            .map_err(|e| staging_err(&self.partial, e))?;
+        self.pending = 0;
+        Ok(())
+    }
+
+    /// Writes the last batch and the footer, syncs, and renames the file into place.
+    pub fn finish(mut self) -> Result<FileInfo, StoreError> {
+        self.write_batch()?;
+        self.writer
+            .finish()
+            .map_err(|e| staging_err(&self.partial, e))?;
+        let sink = self
+            .writer
+            .into_inner()
+            .map_err(|e| staging_err(&self.partial, e))?;
+        let HashingWriter {
+            inner,
+            hasher,
+            bytes,
+        } = sink;
+        let file = inner
+            .into_inner()
+            .map_err(|e| staging_err(&self.partial, e.error()))?;
+        file.sync_all().map_err(|e| staging_err(&self.partial, e))?;
+        std::fs::rename(&self.partial, &self.path).map_err(|e| staging_err(&self.path, e))?;
+        Ok(FileInfo {
+            path: self.path,
+            rows: self.rows,
+            bytes,
+            sha256: hex::encode(hasher.finalize()),
+        })
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+}
+
+/// Opens a staging file for reading batch by batch; a damaged file is a clear error naming it.
+pub fn open(
+    path: &Path,
+) -> Result<arrow_ipc::reader::FileReader<std::io::BufReader<std::fs::File>>, StoreError> {
+    let file = std::fs::File::open(path).map_err(|e| staging_err(path, e))?;
+    arrow_ipc::reader::FileReader::try_new(std::io::BufReader::new(file), None).map_err(|e| {
+        staging_err(
+            path,
+            format!("not a readable Arrow IPC file ({e}); re-run the step that wrote it"),
+        )
+    })
+}
+
+/// The value of row `row` in `array` as a store value (borrowing from the array).
+pub fn value_at(array: &dyn Array, row: usize) -> Value<'_> {
+    if array.is_null(row) {
+        return Value::Null;
+    }
+    let any = array.as_any();
+    if let Some(a) = any.downcast_ref::<Int64Array>() {
+        Value::Int(a.value(row))
+    } else if let Some(a) = any.downcast_ref::<Float64Array>() {
+        Value::Float(a.value(row))
+    } else if let Some(a) = any.downcast_ref::<BooleanArray>() {
+        Value::Bool(a.value(row))
+    } else if let Some(a) = any.downcast_ref::<StringArray>() {
+        Value::Text(a.value(row))
+    } else if let Some(a) = any.downcast_ref::<BinaryArray>() {
+        Value::Bytes(a.value(row))
+    } else {
+        Value::Null
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_batches_and_reads_them_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let cols = vec![
+            StagedColumn {
+                name: "id".into(),
+                source_type: "integer".into(),
+                col_type: ColType::Int,
+            },
+            StagedColumn {
+                name: "name".into(),
+                source_type: "text".into(),
+                col_type: ColType::Text,
+            },
+            StagedColumn {
+                name: "ok".into(),
+                source_type: "boolean".into(),
+                col_type: ColType::Bool,
+            },
+        ];
+        let schema = arrow_schema("ids", "t", &cols);
+        let path = dir.path().join("t.arrow");
+        let mut w = StagingWriter::create(&path, schema, 2).unwrap();
+        for i in 0..5 {
+            w.push(0, Value::Int(i)).unwrap();
+            w.push(
+                1,
+                if i == 3 {
+                    Value::Null
+                } else {
+                    Value::Text("x\ty")
+                },
+            )
+            .unwrap();
+            w.push(2, Value::Bool(i % 2 == 0)).unwrap();
+            w.end_row().unwrap();
+        }
+        assert!(w.push(0, Value::Text("no")).is_err());
+        let info = w.finish().unwrap();
+        assert_eq!(info.rows, 5);
+        assert_eq!(info.sha256, crate::staging::tests::sha(&path));
+        let reader = open(&path).unwrap();
+        assert_eq!(columns_of(&reader.schema()).unwrap(), cols);
+        let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+        assert_eq!(batches.len(), 3);
+        assert!(matches!(
+            value_at(batches[1].column(1).as_ref(), 1),
+            Value::Null
+        ));
+        assert!(matches!(
+            value_at(batches[2].column(0).as_ref(), 0),
+            Value::Int(4)
+        ));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn damaged_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.arrow");
+        std::fs::write(&p, b"not arrow at all").unwrap();
+        let e = open(&p).err().unwrap().to_string();
+        assert!(e.contains("bad.arrow") && e.contains("re-run"), "{e}");
+    }
+
+    pub(crate) fn sha(path: &Path) -> String {
+        hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+    }
+
+    #[test]
+    fn sqlite_affinity_and_postgres_types_map_as_documented() {
+        assert_eq!(ColType::of(StoreKind::Sqlite, "INTEGER"), ColType::Int);
+        assert_eq!(ColType::of(StoreKind::Sqlite, "varchar(20)"), ColType::Text);
+        assert_eq!(ColType::of(StoreKind::Sqlite, "double"), ColType::Float);
+        assert_eq!(ColType::of(StoreKind::Sqlite, "date"), ColType::Text);
+        assert_eq!(ColType::of(StoreKind::Postgres, "bigint"), ColType::Int);
+        assert_eq!(
+            ColType::of(StoreKind::Postgres, "numeric(10,2)"),
+            ColType::Text
+        );
+        assert_eq!(ColType::of(StoreKind::Postgres, "bytea"), ColType::Bytes);
+        assert_eq!(ColType::of(StoreKind::Postgres, "text[]"), ColType::Text);
+    }
+}
