@@ -4,11 +4,13 @@
 pub mod analysis;
 pub mod config;
 pub mod error;
+pub mod extract;
 pub mod postgres;
 pub mod relational;
 pub mod schema;
 pub mod sqlite;
 pub mod staging;
+pub mod subset;
 
 pub use config::{Config, Side, StoreConfig, StoreKind};
 pub use error::StoreError;

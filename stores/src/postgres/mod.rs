@@ -3,6 +3,7 @@
 
 pub mod copy;
 mod introspect;
+pub mod snapshot;
 
 use crate::config::Side;
 use crate::error::StoreError;

@@ -1,6 +1,8 @@
 //! SQLite stores through sqlx: the embedded default for demos and quick tests. PROD files are opened
 //! read-only; CERT files are created when missing.
 
+pub mod snapshot;
+
 use crate::config::{Side, StoreKind};
 use crate::error::StoreError;
 use crate::relational::RelationalStore;

@@ -1,0 +1,198 @@
+//! Extraction of one district from PROD: a read snapshot per store, the subset across stores, then
+//! every selected table streamed into `<out>/<store>.<table>.arrow` within the same snapshots, so no
+//! store is ever read from two points in time.
+
+use crate::analysis::add_virtual_fks;
+use crate::config::{Config, Side, StoreKind};
+use crate::error::StoreError;
+use crate::postgres::snapshot::{PgSnapshot, Selection};
+use crate::postgres::PgStore;
+use crate::schema::{StoreSchema, Table};
+use crate::sqlite::snapshot::SqliteSnapshot;
+use crate::sqlite::SqliteStore;
+use crate::staging::{arrow_schema, ColType, FileInfo, StagedColumn, StagingWriter};
+use crate::subset::{key_columns, select, Key, SnapshotReader};
+use crate::RelationalStore;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// A store's snapshot, whichever engine it runs on.
+pub enum Snap {
+    Pg(PgSnapshot),
+    Sqlite(SqliteSnapshot),
+}
+
+#[async_trait::async_trait]
+impl SnapshotReader for Snap {
+    async fn rows_eq(
+        &mut self,
+        t: &Table,
+        c: &str,
+        v: &str,
+        p: &[String],
+    ) -> Result<Vec<Key>, StoreError> {
+        match self {
+            Snap::Pg(s) => s.rows_eq(t, c, v, p).await,
+            Snap::Sqlite(s) => s.rows_eq(t, c, v, p).await,
+        }
+    }
+    async fn rows_in(
+        &mut self,
+        t: &Table,
+        c: &[String],
+        k: &[Key],
+        p: &[String],
+    ) -> Result<Vec<Key>, StoreError> {
+        match self {
+            Snap::Pg(s) => s.rows_in(t, c, k, p).await,
+            Snap::Sqlite(s) => s.rows_in(t, c, k, p).await,
+        }
+    }
+    async fn rows_all(&mut self, t: &Table, p: &[String]) -> Result<Vec<Key>, StoreError> {
+        match self {
+            Snap::Pg(s) => s.rows_all(t, p).await,
+            Snap::Sqlite(s) => s.rows_all(t, p).await,
+        }
+    }
+}
+
+/// The staged columns of `table`.
+pub fn staged_columns(kind: StoreKind, table: &Table) -> Vec<StagedColumn> {
+    table
+        .columns
+        .iter()
+        .map(|c| StagedColumn {
+            name: c.name.clone(),
+            source_type: c.data_type.clone(),
+            col_type: ColType::of(kind, &c.data_type),
+        })
+        .collect()
+}
+
+/// One extracted table.
+#[derive(Debug, Clone)]
+pub struct TableFile {
+    /// `store.table`.
+    pub table: String,
+    pub file: FileInfo,
+}
+
+/// What an extraction produced.
+#[derive(Debug)]
+pub struct Extracted {
+    pub schemas: Vec<StoreSchema>,
+    pub files: Vec<TableFile>,
+    /// Snapshot ids per store (PostgreSQL `pg_current_snapshot()`), for the journal.
+    pub snapshots: BTreeMap<String, String>,
+}
+
+enum Opened {
+    Pg(PgStore),
+    Sqlite(SqliteStore),
+}
+
+/// Extracts `district` from every configured store's PROD side into `out`.
+pub async fn extract_district(
+    cfg: &Config,
+    district: &str,
+    out: &Path,
+    batch_rows: usize,
+) -> Result<Extracted, StoreError> {
+    let mut opened = Vec::new();
+    let mut schemas = Vec::new();
+    for s in &cfg.stores {
+        let url = s.url(Side::Prod)?;
+        let store = match s.kind {
+            StoreKind::Postgres => Opened::Pg(PgStore::connect(&s.name, &url, Side::Prod).await?),
+            StoreKind::Sqlite => {
+                Opened::Sqlite(SqliteStore::connect(&s.name, &url, Side::Prod).await?)
+            }
+        };
+        let schema = match &store {
+            Opened::Pg(p) => p.introspect().await?,
+            Opened::Sqlite(q) => q.introspect().await?,
+        };
+        schemas.push(schema);
+        opened.push((s.name.clone(), store));
+    }
+    add_virtual_fks(&mut schemas, cfg).map_err(|message| StoreError::Config {
+        file: "wf.toml".into(),
+        message,
+    })?;
+    let mut snaps: HashMap<String, Snap> = HashMap::new();
+    let mut snapshots = BTreeMap::new();
+    for (name, store) in &opened {
+        let snap = match store {
+            Opened::Pg(p) => {
+                let s = PgSnapshot::begin(name, p.pool()).await?;
+                snapshots.insert(name.clone(), s.snapshot_id.clone());
+                Snap::Pg(s)
+            }
+            Opened::Sqlite(q) => Snap::Sqlite(SqliteSnapshot::begin(name, q.pool()).await?),
+        };
+        snaps.insert(name.clone(), snap);
+    }
+    let tables: Vec<Table> = schemas.iter().flat_map(|s| s.tables.clone()).collect();
+    let subset = select(&mut snaps, &tables, cfg, district).await?;
+    let seeded = subset.seed_only.iter().any(|t| subset.rows(t) > 0);
+    if !seeded {
+        return Err(StoreError::Query {
+            store: cfg.stores.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(","),
+            message: format!(
+                "district {district} not found: no row of any table has {} = {district}; `wf select-districts` lists the districts",
+                cfg.district_column
+            ),
+        });
+    }
+    std::fs::create_dir_all(out).map_err(|e| StoreError::Staging {
+        path: out.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let mut files = Vec::new();
+    for schema in &schemas {
+        for t in &schema.tables {
+            let id = t.id();
+            if subset.rows(&id) == 0 {
+                continue;
+            }
+            let keys: Vec<Key> = subset
+                .keys
+                .get(&id)
+                .map(|k| k.iter().cloned().collect())
+                .unwrap_or_default();
+            let key_cols = key_columns(t);
+            let sel = if subset.whole.contains(&id) {
+                Selection::All
+            } else if subset.seed_only.contains(&id) {
+                Selection::Eq {
+                    column: &cfg.district_column,
+                    value: district,
+                }
+            } else {
+                Selection::Keys {
+                    columns: &key_cols,
+                    keys: &keys,
+                }
+            };
+            let cols = staged_columns(schema.kind, t);
+            let path = out.join(format!("{id}.arrow"));
+            let mut w =
+                StagingWriter::create(&path, arrow_schema(&t.store, &t.name, &cols), batch_rows)?;
+            let snap = snaps.get_mut(&t.store).ok_or_else(|| StoreError::Query {
+                store: t.store.clone(),
+                message: "no snapshot".into(),
+            })?;
+            match snap {
+                Snap::Pg(s) => s.extract(t, sel, &cols, &mut w).await?,
+                Snap::Sqlite(s) => s.extract(t, sel, &mut w).await?,
+            };
+            let file = w.finish()?;
+            files.push(TableFile { table: id, file });
+        }
+    }
+    Ok(Extracted {
+        schemas,
+        files,
+        snapshots,
+    })
+}

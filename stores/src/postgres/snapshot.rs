@@ -1,0 +1,272 @@
+//! A PostgreSQL read snapshot: one connection in `REPEATABLE READ READ ONLY`, so every query of a
+//! subset and its extraction sees the same data. Keys are bound as `text[]` and cast to the column's
+//! own type, so indexes are used.
+
+use super::copy::copy_out;
+use crate::error::StoreError;
+use crate::schema::Table;
+use crate::staging::{StagedColumn, StagingWriter};
+use crate::subset::{Key, SnapshotReader};
+use sqlx::pool::PoolConnection;
+use sqlx::{PgPool, Postgres, Row};
+
+/// One store's snapshot, held open until dropped.
+pub struct PgSnapshot {
+    store: String,
+    conn: PoolConnection<Postgres>,
+    /// `pg_current_snapshot()` when the snapshot was taken, journaled with the extract.
+    pub snapshot_id: String,
+}
+
+pub(crate) fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// A PostgreSQL array literal of `values` (as text), for COPY queries that cannot take parameters.
+fn array_literal<'a>(values: impl Iterator<Item = Option<&'a str>>) -> String {
+    let mut s = String::from("{");
+    for (i, v) in values.enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        match v {
+            None => s.push_str("NULL"),
+            Some(v) => {
+                s.push('"');
+                for ch in v.chars() {
+                    if ch == '"' || ch == '\\' {
+                        s.push('\\');
+                    }
+                    s.push(ch);
+                }
+                s.push('"');
+            }
+        }
+    }
+    s.push('}');
+    literal(&s)
+}
+
+fn col_type<'a>(table: &'a Table, col: &str) -> Result<&'a str, StoreError> {
+    table
+        .column(col)
+        .map(|c| c.data_type.as_str())
+        .ok_or_else(|| StoreError::Query {
+            store: table.store.clone(),
+            message: format!("table {} has no column {col}", table.name),
+        })
+}
+
+fn select_list(cols: &[String]) -> String {
+    cols.iter()
+        .map(|c| format!("{}::text", ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `(c1, c2) in (select * from unnest($1::text[]::t1[], …))`, or `c = any($1::text[]::t[])`.
+fn in_clause(table: &Table, columns: &[String], first_param: usize) -> Result<String, StoreError> {
+    if columns.len() == 1 {
+        let t = col_type(table, &columns[0])?;
+        return Ok(format!(
+            "{} = any(${first_param}::text[]::{t}[])",
+            ident(&columns[0])
+        ));
+    }
+    let mut arrays = Vec::new();
+    for (i, c) in columns.iter().enumerate() {
+        arrays.push(format!(
+            "${}::text[]::{}[]",
+            first_param + i,
+            col_type(table, c)?
+        ));
+    }
+    let cols: Vec<String> = columns.iter().map(|c| ident(c)).collect();
+    Ok(format!(
+        "({}) in (select * from unnest({}))",
+        cols.join(", "),
+        arrays.join(", ")
+    ))
+}
+
+/// How a table's rows are chosen for extraction.
+pub enum Selection<'a> {
+    All,
+    Eq {
+        column: &'a str,
+        value: &'a str,
+    },
+    Keys {
+        columns: &'a [String],
+        keys: &'a [Key],
+    },
+}
+
+/// Keys per `COPY` when extracting by key.
+const COPY_KEYS: usize = 5000;
+
+impl PgSnapshot {
+    /// Takes a connection from `pool` and starts the read-only snapshot on it.
+    pub async fn begin(store: &str, pool: &PgPool) -> Result<PgSnapshot, StoreError> {
+        let err = |e| StoreError::from_sqlx(store, e);
+        let mut conn = pool.acquire().await.map_err(err)?;
+        sqlx::raw_sql("begin isolation level repeatable read read only")
+            .execute(&mut *conn)
+            .await
+            .map_err(err)?;
+        let snapshot_id: String = sqlx::query_scalar("select pg_current_snapshot()::text")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(err)?;
+        Ok(PgSnapshot {
+            store: store.into(),
+            conn,
+            snapshot_id,
+        })
+    }
+
+    async fn rows(
+        &mut self,
+        sql: String,
+        binds: Vec<Vec<Option<String>>>,
+        width: usize,
+    ) -> Result<Vec<Key>, StoreError> {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for b in binds {
+            q = q.bind(b);
+        }
+        let rows = q
+            .fetch_all(&mut *self.conn)
+            .await
+            .map_err(|e| StoreError::from_sqlx(&self.store, e))?;
+        Ok(rows
+            .iter()
+            .map(|r| (0..width).map(|i| r.get::<Option<String>, _>(i)).collect())
+            .collect())
+    }
+
+    /// Streams the selected rows of `table` (all its columns, in order) into `w`.
+    pub async fn extract(
+        &mut self,
+        table: &Table,
+        sel: Selection<'_>,
+        cols: &[StagedColumn],
+        w: &mut StagingWriter,
+    ) -> Result<u64, StoreError> {
+        let list: Vec<String> = table.columns.iter().map(|c| ident(&c.name)).collect();
+        let base = format!("select {} from {}", list.join(", "), ident(&table.name));
+        let mut statements = Vec::new();
+        match sel {
+            Selection::All => statements.push(base),
+            Selection::Eq { column, value } => {
+                let t = col_type(table, column)?;
+                statements.push(format!(
+                    "{base} where {} = {}::{t}",
+                    ident(column),
+                    literal(value)
+                ));
+            }
+            Selection::Keys { columns, keys } => {
+                for chunk in keys.chunks(COPY_KEYS) {
+                    let mut arrays = Vec::new();
+                    for (i, c) in columns.iter().enumerate() {
+                        let arr = array_literal(chunk.iter().map(|k| k[i].as_deref()));
+                        arrays.push(format!("{arr}::text[]::{}[]", col_type(table, c)?));
+                    }
+                    let cols: Vec<String> = columns.iter().map(|c| ident(c)).collect();
+                    statements.push(format!(
+                        "{base} where ({}) in (select * from unnest({}))",
+                        cols.join(", "),
+                        arrays.join(", ")
+                    ));
+                }
+            }
+        }
+        let mut rows = 0;
+        for s in statements {
+            let copy = format!("copy ({s}) to stdout");
+            rows += copy_out(&mut self.conn, &self.store, &table.name, &copy, cols, w).await?;
+        }
+        Ok(rows)
+    }
+}
+
+#[async_trait::async_trait]
+impl SnapshotReader for PgSnapshot {
+    async fn rows_eq(
+        &mut self,
+        table: &Table,
+        column: &str,
+        value: &str,
+        project: &[String],
+    ) -> Result<Vec<Key>, StoreError> {
+        let t = col_type(table, column)?;
+        let sql = format!(
+            "select {} from {} where {} = $1::text::{t}",
+            select_list(project),
+            ident(&table.name),
+            ident(column)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        q = q.bind(value.to_string());
+        let rows = q
+            .fetch_all(&mut *self.conn)
+            .await
+            .map_err(|e| StoreError::from_sqlx(&self.store, e))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (0..project.len())
+                    .map(|i| r.get::<Option<String>, _>(i))
+                    .collect()
+            })
+            .collect())
+    }
+
+    async fn rows_in(
+        &mut self,
+        table: &Table,
+        columns: &[String],
+        keys: &[Key],
+        project: &[String],
+    ) -> Result<Vec<Key>, StoreError> {
+        let sql = format!(
+            "select {} from {} where {}",
+            select_list(project),
+            ident(&table.name),
+            in_clause(table, columns, 1)?
+        );
+        let binds = (0..columns.len())
+            .map(|i| keys.iter().map(|k| k[i].clone()).collect())
+            .collect();
+        self.rows(sql, binds, project.len()).await
+    }
+
+    async fn rows_all(
+        &mut self,
+        table: &Table,
+        project: &[String],
+    ) -> Result<Vec<Key>, StoreError> {
+        let sql = format!(
+            "select {} from {}",
+            select_list(project),
+            ident(&table.name)
+        );
+        self.rows(sql, Vec::new(), project.len()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn array_literals_quote_everything_that_needs_it() {
+        let lit = super::array_literal(
+            [Some("a"), None, Some("b\"c"), Some("d\\e"), Some("it's")].into_iter(),
+        );
+        assert_eq!(lit, r#"'{"a",NULL,"b\"c","d\\e","it''s"}'"#);
+    }
+}

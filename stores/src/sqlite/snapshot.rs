@@ -1,0 +1,206 @@
+//! A SQLite read snapshot: one connection inside a transaction (the first read fixes its view).
+
+use crate::error::StoreError;
+use crate::schema::Table;
+use crate::staging::{StagingWriter, Value};
+use crate::subset::{Key, SnapshotReader};
+use futures_util::TryStreamExt;
+use sqlx::pool::PoolConnection;
+use sqlx::{Row, Sqlite, SqlitePool, TypeInfo, ValueRef};
+
+pub(crate) fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// One store's snapshot, held open until dropped.
+pub struct SqliteSnapshot {
+    store: String,
+    conn: PoolConnection<Sqlite>,
+}
+
+fn select_list(cols: &[String]) -> String {
+    cols.iter()
+        .map(|c| format!("cast({} as text)", ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `c in (?, …)` or `(c1, c2) in (values (?, ?), …)` for `n` keys.
+fn in_clause(columns: &[String], n: usize) -> String {
+    if columns.len() == 1 {
+        return format!("{} in ({})", ident(&columns[0]), vec!["?"; n].join(", "));
+    }
+    let row = format!("({})", vec!["?"; columns.len()].join(", "));
+    let cols: Vec<String> = columns.iter().map(|c| ident(c)).collect();
+    format!(
+        "({}) in (values {})",
+        cols.join(", "),
+        vec![row; n].join(", ")
+    )
+}
+
+/// How a table's rows are chosen for extraction.
+pub use crate::postgres::snapshot::Selection;
+
+impl SqliteSnapshot {
+    pub async fn begin(store: &str, pool: &SqlitePool) -> Result<SqliteSnapshot, StoreError> {
+        let err = |e| StoreError::from_sqlx(store, e);
+        let mut conn = pool.acquire().await.map_err(err)?;
+        sqlx::raw_sql("begin")
+            .execute(&mut *conn)
+            .await
+            .map_err(err)?;
+        Ok(SqliteSnapshot {
+            store: store.into(),
+            conn,
+        })
+    }
+
+    async fn rows(
+        &mut self,
+        sql: String,
+        binds: Vec<Option<String>>,
+        width: usize,
+    ) -> Result<Vec<Key>, StoreError> {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for b in binds {
+            q = q.bind(b);
+        }
+        let rows = q
+            .fetch_all(&mut *self.conn)
+            .await
+            .map_err(|e| StoreError::from_sqlx(&self.store, e))?;
+        Ok(rows
+            .iter()
+            .map(|r| (0..width).map(|i| r.get::<Option<String>, _>(i)).collect())
+            .collect())
+    }
+
+    /// Streams the selected rows of `table` (all columns, in order) into `w`.
+    pub async fn extract(
+        &mut self,
+        table: &Table,
+        sel: Selection<'_>,
+        w: &mut StagingWriter,
+    ) -> Result<u64, StoreError> {
+        let list: Vec<String> = table.columns.iter().map(|c| ident(&c.name)).collect();
+        let base = format!("select {} from {}", list.join(", "), ident(&table.name));
+        let mut queries: Vec<(String, Vec<Option<String>>)> = Vec::new();
+        match sel {
+            Selection::All => queries.push((base, Vec::new())),
+            Selection::Eq { column, value } => queries.push((
+                format!("{base} where {} = ?", ident(column)),
+                vec![Some(value.to_string())],
+            )),
+            Selection::Keys { columns, keys } => {
+                for chunk in keys.chunks(crate::subset::KEY_BATCH) {
+                    let binds = chunk.iter().flat_map(|k| k.iter().cloned()).collect();
+                    queries.push((
+                        format!("{base} where {}", in_clause(columns, chunk.len())),
+                        binds,
+                    ));
+                }
+            }
+        }
+        let mut n = 0;
+        for (sql, binds) in queries {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for b in binds {
+                q = q.bind(b);
+            }
+            let mut stream = q.fetch(&mut *self.conn);
+            while let Some(row) = stream
+                .try_next()
+                .await
+                .map_err(|e| StoreError::from_sqlx(&self.store, e))?
+            {
+                for i in 0..table.columns.len() {
+                    push_value(w, &row, i, &self.store, &table.name)?;
+                }
+                w.end_row()?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+fn push_value(
+    w: &mut StagingWriter,
+    row: &sqlx::sqlite::SqliteRow,
+    i: usize,
+    store: &str,
+    table: &str,
+) -> Result<(), StoreError> {
+    let err = |e: sqlx::Error| StoreError::Query {
+        store: store.into(),
+        message: format!("table {table}: {e}"),
+    };
+    let raw = row.try_get_raw(i).map_err(err)?;
+    if raw.is_null() {
+        return w.push(i, Value::Null);
+    }
+    let class = raw.type_info().name().to_string();
+    match class.as_str() {
+        "INTEGER" => w.push(i, Value::Int(row.try_get::<i64, _>(i).map_err(err)?)),
+        "REAL" => w.push(i, Value::Float(row.try_get::<f64, _>(i).map_err(err)?)),
+        "BLOB" => {
+            let b: Vec<u8> = row.try_get(i).map_err(err)?;
+            w.push(i, Value::Bytes(&b))
+        }
+        _ => {
+            let s: String = row.try_get(i).map_err(err)?;
+            w.push(i, Value::Text(&s))
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl SnapshotReader for SqliteSnapshot {
+    async fn rows_eq(
+        &mut self,
+        table: &Table,
+        column: &str,
+        value: &str,
+        project: &[String],
+    ) -> Result<Vec<Key>, StoreError> {
+        let sql = format!(
+            "select {} from {} where {} = ?",
+            select_list(project),
+            ident(&table.name),
+            ident(column)
+        );
+        self.rows(sql, vec![Some(value.to_string())], project.len())
+            .await
+    }
+
+    async fn rows_in(
+        &mut self,
+        table: &Table,
+        columns: &[String],
+        keys: &[Key],
+        project: &[String],
+    ) -> Result<Vec<Key>, StoreError> {
+        let sql = format!(
+            "select {} from {} where {}",
+            select_list(project),
+            ident(&table.name),
+            in_clause(columns, keys.len())
+        );
+        let binds = keys.iter().flat_map(|k| k.iter().cloned()).collect();
+        self.rows(sql, binds, project.len()).await
+    }
+
+    async fn rows_all(
+        &mut self,
+        table: &Table,
+        project: &[String],
+    ) -> Result<Vec<Key>, StoreError> {
+        let sql = format!(
+            "select {} from {}",
+            select_list(project),
+            ident(&table.name)
+        );
+        self.rows(sql, Vec::new(), project.len()).await
+    }
+}

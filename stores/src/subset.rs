@@ -1,0 +1,295 @@
+//! The referentially complete subset of one district, across stores.
+//!
+//! Algorithm (to a fixpoint, in each store's single read snapshot):
+//! 1. Seed: rows whose district column equals the district; reference tables whole.
+//! 2. Repeat while new rows appeared: for each new row, its parents through every FK (declared or
+//!    virtual) are selected — always, or the subset would not load; and rows of the tables listed in
+//!    `follow_children` that reference it are selected — only there, or the subset balloons.
+//!
+//! Keys are queried in batches (`= ANY` / `IN (VALUES …)`), never through temp tables, so PROD may
+//! be a read-only replica. The key sets are held by wf, one text tuple per selected row.
+//! Known limit: they are in memory (about 100 bytes a row): spilling to disk is still to be written.
+
+use crate::config::{ColumnRef, Config};
+use crate::error::StoreError;
+use crate::schema::{ForeignKey, Table};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+/// Column values of one row, as text (`None` for NULL), in the order of the projection asked for.
+pub type Key = Vec<Option<String>>;
+
+/// Keys asked for per query.
+pub const KEY_BATCH: usize = 1000;
+
+/// Reads one store inside one read-only snapshot.
+#[async_trait::async_trait]
+pub trait SnapshotReader: Send {
+    /// `project` of the rows of `table` whose `column` equals `value`.
+    async fn rows_eq(
+        &mut self,
+        table: &Table,
+        column: &str,
+        value: &str,
+        project: &[String],
+    ) -> Result<Vec<Key>, StoreError>;
+    /// `project` of the rows of `table` whose `columns` equal one of `keys` (at most `KEY_BATCH`).
+    async fn rows_in(
+        &mut self,
+        table: &Table,
+        columns: &[String],
+        keys: &[Key],
+        project: &[String],
+    ) -> Result<Vec<Key>, StoreError>;
+    /// `project` of every row of `table`.
+    async fn rows_all(&mut self, table: &Table, project: &[String])
+        -> Result<Vec<Key>, StoreError>;
+}
+
+/// What was selected, per table (`store.table`).
+#[derive(Debug, Default)]
+pub struct Subset {
+    /// Key tuples (primary key, else all columns) of the selected rows.
+    pub keys: BTreeMap<String, BTreeSet<Key>>,
+    /// Tables copied whole.
+    pub whole: BTreeSet<String>,
+    /// Tables whose rows all came from the district seed (extractable with one filter).
+    pub seed_only: BTreeSet<String>,
+}
+
+impl Subset {
+    pub fn rows(&self, table: &str) -> usize {
+        self.keys.get(table).map(BTreeSet::len).unwrap_or(0)
+    }
+}
+
+/// The key columns of a table: its primary key, else all its columns.
+pub fn key_columns(t: &Table) -> Vec<String> {
+    if t.primary_key.is_empty() {
+        t.columns.iter().map(|c| c.name.clone()).collect()
+    } else {
+        t.primary_key.clone()
+    }
+}
+
+struct Edges<'a> {
+    /// FKs out of each table (to parents in scope).
+    parents: HashMap<String, Vec<&'a ForeignKey>>,
+    /// FKs into each table that `follow_children` asks to follow: (child table, fk).
+    children: HashMap<String, Vec<(String, &'a ForeignKey)>>,
+    /// Columns to project per table: key ∪ own FK columns ∪ columns that followed FKs reference.
+    project: HashMap<String, Vec<String>>,
+}
+
+fn edges<'a>(tables: &'a [Table], cfg: &Config) -> Edges<'a> {
+    let ids: HashSet<String> = tables.iter().map(Table::id).collect();
+    let follow: HashSet<ColumnRef> = cfg
+        .follow_children
+        .iter()
+        .filter_map(|f| ColumnRef::parse(f))
+        .collect();
+    let mut e = Edges {
+        parents: HashMap::new(),
+        children: HashMap::new(),
+        project: HashMap::new(),
+    };
+    let mut project: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for t in tables {
+        let p = project.entry(t.id()).or_default();
+        p.extend(key_columns(t));
+        for fk in t.foreign_keys.iter().filter(|f| ids.contains(&f.ref_table)) {
+            p.extend(fk.columns.iter().cloned());
+            e.parents.entry(t.id()).or_default().push(fk);
+            let followed = fk.columns.iter().any(|c| {
+                follow.contains(&ColumnRef {
+                    store: t.store.clone(),
+                    table: t.name.clone(),
+                    column: c.clone(),
+                })
+            });
+            if followed {
+                e.children
+                    .entry(fk.ref_table.clone())
+                    .or_default()
+                    .push((t.id(), fk));
+            }
+        }
+    }
+    for t in tables {
+        for fk in t.foreign_keys.iter().filter(|f| ids.contains(&f.ref_table)) {
+            project
+                .entry(fk.ref_table.clone())
+                .or_default()
+                .extend(fk.ref_columns.iter().cloned());
+        }
+    }
+    // Keep the key columns first, then the rest by name, so a row's key is its prefix.
+    for t in tables {
+        let key = key_columns(t);
+        let rest = project.remove(&t.id()).unwrap_or_default();
+        let mut cols = key.clone();
+        cols.extend(rest.into_iter().filter(|c| !key.contains(c)));
+        e.project.insert(t.id(), cols);
+    }
+    e
+}
+
+fn pick(row: &Key, project: &[String], cols: &[String]) -> Option<Key> {
+    let out: Key = cols
+        .iter()
+        .map(|c| {
+            project
+                .iter()
+                .position(|p| p == c)
+                .and_then(|i| row[i].clone())
+        })
+        .collect();
+    // A NULL anywhere in an FK means no reference.
+    out.iter().all(Option::is_some).then_some(out)
+}
+
+/// Selects the district's subset. `readers` has one snapshot reader per store named in `tables`.
+pub async fn select<S: SnapshotReader>(
+    readers: &mut HashMap<String, S>,
+    tables: &[Table],
+    cfg: &Config,
+    district: &str,
+) -> Result<Subset, StoreError> {
+    let by_id: HashMap<String, &Table> = tables.iter().map(|t| (t.id(), t)).collect();
+    let e = edges(tables, cfg);
+    let reference: BTreeSet<String> = cfg.reference_tables.iter().cloned().collect();
+    let mut subset = Subset::default();
+    let mut frontier: BTreeMap<String, Vec<Key>> = BTreeMap::new();
+    for t in tables {
+        let id = t.id();
+        let project = &e.project[&id];
+        let r = readers.get_mut(&t.store).ok_or_else(|| StoreError::Query {
+            store: t.store.clone(),
+            message: "no snapshot open for this store".into(),
+        })?;
+        let rows = if reference.contains(&id) {
+            subset.whole.insert(id.clone());
+            r.rows_all(t, project).await?
+        } else if t.column(&cfg.district_column).is_some() {
+            subset.seed_only.insert(id.clone());
+            r.rows_eq(t, &cfg.district_column, district, project)
+                .await?
+        } else {
+            continue;
+        };
+        admit(
+            &mut subset,
+            &mut frontier,
+            &id,
+            key_columns(t).len(),
+            rows,
+            false,
+        );
+    }
+    while !frontier.is_empty() {
+        let mut next: BTreeMap<String, Vec<Key>> = BTreeMap::new();
+        for (id, rows) in std::mem::take(&mut frontier) {
+            let project = &e.project[&id];
+            // Parents, always.
+            for fk in e.parents.get(&id).map(Vec::as_slice).unwrap_or(&[]) {
+                let parent = by_id[&fk.ref_table];
+                if subset.whole.contains(&parent.id()) {
+                    continue;
+                }
+                let known = subset.keys.get(&parent.id());
+                let refs_key = fk.ref_columns == key_columns(parent);
+                let wanted: BTreeSet<Key> = rows
+                    .iter()
+                    .filter_map(|r| pick(r, project, &fk.columns))
+                    .filter(|k| !(refs_key && known.is_some_and(|s| s.contains(k))))
+                    .collect();
+                fetch(
+                    readers,
+                    &mut subset,
+                    &mut next,
+                    parent,
+                    &fk.ref_columns,
+                    wanted,
+                    &e.project[&parent.id()],
+                )
+                .await?;
+            }
+            // Children, where configured.
+            for (child_id, fk) in e.children.get(&id).map(Vec::as_slice).unwrap_or(&[]) {
+                let child = by_id[child_id];
+                let wanted: BTreeSet<Key> = rows
+                    .iter()
+                    .filter_map(|r| pick(r, project, &fk.ref_columns))
+                    .collect();
+                fetch(
+                    readers,
+                    &mut subset,
+                    &mut next,
+                    child,
+                    &fk.columns,
+                    wanted,
+                    &e.project[child_id],
+                )
+                .await?;
+            }
+        }
+        frontier = next;
+    }
+    Ok(subset)
+}
+
+async fn fetch<S: SnapshotReader>(
+    readers: &mut HashMap<String, S>,
+    subset: &mut Subset,
+    next: &mut BTreeMap<String, Vec<Key>>,
+    table: &Table,
+    columns: &[String],
+    wanted: BTreeSet<Key>,
+    project: &[String],
+) -> Result<(), StoreError> {
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let r = readers
+        .get_mut(&table.store)
+        .ok_or_else(|| StoreError::Query {
+            store: table.store.clone(),
+            message: "no snapshot open for this store".into(),
+        })?;
+    let wanted: Vec<Key> = wanted.into_iter().collect();
+    for chunk in wanted.chunks(KEY_BATCH) {
+        let rows = r.rows_in(table, columns, chunk, project).await?;
+        admit(
+            subset,
+            next,
+            &table.id(),
+            key_columns(table).len(),
+            rows,
+            true,
+        );
+    }
+    Ok(())
+}
+
+/// Records rows not selected before and queues them for the next round.
+fn admit(
+    subset: &mut Subset,
+    next: &mut BTreeMap<String, Vec<Key>>,
+    id: &str,
+    key_len: usize,
+    rows: Vec<Key>,
+    added_later: bool,
+) {
+    let set = subset.keys.entry(id.to_string()).or_default();
+    let mut fresh = Vec::new();
+    for row in rows {
+        if set.insert(row[..key_len].to_vec()) {
+            fresh.push(row);
+        }
+    }
+    if added_later && !fresh.is_empty() {
+        subset.seed_only.remove(id);
+    }
+    if !fresh.is_empty() {
+        next.entry(id.to_string()).or_default().extend(fresh);
+    }
+}
