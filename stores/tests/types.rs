@@ -114,13 +114,10 @@ async fn every_type_round_trips_exactly() {
         })
     });
     let names: Vec<String> = cols.iter().map(|c| format!("\"{}\"", c.name)).collect();
-    let sent = copy_in(
-        &mut cert,
-        "t",
-        &format!("copy all_types ({}) from stdin", names.join(", ")),
-        batches,
-        &[],
-    )
+    let copy = format!("copy all_types ({}) from stdin", names.join(", "));
+    let sent = copy_in(&mut cert, &copy, batches, &[], |e| {
+        StoreError::from_sqlx("t", e)
+    })
     .await
     .expect("copy in");
     assert_eq!(sent, 4);

@@ -199,17 +199,19 @@ pub fn encode_row(out: &mut Vec<u8>, batch: &RecordBatch, row: usize, null_cols:
 }
 
 /// Sends every row of `batches` into `copy_sql` (a `COPY t (…) FROM STDIN`); returns rows sent.
-pub async fn copy_in<I>(
+/// `err` classifies database errors (a load maps constraint violations to the table they hit).
+pub async fn copy_in<I, F>(
     conn: &mut PgConnection,
-    store: &str,
     copy_sql: &str,
     batches: I,
     null_cols: &[bool],
+    err: F,
 ) -> Result<u64, StoreError>
 where
     I: IntoIterator<Item = Result<RecordBatch, StoreError>>,
+    F: Fn(sqlx::Error) -> StoreError,
 {
-    let err = |e| StoreError::from_sqlx(store, e);
+    let err = &err;
     let mut copy = conn.copy_in_raw(copy_sql).await.map_err(err)?;
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
     let mut rows = 0u64;

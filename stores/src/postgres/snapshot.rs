@@ -51,7 +51,7 @@ fn array_literal<'a>(values: impl Iterator<Item = Option<&'a str>>) -> String {
     literal(&s)
 }
 
-fn col_type<'a>(table: &'a Table, col: &str) -> Result<&'a str, StoreError> {
+pub(crate) fn col_type<'a>(table: &'a Table, col: &str) -> Result<&'a str, StoreError> {
     table
         .column(col)
         .map(|c| c.data_type.as_str())
@@ -69,7 +69,11 @@ fn select_list(cols: &[String]) -> String {
 }
 
 /// `(c1, c2) in (select * from unnest($1::text[]::t1[], …))`, or `c = any($1::text[]::t[])`.
-fn in_clause(table: &Table, columns: &[String], first_param: usize) -> Result<String, StoreError> {
+pub(crate) fn in_clause(
+    table: &Table,
+    columns: &[String],
+    first_param: usize,
+) -> Result<String, StoreError> {
     if columns.len() == 1 {
         let t = col_type(table, &columns[0])?;
         return Ok(format!(

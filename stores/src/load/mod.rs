@@ -1,0 +1,311 @@
+//! Loading staged tables into CERT, and rolling a load back.
+//!
+//! One transaction per store, tables in load order (parents first). Exactly-once: the load writes a
+//! marker row per table into `wf_loads` (run key, store, table, rows, sha256) in the same
+//! transaction, and a load that finds its run key there has already committed and does nothing.
+//! Cycles: on PostgreSQL the break-point columns are loaded NULL and set by UPDATE once every table
+//! is in; on SQLite foreign keys are checked at commit (`defer_foreign_keys`).
+//! Rollback deletes exactly the keys the run inserted (its manifest, written before commit and
+//! trusted only once the marker committed), children first, in one transaction per store.
+
+pub mod postgres;
+pub mod sqlite;
+
+use crate::error::StoreError;
+use crate::schema::Table;
+use crate::staging::{arrow_schema, open, value_at, ColType, StagedColumn, StagingWriter, Value};
+use crate::subset::{key_columns, Key};
+use arrow_array::RecordBatch;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// What to do with a row whose key already exists in CERT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Fail (and load nothing of the store): CERT must not hold the rows yet.
+    Insert,
+    /// Overwrite the existing row.
+    Upsert,
+    /// Keep the existing row.
+    SkipExisting,
+}
+
+/// One table to load: its CERT schema and its staging file.
+#[derive(Debug, Clone)]
+pub struct TableLoad {
+    pub table: Table,
+    pub file: PathBuf,
+    pub sha256: String,
+    pub strategy: Strategy,
+    /// Columns loaded NULL first and set by UPDATE afterwards (cycle break points).
+    pub deferred: Vec<String>,
+}
+
+/// One store's load.
+#[derive(Debug, Clone)]
+pub struct StoreLoad {
+    /// Idempotency key of the load (`run/g<generation>/load/<store>`).
+    pub run_key: String,
+    pub store: String,
+    /// Parents first.
+    pub tables: Vec<TableLoad>,
+    /// Where the manifests (keys inserted per table) go.
+    pub manifest_dir: PathBuf,
+    /// Roll back instead of committing (`--dry-run`).
+    pub dry_run: bool,
+}
+
+/// What a load did, per table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableReport {
+    pub table: String,
+    pub rows_in_file: u64,
+    pub inserted: u64,
+}
+
+/// What a load did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadReport {
+    /// The marker was found: an earlier execution committed this load.
+    pub already_loaded: bool,
+    pub tables: Vec<TableReport>,
+}
+
+/// The staged rows of a file, batch by batch.
+pub(crate) fn batches(path: &Path) -> Result<Vec<RecordBatch>, StoreError> {
+    open(path)?
+        .map(|b| {
+            b.map_err(|e| StoreError::Staging {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The key of row `row` (primary key, else all columns) as text, as the subset and manifests hold it.
+pub(crate) fn key_of(batch: &RecordBatch, key_idx: &[usize], row: usize) -> Key {
+    key_idx
+        .iter()
+        .map(|&i| match value_at(batch.column(i).as_ref(), row) {
+            Value::Null => None,
+            Value::Int(x) => Some(x.to_string()),
+            Value::Float(x) => Some(x.to_string()),
+            Value::Bool(x) => Some(if x { "true".into() } else { "false".into() }),
+            Value::Text(t) => Some(t.to_string()),
+            Value::Bytes(b) => Some(hex::encode(b)),
+        })
+        .collect()
+}
+
+/// Positions of the table's key columns in the staged batches.
+pub(crate) fn key_positions(
+    table: &Table,
+    batch_schema: &arrow_schema::Schema,
+) -> Result<Vec<usize>, StoreError> {
+    key_columns(table)
+        .iter()
+        .map(|c| {
+            batch_schema.index_of(c).map_err(|_| StoreError::Query {
+                store: table.store.clone(),
+                message: format!("staging file of {} has no key column {c}", table.name),
+            })
+        })
+        .collect()
+}
+
+fn manifest_path(dir: &Path, table: &Table) -> PathBuf {
+    dir.join(format!("{}.{}.keys.arrow", table.store, table.name))
+}
+
+/// Writes the keys a load inserted into `table` (all text columns).
+pub(crate) fn write_manifest(
+    dir: &Path,
+    table: &Table,
+    keys: &[Key],
+) -> Result<PathBuf, StoreError> {
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::Staging {
+        path: dir.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let cols: Vec<StagedColumn> = key_columns(table)
+        .into_iter()
+        .map(|c| StagedColumn {
+            name: c,
+            source_type: "text".into(),
+            col_type: ColType::Text,
+        })
+        .collect();
+    let path = manifest_path(dir, table);
+    let mut w = StagingWriter::create(&path, arrow_schema(&table.store, &table.name, &cols), 8192)?;
+    for k in keys {
+        for (i, v) in k.iter().enumerate() {
+            w.push(i, v.as_deref().map(Value::Text).unwrap_or(Value::Null))?;
+        }
+        w.end_row()?;
+    }
+    w.finish()?;
+    Ok(path)
+}
+
+/// Reads the keys a load inserted into `table`; no manifest means nothing was inserted.
+pub(crate) fn read_manifest(dir: &Path, table: &Table) -> Result<Vec<Key>, StoreError> {
+    let path = manifest_path(dir, table);
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let mut keys = Vec::new();
+    for b in batches(&path)? {
+        let idx: Vec<usize> = (0..b.num_columns()).collect();
+        keys.extend((0..b.num_rows()).map(|r| key_of(&b, &idx, r)));
+    }
+    Ok(keys)
+}
+
+/// Keys of `wanted` that are not in `existing`, in order.
+pub(crate) fn new_keys(wanted: Vec<Key>, existing: &HashSet<Key>) -> Vec<Key> {
+    wanted
+        .into_iter()
+        .filter(|k| !existing.contains(k))
+        .collect()
+}
+
+/// How a run loads: its idempotency key, where manifests go, the strategy, dry run or not.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Prefix of the per-store run keys (`<run>/g<generation>/load`).
+    pub run_key: String,
+    pub manifest_dir: PathBuf,
+    pub strategy: Strategy,
+    pub dry_run: bool,
+}
+
+/// The per-store loads of an extraction: tables in the analysis' load order; PostgreSQL tables defer
+/// their cycle break columns (non-deferrable FKs); reference tables keep what CERT already has.
+pub fn plan_loads(
+    cfg: &crate::Config,
+    schemas: &[crate::schema::StoreSchema],
+    analysis: &crate::analysis::Analysis,
+    files: &[crate::extract::TableFile],
+    opts: &LoadOptions,
+) -> Vec<StoreLoad> {
+    let LoadOptions {
+        run_key,
+        manifest_dir,
+        strategy,
+        dry_run,
+    } = opts;
+    let (strategy, dry_run) = (*strategy, *dry_run);
+    let mut out = Vec::new();
+    for s in &cfg.stores {
+        let Some(schema) = schemas.iter().find(|x| x.store == s.name) else {
+            continue;
+        };
+        let mut tables = Vec::new();
+        for id in analysis
+            .order
+            .iter()
+            .filter(|id| id.split('.').next() == Some(s.name.as_str()))
+        {
+            let (Some(table), Some(file)) = (
+                schema.tables.iter().find(|t| &t.id() == id),
+                files.iter().find(|f| &f.table == id),
+            ) else {
+                continue;
+            };
+            let deferred = if s.kind == crate::StoreKind::Postgres {
+                analysis
+                    .cycles
+                    .iter()
+                    .filter_map(|c| c.break_fk.as_ref())
+                    .filter(|e| &e.child == id && !e.is_virtual)
+                    .filter(|e| {
+                        !table
+                            .foreign_keys
+                            .iter()
+                            .any(|f| f.name == e.fk && f.deferrable)
+                    })
+                    .flat_map(|e| e.columns.clone())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            tables.push(TableLoad {
+                table: table.clone(),
+                file: file.file.path.clone(),
+                sha256: file.file.sha256.clone(),
+                strategy: if cfg.reference_tables.contains(id) {
+                    Strategy::SkipExisting
+                } else {
+                    strategy
+                },
+                deferred,
+            });
+        }
+        if !tables.is_empty() {
+            out.push(StoreLoad {
+                run_key: format!("{run_key}/{}", s.name),
+                store: s.name.clone(),
+                tables,
+                manifest_dir: manifest_dir.to_path_buf(),
+                dry_run,
+            });
+        }
+    }
+    out
+}
+
+/// Loads `job` into the CERT side of `store`.
+pub async fn load_store(
+    store: &crate::StoreConfig,
+    job: &StoreLoad,
+) -> Result<LoadReport, StoreError> {
+    let url = store.url(crate::Side::Cert)?;
+    match store.kind {
+        crate::StoreKind::Postgres => {
+            let db =
+                crate::postgres::PgStore::connect(&store.name, &url, crate::Side::Cert).await?;
+            postgres::load(db.pool(), job).await
+        }
+        crate::StoreKind::Sqlite => {
+            let db =
+                crate::sqlite::SqliteStore::connect(&store.name, &url, crate::Side::Cert).await?;
+            sqlite::load(db.pool(), job).await
+        }
+    }
+}
+
+/// Deletes from the CERT side of `store` what `job` loaded (if it committed); rows deleted per table.
+pub async fn rollback_store(
+    store: &crate::StoreConfig,
+    job: &StoreLoad,
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let url = store.url(crate::Side::Cert)?;
+    match store.kind {
+        crate::StoreKind::Postgres => {
+            let db =
+                crate::postgres::PgStore::connect(&store.name, &url, crate::Side::Cert).await?;
+            postgres::rollback(
+                db.pool(),
+                &job.store,
+                &job.run_key,
+                &job.tables,
+                &job.manifest_dir,
+            )
+            .await
+        }
+        crate::StoreKind::Sqlite => {
+            let db =
+                crate::sqlite::SqliteStore::connect(&store.name, &url, crate::Side::Cert).await?;
+            sqlite::rollback(
+                db.pool(),
+                &job.store,
+                &job.run_key,
+                &job.tables,
+                &job.manifest_dir,
+            )
+            .await
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! Loading into and rolling back PostgreSQL CERT databases (`COPY … FROM STDIN`).
+
+use super::{
+    batches, key_of, key_positions, new_keys, read_manifest, write_manifest, LoadReport, StoreLoad,
+    Strategy, TableReport,
+};
+use crate::error::StoreError;
+use crate::postgres::copy::copy_in;
+use crate::postgres::snapshot::{col_type, ident, in_clause};
+use crate::schema::Table;
+use crate::subset::{key_columns, Key, KEY_BATCH};
+use sqlx::postgres::PgDatabaseError;
+use sqlx::{PgConnection, PgPool, Row};
+use std::collections::HashSet;
+
+const MARKERS: &str = "create table if not exists wf_loads (run_key text not null, store text not null, \
+    tbl text not null, rows bigint not null, sha256 text not null, loaded_at timestamptz not null default now(), \
+    primary key (run_key, tbl))";
+
+/// Maps a database error of a load into `table` to a constraint error naming it, or a query error.
+fn load_error(store: &str, table: &str, e: sqlx::Error) -> StoreError {
+    if let Some(db) = e.as_database_error() {
+        if let Some(constraint) = db.constraint() {
+            let detail = db
+                .try_downcast_ref::<PgDatabaseError>()
+                .and_then(|p| p.detail())
+                .unwrap_or("");
+            let key = detail
+                .split_once("Key ")
+                .map(|(_, k)| {
+                    k.split(" already")
+                        .next()
+                        .unwrap_or(k)
+                        .split(" is not")
+                        .next()
+                        .unwrap_or(k)
+                })
+                .unwrap_or("(unknown)")
+                .to_string();
+            return StoreError::Constraint {
+                store: store.into(),
+                table: db.table().unwrap_or(table).to_string(),
+                constraint: constraint.to_string(),
+                key,
+                message: db.message().to_string(),
+            };
+        }
+    }
+    StoreError::from_sqlx(store, e)
+}
+
+/// Which of `keys` exist in `table` already.
+async fn existing(
+    conn: &mut PgConnection,
+    table: &Table,
+    keys: &[Key],
+) -> Result<HashSet<Key>, StoreError> {
+    let cols = key_columns(table);
+    let select: Vec<String> = cols.iter().map(|c| format!("{}::text", ident(c))).collect();
+    let mut found = HashSet::new();
+    for chunk in keys.chunks(KEY_BATCH) {
+        let sql = format!(
+            "select {} from {} where {}",
+            select.join(", "),
+            ident(&table.name),
+            in_clause(table, &cols, 1)?
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for i in 0..cols.len() {
+            q = q.bind(chunk.iter().map(|k| k[i].clone()).collect::<Vec<_>>());
+        }
+        for r in q
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| StoreError::from_sqlx(&table.store, e))?
+        {
+            found.insert(
+                (0..cols.len())
+                    .map(|i| r.get::<Option<String>, _>(i))
+                    .collect(),
+            );
+        }
+    }
+    Ok(found)
+}
+
+/// Loads one store in one transaction; see the module docs of `load` for the guarantees.
+pub async fn load(pool: &PgPool, job: &StoreLoad) -> Result<LoadReport, StoreError> {
+    let store = job.store.as_str();
+    let err = |e| StoreError::from_sqlx(store, e);
+    let mut tx = pool.begin().await.map_err(err)?;
+    sqlx::raw_sql(MARKERS)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+    let done: i64 = sqlx::query_scalar("select count(*) from wf_loads where run_key = $1")
+        .bind(&job.run_key)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err)?;
+    if done > 0 {
+        tx.rollback().await.map_err(err)?;
+        return Ok(LoadReport {
+            already_loaded: true,
+            tables: Vec::new(),
+        });
+    }
+    let mut reports = Vec::new();
+    let mut updates: Vec<(usize, Vec<Key>)> = Vec::new();
+    for (n, t) in job.tables.iter().enumerate() {
+        let table = &t.table;
+        let data = batches(&t.file)?;
+        let Some(first) = data.first() else {
+            reports.push(TableReport {
+                table: table.id(),
+                rows_in_file: 0,
+                inserted: 0,
+            });
+            continue;
+        };
+        let schema = first.schema();
+        let key_idx = key_positions(table, &schema)?;
+        let file_keys: Vec<Key> = data
+            .iter()
+            .flat_map(|b| (0..b.num_rows()).map(|r| key_of(b, &key_idx, r)))
+            .collect();
+        let found = existing(&mut tx, table, &file_keys).await?;
+        let inserted = new_keys(file_keys.clone(), &found);
+        let cols: Vec<String> = schema.fields().iter().map(|f| ident(f.name())).collect();
+        let null_cols: Vec<bool> = schema
+            .fields()
+            .iter()
+            .map(|f| t.deferred.contains(f.name()))
+            .collect();
+        let rows_in_file = data.iter().map(|b| b.num_rows() as u64).sum();
+        let target = if t.strategy == Strategy::Insert {
+            ident(&table.name)
+        } else {
+            format!("wf_stage_{n}")
+        };
+        if t.strategy != Strategy::Insert {
+            let create = format!(
+                "create temp table {target} (like {} including defaults) on commit drop",
+                ident(&table.name)
+            );
+            sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
+        let copy = format!("copy {target} ({}) from stdin", cols.join(", "));
+        copy_in(&mut tx, &copy, data.into_iter().map(Ok), &null_cols, |e| {
+            load_error(store, &table.name, e)
+        })
+        .await?;
+        if t.strategy != Strategy::Insert {
+            let pk: Vec<String> = key_columns(table).iter().map(|c| ident(c)).collect();
+            let action = match t.strategy {
+                Strategy::SkipExisting => "do nothing".to_string(),
+                _ => {
+                    let sets: Vec<String> = schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.name())
+                        .filter(|c| !key_columns(table).contains(c) && !t.deferred.contains(c))
+                        .map(|c| format!("{0} = excluded.{0}", ident(c)))
+                        .collect();
+                    if sets.is_empty() {
+                        "do nothing".into()
+                    } else {
+                        format!("do update set {}", sets.join(", "))
+                    }
+                }
+            };
+            let sql = format!(
+                "insert into {} ({cols}) select {cols} from {target} on conflict ({}) {action}",
+                ident(&table.name),
+                pk.join(", "),
+                cols = cols.join(", ")
+            );
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| load_error(store, &table.name, e))?;
+        }
+        write_manifest(&job.manifest_dir, table, &inserted)?;
+        if !t.deferred.is_empty() {
+            let touch = if t.strategy == Strategy::Upsert {
+                file_keys
+            } else {
+                inserted.clone()
+            };
+            updates.push((n, touch));
+        }
+        reports.push(TableReport {
+            table: table.id(),
+            rows_in_file,
+            inserted: inserted.len() as u64,
+        });
+    }
+    for (n, keys) in updates {
+        set_deferred(&mut tx, &job.tables[n], &keys).await?;
+    }
+    for (t, r) in job.tables.iter().zip(&reports) {
+        sqlx::query(
+            "insert into wf_loads (run_key, store, tbl, rows, sha256) values ($1, $2, $3, $4, $5)",
+        )
+        .bind(&job.run_key)
+        .bind(store)
+        .bind(&t.table.name)
+        .bind(r.inserted as i64)
+        .bind(&t.sha256)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+    }
+    if job.dry_run {
+        tx.rollback().await.map_err(err)?;
+    } else {
+        tx.commit().await.map_err(err)?;
+    }
+    Ok(LoadReport {
+        already_loaded: false,
+        tables: reports,
+    })
+}
+
+/// Sets the deferred (cycle break) columns of the rows with `keys` to their staged values.
+async fn set_deferred(
+    conn: &mut PgConnection,
+    t: &super::TableLoad,
+    keys: &[Key],
+) -> Result<(), StoreError> {
+    let table = &t.table;
+    let wanted: HashSet<&Key> = keys.iter().collect();
+    let key_cols = key_columns(table);
+    let sets: Vec<String> = t
+        .deferred
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            Ok(format!(
+                "{} = ${}::text::{}",
+                ident(c),
+                i + 1,
+                col_type(table, c)?
+            ))
+        })
+        .collect::<Result<_, StoreError>>()?;
+    let wheres: Vec<String> = key_cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            Ok(format!(
+                "{} = ${}::text::{}",
+                ident(c),
+                t.deferred.len() + i + 1,
+                col_type(table, c)?
+            ))
+        })
+        .collect::<Result<_, StoreError>>()?;
+    let sql = format!(
+        "update {} set {} where {}",
+        ident(&table.name),
+        sets.join(", "),
+        wheres.join(" and ")
+    );
+    for b in batches(&t.file)? {
+        let key_idx = key_positions(table, &b.schema())?;
+        let def_idx: Vec<usize> = t
+            .deferred
+            .iter()
+            .filter_map(|c| b.schema().index_of(c).ok())
+            .collect();
+        for r in 0..b.num_rows() {
+            let key = key_of(&b, &key_idx, r);
+            let vals = key_of(&b, &def_idx, r);
+            if !wanted.contains(&key) || vals.iter().all(Option::is_none) {
+                continue;
+            }
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
+            for v in vals.into_iter().chain(key) {
+                q = q.bind(v);
+            }
+            q.execute(&mut *conn)
+                .await
+                .map_err(|e| load_error(&table.store, &table.name, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes what run key `run_key` loaded into this store (children first), if that load committed.
+/// `tables` are the load's tables in load order, with their deferred columns.
+pub async fn rollback(
+    pool: &PgPool,
+    store: &str,
+    run_key: &str,
+    tables: &[super::TableLoad],
+    manifest_dir: &std::path::Path,
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let err = |e| StoreError::from_sqlx(store, e);
+    let mut tx = pool.begin().await.map_err(err)?;
+    let has_markers: bool = sqlx::query_scalar("select to_regclass('wf_loads') is not null")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err)?;
+    let committed: i64 = if has_markers {
+        sqlx::query_scalar("select count(*) from wf_loads where run_key = $1")
+            .bind(run_key)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(err)?
+    } else {
+        0
+    };
+    if committed == 0 {
+        return Ok(Vec::new());
+    }
+    // Break the cycles first: NULL the deferred columns of the rows about to go.
+    for t in tables.iter().filter(|t| !t.deferred.is_empty()) {
+        let keys = read_manifest(manifest_dir, &t.table)?;
+        let sets: Vec<String> = t
+            .deferred
+            .iter()
+            .map(|c| format!("{} = null", ident(c)))
+            .collect();
+        for chunk in keys.chunks(KEY_BATCH) {
+            delete_or_update(
+                &mut tx,
+                &t.table,
+                &format!("update {} set {}", ident(&t.table.name), sets.join(", ")),
+                chunk,
+            )
+            .await?;
+        }
+    }
+    let mut deleted = Vec::new();
+    for t in tables.iter().rev() {
+        let keys = read_manifest(manifest_dir, &t.table)?;
+        let mut n = 0;
+        for chunk in keys.chunks(KEY_BATCH) {
+            n += delete_or_update(
+                &mut tx,
+                &t.table,
+                &format!("delete from {}", ident(&t.table.name)),
+                chunk,
+            )
+            .await?;
+        }
+        deleted.push((t.table.id(), n));
+    }
+    sqlx::query("delete from wf_loads where run_key = $1")
+        .bind(run_key)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+    tx.commit().await.map_err(err)?;
+    Ok(deleted)
+}
+
+async fn delete_or_update(
+    conn: &mut PgConnection,
+    table: &Table,
+    head: &str,
+    keys: &[Key],
+) -> Result<u64, StoreError> {
+    let cols = key_columns(table);
+    let sql = format!("{head} where {}", in_clause(table, &cols, 1)?);
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for i in 0..cols.len() {
+        q = q.bind(keys.iter().map(|k| k[i].clone()).collect::<Vec<_>>());
+    }
+    q.execute(&mut *conn)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(|e| load_error(&table.store, &table.name, e))
+}

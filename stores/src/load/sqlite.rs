@@ -1,0 +1,337 @@
+//! Loading into and rolling back SQLite CERT files. Foreign keys are checked at commit
+//! (`defer_foreign_keys`), so cycles load in one pass.
+
+use super::{
+    batches, key_of, key_positions, new_keys, read_manifest, write_manifest, LoadReport, StoreLoad,
+    Strategy, TableLoad, TableReport,
+};
+use crate::error::StoreError;
+use crate::schema::Table;
+use crate::sqlite::snapshot::ident;
+use crate::staging::{value_at, Value};
+use crate::subset::{key_columns, Key, KEY_BATCH};
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{Row, SqlitePool};
+use std::collections::HashSet;
+
+const MARKERS: &str = "create table if not exists wf_loads (run_key text not null, store text not null, \
+    tbl text not null, rows integer not null, sha256 text not null, loaded_at text not null default current_timestamp, \
+    primary key (run_key, tbl))";
+
+fn load_error(store: &str, table: &str, key: &Key, e: sqlx::Error) -> StoreError {
+    if let Some(db) = e.as_database_error() {
+        if db.is_unique_violation() || db.is_foreign_key_violation() || db.is_check_violation() {
+            let key = key
+                .iter()
+                .map(|k| k.as_deref().unwrap_or("NULL"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return StoreError::Constraint {
+                store: store.into(),
+                table: table.into(),
+                constraint: db.constraint().map(str::to_string).unwrap_or_else(|| {
+                    let kind = if db.is_unique_violation() {
+                        "unique"
+                    } else if db.is_foreign_key_violation() {
+                        "foreign key"
+                    } else {
+                        "check"
+                    };
+                    format!("({kind})")
+                }),
+                key: format!("({key})"),
+                message: db.message().to_string(),
+            };
+        }
+    }
+    StoreError::from_sqlx(store, e)
+}
+
+fn where_keys(cols: &[String], n: usize) -> String {
+    let row = format!("({})", vec!["?"; cols.len()].join(", "));
+    let names: Vec<String> = cols.iter().map(|c| ident(c)).collect();
+    format!(
+        "({}) in (values {})",
+        names.join(", "),
+        vec![row; n].join(", ")
+    )
+}
+
+async fn existing(
+    conn: &mut SqliteConnection,
+    table: &Table,
+    keys: &[Key],
+) -> Result<HashSet<Key>, StoreError> {
+    let cols = key_columns(table);
+    let select: Vec<String> = cols
+        .iter()
+        .map(|c| format!("cast({} as text)", ident(c)))
+        .collect();
+    let mut found = HashSet::new();
+    for chunk in keys.chunks(KEY_BATCH) {
+        let sql = format!(
+            "select {} from {} where {}",
+            select.join(", "),
+            ident(&table.name),
+            where_keys(&cols, chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for k in chunk {
+            for v in k {
+                q = q.bind(v.clone());
+            }
+        }
+        for r in q
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| StoreError::from_sqlx(&table.store, e))?
+        {
+            found.insert(
+                (0..cols.len())
+                    .map(|i| r.get::<Option<String>, _>(i))
+                    .collect(),
+            );
+        }
+    }
+    Ok(found)
+}
+
+/// Loads one store in one transaction; see the module docs of `load` for the guarantees.
+pub async fn load(pool: &SqlitePool, job: &StoreLoad) -> Result<LoadReport, StoreError> {
+    let store = job.store.as_str();
+    let err = |e| StoreError::from_sqlx(store, e);
+    let mut conn = pool.acquire().await.map_err(err)?;
+    sqlx::raw_sql("begin immediate")
+        .execute(&mut *conn)
+        .await
+        .map_err(err)?;
+    let result = load_in_tx(&mut conn, job).await;
+    let end = match (&result, job.dry_run) {
+        (Ok(r), false) if !r.already_loaded => "commit",
+        _ => "rollback",
+    };
+    let ended = sqlx::raw_sql(sqlx::AssertSqlSafe(end))
+        .execute(&mut *conn)
+        .await;
+    let report = result?;
+    ended.map_err(|e| load_error(store, "(commit)", &Vec::new(), e))?;
+    Ok(report)
+}
+
+async fn load_in_tx(
+    conn: &mut SqliteConnection,
+    job: &StoreLoad,
+) -> Result<LoadReport, StoreError> {
+    let store = job.store.as_str();
+    let err = |e| StoreError::from_sqlx(store, e);
+    sqlx::raw_sql("pragma defer_foreign_keys = on")
+        .execute(&mut *conn)
+        .await
+        .map_err(err)?;
+    sqlx::raw_sql(MARKERS)
+        .execute(&mut *conn)
+        .await
+        .map_err(err)?;
+    let done: i64 = sqlx::query_scalar("select count(*) from wf_loads where run_key = ?")
+        .bind(&job.run_key)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(err)?;
+    if done > 0 {
+        return Ok(LoadReport {
+            already_loaded: true,
+            tables: Vec::new(),
+        });
+    }
+    let mut reports = Vec::new();
+    for t in &job.tables {
+        reports.push(load_table(conn, store, t, &job.manifest_dir).await?);
+    }
+    for (t, r) in job.tables.iter().zip(&reports) {
+        sqlx::query(
+            "insert into wf_loads (run_key, store, tbl, rows, sha256) values (?, ?, ?, ?, ?)",
+        )
+        .bind(&job.run_key)
+        .bind(store)
+        .bind(&t.table.name)
+        .bind(r.inserted as i64)
+        .bind(&t.sha256)
+        .execute(&mut *conn)
+        .await
+        .map_err(err)?;
+    }
+    Ok(LoadReport {
+        already_loaded: false,
+        tables: reports,
+    })
+}
+
+async fn load_table(
+    conn: &mut SqliteConnection,
+    store: &str,
+    t: &TableLoad,
+    manifest_dir: &std::path::Path,
+) -> Result<TableReport, StoreError> {
+    let table = &t.table;
+    let data = batches(&t.file)?;
+    let Some(first) = data.first() else {
+        return Ok(TableReport {
+            table: table.id(),
+            rows_in_file: 0,
+            inserted: 0,
+        });
+    };
+    let schema = first.schema();
+    let key_idx = key_positions(table, &schema)?;
+    let file_keys: Vec<Key> = data
+        .iter()
+        .flat_map(|b| (0..b.num_rows()).map(|r| key_of(b, &key_idx, r)))
+        .collect();
+    let found = existing(conn, table, &file_keys).await?;
+    let inserted = new_keys(file_keys, &found);
+    let names: Vec<String> = schema.fields().iter().map(|f| ident(f.name())).collect();
+    let pk: Vec<String> = key_columns(table).iter().map(|c| ident(c)).collect();
+    let conflict = match t.strategy {
+        Strategy::Insert => String::new(),
+        Strategy::SkipExisting => " on conflict do nothing".into(),
+        Strategy::Upsert => {
+            let sets: Vec<String> = schema
+                .fields()
+                .iter()
+                .map(|f| f.name())
+                .filter(|c| !key_columns(table).contains(c))
+                .map(|c| format!("{0} = excluded.{0}", ident(c)))
+                .collect();
+            if sets.is_empty() {
+                " on conflict do nothing".into()
+            } else {
+                format!(
+                    " on conflict ({}) do update set {}",
+                    pk.join(", "),
+                    sets.join(", ")
+                )
+            }
+        }
+    };
+    let sql = format!(
+        "insert into {} ({}) values ({}){conflict}",
+        ident(&table.name),
+        names.join(", "),
+        vec!["?"; names.len()].join(", ")
+    );
+    let mut rows_in_file = 0;
+    for b in &data {
+        for r in 0..b.num_rows() {
+            rows_in_file += 1;
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
+            for c in b.columns() {
+                q = match value_at(c.as_ref(), r) {
+                    Value::Null => q.bind(None::<String>),
+                    Value::Int(x) => q.bind(x),
+                    Value::Float(x) => q.bind(x),
+                    Value::Bool(x) => q.bind(x),
+                    Value::Text(s) => q.bind(s.to_string()),
+                    Value::Bytes(x) => q.bind(x.to_vec()),
+                };
+            }
+            q.execute(&mut *conn)
+                .await
+                .map_err(|e| load_error(store, &table.name, &key_of(b, &key_idx, r), e))?;
+        }
+    }
+    write_manifest(manifest_dir, table, &inserted)?;
+    Ok(TableReport {
+        table: table.id(),
+        rows_in_file,
+        inserted: inserted.len() as u64,
+    })
+}
+
+/// Deletes what run key `run_key` loaded into this store (children first), if that load committed.
+pub async fn rollback(
+    pool: &SqlitePool,
+    store: &str,
+    run_key: &str,
+    tables: &[TableLoad],
+    manifest_dir: &std::path::Path,
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let err = |e| StoreError::from_sqlx(store, e);
+    let mut conn = pool.acquire().await.map_err(err)?;
+    sqlx::raw_sql("begin immediate")
+        .execute(&mut *conn)
+        .await
+        .map_err(err)?;
+    let result = rollback_in_tx(&mut conn, store, run_key, tables, manifest_dir).await;
+    let end = if result.as_ref().is_ok_and(|d| !d.is_empty()) {
+        "commit"
+    } else {
+        "rollback"
+    };
+    let ended = sqlx::raw_sql(sqlx::AssertSqlSafe(end))
+        .execute(&mut *conn)
+        .await;
+    let deleted = result?;
+    ended.map_err(|e| load_error(store, "(commit)", &Vec::new(), e))?;
+    Ok(deleted)
+}
+
+async fn rollback_in_tx(
+    conn: &mut SqliteConnection,
+    store: &str,
+    run_key: &str,
+    tables: &[TableLoad],
+    manifest_dir: &std::path::Path,
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let err = |e| StoreError::from_sqlx(store, e);
+    sqlx::raw_sql("pragma defer_foreign_keys = on")
+        .execute(&mut *conn)
+        .await
+        .map_err(err)?;
+    let has: i64 = sqlx::query_scalar("select count(*) from sqlite_master where name = 'wf_loads'")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(err)?;
+    let committed: i64 = if has > 0 {
+        sqlx::query_scalar("select count(*) from wf_loads where run_key = ?")
+            .bind(run_key)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(err)?
+    } else {
+        0
+    };
+    if committed == 0 {
+        return Ok(Vec::new());
+    }
+    let mut deleted = Vec::new();
+    for t in tables.iter().rev() {
+        let keys = read_manifest(manifest_dir, &t.table)?;
+        let cols = key_columns(&t.table);
+        let mut n = 0;
+        for chunk in keys.chunks(KEY_BATCH) {
+            let sql = format!(
+                "delete from {} where {}",
+                ident(&t.table.name),
+                where_keys(&cols, chunk.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for k in chunk {
+                for v in k {
+                    q = q.bind(v.clone());
+                }
+            }
+            n += q
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| load_error(store, &t.table.name, &Vec::new(), e))?
+                .rows_affected();
+        }
+        deleted.push((t.table.id(), n));
+    }
+    sqlx::query("delete from wf_loads where run_key = ?")
+        .bind(run_key)
+        .execute(&mut *conn)
+        .await
+        .map_err(err)?;
+    Ok(deleted)
+}

@@ -1,0 +1,223 @@
+//! Load into CERT and roll back, on real PostgreSQL and on SQLite, with pre-existing CERT rows:
+//! every FK resolves after the load, a second execution is a no-op (marker), a conflicting load
+//! changes nothing and names table, constraint and key, rollback restores CERT exactly.
+
+mod common;
+
+use std::collections::BTreeMap;
+use wf_stores::analysis::{add_virtual_fks, analyze};
+use wf_stores::config::{Config, Side, StoreKind};
+use wf_stores::extract::extract_district;
+use wf_stores::load::{load_store, plan_loads, rollback_store, LoadOptions, Strategy};
+use wf_stores::{connect, StoreError};
+
+async fn counts(cfg: &Config) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for s in &cfg.stores {
+        let schema = connect(s, Side::Cert)
+            .await
+            .expect("cert")
+            .introspect()
+            .await
+            .expect("introspect");
+        for t in schema.tables {
+            out.insert(t.id(), t.row_count);
+        }
+    }
+    out
+}
+
+async fn scalar(cfg: &Config, store: usize, sql: &str) -> Vec<Option<i64>> {
+    let s = &cfg.stores[store];
+    let url = s.url(Side::Cert).expect("url");
+    match s.kind {
+        StoreKind::Postgres => {
+            let pool = sqlx::PgPool::connect(&url).await.expect("pg");
+            let sql = format!("select v::int8 from ({sql}) q(v)");
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&pool)
+                .await
+                .expect("query")
+        }
+        StoreKind::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&url).await.expect("sqlite");
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+                .fetch_all(&pool)
+                .await
+                .expect("query")
+        }
+    }
+}
+
+async fn scenario(mut cfg: Config, ids_schema: &str) {
+    cfg.follow_children = [
+        "ids.student_guardians.student_id",
+        "ids.terms.school_id",
+        "ids.report_cards.student_id",
+        "hcp1.enrollments.section_id",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    common::load(&cfg.stores[0], &[ids_schema, "cert_seed_ids.sql"]).await;
+    common::load(&cfg.stores[1], &["hcp1_schema.sql", "cert_seed_hcp1.sql"]).await;
+    let before = counts(&cfg).await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ex = extract_district(&cfg, "1", &dir.path().join("anon"), 1000)
+        .await
+        .expect("extract");
+    let mut schemas = ex.schemas.clone();
+    add_virtual_fks(&mut schemas, &cfg).expect("virtual");
+    let analysis = analyze(&schemas);
+    let manifests = dir.path().join("loads");
+    let jobs = plan_loads(
+        &cfg,
+        &ex.schemas,
+        &analysis,
+        &ex.files,
+        &LoadOptions {
+            run_key: "run1/g0/load".into(),
+            manifest_dir: manifests.clone(),
+            strategy: Strategy::Insert,
+            dry_run: false,
+        },
+    );
+    assert_eq!(jobs.len(), 2);
+
+    // A dry run changes nothing.
+    for job in &jobs {
+        let mut dry = job.clone();
+        dry.dry_run = true;
+        dry.manifest_dir = dir.path().join("dry");
+        let r = load_store(cfg.store(&job.store).expect("store"), &dry)
+            .await
+            .expect("dry run");
+        assert!(!r.already_loaded);
+    }
+    assert_eq!(
+        counts(&cfg).await,
+        before,
+        "a dry run leaves CERT as it was"
+    );
+
+    for job in &jobs {
+        let r = load_store(cfg.store(&job.store).expect("store"), job)
+            .await
+            .expect("load");
+        assert!(!r.already_loaded);
+        if job.store == "ids" {
+            let gl = r
+                .tables
+                .iter()
+                .find(|t| t.table == "ids.grade_levels")
+                .expect("grade_levels");
+            assert_eq!(
+                (gl.rows_in_file, gl.inserted),
+                (3, 2),
+                "the code already in CERT is kept"
+            );
+        }
+    }
+    let after = counts(&cfg).await;
+    for f in &ex.files {
+        let pre = before.get(&f.table).copied().unwrap_or(0);
+        let expected = if f.table == "ids.grade_levels" {
+            3
+        } else {
+            pre + f.file.rows
+        };
+        assert_eq!(after[&f.table], expected, "{}", f.table);
+    }
+    // The cycle's break columns were set after the load; every FK resolves (virtual ones too).
+    assert_eq!(
+        scalar(&cfg, 0, "select principal_id from schools where id = 10").await,
+        [Some(100)]
+    );
+    assert_eq!(
+        scalar(&cfg, 0, "select manager_id from staff where id = 101").await,
+        [Some(100)]
+    );
+    let students = scalar(&cfg, 0, "select id from students").await;
+    for s in scalar(&cfg, 1, "select student_id from enrollments").await {
+        assert!(
+            students.contains(&s),
+            "enrollment of student {s:?} has no student in CERT"
+        );
+    }
+    assert_eq!(
+        scalar(&cfg, 0, "select count(*) from districts where id = 2").await,
+        [Some(0)]
+    );
+
+    // Executed again (e.g. after a crash right after commit): the marker makes it a no-op.
+    for job in &jobs {
+        let r = load_store(cfg.store(&job.store).expect("store"), job)
+            .await
+            .expect("reload");
+        assert!(r.already_loaded);
+    }
+    assert_eq!(counts(&cfg).await, after);
+
+    // Another run inserting the same rows fails whole, naming table, constraint and key.
+    let other = plan_loads(
+        &cfg,
+        &ex.schemas,
+        &analysis,
+        &ex.files,
+        &LoadOptions {
+            run_key: "run2/g0/load".into(),
+            manifest_dir: dir.path().join("l2"),
+            strategy: Strategy::Insert,
+            dry_run: false,
+        },
+    );
+    let e = load_store(cfg.store("ids").expect("ids"), &other[0])
+        .await
+        .expect_err("conflict");
+    assert!(matches!(e, StoreError::Constraint { .. }), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("store ids, table districts") && text.contains("1"),
+        "{text}"
+    );
+    assert_eq!(
+        counts(&cfg).await,
+        after,
+        "a failed load leaves CERT as it was"
+    );
+
+    // Rollback deletes exactly what run1 inserted, and keeps CERT's own rows.
+    for job in jobs.iter().rev() {
+        let deleted = rollback_store(cfg.store(&job.store).expect("store"), job)
+            .await
+            .expect("rollback");
+        assert!(!deleted.is_empty());
+    }
+    assert_eq!(counts(&cfg).await, before);
+    assert_eq!(
+        scalar(&cfg, 0, "select principal_id from schools where id = 90").await,
+        [Some(900)]
+    );
+    // A second rollback finds no committed marker and does nothing.
+    let again = rollback_store(cfg.store("ids").expect("ids"), &jobs[0])
+        .await
+        .expect("rollback again");
+    assert!(again.is_empty());
+}
+
+#[tokio::test]
+async fn postgres_load_markers_conflicts_and_rollback() {
+    let Some(admin) = common::pg_admin_url() else {
+        return;
+    };
+    let cfg = common::rostering_pg(&admin).await;
+    scenario(cfg, "ids_schema_pg.sql").await;
+}
+
+#[tokio::test]
+async fn sqlite_load_markers_conflicts_and_rollback() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = common::rostering_sqlite(dir.path()).await;
+    scenario(cfg, "ids_schema_sqlite.sql").await;
+}
