@@ -63,7 +63,7 @@ fn analyze_writes_schema_graph_and_order() {
     let cfg = rostering(&sb);
     let r = sb.run(["--config", &cfg.to_string_lossy(), "analyze"]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    assert!(r.stdout.contains("2 stores, 11 tables"), "{}", r.stdout);
+    assert!(r.stdout.contains("2 stores, 13 tables"), "{}", r.stdout);
     assert!(
         r.stdout.contains("cycle ids.schools -> ids.staff"),
         "{}",

@@ -54,6 +54,24 @@ impl SnapshotReader for Snap {
             Snap::Sqlite(s) => s.rows_all(t, p).await,
         }
     }
+    async fn distinct_eq(
+        &mut self,
+        t: &Table,
+        c: &str,
+        v: &str,
+        cols: &[String],
+    ) -> Result<Vec<Key>, StoreError> {
+        match self {
+            Snap::Pg(s) => s.distinct_eq(t, c, v, cols).await,
+            Snap::Sqlite(s) => s.distinct_eq(t, c, v, cols).await,
+        }
+    }
+    async fn count_eq(&mut self, t: &Table, c: &str, v: &str) -> Result<u64, StoreError> {
+        match self {
+            Snap::Pg(s) => s.count_eq(t, c, v).await,
+            Snap::Sqlite(s) => s.count_eq(t, c, v).await,
+        }
+    }
 }
 
 /// The staged columns of `table`.

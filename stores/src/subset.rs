@@ -43,6 +43,21 @@ pub trait SnapshotReader: Send {
     /// `project` of every row of `table`.
     async fn rows_all(&mut self, table: &Table, project: &[String])
         -> Result<Vec<Key>, StoreError>;
+    /// Distinct `columns` of the rows of `table` whose `column` equals `value` (NULLs left out).
+    async fn distinct_eq(
+        &mut self,
+        table: &Table,
+        column: &str,
+        value: &str,
+        columns: &[String],
+    ) -> Result<Vec<Key>, StoreError>;
+    /// How many rows of `table` have `column` equal to `value`.
+    async fn count_eq(
+        &mut self,
+        table: &Table,
+        column: &str,
+        value: &str,
+    ) -> Result<u64, StoreError>;
 }
 
 /// What was selected, per table (`store.table`).
@@ -54,11 +69,15 @@ pub struct Subset {
     pub whole: BTreeSet<String>,
     /// Tables whose rows all came from the district seed (extractable with one filter).
     pub seed_only: BTreeSet<String>,
+    /// Row counts of seed tables that nothing references: their keys are never needed, so only the
+    /// count is kept (this is what keeps large fact tables out of memory).
+    pub counted: BTreeMap<String, u64>,
 }
 
 impl Subset {
     pub fn rows(&self, table: &str) -> usize {
         self.keys.get(table).map(BTreeSet::len).unwrap_or(0)
+            + self.counted.get(table).copied().unwrap_or(0) as usize
     }
 }
 
@@ -159,6 +178,14 @@ pub async fn select<S: SnapshotReader>(
     let reference: BTreeSet<String> = cfg.reference_tables.iter().cloned().collect();
     let mut subset = Subset::default();
     let mut frontier: BTreeMap<String, Vec<Key>> = BTreeMap::new();
+    // Tables some in-scope FK points at: only their keys are ever looked up.
+    let referenced: HashSet<String> = e
+        .parents
+        .values()
+        .flatten()
+        .map(|fk| fk.ref_table.clone())
+        .collect();
+    let mut leaf_parents: Vec<(&ForeignKey, Vec<Key>)> = Vec::new();
     for t in tables {
         let id = t.id();
         let project = &e.project[&id];
@@ -166,6 +193,22 @@ pub async fn select<S: SnapshotReader>(
             store: t.store.clone(),
             message: "no snapshot open for this store".into(),
         })?;
+        let leaf = !referenced.contains(&id) && !e.children.contains_key(&id);
+        if leaf && !reference.contains(&id) && t.column(&cfg.district_column).is_some() {
+            // A seeded leaf: count it, and follow its parents through distinct FK values only.
+            let n = r.count_eq(t, &cfg.district_column, district).await?;
+            if n > 0 {
+                subset.seed_only.insert(id.clone());
+                subset.counted.insert(id.clone(), n);
+                for fk in e.parents.get(&id).map(Vec::as_slice).unwrap_or(&[]) {
+                    let values = r
+                        .distinct_eq(t, &cfg.district_column, district, &fk.columns)
+                        .await?;
+                    leaf_parents.push((fk, values));
+                }
+            }
+            continue;
+        }
         let rows = if reference.contains(&id) {
             subset.whole.insert(id.clone());
             r.rows_all(t, project).await?
@@ -184,6 +227,29 @@ pub async fn select<S: SnapshotReader>(
             rows,
             false,
         );
+    }
+    for (fk, values) in leaf_parents {
+        let parent = by_id[&fk.ref_table];
+        if subset.whole.contains(&parent.id()) {
+            continue;
+        }
+        let refs_key = fk.ref_columns == key_columns(parent);
+        let known = subset.keys.get(&parent.id());
+        let wanted: BTreeSet<Key> = values
+            .into_iter()
+            .filter(|k| !(refs_key && known.is_some_and(|s| s.contains(k))))
+            .collect();
+        let project = &e.project[&parent.id()];
+        fetch(
+            readers,
+            &mut subset,
+            &mut frontier,
+            parent,
+            &fk.ref_columns,
+            wanted,
+            project,
+        )
+        .await?;
     }
     while !frontier.is_empty() {
         let mut next: BTreeMap<String, Vec<Key>> = BTreeMap::new();

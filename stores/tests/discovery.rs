@@ -86,7 +86,8 @@ fn check(schemas: &[StoreSchema], a: &Analysis) {
     );
     assert!(a.cycles.iter().all(|c| c.reason.contains("nullable")));
     // Parents before children, across stores too.
-    assert_eq!(a.order.len(), 11);
+    assert_eq!(a.order.len(), 13);
+    assert!(pos(a, "hcp1.rooms") < pos(a, "hcp1.attendance"));
     assert!(pos(a, "ids.districts") < pos(a, "ids.schools"));
     assert!(pos(a, "ids.schools") < pos(a, "ids.staff"));
     assert!(pos(a, "ids.terms") < pos(a, "ids.report_cards"));

@@ -16,8 +16,10 @@ const FOLLOW: [&str; 4] = [
     "hcp1.enrollments.section_id",
 ];
 
-const EXPECTED: [(&str, u64); 11] = [
+const EXPECTED: [(&str, u64); 13] = [
+    ("hcp1.attendance", 3),
     ("hcp1.enrollments", 3),
+    ("hcp1.rooms", 1),
     ("hcp1.sections", 2),
     ("ids.districts", 1),
     ("ids.grade_levels", 3),
@@ -31,7 +33,9 @@ const EXPECTED: [(&str, u64); 11] = [
 ];
 
 /// Ids of district 2's rows in the fixture, per table and integer column.
-const FOREIGN: [(&str, &str, i64); 7] = [
+const FOREIGN: [(&str, &str, i64); 9] = [
+    ("hcp1.attendance", "id", 803),
+    ("hcp1.rooms", "id", 2),
     ("ids.schools", "id", 20),
     ("ids.staff", "id", 200),
     ("ids.students", "id", 2000),

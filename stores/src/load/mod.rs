@@ -149,6 +149,40 @@ pub(crate) fn write_manifest(
     Ok(path)
 }
 
+/// Writes the manifest of a table loaded whole: the key columns of every row of its staging file,
+/// streamed batch by batch.
+pub(crate) fn copy_manifest(dir: &Path, table: &Table, file: &Path) -> Result<PathBuf, StoreError> {
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::Staging {
+        path: dir.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let cols: Vec<StagedColumn> = key_columns(table)
+        .into_iter()
+        .map(|c| StagedColumn {
+            name: c,
+            source_type: "text".into(),
+            col_type: ColType::Text,
+        })
+        .collect();
+    let path = manifest_path(dir, table);
+    let mut w = StagingWriter::create(&path, arrow_schema(&table.store, &table.name, &cols), 8192)?;
+    for b in open(file)? {
+        let b = b.map_err(|e| StoreError::Staging {
+            path: file.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let idx = key_positions(table, &b.schema())?;
+        for r in 0..b.num_rows() {
+            for (i, v) in key_of(&b, &idx, r).into_iter().enumerate() {
+                w.push(i, v.as_deref().map(Value::Text).unwrap_or(Value::Null))?;
+            }
+            w.end_row()?;
+        }
+    }
+    w.finish()?;
+    Ok(path)
+}
+
 /// Reads the keys a load inserted into `table`; no manifest means nothing was inserted.
 pub(crate) fn read_manifest(dir: &Path, table: &Table) -> Result<Vec<Key>, StoreError> {
     let path = manifest_path(dir, table);

@@ -1,13 +1,14 @@
 //! Loading into and rolling back PostgreSQL CERT databases (`COPY … FROM STDIN`).
 
 use super::{
-    batches, key_of, key_positions, new_keys, read_manifest, write_manifest, LoadReport, StoreLoad,
-    Strategy, TableReport,
+    batches, copy_manifest, key_of, key_positions, new_keys, read_manifest, write_manifest,
+    LoadReport, StoreLoad, Strategy, TableReport,
 };
 use crate::error::StoreError;
 use crate::postgres::copy::copy_in;
 use crate::postgres::snapshot::{col_type, ident, in_clause};
 use crate::schema::Table;
+use crate::staging::open;
 use crate::subset::{key_columns, Key, KEY_BATCH};
 use sqlx::postgres::PgDatabaseError;
 use sqlx::{PgConnection, PgPool, Row};
@@ -85,6 +86,8 @@ async fn existing(
 }
 
 /// Loads one store in one transaction; see the module docs of `load` for the guarantees.
+/// The `insert` strategy streams the staging file into `COPY` batch by batch (memory: one batch);
+/// `upsert` and `skip-existing` read the table's keys first, to record only the rows they insert.
 pub async fn load(pool: &PgPool, job: &StoreLoad) -> Result<LoadReport, StoreError> {
     let store = job.store.as_str();
     let err = |e| StoreError::from_sqlx(store, e);
@@ -106,19 +109,47 @@ pub async fn load(pool: &PgPool, job: &StoreLoad) -> Result<LoadReport, StoreErr
         });
     }
     let mut reports = Vec::new();
-    let mut updates: Vec<(usize, Vec<Key>)> = Vec::new();
+    let mut updates: Vec<(usize, Option<Vec<Key>>)> = Vec::new();
     for (n, t) in job.tables.iter().enumerate() {
         let table = &t.table;
-        let data = batches(&t.file)?;
-        let Some(first) = data.first() else {
+        let reader = open(&t.file)?;
+        let schema = reader.schema();
+        let cols: Vec<String> = schema.fields().iter().map(|f| ident(f.name())).collect();
+        let null_cols: Vec<bool> = schema
+            .fields()
+            .iter()
+            .map(|f| t.deferred.contains(f.name()))
+            .collect();
+        let to_store_err = |e: arrow_schema::ArrowError| StoreError::Staging {
+            path: t.file.clone(),
+            message: e.to_string(),
+        };
+        if t.strategy == Strategy::Insert {
+            let copy = format!(
+                "copy {} ({}) from stdin",
+                ident(&table.name),
+                cols.join(", ")
+            );
+            let rows = copy_in(
+                &mut tx,
+                &copy,
+                reader.map(|b| b.map_err(to_store_err)),
+                &null_cols,
+                |e| load_error(store, &table.name, e),
+            )
+            .await?;
+            copy_manifest(&job.manifest_dir, table, &t.file)?;
+            if !t.deferred.is_empty() {
+                updates.push((n, None));
+            }
             reports.push(TableReport {
                 table: table.id(),
-                rows_in_file: 0,
-                inserted: 0,
+                rows_in_file: rows,
+                inserted: rows,
             });
             continue;
-        };
-        let schema = first.schema();
+        }
+        let data = batches(&t.file)?;
         let key_idx = key_positions(table, &schema)?;
         let file_keys: Vec<Key> = data
             .iter()
@@ -126,63 +157,44 @@ pub async fn load(pool: &PgPool, job: &StoreLoad) -> Result<LoadReport, StoreErr
             .collect();
         let found = existing(&mut tx, table, &file_keys).await?;
         let inserted = new_keys(file_keys.clone(), &found);
-        let cols: Vec<String> = schema.fields().iter().map(|f| ident(f.name())).collect();
-        let null_cols: Vec<bool> = schema
-            .fields()
-            .iter()
-            .map(|f| t.deferred.contains(f.name()))
-            .collect();
-        let rows_in_file = data.iter().map(|b| b.num_rows() as u64).sum();
-        let target = if t.strategy == Strategy::Insert {
+        let rows_in_file = file_keys.len() as u64;
+        let stage = format!("wf_stage_{n}");
+        let create = format!(
+            "create temp table {stage} (like {} including defaults) on commit drop",
             ident(&table.name)
-        } else {
-            format!("wf_stage_{n}")
-        };
-        if t.strategy != Strategy::Insert {
-            let create = format!(
-                "create temp table {target} (like {} including defaults) on commit drop",
-                ident(&table.name)
-            );
-            sqlx::raw_sql(sqlx::AssertSqlSafe(create))
-                .execute(&mut *tx)
-                .await
-                .map_err(err)?;
-        }
-        let copy = format!("copy {target} ({}) from stdin", cols.join(", "));
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        let copy = format!("copy {stage} ({}) from stdin", cols.join(", "));
         copy_in(&mut tx, &copy, data.into_iter().map(Ok), &null_cols, |e| {
             load_error(store, &table.name, e)
         })
         .await?;
-        if t.strategy != Strategy::Insert {
-            let pk: Vec<String> = key_columns(table).iter().map(|c| ident(c)).collect();
-            let action = match t.strategy {
-                Strategy::SkipExisting => "do nothing".to_string(),
-                _ => {
-                    let sets: Vec<String> = schema
-                        .fields()
-                        .iter()
-                        .map(|f| f.name())
-                        .filter(|c| !key_columns(table).contains(c) && !t.deferred.contains(c))
-                        .map(|c| format!("{0} = excluded.{0}", ident(c)))
-                        .collect();
-                    if sets.is_empty() {
-                        "do nothing".into()
-                    } else {
-                        format!("do update set {}", sets.join(", "))
-                    }
-                }
-            };
-            let sql = format!(
-                "insert into {} ({cols}) select {cols} from {target} on conflict ({}) {action}",
-                ident(&table.name),
-                pk.join(", "),
-                cols = cols.join(", ")
-            );
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| load_error(store, &table.name, e))?;
-        }
+        let pk: Vec<String> = key_columns(table).iter().map(|c| ident(c)).collect();
+        let sets: Vec<String> = schema
+            .fields()
+            .iter()
+            .map(|f| f.name())
+            .filter(|c| !key_columns(table).contains(c) && !t.deferred.contains(c))
+            .map(|c| format!("{0} = excluded.{0}", ident(c)))
+            .collect();
+        let action = if t.strategy == Strategy::SkipExisting || sets.is_empty() {
+            "do nothing".to_string()
+        } else {
+            format!("do update set {}", sets.join(", "))
+        };
+        let sql = format!(
+            "insert into {} ({cols}) select {cols} from {stage} on conflict ({}) {action}",
+            ident(&table.name),
+            pk.join(", "),
+            cols = cols.join(", ")
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| load_error(store, &table.name, e))?;
         write_manifest(&job.manifest_dir, table, &inserted)?;
         if !t.deferred.is_empty() {
             let touch = if t.strategy == Strategy::Upsert {
@@ -190,7 +202,7 @@ pub async fn load(pool: &PgPool, job: &StoreLoad) -> Result<LoadReport, StoreErr
             } else {
                 inserted.clone()
             };
-            updates.push((n, touch));
+            updates.push((n, Some(touch)));
         }
         reports.push(TableReport {
             table: table.id(),
@@ -199,7 +211,7 @@ pub async fn load(pool: &PgPool, job: &StoreLoad) -> Result<LoadReport, StoreErr
         });
     }
     for (n, keys) in updates {
-        set_deferred(&mut tx, &job.tables[n], &keys).await?;
+        set_deferred(&mut tx, &job.tables[n], keys.as_deref()).await?;
     }
     for (t, r) in job.tables.iter().zip(&reports) {
         sqlx::query(
@@ -229,10 +241,10 @@ pub async fn load(pool: &PgPool, job: &StoreLoad) -> Result<LoadReport, StoreErr
 async fn set_deferred(
     conn: &mut PgConnection,
     t: &super::TableLoad,
-    keys: &[Key],
+    keys: Option<&[Key]>,
 ) -> Result<(), StoreError> {
     let table = &t.table;
-    let wanted: HashSet<&Key> = keys.iter().collect();
+    let wanted: Option<HashSet<&Key>> = keys.map(|k| k.iter().collect());
     let key_cols = key_columns(table);
     let sets: Vec<String> = t
         .deferred
@@ -275,7 +287,9 @@ async fn set_deferred(
         for r in 0..b.num_rows() {
             let key = key_of(&b, &key_idx, r);
             let vals = key_of(&b, &def_idx, r);
-            if !wanted.contains(&key) || vals.iter().all(Option::is_none) {
+            if wanted.as_ref().is_some_and(|w| !w.contains(&key))
+                || vals.iter().all(Option::is_none)
+            {
                 continue;
             }
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));

@@ -262,6 +262,60 @@ impl SnapshotReader for PgSnapshot {
         );
         self.rows(sql, Vec::new(), project.len()).await
     }
+
+    async fn distinct_eq(
+        &mut self,
+        table: &Table,
+        column: &str,
+        value: &str,
+        columns: &[String],
+    ) -> Result<Vec<Key>, StoreError> {
+        let t = col_type(table, column)?;
+        let not_null: Vec<String> = columns
+            .iter()
+            .map(|c| format!("{} is not null", ident(c)))
+            .collect();
+        let sql = format!(
+            "select distinct {} from {} where {} = $1::text::{t} and {}",
+            select_list(columns),
+            ident(&table.name),
+            ident(column),
+            not_null.join(" and ")
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(value.to_string())
+            .fetch_all(&mut *self.conn)
+            .await
+            .map_err(|e| StoreError::from_sqlx(&self.store, e))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (0..columns.len())
+                    .map(|i| r.get::<Option<String>, _>(i))
+                    .collect()
+            })
+            .collect())
+    }
+
+    async fn count_eq(
+        &mut self,
+        table: &Table,
+        column: &str,
+        value: &str,
+    ) -> Result<u64, StoreError> {
+        let t = col_type(table, column)?;
+        let sql = format!(
+            "select count(*) from {} where {} = $1::text::{t}",
+            ident(&table.name),
+            ident(column)
+        );
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(value.to_string())
+            .fetch_one(&mut *self.conn)
+            .await
+            .map_err(|e| StoreError::from_sqlx(&self.store, e))?;
+        Ok(n.max(0) as u64)
+    }
 }
 
 #[cfg(test)]

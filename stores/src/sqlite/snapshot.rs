@@ -203,4 +203,45 @@ impl SnapshotReader for SqliteSnapshot {
         );
         self.rows(sql, Vec::new(), project.len()).await
     }
+
+    async fn distinct_eq(
+        &mut self,
+        table: &Table,
+        column: &str,
+        value: &str,
+        columns: &[String],
+    ) -> Result<Vec<Key>, StoreError> {
+        let not_null: Vec<String> = columns
+            .iter()
+            .map(|c| format!("{} is not null", ident(c)))
+            .collect();
+        let sql = format!(
+            "select distinct {} from {} where {} = ? and {}",
+            select_list(columns),
+            ident(&table.name),
+            ident(column),
+            not_null.join(" and ")
+        );
+        self.rows(sql, vec![Some(value.to_string())], columns.len())
+            .await
+    }
+
+    async fn count_eq(
+        &mut self,
+        table: &Table,
+        column: &str,
+        value: &str,
+    ) -> Result<u64, StoreError> {
+        let sql = format!(
+            "select count(*) from {} where {} = ?",
+            ident(&table.name),
+            ident(column)
+        );
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(value.to_string())
+            .fetch_one(&mut *self.conn)
+            .await
+            .map_err(|e| StoreError::from_sqlx(&self.store, e))?;
+        Ok(n.max(0) as u64)
+    }
 }
