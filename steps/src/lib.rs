@@ -2,4 +2,5 @@
 //! the migration steps (analyze, extract, anonymize, validate, load, report, rollback) plug in here.
 
 pub mod analyze;
+pub mod anonymize;
 pub mod selftest;

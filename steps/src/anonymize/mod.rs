@@ -1,0 +1,13 @@
+//! Anonymization of staged tables: keyed (HMAC-SHA256), consistent across tables, stores and runs,
+//! format-preserving, default-deny (a PII-looking field without a rule stops the run), and checked
+//! by a leak scan. The key comes from the environment and only its fingerprint is ever recorded.
+
+pub mod detect;
+pub mod key;
+pub mod rules;
+pub mod strategy;
+pub mod table;
+
+pub use key::{AnonKey, KeyError};
+pub use rules::Rules;
+pub use table::{anonymize, AnonError, Report, TableInput};

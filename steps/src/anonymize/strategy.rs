@@ -1,0 +1,323 @@
+//! The anonymization strategies, as pure functions of (key, value): the same input under the same
+//! key and rule gives the same output in every table, store and run.
+
+use super::key::AnonKey;
+use fake::faker::address::en::{BuildingNumber, CityName, PostCode, StreetName};
+use fake::faker::internet::en::{SafeEmail, Username};
+use fake::faker::lorem::en::Sentence;
+use fake::faker::name::en::{FirstName, LastName, Name};
+use fake::faker::phone_number::en::CellNumber;
+use fake::Fake;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+/// Kinds of realistic fake values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FakeKind {
+    FirstName,
+    LastName,
+    Name,
+    Email,
+    Phone,
+    StreetAddress,
+    City,
+    Postcode,
+    DateOfBirth,
+    Username,
+    Text,
+}
+
+/// A keyed bijection of [0, n): a 4-round Feistel network on the smallest even bit width covering
+/// n, with cycle walking back into range. Used so hashed integers never collide (keys stay unique)
+/// and the same value maps alike everywhere (joins still work).
+pub fn permute(key: &AnonKey, domain: &str, n: u64, x: u64) -> u64 {
+    if n <= 1 {
+        return x;
+    }
+    let bits = (64 - (n - 1).leading_zeros()).max(2);
+    let half = bits.div_ceil(2);
+    let mask = (1u64 << half) - 1;
+    let mut v = x;
+    loop {
+        let (mut l, mut r) = (v >> half, v & mask);
+        for round in 0u8..4 {
+            let mut data = [0u8; 9];
+            data[0] = round;
+            data[1..].copy_from_slice(&r.to_be_bytes());
+            let m = key.mac(domain, &data);
+            let f = u64::from_be_bytes([m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7]]) & mask;
+            (l, r) = (r, (l ^ f) & mask);
+        }
+        v = (l << half) | r;
+        if v < n {
+            return v;
+        }
+    }
+}
+
+/// `hmac` for integers: same sign and same number of digits, bijective within each digit class.
+pub fn hmac_int(key: &AnonKey, x: i64) -> i64 {
+    if x == 0 || x == i64::MIN {
+        return x;
+    }
+    let a = x.unsigned_abs();
+    let digits = a.ilog10();
+    let lo = 10u64.pow(digits);
+    let hi = if digits >= 18 {
+        i64::MAX as u64 + 1
+    } else {
+        10u64.pow(digits + 1)
+    };
+    let y = lo + permute(key, "hmac:int", hi - lo, a - lo);
+    let y = y.min(i64::MAX as u64) as i64;
+    if x < 0 {
+        -y
+    } else {
+        y
+    }
+}
+
+const ALNUM: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// `hmac` for text: a UUID stays a valid UUID; other text becomes letters and digits of the same length.
+pub fn hmac_text(key: &AnonKey, s: &str) -> String {
+    let m = key.mac("hmac:text", s.as_bytes());
+    if is_uuid(s) {
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&m[..16]);
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        let h = hex::encode(b);
+        return format!(
+            "{}-{}-{}-{}-{}",
+            &h[..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..]
+        );
+    }
+    let len = s.chars().count();
+    let mut out = String::with_capacity(len);
+    let mut block = m;
+    let mut i = 0;
+    while out.len() < len {
+        if i == block.len() {
+            block = key.mac("hmac:text:more", &block);
+            i = 0;
+        }
+        out.push(ALNUM[block[i] as usize % ALNUM.len()] as char);
+        i += 1;
+    }
+    out
+}
+
+fn is_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.char_indices().all(|(i, c)| {
+            if [8, 13, 18, 23].contains(&i) {
+                c == '-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        })
+}
+
+/// A realistic fake of `kind`, chosen by an RNG seeded from the keyed hash of the original.
+pub fn fake(key: &AnonKey, kind: FakeKind, original: &str) -> String {
+    let seed = key.mac(&format!("fake:{kind:?}"), original.as_bytes());
+    let mut rng = ChaCha8Rng::from_seed(seed);
+    match kind {
+        FakeKind::FirstName => FirstName().fake_with_rng(&mut rng),
+        FakeKind::LastName => LastName().fake_with_rng(&mut rng),
+        FakeKind::Name => Name().fake_with_rng(&mut rng),
+        FakeKind::Email => {
+            // A tag from the hash keeps distinct originals distinct (fake emails repeat otherwise).
+            let e: String = SafeEmail().fake_with_rng(&mut rng);
+            let (local, domain) = e.split_once('@').unwrap_or((&e, "example.com"));
+            format!("{local}.{}@{domain}", &hex::encode(&seed[8..12]))
+        }
+        FakeKind::Phone => CellNumber().fake_with_rng(&mut rng),
+        FakeKind::StreetAddress => {
+            let n: String = BuildingNumber().fake_with_rng(&mut rng);
+            let s: String = StreetName().fake_with_rng(&mut rng);
+            format!("{n} {s}")
+        }
+        FakeKind::City => CityName().fake_with_rng(&mut rng),
+        FakeKind::Postcode => PostCode().fake_with_rng(&mut rng),
+        FakeKind::DateOfBirth => {
+            // A day between 1950-01-01 and 2019-12-31.
+            let day = u64::from_be_bytes([
+                seed[0], seed[1], seed[2], seed[3], seed[4], seed[5], seed[6], seed[7],
+            ]) % 25_567;
+            format_date(days_from_civil(1950, 1, 1) + day as i64)
+        }
+        FakeKind::Username => Username().fake_with_rng(&mut rng),
+        FakeKind::Text => Sentence(4..12).fake_with_rng(&mut rng),
+    }
+}
+
+/// `mask`: digits stay digits and letters stay letters (same case), separators and the first
+/// `keep_prefix` characters are kept; the replacements come from the keyed hash of the value.
+pub fn mask(key: &AnonKey, s: &str, keep_prefix: usize) -> String {
+    let mut block = key.mac("mask", s.as_bytes());
+    let mut i = 0;
+    let mut next = || {
+        if i == block.len() {
+            block = key.mac("mask:more", &block);
+            i = 0;
+        }
+        i += 1;
+        block[i - 1]
+    };
+    s.chars()
+        .enumerate()
+        .map(|(pos, c)| {
+            if pos < keep_prefix {
+                c
+            } else if c.is_ascii_digit() {
+                (b'0' + next() % 10) as char
+            } else if c.is_ascii_lowercase() {
+                (b'a' + next() % 26) as char
+            } else if c.is_ascii_uppercase() {
+                (b'A' + next() % 26) as char
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// Days between 1970-01-01 and y-m-d (proleptic Gregorian; H. Hinnant's algorithm).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn format_date(days: i64) -> String {
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// `shift_date`: moves the date at the start of `s` (`YYYY-MM-DD…`, the rest kept) by an offset in
+/// [-window, window] days that depends only on `entity`, so one person's records keep their order.
+/// Text that does not start with a date is returned as `None`.
+pub fn shift_date(key: &AnonKey, s: &str, entity: &str, window_days: u32) -> Option<String> {
+    let date = s.get(..10)?;
+    let b = date.as_bytes();
+    if b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let y: i64 = date[..4].parse().ok()?;
+    let m: u32 = date[5..7].parse().ok()?;
+    let d: u32 = date[8..10].parse().ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let h = key.mac("shift_date", entity.as_bytes());
+    let span = 2 * u64::from(window_days) + 1;
+    let offset = (u64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]) % span)
+        as i64
+        - i64::from(window_days);
+    Some(format!(
+        "{}{}",
+        format_date(days_from_civil(y, m, d) + offset),
+        &s[10..]
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    fn key() -> AnonKey {
+        AnonKey::from_bytes(b"test-key-0123456789")
+    }
+
+    #[test]
+    fn integer_hmac_is_a_bijection_that_keeps_digits_and_sign() {
+        let k = key();
+        let outs: HashSet<i64> = (1000..10_000).map(|x| hmac_int(&k, x)).collect();
+        assert_eq!(outs.len(), 9000, "no collisions within a digit class");
+        assert!(outs.iter().all(|y| (1000..10_000).contains(y)));
+        assert!(hmac_int(&k, -42) < 0 && hmac_int(&k, -42) > -100);
+        assert_eq!(hmac_int(&k, 1234), hmac_int(&k, 1234));
+        assert_ne!(
+            hmac_int(&k, 1234),
+            hmac_int(&AnonKey::from_bytes(b"another-key-0123456"), 1234)
+        );
+        let big = hmac_int(&k, 9_000_000_000_000_000_000);
+        assert!(big >= 1_000_000_000_000_000_000);
+    }
+
+    #[test]
+    fn text_hmac_keeps_length_and_uuids() {
+        let k = key();
+        let out = hmac_text(&k, "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJ");
+        assert_eq!(out.len(), 46);
+        let u = hmac_text(&k, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+        assert!(is_uuid(&u) && u.as_bytes()[14] == b'4', "{u}");
+    }
+
+    #[test]
+    fn fakes_are_realistic_and_consistent() {
+        let k = key();
+        let e = fake(&k, FakeKind::Email, "eve@north.example");
+        assert_eq!(e, fake(&k, FakeKind::Email, "eve@north.example"));
+        assert!(e.contains('@') && !e.contains("eve@north"), "{e}");
+        assert_ne!(fake(&k, FakeKind::FirstName, "Eve"), "");
+        let dob = fake(&k, FakeKind::DateOfBirth, "2019-03-01");
+        assert!(
+            dob.len() == 10 && ("1950".."2020").contains(&&dob[..4]),
+            "{dob}"
+        );
+    }
+
+    #[test]
+    fn mask_keeps_format_and_prefix() {
+        let m = mask(&key(), "AB-1234-xy", 3);
+        assert!(m.starts_with("AB-") && m.len() == 10, "{m}");
+        let b = m.as_bytes();
+        assert!(
+            b[3..7].iter().all(u8::is_ascii_digit) && b[7] == b'-' && b[8].is_ascii_lowercase()
+        );
+    }
+
+    #[test]
+    fn date_shift_is_per_entity_and_keeps_order() {
+        let k = key();
+        let a = shift_date(&k, "2024-02-28", "student-1", 30).unwrap();
+        let b = shift_date(&k, "2024-03-01 08:00:00", "student-1", 30).unwrap();
+        assert!(a[..10] < b[..10] && b.ends_with(" 08:00:00"), "{a} {b}");
+        let days = |s: &str| {
+            days_from_civil(
+                s[..4].parse().unwrap(),
+                s[5..7].parse().unwrap(),
+                s[8..10].parse().unwrap(),
+            )
+        };
+        assert_eq!(days(&b) - days(&a), 2, "same entity, same offset");
+        assert!((days(&a) - days("2024-02-28")).abs() <= 30);
+        assert_eq!(shift_date(&k, "not a date", "x", 30), None);
+        assert_eq!(civil_from_days(days_from_civil(2000, 2, 29)), (2000, 2, 29));
+    }
+}
