@@ -6,10 +6,13 @@ use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// The secret key. `Debug` prints only the fingerprint.
+/// The secret key. `Debug` prints only the fingerprint. The HMAC's keyed state is prepared once
+/// and cloned per use (re-keying for every value cost as much as the hashing itself).
 #[derive(Clone)]
 pub struct AnonKey {
-    bytes: Vec<u8>,
+    base: HmacSha256,
+    /// SipHash key of the Feistel rounds, derived from the key (see `strategy::permute`).
+    feistel: [u8; 16],
 }
 
 impl std::fmt::Debug for AnonKey {
@@ -34,24 +37,42 @@ impl AnonKey {
         if value.len() < 16 {
             return Err(KeyError::TooShort(var.into()));
         }
-        Ok(AnonKey {
-            bytes: value.into_bytes(),
-        })
+        Ok(AnonKey::from_bytes(value.as_bytes()))
     }
 
     /// A key from bytes (tests, benchmarks).
     pub fn from_bytes(bytes: &[u8]) -> AnonKey {
-        AnonKey {
-            bytes: bytes.to_vec(),
-        }
+        // HMAC takes keys of any length, so this cannot fail.
+        let base =
+            <HmacSha256 as KeyInit>::new_from_slice(bytes).unwrap_or_else(|_| unreachable!());
+        let mut key = AnonKey {
+            base,
+            feistel: [0; 16],
+        };
+        let derived = key.mac("feistel-round-key", b"");
+        key.feistel.copy_from_slice(&derived[..16]);
+        key
+    }
+
+    /// The SipHash key of the Feistel rounds.
+    pub fn feistel_key(&self) -> &[u8; 16] {
+        &self.feistel
+    }
+
+    /// A keyed 64-bit hash of `data` (SipHash-2-4 under a key derived from this one): cheap enough
+    /// for every value of the leak scan, and not invertible without the key.
+    pub fn short_hash(&self, data: &[u8]) -> u64 {
+        use std::hash::Hasher;
+        let mut h = siphasher::sip::SipHasher24::new_with_key(&self.feistel);
+        h.write(b"leak");
+        h.write(data);
+        h.finish()
     }
 
     /// HMAC-SHA256 of `domain`, a zero byte and `data`: the root of every keyed transform.
     /// The domain separates uses (a fake first name never equals a masked value of the same input).
     pub fn mac(&self, domain: &str, data: &[u8]) -> [u8; 32] {
-        // HMAC takes keys of any length, so this cannot fail.
-        let mut m =
-            <HmacSha256 as KeyInit>::new_from_slice(&self.bytes).unwrap_or_else(|_| unreachable!());
+        let mut m = self.base.clone();
         m.update(domain.as_bytes());
         m.update(&[0]);
         m.update(data);

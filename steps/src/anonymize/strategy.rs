@@ -10,6 +10,8 @@ use fake::faker::phone_number::en::CellNumber;
 use fake::Fake;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use siphasher::sip::SipHasher24;
+use std::hash::Hasher;
 
 /// Kinds of realistic fake values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -30,7 +32,8 @@ pub enum FakeKind {
 
 /// A keyed bijection of [0, n): a 4-round Feistel network on the smallest even bit width covering
 /// n, with cycle walking back into range. Used so hashed integers never collide (keys stay unique)
-/// and the same value maps alike everywhere (joins still work).
+/// and the same value maps alike everywhere (joins still work). The round function is SipHash-2-4
+/// (a keyed PRF made for short inputs) under a key derived from the HMAC key.
 pub fn permute(key: &AnonKey, domain: &str, n: u64, x: u64) -> u64 {
     if n <= 1 {
         return x;
@@ -42,11 +45,12 @@ pub fn permute(key: &AnonKey, domain: &str, n: u64, x: u64) -> u64 {
     loop {
         let (mut l, mut r) = (v >> half, v & mask);
         for round in 0u8..4 {
-            let mut data = [0u8; 9];
-            data[0] = round;
-            data[1..].copy_from_slice(&r.to_be_bytes());
-            let m = key.mac(domain, &data);
-            let f = u64::from_be_bytes([m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7]]) & mask;
+            let mut h = SipHasher24::new_with_key(key.feistel_key());
+            h.write(domain.as_bytes());
+            h.write_u8(round);
+            h.write_u64(r);
+            h.write_u64(n);
+            let f = h.finish() & mask;
             (l, r) = (r, (l ^ f) & mask);
         }
         v = (l << half) | r;

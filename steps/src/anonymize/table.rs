@@ -60,6 +60,9 @@ pub enum AnonError {
 
 const SAMPLE: usize = 1000;
 
+/// Distinct values remembered per column by the transform cache.
+const MEMO_LIMIT: usize = 100_000;
+
 /// Values shorter than this are too common to count as leaks (codes, small numbers).
 const LEAK_MIN_LEN: usize = 4;
 
@@ -79,9 +82,28 @@ enum Out {
 }
 
 fn leak_hash(key: &AnonKey, text: &str) -> u64 {
-    let m = key.mac("leak", text.as_bytes());
-    u64::from_be_bytes([m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7]])
+    key.short_hash(text.as_bytes())
 }
+
+/// The leak set's entries are keyed hashes, uniformly random already: hash them as themselves.
+#[derive(Default, Clone, Copy)]
+struct Identity(u64);
+
+impl std::hash::Hasher for Identity {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type LeakSet = HashSet<u64, std::hash::BuildHasherDefault<Identity>>;
 
 fn transform(
     key: &AnonKey,
@@ -231,7 +253,7 @@ pub fn anonymize(
         path: out_dir.to_path_buf(),
         message: e.to_string(),
     })?;
-    let mut originals: HashSet<u64> = HashSet::new();
+    let mut originals = LeakSet::default();
     let mut fields = Vec::new();
     let mut files = Vec::new();
     for t in inputs {
@@ -239,17 +261,28 @@ pub fn anonymize(
         files.push((t.table.clone(), info));
         fields.extend(reports);
     }
-    // 3. Leak scan over every output field.
+    // 3. Leak scan over every field passed through unchanged (no rule, or `keep`). A generated
+    // value (fake, mask, hmac…) may equal someone else's original by chance, which is no leak; an
+    // original surviving in a passed-through field is one.
+    let passed: HashSet<&str> = fields
+        .iter()
+        .filter(|f| f.changed == 0)
+        .map(|f| f.field.as_str())
+        .collect();
     let mut leaks: BTreeMap<String, u64> = BTreeMap::new();
     for (table, info) in &files {
         let reader = open(&info.path)?;
         let cols = columns_of(&reader.schema()).map_err(AnonError::Rule)?;
+        let scanned: Vec<bool> = cols
+            .iter()
+            .map(|c| passed.contains(format!("{table}.{}", c.name).as_str()))
+            .collect();
         for b in reader {
             let b = b.map_err(|e| StoreError::Staging {
                 path: info.path.clone(),
                 message: e.to_string(),
             })?;
-            for (i, c) in cols.iter().enumerate() {
+            for (i, c) in cols.iter().enumerate().filter(|(i, _)| scanned[*i]) {
                 for r in 0..b.num_rows() {
                     if let Value::Text(x) = value_at(b.column(i).as_ref(), r) {
                         if x.len() >= LEAK_MIN_LEN && originals.contains(&leak_hash(key, x)) {
@@ -283,12 +316,13 @@ fn anonymize_file(
     key: &AnonKey,
     detected: &HashMap<String, Vec<Detector>>,
     out_dir: &Path,
-    originals: &mut HashSet<u64>,
+    originals: &mut LeakSet,
 ) -> Result<(FileInfo, Vec<FieldReport>), AnonError> {
     let reader = open(&t.file)?;
     let schema = reader.schema();
     let cols = columns_of(&schema).map_err(AnonError::Rule)?;
     let field = |c: &str| format!("{}.{c}", t.table);
+    let names: Vec<String> = cols.iter().map(|c| field(&c.name)).collect();
     let plans: Vec<Plan> = cols
         .iter()
         .map(|c| {
@@ -308,6 +342,8 @@ fn anonymize_file(
     let out_path = out_dir.join(format!("{}.arrow", t.table));
     let mut w = StagingWriter::create(&out_path, schema.clone(), 8192)?;
     let mut changed = vec![0u64; cols.len()];
+    // Repeated values (first names, cities, codes) are transformed once per column.
+    let mut memo: Vec<HashMap<String, String>> = vec![HashMap::new(); cols.len()];
     for b in reader {
         let b = b.map_err(|e| StoreError::Staging {
             path: t.file.clone(),
@@ -319,8 +355,23 @@ fn anonymize_file(
                 let entity = plan
                     .entity
                     .and_then(|e| text_of(&value_at(b.column(e).as_ref(), r)));
-                let f = field(&cols[i].name);
-                let mut out = transform(key, rules, &f, plan, &v, entity)?;
+                let memoizable = plan.entity.is_none() && plan.rule.is_some();
+                let cached = match (&v, memoizable) {
+                    (Value::Text(t), true) => memo[i].get(*t).cloned(),
+                    _ => None,
+                };
+                let mut out = match cached {
+                    Some(s) => Out::Text(s),
+                    None => {
+                        let out = transform(key, rules, &names[i], plan, &v, entity)?;
+                        if let (Value::Text(t), Out::Text(o), true) = (&v, &out, memoizable) {
+                            if memo[i].len() < MEMO_LIMIT {
+                                memo[i].insert(t.to_string(), o.clone());
+                            }
+                        }
+                        out
+                    }
+                };
                 if let (Some(fix), Some(orig)) = (unique_fix.get(&i), text_of(&v)) {
                     if let Some(resolved) = fix.get(&orig) {
                         out = Out::Text(resolved.clone());
