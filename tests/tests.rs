@@ -2,6 +2,7 @@
 //!
 //! - `analyze`: `wf analyze` on SQLite stores made from the fixtures, and config errors.
 //! - `cli`: argument handling, one-line errors and exit codes, JSON shapes, retries and failures.
+//! - `migrate`: `wf run migrate` and `wf rollback` end to end on embedded SQLite stores.
 //! - `crash`: SIGKILL at random moments and at every failpoint, then `wf resume`.
 //! - `control`: recover from a checkpoint, pause, cancel, SIGTERM, concurrent resumes.
 
@@ -11,3 +12,4 @@ mod analyze;
 mod cli;
 mod control;
 mod crash;
+mod migrate;

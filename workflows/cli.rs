@@ -69,6 +69,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Delete from CERT exactly the rows a migrate run inserted (children first); asks first.
+    Rollback {
+        run: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
     /// List the runs.
     Runs {
         #[arg(long)]

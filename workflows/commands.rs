@@ -14,16 +14,19 @@ use wf_engine::{Control, ControlOutcome, DataDir, Engine, EngineError, OpenRun, 
 pub async fn dispatch(cli: Cli, log: RunLog) -> anyhow::Result<u8> {
     let engine = Engine::new(DataDir::new(&cli.data_dir));
     match cli.command {
-        Command::Run { workflow, args } => start(&engine, &workflow, &args, &log).await,
-        Command::Resume { run, jobs } => resume(&engine, &run, None, jobs, &log).await,
+        Command::Run { workflow, args } => {
+            start(&engine, &workflow, &args, &cli.config, &log).await
+        }
+        Command::Resume { run, jobs } => resume(&engine, &run, None, jobs, &cli.config, &log).await,
         Command::Recover {
             run,
             checkpoint,
             jobs,
-        } => resume(&engine, &run, Some(&checkpoint), jobs, &log).await,
+        } => resume(&engine, &run, Some(&checkpoint), jobs, &cli.config, &log).await,
         Command::Pause { run } => control(&engine, &run, Control::Pause),
         Command::Cancel { run } => control(&engine, &run, Control::Cancel),
         Command::Analyze { json } => analyze(&cli.config, &engine, json).await,
+        Command::Rollback { run, yes } => rollback(&engine, &run, yes, &cli.config).await,
         Command::Runs { json } => show::runs(&engine, json),
         Command::Status { run, json, all } => show::status(&engine, &run, json, all),
         Command::Checkpoints { run, json } => show::checkpoints(&engine, &run, json),
@@ -31,18 +34,25 @@ pub async fn dispatch(cli: Cli, log: RunLog) -> anyhow::Result<u8> {
     }
 }
 
-fn build(name: &str, args: &[String]) -> anyhow::Result<Built> {
-    match registry::build(name, args) {
+fn build(name: &str, args: &[String], config: &std::path::Path) -> anyhow::Result<Built> {
+    match registry::build(name, args, config) {
         Ok(b) => Ok(b),
         Err(BuildError::Args(e)) => Err(e.into()),
+        Err(BuildError::Failed(m)) => Err(anyhow::anyhow!(m)),
         Err(BuildError::Unknown(n)) => {
             Err(EngineError::UnknownWorkflow(n, registry::WORKFLOWS.join(", ")).into())
         }
     }
 }
 
-async fn start(engine: &Engine, name: &str, args: &[String], log: &RunLog) -> anyhow::Result<u8> {
-    let built = build(name, args)?;
+async fn start(
+    engine: &Engine,
+    name: &str,
+    args: &[String],
+    config: &std::path::Path,
+    log: &RunLog,
+) -> anyhow::Result<u8> {
+    let built = build(name, args, config)?;
     let open = engine.create(built.workflow.as_ref(), built.args.clone())?;
     say(&open.run.id);
     execute(engine, open, built, None, log).await
@@ -53,10 +63,11 @@ async fn resume(
     run: &str,
     checkpoint: Option<&str>,
     jobs: Option<usize>,
+    config: &std::path::Path,
     log: &RunLog,
 ) -> anyhow::Result<u8> {
     let mut open = engine.open(run)?;
-    let built = build(&open.run.workflow, &open.run.args)?;
+    let built = build(&open.run.workflow, &open.run.args, config)?;
     if let Some(cp) = checkpoint {
         let n = engine.recover(&mut open, cp, built.workflow.as_ref())?;
         say(&format!(
@@ -180,6 +191,86 @@ async fn analyze(config: &std::path::Path, engine: &Engine, json: bool) -> anyho
     for f in &d.files {
         say(&format!("wrote {}", f.display()));
     }
+    Ok(exit::DONE)
+}
+
+/// `wf rollback`: deletes from CERT exactly what the run's load steps inserted, after confirmation.
+async fn rollback(
+    engine: &Engine,
+    run: &str,
+    yes: bool,
+    config: &std::path::Path,
+) -> anyhow::Result<u8> {
+    let (record, outputs) = engine.outputs(run)?;
+    if record.workflow != "migrate" {
+        anyhow::bail!(
+            "run {run} is a {} run: only migrate runs load CERT",
+            record.workflow
+        );
+    }
+    // Rollback needs the CERT connections only (not the key): the config the run recorded.
+    let recorded = record
+        .args
+        .iter()
+        .position(|a| a == "--config-file")
+        .and_then(|i| record.args.get(i + 1));
+    let config_path = recorded
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| config.to_path_buf());
+    let cfg = wf_stores::Config::load(&config_path)?;
+    let mut loads: Vec<wf_steps::migrate::LoadOut> = Vec::new();
+    for (step, out) in &outputs {
+        if step.starts_with("load/") {
+            loads.push(
+                out.value_as().map_err(|e| {
+                    anyhow::anyhow!("run {run}, step {step}: unreadable output ({e})")
+                })?,
+            );
+        }
+    }
+    let jobs: Vec<_> = loads
+        .iter()
+        .filter_map(|l| l.job.as_ref().filter(|j| !j.dry_run))
+        .collect();
+    if jobs.is_empty() {
+        say(&format!(
+            "run {run} loaded nothing into CERT: nothing to roll back"
+        ));
+        return Ok(exit::DONE);
+    }
+    for l in &loads {
+        if let Some(r) = &l.report {
+            let rows: u64 = r.tables.iter().map(|t| t.inserted).sum();
+            say(&format!(
+                "store {}: {rows} rows inserted by run {run} in {} tables",
+                l.store,
+                r.tables.len()
+            ));
+        }
+    }
+    if !yes {
+        eprint!("Delete these rows from CERT? Rows CERT had before the run are kept. [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "yes" | "Y") {
+            say("rollback cancelled; nothing changed");
+            return Ok(exit::DONE);
+        }
+    }
+    // Stores are independent transactions; children-first order holds inside each.
+    for job in jobs.iter().rev() {
+        let store = cfg.store(&job.store).ok_or_else(|| {
+            anyhow::anyhow!(
+                "store {} is no longer in {}",
+                job.store,
+                config_path.display()
+            )
+        })?;
+        let deleted = wf_stores::load::rollback_store(store, job).await?;
+        let n: u64 = deleted.iter().map(|(_, n)| n).sum();
+        say(&format!("store {}: deleted {n} rows", job.store));
+    }
+    say(&format!("run {run} rolled back"));
     Ok(exit::DONE)
 }
 

@@ -4,6 +4,7 @@
 pub mod cli;
 mod commands;
 pub mod logging;
+pub mod migrate;
 pub mod progress;
 pub mod registry;
 pub mod runner_args;

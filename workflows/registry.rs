@@ -1,12 +1,13 @@
 //! The workflows wf knows, built by name from their arguments (for `wf run` and again for `resume`).
 
+use crate::migrate::{BuildFailure, Migrate};
 use crate::runner_args::RunnerArgs;
 use crate::selftest::Selftest;
 use std::sync::Arc;
 use wf_engine::Workflow;
 
 /// Names of the available workflows, for help and errors.
-pub const WORKFLOWS: &[&str] = &["selftest"];
+pub const WORKFLOWS: &[&str] = &["migrate", "selftest"];
 
 /// A workflow ready to plan or resume, with its runner options and its arguments as recorded.
 pub struct Built {
@@ -21,11 +22,25 @@ pub struct Built {
 pub enum BuildError {
     Unknown(String),
     Args(clap::Error),
+    /// Configuration, rules or key problems, as one line.
+    Failed(String),
 }
 
-/// Builds workflow `name` from `args`.
-pub fn build(name: &str, args: &[String]) -> Result<Built, BuildError> {
+/// Builds workflow `name` from `args`; `config` is the global --config (migrate records its own).
+pub fn build(name: &str, args: &[String], config: &std::path::Path) -> Result<Built, BuildError> {
     match name {
+        "migrate" => {
+            let (wf, args) = Migrate::from_args(args, config).map_err(|e| match e {
+                BuildFailure::Usage(u) => BuildError::Args(u),
+                BuildFailure::Failed(m) => BuildError::Failed(m),
+            })?;
+            Ok(Built {
+                runner: wf.runner().clone(),
+                dirs: vec![],
+                workflow: Arc::new(wf),
+                args,
+            })
+        }
         "selftest" => {
             let (wf, args) = Selftest::from_args(args).map_err(BuildError::Args)?;
             Ok(Built {

@@ -242,6 +242,32 @@ impl Engine {
         Ok(out)
     }
 
+    /// The run record and the outputs of its done steps (current generation), read-only.
+    pub fn outputs(
+        &self,
+        run: &str,
+    ) -> Result<(RunRecord, Vec<(String, crate::model::StepOutput)>)> {
+        match self.data.access(run, false)? {
+            Access::Exclusive(_lock) => {
+                let journal = SledJournal::open(&self.data.journal_path(run), false)?;
+                let record = journal.run()?;
+                let outputs = journal
+                    .steps()?
+                    .into_iter()
+                    .filter(|r| r.status == StepStatus::Done)
+                    .filter_map(|r| r.output.map(|o| (r.id, o)))
+                    .collect();
+                Ok((record, outputs))
+            }
+            Access::Live(lease) => Err(EngineError::Busy {
+                run: run.to_string(),
+                holder: lease
+                    .map(|l| l.describe())
+                    .unwrap_or_else(|| "another wf process".into()),
+            }),
+        }
+    }
+
     /// The event log of `run` (not available while a runner holds it: see its log file).
     pub fn events(&self, run: &str) -> Result<Vec<Event>> {
         match self.data.access(run, false)? {

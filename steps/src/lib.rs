@@ -3,4 +3,5 @@
 
 pub mod analyze;
 pub mod anonymize;
+pub mod migrate;
 pub mod selftest;

@@ -115,7 +115,7 @@ impl Runner {
         error: StepError,
     ) {
         let id = lp.sched.graph.spec(index).id.clone();
-        tracing::error!(run = %self.run.id, step = %id, attempt, %error, "Step failed");
+        tracing::info!(run = %self.run.id, step = %id, attempt, %error, "Step failed");
         let record = StepRecord {
             id: id.clone(),
             generation: self.run.generation,

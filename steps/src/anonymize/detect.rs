@@ -33,7 +33,7 @@ fn patterns() -> &'static Patterns {
     P.get_or_init(|| Patterns {
         // These are fixed, tested expressions: failing to compile them is a programming error.
         name: Regex::new(
-            r"(?i)(^|_)(first_?name|last_?name|surname|full_?name|given_?name|name|email|e_?mail|phone|mobile|tel|address|street|city|zip|postcode|postal_?code|dob|birth|birth_?date|birthday|ssn|social_?security|notes?|comments?|guardian)(_|$)",
+            r"(?i)(^|_)(first_?name|last_?name|surname|full_?name|given_?name|name|email|e_?mail|phone|mobile|tel|address|street|city|zip|postcode|postal_?code|dob|birth|birth_?date|birthday|ssn|social_?security|notes?|comments?)(_|$)",
         )
         .unwrap_or_else(|e| unreachable!("{e}")),
         email: Regex::new(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$").unwrap_or_else(|e| unreachable!("{e}")),

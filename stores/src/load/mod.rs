@@ -32,7 +32,7 @@ pub enum Strategy {
 }
 
 /// One table to load: its CERT schema and its staging file.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TableLoad {
     pub table: Table,
     pub file: PathBuf,
@@ -43,7 +43,7 @@ pub struct TableLoad {
 }
 
 /// One store's load.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StoreLoad {
     /// Idempotency key of the load (`run/g<generation>/load/<store>`).
     pub run_key: String,
@@ -57,7 +57,7 @@ pub struct StoreLoad {
 }
 
 /// What a load did, per table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TableReport {
     pub table: String,
     pub rows_in_file: u64,
@@ -65,7 +65,7 @@ pub struct TableReport {
 }
 
 /// What a load did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LoadReport {
     /// The marker was found: an earlier execution committed this load.
     pub already_loaded: bool,

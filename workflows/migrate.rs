@@ -1,0 +1,257 @@
+//! The `migrate` workflow: one district from PROD into CERT, anonymized.
+//! Steps: `extract` → `anonymize` → `purge-raw` and `load/<store>` (one per store), with checkpoints
+//! `extracted`, `anonymized` and `loaded`. Validation and the report plug in between (next issues).
+
+use crate::runner_args::RunnerArgs;
+use clap::Parser;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use wf_engine::{Checkpoint, EngineError, Plan, Step, StepSpec, Workflow};
+use wf_steps::anonymize::{AnonKey, Rules};
+use wf_steps::migrate::{AnonymizeStep, ExtractStep, LoadStep, MigrateParams, PurgeRawStep};
+use wf_stores::load::Strategy;
+use wf_stores::Config;
+
+/// Arguments of `wf run migrate`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "wf run migrate",
+    about = "Copy one district from PROD into CERT, anonymized"
+)]
+pub struct MigrateArgs {
+    /// The district to copy (the value of the district column).
+    #[arg(long)]
+    pub district: String,
+    /// Do everything, but roll the CERT transactions back instead of committing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Stop after anonymization (no CERT load).
+    #[arg(long)]
+    pub skip_load: bool,
+    /// What to do with rows CERT already has: insert (fail), upsert, skip-existing.
+    #[arg(long, default_value = "insert", value_parser = parse_strategy)]
+    pub strategy: Strategy,
+    /// Rows per Arrow record batch in the staging files.
+    #[arg(long, default_value_t = 8192)]
+    pub batch_rows: usize,
+    /// The configuration file (recorded so a resume uses the same one; defaults to --config).
+    #[arg(long = "config-file")]
+    pub config_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub runner: RunnerArgs,
+}
+
+fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    match s {
+        "insert" => Ok(Strategy::Insert),
+        "upsert" => Ok(Strategy::Upsert),
+        "skip-existing" => Ok(Strategy::SkipExisting),
+        other => Err(format!(
+            "unknown strategy `{other}`: insert, upsert or skip-existing"
+        )),
+    }
+}
+
+/// The workflow, built from arguments, the config file and the key in the environment.
+pub struct Migrate {
+    params: Arc<MigrateParams>,
+    runner: RunnerArgs,
+    skip_load: bool,
+    hash: String,
+}
+
+fn usage(msg: String) -> clap::Error {
+    clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{msg}\n"))
+}
+
+impl Migrate {
+    /// Parses `args`, reads the config and rules, and reads the key (no key, no run).
+    /// Returns the arguments to record, with the config file made absolute.
+    pub fn from_args(
+        args: &[String],
+        default_config: &Path,
+    ) -> Result<(Self, Vec<String>), BuildFailure> {
+        let parsed = MigrateArgs::try_parse_from(
+            std::iter::once("wf run migrate".to_string()).chain(args.iter().cloned()),
+        )
+        .map_err(BuildFailure::Usage)?;
+        let config_file = parsed
+            .config_file
+            .clone()
+            .unwrap_or_else(|| default_config.to_path_buf());
+        let config_file = std::path::absolute(&config_file).unwrap_or(config_file);
+        let config_text = std::fs::read_to_string(&config_file).map_err(|e| {
+            BuildFailure::Failed(format!(
+                "config {}: cannot read it ({e}); pass --config or set WF_CONFIG",
+                config_file.display()
+            ))
+        })?;
+        let config = Config::parse(&config_text, &config_file)
+            .map_err(|e| BuildFailure::Failed(e.to_string()))?;
+        let rules_rel = config.anonymization_rules.clone().ok_or_else(|| {
+            BuildFailure::Failed(format!(
+                "config {}: anonymization_rules is not set; migrate needs a rules file",
+                config_file.display()
+            ))
+        })?;
+        let base = config_file.parent().unwrap_or(Path::new("."));
+        let rules_file = if rules_rel.is_absolute() {
+            rules_rel
+        } else {
+            base.join(rules_rel)
+        };
+        let rules_text = std::fs::read_to_string(&rules_file).map_err(|e| {
+            BuildFailure::Failed(format!(
+                "anonymization rules {}: cannot read it ({e})",
+                rules_file.display()
+            ))
+        })?;
+        let rules = Rules::parse(&rules_text, &rules_file).map_err(BuildFailure::Failed)?;
+        let key =
+            AnonKey::from_env(&rules.key_env).map_err(|e| BuildFailure::Failed(e.to_string()))?;
+        if parsed.district.trim().is_empty() {
+            return Err(BuildFailure::Usage(usage(
+                "--district must not be empty".into(),
+            )));
+        }
+        let hash = hex::encode(Sha256::digest(
+            format!(
+                "{config_text}\u{0}{rules_text}\u{0}{}\u{0}{}\u{0}{}\u{0}{:?}\u{0}{}",
+                key.fingerprint(),
+                parsed.district,
+                parsed.dry_run,
+                parsed.strategy,
+                parsed.batch_rows
+            )
+            .as_bytes(),
+        ));
+        let mut recorded: Vec<String> = args
+            .iter()
+            .filter(|a| !a.starts_with("--config-file"))
+            .cloned()
+            .collect();
+        if let Some(i) = args.iter().position(|a| a == "--config-file") {
+            recorded = args[..i]
+                .iter()
+                .chain(args.iter().skip(i + 2))
+                .cloned()
+                .collect();
+        }
+        recorded.push("--config-file".into());
+        recorded.push(config_file.to_string_lossy().into_owned());
+        let params = MigrateParams {
+            config,
+            rules_file,
+            district: parsed.district.clone(),
+            batch_rows: parsed.batch_rows.max(1),
+            strategy: parsed.strategy,
+            dry_run: parsed.dry_run,
+            key_fingerprint: key.fingerprint(),
+        };
+        Ok((
+            Migrate {
+                params: Arc::new(params),
+                runner: parsed.runner,
+                skip_load: parsed.skip_load,
+                hash,
+            },
+            recorded,
+        ))
+    }
+
+    pub fn runner(&self) -> &RunnerArgs {
+        &self.runner
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.params.config
+    }
+}
+
+/// Why a workflow could not be built from its arguments.
+pub enum BuildFailure {
+    Usage(clap::Error),
+    Failed(String),
+}
+
+impl Workflow for Migrate {
+    fn name(&self) -> &str {
+        "migrate"
+    }
+
+    fn run_prefix(&self) -> &str {
+        "mig"
+    }
+
+    fn config_hash(&self) -> String {
+        self.hash.clone()
+    }
+
+    fn plan(&self) -> Result<Plan, EngineError> {
+        let mut steps = vec![
+            StepSpec::new("extract", "migrate.extract", vec![]),
+            StepSpec::new("anonymize", "migrate.anonymize", vec!["extract".into()]),
+            StepSpec::new(
+                "purge-raw",
+                "migrate.purge",
+                vec!["anonymize".into(), "extract".into()],
+            ),
+        ];
+        let mut checkpoints = vec![
+            Checkpoint {
+                name: "extracted".into(),
+                steps: vec!["extract".into()],
+            },
+            Checkpoint {
+                name: "anonymized".into(),
+                steps: vec!["anonymize".into()],
+            },
+        ];
+        if !self.skip_load {
+            for s in &self.params.config.stores {
+                let mut spec = StepSpec::new(
+                    format!("load/{}", s.name),
+                    "migrate.load",
+                    vec!["extract".into(), "anonymize".into()],
+                );
+                spec.params = s.name.clone().into_bytes();
+                steps.push(spec);
+            }
+            checkpoints.push(Checkpoint {
+                name: "loaded".into(),
+                steps: vec!["load/*".into()],
+            });
+        }
+        Ok(Plan { steps, checkpoints })
+    }
+
+    fn step(&self, spec: &StepSpec) -> Result<Arc<dyn Step>, EngineError> {
+        Ok(match spec.kind.as_str() {
+            "migrate.extract" => Arc::new(ExtractStep(self.params.clone())),
+            "migrate.anonymize" => Arc::new(AnonymizeStep(self.params.clone())),
+            "migrate.purge" => Arc::new(PurgeRawStep),
+            "migrate.load" => Arc::new(LoadStep {
+                params: self.params.clone(),
+                store: String::from_utf8_lossy(&spec.params).into_owned(),
+            }),
+            other => {
+                return Err(EngineError::Workflow(format!(
+                    "migrate has no step kind `{other}` (step {})",
+                    spec.id
+                )))
+            }
+        })
+    }
+
+    fn attrs(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("district".to_string(), self.params.district.clone()),
+            (
+                "key_fingerprint".to_string(),
+                self.params.key_fingerprint.clone(),
+            ),
+        ])
+    }
+}
