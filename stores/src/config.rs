@@ -309,6 +309,20 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_config_is_valid() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config/wf.example.toml"
+        ));
+        let c = Config::load(path).unwrap();
+        assert_eq!(c.stores.len(), 4);
+        assert_eq!(
+            c.anonymization_rules.as_deref(),
+            Some(Path::new("anonymization.toml"))
+        );
+    }
+
+    #[test]
     fn env_connections_name_the_missing_variable() {
         let c = parse(GOOD).unwrap();
         let e = c.stores[0].url(Side::Prod).unwrap_err().to_string();

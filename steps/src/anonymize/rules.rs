@@ -217,6 +217,21 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_rules_are_valid() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config/anonymization.toml"
+        ));
+        let r = Rules::load(path).unwrap();
+        assert_eq!(r.key_env, "WF_ANON_KEY");
+        assert!(r.rule_for("ids.students.email", &[]).is_some());
+        assert_eq!(
+            r.rule_for("ids.schools.name", &[]).unwrap().spec.strategy,
+            Strategy::Keep
+        );
+    }
+
+    #[test]
     fn malformed_rules_are_named() {
         let e = Rules::parse(
             "[[rules]]\nstrategy = \"fake\"\nfield = \"a.b.c\"\n",
