@@ -37,10 +37,23 @@ fn fixture(name: &str) -> String {
     .expect("fixture")
 }
 
-fn exec(url: &str, files: &[&str]) {
+/// Where the PROD and CERT databases live: SQLite files in the sandbox, or fresh databases on the
+/// PostgreSQL server that scripts/services.sh started.
+#[derive(Clone)]
+enum Backend {
+    Sqlite,
+    Postgres(String),
+}
+
+struct Dbs {
+    kind: StoreKind,
+    urls: BTreeMap<&'static str, String>,
+}
+
+fn exec(kind: StoreKind, url: &str, files: &[&str]) {
     let cfg = StoreConfig {
         name: "x".into(),
-        kind: StoreKind::Sqlite,
+        kind,
         prod: "-".into(),
         cert: url.into(),
     };
@@ -53,29 +66,102 @@ fn exec(url: &str, files: &[&str]) {
     });
 }
 
-fn url(sb: &Sandbox, file: &str) -> String {
-    format!("sqlite://{}", sb.out(file).display())
+fn databases(sb: &Sandbox, backend: &Backend) -> Dbs {
+    let names = ["ids_prod", "hcp1_prod", "ids_cert", "hcp1_cert"];
+    match backend {
+        Backend::Sqlite => Dbs {
+            kind: StoreKind::Sqlite,
+            urls: names
+                .iter()
+                .map(|n| {
+                    (
+                        *n,
+                        format!("sqlite://{}", sb.out(&format!("{n}.db")).display()),
+                    )
+                })
+                .collect(),
+        },
+        Backend::Postgres(admin) => {
+            let admin_cfg = StoreConfig {
+                name: "admin".into(),
+                kind: StoreKind::Postgres,
+                prod: "-".into(),
+                cert: admin.clone(),
+            };
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            let tag = sb
+                .dir
+                .path()
+                .file_name()
+                .map(|n| {
+                    n.to_string_lossy()
+                        .to_lowercase()
+                        .replace(|c: char| !c.is_ascii_alphanumeric(), "")
+                })
+                .unwrap_or_default();
+            let base = admin
+                .rsplit_once('/')
+                .map(|(b, _)| b.to_string())
+                .unwrap_or_else(|| admin.clone());
+            let urls = rt.block_on(async {
+                let db = wf_stores::connect(&admin_cfg, Side::Cert)
+                    .await
+                    .expect("admin");
+                let mut urls = BTreeMap::new();
+                for n in names {
+                    let db_name = format!("wf_m_{tag}_{n}");
+                    db.execute(&format!("drop database if exists {db_name}"))
+                        .await
+                        .expect("drop");
+                    db.execute(&format!("create database {db_name}"))
+                        .await
+                        .expect("create");
+                    urls.insert(n, format!("{base}/{db_name}"));
+                }
+                urls
+            });
+            Dbs {
+                kind: StoreKind::Postgres,
+                urls,
+            }
+        }
+    }
 }
 
-/// PROD and CERT SQLite files, wf.toml and anonymization.toml; returns the config path.
-fn setup(sb: &Sandbox, rules: &str) -> std::path::PathBuf {
+/// PROD and CERT databases, wf.toml and anonymization.toml; returns the config path and databases.
+fn setup_on(sb: &Sandbox, backend: &Backend, rules: &str) -> (std::path::PathBuf, Dbs) {
+    let dbs = databases(sb, backend);
+    let ids_schema = if dbs.kind == StoreKind::Sqlite {
+        "ids_schema_sqlite.sql"
+    } else {
+        "ids_schema_pg.sql"
+    };
     exec(
-        &url(sb, "ids_prod.db"),
-        &["ids_schema_sqlite.sql", "ids_data.sql"],
+        dbs.kind,
+        &dbs.urls["ids_prod"],
+        &[ids_schema, "ids_data.sql"],
     );
     exec(
-        &url(sb, "hcp1_prod.db"),
+        dbs.kind,
+        &dbs.urls["hcp1_prod"],
         &["hcp1_schema.sql", "hcp1_data.sql"],
     );
     exec(
-        &url(sb, "ids_cert.db"),
-        &["ids_schema_sqlite.sql", "cert_seed_ids.sql"],
+        dbs.kind,
+        &dbs.urls["ids_cert"],
+        &[ids_schema, "cert_seed_ids.sql"],
     );
     exec(
-        &url(sb, "hcp1_cert.db"),
+        dbs.kind,
+        &dbs.urls["hcp1_cert"],
         &["hcp1_schema.sql", "cert_seed_hcp1.sql"],
     );
     std::fs::write(sb.out("anonymization.toml"), rules).expect("rules");
+    let kind = if dbs.kind == StoreKind::Sqlite {
+        "sqlite"
+    } else {
+        "postgres"
+    };
     let toml = format!(
         r#"
 anonymization_rules = "anonymization.toml"
@@ -83,58 +169,81 @@ reference_tables = ["ids.grade_levels"]
 follow_children = ["ids.student_guardians.student_id", "ids.terms.school_id", "ids.report_cards.student_id", "hcp1.enrollments.section_id"]
 [[stores]]
 name = "ids"
-kind = "sqlite"
+kind = "{kind}"
 prod = "{}"
 cert = "{}"
 [[stores]]
 name = "hcp1"
-kind = "sqlite"
+kind = "{kind}"
 prod = "{}"
 cert = "{}"
 [[virtual_fks]]
 from = "hcp1.enrollments.student_id"
 to = "ids.students.id"
 "#,
-        url(sb, "ids_prod.db"),
-        url(sb, "ids_cert.db"),
-        url(sb, "hcp1_prod.db"),
-        url(sb, "hcp1_cert.db")
+        dbs.urls["ids_prod"], dbs.urls["ids_cert"], dbs.urls["hcp1_prod"], dbs.urls["hcp1_cert"]
     );
     let path = sb.out("wf.toml");
     std::fs::write(&path, toml).expect("wf.toml");
-    path
+    (path, dbs)
 }
 
-fn cert(sb: &Sandbox, sql: &str) -> Vec<String> {
-    use sqlx::{Row, TypeInfo, ValueRef};
+fn setup(sb: &Sandbox, rules: &str) -> std::path::PathBuf {
+    setup_on(sb, &Backend::Sqlite, rules).0
+}
+
+/// First column of `query` on CERT database `db` (`ids_cert` / `hcp1_cert`), as text.
+fn query(dbs: &Dbs, db: &str, q: &str) -> Vec<String> {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let url = dbs.urls[db].clone();
     rt.block_on(async {
-        let (db, q) = sql.split_once(':').expect("db:query");
-        let pool = sqlx::SqlitePool::connect(&url(sb, db)).await.expect("cert");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(q.to_string()))
-            .fetch_all(&pool)
-            .await
-            .unwrap_or_else(|e| panic!("{q}: {e}"));
-        rows.iter()
-            .map(|r| {
-                let raw = r.try_get_raw(0).expect("column");
-                if raw.is_null() {
-                    return String::new();
-                }
-                match raw.type_info().name() {
-                    "INTEGER" => r.get::<i64, _>(0).to_string(),
-                    _ => r.get::<String, _>(0),
-                }
-            })
-            .collect()
+        match dbs.kind {
+            StoreKind::Postgres => {
+                let pool = sqlx::PgPool::connect(&url).await.expect("cert");
+                let wrapped = format!("select x::text from ({q}) t(x)");
+                sqlx::query_scalar::<_, Option<String>>(sqlx::AssertSqlSafe(wrapped))
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap_or_else(|e| panic!("{q}: {e}"))
+                    .into_iter()
+                    .map(|v| v.unwrap_or_default())
+                    .collect()
+            }
+            StoreKind::Sqlite => {
+                use sqlx::{Row, TypeInfo, ValueRef};
+                let pool = sqlx::SqlitePool::connect(&url).await.expect("cert");
+                let rows = sqlx::query(sqlx::AssertSqlSafe(q.to_string()))
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap_or_else(|e| panic!("{q}: {e}"));
+                rows.iter()
+                    .map(|r| {
+                        let raw = r.try_get_raw(0).expect("column");
+                        if raw.is_null() {
+                            return String::new();
+                        }
+                        match raw.type_info().name() {
+                            "INTEGER" => r.get::<i64, _>(0).to_string(),
+                            _ => r.get::<String, _>(0),
+                        }
+                    })
+                    .collect()
+            }
+        }
     })
 }
 
-fn counts(sb: &Sandbox) -> BTreeMap<String, String> {
+fn cert(sb: &Sandbox, sql: &str) -> Vec<String> {
+    let (db, q) = sql.split_once(':').expect("db:query");
+    let dbs = databases(sb, &Backend::Sqlite);
+    query(&dbs, db.trim_end_matches(".db"), q)
+}
+
+fn counts_of(dbs: &Dbs) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for (db, tables) in [
         (
-            "ids_cert.db",
+            "ids_cert",
             vec![
                 "districts",
                 "grade_levels",
@@ -148,18 +257,22 @@ fn counts(sb: &Sandbox) -> BTreeMap<String, String> {
             ],
         ),
         (
-            "hcp1_cert.db",
+            "hcp1_cert",
             vec!["sections", "enrollments", "rooms", "attendance"],
         ),
     ] {
         for t in tables {
             out.insert(
                 t.to_string(),
-                cert(sb, &format!("{db}:select count(*) from {t}"))[0].clone(),
+                query(dbs, db, &format!("select count(*) from {t}"))[0].clone(),
             );
         }
     }
     out
+}
+
+fn counts(sb: &Sandbox) -> BTreeMap<String, String> {
+    counts_of(&databases(sb, &Backend::Sqlite))
 }
 
 #[test]
@@ -358,4 +471,89 @@ fn a_crash_at_any_step_boundary_then_resume_gives_the_same_cert() {
             );
         }
     }
+}
+
+/// The same path on the real PostgreSQL server: migrate, resume, rollback.
+#[test]
+fn migrate_and_rollback_on_postgres() {
+    let Some(admin) = std::env::var("WF_TEST_PG_URL").ok() else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "WF_TEST_PG_URL is not set in CI: run scripts/test.sh"
+        );
+        eprintln!(
+            "skipped: WF_TEST_PG_URL is not set (scripts/test.sh starts PostgreSQL and sets it)"
+        );
+        return;
+    };
+    let sb = Sandbox::new();
+    let (config, dbs) = setup_on(&sb, &Backend::Postgres(admin), RULES);
+    let before = counts_of(&dbs);
+    let cfg = config.to_string_lossy().to_string();
+    let r = crate::util::ran(
+        sb.cmd(["--config", &cfg, "run", "migrate", "--district", "1"])
+            .env("WF_ANON_KEY", KEY)
+            .output()
+            .expect("run"),
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let run = r.stdout.lines().next().expect("run id").to_string();
+    let after = counts_of(&dbs);
+    assert_eq!(after["students"], "3");
+    assert_eq!(after["enrollments"], "3");
+    assert_eq!(
+        query(
+            &dbs,
+            "ids_cert",
+            "select principal_id from schools where id = 10"
+        ),
+        ["100"],
+        "cycle closed after load"
+    );
+    let names = query(&dbs, "ids_cert", "select first_name from students");
+    assert!(
+        !names
+            .iter()
+            .any(|n| ["Eve", "Finn", "Gus"].contains(&n.as_str())),
+        "{names:?}"
+    );
+    let rb = sb.run(["--config", &cfg, "rollback", &run, "--yes"]);
+    assert_eq!(rb.code, Some(0), "{}", rb.stderr);
+    assert_eq!(counts_of(&dbs), before);
+}
+
+#[test]
+fn resume_with_another_key_is_refused() {
+    let sb = Sandbox::new();
+    let config = setup(&sb, RULES);
+    let cfg = config.to_string_lossy().to_string();
+    let crashed = sb
+        .cmd(["--config", &cfg, "run", "migrate", "--district", "1"])
+        .env("WF_ANON_KEY", KEY)
+        .env("WF_FAILPOINT", "extract:after-record")
+        .output()
+        .expect("run");
+    let run = String::from_utf8_lossy(&crashed.stdout)
+        .lines()
+        .next()
+        .expect("run id")
+        .to_string();
+    let r = crate::util::ran(
+        sb.cmd(["--config", &cfg, "resume", &run])
+            .env("WF_ANON_KEY", "a-different-key-0123456789")
+            .output()
+            .expect("resume"),
+    );
+    assert_eq!(r.code, Some(1));
+    assert!(
+        r.stderr.contains("another anonymization key") && !r.stderr.contains("a-different-key"),
+        "{}",
+        r.stderr
+    );
+    let ok = sb
+        .cmd(["--config", &cfg, "resume", &run])
+        .env("WF_ANON_KEY", KEY)
+        .output()
+        .expect("resume");
+    assert_eq!(ok.status.code(), Some(0), "the original key resumes");
 }

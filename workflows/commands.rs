@@ -68,6 +68,18 @@ async fn resume(
 ) -> anyhow::Result<u8> {
     let mut open = engine.open(run)?;
     let built = build(&open.run.workflow, &open.run.args, config)?;
+    // Another anonymization key would produce outputs that do not join with those already made.
+    let (was, now) = (
+        open.run.attrs.get("key_fingerprint"),
+        built.workflow.attrs().get("key_fingerprint").cloned(),
+    );
+    if let (Some(was), Some(now)) = (was, now) {
+        if *was != now {
+            anyhow::bail!(
+                "run {run} started with another anonymization key (fingerprint {was}, now {now}): resume with the original key, or start a new run"
+            );
+        }
+    }
     if let Some(cp) = checkpoint {
         let n = engine.recover(&mut open, cp, built.workflow.as_ref())?;
         say(&format!(
