@@ -119,12 +119,8 @@ fn manifest_path(dir: &Path, table: &Table) -> PathBuf {
     dir.join(format!("{}.{}.keys.arrow", table.store, table.name))
 }
 
-/// Writes the keys a load inserted into `table` (all text columns).
-pub(crate) fn write_manifest(
-    dir: &Path,
-    table: &Table,
-    keys: &[Key],
-) -> Result<PathBuf, StoreError> {
+/// A manifest writer for `table`: its key columns, as text.
+fn manifest_writer(dir: &Path, table: &Table) -> Result<(PathBuf, StagingWriter), StoreError> {
     std::fs::create_dir_all(dir).map_err(|e| StoreError::Staging {
         path: dir.to_path_buf(),
         message: e.to_string(),
@@ -138,12 +134,26 @@ pub(crate) fn write_manifest(
         })
         .collect();
     let path = manifest_path(dir, table);
-    let mut w = StagingWriter::create(&path, arrow_schema(&table.store, &table.name, &cols), 8192)?;
+    let w = StagingWriter::create(&path, arrow_schema(&table.store, &table.name, &cols), 8192)?;
+    Ok((path, w))
+}
+
+fn push_key(w: &mut StagingWriter, key: &Key) -> Result<(), StoreError> {
+    for (i, v) in key.iter().enumerate() {
+        w.push(i, v.as_deref().map(Value::Text).unwrap_or(Value::Null))?;
+    }
+    w.end_row()
+}
+
+/// Writes the keys a load inserted into `table`.
+pub(crate) fn write_manifest(
+    dir: &Path,
+    table: &Table,
+    keys: &[Key],
+) -> Result<PathBuf, StoreError> {
+    let (path, mut w) = manifest_writer(dir, table)?;
     for k in keys {
-        for (i, v) in k.iter().enumerate() {
-            w.push(i, v.as_deref().map(Value::Text).unwrap_or(Value::Null))?;
-        }
-        w.end_row()?;
+        push_key(&mut w, k)?;
     }
     w.finish()?;
     Ok(path)
@@ -152,20 +162,7 @@ pub(crate) fn write_manifest(
 /// Writes the manifest of a table loaded whole: the key columns of every row of its staging file,
 /// streamed batch by batch.
 pub(crate) fn copy_manifest(dir: &Path, table: &Table, file: &Path) -> Result<PathBuf, StoreError> {
-    std::fs::create_dir_all(dir).map_err(|e| StoreError::Staging {
-        path: dir.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let cols: Vec<StagedColumn> = key_columns(table)
-        .into_iter()
-        .map(|c| StagedColumn {
-            name: c,
-            source_type: "text".into(),
-            col_type: ColType::Text,
-        })
-        .collect();
-    let path = manifest_path(dir, table);
-    let mut w = StagingWriter::create(&path, arrow_schema(&table.store, &table.name, &cols), 8192)?;
+    let (path, mut w) = manifest_writer(dir, table)?;
     for b in open(file)? {
         let b = b.map_err(|e| StoreError::Staging {
             path: file.to_path_buf(),
@@ -173,10 +170,7 @@ pub(crate) fn copy_manifest(dir: &Path, table: &Table, file: &Path) -> Result<Pa
         })?;
         let idx = key_positions(table, &b.schema())?;
         for r in 0..b.num_rows() {
-            for (i, v) in key_of(&b, &idx, r).into_iter().enumerate() {
-                w.push(i, v.as_deref().map(Value::Text).unwrap_or(Value::Null))?;
-            }
-            w.end_row()?;
+            push_key(&mut w, &key_of(&b, &idx, r))?;
         }
     }
     w.finish()?;

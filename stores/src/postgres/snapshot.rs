@@ -133,6 +133,24 @@ impl PgSnapshot {
         })
     }
 
+    /// Rows of a query binding one text value, as keys of `width` columns.
+    async fn rows_by_value(
+        &mut self,
+        sql: String,
+        value: &str,
+        width: usize,
+    ) -> Result<Vec<Key>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(value.to_string())
+            .fetch_all(&mut *self.conn)
+            .await
+            .map_err(|e| StoreError::from_sqlx(&self.store, e))?;
+        Ok(rows
+            .iter()
+            .map(|r| (0..width).map(|i| r.get::<Option<String>, _>(i)).collect())
+            .collect())
+    }
+
     async fn rows(
         &mut self,
         sql: String,
@@ -215,20 +233,7 @@ impl SnapshotReader for PgSnapshot {
             ident(&table.name),
             ident(column)
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        q = q.bind(value.to_string());
-        let rows = q
-            .fetch_all(&mut *self.conn)
-            .await
-            .map_err(|e| StoreError::from_sqlx(&self.store, e))?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                (0..project.len())
-                    .map(|i| r.get::<Option<String>, _>(i))
-                    .collect()
-            })
-            .collect())
+        self.rows_by_value(sql, value, project.len()).await
     }
 
     async fn rows_in(
@@ -282,19 +287,7 @@ impl SnapshotReader for PgSnapshot {
             ident(column),
             not_null.join(" and ")
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(value.to_string())
-            .fetch_all(&mut *self.conn)
-            .await
-            .map_err(|e| StoreError::from_sqlx(&self.store, e))?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                (0..columns.len())
-                    .map(|i| r.get::<Option<String>, _>(i))
-                    .collect()
-            })
-            .collect())
+        self.rows_by_value(sql, value, columns.len()).await
     }
 
     async fn count_eq(
