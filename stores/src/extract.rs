@@ -11,7 +11,7 @@ use crate::schema::{StoreSchema, Table};
 use crate::sqlite::snapshot::SqliteSnapshot;
 use crate::sqlite::SqliteStore;
 use crate::staging::{arrow_schema, ColType, FileInfo, StagedColumn, StagingWriter};
-use crate::subset::{key_columns, select, Key, SnapshotReader};
+use crate::subset::{key_columns, select_with_limit, Key, Sink, SnapshotReader};
 use crate::RelationalStore;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -30,10 +30,11 @@ impl SnapshotReader for Snap {
         c: &str,
         v: &str,
         p: &[String],
-    ) -> Result<Vec<Key>, StoreError> {
+        sink: &mut Sink<'_>,
+    ) -> Result<(), StoreError> {
         match self {
-            Snap::Pg(s) => s.rows_eq(t, c, v, p).await,
-            Snap::Sqlite(s) => s.rows_eq(t, c, v, p).await,
+            Snap::Pg(s) => s.rows_eq(t, c, v, p, sink).await,
+            Snap::Sqlite(s) => s.rows_eq(t, c, v, p, sink).await,
         }
     }
     async fn rows_in(
@@ -48,10 +49,15 @@ impl SnapshotReader for Snap {
             Snap::Sqlite(s) => s.rows_in(t, c, k, p).await,
         }
     }
-    async fn rows_all(&mut self, t: &Table, p: &[String]) -> Result<Vec<Key>, StoreError> {
+    async fn rows_all(
+        &mut self,
+        t: &Table,
+        p: &[String],
+        sink: &mut Sink<'_>,
+    ) -> Result<(), StoreError> {
         match self {
-            Snap::Pg(s) => s.rows_all(t, p).await,
-            Snap::Sqlite(s) => s.rows_all(t, p).await,
+            Snap::Pg(s) => s.rows_all(t, p, sink).await,
+            Snap::Sqlite(s) => s.rows_all(t, p, sink).await,
         }
     }
     async fn distinct_eq(
@@ -71,6 +77,22 @@ impl SnapshotReader for Snap {
             Snap::Pg(s) => s.count_eq(t, c, v).await,
             Snap::Sqlite(s) => s.count_eq(t, c, v).await,
         }
+    }
+}
+
+/// Keys per extraction query when a table is extracted by key.
+const EXTRACT_KEYS: usize = 5000;
+
+async fn extract_table(
+    snap: &mut Snap,
+    t: &Table,
+    sel: Selection<'_>,
+    cols: &[StagedColumn],
+    w: &mut StagingWriter,
+) -> Result<u64, StoreError> {
+    match snap {
+        Snap::Pg(s) => s.extract(t, sel, cols, w).await,
+        Snap::Sqlite(s) => s.extract(t, sel, w).await,
     }
 }
 
@@ -116,6 +138,24 @@ pub async fn extract_district(
     out: &Path,
     batch_rows: usize,
 ) -> Result<Extracted, StoreError> {
+    extract_district_with_limit(
+        cfg,
+        district,
+        out,
+        batch_rows,
+        crate::keyset::memory_limit(),
+    )
+    .await
+}
+
+/// `extract_district` with an explicit in-memory key limit (tests force spilling with a tiny one).
+pub async fn extract_district_with_limit(
+    cfg: &Config,
+    district: &str,
+    out: &Path,
+    batch_rows: usize,
+    key_limit: usize,
+) -> Result<Extracted, StoreError> {
     let mut opened = Vec::new();
     let mut schemas = Vec::new();
     for s in &cfg.stores {
@@ -151,7 +191,7 @@ pub async fn extract_district(
         snaps.insert(name.clone(), snap);
     }
     let tables: Vec<Table> = schemas.iter().flat_map(|s| s.tables.clone()).collect();
-    let subset = select(&mut snaps, &tables, cfg, district).await?;
+    let subset = select_with_limit(&mut snaps, &tables, cfg, district, key_limit).await?;
     let seeded = subset.seed_only.iter().any(|t| subset.rows(t) > 0);
     if !seeded {
         return Err(StoreError::Query {
@@ -173,25 +213,7 @@ pub async fn extract_district(
             if subset.rows(&id) == 0 {
                 continue;
             }
-            let keys: Vec<Key> = subset
-                .keys
-                .get(&id)
-                .map(|k| k.iter().cloned().collect())
-                .unwrap_or_default();
             let key_cols = key_columns(t);
-            let sel = if subset.whole.contains(&id) {
-                Selection::All
-            } else if subset.seed_only.contains(&id) {
-                Selection::Eq {
-                    column: &cfg.district_column,
-                    value: district,
-                }
-            } else {
-                Selection::Keys {
-                    columns: &key_cols,
-                    keys: &keys,
-                }
-            };
             let cols = staged_columns(schema.kind, t);
             let path = out.join(format!("{id}.arrow"));
             let mut w =
@@ -200,10 +222,38 @@ pub async fn extract_district(
                 store: t.store.clone(),
                 message: "no snapshot".into(),
             })?;
-            match snap {
-                Snap::Pg(s) => s.extract(t, sel, &cols, &mut w).await?,
-                Snap::Sqlite(s) => s.extract(t, sel, &mut w).await?,
-            };
+            if subset.whole.contains(&id) || subset.seed_only.contains(&id) {
+                let sel = if subset.whole.contains(&id) {
+                    Selection::All
+                } else {
+                    Selection::Eq {
+                        column: &cfg.district_column,
+                        value: district,
+                    }
+                };
+                extract_table(snap, t, sel, &cols, &mut w).await?;
+            } else if let Some(keys) = subset.keys.get(&id) {
+                // Key by key range, a chunk at a time, so the key set may live on disk.
+                let mut after: Option<Key> = None;
+                loop {
+                    let chunk = keys.chunk_after(after.as_ref(), EXTRACT_KEYS)?;
+                    let Some(last) = chunk.last().cloned() else {
+                        break;
+                    };
+                    extract_table(
+                        snap,
+                        t,
+                        Selection::Keys {
+                            columns: &key_cols,
+                            keys: &chunk,
+                        },
+                        &cols,
+                        &mut w,
+                    )
+                    .await?;
+                    after = Some(last);
+                }
+            }
             let file = w.finish()?;
             files.push(TableFile { table: id, file });
         }

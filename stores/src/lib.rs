@@ -5,6 +5,7 @@ pub mod analysis;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod keyset;
 pub mod load;
 pub mod postgres;
 pub mod relational;

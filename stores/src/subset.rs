@@ -7,11 +7,14 @@
 //!    `follow_children` that reference it are selected — only there, or the subset balloons.
 //!
 //! Keys are queried in batches (`= ANY` / `IN (VALUES …)`), never through temp tables, so PROD may
-//! be a read-only replica. The key sets are held by wf, one text tuple per selected row.
-//! Known limit: they are in memory (about 100 bytes a row): spilling to disk is still to be written.
+//! be a read-only replica. The key sets are held by wf, one text tuple per selected row, and stay
+//! bounded in memory: past `keyset::memory_limit()` entries (default 1,000,000, env
+//! `WF_SUBSET_MEMORY_KEYS`) key sets and the rows still to follow move to a temporary database on
+//! disk; seed rows are streamed, and rows are followed `KEY_BATCH` at a time.
 
 use crate::config::{ColumnRef, Config};
 use crate::error::StoreError;
+use crate::keyset::{memory_limit, KeyQueue, KeySet, Spill};
 use crate::schema::{ForeignKey, Table};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -21,17 +24,21 @@ pub type Key = Vec<Option<String>>;
 /// Keys asked for per query.
 pub const KEY_BATCH: usize = 1000;
 
+/// Where streamed rows go.
+pub type Sink<'a> = dyn FnMut(Key) -> Result<(), StoreError> + Send + 'a;
+
 /// Reads one store inside one read-only snapshot.
 #[async_trait::async_trait]
 pub trait SnapshotReader: Send {
-    /// `project` of the rows of `table` whose `column` equals `value`.
+    /// Streams `project` of the rows of `table` whose `column` equals `value` into `sink`.
     async fn rows_eq(
         &mut self,
         table: &Table,
         column: &str,
         value: &str,
         project: &[String],
-    ) -> Result<Vec<Key>, StoreError>;
+        sink: &mut Sink<'_>,
+    ) -> Result<(), StoreError>;
     /// `project` of the rows of `table` whose `columns` equal one of `keys` (at most `KEY_BATCH`).
     async fn rows_in(
         &mut self,
@@ -40,9 +47,13 @@ pub trait SnapshotReader: Send {
         keys: &[Key],
         project: &[String],
     ) -> Result<Vec<Key>, StoreError>;
-    /// `project` of every row of `table`.
-    async fn rows_all(&mut self, table: &Table, project: &[String])
-        -> Result<Vec<Key>, StoreError>;
+    /// Streams `project` of every row of `table` into `sink`.
+    async fn rows_all(
+        &mut self,
+        table: &Table,
+        project: &[String],
+        sink: &mut Sink<'_>,
+    ) -> Result<(), StoreError>;
     /// Distinct `columns` of the rows of `table` whose `column` equals `value` (NULLs left out).
     async fn distinct_eq(
         &mut self,
@@ -61,10 +72,9 @@ pub trait SnapshotReader: Send {
 }
 
 /// What was selected, per table (`store.table`).
-#[derive(Debug, Default)]
 pub struct Subset {
-    /// Key tuples (primary key, else all columns) of the selected rows.
-    pub keys: BTreeMap<String, BTreeSet<Key>>,
+    /// Key tuples (primary key, else all columns) of the selected rows; on disk past the limit.
+    pub keys: BTreeMap<String, KeySet>,
     /// Tables copied whole.
     pub whole: BTreeSet<String>,
     /// Tables whose rows all came from the district seed (extractable with one filter).
@@ -76,7 +86,7 @@ pub struct Subset {
 
 impl Subset {
     pub fn rows(&self, table: &str) -> usize {
-        self.keys.get(table).map(BTreeSet::len).unwrap_or(0)
+        self.keys.get(table).map(KeySet::len).unwrap_or(0)
             + self.counted.get(table).copied().unwrap_or(0) as usize
     }
 }
@@ -167,18 +177,40 @@ fn pick(row: &Key, project: &[String], cols: &[String]) -> Option<Key> {
 }
 
 /// Selects the district's subset. `readers` has one snapshot reader per store named in `tables`.
+/// Memory is bounded: key sets and the rows still to follow move to a temporary database on disk
+/// past `keyset::memory_limit()` entries, and rows are followed `KEY_BATCH` at a time.
 pub async fn select<S: SnapshotReader>(
     readers: &mut HashMap<String, S>,
     tables: &[Table],
     cfg: &Config,
     district: &str,
 ) -> Result<Subset, StoreError> {
+    select_with_limit(readers, tables, cfg, district, memory_limit()).await
+}
+
+/// `select` with an explicit in-memory limit (tests force spilling with a tiny one).
+pub async fn select_with_limit<S: SnapshotReader>(
+    readers: &mut HashMap<String, S>,
+    tables: &[Table],
+    cfg: &Config,
+    district: &str,
+    limit: usize,
+) -> Result<Subset, StoreError> {
     let by_id: HashMap<String, &Table> = tables.iter().map(|t| (t.id(), t)).collect();
     let e = edges(tables, cfg);
     let reference: BTreeSet<String> = cfg.reference_tables.iter().cloned().collect();
-    let mut subset = Subset::default();
-    let mut frontier: BTreeMap<String, Vec<Key>> = BTreeMap::new();
-    // Tables some in-scope FK points at: only their keys are ever looked up.
+    let spill = Spill::new()?;
+    let mut st = State {
+        subset: Subset {
+            keys: BTreeMap::new(),
+            whole: BTreeSet::new(),
+            seed_only: BTreeSet::new(),
+            counted: BTreeMap::new(),
+        },
+        spill,
+        limit,
+    };
+    let mut frontier: BTreeMap<String, KeyQueue> = BTreeMap::new();
     let referenced: HashSet<String> = e
         .parents
         .values()
@@ -189,124 +221,183 @@ pub async fn select<S: SnapshotReader>(
     for t in tables {
         let id = t.id();
         let project = &e.project[&id];
-        let r = readers.get_mut(&t.store).ok_or_else(|| StoreError::Query {
-            store: t.store.clone(),
-            message: "no snapshot open for this store".into(),
-        })?;
+        let r = reader(readers, &t.store)?;
         let leaf = !referenced.contains(&id) && !e.children.contains_key(&id);
         if leaf && !reference.contains(&id) && t.column(&cfg.district_column).is_some() {
             // A seeded leaf: count it, and follow its parents through distinct FK values only.
             let n = r.count_eq(t, &cfg.district_column, district).await?;
             if n > 0 {
-                subset.seed_only.insert(id.clone());
-                subset.counted.insert(id.clone(), n);
+                st.subset.seed_only.insert(id.clone());
+                st.subset.counted.insert(id.clone(), n);
                 for fk in e.parents.get(&id).map(Vec::as_slice).unwrap_or(&[]) {
-                    let values = r
-                        .distinct_eq(t, &cfg.district_column, district, &fk.columns)
-                        .await?;
-                    leaf_parents.push((fk, values));
+                    leaf_parents.push((
+                        fk,
+                        r.distinct_eq(t, &cfg.district_column, district, &fk.columns)
+                            .await?,
+                    ));
                 }
             }
             continue;
         }
-        let rows = if reference.contains(&id) {
-            subset.whole.insert(id.clone());
-            r.rows_all(t, project).await?
-        } else if t.column(&cfg.district_column).is_some() {
-            subset.seed_only.insert(id.clone());
-            r.rows_eq(t, &cfg.district_column, district, project)
-                .await?
-        } else {
+        let whole = reference.contains(&id);
+        if !whole && t.column(&cfg.district_column).is_none() {
             continue;
+        }
+        if whole {
+            st.subset.whole.insert(id.clone());
+        } else {
+            st.subset.seed_only.insert(id.clone());
+        }
+        let key_len = key_columns(t).len();
+        let (keys, queue) = st.slot(&mut frontier, &id)?;
+        let mut sink = |row: Key| -> Result<(), StoreError> {
+            if keys.insert(row[..key_len].to_vec())? {
+                queue.push(row)?;
+            }
+            Ok(())
         };
-        admit(
-            &mut subset,
-            &mut frontier,
-            &id,
-            key_columns(t).len(),
-            rows,
-            false,
-        );
+        if whole {
+            r.rows_all(t, project, &mut sink).await?;
+        } else {
+            r.rows_eq(t, &cfg.district_column, district, project, &mut sink)
+                .await?;
+        }
     }
     for (fk, values) in leaf_parents {
         let parent = by_id[&fk.ref_table];
-        if subset.whole.contains(&parent.id()) {
+        if st.subset.whole.contains(&parent.id()) {
             continue;
         }
         let refs_key = fk.ref_columns == key_columns(parent);
-        let known = subset.keys.get(&parent.id());
-        let wanted: BTreeSet<Key> = values
-            .into_iter()
-            .filter(|k| !(refs_key && known.is_some_and(|s| s.contains(k))))
-            .collect();
-        let project = &e.project[&parent.id()];
-        fetch(
-            readers,
-            &mut subset,
-            &mut frontier,
-            parent,
-            &fk.ref_columns,
-            wanted,
-            project,
-        )
-        .await?;
+        for chunk in values.chunks(KEY_BATCH) {
+            let wanted = st.unknown(parent, refs_key, chunk.iter().cloned())?;
+            fetch(
+                readers,
+                &mut st,
+                &mut frontier,
+                parent,
+                &fk.ref_columns,
+                wanted,
+                &e.project[&parent.id()],
+            )
+            .await?;
+        }
     }
     while !frontier.is_empty() {
-        let mut next: BTreeMap<String, Vec<Key>> = BTreeMap::new();
-        for (id, rows) in std::mem::take(&mut frontier) {
+        let mut next: BTreeMap<String, KeyQueue> = BTreeMap::new();
+        for (id, queue) in std::mem::take(&mut frontier) {
             let project = &e.project[&id];
-            // Parents, always.
-            for fk in e.parents.get(&id).map(Vec::as_slice).unwrap_or(&[]) {
-                let parent = by_id[&fk.ref_table];
-                if subset.whole.contains(&parent.id()) {
-                    continue;
+            for rows in queue.drain_chunks(KEY_BATCH) {
+                let rows = rows?;
+                // Parents, always.
+                for fk in e.parents.get(&id).map(Vec::as_slice).unwrap_or(&[]) {
+                    let parent = by_id[&fk.ref_table];
+                    if st.subset.whole.contains(&parent.id()) {
+                        continue;
+                    }
+                    let refs_key = fk.ref_columns == key_columns(parent);
+                    let wanted = st.unknown(
+                        parent,
+                        refs_key,
+                        rows.iter().filter_map(|r| pick(r, project, &fk.columns)),
+                    )?;
+                    fetch(
+                        readers,
+                        &mut st,
+                        &mut next,
+                        parent,
+                        &fk.ref_columns,
+                        wanted,
+                        &e.project[&parent.id()],
+                    )
+                    .await?;
                 }
-                let known = subset.keys.get(&parent.id());
-                let refs_key = fk.ref_columns == key_columns(parent);
-                let wanted: BTreeSet<Key> = rows
-                    .iter()
-                    .filter_map(|r| pick(r, project, &fk.columns))
-                    .filter(|k| !(refs_key && known.is_some_and(|s| s.contains(k))))
-                    .collect();
-                fetch(
-                    readers,
-                    &mut subset,
-                    &mut next,
-                    parent,
-                    &fk.ref_columns,
-                    wanted,
-                    &e.project[&parent.id()],
-                )
-                .await?;
-            }
-            // Children, where configured.
-            for (child_id, fk) in e.children.get(&id).map(Vec::as_slice).unwrap_or(&[]) {
-                let child = by_id[child_id];
-                let wanted: BTreeSet<Key> = rows
-                    .iter()
-                    .filter_map(|r| pick(r, project, &fk.ref_columns))
-                    .collect();
-                fetch(
-                    readers,
-                    &mut subset,
-                    &mut next,
-                    child,
-                    &fk.columns,
-                    wanted,
-                    &e.project[child_id],
-                )
-                .await?;
+                // Children, where configured.
+                for (child_id, fk) in e.children.get(&id).map(Vec::as_slice).unwrap_or(&[]) {
+                    let child = by_id[child_id];
+                    let wanted: BTreeSet<Key> = rows
+                        .iter()
+                        .filter_map(|r| pick(r, project, &fk.ref_columns))
+                        .collect();
+                    fetch(
+                        readers,
+                        &mut st,
+                        &mut next,
+                        child,
+                        &fk.columns,
+                        wanted,
+                        &e.project[child_id],
+                    )
+                    .await?;
+                }
             }
         }
         frontier = next;
     }
-    Ok(subset)
+    Ok(st.subset)
+}
+
+struct State {
+    subset: Subset,
+    spill: Spill,
+    limit: usize,
+}
+
+impl State {
+    /// The key set and the frontier queue of table `id`, created on first use.
+    fn slot<'a>(
+        &'a mut self,
+        frontier: &'a mut BTreeMap<String, KeyQueue>,
+        id: &str,
+    ) -> Result<(&'a mut KeySet, &'a mut KeyQueue), StoreError> {
+        let (spill, limit) = (&self.spill, self.limit);
+        let keys = self
+            .subset
+            .keys
+            .entry(id.to_string())
+            .or_insert_with(|| KeySet::new(spill, limit));
+        let queue = frontier
+            .entry(id.to_string())
+            .or_insert_with(|| KeyQueue::new(spill, limit));
+        Ok((keys, queue))
+    }
+
+    /// The candidate references not already known to be selected (when they are `parent`'s key).
+    fn unknown(
+        &self,
+        parent: &Table,
+        refs_key: bool,
+        candidates: impl Iterator<Item = Key>,
+    ) -> Result<BTreeSet<Key>, StoreError> {
+        let known = self.subset.keys.get(&parent.id());
+        let mut out = BTreeSet::new();
+        for k in candidates {
+            let seen = match (refs_key, known) {
+                (true, Some(set)) => set.contains(&k)?,
+                _ => false,
+            };
+            if !seen {
+                out.insert(k);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn reader<'a, S: SnapshotReader>(
+    readers: &'a mut HashMap<String, S>,
+    store: &str,
+) -> Result<&'a mut S, StoreError> {
+    readers.get_mut(store).ok_or_else(|| StoreError::Query {
+        store: store.into(),
+        message: "no snapshot open for this store".into(),
+    })
 }
 
 async fn fetch<S: SnapshotReader>(
     readers: &mut HashMap<String, S>,
-    subset: &mut Subset,
-    next: &mut BTreeMap<String, Vec<Key>>,
+    st: &mut State,
+    next: &mut BTreeMap<String, KeyQueue>,
     table: &Table,
     columns: &[String],
     wanted: BTreeSet<Key>,
@@ -315,47 +406,25 @@ async fn fetch<S: SnapshotReader>(
     if wanted.is_empty() {
         return Ok(());
     }
-    let r = readers
-        .get_mut(&table.store)
-        .ok_or_else(|| StoreError::Query {
-            store: table.store.clone(),
-            message: "no snapshot open for this store".into(),
-        })?;
+    let r = reader(readers, &table.store)?;
     let wanted: Vec<Key> = wanted.into_iter().collect();
+    let id = table.id();
+    let key_len = key_columns(table).len();
     for chunk in wanted.chunks(KEY_BATCH) {
         let rows = r.rows_in(table, columns, chunk, project).await?;
-        admit(
-            subset,
-            next,
-            &table.id(),
-            key_columns(table).len(),
-            rows,
-            true,
-        );
-    }
-    Ok(())
-}
-
-/// Records rows not selected before and queues them for the next round.
-fn admit(
-    subset: &mut Subset,
-    next: &mut BTreeMap<String, Vec<Key>>,
-    id: &str,
-    key_len: usize,
-    rows: Vec<Key>,
-    added_later: bool,
-) {
-    let set = subset.keys.entry(id.to_string()).or_default();
-    let mut fresh = Vec::new();
-    for row in rows {
-        if set.insert(row[..key_len].to_vec()) {
-            fresh.push(row);
+        let mut fresh = false;
+        {
+            let (keys, queue) = st.slot(next, &id)?;
+            for row in rows {
+                if keys.insert(row[..key_len].to_vec())? {
+                    queue.push(row)?;
+                    fresh = true;
+                }
+            }
+        }
+        if fresh {
+            st.subset.seed_only.remove(&id);
         }
     }
-    if added_later && !fresh.is_empty() {
-        subset.seed_only.remove(id);
-    }
-    if !fresh.is_empty() {
-        next.entry(id.to_string()).or_default().extend(fresh);
-    }
+    Ok(())
 }

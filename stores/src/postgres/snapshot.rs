@@ -6,7 +6,7 @@ use super::copy::copy_out;
 use crate::error::StoreError;
 use crate::schema::Table;
 use crate::staging::{StagedColumn, StagingWriter};
-use crate::subset::{Key, SnapshotReader};
+use crate::subset::{Key, Sink, SnapshotReader};
 use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres, Row};
 
@@ -133,6 +133,30 @@ impl PgSnapshot {
         })
     }
 
+    /// Streams the rows of `sql` (binding `value` if given) into `sink`, one at a time.
+    async fn stream(
+        &mut self,
+        sql: String,
+        value: Option<&str>,
+        width: usize,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), StoreError> {
+        use futures_util::TryStreamExt;
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        if let Some(v) = value {
+            q = q.bind(v.to_string());
+        }
+        let mut rows = q.fetch(&mut *self.conn);
+        while let Some(r) = rows
+            .try_next()
+            .await
+            .map_err(|e| StoreError::from_sqlx(&self.store, e))?
+        {
+            sink((0..width).map(|i| r.get::<Option<String>, _>(i)).collect())?;
+        }
+        Ok(())
+    }
+
     /// Rows of a query binding one text value, as keys of `width` columns.
     async fn rows_by_value(
         &mut self,
@@ -225,7 +249,8 @@ impl SnapshotReader for PgSnapshot {
         column: &str,
         value: &str,
         project: &[String],
-    ) -> Result<Vec<Key>, StoreError> {
+        sink: &mut Sink<'_>,
+    ) -> Result<(), StoreError> {
         let t = col_type(table, column)?;
         let sql = format!(
             "select {} from {} where {} = $1::text::{t}",
@@ -233,7 +258,7 @@ impl SnapshotReader for PgSnapshot {
             ident(&table.name),
             ident(column)
         );
-        self.rows_by_value(sql, value, project.len()).await
+        self.stream(sql, Some(value), project.len(), sink).await
     }
 
     async fn rows_in(
@@ -259,13 +284,14 @@ impl SnapshotReader for PgSnapshot {
         &mut self,
         table: &Table,
         project: &[String],
-    ) -> Result<Vec<Key>, StoreError> {
+        sink: &mut Sink<'_>,
+    ) -> Result<(), StoreError> {
         let sql = format!(
             "select {} from {}",
             select_list(project),
             ident(&table.name)
         );
-        self.rows(sql, Vec::new(), project.len()).await
+        self.stream(sql, None, project.len(), sink).await
     }
 
     async fn distinct_eq(

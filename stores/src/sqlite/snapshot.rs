@@ -3,7 +3,7 @@
 use crate::error::StoreError;
 use crate::schema::Table;
 use crate::staging::{StagingWriter, Value};
-use crate::subset::{Key, SnapshotReader};
+use crate::subset::{Key, Sink, SnapshotReader};
 use futures_util::TryStreamExt;
 use sqlx::pool::PoolConnection;
 use sqlx::{Row, Sqlite, SqlitePool, TypeInfo, ValueRef};
@@ -74,6 +74,29 @@ impl SqliteSnapshot {
             .iter()
             .map(|r| (0..width).map(|i| r.get::<Option<String>, _>(i)).collect())
             .collect())
+    }
+
+    /// Streams the rows of `sql` (binding `value` if given) into `sink`, one at a time.
+    async fn stream(
+        &mut self,
+        sql: String,
+        value: Option<&str>,
+        width: usize,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), StoreError> {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        if let Some(v) = value {
+            q = q.bind(v.to_string());
+        }
+        let mut rows = q.fetch(&mut *self.conn);
+        while let Some(r) = rows
+            .try_next()
+            .await
+            .map_err(|e| StoreError::from_sqlx(&self.store, e))?
+        {
+            sink((0..width).map(|i| r.get::<Option<String>, _>(i)).collect())?;
+        }
+        Ok(())
     }
 
     /// Streams the selected rows of `table` (all columns, in order) into `w`.
@@ -163,15 +186,15 @@ impl SnapshotReader for SqliteSnapshot {
         column: &str,
         value: &str,
         project: &[String],
-    ) -> Result<Vec<Key>, StoreError> {
+        sink: &mut Sink<'_>,
+    ) -> Result<(), StoreError> {
         let sql = format!(
             "select {} from {} where {} = ?",
             select_list(project),
             ident(&table.name),
             ident(column)
         );
-        self.rows(sql, vec![Some(value.to_string())], project.len())
-            .await
+        self.stream(sql, Some(value), project.len(), sink).await
     }
 
     async fn rows_in(
@@ -195,13 +218,14 @@ impl SnapshotReader for SqliteSnapshot {
         &mut self,
         table: &Table,
         project: &[String],
-    ) -> Result<Vec<Key>, StoreError> {
+        sink: &mut Sink<'_>,
+    ) -> Result<(), StoreError> {
         let sql = format!(
             "select {} from {}",
             select_list(project),
             ident(&table.name)
         );
-        self.rows(sql, Vec::new(), project.len()).await
+        self.stream(sql, None, project.len(), sink).await
     }
 
     async fn distinct_eq(
