@@ -221,3 +221,66 @@ async fn sqlite_load_markers_conflicts_and_rollback() {
     let cfg = common::rostering_sqlite(dir.path()).await;
     scenario(cfg, "ids_schema_sqlite.sql").await;
 }
+
+/// A cycle whose FKs are NOT NULL but DEFERRABLE: no column can be loaded NULL, so the load relies
+/// on deferring the constraints to commit.
+#[tokio::test]
+async fn postgres_deferrable_cycle_without_nullable_columns_loads() {
+    let Some(admin) = common::pg_admin_url() else {
+        return;
+    };
+    let ddl = "create table a (id int primary key, district_id int not null, b_id int not null);
+        create table b (id int primary key, a_id int not null references a(id) deferrable initially immediate);
+        alter table a add constraint a_b_fk foreign key (b_id) references b(id) deferrable initially immediate;";
+    let prod = common::fresh_pg_db(&admin, "defer_prod").await;
+    let cert = common::fresh_pg_db(&admin, "defer_cert").await;
+    let store = wf_stores::StoreConfig {
+        name: "s".into(),
+        kind: StoreKind::Postgres,
+        prod: prod.clone(),
+        cert: cert.clone(),
+    };
+    let writer = wf_stores::StoreConfig {
+        cert: prod.clone(),
+        ..store.clone()
+    };
+    let db = connect(&writer, Side::Cert).await.expect("prod");
+    db.execute(ddl).await.expect("ddl");
+    db.execute("begin; set constraints all deferred; insert into a values (1, 7, 10); insert into b values (10, 1); commit;").await.expect("rows");
+    connect(&store, Side::Cert)
+        .await
+        .expect("cert")
+        .execute(ddl)
+        .await
+        .expect("cert ddl");
+    let cfg = Config {
+        district_column: "district_id".into(),
+        stores: vec![store.clone()],
+        virtual_fks: vec![],
+        reference_tables: vec![],
+        follow_children: vec![],
+        anonymization_rules: None,
+        validation_rules: None,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ex = extract_district(&cfg, "7", dir.path(), 100)
+        .await
+        .expect("extract");
+    let analysis = analyze(&ex.schemas);
+    assert!(
+        analysis.cycles.iter().any(|c| c.break_fk.is_none()),
+        "{:?}",
+        analysis.cycles
+    );
+    let opts = LoadOptions {
+        run_key: "d/g0/load".into(),
+        manifest_dir: dir.path().join("m"),
+        strategy: Strategy::Insert,
+        dry_run: false,
+    };
+    let jobs = plan_loads(&cfg, &ex.schemas, &analysis, &ex.files, &opts);
+    let report = load_store(&store, &jobs[0])
+        .await
+        .expect("deferred constraints let the cycle load");
+    assert_eq!(report.tables.iter().map(|t| t.inserted).sum::<u64>(), 2);
+}

@@ -96,6 +96,11 @@ pub async fn load(pool: &PgPool, job: &StoreLoad) -> Result<LoadReport, StoreErr
         .execute(&mut *tx)
         .await
         .map_err(err)?;
+    // Deferrable FKs (a cycle without a nullable column needs them) are checked at commit.
+    sqlx::raw_sql("set constraints all deferred")
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
     let done: i64 = sqlx::query_scalar("select count(*) from wf_loads where run_key = $1")
         .bind(&job.run_key)
         .fetch_one(&mut *tx)
