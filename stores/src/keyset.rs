@@ -6,11 +6,12 @@ use crate::subset::Key;
 use std::collections::BTreeSet;
 
 /// Keys held in memory per set or queue before spilling to disk (`WF_SUBSET_MEMORY_KEYS` overrides).
+/// At about 100-200 bytes an entry, 250,000 keeps a set plus its queue well under 100 MB.
 pub fn memory_limit() -> usize {
     std::env::var("WF_SUBSET_MEMORY_KEYS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000)
+        .unwrap_or(250_000)
 }
 
 fn spill_err(e: sled::Error) -> StoreError {

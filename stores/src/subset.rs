@@ -8,7 +8,7 @@
 //!
 //! Keys are queried in batches (`= ANY` / `IN (VALUES …)`), never through temp tables, so PROD may
 //! be a read-only replica. The key sets are held by wf, one text tuple per selected row, and stay
-//! bounded in memory: past `keyset::memory_limit()` entries (default 1,000,000, env
+//! bounded in memory: past `keyset::memory_limit()` entries (default 250,000, env
 //! `WF_SUBSET_MEMORY_KEYS`) key sets and the rows still to follow move to a temporary database on
 //! disk; seed rows are streamed, and rows are followed `KEY_BATCH` at a time.
 
