@@ -178,7 +178,9 @@ async fn scenario(mut cfg: Config, ids_schema: &str) {
     assert!(matches!(e, StoreError::Constraint { .. }), "{e}");
     let text = e.to_string();
     assert!(
-        text.contains("store ids, table districts") && text.contains("1"),
+        text.contains("store ids, table districts")
+            && text.contains("key (")
+            && text.contains("(1)"),
         "{text}"
     );
     assert_eq!(

@@ -213,30 +213,56 @@ async fn load_table(
             }
         }
     };
-    let sql = format!(
-        "insert into {} ({}) values ({}){conflict}",
+    let head = format!(
+        "insert into {} ({}) values ",
         ident(&table.name),
-        names.join(", "),
-        vec!["?"; names.len()].join(", ")
+        names.join(", ")
     );
+    let row = format!("({})", vec!["?"; names.len()].join(", "));
+    // Multi-row inserts, within SQLite's limit of 32,766 bound variables per statement.
+    let per_batch = (32_000 / names.len().max(1)).clamp(1, 500);
     let mut rows_in_file = 0;
     for b in &data {
-        for r in 0..b.num_rows() {
-            rows_in_file += 1;
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
-            for c in b.columns() {
-                q = match value_at(c.as_ref(), r) {
-                    Value::Null => q.bind(None::<String>),
-                    Value::Int(x) => q.bind(x),
-                    Value::Float(x) => q.bind(x),
-                    Value::Bool(x) => q.bind(x),
-                    Value::Text(s) => q.bind(s.to_string()),
-                    Value::Bytes(x) => q.bind(x.to_vec()),
-                };
-            }
-            q.execute(&mut *conn)
+        let mut start = 0;
+        while start < b.num_rows() {
+            let end = (start + per_batch).min(b.num_rows());
+            rows_in_file += (end - start) as u64;
+            let sql = format!(
+                "{head}{}{conflict}",
+                vec![row.as_str(); end - start].join(", ")
+            );
+            sqlx::raw_sql("savepoint wf_batch")
+                .execute(&mut *conn)
                 .await
-                .map_err(|e| load_error(store, &table.name, &key_of(b, &key_idx, r), e))?;
+                .map_err(|e| StoreError::from_sqlx(store, e))?;
+            let batch = bind_rows(sqlx::query(sqlx::AssertSqlSafe(sql)), b, start..end)
+                .execute(&mut *conn)
+                .await;
+            match batch {
+                Ok(_) => {
+                    sqlx::raw_sql("release wf_batch")
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(|e| StoreError::from_sqlx(store, e))?;
+                }
+                Err(e) => {
+                    // Replay the batch row by row to name the row that broke a constraint.
+                    sqlx::raw_sql("rollback to wf_batch")
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(|e| StoreError::from_sqlx(store, e))?;
+                    let one = format!("{head}{row}{conflict}");
+                    for r in start..end {
+                        let q =
+                            bind_rows(sqlx::query(sqlx::AssertSqlSafe(one.clone())), b, r..r + 1);
+                        if let Err(e) = q.execute(&mut *conn).await {
+                            return Err(load_error(store, &table.name, &key_of(b, &key_idx, r), e));
+                        }
+                    }
+                    return Err(load_error(store, &table.name, &Vec::new(), e));
+                }
+            }
+            start = end;
         }
     }
     write_manifest(manifest_dir, table, &inserted)?;
@@ -245,6 +271,27 @@ async fn load_table(
         rows_in_file,
         inserted: inserted.len() as u64,
     })
+}
+
+/// Binds every column of rows `rows` of `batch`, row after row.
+fn bind_rows<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    batch: &arrow_array::RecordBatch,
+    rows: std::ops::Range<usize>,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    for r in rows {
+        for c in batch.columns() {
+            q = match value_at(c.as_ref(), r) {
+                Value::Null => q.bind(None::<String>),
+                Value::Int(x) => q.bind(x),
+                Value::Float(x) => q.bind(x),
+                Value::Bool(x) => q.bind(x),
+                Value::Text(s) => q.bind(s.to_string()),
+                Value::Bytes(x) => q.bind(x.to_vec()),
+            };
+        }
+    }
+    q
 }
 
 /// Deletes what run key `run_key` loaded into this store (children first), if that load committed.
