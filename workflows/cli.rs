@@ -69,6 +69,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rank the districts by size, activity and completeness; recommend pilots; write the manifest.
+    SelectDistricts {
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete from CERT exactly the rows a migrate run inserted (children first); asks first.
     Rollback {
         run: String,

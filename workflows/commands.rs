@@ -26,6 +26,7 @@ pub async fn dispatch(cli: Cli, log: RunLog) -> anyhow::Result<u8> {
         Command::Pause { run } => control(&engine, &run, Control::Pause),
         Command::Cancel { run } => control(&engine, &run, Control::Cancel),
         Command::Analyze { json } => analyze(&cli.config, &engine, json).await,
+        Command::SelectDistricts { json } => select_districts(&cli.config, &engine, json).await,
         Command::Rollback { run, yes } => rollback(&engine, &run, yes, &cli.config).await,
         Command::Runs { json } => show::runs(&engine, json),
         Command::Status { run, json, all } => show::status(&engine, &run, json, all),
@@ -204,6 +205,64 @@ async fn analyze(config: &std::path::Path, engine: &Engine, json: bool) -> anyho
         say(&format!("wrote {}", f.display()));
     }
     Ok(exit::DONE)
+}
+
+/// `wf select-districts`: figures per district, pilot picks, `manifests/district-manifest.json`.
+async fn select_districts(
+    config: &std::path::Path,
+    engine: &Engine,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let cfg = wf_stores::Config::load(config)?;
+    let stats = wf_stores::districts::district_stats(&cfg).await?;
+    let picks = wf_stores::districts::recommend(&stats);
+    let rows: Vec<serde_json::Value> = stats
+        .iter()
+        .map(|d| {
+            serde_json::json!({
+                "district": d.district, "rows": d.rows, "latest": d.latest,
+                "tables_present": d.tables_present, "tables_total": d.tables_total,
+                "completeness": (d.completeness() * 1000.0).round() / 1000.0,
+            })
+        })
+        .collect();
+    let manifest = serde_json::json!({
+        "district_column": cfg.district_column,
+        "districts": rows,
+        "recommended": picks,
+    });
+    let dir = engine.data().root().join("manifests");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join("district-manifest.json");
+    let tmp = dir.join(".district-manifest.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&manifest)?)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    if json {
+        return Ok(emit(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&manifest)?
+        )));
+    }
+    let mut out = format!(
+        "{:<16} {:>12} {:>13} {:>10}  LATEST\n",
+        "DISTRICT", "ROWS", "COMPLETENESS", "TABLES"
+    );
+    for d in &stats {
+        out.push_str(&format!(
+            "{:<16} {:>12} {:>12.0}% {:>10}  {}\n",
+            d.district,
+            d.rows,
+            d.completeness() * 100.0,
+            format!("{}/{}", d.tables_present, d.tables_total),
+            d.latest.as_deref().unwrap_or("-")
+        ));
+    }
+    for (label, district) in &picks {
+        out.push_str(&format!("recommended {label} pilot: district {district}\n"));
+    }
+    out.push_str(&format!("wrote {}\n", path.display()));
+    Ok(emit(&out))
 }
 
 /// `wf rollback`: deletes from CERT exactly what the run's load steps inserted, after confirmation.

@@ -3,6 +3,7 @@
 
 pub mod analysis;
 pub mod config;
+pub mod districts;
 pub mod error;
 pub mod extract;
 pub mod keyset;
