@@ -271,6 +271,16 @@ fn counts_of(dbs: &Dbs) -> BTreeMap<String, String> {
     out
 }
 
+/// `wf --config <cfg> run migrate --district 1` with the test key.
+fn migrate(sb: &Sandbox, cfg: &str) -> crate::util::Ran {
+    crate::util::ran(
+        sb.cmd(["--config", cfg, "run", "migrate", "--district", "1"])
+            .env("WF_ANON_KEY", KEY)
+            .output()
+            .expect("run"),
+    )
+}
+
 fn counts(sb: &Sandbox) -> BTreeMap<String, String> {
     counts_of(&databases(sb, &Backend::Sqlite))
 }
@@ -281,12 +291,7 @@ fn migrate_loads_the_district_anonymized_and_rollback_restores_cert() {
     let config = setup(&sb, RULES);
     let before = counts(&sb);
     let cfg = config.to_string_lossy().to_string();
-    let r = crate::util::ran(
-        sb.cmd(["--config", &cfg, "run", "migrate", "--district", "1"])
-            .env("WF_ANON_KEY", KEY)
-            .output()
-            .expect("run"),
-    );
+    let r = migrate(&sb, &cfg);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let run = r.stdout.lines().next().expect("run id").to_string();
     assert!(run.starts_with("mig-"), "{run}");
@@ -490,12 +495,7 @@ fn migrate_and_rollback_on_postgres() {
     let (config, dbs) = setup_on(&sb, &Backend::Postgres(admin), RULES);
     let before = counts_of(&dbs);
     let cfg = config.to_string_lossy().to_string();
-    let r = crate::util::ran(
-        sb.cmd(["--config", &cfg, "run", "migrate", "--district", "1"])
-            .env("WF_ANON_KEY", KEY)
-            .output()
-            .expect("run"),
-    );
+    let r = migrate(&sb, &cfg);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let run = r.stdout.lines().next().expect("run id").to_string();
     let after = counts_of(&dbs);

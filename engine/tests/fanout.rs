@@ -121,6 +121,23 @@ fn setup() -> (tempfile::TempDir, Engine, Arc<Fan>) {
     (dir, engine, wf)
 }
 
+/// Runs `open` to its end with the test options.
+async fn execute(
+    engine: &Engine,
+    open: wf_engine::OpenRun,
+    wf: &Arc<Fan>,
+) -> Result<Outcome, EngineError> {
+    engine
+        .execute(
+            open,
+            wf.clone(),
+            options(),
+            Arc::new(Silent),
+            Stop::default(),
+        )
+        .await
+}
+
 fn options() -> RunOptions {
     RunOptions {
         jobs: 2,
@@ -133,16 +150,7 @@ async fn spawned_steps_run_before_the_spawners_dependents() {
     let (_dir, engine, wf) = setup();
     let open = engine.create(wf.as_ref(), vec![]).expect("create");
     let id = open.run.id.clone();
-    let outcome = engine
-        .execute(
-            open,
-            wf.clone(),
-            options(),
-            Arc::new(Silent),
-            Stop::default(),
-        )
-        .await
-        .expect("execute");
+    let outcome = execute(&engine, open, &wf).await.expect("execute");
     assert_eq!(outcome, Outcome::Done);
     let status = engine.status(&id).expect("status");
     let ids: Vec<&str> = status.steps.iter().map(|s| s.id.as_str()).collect();
@@ -176,16 +184,7 @@ async fn resume_replays_spawned_steps_without_rediscovering() {
     *wf.fail.lock().expect("lock") = Some("extract/b".into());
     let open = engine.create(wf.as_ref(), vec![]).expect("create");
     let id = open.run.id.clone();
-    let outcome = engine
-        .execute(
-            open,
-            wf.clone(),
-            options(),
-            Arc::new(Silent),
-            Stop::default(),
-        )
-        .await
-        .expect("execute");
+    let outcome = execute(&engine, open, &wf).await.expect("execute");
     assert!(
         matches!(outcome, Outcome::Failed { ref step, .. } if step == "extract/b"),
         "{outcome:?}"
@@ -197,16 +196,7 @@ async fn resume_replays_spawned_steps_without_rediscovering() {
     );
     *wf.fail.lock().expect("lock") = None;
     let open = engine.open(&id).expect("open");
-    let outcome = engine
-        .execute(
-            open,
-            wf.clone(),
-            options(),
-            Arc::new(Silent),
-            Stop::default(),
-        )
-        .await
-        .expect("resume");
+    let outcome = execute(&engine, open, &wf).await.expect("resume");
     assert_eq!(outcome, Outcome::Done);
     assert_eq!(wf.counts.get("discover"), 1, "discovery is not run again");
     assert_eq!(wf.counts.get("extract/a"), 1);
@@ -220,16 +210,7 @@ async fn recover_from_a_spawners_checkpoint_keeps_the_spawned_steps() {
     let (_dir, engine, wf) = setup();
     let open = engine.create(wf.as_ref(), vec![]).expect("create");
     let id = open.run.id.clone();
-    engine
-        .execute(
-            open,
-            wf.clone(),
-            options(),
-            Arc::new(Silent),
-            Stop::default(),
-        )
-        .await
-        .expect("execute");
+    execute(&engine, open, &wf).await.expect("execute");
     let mut open = engine.open(&id).expect("open");
     let n = engine
         .recover(&mut open, "found", wf.as_ref())
@@ -238,16 +219,7 @@ async fn recover_from_a_spawners_checkpoint_keeps_the_spawned_steps() {
         n, 1,
         "only report is after `found` (which covers the spawned extracts)"
     );
-    let outcome = engine
-        .execute(
-            open,
-            wf.clone(),
-            options(),
-            Arc::new(Silent),
-            Stop::default(),
-        )
-        .await
-        .expect("after recover");
+    let outcome = execute(&engine, open, &wf).await.expect("after recover");
     assert_eq!(outcome, Outcome::Done);
     assert_eq!(wf.counts.get("extract/a"), 1);
     assert_eq!(wf.counts.get("report"), 2);

@@ -162,40 +162,6 @@ impl KeySet {
             }),
         }
     }
-
-    /// Calls `f` with the keys, `n` at a time.
-    pub fn for_chunks(
-        &self,
-        n: usize,
-        mut f: impl FnMut(Vec<Key>) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        let mut chunk = Vec::with_capacity(n);
-        let mut flush = |chunk: &mut Vec<Key>| -> Result<(), StoreError> {
-            if !chunk.is_empty() {
-                f(std::mem::take(chunk))?;
-            }
-            Ok(())
-        };
-        match &self.disk {
-            Some(t) => {
-                for item in t.iter().keys() {
-                    chunk.push(decode(&item.map_err(spill_err)?));
-                    if chunk.len() == n {
-                        flush(&mut chunk)?;
-                    }
-                }
-            }
-            None => {
-                for k in &self.mem {
-                    chunk.push(k.clone());
-                    if chunk.len() == n {
-                        flush(&mut chunk)?;
-                    }
-                }
-            }
-        }
-        flush(&mut chunk)
-    }
 }
 
 /// A FIFO of rows (projected keys); moves to disk past the memory limit.
@@ -239,10 +205,6 @@ impl KeyQueue {
             }
         }
         Ok(())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.mem.is_empty() && self.disk.as_ref().is_none_or(|t| t.is_empty())
     }
 
     /// Takes every queued row out, `n` at a time, in order.
@@ -308,13 +270,16 @@ mod tests {
         assert!(set.disk.is_some() && queue.disk.is_some(), "both spilled");
         assert_eq!(set.len(), 50);
         assert!(set.contains(&key(7)).unwrap() && !set.contains(&key(70)).unwrap());
-        let mut seen = 0;
-        set.for_chunks(8, |c| {
-            seen += c.len();
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(seen, 50);
+        let (mut seen, mut after) = (0, None);
+        loop {
+            let chunk = set.chunk_after(after.as_ref(), 8).unwrap();
+            let Some(last) = chunk.last().cloned() else {
+                break;
+            };
+            seen += chunk.len();
+            after = Some(last);
+        }
+        assert_eq!(seen, 50, "the cursor visits every key once");
         let drained: Vec<Key> = queue.drain_chunks(7).flat_map(|c| c.unwrap()).collect();
         assert_eq!(
             drained,

@@ -336,10 +336,6 @@ impl StagingWriter {
             sha256: hex::encode(hasher.finalize()),
         })
     }
-
-    pub fn rows(&self) -> u64 {
-        self.rows
-    }
 }
 
 /// Opens a staging file for reading batch by batch; a damaged file is a clear error naming it.

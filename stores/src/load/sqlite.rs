@@ -10,8 +10,9 @@ use crate::schema::Table;
 use crate::sqlite::snapshot::ident;
 use crate::staging::{value_at, Value};
 use crate::subset::{key_columns, Key, KEY_BATCH};
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::SqliteConnection;
-use sqlx::{Row, SqlitePool};
+use sqlx::{Row, Sqlite, SqlitePool};
 use std::collections::HashSet;
 
 const MARKERS: &str = "create table if not exists wf_loads (run_key text not null, store text not null, \
@@ -98,24 +99,59 @@ async fn existing(
 
 /// Loads one store in one transaction; see the module docs of `load` for the guarantees.
 pub async fn load(pool: &SqlitePool, job: &StoreLoad) -> Result<LoadReport, StoreError> {
-    let store = job.store.as_str();
+    let mut conn = begin(pool, &job.store).await?;
+    let result = load_in_tx(&mut conn, job).await;
+    let commit = !job.dry_run && result.as_ref().is_ok_and(|r| !r.already_loaded);
+    let ended = end(&mut conn, commit, &job.store).await;
+    let report = result?;
+    ended?;
+    Ok(report)
+}
+
+/// Takes a connection and starts a write transaction with FK checks deferred to commit.
+async fn begin(pool: &SqlitePool, store: &str) -> Result<PoolConnection<Sqlite>, StoreError> {
     let err = |e| StoreError::from_sqlx(store, e);
     let mut conn = pool.acquire().await.map_err(err)?;
     sqlx::raw_sql("begin immediate")
         .execute(&mut *conn)
         .await
         .map_err(err)?;
-    let result = load_in_tx(&mut conn, job).await;
-    let end = match (&result, job.dry_run) {
-        (Ok(r), false) if !r.already_loaded => "commit",
-        _ => "rollback",
-    };
-    let ended = sqlx::raw_sql(sqlx::AssertSqlSafe(end))
+    sqlx::raw_sql("pragma defer_foreign_keys = on")
         .execute(&mut *conn)
-        .await;
-    let report = result?;
-    ended.map_err(|e| load_error(store, "(commit)", &Vec::new(), e))?;
-    Ok(report)
+        .await
+        .map_err(err)?;
+    Ok(conn)
+}
+
+/// Commits (deferred FKs are checked here) or rolls back.
+async fn end(conn: &mut SqliteConnection, commit: bool, store: &str) -> Result<(), StoreError> {
+    let sql = if commit { "commit" } else { "rollback" };
+    sqlx::raw_sql(sql)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+        .map_err(|e| load_error(store, "(commit)", &Vec::new(), e))
+}
+
+/// How many marker rows run key `run_key` has (0 when no load ever ran here).
+async fn markers(
+    conn: &mut SqliteConnection,
+    run_key: &str,
+    store: &str,
+) -> Result<i64, StoreError> {
+    let err = |e| StoreError::from_sqlx(store, e);
+    let has: i64 = sqlx::query_scalar("select count(*) from sqlite_master where name = 'wf_loads'")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(err)?;
+    if has == 0 {
+        return Ok(0);
+    }
+    sqlx::query_scalar("select count(*) from wf_loads where run_key = ?")
+        .bind(run_key)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(err)
 }
 
 async fn load_in_tx(
@@ -124,25 +160,16 @@ async fn load_in_tx(
 ) -> Result<LoadReport, StoreError> {
     let store = job.store.as_str();
     let err = |e| StoreError::from_sqlx(store, e);
-    sqlx::raw_sql("pragma defer_foreign_keys = on")
-        .execute(&mut *conn)
-        .await
-        .map_err(err)?;
-    sqlx::raw_sql(MARKERS)
-        .execute(&mut *conn)
-        .await
-        .map_err(err)?;
-    let done: i64 = sqlx::query_scalar("select count(*) from wf_loads where run_key = ?")
-        .bind(&job.run_key)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(err)?;
-    if done > 0 {
+    if markers(conn, &job.run_key, store).await? > 0 {
         return Ok(LoadReport {
             already_loaded: true,
             tables: Vec::new(),
         });
     }
+    sqlx::raw_sql(MARKERS)
+        .execute(&mut *conn)
+        .await
+        .map_err(err)?;
     let mut reports = Vec::new();
     for t in &job.tables {
         reports.push(load_table(conn, store, t, &job.manifest_dir).await?);
@@ -302,23 +329,12 @@ pub async fn rollback(
     tables: &[TableLoad],
     manifest_dir: &std::path::Path,
 ) -> Result<Vec<(String, u64)>, StoreError> {
-    let err = |e| StoreError::from_sqlx(store, e);
-    let mut conn = pool.acquire().await.map_err(err)?;
-    sqlx::raw_sql("begin immediate")
-        .execute(&mut *conn)
-        .await
-        .map_err(err)?;
+    let mut conn = begin(pool, store).await?;
     let result = rollback_in_tx(&mut conn, store, run_key, tables, manifest_dir).await;
-    let end = if result.as_ref().is_ok_and(|d| !d.is_empty()) {
-        "commit"
-    } else {
-        "rollback"
-    };
-    let ended = sqlx::raw_sql(sqlx::AssertSqlSafe(end))
-        .execute(&mut *conn)
-        .await;
+    let commit = result.as_ref().is_ok_and(|d| !d.is_empty());
+    let ended = end(&mut conn, commit, store).await;
     let deleted = result?;
-    ended.map_err(|e| load_error(store, "(commit)", &Vec::new(), e))?;
+    ended?;
     Ok(deleted)
 }
 
@@ -330,24 +346,7 @@ async fn rollback_in_tx(
     manifest_dir: &std::path::Path,
 ) -> Result<Vec<(String, u64)>, StoreError> {
     let err = |e| StoreError::from_sqlx(store, e);
-    sqlx::raw_sql("pragma defer_foreign_keys = on")
-        .execute(&mut *conn)
-        .await
-        .map_err(err)?;
-    let has: i64 = sqlx::query_scalar("select count(*) from sqlite_master where name = 'wf_loads'")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(err)?;
-    let committed: i64 = if has > 0 {
-        sqlx::query_scalar("select count(*) from wf_loads where run_key = ?")
-            .bind(run_key)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(err)?
-    } else {
-        0
-    };
-    if committed == 0 {
+    if markers(conn, run_key, store).await? == 0 {
         return Ok(Vec::new());
     }
     let mut deleted = Vec::new();
