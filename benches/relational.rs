@@ -113,6 +113,7 @@ async fn run(admin: &str, rows: u64, dir: &Path) {
         follow_children: vec![],
         anonymization_rules: None,
         validation_rules: None,
+        graph: None,
     };
     reset_peak_rss();
     let t = Instant::now();

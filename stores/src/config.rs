@@ -64,6 +64,9 @@ pub struct Config {
     /// Validation rules file, relative to this file.
     #[serde(default)]
     pub validation_rules: Option<PathBuf>,
+    /// The graph store (sp), if there is one.
+    #[serde(default)]
+    pub graph: Option<crate::graph::GraphConfig>,
 }
 
 fn default_district_column() -> String {
@@ -164,6 +167,10 @@ impl Config {
             }
         }
         let known = |store: &str| names.contains(store);
+        if let Some(g) = &self.graph {
+            let stores: Vec<&str> = names.iter().copied().collect();
+            g.validate(file, &stores)?;
+        }
         for v in &self.virtual_fks {
             for (what, text) in [("from", &v.from), ("to", &v.to)] {
                 let r = ColumnRef::parse(text).ok_or_else(|| {

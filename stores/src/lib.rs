@@ -6,6 +6,7 @@ pub mod config;
 pub mod districts;
 pub mod error;
 pub mod extract;
+pub mod graph;
 pub mod keyset;
 pub mod load;
 pub mod postgres;

@@ -59,7 +59,7 @@ impl ColType {
         }
     }
 
-    fn arrow(self) -> DataType {
+    pub fn arrow(self) -> DataType {
         match self {
             ColType::Int => DataType::Int64,
             ColType::Float => DataType::Float64,

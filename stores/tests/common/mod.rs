@@ -100,6 +100,7 @@ pub fn rostering_config(kind: StoreKind, urls: [(String, String); 2]) -> Config 
         follow_children: vec![],
         anonymization_rules: None,
         validation_rules: None,
+        graph: None,
     }
 }
 
@@ -137,4 +138,52 @@ pub async fn prod(cfg: &Config, store: usize) -> Box<dyn RelationalStore> {
     connect(&cfg.stores[store], Side::Prod)
         .await
         .expect("connect PROD")
+}
+
+/// The Bolt test server (ArcadeDB started by scripts/services.sh): address, user, password, HTTP
+/// base. `None` (test skipped) outside CI when no server is set up.
+pub fn bolt_env() -> Option<(String, String, String, String)> {
+    let get = |k: &str| std::env::var(k).ok();
+    match (
+        get("WF_TEST_BOLT_URL"),
+        get("WF_TEST_BOLT_USER"),
+        get("WF_TEST_BOLT_PASSWORD"),
+        get("WF_TEST_ARCADE_HTTP"),
+    ) {
+        (Some(u), Some(n), Some(p), Some(h)) => Some((u, n, p, h)),
+        _ if std::env::var("CI").is_ok() => {
+            panic!("WF_TEST_BOLT_URL is not set in CI: run scripts/test.sh")
+        }
+        _ => {
+            eprintln!("skipped: WF_TEST_BOLT_URL is not set (scripts/test.sh starts ArcadeDB and sets it)");
+            None
+        }
+    }
+}
+
+/// Creates a fresh graph database on the Bolt test server (over its HTTP API) and returns its name.
+pub fn fresh_graph_db(http: &str, user: &str, pw: &str, label: &str) -> String {
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let name = format!("wf_t{}_{n}_{label}", std::process::id());
+    let out = std::process::Command::new("curl")
+        .args([
+            "-fsS",
+            "-u",
+            &format!("{user}:{pw}"),
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &format!("{{\"command\":\"create database {name}\"}}"),
+            &format!("{http}/api/v1/server"),
+        ])
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "create database {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    name
 }

@@ -1,0 +1,635 @@
+//! Neo4j (or any Bolt + OpenCypher server, ArcadeDB in the tests) through neo4rs. Portable Cypher
+//! only: no APOC, no internal ids, labels counted rather than listed.
+
+use super::{ident, primary_of, Direction, GValue, GraphConfig, NodeRec, RelRec, MARKER_LABEL};
+use crate::config::Side;
+use crate::error::StoreError;
+use neo4rs::{
+    query, BoltDate, BoltList, BoltLocalDateTime, BoltMap, BoltNull, BoltString, BoltType,
+    ConfigBuilder, Graph, Query, Row, Txn,
+};
+use std::collections::BTreeMap;
+
+/// Classifies a neo4rs error: connection trouble and server "transient" errors are retryable.
+fn bolt_err(store: &str, side: Side, e: neo4rs::Error) -> StoreError {
+    use neo4rs::Error as E;
+    match &e {
+        E::IOError { .. } | E::ConnectionError => StoreError::Transient {
+            store: store.into(),
+            message: format!("{} graph server: {e}", side.as_str()),
+        },
+        E::AuthenticationError(m) => StoreError::Connect {
+            store: store.into(),
+            side: side.as_str(),
+            message: format!("authentication refused ({m}); check the graph user and password"),
+        },
+        E::Neo4j(n) if matches!(n.kind(), neo4rs::Neo4jErrorKind::Transient) => {
+            StoreError::Transient {
+                store: store.into(),
+                message: format!("{}: {}", n.code(), n.message()),
+            }
+        }
+        E::Neo4j(n) if n.code().contains("ConstraintValidationFailed") => StoreError::Constraint {
+            store: store.into(),
+            table: "(graph)".into(),
+            constraint: n.code().into(),
+            key: "-".into(),
+            message: n.message().into(),
+        },
+        E::Neo4j(n) => StoreError::Query {
+            store: store.into(),
+            message: format!("the server refused a query: {} ({})", n.message(), n.code()),
+        },
+        _ => StoreError::Query {
+            store: store.into(),
+            message: e.to_string(),
+        },
+    }
+}
+
+/// A Bolt value as a graph value; types wf does not stage (points, durations, times) become text.
+pub fn from_bolt(v: BoltType) -> GValue {
+    match v {
+        BoltType::Null(_) => GValue::Null,
+        BoltType::Boolean(b) => GValue::Bool(b.value),
+        BoltType::Integer(i) => GValue::Int(i.value),
+        BoltType::Float(f) => GValue::Float(f.value),
+        BoltType::String(s) => GValue::Text(s.value),
+        BoltType::List(l) => GValue::List(l.value.into_iter().map(from_bolt).collect()),
+        BoltType::Map(m) => GValue::Map(
+            m.value
+                .into_iter()
+                .map(|(k, v)| (k.value, from_bolt(v)))
+                .collect(),
+        ),
+        BoltType::Date(d) => chrono::NaiveDate::try_from(&d)
+            .map(GValue::Date)
+            .unwrap_or(GValue::Null),
+        BoltType::LocalDateTime(d) => chrono::NaiveDateTime::try_from(&d)
+            .map(GValue::DateTime)
+            .unwrap_or(GValue::Null),
+        BoltType::DateTime(d) => chrono::DateTime::<chrono::FixedOffset>::try_from(&d)
+            .map(|d| GValue::DateTime(d.naive_utc()))
+            .unwrap_or(GValue::Null),
+        BoltType::DateTimeZoneId(d) => chrono::NaiveDateTime::try_from(&d)
+            .map(GValue::DateTime)
+            .unwrap_or(GValue::Null),
+        other => GValue::Text(other.to_string()),
+    }
+}
+
+/// A graph value as a Bolt parameter.
+pub fn to_bolt(v: &GValue) -> BoltType {
+    match v {
+        GValue::Null => BoltType::Null(BoltNull),
+        GValue::Bool(b) => BoltType::from(*b),
+        GValue::Int(i) => BoltType::from(*i),
+        GValue::Float(f) => BoltType::from(*f),
+        GValue::Text(s) => BoltType::from(s.as_str()),
+        GValue::Date(d) => BoltType::Date(BoltDate::from(*d)),
+        GValue::DateTime(d) => BoltType::LocalDateTime(BoltLocalDateTime::from(*d)),
+        GValue::List(l) => {
+            BoltType::List(BoltList::from(l.iter().map(to_bolt).collect::<Vec<_>>()))
+        }
+        GValue::Map(m) => BoltType::Map(props_map(m)),
+    }
+}
+
+fn props_map(m: &BTreeMap<String, GValue>) -> BoltMap {
+    let mut out = BoltMap::new();
+    for (k, v) in m {
+        if !matches!(v, GValue::Null) {
+            out.put(BoltString::from(k.as_str()), to_bolt(v));
+        }
+    }
+    out
+}
+
+fn list(values: impl IntoIterator<Item = BoltType>) -> BoltType {
+    BoltType::List(BoltList::from(values.into_iter().collect::<Vec<_>>()))
+}
+
+fn get(row: &Row, col: &str) -> GValue {
+    row.get::<BoltType>(col)
+        .map(from_bolt)
+        .unwrap_or(GValue::Null)
+}
+
+fn labels(row: &Row, col: &str) -> Vec<String> {
+    match get(row, col) {
+        GValue::List(l) => l
+            .into_iter()
+            .filter_map(|v| match v {
+                GValue::Text(s) => Some(s),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn props(row: &Row, col: &str) -> BTreeMap<String, GValue> {
+    match get(row, col) {
+        GValue::Map(m) => m,
+        _ => BTreeMap::new(),
+    }
+}
+
+fn count(row: &Row) -> u64 {
+    match get(row, "c") {
+        GValue::Int(c) => c.max(0) as u64,
+        _ => 0,
+    }
+}
+
+/// A connection with its own transaction.
+struct Session {
+    store: String,
+    side: Side,
+    graph: Graph,
+    txn: Option<Txn>,
+}
+
+impl Session {
+    async fn open(cfg: &GraphConfig, side: Side) -> Result<Session, StoreError> {
+        let addr = cfg.url(side)?;
+        let (user, pw) = cfg.credentials(side)?;
+        let mut b = ConfigBuilder::default()
+            .uri(addr.as_str())
+            .user(user.as_str())
+            .password(pw.as_str())
+            .fetch_size(2000)
+            .max_connections(4);
+        if let Some(db) = cfg.database(side) {
+            b = b.db(db);
+        }
+        let conf = b.build().map_err(|e| StoreError::Connect {
+            store: cfg.name.clone(),
+            side: side.as_str(),
+            message: format!("bad graph address `{addr}`: {e}"),
+        })?;
+        let fail = |e: neo4rs::Error| match bolt_err(&cfg.name, side, e) {
+            StoreError::Transient { message, .. } | StoreError::Query { message, .. } => {
+                StoreError::Connect {
+                    store: cfg.name.clone(),
+                    side: side.as_str(),
+                    message: format!("cannot reach the graph at {addr}: {message}"),
+                }
+            }
+            other => other,
+        };
+        let graph = Graph::connect(conf).await.map_err(fail)?;
+        // Connections are lazy: a wrong password or database only shows at the first query. It is
+        // run in the transaction, since `Graph::run` retries connection errors for a minute.
+        let mut txn = graph.start_txn().await.map_err(fail)?;
+        txn.run(query("RETURN 1")).await.map_err(fail)?;
+        Ok(Session {
+            store: cfg.name.clone(),
+            side,
+            graph,
+            txn: Some(txn),
+        })
+    }
+
+    fn err(&self, e: neo4rs::Error) -> StoreError {
+        bolt_err(&self.store, self.side, e)
+    }
+
+    async fn rows(&mut self, q: Query) -> Result<Vec<Row>, StoreError> {
+        let (store, side) = (self.store.clone(), self.side);
+        let txn = self.txn.as_mut().ok_or_else(|| StoreError::Query {
+            store: store.clone(),
+            message: "the graph transaction is already closed".into(),
+        })?;
+        let mut stream = txn
+            .execute(q)
+            .await
+            .map_err(|e| bolt_err(&store, side, e))?;
+        let mut out = Vec::new();
+        while let Some(row) = stream
+            .next(txn.handle())
+            .await
+            .map_err(|e| bolt_err(&store, side, e))?
+        {
+            out.push(row);
+        }
+        Ok(out)
+    }
+
+    async fn end(mut self, commit: bool) -> Result<(), StoreError> {
+        match self.txn.take() {
+            Some(t) if commit => t.commit().await.map_err(|e| self.err(e)),
+            Some(t) => t.rollback().await.map_err(|e| self.err(e)),
+            None => Ok(()),
+        }
+    }
+}
+
+fn keys_param(keys: &[GValue]) -> BoltType {
+    list(keys.iter().map(to_bolt))
+}
+
+fn pairs_param(pairs: &[(GValue, GValue)]) -> BoltType {
+    list(pairs.iter().map(|(s, e)| {
+        let mut m = BoltMap::new();
+        m.put("s".into(), to_bolt(s));
+        m.put("e".into(), to_bolt(e));
+        BoltType::Map(m)
+    }))
+}
+
+/// Reads PROD (or CERT, for validation) over Bolt; only MATCH queries are sent.
+pub struct BoltRead(Session);
+
+impl BoltRead {
+    pub async fn open(cfg: &GraphConfig, side: Side) -> Result<BoltRead, StoreError> {
+        Ok(BoltRead(Session::open(cfg, side).await?))
+    }
+}
+
+#[async_trait::async_trait]
+impl super::GraphRead for BoltRead {
+    async fn label_counts(&mut self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = self
+            .0
+            .rows(query("MATCH (n) RETURN labels(n) AS l, count(*) AS c"))
+            .await?;
+        let mut out: BTreeMap<String, u64> = BTreeMap::new();
+        for r in &rows {
+            if let Some(l) = primary_of(&labels(r, "l")) {
+                if l != MARKER_LABEL {
+                    *out.entry(l).or_default() += count(r);
+                }
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    async fn rel_type_counts(&mut self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = self
+            .0
+            .rows(query("MATCH ()-[r]->() RETURN type(r) AS t, count(*) AS c"))
+            .await?;
+        let mut out: Vec<(String, u64)> = rows
+            .iter()
+            .filter_map(|r| match get(r, "t") {
+                GValue::Text(t) => Some((t, count(r))),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    async fn sample_nodes(&mut self, label: &str, limit: u64) -> Result<Vec<NodeRec>, StoreError> {
+        let q = format!(
+            "MATCH (n:{}) RETURN labels(n) AS l, properties(n) AS p LIMIT $lim",
+            ident(label)
+        );
+        let rows = self.0.rows(query(&q).param("lim", limit as i64)).await?;
+        Ok(rows.iter().map(node_of).collect())
+    }
+
+    async fn sample_rels(
+        &mut self,
+        rel_type: &str,
+        key: &str,
+        limit: u64,
+    ) -> Result<Vec<RelRec>, StoreError> {
+        let k = ident(key);
+        let q = format!(
+            "MATCH (a)-[r:{}]->(b) RETURN labels(a) AS al, a.{k} AS ak, type(r) AS t, labels(b) AS bl, b.{k} AS bk, properties(r) AS p LIMIT $lim",
+            ident(rel_type)
+        );
+        let rows = self.0.rows(query(&q).param("lim", limit as i64)).await?;
+        Ok(rows.iter().filter_map(rel_of).collect())
+    }
+
+    async fn district_keys(
+        &mut self,
+        label: &str,
+        prop: &str,
+        district: &str,
+        key: &str,
+        skip: u64,
+        limit: u64,
+    ) -> Result<Vec<GValue>, StoreError> {
+        let mut wanted = vec![BoltType::from(district)];
+        if let Ok(i) = district.trim().parse::<i64>() {
+            wanted.push(BoltType::from(i));
+        }
+        let q = format!(
+            "MATCH (n:{}) WHERE n.{} IN $d AND n.{k} IS NOT NULL RETURN n.{k} AS k ORDER BY k SKIP $skip LIMIT $lim",
+            ident(label),
+            ident(prop),
+            k = ident(key)
+        );
+        let rows = self
+            .0
+            .rows(
+                query(&q)
+                    .param("d", list(wanted))
+                    .param("skip", skip as i64)
+                    .param("lim", limit as i64),
+            )
+            .await?;
+        Ok(rows.iter().map(|r| get(r, "k")).collect())
+    }
+
+    async fn neighbours(
+        &mut self,
+        label: &str,
+        key: &str,
+        keys: &[GValue],
+        rel_type: &str,
+        dir: Direction,
+    ) -> Result<Vec<(String, GValue)>, StoreError> {
+        let (l, r) = match dir {
+            Direction::Out => ("-", "->"),
+            Direction::In => ("<-", "-"),
+            Direction::Both => ("-", "-"),
+        };
+        let k = ident(key);
+        let q = format!(
+            "MATCH (n:{}){l}[:{}]{r}(m) WHERE n.{k} IN $keys AND m.{k} IS NOT NULL RETURN DISTINCT labels(m) AS l, m.{k} AS k",
+            ident(label),
+            ident(rel_type)
+        );
+        let rows = self
+            .0
+            .rows(query(&q).param("keys", keys_param(keys)))
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| primary_of(&labels(r, "l")).map(|l| (l, get(r, "k"))))
+            .collect())
+    }
+
+    async fn nodes(
+        &mut self,
+        label: &str,
+        key: &str,
+        keys: &[GValue],
+    ) -> Result<Vec<NodeRec>, StoreError> {
+        let q = format!(
+            "MATCH (n:{}) WHERE n.{} IN $keys RETURN labels(n) AS l, properties(n) AS p",
+            ident(label),
+            ident(key)
+        );
+        let rows = self
+            .0
+            .rows(query(&q).param("keys", keys_param(keys)))
+            .await?;
+        Ok(rows.iter().map(node_of).collect())
+    }
+
+    async fn out_rels(
+        &mut self,
+        label: &str,
+        key: &str,
+        keys: &[GValue],
+    ) -> Result<Vec<RelRec>, StoreError> {
+        let k = ident(key);
+        let q = format!(
+            "MATCH (a:{})-[r]->(b) WHERE a.{k} IN $keys RETURN labels(a) AS al, a.{k} AS ak, type(r) AS t, labels(b) AS bl, b.{k} AS bk, properties(r) AS p",
+            ident(label)
+        );
+        let rows = self
+            .0
+            .rows(query(&q).param("keys", keys_param(keys)))
+            .await?;
+        Ok(rows.iter().filter_map(rel_of).collect())
+    }
+
+    async fn finish(self: Box<Self>) -> Result<(), StoreError> {
+        self.0.end(false).await
+    }
+}
+
+fn node_of(r: &Row) -> NodeRec {
+    NodeRec {
+        labels: labels(r, "l"),
+        props: props(r, "p"),
+    }
+}
+
+fn rel_of(r: &Row) -> Option<RelRec> {
+    let t = match get(r, "t") {
+        GValue::Text(t) => t,
+        _ => return None,
+    };
+    let (ak, bk) = (get(r, "ak"), get(r, "bk"));
+    if matches!(ak, GValue::Null) || matches!(bk, GValue::Null) {
+        return None;
+    }
+    Some(RelRec {
+        rel_type: t,
+        start: (primary_of(&labels(r, "al"))?, ak),
+        end: (primary_of(&labels(r, "bl"))?, bk),
+        props: props(r, "p"),
+    })
+}
+
+/// Writes CERT over Bolt in one transaction (PROD only when seeding synthetic data).
+pub struct BoltWrite(Session);
+
+impl BoltWrite {
+    pub async fn open(cfg: &GraphConfig) -> Result<BoltWrite, StoreError> {
+        Self::open_side(cfg, Side::Cert).await
+    }
+
+    /// Opens `side` for writing: CERT for loads; PROD only for `wf seed`'s synthetic data.
+    pub async fn open_side(cfg: &GraphConfig, side: Side) -> Result<BoltWrite, StoreError> {
+        Ok(BoltWrite(Session::open(cfg, side).await?))
+    }
+}
+
+#[async_trait::async_trait]
+impl super::GraphWrite for BoltWrite {
+    async fn has_marker(&mut self, run: &str) -> Result<bool, StoreError> {
+        let q = format!("MATCH (m:{MARKER_LABEL}) WHERE m.run = $run RETURN count(m) AS c");
+        let rows = self.0.rows(query(&q).param("run", run)).await?;
+        Ok(rows.first().map(count).unwrap_or(0) > 0)
+    }
+
+    async fn write_marker(&mut self, run: &str) -> Result<(), StoreError> {
+        let q = format!("CREATE (m:{MARKER_LABEL} {{run: $run}}) RETURN count(m) AS c");
+        self.0.rows(query(&q).param("run", run)).await.map(|_| ())
+    }
+
+    async fn delete_marker(&mut self, run: &str) -> Result<(), StoreError> {
+        let q =
+            format!("MATCH (m:{MARKER_LABEL}) WHERE m.run = $run DELETE m RETURN count(*) AS c");
+        self.0.rows(query(&q).param("run", run)).await.map(|_| ())
+    }
+
+    async fn existing_nodes(
+        &mut self,
+        label: &str,
+        key: &str,
+        keys: &[GValue],
+    ) -> Result<Vec<GValue>, StoreError> {
+        let q = format!(
+            "MATCH (n:{}) WHERE n.{k} IN $keys RETURN n.{k} AS k",
+            ident(label),
+            k = ident(key)
+        );
+        let rows = self
+            .0
+            .rows(query(&q).param("keys", keys_param(keys)))
+            .await?;
+        Ok(rows.iter().map(|r| get(r, "k")).collect())
+    }
+
+    async fn merge_nodes(
+        &mut self,
+        label: &str,
+        key: &str,
+        rows: &[NodeRec],
+    ) -> Result<(), StoreError> {
+        // Extra labels cannot be parameters: one statement per distinct label set.
+        let mut groups: BTreeMap<Vec<String>, Vec<&NodeRec>> = BTreeMap::new();
+        for r in rows {
+            let extra: Vec<String> = r.labels.iter().filter(|l| *l != label).cloned().collect();
+            groups.entry(extra).or_default().push(r);
+        }
+        for (extra, group) in groups {
+            let set_labels: String = extra.iter().map(|l| format!(", n:{}", ident(l))).collect();
+            let q = format!(
+                "UNWIND $rows AS r MERGE (n:{} {{{}: r.k}}) SET n += r.p{set_labels} RETURN count(n) AS c",
+                ident(label),
+                ident(key)
+            );
+            let param = list(group.iter().map(|r| {
+                let mut m = BoltMap::new();
+                m.put(
+                    "k".into(),
+                    to_bolt(r.props.get(key).unwrap_or(&GValue::Null)),
+                );
+                m.put("p".into(), BoltType::Map(props_map(&r.props)));
+                BoltType::Map(m)
+            }));
+            self.0.rows(query(&q).param("rows", param)).await?;
+        }
+        Ok(())
+    }
+
+    async fn existing_rels(
+        &mut self,
+        rel_type: &str,
+        ends: (&str, &str),
+        key: &str,
+        pairs: &[(GValue, GValue)],
+    ) -> Result<Vec<(GValue, GValue)>, StoreError> {
+        let k = ident(key);
+        let q = format!(
+            "UNWIND $pairs AS p MATCH (a:{} {{{k}: p.s}})-[:{}]->(b:{} {{{k}: p.e}}) RETURN DISTINCT p.s AS s, p.e AS e",
+            ident(ends.0),
+            ident(rel_type),
+            ident(ends.1)
+        );
+        let rows = self
+            .0
+            .rows(query(&q).param("pairs", pairs_param(pairs)))
+            .await?;
+        Ok(rows.iter().map(|r| (get(r, "s"), get(r, "e"))).collect())
+    }
+
+    async fn merge_rels(
+        &mut self,
+        rel_type: &str,
+        ends: (&str, &str),
+        key: &str,
+        rows: &[RelRec],
+    ) -> Result<(), StoreError> {
+        let k = ident(key);
+        let q = format!(
+            "UNWIND $rows AS r MATCH (a:{} {{{k}: r.s}}) MATCH (b:{} {{{k}: r.e}}) MERGE (a)-[x:{}]->(b) SET x += r.p RETURN count(x) AS c",
+            ident(ends.0),
+            ident(ends.1),
+            ident(rel_type)
+        );
+        let param = list(rows.iter().map(|r| {
+            let mut m = BoltMap::new();
+            m.put("s".into(), to_bolt(&r.start.1));
+            m.put("e".into(), to_bolt(&r.end.1));
+            m.put("p".into(), BoltType::Map(props_map(&r.props)));
+            BoltType::Map(m)
+        }));
+        let out = self.0.rows(query(&q).param("rows", param)).await?;
+        let merged = out.first().map(count).unwrap_or(0);
+        if merged < rows.len() as u64 {
+            return Err(StoreError::Constraint {
+                store: self.0.store.clone(),
+                table: format!("{}-{rel_type}-{}", ends.0, ends.1),
+                constraint: "end nodes exist".into(),
+                key: "-".into(),
+                message: format!(
+                    "{} of {} relationships have an end node missing in CERT",
+                    rows.len() as u64 - merged,
+                    rows.len()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    async fn delete_rels(
+        &mut self,
+        rel_type: &str,
+        ends: (&str, &str),
+        key: &str,
+        pairs: &[(GValue, GValue)],
+    ) -> Result<u64, StoreError> {
+        let k = ident(key);
+        let q = format!(
+            "UNWIND $pairs AS p MATCH (a:{} {{{k}: p.s}})-[x:{}]->(b:{} {{{k}: p.e}}) DELETE x RETURN count(*) AS c",
+            ident(ends.0),
+            ident(rel_type),
+            ident(ends.1)
+        );
+        let rows = self
+            .0
+            .rows(query(&q).param("pairs", pairs_param(pairs)))
+            .await?;
+        Ok(rows.first().map(count).unwrap_or(0))
+    }
+
+    async fn delete_nodes(
+        &mut self,
+        label: &str,
+        key: &str,
+        keys: &[GValue],
+    ) -> Result<u64, StoreError> {
+        let q = format!(
+            "MATCH (n:{}) WHERE n.{} IN $keys DETACH DELETE n RETURN count(*) AS c",
+            ident(label),
+            ident(key)
+        );
+        let rows = self
+            .0
+            .rows(query(&q).param("keys", keys_param(keys)))
+            .await?;
+        Ok(rows.first().map(count).unwrap_or(0))
+    }
+
+    async fn ensure_index(&mut self, label: &str, key: &str) -> Result<(), StoreError> {
+        let q = format!(
+            "CREATE INDEX IF NOT EXISTS FOR (n:{}) ON (n.{})",
+            ident(label),
+            ident(key)
+        );
+        if let Err(e) = self.0.graph.run(query(&q)).await {
+            tracing::warn!(store = %self.0.store, label, "no lookup index on {label}.{key}: {e}; loads will be slow");
+        }
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        self.0.end(true).await
+    }
+
+    async fn rollback(self: Box<Self>) -> Result<(), StoreError> {
+        self.0.end(false).await
+    }
+}

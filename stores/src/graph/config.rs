@@ -1,0 +1,224 @@
+//! The `[graph]` section of `wf.toml`: the graph store (sp), how its district subgraph is chosen,
+//! and which node properties point at relational rows.
+
+use crate::config::{ColumnRef, Side};
+use crate::error::StoreError;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Where the graph lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GraphKind {
+    /// Neo4j (or another Bolt + OpenCypher server) through neo4rs.
+    Bolt,
+    /// A property graph in one embedded file (the demo and quick tests).
+    Embedded,
+}
+
+/// Which way a followed relationship is walked from an already selected node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    #[default]
+    Out,
+    In,
+    Both,
+}
+
+/// A relationship type along which connected nodes are pulled into the subgraph.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Follow {
+    #[serde(rename = "type")]
+    pub rel_type: String,
+    #[serde(default)]
+    pub direction: Direction,
+}
+
+/// A node property that holds a relational key, e.g. `Student.student_id` → `ids.students.id`:
+/// anonymization applies the relational column's rule to it, so the two still join.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphLink {
+    /// `Label.property`.
+    pub from: String,
+    /// `store.table.column`.
+    pub to: String,
+}
+
+/// The graph store, in PROD and in CERT.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphConfig {
+    /// Short name used in field ids (`sp.Student.email`) and file names.
+    #[serde(default = "default_name")]
+    pub name: String,
+    pub kind: GraphKind,
+    /// PROD: a Bolt address (`bolt://host:7687` or `host:7687`) or an embedded file path; `env:VAR` allowed.
+    pub prod: String,
+    /// CERT, same forms; must differ from PROD.
+    pub cert: String,
+    /// Bolt user (`env:VAR` allowed).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Bolt password (`env:VAR` allowed; write the env form, never the password).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Database name on the PROD server (default: the server's default database).
+    #[serde(default)]
+    pub prod_database: Option<String>,
+    /// Database name on the CERT server.
+    #[serde(default)]
+    pub cert_database: Option<String>,
+    /// Property that holds the district id.
+    #[serde(default = "default_district_property")]
+    pub district_property: String,
+    /// Labels whose nodes are selected by the district property (empty: every label).
+    #[serde(default)]
+    pub district_labels: Vec<String>,
+    /// Property that identifies a node within its label.
+    #[serde(default = "default_key_property")]
+    pub key_property: String,
+    /// Relationship types followed from selected nodes.
+    #[serde(default)]
+    pub follow: Vec<Follow>,
+    /// How many hops `follow` goes (default: to a fixpoint).
+    #[serde(default)]
+    pub max_depth: Option<u32>,
+    /// Node properties that hold relational keys.
+    #[serde(default)]
+    pub links: Vec<GraphLink>,
+}
+
+fn default_name() -> String {
+    "sp".into()
+}
+fn default_district_property() -> String {
+    "district_id".into()
+}
+fn default_key_property() -> String {
+    "id".into()
+}
+
+/// Labels, types and property names go into Cypher text, so they are kept to identifier characters.
+pub fn is_ident(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn invalid(file: &Path, msg: String) -> StoreError {
+    StoreError::Config {
+        file: file.to_path_buf(),
+        message: msg,
+    }
+}
+
+impl GraphConfig {
+    /// Checks names and links; `stores` are the relational store names.
+    pub fn validate(&self, file: &Path, stores: &[&str]) -> Result<(), StoreError> {
+        if !is_ident(&self.name) || stores.contains(&self.name.as_str()) {
+            return Err(invalid(
+                file,
+                format!(
+                    "graph name `{}` must be letters, digits or _ and differ from the relational stores",
+                    self.name
+                ),
+            ));
+        }
+        if self.prod.trim() == self.cert.trim() && self.prod_database == self.cert_database {
+            return Err(invalid(
+                file,
+                "graph: the CERT connection equals the PROD one; CERT must be another database"
+                    .into(),
+            ));
+        }
+        let names = std::iter::once(("district_property", &self.district_property))
+            .chain(std::iter::once(("key_property", &self.key_property)))
+            .chain(self.district_labels.iter().map(|l| ("district_labels", l)))
+            .chain(self.follow.iter().map(|f| ("follow type", &f.rel_type)));
+        for (what, n) in names {
+            if !is_ident(n) {
+                return Err(invalid(
+                    file,
+                    format!("graph {what} `{n}` must be letters, digits or _"),
+                ));
+            }
+        }
+        for l in &self.links {
+            let ok_from = l
+                .from
+                .split_once('.')
+                .is_some_and(|(a, b)| is_ident(a) && is_ident(b));
+            if !ok_from {
+                return Err(invalid(
+                    file,
+                    format!("graph link from `{}` is not Label.property", l.from),
+                ));
+            }
+            match ColumnRef::parse(&l.to) {
+                Some(r) if stores.contains(&r.store.as_str()) => {}
+                _ => {
+                    return Err(invalid(
+                        file,
+                        format!(
+                            "graph link to `{}` is not store.table.column of a declared store",
+                            l.to
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve(&self, raw: &str, side: Side, what: &str) -> Result<String, StoreError> {
+        match raw.strip_prefix("env:") {
+            Some(var) => std::env::var(var).map_err(|_| StoreError::Connect {
+                store: self.name.clone(),
+                side: side.as_str(),
+                message: format!(
+                    "environment variable {var} is not set; export it with the {} graph {what}",
+                    side.as_str()
+                ),
+            }),
+            None => Ok(raw.to_string()),
+        }
+    }
+
+    /// The address (or file) of `side`, with `env:VAR` read.
+    pub fn url(&self, side: Side) -> Result<String, StoreError> {
+        let raw = match side {
+            Side::Prod => &self.prod,
+            Side::Cert => &self.cert,
+        };
+        self.resolve(raw, side, "address")
+    }
+
+    /// User and password for `side` (empty when not configured).
+    pub fn credentials(&self, side: Side) -> Result<(String, String), StoreError> {
+        let user = match &self.user {
+            Some(u) => self.resolve(u, side, "user")?,
+            None => String::new(),
+        };
+        let pw = match &self.password {
+            Some(p) => self.resolve(p, side, "password")?,
+            None => String::new(),
+        };
+        Ok((user, pw))
+    }
+
+    pub fn database(&self, side: Side) -> Option<&str> {
+        match side {
+            Side::Prod => self.prod_database.as_deref(),
+            Side::Cert => self.cert_database.as_deref(),
+        }
+    }
+
+    /// Field-rule aliases from the links: `sp.Label.property` → `store.table.column`.
+    pub fn link_aliases(&self) -> Vec<(String, String)> {
+        self.links
+            .iter()
+            .map(|l| (format!("{}.{}", self.name, l.from), l.to.clone()))
+            .collect()
+    }
+}

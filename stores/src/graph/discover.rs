@@ -1,0 +1,102 @@
+//! Graph discovery for `wf analyze`: labels and relationship types with their counts, property keys
+//! with the value kinds seen and how often (from a sample per label / type), and which labels each
+//! relationship type connects.
+
+use super::{open_read, GraphConfig};
+use crate::config::Side;
+use crate::error::StoreError;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Nodes or relationships sampled per label / type.
+pub const SAMPLE: u64 = 10_000;
+
+/// One property: value kinds seen, with counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PropertyStat {
+    pub name: String,
+    pub kinds: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelStat {
+    pub label: String,
+    pub count: u64,
+    pub sampled: u64,
+    pub properties: Vec<PropertyStat>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RelTypeStat {
+    pub rel_type: String,
+    pub count: u64,
+    pub sampled: u64,
+    /// (start label, end label) pairs seen, with counts.
+    pub ends: BTreeMap<String, u64>,
+    pub properties: Vec<PropertyStat>,
+}
+
+/// What discovery found in one graph.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GraphSchema {
+    pub store: String,
+    pub key_property: String,
+    pub labels: Vec<LabelStat>,
+    pub rel_types: Vec<RelTypeStat>,
+}
+
+fn stats<'a>(
+    props: impl Iterator<Item = &'a BTreeMap<String, super::GValue>>,
+) -> Vec<PropertyStat> {
+    let mut m: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for p in props {
+        for (k, v) in p {
+            *m.entry(k.clone())
+                .or_default()
+                .entry(v.kind().to_string())
+                .or_default() += 1;
+        }
+    }
+    m.into_iter()
+        .map(|(name, kinds)| PropertyStat { name, kinds })
+        .collect()
+}
+
+/// Discovers the PROD side of the graph (read only).
+pub async fn discover_graph(cfg: &GraphConfig) -> Result<GraphSchema, StoreError> {
+    let mut r = open_read(cfg, Side::Prod).await?;
+    let mut labels = Vec::new();
+    for (label, count) in r.label_counts().await? {
+        let sample = r.sample_nodes(&label, SAMPLE).await?;
+        labels.push(LabelStat {
+            label,
+            count,
+            sampled: sample.len() as u64,
+            properties: stats(sample.iter().map(|n| &n.props)),
+        });
+    }
+    let mut rel_types = Vec::new();
+    for (rel_type, count) in r.rel_type_counts().await? {
+        let sample = r.sample_rels(&rel_type, &cfg.key_property, SAMPLE).await?;
+        let mut ends: BTreeMap<String, u64> = BTreeMap::new();
+        for s in &sample {
+            *ends
+                .entry(format!("{} -> {}", s.start.0, s.end.0))
+                .or_default() += 1;
+        }
+        rel_types.push(RelTypeStat {
+            rel_type,
+            count,
+            sampled: sample.len() as u64,
+            ends,
+            properties: stats(sample.iter().map(|s| &s.props)),
+        });
+    }
+    r.finish().await?;
+    Ok(GraphSchema {
+        store: cfg.name.clone(),
+        key_property: cfg.key_property.clone(),
+        labels,
+        rel_types,
+    })
+}

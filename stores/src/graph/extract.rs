@@ -1,0 +1,180 @@
+//! The district subgraph: nodes of the district labels whose district property matches, plus nodes
+//! reached along the configured relationship types (to a fixpoint or `max_depth`), plus every
+//! relationship between selected nodes. One read transaction; keys in pages and chunks; the key
+//! set spills to disk like the relational subset's.
+
+use super::stage::{GraphFileKind, Spooler};
+use super::{open_read, GValue, GraphConfig, GraphRead};
+use crate::config::Side;
+use crate::error::StoreError;
+use crate::keyset::{memory_limit, KeySet, Spill};
+use crate::staging::FileInfo;
+use crate::subset::Key;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Keys per query (IN lists, UNWIND lists).
+pub const CHUNK: usize = 1000;
+/// Seed keys per page.
+const PAGE: u64 = 10_000;
+
+/// One staged graph file.
+#[derive(Debug, Clone)]
+pub struct GraphFile {
+    /// `sp.Student`, `sp.Student-ENROLLED_IN-Section`.
+    pub table: String,
+    pub kind: GraphFileKind,
+    pub file: FileInfo,
+}
+
+/// What a graph extraction wrote.
+#[derive(Debug, Clone)]
+pub struct GraphExtract {
+    pub files: Vec<GraphFile>,
+    pub nodes: u64,
+    pub rels: u64,
+}
+
+fn node_key(label: &str, k: &GValue) -> Key {
+    vec![Some(label.to_string()), Some(k.key_text())]
+}
+
+/// The selected (label, key) set of the district.
+async fn select(
+    r: &mut dyn GraphRead,
+    cfg: &GraphConfig,
+    district: &str,
+    spill: &Spill,
+) -> Result<KeySet, StoreError> {
+    let mut selected = KeySet::new(spill, memory_limit());
+    let mut frontier: BTreeMap<String, Vec<GValue>> = BTreeMap::new();
+    let labels: Vec<String> = if cfg.district_labels.is_empty() {
+        r.label_counts()
+            .await?
+            .into_iter()
+            .map(|(l, _)| l)
+            .collect()
+    } else {
+        cfg.district_labels.clone()
+    };
+    let key = &cfg.key_property;
+    for l in &labels {
+        let mut skip = 0;
+        loop {
+            let page = r
+                .district_keys(l, &cfg.district_property, district, key, skip, PAGE)
+                .await?;
+            for k in &page {
+                if selected.insert(node_key(l, k))? {
+                    frontier.entry(l.clone()).or_default().push(k.clone());
+                }
+            }
+            if (page.len() as u64) < PAGE {
+                break;
+            }
+            skip += PAGE;
+        }
+    }
+    let mut depth = 0;
+    while !frontier.is_empty() && !cfg.follow.is_empty() && cfg.max_depth.is_none_or(|m| depth < m)
+    {
+        let mut next: BTreeMap<String, Vec<GValue>> = BTreeMap::new();
+        for (label, keys) in &frontier {
+            for chunk in keys.chunks(CHUNK) {
+                for f in &cfg.follow {
+                    for (l, k) in r
+                        .neighbours(label, key, chunk, &f.rel_type, f.direction)
+                        .await?
+                    {
+                        if selected.insert(node_key(&l, &k))? {
+                            next.entry(l).or_default().push(k);
+                        }
+                    }
+                }
+            }
+        }
+        frontier = next;
+        depth += 1;
+    }
+    Ok(selected)
+}
+
+/// Extracts the district subgraph of PROD into `dir`.
+pub async fn extract_graph(
+    cfg: &GraphConfig,
+    district: &str,
+    dir: &Path,
+    batch_rows: usize,
+) -> Result<GraphExtract, StoreError> {
+    let mut r = open_read(cfg, Side::Prod).await?;
+    let spill = Spill::new()?;
+    let selected = select(r.as_mut(), cfg, district, &spill).await?;
+    let key = &cfg.key_property;
+    let mut nodes: BTreeMap<String, Spooler> = BTreeMap::new();
+    let mut rels: BTreeMap<(String, String, String), Spooler> = BTreeMap::new();
+    let (mut n_nodes, mut n_rels) = (0u64, 0u64);
+    let mut after: Option<Key> = None;
+    loop {
+        let chunk = selected.chunk_after(after.as_ref(), CHUNK)?;
+        let Some(last) = chunk.last().cloned() else {
+            break;
+        };
+        after = Some(last);
+        let mut by_label: BTreeMap<String, Vec<GValue>> = BTreeMap::new();
+        for k in chunk {
+            if let [Some(l), Some(t)] = k.as_slice() {
+                by_label
+                    .entry(l.clone())
+                    .or_default()
+                    .push(GValue::from_key_text(t));
+            }
+        }
+        for (label, keys) in by_label {
+            for n in r.nodes(&label, key, &keys).await? {
+                if !nodes.contains_key(&label) {
+                    let kind = GraphFileKind::Nodes {
+                        label: label.clone(),
+                    };
+                    nodes.insert(label.clone(), Spooler::create(dir, kind)?);
+                }
+                if let Some(s) = nodes.get_mut(&label) {
+                    s.push_node(&n)?;
+                    n_nodes += 1;
+                }
+            }
+            for rel in r.out_rels(&label, key, &keys).await? {
+                if !selected.contains(&node_key(&rel.end.0, &rel.end.1))? {
+                    continue;
+                }
+                let id = (rel.rel_type.clone(), rel.start.0.clone(), rel.end.0.clone());
+                if !rels.contains_key(&id) {
+                    let kind = GraphFileKind::Rels {
+                        rel_type: id.0.clone(),
+                        start: id.1.clone(),
+                        end: id.2.clone(),
+                    };
+                    rels.insert(id.clone(), Spooler::create(dir, kind)?);
+                }
+                if let Some(s) = rels.get_mut(&id) {
+                    s.push_rel(&rel)?;
+                    n_rels += 1;
+                }
+            }
+        }
+    }
+    r.finish().await?;
+    let mut files = Vec::new();
+    for s in nodes.into_values().chain(rels.into_values()) {
+        let (kind, file) = s.finish(&cfg.name, key, dir, batch_rows)?;
+        files.push(GraphFile {
+            table: format!("{}.{}", cfg.name, kind.table()),
+            kind,
+            file,
+        });
+    }
+    Ok(GraphExtract {
+        files,
+        nodes: n_nodes,
+        rels: n_rels,
+    })
+}

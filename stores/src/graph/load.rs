@@ -1,0 +1,316 @@
+//! Loading graph staging files into CERT and rolling a load back. One transaction: nodes first,
+//! then relationships, then the marker node `(:WfLoad {run})`; a load that finds its marker has
+//! already committed and does nothing (exactly-once across crashes). The manifest lists exactly the
+//! nodes and relationships the load created (written before commit, trusted only once the marker
+//! is committed); rollback deletes those, relationships first, and keeps CERT's own.
+
+use super::extract::CHUNK;
+use super::stage::{GraphBatch, GraphFileKind, GraphFileReader};
+use super::{open_write, GValue, GraphConfig, GraphWrite};
+use crate::error::StoreError;
+use crate::load::{LoadReport, Strategy, TableReport};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+/// One graph load.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GraphLoad {
+    /// Idempotency key of the load (`run/g<generation>/load/sp`).
+    pub run_key: String,
+    pub store: String,
+    /// Staging files; node files are loaded before relationship files whatever the order here.
+    pub files: Vec<PathBuf>,
+    /// Where the list of created nodes and relationships goes.
+    pub manifest: PathBuf,
+    pub strategy: Strategy,
+    pub dry_run: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Created {
+    Node {
+        label: String,
+        key: serde_json::Value,
+    },
+    Rel {
+        rel: String,
+        start: String,
+        end: String,
+        s: serde_json::Value,
+        e: serde_json::Value,
+    },
+}
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Staging {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Loads `job` into CERT.
+pub async fn load_graph(cfg: &GraphConfig, job: &GraphLoad) -> Result<LoadReport, StoreError> {
+    let mut w = open_write(cfg).await?;
+    match load_in(w.as_mut(), cfg, job).await {
+        Ok(None) => {
+            w.rollback().await?;
+            Ok(LoadReport {
+                already_loaded: true,
+                tables: Vec::new(),
+            })
+        }
+        Ok(Some(tables)) => {
+            if job.dry_run {
+                w.rollback().await?;
+            } else {
+                w.commit().await?;
+            }
+            Ok(LoadReport {
+                already_loaded: false,
+                tables,
+            })
+        }
+        Err(e) => {
+            let _ = w.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+async fn load_in(
+    w: &mut dyn GraphWrite,
+    cfg: &GraphConfig,
+    job: &GraphLoad,
+) -> Result<Option<Vec<TableReport>>, StoreError> {
+    if w.has_marker(&job.run_key).await? {
+        return Ok(None);
+    }
+    let mut readers = Vec::new();
+    for f in &job.files {
+        readers.push(GraphFileReader::open(f)?);
+    }
+    readers.sort_by_key(|r| matches!(r.kind, GraphFileKind::Rels { .. }));
+    for r in &readers {
+        if let GraphFileKind::Nodes { label } = &r.kind {
+            w.ensure_index(label, &r.key).await?;
+        }
+    }
+    let partial = job.manifest.with_extension("partial");
+    if let Some(dir) = partial.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    }
+    let mut manifest =
+        std::io::BufWriter::new(std::fs::File::create(&partial).map_err(|e| io_err(&partial, e))?);
+    let mut line = |c: Created| -> Result<(), StoreError> {
+        let text = serde_json::to_string(&c).map_err(|e| io_err(&partial, e))?;
+        writeln!(manifest, "{text}").map_err(|e| io_err(&partial, e))
+    };
+    let mut tables = Vec::new();
+    for mut rd in readers {
+        let table = format!("{}.{}", cfg.name, rd.kind.table());
+        let (mut rows_in_file, mut inserted) = (0u64, 0u64);
+        let key = rd.key.clone();
+        while let Some(batch) = rd.next_batch()? {
+            match (batch, &rd.kind) {
+                (GraphBatch::Nodes(rows), GraphFileKind::Nodes { label }) => {
+                    for chunk in rows.chunks(CHUNK) {
+                        rows_in_file += chunk.len() as u64;
+                        let keys: Vec<GValue> = chunk
+                            .iter()
+                            .map(|n| n.props.get(&key).cloned().unwrap_or(GValue::Null))
+                            .collect();
+                        if keys.iter().any(|k| matches!(k, GValue::Null)) {
+                            return Err(StoreError::Query {
+                                store: cfg.name.clone(),
+                                message: format!("{table}: a node has no {key}; every node needs its key property"),
+                            });
+                        }
+                        let existing: HashSet<String> = w
+                            .existing_nodes(label, &key, &keys)
+                            .await?
+                            .iter()
+                            .map(GValue::key_text)
+                            .collect();
+                        conflict(cfg, &table, job.strategy, &existing)?;
+                        let fresh: Vec<_> = chunk
+                            .iter()
+                            .zip(&keys)
+                            .filter(|(_, k)| !existing.contains(&k.key_text()))
+                            .collect();
+                        let write: Vec<_> = if job.strategy == Strategy::Upsert {
+                            chunk.to_vec()
+                        } else {
+                            fresh.iter().map(|(n, _)| (*n).clone()).collect()
+                        };
+                        w.merge_nodes(label, &key, &write).await?;
+                        for (_, k) in &fresh {
+                            line(Created::Node {
+                                label: label.clone(),
+                                key: k.to_json(),
+                            })?;
+                        }
+                        inserted += fresh.len() as u64;
+                    }
+                }
+                (
+                    GraphBatch::Rels(rows),
+                    GraphFileKind::Rels {
+                        rel_type,
+                        start,
+                        end,
+                    },
+                ) => {
+                    for chunk in rows.chunks(CHUNK) {
+                        rows_in_file += chunk.len() as u64;
+                        let pairs: Vec<(GValue, GValue)> = chunk
+                            .iter()
+                            .map(|r| (r.start.1.clone(), r.end.1.clone()))
+                            .collect();
+                        let pair_text = |p: &(GValue, GValue)| (p.0.key_text(), p.1.key_text());
+                        let existing: HashSet<(String, String)> = w
+                            .existing_rels(rel_type, (start, end), &key, &pairs)
+                            .await?
+                            .iter()
+                            .map(pair_text)
+                            .collect();
+                        let existing_text: HashSet<String> = existing
+                            .iter()
+                            .map(|(s, e)| format!("{s} -> {e}"))
+                            .collect();
+                        conflict(cfg, &table, job.strategy, &existing_text)?;
+                        let fresh: Vec<_> = chunk
+                            .iter()
+                            .zip(&pairs)
+                            .filter(|(_, p)| !existing.contains(&pair_text(p)))
+                            .collect();
+                        let write: Vec<_> = if job.strategy == Strategy::Upsert {
+                            chunk.to_vec()
+                        } else {
+                            fresh.iter().map(|(r, _)| (*r).clone()).collect()
+                        };
+                        w.merge_rels(rel_type, (start, end), &key, &write).await?;
+                        for (_, (s, e)) in &fresh {
+                            line(Created::Rel {
+                                rel: rel_type.clone(),
+                                start: start.clone(),
+                                end: end.clone(),
+                                s: s.to_json(),
+                                e: e.to_json(),
+                            })?;
+                        }
+                        inserted += fresh.len() as u64;
+                    }
+                }
+                _ => {}
+            }
+        }
+        tables.push(TableReport {
+            table,
+            rows_in_file,
+            inserted,
+        });
+    }
+    let file = manifest
+        .into_inner()
+        .map_err(|e| io_err(&partial, e.error()))?;
+    file.sync_all().map_err(|e| io_err(&partial, e))?;
+    std::fs::rename(&partial, &job.manifest).map_err(|e| io_err(&job.manifest, e))?;
+    w.write_marker(&job.run_key).await?;
+    Ok(Some(tables))
+}
+
+fn conflict(
+    cfg: &GraphConfig,
+    table: &str,
+    strategy: Strategy,
+    existing: &HashSet<String>,
+) -> Result<(), StoreError> {
+    if strategy != Strategy::Insert || existing.is_empty() {
+        return Ok(());
+    }
+    let mut keys: Vec<&String> = existing.iter().collect();
+    keys.sort();
+    Err(StoreError::Constraint {
+        store: cfg.name.clone(),
+        table: table.to_string(),
+        constraint: "key already in CERT".into(),
+        key: keys[0].clone(),
+        message: format!(
+            "{} already exist in CERT; nothing was loaded (use --strategy upsert or skip-existing)",
+            existing.len()
+        ),
+    })
+}
+
+/// Deletes from CERT what `job` created, if it committed; counts deleted per table.
+pub async fn rollback_graph(
+    cfg: &GraphConfig,
+    job: &GraphLoad,
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let mut w = open_write(cfg).await?;
+    if !w.has_marker(&job.run_key).await? {
+        w.rollback().await?;
+        return Ok(Vec::new());
+    }
+    let f = std::fs::File::open(&job.manifest).map_err(|e| {
+        io_err(
+            &job.manifest,
+            format!("{e}; the load committed but its manifest is gone, so wf cannot tell its nodes from CERT's own"),
+        )
+    })?;
+    let mut nodes: BTreeMap<String, Vec<GValue>> = BTreeMap::new();
+    let mut rels: BTreeMap<(String, String, String), Vec<(GValue, GValue)>> = BTreeMap::new();
+    for l in std::io::BufReader::new(f).lines() {
+        let l = l.map_err(|e| io_err(&job.manifest, e))?;
+        match serde_json::from_str::<Created>(&l).map_err(|e| io_err(&job.manifest, e))? {
+            Created::Node { label, key } => nodes
+                .entry(label)
+                .or_default()
+                .push(GValue::from_json(&key)),
+            Created::Rel {
+                rel,
+                start,
+                end,
+                s,
+                e,
+            } => rels
+                .entry((rel, start, end))
+                .or_default()
+                .push((GValue::from_json(&s), GValue::from_json(&e))),
+        }
+    }
+    let mut out = Vec::new();
+    let res: Result<(), StoreError> = async {
+        for ((rel, start, end), pairs) in &rels {
+            let mut n = 0;
+            for c in pairs.chunks(CHUNK) {
+                n += w
+                    .delete_rels(rel, (start, end), &cfg.key_property, c)
+                    .await?;
+            }
+            out.push((format!("{}.{start}-{rel}-{end}", cfg.name), n));
+        }
+        for (label, keys) in &nodes {
+            let mut n = 0;
+            for c in keys.chunks(CHUNK) {
+                n += w.delete_nodes(label, &cfg.key_property, c).await?;
+            }
+            out.push((format!("{}.{label}", cfg.name), n));
+        }
+        w.delete_marker(&job.run_key).await
+    }
+    .await;
+    match res {
+        Ok(()) => {
+            w.commit().await?;
+            Ok(out)
+        }
+        Err(e) => {
+            let _ = w.rollback().await;
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The graph store (sp): a property graph in Neo4j over Bolt (neo4rs) or in an embedded file, behind
+//! `GraphRead` / `GraphWrite`. Nodes are identified by (label, key property); a node's label is its
+//! first label in name order, and all its labels travel with it. Relationships are identified by
+//! (type, start node, end node): loads MERGE them, so parallel relationships of one type collapse.
+
+pub mod bolt;
+pub mod config;
+pub mod discover;
+pub mod embedded;
+pub mod extract;
+pub mod load;
+pub mod stage;
+pub mod value;
+
+pub use config::{Direction, Follow, GraphConfig, GraphKind, GraphLink};
+pub use value::GValue;
+
+use crate::config::Side;
+use crate::error::StoreError;
+use std::collections::BTreeMap;
+
+/// The label that marks committed loads in CERT; never discovered, extracted or loaded.
+pub const MARKER_LABEL: &str = "WfLoad";
+
+/// A node as read: all its labels and its properties (the key property among them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeRec {
+    pub labels: Vec<String>,
+    pub props: BTreeMap<String, GValue>,
+}
+
+impl NodeRec {
+    /// The label a node is filed under: the first of its labels in name order.
+    pub fn primary_label(&self) -> Option<&str> {
+        self.labels.iter().map(String::as_str).min()
+    }
+}
+
+/// A relationship as read: its type, both ends as (label, key), its properties.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelRec {
+    pub rel_type: String,
+    pub start: (String, GValue),
+    pub end: (String, GValue),
+    pub props: BTreeMap<String, GValue>,
+}
+
+/// The first label in name order of a label list (how a node is filed).
+pub fn primary_of(labels: &[String]) -> Option<String> {
+    labels.iter().min().cloned()
+}
+
+/// Reads one side of a graph, inside one read transaction where the server has them.
+#[async_trait::async_trait]
+pub trait GraphRead: Send {
+    /// Node counts per primary label (counted, not taken from a catalog that may list empty labels).
+    async fn label_counts(&mut self) -> Result<Vec<(String, u64)>, StoreError>;
+    /// Relationship counts per type.
+    async fn rel_type_counts(&mut self) -> Result<Vec<(String, u64)>, StoreError>;
+    /// Up to `limit` nodes of `label` (for discovery).
+    async fn sample_nodes(&mut self, label: &str, limit: u64) -> Result<Vec<NodeRec>, StoreError>;
+    /// Up to `limit` relationships of `rel_type` (for discovery); ends by `key`.
+    async fn sample_rels(
+        &mut self,
+        rel_type: &str,
+        key: &str,
+        limit: u64,
+    ) -> Result<Vec<RelRec>, StoreError>;
+    /// Keys of the `label` nodes whose `prop` equals the district (as text or integer), by page.
+    async fn district_keys(
+        &mut self,
+        label: &str,
+        prop: &str,
+        district: &str,
+        key: &str,
+        skip: u64,
+        limit: u64,
+    ) -> Result<Vec<GValue>, StoreError>;
+    /// (label, key) of the nodes one `rel_type` hop away from the given `label` nodes.
+    async fn neighbours(
+        &mut self,
+        label: &str,
+        key: &str,
+        keys: &[GValue],
+        rel_type: &str,
+        dir: Direction,
+    ) -> Result<Vec<(String, GValue)>, StoreError>;
+    /// The `label` nodes with these keys.
+    async fn nodes(
+        &mut self,
+        label: &str,
+        key: &str,
+        keys: &[GValue],
+    ) -> Result<Vec<NodeRec>, StoreError>;
+    /// Every relationship leaving the `label` nodes with these keys.
+    async fn out_rels(
+        &mut self,
+        label: &str,
+        key: &str,
+        keys: &[GValue],
+    ) -> Result<Vec<RelRec>, StoreError>;
+    /// Ends the read transaction.
+    async fn finish(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// Writes one side of a graph (CERT only) inside one transaction.
+#[async_trait::async_trait]
+pub trait GraphWrite: Send {
+    async fn has_marker(&mut self, run: &str) -> Result<bool, StoreError>;
+    async fn write_marker(&mut self, run: &str) -> Result<(), StoreError>;
+    async fn delete_marker(&mut self, run: &str) -> Result<(), StoreError>;
+    /// Which of these `label` keys exist.
+    async fn existing_nodes(
+        &mut self,
+        label: &str,
+        key: &str,
+        keys: &[GValue],
+    ) -> Result<Vec<GValue>, StoreError>;
+    /// MERGE by (label, key), then add the properties (and extra labels).
+    async fn merge_nodes(
+        &mut self,
+        label: &str,
+        key: &str,
+        rows: &[NodeRec],
+    ) -> Result<(), StoreError>;
+    /// Which of these (start, end) pairs already have a `rel_type` relationship.
+    async fn existing_rels(
+        &mut self,
+        rel_type: &str,
+        ends: (&str, &str),
+        key: &str,
+        pairs: &[(GValue, GValue)],
+    ) -> Result<Vec<(GValue, GValue)>, StoreError>;
+    /// MERGE each relationship between its (existing) ends, then add its properties.
+    async fn merge_rels(
+        &mut self,
+        rel_type: &str,
+        ends: (&str, &str),
+        key: &str,
+        rows: &[RelRec],
+    ) -> Result<(), StoreError>;
+    /// Deletes these relationships; how many went.
+    async fn delete_rels(
+        &mut self,
+        rel_type: &str,
+        ends: (&str, &str),
+        key: &str,
+        pairs: &[(GValue, GValue)],
+    ) -> Result<u64, StoreError>;
+    /// Deletes these nodes and any relationship still attached; how many went.
+    async fn delete_nodes(
+        &mut self,
+        label: &str,
+        key: &str,
+        keys: &[GValue],
+    ) -> Result<u64, StoreError>;
+    /// Makes sure a lookup index on (label, key) exists (outside the transaction on servers that
+    /// need it); best effort.
+    async fn ensure_index(&mut self, label: &str, key: &str) -> Result<(), StoreError>;
+    async fn commit(self: Box<Self>) -> Result<(), StoreError>;
+    async fn rollback(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// Opens `side` of the graph for reading. PROD is only ever read.
+pub async fn open_read(cfg: &GraphConfig, side: Side) -> Result<Box<dyn GraphRead>, StoreError> {
+    match cfg.kind {
+        GraphKind::Bolt => Ok(Box::new(bolt::BoltRead::open(cfg, side).await?)),
+        GraphKind::Embedded => Ok(Box::new(embedded::EmbeddedRead::open(cfg, side).await?)),
+    }
+}
+
+/// Opens CERT for writing, in a transaction.
+pub async fn open_write(cfg: &GraphConfig) -> Result<Box<dyn GraphWrite>, StoreError> {
+    match cfg.kind {
+        GraphKind::Bolt => Ok(Box::new(bolt::BoltWrite::open(cfg).await?)),
+        GraphKind::Embedded => Ok(Box::new(embedded::EmbeddedWrite::open(cfg).await?)),
+    }
+}
+
+/// Backtick-quotes a label, type or property name for Cypher.
+pub(crate) fn ident(s: &str) -> String {
+    format!("`{}`", s.replace('`', "``"))
+}
