@@ -120,6 +120,7 @@ fn main() {
             table: "bench.people".into(),
             file: input.clone(),
             unique: vec!["id".into()],
+            rule_as: Default::default(),
         }];
         let out = dir.path().join(format!("anon-{strategy}"));
         let t = Instant::now();

@@ -4,6 +4,7 @@
 //! - `cli`: argument handling, one-line errors and exit codes, JSON shapes, retries and failures.
 //! - `migrate`: `wf run migrate` and `wf rollback` end to end on embedded SQLite stores.
 //! - `crash`: SIGKILL at random moments and at every failpoint, then `wf resume`.
+//! - `demo`: `wf demo` (seed + migrate + rollback) on embedded stores and the embedded graph.
 //! - `control`: recover from a checkpoint, pause, cancel, SIGTERM, concurrent resumes.
 
 mod util;
@@ -12,4 +13,5 @@ mod analyze;
 mod cli;
 mod control;
 mod crash;
+mod demo;
 mod migrate;

@@ -107,6 +107,26 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Fill empty PROD stores with synthetic rostering data (never real PROD: it refuses tables).
+    Seed {
+        /// Which side to seed: only `prod` (synthetic PROD for demos, tests and benchmarks).
+        #[arg(long, value_parser = ["prod"])]
+        env: String,
+        /// Size: district 3 gets 1,200 students per unit (about 46,000 rows across the stores).
+        #[arg(long, default_value_t = 1)]
+        scale: u64,
+        /// Also create the empty schema in CERT stores that have no tables (test set-ups).
+        #[arg(long)]
+        cert_schema: bool,
+    },
+    /// No servers needed: seed embedded PROD, migrate one district into embedded CERT, report.
+    Demo {
+        /// The district to migrate (1 small, 2 medium, 3 large, 4 tiny and incomplete).
+        #[arg(long, default_value = "2")]
+        district: String,
+        #[arg(long, default_value_t = 1)]
+        scale: u64,
+    },
 }
 
 /// Parses the command line and runs it; the process's exit code.

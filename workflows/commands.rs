@@ -32,6 +32,14 @@ pub async fn dispatch(cli: Cli, log: RunLog) -> anyhow::Result<u8> {
         Command::Status { run, json, all } => show::status(&engine, &run, json, all),
         Command::Checkpoints { run, json } => show::checkpoints(&engine, &run, json),
         Command::Log { run, json } => show::log(&engine, &run, json),
+        Command::Seed {
+            env: _,
+            scale,
+            cert_schema,
+        } => seed(&cli.config, &engine, scale, cert_schema).await,
+        Command::Demo { district, scale } => {
+            crate::demo::demo(&engine, &district, scale, &log).await
+        }
     }
 }
 
@@ -46,7 +54,7 @@ fn build(name: &str, args: &[String], config: &std::path::Path) -> anyhow::Resul
     }
 }
 
-async fn start(
+pub(crate) async fn start(
     engine: &Engine,
     name: &str,
     args: &[String],
@@ -201,9 +209,46 @@ async fn analyze(config: &std::path::Path, engine: &Engine, json: bool) -> anyho
         say(&format!("cycle {}: {}", c.tables.join(" -> "), c.reason));
     }
     say(&format!("load order: {}", d.analysis.order.join(", ")));
+    if let Some(g) = &d.graph {
+        let nodes: u64 = g.labels.iter().map(|l| l.count).sum();
+        let rels: u64 = g.rel_types.iter().map(|r| r.count).sum();
+        say(&format!(
+            "graph {}: {} labels, {nodes} nodes; {} relationship types, {rels} relationships",
+            g.store,
+            g.labels.len(),
+            g.rel_types.len()
+        ));
+    }
     for f in &d.files {
         say(&format!("wrote {}", f.display()));
     }
+    Ok(exit::DONE)
+}
+
+/// `wf seed --env prod`: synthetic PROD in every configured store and the graph.
+async fn seed(
+    config: &std::path::Path,
+    engine: &Engine,
+    scale: u64,
+    cert_schema: bool,
+) -> anyhow::Result<u8> {
+    let cfg = wf_stores::Config::load(config)?;
+    if cert_schema {
+        for s in crate::seed::cert_schema(&cfg).await? {
+            say(&format!("created the empty schema in CERT store {s}"));
+        }
+    }
+    let work = engine.data().root().join("seed-work");
+    let started = std::time::Instant::now();
+    let s = crate::seed::seed(&cfg, scale.max(1), &work).await?;
+    let rows: u64 = s.rows.values().sum();
+    say(&format!(
+        "seeded PROD at scale {scale}: {rows} rows in {} tables, {} nodes, {} relationships ({:.1}s)",
+        s.rows.len(),
+        s.nodes,
+        s.rels,
+        started.elapsed().as_secs_f64()
+    ));
     Ok(exit::DONE)
 }
 
@@ -303,7 +348,11 @@ async fn rollback(
         .iter()
         .filter_map(|l| l.job.as_ref().filter(|j| !j.dry_run))
         .collect();
-    if jobs.is_empty() {
+    let graph_jobs: Vec<_> = loads
+        .iter()
+        .filter_map(|l| l.graph_job.as_ref().filter(|j| !j.dry_run))
+        .collect();
+    if jobs.is_empty() && graph_jobs.is_empty() {
         say(&format!(
             "run {run} loaded nothing into CERT: nothing to roll back"
         ));
@@ -329,6 +378,25 @@ async fn rollback(
         }
     }
     // Stores are independent transactions; children-first order holds inside each.
+    for job in &graph_jobs {
+        let g = cfg
+            .graph
+            .as_ref()
+            .filter(|g| g.name == job.store)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "graph store {} is no longer in {}",
+                    job.store,
+                    config_path.display()
+                )
+            })?;
+        let deleted = wf_stores::graph::load::rollback_graph(g, job).await?;
+        let n: u64 = deleted.iter().map(|(_, n)| n).sum();
+        say(&format!(
+            "graph {}: deleted {n} nodes and relationships",
+            job.store
+        ));
+    }
     for job in jobs.iter().rev() {
         let store = cfg.store(&job.store).ok_or_else(|| {
             anyhow::anyhow!(

@@ -3,10 +3,12 @@
 
 pub mod cli;
 mod commands;
+pub mod demo;
 pub mod logging;
 pub mod migrate;
 pub mod progress;
 pub mod registry;
 pub mod runner_args;
+pub mod seed;
 pub mod selftest;
 mod show;

@@ -210,13 +210,15 @@ impl Workflow for Migrate {
             },
         ];
         if !self.skip_load {
-            for s in &self.params.config.stores {
+            let cfg = &self.params.config;
+            let graph = cfg.graph.iter().map(|g| &g.name);
+            for name in cfg.stores.iter().map(|s| &s.name).chain(graph) {
                 let mut spec = StepSpec::new(
-                    format!("load/{}", s.name),
+                    format!("load/{name}"),
                     "migrate.load",
                     vec!["extract".into(), "anonymize".into()],
                 );
-                spec.params = s.name.clone().into_bytes();
+                spec.params = name.clone().into_bytes();
                 steps.push(spec);
             }
             checkpoints.push(Checkpoint {

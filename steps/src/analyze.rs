@@ -4,12 +4,15 @@
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use wf_stores::analysis::{add_virtual_fks, analyze, to_dot, Analysis};
+use wf_stores::graph::discover::{discover_graph, GraphSchema};
 use wf_stores::schema::StoreSchema;
 use wf_stores::{connect, Config, Side, StoreError};
 
 /// What `wf analyze` found, for its summary.
 pub struct Discovery {
     pub schemas: Vec<StoreSchema>,
+    /// The graph store's labels, relationship types and properties, if one is configured.
+    pub graph: Option<GraphSchema>,
     pub analysis: Analysis,
     pub files: Vec<PathBuf>,
 }
@@ -18,6 +21,8 @@ pub struct Discovery {
 struct SchemaFile<'a> {
     district_column: &'a str,
     stores: &'a [StoreSchema],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    graph: Option<&'a GraphSchema>,
 }
 
 /// Discovers every store on the PROD side (read-only) and writes the analysis files into `out`.
@@ -32,6 +37,10 @@ pub async fn discover(cfg: &Config, out: &Path) -> Result<Discovery, StoreError>
         message,
     })?;
     let analysis = analyze(&schemas);
+    let graph = match &cfg.graph {
+        Some(g) => Some(discover_graph(g).await?),
+        None => None,
+    };
     let staging = |path: &Path, message: String| StoreError::Staging {
         path: path.to_path_buf(),
         message,
@@ -40,6 +49,7 @@ pub async fn discover(cfg: &Config, out: &Path) -> Result<Discovery, StoreError>
     let schema_json = serde_json::to_vec_pretty(&SchemaFile {
         district_column: &cfg.district_column,
         stores: &schemas,
+        graph: graph.as_ref(),
     })
     .map_err(|e| staging(out, e.to_string()))?;
     let order_json =
@@ -58,6 +68,7 @@ pub async fn discover(cfg: &Config, out: &Path) -> Result<Discovery, StoreError>
     }
     Ok(Discovery {
         schemas,
+        graph,
         analysis,
         files,
     })

@@ -11,6 +11,9 @@ use std::sync::Arc;
 use wf_engine::{Artifact, Step, StepContext, StepError, StepOutput};
 use wf_stores::analysis::{add_virtual_fks, analyze};
 use wf_stores::extract::{extract_district, TableFile};
+use wf_stores::graph::extract::extract_graph;
+use wf_stores::graph::load::{load_graph, GraphLoad};
+use wf_stores::graph::stage::GraphFileKind;
 use wf_stores::load::{load_store, plan_loads, LoadOptions, LoadReport, StoreLoad, Strategy};
 use wf_stores::schema::StoreSchema;
 use wf_stores::staging::FileInfo;
@@ -58,6 +61,25 @@ pub struct ExtractOut {
     pub schemas: Vec<StoreSchema>,
     pub files: Vec<StagedTable>,
     pub snapshots: BTreeMap<String, String>,
+    /// The graph store's files (nodes per label, relationships per type and end labels).
+    #[serde(default)]
+    pub graph: Vec<GraphStaged>,
+}
+
+/// A staged graph file as journaled.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GraphStaged {
+    pub staged: StagedTable,
+    pub kind: GraphFileKind,
+}
+
+impl ExtractOut {
+    /// Every raw file, relational and graph.
+    pub fn all_files(&self) -> impl Iterator<Item = &StagedTable> {
+        self.files
+            .iter()
+            .chain(self.graph.iter().map(|g| &g.staged))
+    }
 }
 
 /// Output of `anonymize`.
@@ -73,6 +95,9 @@ pub struct LoadOut {
     pub store: String,
     pub job: Option<StoreLoad>,
     pub report: Option<LoadReport>,
+    /// The graph store's load, for `load/<graph>`.
+    #[serde(default)]
+    pub graph_job: Option<GraphLoad>,
 }
 
 fn store_err(e: StoreError) -> StepError {
@@ -95,18 +120,44 @@ impl Step for ExtractStep {
         let ex = extract_district(&p.config, &p.district, &raw, p.batch_rows)
             .await
             .map_err(store_err)?;
-        let rows: u64 = ex.files.iter().map(|f| f.file.rows).sum();
+        let mut rows: u64 = ex.files.iter().map(|f| f.file.rows).sum();
+        let mut graph = Vec::new();
+        let (mut nodes, mut rels) = (0, 0);
+        if let Some(g) = &p.config.graph {
+            let gx = extract_graph(g, &p.district, &raw, p.batch_rows)
+                .await
+                .map_err(store_err)?;
+            (nodes, rels) = (gx.nodes, gx.rels);
+            for f in gx.files {
+                graph.push(GraphStaged {
+                    staged: StagedTable {
+                        table: f.table,
+                        path: f.file.path,
+                        rows: f.file.rows,
+                        bytes: f.file.bytes,
+                        sha256: f.file.sha256,
+                    },
+                    kind: f.kind,
+                });
+            }
+            rows += nodes + rels;
+        }
         cx.progress.rows(rows);
         let out = ExtractOut {
             schemas: ex.schemas,
             files: ex.files.iter().map(StagedTable::from).collect(),
             snapshots: ex.snapshots,
+            graph,
         };
         let mut output = StepOutput::with_value(&out)?;
         output.metrics.insert("rows".into(), rows);
         output
             .metrics
             .insert("tables".into(), out.files.len() as u64);
+        if p.config.graph.is_some() {
+            output.metrics.insert("nodes".into(), nodes);
+            output.metrics.insert("relationships".into(), rels);
+        }
         // The raw files are not artifacts: purge-raw deletes them on purpose.
         Ok(output)
     }
@@ -130,7 +181,7 @@ impl Step for AnonymizeStep {
     async fn run(&self, cx: &StepContext) -> Result<StepOutput, StepError> {
         let p = self.0.clone();
         let ex: ExtractOut = cx.input("extract")?;
-        if let Some(gone) = ex.files.iter().find(|f| !f.path.exists()) {
+        if let Some(gone) = ex.all_files().find(|f| !f.path.exists()) {
             return Err(StepError::Fatal(format!(
                 "raw staging {} is gone (purged after anonymization); start a new run to extract again",
                 gone.path.display()
@@ -146,7 +197,7 @@ impl Step for AnonymizeStep {
                 p.key_fingerprint
             )));
         }
-        let inputs: Vec<TableInput> = ex
+        let mut inputs: Vec<TableInput> = ex
             .files
             .iter()
             .map(|f| {
@@ -171,9 +222,13 @@ impl Step for AnonymizeStep {
                     table: f.table.clone(),
                     file: f.path.clone(),
                     unique,
+                    rule_as: table.map(|t| fk_aliases(t, &p.config)).unwrap_or_default(),
                 }
             })
             .collect();
+        if let Some(g) = &p.config.graph {
+            inputs.extend(ex.graph.iter().map(|f| graph_input(g, f)));
+        }
         let out_dir = cx.artifact_dir.join("anon");
         let report_path = cx.artifact_dir.join("anonymization-report.json");
         let rules_file = p.rules_file.clone();
@@ -227,7 +282,7 @@ impl Step for PurgeRawStep {
     async fn run(&self, cx: &StepContext) -> Result<StepOutput, StepError> {
         let ex: ExtractOut = cx.input("extract")?;
         let mut removed = 0u64;
-        for f in &ex.files {
+        for f in ex.all_files() {
             match std::fs::remove_file(&f.path) {
                 Ok(()) => removed += 1,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -257,6 +312,9 @@ impl Step for LoadStep {
         let p = &self.params;
         let ex: ExtractOut = cx.input("extract")?;
         let anon: AnonymizeOut = cx.input("anonymize")?;
+        if let Some(g) = p.config.graph.as_ref().filter(|g| g.name == self.store) {
+            return load_graph_step(cx, p, g, &anon).await;
+        }
         let mut schemas = ex.schemas.clone();
         add_virtual_fks(&mut schemas, &p.config).map_err(StepError::Fatal)?;
         let analysis = analyze(&schemas);
@@ -297,8 +355,100 @@ impl Step for LoadStep {
             store: self.store.clone(),
             job,
             report,
+            graph_job: None,
         })?;
         out.metrics.insert("rows".into(), rows);
         Ok(out)
     }
+}
+
+/// Rule aliases for a table's single-column foreign keys (declared and virtual): an FK column with
+/// no exact rule of its own takes its parent column's rule, so anonymized keys still join.
+fn fk_aliases(t: &wf_stores::schema::Table, cfg: &Config) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for fk in t.foreign_keys.iter().filter(|f| f.columns.len() == 1) {
+        out.insert(
+            fk.columns[0].clone(),
+            format!("{}.{}", fk.ref_table, fk.ref_columns[0]),
+        );
+    }
+    for v in &cfg.virtual_fks {
+        if let Some((table, col)) = v.from.rsplit_once('.') {
+            if table == t.id() {
+                out.insert(col.to_string(), v.to.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The anonymizer's view of a graph file: the key is unique per label; relationship ends take the
+/// rule of their nodes' key; linked properties take their relational column's rule.
+fn graph_input(g: &wf_stores::graph::GraphConfig, f: &GraphStaged) -> TableInput {
+    let key = &g.key_property;
+    let mut rule_as = BTreeMap::new();
+    let mut unique = Vec::new();
+    match &f.kind {
+        GraphFileKind::Nodes { label } => {
+            unique.push(key.clone());
+            for (from, to) in g.link_aliases() {
+                if let Some(prop) = from.strip_prefix(&format!("{}.{label}.", g.name)) {
+                    rule_as.insert(prop.to_string(), to);
+                }
+            }
+        }
+        GraphFileKind::Rels { start, end, .. } => {
+            rule_as.insert("_start".into(), format!("{}.{start}.{key}", g.name));
+            rule_as.insert("_end".into(), format!("{}.{end}.{key}", g.name));
+        }
+    }
+    TableInput {
+        table: f.staged.table.clone(),
+        file: f.staged.path.clone(),
+        unique,
+        rule_as,
+    }
+}
+
+/// `load/<graph>`: the anonymized graph files into CERT, in one transaction.
+async fn load_graph_step(
+    cx: &StepContext,
+    p: &MigrateParams,
+    g: &wf_stores::graph::GraphConfig,
+    anon: &AnonymizeOut,
+) -> Result<StepOutput, StepError> {
+    let prefix = format!("{}.", g.name);
+    let files: Vec<PathBuf> = anon
+        .files
+        .iter()
+        .filter(|f| f.table.starts_with(&prefix))
+        .map(|f| f.path.clone())
+        .collect();
+    let job = (!files.is_empty()).then(|| GraphLoad {
+        run_key: cx.idempotency_key.clone(),
+        store: g.name.clone(),
+        files,
+        manifest: cx
+            .artifact_dir
+            .join("manifests")
+            .join(format!("{}.created.jsonl", g.name)),
+        strategy: p.strategy,
+        dry_run: p.dry_run,
+    });
+    let report = match &job {
+        Some(j) => Some(load_graph(g, j).await.map_err(store_err)?),
+        None => None,
+    };
+    let rows = report
+        .as_ref()
+        .map(|r| r.tables.iter().map(|t| t.inserted).sum())
+        .unwrap_or(0);
+    let mut out = StepOutput::with_value(&LoadOut {
+        store: g.name.clone(),
+        job: None,
+        report,
+        graph_job: job,
+    })?;
+    out.metrics.insert("rows".into(), rows);
+    Ok(out)
 }

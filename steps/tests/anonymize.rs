@@ -133,11 +133,13 @@ fn fixture(dir: &Path, remarks: &'static str) -> Vec<TableInput> {
             table: "ids.students".into(),
             file: students,
             unique: vec!["id".into(), "email".into()],
+            rule_as: Default::default(),
         },
         TableInput {
             table: "hcp1.contacts".into(),
             file: contacts,
             unique: vec!["id".into()],
+            rule_as: Default::default(),
         },
     ]
 }
@@ -260,6 +262,7 @@ fn unique_columns_stay_unique_under_forced_collisions() {
         table: "ids.people".into(),
         file,
         unique: vec!["id".into(), "nickname".into()],
+        rule_as: Default::default(),
     };
     let out = dir.path().join("anon");
     anonymize(&[input], &rules, Path::new("r.toml"), &key(), &out).expect("anonymize");
@@ -293,6 +296,7 @@ fn leak_scan_fails_on_a_kept_copy_of_anonymized_values() {
         table: "hcp1.audit".into(),
         file: copy,
         unique: vec![],
+        rule_as: Default::default(),
     });
     let rules = Rules::parse(
         &format!("{RULES}\n[[rules]]\nfield = \"hcp1.audit.contact\"\nstrategy = \"keep\"\n"),

@@ -64,7 +64,10 @@ pub fn detect_values<'a>(sample: impl Iterator<Item = &'a str>) -> Vec<Detector>
         if p.email.is_match(t) {
             email += 1;
         }
-        if p.phone.is_match(t) && t.chars().filter(char::is_ascii_digit).count() >= 7 {
+        if p.phone.is_match(t)
+            && t.chars().filter(char::is_ascii_digit).count() >= 7
+            && !looks_like_date(t)
+        {
             phone += 1;
         }
         if p.first_names
@@ -119,5 +122,29 @@ mod tests {
         let d = detect_values(["lives at 12 Oak Tree Lane", "x"].into_iter());
         assert_eq!(d, [Detector::StreetAddress]);
         assert!(detect_values(["K", "01", "02"].into_iter()).is_empty());
+    }
+}
+
+/// ISO dates and timestamps (`2026-09-07`, `2026-09-07 08:15:00`) are not phone numbers.
+fn looks_like_date(t: &str) -> bool {
+    let b = t.as_bytes();
+    b.len() >= 10
+        && b[..4].iter().all(u8::is_ascii_digit)
+        && b[4] == b'-'
+        && b[5..7].iter().all(u8::is_ascii_digit)
+        && b[7] == b'-'
+        && b[8..10].iter().all(u8::is_ascii_digit)
+        && (b.len() == 10 || b[10] == b' ' || b[10] == b'T')
+}
+
+#[cfg(test)]
+mod date_tests {
+    #[test]
+    fn dates_are_not_phones() {
+        let d =
+            super::detect_values(["2026-09-07", "2026-09-08 08:15:00", "2025-01-01"].into_iter());
+        assert!(d.is_empty(), "{d:?}");
+        let p = super::detect_values(["(555) 123-4567", "+1 555 123 4567"].into_iter());
+        assert_eq!(p, vec![super::Detector::Phone]);
     }
 }

@@ -151,6 +151,13 @@ impl Rules {
         Rules::parse(&text, file)
     }
 
+    /// True when a rule names `field` exactly.
+    pub fn has_field(&self, field: &str) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.spec.field.as_deref() == Some(field))
+    }
+
     /// The rule for `field` (`store.table.column`), given what the detector found in its values.
     pub fn rule_for(&self, field: &str, detected: &[Detector]) -> Option<&Rule> {
         let exact = self

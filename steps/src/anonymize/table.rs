@@ -18,6 +18,19 @@ pub struct TableInput {
     pub file: PathBuf,
     /// Columns whose values must stay unique (single-column primary key or unique constraint).
     pub unique: Vec<String>,
+    /// Columns that take another field's rule unless they have an exact rule of their own: foreign
+    /// keys take their parent column's, relationship ends their nodes' key's, graph links their
+    /// relational column's — so equal values anonymize alike and still join.
+    pub rule_as: BTreeMap<String, String>,
+}
+
+/// The field whose rule applies to `column` of `t`.
+fn rule_field(t: &TableInput, rules: &Rules, column: &str) -> String {
+    let own = format!("{}.{column}", t.table);
+    match t.rule_as.get(column) {
+        Some(other) if !rules.has_field(&own) => other.clone(),
+        _ => own,
+    }
 }
 
 /// What happened to one field.
@@ -195,6 +208,7 @@ pub fn anonymize(
 ) -> Result<Report, AnonError> {
     // 1. Classify every field from its name and a sample of its values.
     let mut detected: HashMap<String, Vec<Detector>> = HashMap::new();
+    let mut lookup: HashMap<String, String> = HashMap::new();
     for t in inputs {
         let reader = open(&t.file)?;
         let cols = columns_of(&reader.schema()).map_err(AnonError::Rule)?;
@@ -220,6 +234,7 @@ pub fn anonymize(
         }
         for (c, s) in cols.iter().zip(samples) {
             let field = format!("{}.{}", t.table, c.name);
+            lookup.insert(field.clone(), rule_field(t, rules, &c.name));
             let mut d = detect_values(s.iter().map(String::as_str));
             if name_flags(&field) {
                 d.insert(0, Detector::Name);
@@ -229,7 +244,7 @@ pub fn anonymize(
     }
     let mut missing: Vec<String> = detected
         .iter()
-        .filter(|(f, d)| !d.is_empty() && rules.rule_for(f, d).is_none())
+        .filter(|(f, d)| !d.is_empty() && rules.rule_for(lookup.get(*f).unwrap_or(f), d).is_none())
         .map(|(f, d)| {
             format!(
                 "{f} ({})",
@@ -327,7 +342,10 @@ fn anonymize_file(
         .iter()
         .map(|c| {
             let f = field(&c.name);
-            let rule = rules.rule_for(&f, detected.get(&f).map(Vec::as_slice).unwrap_or(&[]));
+            let rule = rules.rule_for(
+                &rule_field(t, rules, &c.name),
+                detected.get(&f).map(Vec::as_slice).unwrap_or(&[]),
+            );
             let entity = rule
                 .and_then(|r| r.spec.entity.as_ref())
                 .and_then(|e| cols.iter().position(|x| &x.name == e));
