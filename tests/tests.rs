@@ -5,6 +5,7 @@
 //! - `migrate`: `wf run migrate` and `wf rollback` end to end on embedded SQLite stores.
 //! - `crash`: SIGKILL at random moments and at every failpoint, then `wf resume`.
 //! - `demo`: `wf demo` (seed + migrate + rollback) on embedded stores and the embedded graph.
+//! - `validation`: the gate on crafted bad inputs, sql rules in the load transaction, `wf validate`.
 //! - `control`: recover from a checkpoint, pause, cancel, SIGTERM, concurrent resumes.
 
 mod util;
@@ -15,3 +16,4 @@ mod control;
 mod crash;
 mod demo;
 mod migrate;
+mod validation;

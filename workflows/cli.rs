@@ -107,6 +107,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check CERT against a migrate run: row counts, checksums, references, PII leak scan.
+    Validate {
+        run: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write and print a migrate run's report (reports/<run>.md and .json).
+    Report {
+        run: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Fill empty PROD stores with synthetic rostering data (never real PROD: it refuses tables).
     Seed {
         /// Which side to seed: only `prod` (synthetic PROD for demos, tests and benchmarks).

@@ -32,6 +32,10 @@ pub async fn dispatch(cli: Cli, log: RunLog) -> anyhow::Result<u8> {
         Command::Status { run, json, all } => show::status(&engine, &run, json, all),
         Command::Checkpoints { run, json } => show::checkpoints(&engine, &run, json),
         Command::Log { run, json } => show::log(&engine, &run, json),
+        Command::Validate { run, json } => {
+            crate::post::validate(&engine, &run, &cli.config, json).await
+        }
+        Command::Report { run, json } => crate::post::report(&engine, &run, json),
         Command::Seed {
             env: _,
             scale,
@@ -121,12 +125,19 @@ async fn execute(
     let stop = Stop::default();
     let signals = tokio::spawn(watch_signals(stop.clone(), id.clone()));
     tracing::info!(run = %id, workflow = %open.run.workflow, generation = open.run.generation, "Runner starting");
+    let is_migrate = built.workflow.name() == "migrate";
     let outcome = engine
         .execute(open, built.workflow, options, Arc::new(Bars::new()), stop)
         .await;
     signals.abort();
     let outcome = outcome?;
     tracing::info!(run = %id, ?outcome, "Runner finished");
+    if is_migrate {
+        match crate::report::write(engine, &id) {
+            Ok(p) => say(&format!("report: {}", p.display())),
+            Err(e) => eprintln!("wf: run {id}: could not write its report: {e}"),
+        }
+    }
     Ok(match outcome {
         Outcome::Done => {
             say(&format!("run {id} done"));

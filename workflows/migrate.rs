@@ -11,6 +11,7 @@ use std::sync::Arc;
 use wf_engine::{Checkpoint, EngineError, Plan, Step, StepSpec, Workflow};
 use wf_steps::anonymize::{AnonKey, Rules};
 use wf_steps::migrate::{AnonymizeStep, ExtractStep, LoadStep, MigrateParams, PurgeRawStep};
+use wf_steps::validate::ValidateStep;
 use wf_stores::load::Strategy;
 use wf_stores::Config;
 
@@ -111,6 +112,27 @@ impl Migrate {
         let rules = Rules::parse(&rules_text, &rules_file).map_err(BuildFailure::Failed)?;
         let key =
             AnonKey::from_env(&rules.key_env).map_err(|e| BuildFailure::Failed(e.to_string()))?;
+        let validation_file = config.validation_rules.as_ref().map(|v| {
+            if v.is_absolute() {
+                v.clone()
+            } else {
+                base.join(v)
+            }
+        });
+        let validation_text = match &validation_file {
+            Some(f) => {
+                let text = std::fs::read_to_string(f).map_err(|e| {
+                    BuildFailure::Failed(format!(
+                        "validation rules {}: cannot read it ({e})",
+                        f.display()
+                    ))
+                })?;
+                wf_steps::validate::ValidationRules::parse(&text, f)
+                    .map_err(BuildFailure::Failed)?;
+                text
+            }
+            None => String::new(),
+        };
         if parsed.district.trim().is_empty() {
             return Err(BuildFailure::Usage(usage(
                 "--district must not be empty".into(),
@@ -118,7 +140,7 @@ impl Migrate {
         }
         let hash = hex::encode(Sha256::digest(
             format!(
-                "{config_text}\u{0}{rules_text}\u{0}{}\u{0}{}\u{0}{}\u{0}{:?}\u{0}{}",
+                "{config_text}\u{0}{rules_text}\u{0}{validation_text}\u{0}{}\u{0}{}\u{0}{}\u{0}{:?}\u{0}{}",
                 key.fingerprint(),
                 parsed.district,
                 parsed.dry_run,
@@ -144,6 +166,7 @@ impl Migrate {
         let params = MigrateParams {
             config,
             rules_file,
+            validation_file,
             district: parsed.district.clone(),
             batch_rows: parsed.batch_rows.max(1),
             strategy: parsed.strategy,
@@ -198,6 +221,11 @@ impl Workflow for Migrate {
                 "migrate.purge",
                 vec!["anonymize".into(), "extract".into()],
             ),
+            StepSpec::new(
+                "validate",
+                "migrate.validate",
+                vec!["extract".into(), "anonymize".into()],
+            ),
         ];
         let mut checkpoints = vec![
             Checkpoint {
@@ -208,6 +236,10 @@ impl Workflow for Migrate {
                 name: "anonymized".into(),
                 steps: vec!["anonymize".into()],
             },
+            Checkpoint {
+                name: "validated".into(),
+                steps: vec!["validate".into()],
+            },
         ];
         if !self.skip_load {
             let cfg = &self.params.config;
@@ -216,7 +248,7 @@ impl Workflow for Migrate {
                 let mut spec = StepSpec::new(
                     format!("load/{name}"),
                     "migrate.load",
-                    vec!["extract".into(), "anonymize".into()],
+                    vec!["extract".into(), "anonymize".into(), "validate".into()],
                 );
                 spec.params = name.clone().into_bytes();
                 steps.push(spec);
@@ -234,6 +266,7 @@ impl Workflow for Migrate {
             "migrate.extract" => Arc::new(ExtractStep(self.params.clone())),
             "migrate.anonymize" => Arc::new(AnonymizeStep(self.params.clone())),
             "migrate.purge" => Arc::new(PurgeRawStep),
+            "migrate.validate" => Arc::new(ValidateStep(self.params.clone())),
             "migrate.load" => Arc::new(LoadStep {
                 params: self.params.clone(),
                 store: String::from_utf8_lossy(&spec.params).into_owned(),

@@ -5,3 +5,4 @@ pub mod analyze;
 pub mod anonymize;
 pub mod migrate;
 pub mod selftest;
+pub mod validate;

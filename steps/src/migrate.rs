@@ -25,6 +25,8 @@ pub struct MigrateParams {
     pub config: Config,
     /// The anonymization rules file (resolved against wf.toml's directory).
     pub rules_file: PathBuf,
+    /// The validation rules file, if the config names one.
+    pub validation_file: Option<PathBuf>,
     pub district: String,
     pub batch_rows: usize,
     pub strategy: Strategy,
@@ -100,8 +102,10 @@ pub struct LoadOut {
     pub graph_job: Option<GraphLoad>,
 }
 
-fn store_err(e: StoreError) -> StepError {
-    if e.is_retryable() {
+pub(crate) fn store_err(e: StoreError) -> StepError {
+    if matches!(e, StoreError::Rule { .. }) {
+        StepError::Gate(e.to_string())
+    } else if e.is_retryable() {
         StepError::Retryable(e.to_string())
     } else {
         StepError::Fatal(e.to_string())
@@ -246,6 +250,14 @@ impl Step for AnonymizeStep {
             serde_json::to_vec_pretty(&report).map_err(|e| StepError::Fatal(e.to_string()))?;
         std::fs::write(&report_path, json)
             .map_err(|e| StepError::Retryable(format!("{}: {e}", report_path.display())))?;
+        let hashes: Vec<u8> = report
+            .original_hashes
+            .iter()
+            .flat_map(|h| h.to_le_bytes())
+            .collect();
+        let hashes_path = cx.artifact_dir.join("leak-hashes.bin");
+        std::fs::write(&hashes_path, hashes)
+            .map_err(|e| StepError::Retryable(format!("{}: {e}", hashes_path.display())))?;
         let files: Vec<StagedTable> = report
             .files
             .iter()
@@ -315,31 +327,16 @@ impl Step for LoadStep {
         if let Some(g) = p.config.graph.as_ref().filter(|g| g.name == self.store) {
             return load_graph_step(cx, p, g, &anon).await;
         }
-        let mut schemas = ex.schemas.clone();
-        add_virtual_fks(&mut schemas, &p.config).map_err(StepError::Fatal)?;
-        let analysis = analyze(&schemas);
-        let files: Vec<TableFile> = anon
-            .files
-            .iter()
-            .map(|f| TableFile {
-                table: f.table.clone(),
-                file: FileInfo {
-                    path: f.path.clone(),
-                    rows: f.rows,
-                    bytes: f.bytes,
-                    sha256: f.sha256.clone(),
-                },
-            })
-            .collect();
-        let opts = LoadOptions {
-            run_key: cx.idempotency_key.clone(),
-            manifest_dir: cx.artifact_dir.join("manifests"),
-            strategy: p.strategy,
-            dry_run: p.dry_run,
-        };
-        let job = plan_loads(&p.config, &ex.schemas, &analysis, &files, &opts)
-            .into_iter()
-            .find(|j| j.store == self.store);
+        let job = store_jobs(
+            p,
+            &ex,
+            &anon,
+            &cx.idempotency_key,
+            &cx.artifact_dir.join("manifests"),
+            p.dry_run,
+        )?
+        .into_iter()
+        .find(|j| j.store == self.store);
         let store = p.config.store(&self.store).ok_or_else(|| {
             StepError::Fatal(format!("store {} is not in the config", self.store))
         })?;
@@ -451,4 +448,55 @@ async fn load_graph_step(
     })?;
     out.metrics.insert("rows".into(), rows);
     Ok(out)
+}
+
+/// The run's validation rules (none when the config names no file).
+pub(crate) fn validation_rules(
+    p: &MigrateParams,
+) -> Result<crate::validate::ValidationRules, StepError> {
+    match &p.validation_file {
+        Some(f) => crate::validate::ValidationRules::load(f).map_err(StepError::Fatal),
+        None => Ok(Default::default()),
+    }
+}
+
+/// The relational loads of a run, one per store, with each store's `sql` rules attached.
+pub(crate) fn store_jobs(
+    p: &MigrateParams,
+    ex: &ExtractOut,
+    anon: &AnonymizeOut,
+    run_key: &str,
+    manifest_dir: &Path,
+    dry_run: bool,
+) -> Result<Vec<StoreLoad>, StepError> {
+    let mut schemas = ex.schemas.clone();
+    add_virtual_fks(&mut schemas, &p.config).map_err(StepError::Fatal)?;
+    let analysis = analyze(&schemas);
+    let files: Vec<TableFile> = anon
+        .files
+        .iter()
+        .map(|f| TableFile {
+            table: f.table.clone(),
+            file: FileInfo {
+                path: f.path.clone(),
+                rows: f.rows,
+                bytes: f.bytes,
+                sha256: f.sha256.clone(),
+            },
+        })
+        .collect();
+    let rules = validation_rules(p)?;
+    let opts = LoadOptions {
+        run_key: run_key.to_string(),
+        manifest_dir: manifest_dir.to_path_buf(),
+        strategy: p.strategy,
+        dry_run,
+    };
+    Ok(plan_loads(&p.config, &ex.schemas, &analysis, &files, &opts)
+        .into_iter()
+        .map(|mut j| {
+            j.checks = rules.sql_checks(&j.store);
+            j
+        })
+        .collect())
 }

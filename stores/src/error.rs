@@ -29,6 +29,13 @@ pub enum StoreError {
     },
     #[error("store {store}: {message}")]
     Query { store: String, message: String },
+    /// A business rule run in the load transaction found violations; the load was rolled back.
+    #[error("store {store}: validation rule `{rule}` found {violations} violating rows; the load was rolled back and CERT is unchanged")]
+    Rule {
+        store: String,
+        rule: String,
+        violations: u64,
+    },
     #[error("staging file {path}: {message}")]
     Staging { path: PathBuf, message: String },
 }

@@ -264,3 +264,30 @@ pub async fn extract_district_with_limit(
         snapshots,
     })
 }
+
+/// Opens `store` on `side` read-only: its schema and a snapshot to read rows by key (validation
+/// uses it on CERT).
+pub async fn open_snapshot(
+    store: &crate::StoreConfig,
+    side: Side,
+) -> Result<(crate::schema::StoreSchema, Snap), StoreError> {
+    let url = store.url(side)?;
+    Ok(match store.kind {
+        StoreKind::Postgres => {
+            let p = PgStore::connect(&store.name, &url, side).await?;
+            let schema = p.introspect().await?;
+            (
+                schema,
+                Snap::Pg(PgSnapshot::begin(&store.name, p.pool()).await?),
+            )
+        }
+        StoreKind::Sqlite => {
+            let q = SqliteStore::connect(&store.name, &url, side).await?;
+            let schema = q.introspect().await?;
+            (
+                schema,
+                Snap::Sqlite(SqliteSnapshot::begin(&store.name, q.pool()).await?),
+            )
+        }
+    })
+}

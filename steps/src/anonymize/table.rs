@@ -52,6 +52,10 @@ pub struct Report {
     pub files: Vec<(String, FileInfo)>,
     /// Fields where an original value was found after anonymization, with counts (never values).
     pub leaks: Vec<(String, u64)>,
+    /// Keyed hashes of the anonymized originals, sorted (kept for the leak scan of `wf validate`;
+    /// without the key they reveal nothing).
+    #[serde(skip)]
+    pub original_hashes: Vec<u64>,
 }
 
 /// Why anonymization stopped.
@@ -94,7 +98,8 @@ enum Out {
     Bytes(Vec<u8>),
 }
 
-fn leak_hash(key: &AnonKey, text: &str) -> u64 {
+/// The keyed hash the leak scans compare (values shorter than 4 characters are not scanned).
+pub fn leak_hash(key: &AnonKey, text: &str) -> u64 {
     key.short_hash(text.as_bytes())
 }
 
@@ -317,11 +322,14 @@ pub fn anonymize(
             .join(", ");
         return Err(AnonError::Leak(list));
     }
+    let mut original_hashes: Vec<u64> = originals.into_iter().collect();
+    original_hashes.sort_unstable();
     Ok(Report {
         key_fingerprint: key.fingerprint(),
         fields,
         files,
         leaks,
+        original_hashes,
     })
 }
 

@@ -60,6 +60,7 @@ pub async fn load_graph(cfg: &GraphConfig, job: &GraphLoad) -> Result<LoadReport
             Ok(LoadReport {
                 already_loaded: true,
                 tables: Vec::new(),
+                checks: Vec::new(),
             })
         }
         Ok(Some(tables)) => {
@@ -71,6 +72,7 @@ pub async fn load_graph(cfg: &GraphConfig, job: &GraphLoad) -> Result<LoadReport
             Ok(LoadReport {
                 already_loaded: false,
                 tables,
+                checks: Vec::new(),
             })
         }
         Err(e) => {

@@ -54,6 +54,58 @@ pub struct StoreLoad {
     pub manifest_dir: PathBuf,
     /// Roll back instead of committing (`--dry-run`).
     pub dry_run: bool,
+    /// Business rules run in the transaction before commit.
+    #[serde(default)]
+    pub checks: Vec<SqlCheck>,
+}
+
+/// A business rule run inside the load transaction before commit: a query returning the violating
+/// rows. A blocking rule with violations rolls the whole store's load back.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SqlCheck {
+    pub name: String,
+    pub query: String,
+    pub severity: String,
+    pub blocking: bool,
+}
+
+/// What a `SqlCheck` found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SqlCheckResult {
+    pub name: String,
+    pub severity: String,
+    pub violations: u64,
+}
+
+/// The count query of a check (its query as a subquery).
+pub(crate) fn check_count_sql(c: &SqlCheck) -> String {
+    format!(
+        "select count(*) from ({}) wf_check",
+        c.query.trim().trim_end_matches(';')
+    )
+}
+
+/// Turns counted checks into results, or the error of the first blocking violation.
+pub(crate) fn check_outcome(
+    store: &str,
+    counted: Vec<(&SqlCheck, i64)>,
+) -> Result<Vec<SqlCheckResult>, StoreError> {
+    let mut out = Vec::new();
+    for (c, n) in counted {
+        if c.blocking && n > 0 {
+            return Err(StoreError::Rule {
+                store: store.to_string(),
+                rule: c.name.clone(),
+                violations: n as u64,
+            });
+        }
+        out.push(SqlCheckResult {
+            name: c.name.clone(),
+            severity: c.severity.clone(),
+            violations: n as u64,
+        });
+    }
+    Ok(out)
 }
 
 /// What a load did, per table.
@@ -70,6 +122,9 @@ pub struct LoadReport {
     /// The marker was found: an earlier execution committed this load.
     pub already_loaded: bool,
     pub tables: Vec<TableReport>,
+    /// Results of the business rules run in the transaction.
+    #[serde(default)]
+    pub checks: Vec<SqlCheckResult>,
 }
 
 /// The staged rows of a file, batch by batch.
@@ -278,6 +333,7 @@ pub fn plan_loads(
                 tables,
                 manifest_dir: manifest_dir.to_path_buf(),
                 dry_run,
+                checks: Vec::new(),
             });
         }
     }

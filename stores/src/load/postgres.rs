@@ -111,6 +111,7 @@ pub async fn load(pool: &PgPool, job: &StoreLoad) -> Result<LoadReport, StoreErr
         return Ok(LoadReport {
             already_loaded: true,
             tables: Vec::new(),
+            checks: Vec::new(),
         });
     }
     let mut reports = Vec::new();
@@ -231,6 +232,18 @@ pub async fn load(pool: &PgPool, job: &StoreLoad) -> Result<LoadReport, StoreErr
         .await
         .map_err(err)?;
     }
+    let mut counted = Vec::new();
+    for c in &job.checks {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(super::check_count_sql(c)))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| StoreError::Query {
+                store: store.to_string(),
+                message: format!("validation rule `{}`: {e}", c.name),
+            })?;
+        counted.push((c, n));
+    }
+    let checks = super::check_outcome(store, counted)?;
     if job.dry_run {
         tx.rollback().await.map_err(err)?;
     } else {
@@ -239,6 +252,7 @@ pub async fn load(pool: &PgPool, job: &StoreLoad) -> Result<LoadReport, StoreErr
     Ok(LoadReport {
         already_loaded: false,
         tables: reports,
+        checks,
     })
 }
 

@@ -164,6 +164,7 @@ async fn load_in_tx(
         return Ok(LoadReport {
             already_loaded: true,
             tables: Vec::new(),
+            checks: Vec::new(),
         });
     }
     sqlx::raw_sql(MARKERS)
@@ -187,9 +188,22 @@ async fn load_in_tx(
         .await
         .map_err(err)?;
     }
+    let mut counted = Vec::new();
+    for c in &job.checks {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(super::check_count_sql(c)))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| StoreError::Query {
+                store: store.to_string(),
+                message: format!("validation rule `{}`: {e}", c.name),
+            })?;
+        counted.push((c, n));
+    }
+    let checks = super::check_outcome(store, counted)?;
     Ok(LoadReport {
         already_loaded: false,
         tables: reports,
+        checks,
     })
 }
 

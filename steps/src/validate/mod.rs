@@ -1,0 +1,153 @@
+//! The validation gate: checks on the anonymized staging before CERT is touched (schema against
+//! CERT, nullability, uniqueness, referential integrity inside the subset and against CERT,
+//! conflicts with CERT rows, graph ends and links, business rules, the PII leak scan), counted per
+//! category, ending PASSED, PASSED_WITH_WARNINGS or FAILED. `sql` rules run in the load transaction.
+
+mod business;
+mod graph_checks;
+pub mod post;
+pub mod rules;
+mod scan;
+pub mod step;
+
+pub use rules::{Severity, ValidationRules};
+pub use scan::{validate, ValidateInput};
+pub use step::{ValidateOut, ValidateStep};
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The gate's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Gate {
+    Passed,
+    PassedWithWarnings,
+    Failed,
+}
+
+impl Gate {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Gate::Passed => "PASSED",
+            Gate::PassedWithWarnings => "PASSED_WITH_WARNINGS",
+            Gate::Failed => "FAILED",
+        }
+    }
+}
+
+/// Checks run, passed and failed in one category.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CategoryCount {
+    pub run: u64,
+    pub passed: u64,
+    pub failed: u64,
+}
+
+/// One failed check: where, how bad, how many rows, a few example keys (anonymized values only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    pub category: String,
+    pub check: String,
+    pub table: String,
+    pub severity: Severity,
+    pub violations: u64,
+    pub examples: Vec<String>,
+    pub message: String,
+}
+
+/// What validation found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidationReport {
+    pub status: Gate,
+    pub categories: BTreeMap<String, CategoryCount>,
+    pub findings: Vec<Finding>,
+    pub tables: u64,
+    pub rows: u64,
+    pub seconds: f64,
+}
+
+/// Example keys kept per finding.
+pub const EXAMPLES: usize = 3;
+
+/// Collects check results as they come.
+#[derive(Default)]
+pub struct Tally {
+    pub categories: BTreeMap<String, CategoryCount>,
+    pub findings: Vec<Finding>,
+}
+
+impl Tally {
+    /// Records one check: passed when `violations` is 0.
+    #[allow(clippy::too_many_arguments)]
+    pub fn check(
+        &mut self,
+        category: &str,
+        check: &str,
+        table: &str,
+        severity: Severity,
+        violations: u64,
+        examples: Vec<String>,
+        message: String,
+    ) {
+        let c = self.categories.entry(category.to_string()).or_default();
+        c.run += 1;
+        if violations == 0 {
+            c.passed += 1;
+            return;
+        }
+        c.failed += 1;
+        self.findings.push(Finding {
+            category: category.to_string(),
+            check: check.to_string(),
+            table: table.to_string(),
+            severity,
+            violations,
+            examples: examples.into_iter().take(EXAMPLES).collect(),
+            message,
+        });
+    }
+
+    /// The verdict and the report.
+    pub fn finish(mut self, tables: u64, rows: u64, seconds: f64) -> ValidationReport {
+        self.findings
+            .sort_by(|a, b| b.severity.cmp(&a.severity).then(a.table.cmp(&b.table)));
+        let status = if self.findings.iter().any(|f| f.severity.blocks()) {
+            Gate::Failed
+        } else if self
+            .findings
+            .iter()
+            .any(|f| f.severity == Severity::Warning)
+        {
+            Gate::PassedWithWarnings
+        } else {
+            Gate::Passed
+        };
+        ValidationReport {
+            status,
+            categories: self.categories,
+            findings: self.findings,
+            tables,
+            rows,
+            seconds,
+        }
+    }
+}
+
+impl ValidationReport {
+    /// One line naming the blocking findings, for the run's error.
+    pub fn summary(&self) -> String {
+        let blocking: Vec<String> = self
+            .findings
+            .iter()
+            .filter(|f| f.severity.blocks())
+            .map(|f| format!("{} on {} ({} rows)", f.check, f.table, f.violations))
+            .collect();
+        format!(
+            "validation {}: {} blocking findings: {}",
+            self.status.as_str(),
+            blocking.len(),
+            blocking.join("; ")
+        )
+    }
+}

@@ -1,0 +1,344 @@
+//! Post-load validation (`wf validate <run>`): the run's rows in CERT equal the anonymized staging
+//! (row counts and an order-independent checksum per table, compared by primary key), every
+//! reference of those rows resolves in CERT (virtual FKs too), the graph's nodes and relationships
+//! are there, and the PII leak scan runs again on what CERT holds.
+
+use super::rules::Severity;
+use super::{Tally, ValidationReport};
+use crate::anonymize::table::leak_hash;
+use crate::anonymize::AnonKey;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use wf_stores::config::Side;
+use wf_stores::extract::{open_snapshot, Snap};
+use wf_stores::graph::stage::{GraphBatch, GraphFileKind, GraphFileReader};
+use wf_stores::graph::GValue;
+use wf_stores::schema::{StoreSchema, Table};
+use wf_stores::staging::{columns_of, open, value_at, ColType, Value};
+use wf_stores::subset::{Key, SnapshotReader};
+use wf_stores::{Config, StoreError};
+
+/// What post-load validation looks at.
+pub struct PostInput<'a> {
+    pub config: &'a Config,
+    /// PROD schemas, virtual FKs included.
+    pub schemas: &'a [StoreSchema],
+    pub files: Vec<(String, PathBuf)>,
+    pub graph_files: Vec<PathBuf>,
+    /// Fields anonymization passed through unchanged: scanned for originals.
+    pub passed_fields: HashSet<String>,
+    /// Sorted keyed hashes of the originals, and the key they were made with.
+    pub originals: Vec<u64>,
+    pub key: Option<&'a AnonKey>,
+}
+
+const LOOKUP: usize = 1000;
+
+/// A cell in one canonical text form, whichever side it was read from.
+fn canon(t: ColType, s: &str) -> String {
+    match t {
+        ColType::Float => s
+            .parse::<f64>()
+            .map(|f| f.to_string())
+            .unwrap_or_else(|_| s.into()),
+        ColType::Bool => match s {
+            "t" | "true" | "1" => "true".into(),
+            "f" | "false" | "0" => "false".into(),
+            other => other.into(),
+        },
+        ColType::Bytes => s.trim_start_matches("\\x").to_lowercase(),
+        _ => s.into(),
+    }
+}
+
+fn cell(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::Int(x) => Some(x.to_string()),
+        Value::Float(x) => Some(x.to_string()),
+        Value::Bool(x) => Some(x.to_string()),
+        Value::Text(t) => Some(t.to_string()),
+        Value::Bytes(b) => Some(hex::encode(b)),
+    }
+}
+
+fn row_hash(types: &[ColType], row: &[Option<String>]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for (t, v) in types.iter().zip(row) {
+        v.as_deref().map(|s| canon(*t, s)).hash(&mut h);
+    }
+    h.finish()
+}
+
+/// Checks CERT against the run's anonymized staging.
+pub async fn validate_loaded(inp: PostInput<'_>) -> Result<ValidationReport, StoreError> {
+    let started = std::time::Instant::now();
+    let mut tally = Tally::default();
+    let mut cert: HashMap<String, (StoreSchema, Snap)> = HashMap::new();
+    for s in &inp.config.stores {
+        cert.insert(s.name.clone(), open_snapshot(s, Side::Cert).await?);
+    }
+    let originals: HashSet<u64> = inp.originals.iter().copied().collect();
+    let prod: Vec<&Table> = inp.schemas.iter().flat_map(|s| &s.tables).collect();
+    let mut rows_total = 0;
+    for (table, path) in &inp.files {
+        let (store, name) = table.split_once('.').unwrap_or(("", table));
+        let Some(ct) = cert
+            .get(store)
+            .and_then(|(s, _)| s.tables.iter().find(|t| t.name == name))
+            .cloned()
+        else {
+            tally.check(
+                "cert_contents",
+                "table exists",
+                table,
+                Severity::Error,
+                1,
+                vec![],
+                format!("CERT has no table {table}"),
+            );
+            continue;
+        };
+        let reader = open(path)?;
+        let cols = columns_of(&reader.schema()).map_err(|m| StoreError::Staging {
+            path: path.clone(),
+            message: m,
+        })?;
+        let names: Vec<String> = cols.iter().map(|c| c.name.clone()).collect();
+        let types: Vec<ColType> = cols.iter().map(|c| c.col_type).collect();
+        let pk: Vec<usize> = ct
+            .primary_key
+            .iter()
+            .filter_map(|k| names.iter().position(|n| n == k))
+            .collect();
+        if pk.is_empty() || pk.len() != ct.primary_key.len() {
+            tally.check(
+                "cert_contents",
+                "rows comparable by primary key",
+                table,
+                Severity::Warning,
+                1,
+                vec![],
+                format!("{table} has no primary key: its rows are not compared"),
+            );
+            continue;
+        }
+        let (mut staged_sum, mut cert_sum, mut staged_n, mut found_n) = (0u64, 0u64, 0u64, 0u64);
+        let mut leaks = 0u64;
+        let mut chunk: Vec<Key> = Vec::new();
+        let mut batches = reader.peekable();
+        let snap = &mut cert.get_mut(store).expect("opened above").1;
+        while let Some(b) = batches.next() {
+            let b = b.map_err(|e| StoreError::Staging {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            let last_batch = batches.peek().is_none();
+            for r in 0..b.num_rows() {
+                let row: Vec<Option<String>> = (0..names.len())
+                    .map(|i| cell(&value_at(b.column(i).as_ref(), r)))
+                    .collect();
+                staged_sum = staged_sum.wrapping_add(row_hash(&types, &row));
+                staged_n += 1;
+                chunk.push(pk.iter().map(|&i| row[i].clone()).collect());
+                if chunk.len() >= LOOKUP || (last_batch && r + 1 == b.num_rows()) {
+                    for got in snap.rows_in(&ct, &ct.primary_key, &chunk, &names).await? {
+                        found_n += 1;
+                        cert_sum = cert_sum.wrapping_add(row_hash(&types, &got));
+                        if let Some(key) = inp.key {
+                            for (i, v) in got.iter().enumerate() {
+                                let scanned =
+                                    inp.passed_fields.contains(&format!("{table}.{}", names[i]));
+                                if let (true, Some(v)) = (scanned, v) {
+                                    if v.len() >= 4 && originals.contains(&leak_hash(key, v)) {
+                                        leaks += 1;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    chunk.clear();
+                }
+            }
+        }
+        rows_total += staged_n;
+        tally.check(
+            "cert_contents",
+            "row count",
+            table,
+            Severity::Error,
+            staged_n.saturating_sub(found_n),
+            vec![],
+            format!(
+                "{} of {staged_n} staged rows are missing from CERT",
+                staged_n.saturating_sub(found_n)
+            ),
+        );
+        tally.check("cert_contents", "checksum", table, Severity::Error, u64::from(staged_sum != cert_sum), vec![],
+            format!("CERT rows differ from the anonymized staging (checksum {cert_sum:016x} vs {staged_sum:016x})"));
+        tally.check(
+            "pii",
+            "no original value in CERT",
+            table,
+            Severity::Critical,
+            leaks,
+            vec![],
+            format!("{leaks} original values found in CERT"),
+        );
+        // References of the loaded rows resolve in CERT.
+        if let Some(pt) = prod.iter().find(|t| t.id() == *table) {
+            for f in &pt.foreign_keys {
+                let idx: Vec<usize> = f
+                    .columns
+                    .iter()
+                    .filter_map(|c| names.iter().position(|n| n == c))
+                    .collect();
+                if idx.len() != f.columns.len() {
+                    continue;
+                }
+                let mut values: HashSet<Key> = HashSet::new();
+                for b in open(path)? {
+                    let b = b.map_err(|e| StoreError::Staging {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?;
+                    for r in 0..b.num_rows() {
+                        let k: Option<Key> = idx
+                            .iter()
+                            .map(|&i| cell(&value_at(b.column(i).as_ref(), r)).map(Some))
+                            .collect();
+                        if let Some(k) = k {
+                            values.insert(k);
+                        }
+                    }
+                }
+                let (ps, pn) = f.ref_table.split_once('.').unwrap_or(("", &f.ref_table));
+                let Some((pschema, psnap)) = cert.get_mut(ps) else {
+                    continue;
+                };
+                let Some(ptable) = pschema.tables.iter().find(|t| t.name == pn).cloned() else {
+                    continue;
+                };
+                let keys: Vec<Key> = values.into_iter().collect();
+                let mut missing = keys.len() as u64;
+                for c in keys.chunks(LOOKUP) {
+                    missing -= psnap
+                        .rows_in(&ptable, &f.ref_columns, c, &f.ref_columns)
+                        .await?
+                        .len() as u64;
+                }
+                tally.check(
+                    "referential_integrity",
+                    &format!("{} -> {}", f.name, f.ref_table),
+                    table,
+                    Severity::Error,
+                    missing,
+                    vec![],
+                    format!("{missing} referenced {} keys are not in CERT", f.ref_table),
+                );
+            }
+        }
+    }
+    if let Some(g) = &inp.config.graph {
+        graph_present(&mut tally, g, &inp.graph_files).await?;
+    }
+    let n = inp.files.len() as u64;
+    Ok(tally.finish(n, rows_total, started.elapsed().as_secs_f64()))
+}
+
+/// Every staged node (with its properties) and relationship is in the CERT graph.
+async fn graph_present(
+    tally: &mut Tally,
+    g: &wf_stores::graph::GraphConfig,
+    files: &[PathBuf],
+) -> Result<(), StoreError> {
+    let mut r = wf_stores::graph::open_read(g, Side::Cert).await?;
+    for path in files {
+        let mut rd = GraphFileReader::open(path)?;
+        let table = format!("{}.{}", g.name, rd.kind.table());
+        let kind = rd.kind.clone();
+        let (mut missing, mut differ, mut total) = (0u64, 0u64, 0u64);
+        while let Some(b) = rd.next_batch()? {
+            match (b, &kind) {
+                (GraphBatch::Nodes(ns), GraphFileKind::Nodes { label }) => {
+                    for chunk in ns.chunks(LOOKUP) {
+                        total += chunk.len() as u64;
+                        let keys: Vec<GValue> = chunk
+                            .iter()
+                            .filter_map(|n| n.props.get(&g.key_property).cloned())
+                            .collect();
+                        let got: HashMap<String, _> = r
+                            .nodes(label, &g.key_property, &keys)
+                            .await?
+                            .into_iter()
+                            .map(|n| {
+                                (
+                                    n.props
+                                        .get(&g.key_property)
+                                        .map(GValue::key_text)
+                                        .unwrap_or_default(),
+                                    n.props,
+                                )
+                            })
+                            .collect();
+                        for n in chunk {
+                            let k = n
+                                .props
+                                .get(&g.key_property)
+                                .map(GValue::key_text)
+                                .unwrap_or_default();
+                            match got.get(&k) {
+                                None => missing += 1,
+                                Some(p) if *p != n.props => differ += 1,
+                                Some(_) => {}
+                            }
+                        }
+                    }
+                }
+                (
+                    GraphBatch::Rels(rs),
+                    GraphFileKind::Rels {
+                        rel_type, start, ..
+                    },
+                ) => {
+                    for chunk in rs.chunks(LOOKUP) {
+                        total += chunk.len() as u64;
+                        let keys: Vec<GValue> = chunk.iter().map(|x| x.start.1.clone()).collect();
+                        let have: HashSet<(String, String)> = r
+                            .out_rels(start, &g.key_property, &keys)
+                            .await?
+                            .into_iter()
+                            .filter(|x| &x.rel_type == rel_type)
+                            .map(|x| (x.start.1.key_text(), x.end.1.key_text()))
+                            .collect();
+                        missing += chunk
+                            .iter()
+                            .filter(|x| !have.contains(&(x.start.1.key_text(), x.end.1.key_text())))
+                            .count() as u64;
+                    }
+                }
+                _ => {}
+            }
+        }
+        tally.check(
+            "cert_contents",
+            "graph elements present",
+            &table,
+            Severity::Error,
+            missing,
+            vec![],
+            format!("{missing} of {total} staged graph elements are missing from CERT"),
+        );
+        tally.check(
+            "cert_contents",
+            "graph properties equal",
+            &table,
+            Severity::Error,
+            differ,
+            vec![],
+            format!("{differ} nodes have other properties in CERT than staged"),
+        );
+    }
+    r.finish().await
+}

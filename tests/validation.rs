@@ -1,0 +1,293 @@
+//! The validation gate on crafted bad inputs: each check fires, FAILED loads nothing into CERT,
+//! warnings load and say PASSED_WITH_WARNINGS; `wf validate` and the report after a real run.
+
+use crate::util::Sandbox;
+use std::path::{Path, PathBuf};
+
+const KEY: &str = "validation-test-key-0123456789";
+
+/// Seeded embedded PROD and an empty CERT schema; returns the config path.
+fn setup(sb: &Sandbox, validation: &str) -> PathBuf {
+    let dir = sb.out("env");
+    for d in ["prod", "cert"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    let cfg = dir.join("wf.toml");
+    std::fs::write(&cfg, wf::demo::demo_config(&dir)).unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    std::fs::copy(
+        format!("{root}/config/anonymization.toml"),
+        dir.join("anonymization.toml"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("validation.toml"), validation).unwrap();
+    let seeded = sb.run([
+        "--config",
+        cfg.to_str().unwrap(),
+        "seed",
+        "--env",
+        "prod",
+        "--cert-schema",
+    ]);
+    assert_eq!(seeded.code, Some(0), "{}\n{}", seeded.stdout, seeded.stderr);
+    cfg
+}
+
+fn exec(db: &Path, sql: &str) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    });
+}
+
+fn count(db: &Path, table: &str) -> i64 {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("select count(*) from {table}")))
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    })
+}
+
+fn migrate(sb: &Sandbox, cfg: &Path) -> (crate::util::Ran, String) {
+    let r = crate::util::ran(
+        sb.cmd([
+            "run",
+            "migrate",
+            "--district",
+            "1",
+            "--config-file",
+            cfg.to_str().unwrap(),
+        ])
+        .env("WF_ANON_KEY", KEY)
+        .output()
+        .unwrap(),
+    );
+    let run = r.stdout.lines().next().unwrap_or_default().to_string();
+    (r, run)
+}
+
+fn report(sb: &Sandbox, run: &str) -> serde_json::Value {
+    let p = sb.data().join("reports").join(format!("{run}.json"));
+    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
+}
+
+fn cert(cfg: &Path, db: &str) -> PathBuf {
+    cfg.parent().unwrap().join("cert").join(db)
+}
+
+fn prod(cfg: &Path, db: &str) -> PathBuf {
+    cfg.parent().unwrap().join("prod").join(db)
+}
+
+/// Runs migrate, expects failed_validation with a finding of `category` on `table`, and an empty CERT.
+fn expect_failure(sb: &Sandbox, cfg: &Path, category: &str, table: &str) -> serde_json::Value {
+    let (r, run) = migrate(sb, cfg);
+    assert_eq!(r.code, Some(7), "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("failed validation")
+            && r.stderr.contains(&format!("wf recover {run} anonymized")),
+        "{}",
+        r.stderr
+    );
+    let rep = report(sb, &run);
+    assert_eq!(rep["status"], "failed_validation");
+    assert_eq!(rep["validation_status"], "FAILED");
+    let findings = rep["validation"]["findings"].as_array().unwrap();
+    assert!(
+        findings.iter().any(|f| f["category"] == category
+            && f["table"] == table
+            && f["violations"].as_u64().unwrap() > 0),
+        "{category} on {table}: {findings:#?}"
+    );
+    for (db, t) in [
+        ("ids.db", "students"),
+        ("hcp1.db", "enrollments"),
+        ("hcp2.db", "attendance"),
+        ("adb.db", "results"),
+    ] {
+        assert_eq!(count(&cert(cfg, db), t), 0, "CERT {t} untouched");
+    }
+    rep
+}
+
+#[test]
+fn duplicate_key_against_a_cert_unique_constraint_fails_the_gate() {
+    let sb = Sandbox::new();
+    let cfg = setup(&sb, "");
+    // CERT drifted: a unique constraint PROD does not have, which the district's rows violate.
+    exec(
+        &cert(&cfg, "ids.db"),
+        "create unique index students_one_per_grade on students (grade)",
+    );
+    let rep = expect_failure(&sb, &cfg, "uniqueness", "ids.students");
+    let f = rep["validation"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["category"] == "uniqueness")
+        .unwrap()
+        .clone();
+    assert!(
+        !f["examples"].as_array().unwrap().is_empty(),
+        "examples are given: {f}"
+    );
+    let md = std::fs::read_to_string(
+        sb.data()
+            .join("reports")
+            .join(format!("{}.md", rep["run"].as_str().unwrap())),
+    )
+    .unwrap();
+    assert!(md.contains("FAILED") && md.contains("uniqueness"), "{md}");
+}
+
+#[test]
+fn dangling_reference_fails_the_gate() {
+    let sb = Sandbox::new();
+    let cfg = setup(&sb, "");
+    // PROD lost a school its students still point at (FK checks were off when it was deleted).
+    exec(&prod(&cfg, "ids.db"), "pragma foreign_keys = off; delete from schools where id = (select min(id) from schools where district_id = 1)");
+    expect_failure(&sb, &cfg, "referential_integrity", "ids.students");
+}
+
+#[test]
+fn null_in_a_not_null_column_and_a_type_mismatch_fail_the_gate() {
+    let sb = Sandbox::new();
+    let cfg = setup(&sb, "");
+    exec(
+        &prod(&cfg, "hcp2.db"),
+        "update grades set comments = null where district_id = 1 and id % 2 = 0",
+    );
+    exec(&cert(&cfg, "hcp2.db"), "drop table grades; create table grades (id bigint primary key, district_id bigint not null, student_id bigint not null, section_id bigint not null, term integer not null, mark text not null, comments text not null)");
+    expect_failure(&sb, &cfg, "nullability", "hcp2.grades");
+    let sb = Sandbox::new();
+    let cfg = setup(&sb, "");
+    exec(&cert(&cfg, "hcp2.db"), "drop table attendance; create table attendance (id bigint primary key, district_id bigint not null, student_id bigint not null, section_id bigint not null, day date not null, status integer not null)");
+    let rep = expect_failure(&sb, &cfg, "schema", "hcp2.attendance");
+    let f = rep["validation"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["category"] == "schema")
+        .unwrap()
+        .clone();
+    assert!(f["message"].as_str().unwrap().contains("status"), "{f}");
+}
+
+const SQL_RULE: &str = r#"
+[[rules]]
+name = "no student without a guardian"
+kind = "sql"
+store = "ids"
+query = "select s.id from students s where s.id % 5 = 0"
+severity = "SEVERITY"
+"#;
+
+#[test]
+fn a_failing_sql_rule_with_severity_error_leaves_cert_unchanged() {
+    let sb = Sandbox::new();
+    let cfg = setup(&sb, &SQL_RULE.replace("SEVERITY", "error"));
+    let rep = expect_failure(&sb, &cfg, "business_rules", "ids");
+    let f = rep["validation"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["category"] == "business_rules")
+        .unwrap()
+        .clone();
+    assert_eq!(f["check"], "no student without a guardian");
+    assert_eq!(count(&cert(&cfg, "ids.db"), "grade_levels"), 0);
+    // Fix the rule (a warning after all) and re-run from the anonymized checkpoint.
+    let run = rep["run"].as_str().unwrap().to_string();
+    let vfile = cfg.parent().unwrap().join("validation.toml");
+    std::fs::write(&vfile, SQL_RULE.replace("SEVERITY", "warning")).unwrap();
+    let r = crate::util::ran(
+        sb.cmd(["recover", &run, "anonymized"])
+            .env("WF_ANON_KEY", KEY)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    let students = count(&prod(&cfg, "ids.db"), "students where district_id = 1");
+    assert_eq!(count(&cert(&cfg, "ids.db"), "students"), students);
+    assert_eq!(
+        report(&sb, &run)["validation_status"],
+        "PASSED_WITH_WARNINGS"
+    );
+}
+
+#[test]
+fn a_failing_sql_rule_with_severity_warning_loads_and_passes_with_warnings() {
+    let sb = Sandbox::new();
+    let cfg = setup(&sb, &SQL_RULE.replace("SEVERITY", "warning"));
+    let (r, run) = migrate(&sb, &cfg);
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    let rep = report(&sb, &run);
+    assert_eq!(rep["validation_status"], "PASSED_WITH_WARNINGS");
+    let students = count(&prod(&cfg, "ids.db"), "students where district_id = 1");
+    assert_eq!(count(&cert(&cfg, "ids.db"), "students"), students);
+    let checks = rep["load_checks"].as_array().unwrap();
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["rule"] == "no student without a guardian"
+                && c["violations"].as_u64().unwrap() > 0),
+        "{checks:?}"
+    );
+    // Post-load validation agrees with what was loaded, then notices CERT drifting.
+    let v = crate::util::ran(
+        sb.cmd(["validate", &run])
+            .env("WF_ANON_KEY", KEY)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(v.code, Some(0), "{}\n{}", v.stdout, v.stderr);
+    assert!(v.stdout.contains("CERT validation PASSED"), "{}", v.stdout);
+    exec(
+        &cert(&cfg, "hcp2.db"),
+        "update attendance set status = 'excused' where id = (select min(id) from attendance)",
+    );
+    exec(
+        &cert(&cfg, "adb.db"),
+        "delete from results where id = (select min(id) from results)",
+    );
+    let v = crate::util::ran(
+        sb.cmd(["validate", &run, "--json"])
+            .env("WF_ANON_KEY", KEY)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(v.code, Some(7), "{}\n{}", v.stdout, v.stderr);
+    let j: serde_json::Value = serde_json::from_str(&v.stdout).unwrap();
+    let failed: Vec<(String, String)> = j["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["table"].as_str().unwrap().to_string(),
+                f["check"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        failed.contains(&("hcp2.attendance".into(), "checksum".into())),
+        "{failed:?}"
+    );
+    assert!(
+        failed.contains(&("adb.results".into(), "row count".into())),
+        "{failed:?}"
+    );
+}

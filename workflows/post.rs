@@ -1,0 +1,172 @@
+//! `wf validate <run>` (CERT against the run's anonymized staging) and `wf report <run>`.
+
+use crate::cli::exit;
+use crate::commands::{emit, say};
+use std::collections::HashSet;
+use wf_engine::Engine;
+use wf_steps::migrate::{AnonymizeOut, ExtractOut, LoadOut};
+use wf_steps::validate::Gate;
+
+/// The config a migrate run recorded (`--config-file`), else the global one.
+pub fn run_config(
+    engine: &Engine,
+    run: &str,
+    fallback: &std::path::Path,
+) -> anyhow::Result<(std::path::PathBuf, wf_stores::Config)> {
+    let (record, _) = engine.outputs(run)?;
+    if record.workflow != "migrate" {
+        anyhow::bail!("run {run} is a {} run, not a migrate run", record.workflow);
+    }
+    let path = record
+        .args
+        .iter()
+        .position(|a| a == "--config-file")
+        .and_then(|i| record.args.get(i + 1))
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| fallback.to_path_buf());
+    let cfg = wf_stores::Config::load(&path)?;
+    Ok((path, cfg))
+}
+
+/// `wf validate <run>`.
+pub async fn validate(
+    engine: &Engine,
+    run: &str,
+    config: &std::path::Path,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let (path, cfg) = run_config(engine, run, config)?;
+    let (_, outputs) = engine.outputs(run)?;
+    let get = |id: &str| outputs.iter().find(|(s, _)| s == id).map(|(_, o)| o);
+    let ex: ExtractOut = get("extract")
+        .ok_or_else(|| anyhow::anyhow!("run {run} has not extracted yet: nothing to validate"))?
+        .value_as()
+        .map_err(anyhow::Error::msg)?;
+    let anon: AnonymizeOut = get("anonymize")
+        .ok_or_else(|| anyhow::anyhow!("run {run} has not anonymized yet: nothing to validate"))?
+        .value_as()
+        .map_err(anyhow::Error::msg)?;
+    let loads: Vec<LoadOut> = outputs
+        .iter()
+        .filter(|(s, _)| s.starts_with("load/"))
+        .filter_map(|(_, o)| o.value_as().ok())
+        .collect();
+    let loaded = loads.iter().any(|l| {
+        l.job.as_ref().is_some_and(|j| !j.dry_run)
+            || l.graph_job.as_ref().is_some_and(|j| !j.dry_run)
+    });
+    if !loaded {
+        anyhow::bail!("run {run} has loaded nothing into CERT (dry run, --skip-load, or not there yet): nothing to validate");
+    }
+    if let Some(gone) = anon.files.iter().find(|f| !f.path.exists()) {
+        anyhow::bail!(
+            "run {run}: anonymized staging {} is gone; wf validate compares CERT with it",
+            gone.path.display()
+        );
+    }
+    let mut schemas = ex.schemas.clone();
+    wf_stores::analysis::add_virtual_fks(&mut schemas, &cfg).map_err(anyhow::Error::msg)?;
+    let anon_dir = engine.data().run_dir(run).join("steps").join("anonymize");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(anon_dir.join("anonymization-report.json"))?)?;
+    let passed_fields: HashSet<String> = report["fields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["changed"].as_u64() == Some(0))
+        .filter_map(|f| f["field"].as_str().map(String::from))
+        .collect();
+    let originals: Vec<u64> = std::fs::read(anon_dir.join("leak-hashes.bin"))
+        .unwrap_or_default()
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .collect();
+    let rules_file = cfg
+        .anonymization_rules
+        .as_ref()
+        .map(|r| path.parent().unwrap_or(std::path::Path::new(".")).join(r));
+    let key_env = rules_file
+        .and_then(|f| wf_steps::anonymize::Rules::load(&f).ok())
+        .map(|r| r.key_env)
+        .unwrap_or_else(|| "WF_ANON_KEY".into());
+    let key = wf_steps::anonymize::AnonKey::from_env(&key_env).ok();
+    match &key {
+        Some(k) if k.fingerprint() != anon.key_fingerprint => anyhow::bail!(
+            "the key in {key_env} is not the one run {run} used (fingerprint {} vs {}); the leak scan needs the run's key",
+            k.fingerprint(),
+            anon.key_fingerprint
+        ),
+        None => say(&format!("wf validate: {key_env} is not set, so the PII leak scan against CERT is skipped")),
+        _ => {}
+    }
+    let graph_prefix = cfg.graph.as_ref().map(|g| format!("{}.", g.name));
+    let is_graph = |t: &str| graph_prefix.as_ref().is_some_and(|g| t.starts_with(g));
+    let input = wf_steps::validate::post::PostInput {
+        config: &cfg,
+        schemas: &schemas,
+        files: anon
+            .files
+            .iter()
+            .filter(|f| !is_graph(&f.table))
+            .map(|f| (f.table.clone(), f.path.clone()))
+            .collect(),
+        graph_files: anon
+            .files
+            .iter()
+            .filter(|f| is_graph(&f.table))
+            .map(|f| f.path.clone())
+            .collect(),
+        passed_fields,
+        originals,
+        key: key.as_ref(),
+    };
+    let v = wf_steps::validate::post::validate_loaded(input).await?;
+    let dir = engine.data().root().join("reports");
+    std::fs::create_dir_all(&dir)?;
+    let out = dir.join(format!("{run}.validate.json"));
+    std::fs::write(&out, serde_json::to_vec_pretty(&v)?)?;
+    if json {
+        emit(&format!("{}\n", serde_json::to_string_pretty(&v)?));
+    } else {
+        say(&format!(
+            "run {run}: CERT validation {} ({} tables, {} rows, {:.2}s)",
+            v.status.as_str(),
+            v.tables,
+            v.rows,
+            v.seconds
+        ));
+        for (c, n) in &v.categories {
+            say(&format!(
+                "  {c}: {} checks, {} passed, {} failed",
+                n.run, n.passed, n.failed
+            ));
+        }
+        for f in &v.findings {
+            say(&format!(
+                "  {:?} {} {}: {}",
+                f.severity, f.table, f.check, f.message
+            ));
+        }
+        say(&format!("wrote {}", out.display()));
+    }
+    Ok(if v.status == Gate::Failed {
+        exit::FAILED_VALIDATION
+    } else {
+        exit::DONE
+    })
+}
+
+/// `wf report <run>`: writes the run's report afresh and prints it.
+pub fn report(engine: &Engine, run: &str, json: bool) -> anyhow::Result<u8> {
+    let (record, _) = engine.outputs(run)?;
+    if record.workflow != "migrate" {
+        anyhow::bail!(
+            "run {run} is a {} run: reports are for migrate runs",
+            record.workflow
+        );
+    }
+    let md = crate::report::write(engine, run)?;
+    let path = if json { md.with_extension("json") } else { md };
+    emit(&std::fs::read_to_string(&path)?);
+    Ok(exit::DONE)
+}

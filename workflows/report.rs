@@ -1,0 +1,355 @@
+//! Migration reports: `reports/<run>.md` and `reports/<run>.json`, built from the journal after
+//! every migrate run whatever its outcome (a failed run needs its report most), and on demand by
+//! `wf report <run>`. Only counts, anonymized example keys and field names: never a PII value.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use wf_engine::Engine;
+use wf_steps::migrate::{AnonymizeOut, ExtractOut, LoadOut};
+use wf_steps::validate::{Gate, ValidationReport};
+
+#[derive(Debug, Serialize)]
+pub struct Phase {
+    pub step: String,
+    pub status: String,
+    pub attempts: u32,
+    pub seconds: Option<f64>,
+    pub rows: Option<u64>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct TableRows {
+    pub extracted: u64,
+    pub anonymized: u64,
+    pub loaded: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AnonSummary {
+    pub key_fingerprint: String,
+    pub fields: usize,
+    pub fields_with_rules: usize,
+    pub values_changed: u64,
+    pub kept_on_purpose: Vec<String>,
+    pub detector_findings: Vec<String>,
+    pub leak_scan: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LoadCheck {
+    pub store: String,
+    pub rule: String,
+    pub severity: String,
+    pub violations: u64,
+}
+
+/// Everything a report says.
+#[derive(Debug, Serialize)]
+pub struct RunReport {
+    pub run: String,
+    pub status: String,
+    pub district: Option<String>,
+    /// The gate: validation's verdict, lowered to PASSED_WITH_WARNINGS by load-time warnings.
+    pub validation_status: Option<Gate>,
+    pub started_ms: u64,
+    pub updated_ms: u64,
+    pub seconds: f64,
+    pub phases: Vec<Phase>,
+    pub tables: BTreeMap<String, TableRows>,
+    pub anonymization: Option<AnonSummary>,
+    pub validation: Option<ValidationReport>,
+    pub load_checks: Vec<LoadCheck>,
+    pub retries: u64,
+    pub recoveries: Vec<String>,
+    pub checkpoints: Vec<(String, bool)>,
+    pub message: Option<String>,
+    pub next: Vec<String>,
+}
+
+fn step_dir(engine: &Engine, run: &str, step: &str) -> PathBuf {
+    engine
+        .data()
+        .run_dir(run)
+        .join("steps")
+        .join(step.replace('/', "~"))
+}
+
+/// Builds the report of `run` from its journal and step files.
+pub fn build(engine: &Engine, run: &str) -> anyhow::Result<RunReport> {
+    let st = engine.status(run)?;
+    let (_, outputs) = engine.outputs(run)?;
+    let events = engine.events(run)?;
+    let out = |id: &str| outputs.iter().find(|(s, _)| s == id).map(|(_, o)| o);
+    let mut tables: BTreeMap<String, TableRows> = BTreeMap::new();
+    if let Some(ex) = out("extract").and_then(|o| o.value_as::<ExtractOut>().ok()) {
+        for f in ex.all_files() {
+            tables.entry(f.table.clone()).or_default().extracted = f.rows;
+        }
+    }
+    if let Some(an) = out("anonymize").and_then(|o| o.value_as::<AnonymizeOut>().ok()) {
+        for f in &an.files {
+            tables.entry(f.table.clone()).or_default().anonymized = f.rows;
+        }
+    }
+    let mut load_checks = Vec::new();
+    for (step, o) in outputs.iter().filter(|(s, _)| s.starts_with("load/")) {
+        let Ok(l) = o.value_as::<LoadOut>() else {
+            continue;
+        };
+        let _ = step;
+        if let Some(r) = &l.report {
+            for t in &r.tables {
+                tables.entry(t.table.clone()).or_default().loaded = Some(t.inserted);
+            }
+            for c in &r.checks {
+                load_checks.push(LoadCheck {
+                    store: l.store.clone(),
+                    rule: c.name.clone(),
+                    severity: c.severity.clone(),
+                    violations: c.violations,
+                });
+            }
+        }
+    }
+    let validation: Option<ValidationReport> =
+        std::fs::read(step_dir(engine, run, "validate").join("validation-report.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+    let mut validation_status = validation.as_ref().map(|v| v.status);
+    if validation_status == Some(Gate::Passed)
+        && load_checks
+            .iter()
+            .any(|c| c.violations > 0 && c.severity == "warning")
+    {
+        validation_status = Some(Gate::PassedWithWarnings);
+    }
+    let anonymization =
+        std::fs::read(step_dir(engine, run, "anonymize").join("anonymization-report.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .map(|a| anon_summary(&a));
+    let mut retries = 0;
+    let mut recoveries = Vec::new();
+    for e in &events {
+        match &e.kind {
+            wf_engine::model::EventKind::StepFailed {
+                retry_in_ms: Some(_),
+                ..
+            } => retries += 1,
+            wf_engine::model::EventKind::Recovered {
+                checkpoint,
+                invalidated,
+            } => recoveries.push(format!("from {checkpoint} ({invalidated} steps re-run)")),
+            _ => {}
+        }
+    }
+    let phases = st
+        .steps
+        .iter()
+        .map(|s| Phase {
+            step: s.id.clone(),
+            status: s.status.clone(),
+            attempts: s.attempts,
+            seconds: s.duration_ms.map(|d| d as f64 / 1000.0),
+            rows: s.metrics.get("rows").copied(),
+        })
+        .collect();
+    let next = match st.status.as_str() {
+        "done" => vec![format!("wf validate {run}"), format!("wf rollback {run}")],
+        "failed_validation" => vec![format!("wf recover {run} anonymized")],
+        "done_dry_run" => vec![],
+        _ => vec![format!("wf resume {run}")],
+    };
+    Ok(RunReport {
+        run: st.id.clone(),
+        status: st.status.clone(),
+        district: st.attrs.get("district").cloned(),
+        validation_status,
+        started_ms: st.created_ms,
+        updated_ms: st.updated_ms,
+        seconds: st.updated_ms.saturating_sub(st.created_ms) as f64 / 1000.0,
+        phases,
+        tables,
+        anonymization,
+        validation,
+        load_checks,
+        retries,
+        recoveries,
+        checkpoints: st
+            .checkpoints
+            .iter()
+            .map(|c| (c.name.clone(), c.reached))
+            .collect(),
+        message: st.message.clone(),
+        next,
+    })
+}
+
+fn anon_summary(a: &serde_json::Value) -> AnonSummary {
+    let fields = a["fields"].as_array().cloned().unwrap_or_default();
+    let with_rule = |f: &&serde_json::Value| !f["rule"].is_null();
+    AnonSummary {
+        key_fingerprint: a["key_fingerprint"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        fields: fields.len(),
+        fields_with_rules: fields.iter().filter(with_rule).count(),
+        values_changed: fields
+            .iter()
+            .map(|f| f["changed"].as_u64().unwrap_or(0))
+            .sum(),
+        kept_on_purpose: fields
+            .iter()
+            .filter(|f| f["rule"].as_str().is_some_and(|r| r.contains("Keep")))
+            .map(|f| f["field"].as_str().unwrap_or_default().to_string())
+            .collect(),
+        detector_findings: fields
+            .iter()
+            .filter(|f| f["detected"].as_array().is_some_and(|d| !d.is_empty()))
+            .map(|f| {
+                let d: Vec<String> = f["detected"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|x| x.as_str().map(str::to_lowercase))
+                    .collect();
+                format!(
+                    "{} ({})",
+                    f["field"].as_str().unwrap_or_default(),
+                    d.join(", ")
+                )
+            })
+            .collect(),
+        leak_scan: if a["leaks"].as_array().is_some_and(|l| l.is_empty()) {
+            "passed: no original value of an anonymized field remains".into()
+        } else {
+            format!("FAILED: {}", a["leaks"])
+        },
+    }
+}
+
+/// The report as GitHub-flavoured Markdown.
+pub fn markdown(r: &RunReport) -> String {
+    let mut m = String::new();
+    let gate = r.validation_status.map(|g| g.as_str()).unwrap_or("not run");
+    m += &format!("# Migration report: {}\n\n", r.run);
+    m += "| | |\n|---|---|\n";
+    m += &format!("| Status | **{}** |\n", r.status);
+    m += &format!("| District | {} |\n", r.district.as_deref().unwrap_or("-"));
+    m += &format!("| Validation | **{gate}** |\n");
+    m += &format!("| Wall time | {:.1} s |\n", r.seconds);
+    m += &format!("| Retries | {} |\n", r.retries);
+    m += &format!(
+        "| Recoveries | {} |\n",
+        if r.recoveries.is_empty() {
+            "none".to_string()
+        } else {
+            r.recoveries.join("; ")
+        }
+    );
+    if let Some(msg) = &r.message {
+        m += &format!("| Message | {} |\n", msg.replace('|', "\\|"));
+    }
+    m += "\n## Next\n\n";
+    for n in &r.next {
+        m += &format!("    {n}\n");
+    }
+    if r.next.is_empty() {
+        m += "Nothing to do.\n";
+    }
+    m += "\n## Phases\n\n| Step | Status | Attempts | Seconds | Rows |\n|---|---|---:|---:|---:|\n";
+    for p in &r.phases {
+        m += &format!(
+            "| {} | {} | {} | {} | {} |\n",
+            p.step,
+            p.status,
+            p.attempts,
+            p.seconds.map(|s| format!("{s:.2}")).unwrap_or_default(),
+            p.rows.map(|x| x.to_string()).unwrap_or_default()
+        );
+    }
+    m += "\n## Checkpoints\n\n";
+    for (c, reached) in &r.checkpoints {
+        m += &format!("- [{}] {c}\n", if *reached { "x" } else { " " });
+    }
+    m += "\n## Rows per store and table\n\n| Table | Extracted | Anonymized | Loaded |\n|---|---:|---:|---:|\n";
+    for (t, x) in &r.tables {
+        m += &format!(
+            "| {t} | {} | {} | {} |\n",
+            x.extracted,
+            x.anonymized,
+            x.loaded
+                .map(|l| l.to_string())
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    if let Some(a) = &r.anonymization {
+        m += "\n## Anonymization\n\n";
+        m += &format!(
+            "- Key fingerprint `{}` (the key itself is never written)\n- {} fields, {} with a rule, {} values changed\n- Leak scan: {}\n",
+            a.key_fingerprint, a.fields, a.fields_with_rules, a.values_changed, a.leak_scan
+        );
+        if !a.kept_on_purpose.is_empty() {
+            m += &format!("- Kept on purpose: {}\n", a.kept_on_purpose.join(", "));
+        }
+        if !a.detector_findings.is_empty() {
+            m += &format!(
+                "- Detector findings (all covered by rules): {}\n",
+                a.detector_findings.join(", ")
+            );
+        }
+    }
+    if let Some(v) = &r.validation {
+        m += &format!(
+            "\n## Validation: {}\n\n{} tables, {} rows checked in {:.2} s.\n\n| Category | Run | Passed | Failed |\n|---|---:|---:|---:|\n",
+            v.status.as_str(), v.tables, v.rows, v.seconds
+        );
+        for (c, n) in &v.categories {
+            m += &format!("| {c} | {} | {} | {} |\n", n.run, n.passed, n.failed);
+        }
+        if !v.findings.is_empty() {
+            m += "\n| Severity | Category | Table | Check | Rows | Examples (anonymized keys) |\n|---|---|---|---|---:|---|\n";
+            for f in &v.findings {
+                m += &format!(
+                    "| {:?} | {} | {} | {} | {} | {} |\n",
+                    f.severity,
+                    f.category,
+                    f.table,
+                    f.check.replace('|', "\\|"),
+                    f.violations,
+                    f.examples.join("; ").replace('|', "\\|")
+                );
+            }
+        }
+    }
+    if !r.load_checks.is_empty() {
+        m += "\n## Rules checked in the load transaction\n\n| Store | Rule | Severity | Violations |\n|---|---|---|---:|\n";
+        for c in &r.load_checks {
+            m += &format!(
+                "| {} | {} | {} | {} |\n",
+                c.store, c.rule, c.severity, c.violations
+            );
+        }
+    }
+    m
+}
+
+/// Writes `reports/<run>.md` and `.json`; returns the Markdown path.
+pub fn write(engine: &Engine, run: &str) -> anyhow::Result<PathBuf> {
+    let r = build(engine, run)?;
+    let dir = engine.data().root().join("reports");
+    std::fs::create_dir_all(&dir)?;
+    let md = dir.join(format!("{run}.md"));
+    let json = dir.join(format!("{run}.json"));
+    for (path, bytes) in [
+        (&json, serde_json::to_vec_pretty(&r)?),
+        (&md, markdown(&r).into_bytes()),
+    ] {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, path)?;
+    }
+    Ok(md)
+}
