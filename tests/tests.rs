@@ -1,5 +1,6 @@
 //! wf's integration tests: they run the real `wf` binary as a child process.
 //!
+//! - `batch`: several districts, a failed one, a SIGKILLed batch resumed as a whole.
 //! - `analyze`: `wf analyze` on SQLite stores made from the fixtures, and config errors.
 //! - `cli`: argument handling, one-line errors and exit codes, JSON shapes, retries and failures.
 //! - `migrate`: `wf run migrate` and `wf rollback` end to end on embedded SQLite stores.
@@ -11,6 +12,7 @@
 mod util;
 
 mod analyze;
+mod batch;
 mod cli;
 mod control;
 mod crash;

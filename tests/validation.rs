@@ -4,10 +4,10 @@
 use crate::util::Sandbox;
 use std::path::{Path, PathBuf};
 
-const KEY: &str = "validation-test-key-0123456789";
+pub(crate) const KEY: &str = "validation-test-key-0123456789";
 
 /// Seeded embedded PROD and an empty CERT schema; returns the config path.
-fn setup(sb: &Sandbox, validation: &str) -> PathBuf {
+pub(crate) fn setup(sb: &Sandbox, validation: &str) -> PathBuf {
     let dir = sb.out("env");
     for d in ["prod", "cert"] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
@@ -47,7 +47,7 @@ fn exec(db: &Path, sql: &str) {
     });
 }
 
-fn count(db: &Path, table: &str) -> i64 {
+pub(crate) fn count(db: &Path, table: &str) -> i64 {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))

@@ -107,6 +107,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Migrate several districts unattended, one run each (`wf batch --help`); resumable as a whole.
+    Batch {
+        /// --districts a,b,c | --manifest <file>, --parallel N, --config-file, then `--` and
+        /// arguments for every migrate run.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Check CERT against a migrate run: row counts, checksums, references, PII leak scan.
     Validate {
         run: String,

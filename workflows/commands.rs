@@ -32,6 +32,7 @@ pub async fn dispatch(cli: Cli, log: RunLog) -> anyhow::Result<u8> {
         Command::Status { run, json, all } => show::status(&engine, &run, json, all),
         Command::Checkpoints { run, json } => show::checkpoints(&engine, &run, json),
         Command::Log { run, json } => show::log(&engine, &run, json),
+        Command::Batch { args } => start(&engine, "batch", &args, &cli.config, &log).await,
         Command::Validate { run, json } => {
             crate::post::validate(&engine, &run, &cli.config, json).await
         }
@@ -126,6 +127,7 @@ async fn execute(
     let signals = tokio::spawn(watch_signals(stop.clone(), id.clone()));
     tracing::info!(run = %id, workflow = %open.run.workflow, generation = open.run.generation, "Runner starting");
     let is_migrate = built.workflow.name() == "migrate";
+    let is_batch = built.workflow.name() == "batch";
     let outcome = engine
         .execute(open, built.workflow, options, Arc::new(Bars::new()), stop)
         .await;
@@ -137,6 +139,9 @@ async fn execute(
             Ok(p) => say(&format!("report: {}", p.display())),
             Err(e) => eprintln!("wf: run {id}: could not write its report: {e}"),
         }
+    }
+    if is_batch {
+        return batch_summary(engine, &id, &outcome);
     }
     Ok(match outcome {
         Outcome::Done => {
@@ -166,6 +171,71 @@ async fn execute(
         Outcome::Cancelled => {
             say(&format!("run {id} cancelled"));
             exit::CANCELLED
+        }
+    })
+}
+
+/// The end of a batch: a table of its districts; non-zero when any district did not finish.
+fn batch_summary(engine: &Engine, id: &str, outcome: &Outcome) -> anyhow::Result<u8> {
+    let (_, outputs) = engine.outputs(id)?;
+    let results = crate::batch::results(&outputs);
+    let mut table = format!(
+        "{:<12} {:<22} {:<18} {:>10}\n",
+        "DISTRICT", "RUN", "STATUS", "ROWS"
+    );
+    for r in &results {
+        let rows: u64 = std::fs::read(
+            engine
+                .data()
+                .root()
+                .join("reports")
+                .join(format!("{}.json", r.run)),
+        )
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| {
+            v["tables"]
+                .as_object()
+                .map(|t| t.values().filter_map(|x| x["loaded"].as_u64()).sum())
+        })
+        .unwrap_or(0);
+        table.push_str(&format!(
+            "{:<12} {:<22} {:<18} {:>10}\n",
+            r.district, r.run, r.status, rows
+        ));
+    }
+    emit(&table);
+    let failed: Vec<&crate::batch::DistrictResult> =
+        results.iter().filter(|r| r.exit_code != 0).collect();
+    for r in &failed {
+        eprintln!(
+            "wf: district {} ({}): {} {}",
+            r.district, r.run, r.status, r.message
+        );
+    }
+    Ok(match outcome {
+        Outcome::Done | Outcome::AlreadyDone if failed.is_empty() => {
+            say(&format!("batch {id} done: {} districts", results.len()));
+            exit::DONE
+        }
+        Outcome::Done | Outcome::AlreadyDone => {
+            eprintln!(
+                "wf: batch {id}: {} of {} districts did not finish; see their reports",
+                failed.len(),
+                results.len()
+            );
+            exit::FAILED
+        }
+        Outcome::Paused { reason } => {
+            say(&format!(
+                "batch {id} paused ({reason}); continue with: wf resume {id}"
+            ));
+            exit::PAUSED
+        }
+        Outcome::Cancelled => exit::CANCELLED,
+        Outcome::Failed { step, error } | Outcome::FailedGate { step, error } => {
+            eprintln!("wf: batch {id} failed at {step}: {error}; continue with: wf resume {id}");
+            exit::FAILED
         }
     })
 }

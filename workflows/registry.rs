@@ -7,7 +7,7 @@ use std::sync::Arc;
 use wf_engine::Workflow;
 
 /// Names of the available workflows, for help and errors.
-pub const WORKFLOWS: &[&str] = &["migrate", "selftest"];
+pub const WORKFLOWS: &[&str] = &["batch", "migrate", "selftest"];
 
 /// A workflow ready to plan or resume, with its runner options and its arguments as recorded.
 pub struct Built {
@@ -34,6 +34,16 @@ pub fn build(name: &str, args: &[String], config: &std::path::Path) -> Result<Bu
                 BuildFailure::Usage(u) => BuildError::Args(u),
                 BuildFailure::Failed(m) => BuildError::Failed(m),
             })?;
+            Ok(Built {
+                runner: wf.runner().clone(),
+                dirs: vec![],
+                workflow: Arc::new(wf),
+                args,
+            })
+        }
+        "batch" => {
+            let (wf, args) =
+                crate::batch::Batch::from_args(args, config).map_err(BuildError::Args)?;
             Ok(Built {
                 runner: wf.runner().clone(),
                 dirs: vec![],
