@@ -7,6 +7,7 @@
 //! - `crash`: SIGKILL at random moments and at every failpoint, then `wf resume`.
 //! - `demo`: `wf demo` (seed + migrate + rollback) on embedded stores and the embedded graph.
 //! - `validation`: the gate on crafted bad inputs, sql rules in the load transaction, `wf validate`.
+//! - `recover`: a rule change applied with `wf recover`, replacing the run's rows in CERT.
 //! - `control`: recover from a checkpoint, pause, cancel, SIGTERM, concurrent resumes.
 
 mod util;
@@ -18,4 +19,5 @@ mod control;
 mod crash;
 mod demo;
 mod migrate;
+mod recover;
 mod validation;

@@ -21,15 +21,10 @@ pub(crate) fn setup(sb: &Sandbox, validation: &str) -> PathBuf {
     )
     .unwrap();
     std::fs::write(dir.join("validation.toml"), validation).unwrap();
-    let seeded = sb.run([
-        "--config",
-        cfg.to_str().unwrap(),
-        "seed",
-        "--env",
-        "prod",
-        "--cert-schema",
-    ]);
-    assert_eq!(seeded.code, Some(0), "{}\n{}", seeded.stdout, seeded.stderr);
+    for env in ["prod", "cert"] {
+        let seeded = sb.run(["--config", cfg.to_str().unwrap(), "seed", "--env", env]);
+        assert_eq!(seeded.code, Some(0), "{}\n{}", seeded.stdout, seeded.stderr);
+    }
     cfg
 }
 

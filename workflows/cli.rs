@@ -126,17 +126,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Fill empty PROD stores with synthetic rostering data (never real PROD: it refuses tables).
+    /// Synthetic data for demos, tests and benchmarks: `--env prod` fills empty PROD stores (it
+    /// refuses a database with tables, so never real PROD); `--env cert` creates the empty schema
+    /// in CERT stores that have no tables.
     Seed {
-        /// Which side to seed: only `prod` (synthetic PROD for demos, tests and benchmarks).
-        #[arg(long, value_parser = ["prod"])]
+        #[arg(long, value_parser = ["prod", "cert"])]
         env: String,
         /// Size: district 3 gets 1,200 students per unit (about 46,000 rows across the stores).
         #[arg(long, default_value_t = 1)]
         scale: u64,
-        /// Also create the empty schema in CERT stores that have no tables (test set-ups).
-        #[arg(long)]
-        cert_schema: bool,
     },
     /// No servers needed: seed embedded PROD, migrate one district into embedded CERT, report.
     Demo {

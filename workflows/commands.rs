@@ -37,11 +37,7 @@ pub async fn dispatch(cli: Cli, log: RunLog) -> anyhow::Result<u8> {
             crate::post::validate(&engine, &run, &cli.config, json).await
         }
         Command::Report { run, json } => crate::post::report(&engine, &run, json),
-        Command::Seed {
-            env: _,
-            scale,
-            cert_schema,
-        } => seed(&cli.config, &engine, scale, cert_schema).await,
+        Command::Seed { env, scale } => seed(&cli.config, &engine, scale, env == "cert").await,
         Command::Demo { district, scale } => {
             crate::demo::demo(&engine, &district, scale, &log).await
         }
@@ -315,9 +311,14 @@ async fn seed(
 ) -> anyhow::Result<u8> {
     let cfg = wf_stores::Config::load(config)?;
     if cert_schema {
-        for s in crate::seed::cert_schema(&cfg).await? {
+        let made = crate::seed::cert_schema(&cfg).await?;
+        for s in &made {
             say(&format!("created the empty schema in CERT store {s}"));
         }
+        if made.is_empty() {
+            say("every CERT store already has tables: nothing to create");
+        }
+        return Ok(exit::DONE);
     }
     let work = engine.data().root().join("seed-work");
     let started = std::time::Instant::now();

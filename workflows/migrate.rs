@@ -28,9 +28,13 @@ pub struct MigrateArgs {
     /// Do everything, but roll the CERT transactions back instead of committing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Stop after anonymization (no CERT load).
+    /// Stop after validation (no CERT load).
     #[arg(long)]
     pub skip_load: bool,
+    /// Keep the raw (PII) extract after anonymization, so `wf recover <run> extracted` can
+    /// anonymize again under changed rules. It stays 0600 in a 0700 directory.
+    #[arg(long)]
+    pub keep_raw: bool,
     /// What to do with rows CERT already has: insert (fail), upsert, skip-existing.
     #[arg(long, default_value = "insert", value_parser = parse_strategy)]
     pub strategy: Strategy,
@@ -60,6 +64,7 @@ pub struct Migrate {
     params: Arc<MigrateParams>,
     runner: RunnerArgs,
     skip_load: bool,
+    keep_raw: bool,
     hash: String,
 }
 
@@ -178,6 +183,7 @@ impl Migrate {
                 params: Arc::new(params),
                 runner: parsed.runner,
                 skip_load: parsed.skip_load,
+                keep_raw: parsed.keep_raw,
                 hash,
             },
             recorded,
@@ -265,7 +271,9 @@ impl Workflow for Migrate {
         Ok(match spec.kind.as_str() {
             "migrate.extract" => Arc::new(ExtractStep(self.params.clone())),
             "migrate.anonymize" => Arc::new(AnonymizeStep(self.params.clone())),
-            "migrate.purge" => Arc::new(PurgeRawStep),
+            "migrate.purge" => Arc::new(PurgeRawStep {
+                keep: self.keep_raw,
+            }),
             "migrate.validate" => Arc::new(ValidateStep(self.params.clone())),
             "migrate.load" => Arc::new(LoadStep {
                 params: self.params.clone(),

@@ -12,9 +12,11 @@ use wf_engine::{Artifact, Step, StepContext, StepError, StepOutput};
 use wf_stores::analysis::{add_virtual_fks, analyze};
 use wf_stores::extract::{extract_district, TableFile};
 use wf_stores::graph::extract::extract_graph;
-use wf_stores::graph::load::{load_graph, GraphLoad};
+use wf_stores::graph::load::{load_graph, rollback_graph, GraphLoad};
 use wf_stores::graph::stage::GraphFileKind;
-use wf_stores::load::{load_store, plan_loads, LoadOptions, LoadReport, StoreLoad, Strategy};
+use wf_stores::load::{
+    load_store, plan_loads, rollback_store, LoadOptions, LoadReport, StoreLoad, Strategy,
+};
 use wf_stores::schema::StoreSchema;
 use wf_stores::staging::FileInfo;
 use wf_stores::{Config, StoreError};
@@ -187,7 +189,7 @@ impl Step for AnonymizeStep {
         let ex: ExtractOut = cx.input("extract")?;
         if let Some(gone) = ex.all_files().find(|f| !f.path.exists()) {
             return Err(StepError::Fatal(format!(
-                "raw staging {} is gone (purged after anonymization); start a new run to extract again",
+                "raw staging {} is gone (purged after anonymization); start a new run to extract again (runs started with --keep-raw can be re-anonymized)",
                 gone.path.display()
             )));
         }
@@ -286,13 +288,19 @@ impl Step for AnonymizeStep {
     }
 }
 
-/// `purge-raw`: deletes the raw (PII) staging once the anonymized files are journaled.
-pub struct PurgeRawStep;
+/// `purge-raw`: deletes the raw (PII) staging once the anonymized files are journaled, unless the
+/// run keeps it (`--keep-raw`).
+pub struct PurgeRawStep {
+    pub keep: bool,
+}
 
 #[async_trait::async_trait]
 impl Step for PurgeRawStep {
     async fn run(&self, cx: &StepContext) -> Result<StepOutput, StepError> {
         let ex: ExtractOut = cx.input("extract")?;
+        if self.keep {
+            return StepOutput::with_value(&0u64);
+        }
         let mut removed = 0u64;
         for f in ex.all_files() {
             match std::fs::remove_file(&f.path) {
@@ -332,7 +340,7 @@ impl Step for LoadStep {
             &ex,
             &anon,
             &cx.idempotency_key,
-            &cx.artifact_dir.join("manifests"),
+            &manifest_dir(cx, cx.generation),
             p.dry_run,
         )?
         .into_iter()
@@ -341,7 +349,12 @@ impl Step for LoadStep {
             StepError::Fatal(format!("store {} is not in the config", self.store))
         })?;
         let report = match &job {
-            Some(j) => Some(load_store(store, j).await.map_err(store_err)?),
+            Some(j) => {
+                if !p.dry_run {
+                    replace_earlier_generations(cx, store, j).await?;
+                }
+                Some(load_store(store, j).await.map_err(store_err)?)
+            }
             None => None,
         };
         let rows = report
@@ -421,19 +434,28 @@ async fn load_graph_step(
         .filter(|f| f.table.starts_with(&prefix))
         .map(|f| f.path.clone())
         .collect();
+    let manifest = |gen: u32| manifest_dir(cx, gen).join(format!("{}.created.jsonl", g.name));
     let job = (!files.is_empty()).then(|| GraphLoad {
         run_key: cx.idempotency_key.clone(),
         store: g.name.clone(),
         files,
-        manifest: cx
-            .artifact_dir
-            .join("manifests")
-            .join(format!("{}.created.jsonl", g.name)),
+        manifest: manifest(cx.generation),
         strategy: p.strategy,
         dry_run: p.dry_run,
     });
     let report = match &job {
-        Some(j) => Some(load_graph(g, j).await.map_err(store_err)?),
+        Some(j) => {
+            // After `wf recover`, what earlier generations of this run loaded is replaced.
+            for gen in (0..cx.generation).filter(|_| !p.dry_run) {
+                let earlier = GraphLoad {
+                    run_key: key_of_generation(cx, gen),
+                    manifest: manifest(gen),
+                    ..j.clone()
+                };
+                rollback_graph(g, &earlier).await.map_err(store_err)?;
+            }
+            Some(load_graph(g, j).await.map_err(store_err)?)
+        }
         None => None,
     };
     let rows = report
@@ -499,4 +521,36 @@ pub(crate) fn store_jobs(
             j
         })
         .collect())
+}
+
+/// Where a generation's load manifests go (one directory per generation, so a recovered run can
+/// still find what its earlier generations loaded).
+fn manifest_dir(cx: &StepContext, generation: u32) -> PathBuf {
+    cx.artifact_dir
+        .join("manifests")
+        .join(format!("g{generation}"))
+}
+
+/// The idempotency key this step had in `generation` (`run/g<n>/step`).
+fn key_of_generation(cx: &StepContext, generation: u32) -> String {
+    format!("{}/g{generation}/{}", cx.run_id, cx.step_id)
+}
+
+/// After `wf recover`, a load step runs in a new generation: it first deletes what the run's
+/// earlier generations loaded into this store (each only if it committed), so CERT ends up with
+/// the new output and no duplicates, then loads.
+async fn replace_earlier_generations(
+    cx: &StepContext,
+    store: &wf_stores::StoreConfig,
+    job: &StoreLoad,
+) -> Result<(), StepError> {
+    for gen in 0..cx.generation {
+        let earlier = StoreLoad {
+            run_key: format!("{}/{}", key_of_generation(cx, gen), job.store),
+            manifest_dir: manifest_dir(cx, gen),
+            ..job.clone()
+        };
+        rollback_store(store, &earlier).await.map_err(store_err)?;
+    }
+    Ok(())
 }

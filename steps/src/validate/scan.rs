@@ -29,6 +29,9 @@ pub struct ValidateInput<'a> {
     pub strategy: Strategy,
     /// The anonymization leak scan's hits (empty: it passed).
     pub leaks: Vec<(String, u64)>,
+    /// Keys (hashed) this run loaded in earlier generations, per table: not conflicts, since the
+    /// load replaces them.
+    pub owned: HashMap<String, HashSet<u64>>,
 }
 
 /// Distinct dangling references remembered per FK for the CERT lookup.
@@ -36,7 +39,7 @@ const MISSING_LIMIT: usize = 10_000;
 /// Keys per CERT lookup.
 const LOOKUP: usize = 1000;
 
-pub(super) fn text(v: &Value) -> Option<String> {
+pub fn text(v: &Value) -> Option<String> {
     match v {
         Value::Null => None,
         Value::Int(x) => Some(x.to_string()),
@@ -53,7 +56,7 @@ pub(super) fn tuple(b: &RecordBatch, idx: &[usize], row: usize) -> Option<Key> {
         .collect()
 }
 
-pub(super) fn hash_key(k: &Key) -> u64 {
+pub fn hash_key(k: &Key) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     k.hash(&mut h);
     h.finish()
@@ -242,6 +245,7 @@ pub async fn validate(inp: ValidateInput<'_>) -> Result<ValidationReport, StoreE
             &same_store,
             inp.strategy,
             inp.config.reference_tables.contains(&table.to_string()),
+            inp.owned.get(*table),
         )
         .await?;
     }
@@ -280,6 +284,7 @@ async fn scan_table(
     same_store: &HashMap<String, Table>,
     strategy: Strategy,
     reference: bool,
+    owned: Option<&HashSet<u64>>,
 ) -> Result<u64, StoreError> {
     let Some(first) = batches(path)?.next().transpose()? else {
         return Ok(0);
@@ -433,6 +438,9 @@ async fn scan_table(
                         .rows_in(ct, &ct.primary_key, &batch, &ct.primary_key)
                         .await?
                     {
+                        if owned.is_some_and(|o| o.contains(&hash_key(&k))) {
+                            continue; // this run's own rows from an earlier generation
+                        }
                         n += 1;
                         if ex.len() < super::EXAMPLES {
                             ex.push(show(&k));

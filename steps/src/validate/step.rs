@@ -7,6 +7,7 @@ use super::rules::Severity;
 use super::{Gate, Tally, ValidationReport};
 use crate::migrate::{store_err, store_jobs, AnonymizeOut, ExtractOut, MigrateParams};
 use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use wf_engine::{Step, StepContext, StepError, StepOutput};
 use wf_stores::analysis::add_virtual_fks;
@@ -50,6 +51,7 @@ impl Step for ValidateStep {
             rules: &rules,
             strategy: p.strategy,
             leaks: Vec::new(),
+            owned: owned_keys(cx, p)?,
         };
         let mut report = super::validate(input).await.map_err(store_err)?;
         if report.status != Gate::Failed {
@@ -168,4 +170,49 @@ fn rules_severity(p: &MigrateParams, rule: &str) -> Severity {
         .and_then(|r| r.rules.into_iter().find(|x| x.spec.name == rule))
         .map(|r| r.spec.severity)
         .unwrap_or(Severity::Error)
+}
+
+/// The keys this run loaded in its earlier generations (their load manifests), per table.
+fn owned_keys(
+    cx: &StepContext,
+    p: &MigrateParams,
+) -> Result<HashMap<String, HashSet<u64>>, StepError> {
+    let mut out: HashMap<String, HashSet<u64>> = HashMap::new();
+    let Some(steps) = cx.artifact_dir.parent() else {
+        return Ok(out);
+    };
+    for s in &p.config.stores {
+        for gen in 0..cx.generation {
+            let dir = steps
+                .join(format!("load~{}", s.name))
+                .join("manifests")
+                .join(format!("g{gen}"));
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Some(table) = name.strip_suffix(".keys.arrow") else {
+                    continue;
+                };
+                let set = out.entry(table.to_string()).or_default();
+                let reader = wf_stores::staging::open(&e.path()).map_err(store_err)?;
+                for b in reader {
+                    let b = b.map_err(|e| StepError::Fatal(format!("{name}: {e}")))?;
+                    for r in 0..b.num_rows() {
+                        let k: Vec<Option<String>> = (0..b.num_columns())
+                            .map(|i| {
+                                super::scan::text(&wf_stores::staging::value_at(
+                                    b.column(i).as_ref(),
+                                    r,
+                                ))
+                            })
+                            .collect();
+                        set.insert(super::scan::hash_key(&k));
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
 }

@@ -40,11 +40,44 @@ fn bolt_err(store: &str, side: Side, e: neo4rs::Error) -> StoreError {
             store: store.into(),
             message: format!("the server refused a query: {} ({})", n.message(), n.code()),
         },
+        E::UnexpectedMessage(m) => {
+            let message = server_text(m).unwrap_or_else(|| e.to_string());
+            if m.contains("DatabaseNotFound") {
+                StoreError::Connect {
+                    store: store.into(),
+                    side: side.as_str(),
+                    message: format!(
+                        "{message}; check the graph's {} database name",
+                        side.as_str()
+                    ),
+                }
+            } else {
+                StoreError::Query {
+                    store: store.into(),
+                    message,
+                }
+            }
+        }
         _ => StoreError::Query {
             store: store.into(),
             message: e.to_string(),
         },
     }
+}
+
+/// The server's own message and code out of neo4rs' debug dump of a Bolt FAILURE.
+fn server_text(dump: &str) -> Option<String> {
+    let field = |name: &str| {
+        let key = format!("value: \"{name}\" }}: String(BoltString {{ value: \"");
+        let start = dump.find(&key)? + key.len();
+        let end = dump[start..].find("\" })")? + start;
+        Some(dump[start..end].to_string())
+    };
+    let message = field("message")?;
+    Some(match field("code") {
+        Some(code) => format!("{message} ({code})"),
+        None => message,
+    })
 }
 
 /// A Bolt value as a graph value; types wf does not stage (points, durations, times) become text.
