@@ -8,6 +8,7 @@
 //! - `demo`: `wf demo` (seed + migrate + rollback) on embedded stores and the embedded graph.
 //! - `validation`: the gate on crafted bad inputs, sql rules in the load transaction, `wf validate`.
 //! - `recover`: a rule change applied with `wf recover`, replacing the run's rows in CERT.
+//! - `e2e`: PostgreSQL + Bolt, SIGKILL inside every phase, CERT equal to an uninterrupted run.
 //! - `control`: recover from a checkpoint, pause, cancel, SIGTERM, concurrent resumes.
 
 mod util;
@@ -18,6 +19,7 @@ mod cli;
 mod control;
 mod crash;
 mod demo;
+mod e2e;
 mod migrate;
 mod recover;
 mod validation;
