@@ -340,26 +340,34 @@ fn sigkill_in_every_phase_then_resume_gives_the_same_cert_as_an_uninterrupted_ru
     if kill(&mut child) {
         kills.push("extract (first process)".into());
     }
-    for (phase, first_step) in PHASES {
-        // Bring the run to the start of the phase: earlier phases finish, then the process
-        // aborts as the phase's first step begins (a crash too).
-        let mut c = spawn(Some(format!("{first_step}:before")));
-        let _ = c.wait();
-        // Then SIGKILL at random moments inside the phase, each time from a fresh resume.
-        for _ in 0..5 {
-            if current(&sb) != Some(phase) {
-                break;
-            }
-            let mut c = spawn(None);
-            std::thread::sleep(Duration::from_millis(random_ms(took(phase) * 4 / 5 + 80)));
-            if kill(&mut c) {
-                let label = if current(&sb) == Some(phase) {
-                    *inside.entry(phase).or_default() += 1;
-                    phase.to_string()
-                } else {
-                    format!("after {phase}")
-                };
-                kills.push(label);
+    // Kill at random moments inside the current phase until it has five kills (the loads, the last
+    // and longest phase, until 22 have landed in all); then let the run go on to the start of the
+    // next phase, where a failpoint stops it, so no phase is skipped by a late kill.
+    for _ in 0..80 {
+        let Some(phase) = current(&sb) else { break };
+        let n = inside.get(phase).copied().unwrap_or(0);
+        if n >= 5 && (phase != "load/" || kills.len() >= 22) {
+            let next = PHASES
+                .iter()
+                .skip_while(|(p, _)| *p != phase)
+                .nth(1)
+                .map(|(_, first)| format!("{first}:before"));
+            let _ = spawn(next).wait();
+            continue;
+        }
+        let span = if n < 2 {
+            took(phase) / 2
+        } else {
+            took(phase) * 4 / 5
+        };
+        let mut c = spawn(None);
+        std::thread::sleep(Duration::from_millis(random_ms(span + 60)));
+        if kill(&mut c) {
+            if current(&sb) == Some(phase) {
+                *inside.entry(phase).or_default() += 1;
+                kills.push(phase.to_string());
+            } else {
+                kills.push(format!("after {phase}"));
             }
         }
     }

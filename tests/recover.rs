@@ -117,3 +117,76 @@ fn recover_needs_the_raw_extract_when_it_was_purged() {
         r.stderr
     );
 }
+
+#[test]
+fn from_run_reuses_a_kept_extract_of_the_same_district() {
+    let sb = Sandbox::new();
+    let cfg = setup(&sb, "");
+    let c = cfg.to_str().unwrap();
+    let run =
+        |args: &[&str]| crate::util::ran(sb.cmd(args).env("WF_ANON_KEY", KEY).output().unwrap());
+    let a = run(&[
+        "run",
+        "migrate",
+        "--district",
+        "4",
+        "--keep-raw",
+        "--skip-load",
+        "--config-file",
+        c,
+    ]);
+    assert_eq!(a.code, Some(0), "{}\n{}", a.stdout, a.stderr);
+    let a = a.stdout.lines().next().unwrap().to_string();
+    // PROD changes after A's extract: a run reusing A's extract does not see it.
+    let prod = cfg.parent().unwrap().join("prod").join("ids.db");
+    let students = count(&prod, "students where district_id = 4");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", prod.display())).await.unwrap();
+        sqlx::query("delete from student_guardians where student_id in (select id from students where district_id = 4 limit 1)").execute(&pool).await.unwrap();
+    });
+    let b = run(&[
+        "run",
+        "migrate",
+        "--district",
+        "4",
+        "--from-run",
+        &a,
+        "--config-file",
+        c,
+    ]);
+    assert_eq!(b.code, Some(0), "{}\n{}", b.stdout, b.stderr);
+    let cert = cfg.parent().unwrap().join("cert").join("ids.db");
+    assert_eq!(count(&cert, "students"), students);
+    // Another district, or a run whose raw extract was purged, is refused with a clear message.
+    let wrong = run(&[
+        "run",
+        "migrate",
+        "--district",
+        "1",
+        "--from-run",
+        &a,
+        "--config-file",
+        c,
+    ]);
+    assert_eq!(wrong.code, Some(3), "{}", wrong.stderr);
+    assert!(
+        wrong.stderr.contains("not a migrate run of district 1"),
+        "{}",
+        wrong.stderr
+    );
+    let b_id = b.stdout.lines().next().unwrap().to_string();
+    let purged = run(&[
+        "run",
+        "migrate",
+        "--district",
+        "4",
+        "--from-run",
+        &b_id,
+        "--skip-load",
+        "--config-file",
+        c,
+    ]);
+    assert_eq!(purged.code, Some(3), "{}", purged.stderr);
+    assert!(purged.stderr.contains("--keep-raw"), "{}", purged.stderr);
+}

@@ -286,3 +286,36 @@ fn a_failing_sql_rule_with_severity_warning_loads_and_passes_with_warnings() {
         "{failed:?}"
     );
 }
+
+#[test]
+fn rows_already_in_cert_are_conflicts_for_insert_and_fine_for_upsert() {
+    let sb = Sandbox::new();
+    let cfg = setup(&sb, "");
+    let (first, _) = migrate(&sb, &cfg);
+    assert_eq!(first.code, Some(0), "{}\n{}", first.stdout, first.stderr);
+    let (again, run) = migrate(&sb, &cfg);
+    assert_eq!(again.code, Some(7), "{}\n{}", again.stdout, again.stderr);
+    let rep = report(&sb, &run);
+    let f = rep["validation"]["findings"].as_array().unwrap();
+    assert!(
+        f.iter()
+            .any(|f| f["category"] == "cert_conflicts" && f["table"] == "ids.students"),
+        "{f:#?}"
+    );
+    let up = crate::util::ran(
+        sb.cmd([
+            "run",
+            "migrate",
+            "--district",
+            "1",
+            "--strategy",
+            "upsert",
+            "--config-file",
+            cfg.to_str().unwrap(),
+        ])
+        .env("WF_ANON_KEY", KEY)
+        .output()
+        .unwrap(),
+    );
+    assert_eq!(up.code, Some(0), "{}\n{}", up.stdout, up.stderr);
+}

@@ -31,6 +31,10 @@ pub struct MigrateArgs {
     /// Stop after validation (no CERT load).
     #[arg(long)]
     pub skip_load: bool,
+    /// Reuse the raw extract of an earlier migrate run of the same district (started with
+    /// --keep-raw) instead of reading PROD again.
+    #[arg(long)]
+    pub from_run: Option<String>,
     /// Keep the raw (PII) extract after anonymization, so `wf recover <run> extracted` can
     /// anonymize again under changed rules. It stays 0600 in a 0700 directory.
     #[arg(long)]
@@ -177,6 +181,7 @@ impl Migrate {
             strategy: parsed.strategy,
             dry_run: parsed.dry_run,
             key_fingerprint: key.fingerprint(),
+            from_run: parsed.from_run.clone(),
         };
         Ok((
             Migrate {

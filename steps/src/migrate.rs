@@ -35,6 +35,8 @@ pub struct MigrateParams {
     pub dry_run: bool,
     /// The key fingerprint the run started with: another key is refused.
     pub key_fingerprint: String,
+    /// Reuse this earlier run's extract of the same district instead of reading PROD again.
+    pub from_run: Option<String>,
 }
 
 /// A staged table as journaled.
@@ -123,6 +125,9 @@ impl Step for ExtractStep {
         let raw = cx.artifact_dir.join("raw");
         private_dir(&raw)?;
         let p = &self.0;
+        if let Some(src) = &p.from_run {
+            return reuse_extract(cx, p, src, &raw);
+        }
         let ex = extract_district(&p.config, &p.district, &raw, p.batch_rows)
             .await
             .map_err(store_err)?;
@@ -553,4 +558,68 @@ async fn replace_earlier_generations(
         rollback_store(store, &earlier).await.map_err(store_err)?;
     }
     Ok(())
+}
+
+/// `--from-run`: the raw extract of an earlier migrate run of the same district, checked against
+/// its journaled checksums and linked into this run's raw directory (PROD is not read again).
+fn reuse_extract(
+    cx: &StepContext,
+    p: &MigrateParams,
+    src: &str,
+    raw: &Path,
+) -> Result<StepOutput, StepError> {
+    let fatal = |m: String| StepError::Fatal(format!("--from-run {src}: {m}"));
+    let root = cx
+        .artifact_dir
+        .ancestors()
+        .nth(4)
+        .ok_or_else(|| fatal("this run is not inside a data directory".into()))?;
+    let engine = wf_engine::Engine::new(wf_engine::DataDir::new(root));
+    let (record, outputs) = engine.outputs(src).map_err(|e| fatal(e.to_string()))?;
+    if record.workflow != "migrate" || record.attrs.get("district") != Some(&p.district) {
+        return Err(fatal(format!(
+            "it is not a migrate run of district {}",
+            p.district
+        )));
+    }
+    let mut ex: ExtractOut = outputs
+        .iter()
+        .find(|(s, _)| s == "extract")
+        .ok_or_else(|| fatal("it has not finished extracting".into()))?
+        .1
+        .value_as()
+        .map_err(fatal)?;
+    let relink = |f: &mut StagedTable| -> Result<(), StepError> {
+        if !f.path.exists() {
+            return Err(fatal(format!(
+                "{} is gone (raw extracts are purged after anonymization): reuse runs started with --keep-raw",
+                f.path.display()
+            )));
+        }
+        let sum = wf_engine::step::sha256_file(&f.path).map_err(|e| fatal(e.to_string()))?;
+        if sum != f.sha256 {
+            return Err(fatal(format!(
+                "{} does not match its recorded checksum",
+                f.path.display()
+            )));
+        }
+        let name = f.path.file_name().unwrap_or_default();
+        let to = raw.join(name);
+        let _ = std::fs::remove_file(&to);
+        std::fs::hard_link(&f.path, &to)
+            .or_else(|_| std::fs::copy(&f.path, &to).map(|_| ()))
+            .map_err(|e| StepError::Retryable(format!("{}: {e}", to.display())))?;
+        f.path = to;
+        Ok(())
+    };
+    for f in ex.files.iter_mut() {
+        relink(f)?;
+    }
+    for g in ex.graph.iter_mut() {
+        relink(&mut g.staged)?;
+    }
+    let rows: u64 = ex.all_files().map(|f| f.rows).sum();
+    let mut output = StepOutput::with_value(&ex)?;
+    output.metrics.insert("rows".into(), rows);
+    Ok(output)
 }

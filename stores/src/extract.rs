@@ -72,6 +72,12 @@ impl SnapshotReader for Snap {
             Snap::Sqlite(s) => s.distinct_eq(t, c, v, cols).await,
         }
     }
+    async fn has_rows(&mut self, t: &Table) -> Result<bool, StoreError> {
+        match self {
+            Snap::Pg(s) => s.has_rows(t).await,
+            Snap::Sqlite(s) => s.has_rows(t).await,
+        }
+    }
     async fn count_eq(&mut self, t: &Table, c: &str, v: &str) -> Result<u64, StoreError> {
         match self {
             Snap::Pg(s) => s.count_eq(t, c, v).await,

@@ -62,6 +62,8 @@ pub trait SnapshotReader: Send {
         value: &str,
         columns: &[String],
     ) -> Result<Vec<Key>, StoreError>;
+    /// Whether `table` has any row (validation skips key lookups in an empty CERT table).
+    async fn has_rows(&mut self, table: &Table) -> Result<bool, StoreError>;
     /// How many rows of `table` have `column` equal to `value`.
     async fn count_eq(
         &mut self,

@@ -1,7 +1,7 @@
 //! Business rules of the built-in kinds, evaluated on the anonymized staging.
 
 use super::rules::{Kind, Rule, ValidationRules};
-use super::scan::{batches, hash_key, positions, show, text, tuple};
+use super::scan::{batches, hash_key, hash_row, positions, show, text, tuple};
 use super::Tally;
 use arrow_array::RecordBatch;
 use std::collections::{BTreeMap, HashMap};
@@ -119,6 +119,7 @@ pub(super) fn row_counts(
         ) else {
             continue;
         };
+        let mut buf = String::new();
         let mut counts: HashMap<u64, u64> = HashMap::new();
         for b in batches(cf)? {
             let b = b?;
@@ -126,8 +127,8 @@ pub(super) fn row_counts(
                 continue;
             };
             for r in 0..b.num_rows() {
-                if let Some(k) = tuple(&b, &idx, r) {
-                    *counts.entry(hash_key(&k)).or_default() += 1;
+                if let Some(h) = hash_row(&b, &idx, r, &mut buf) {
+                    *counts.entry(h).or_default() += 1;
                 }
             }
         }

@@ -6,7 +6,7 @@ use super::rules::{Severity, ValidationRules};
 use super::{Tally, ValidationReport};
 use arrow_array::RecordBatch;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::hash::Hasher;
 use std::path::{Path, PathBuf};
 use wf_stores::config::{ColumnRef, Side};
 use wf_stores::extract::{open_snapshot, Snap};
@@ -56,10 +56,51 @@ pub(super) fn tuple(b: &RecordBatch, idx: &[usize], row: usize) -> Option<Key> {
         .collect()
 }
 
+/// The hash of a key in its text form: what `hash_row` computes from staged cells, byte for byte.
 pub fn hash_key(k: &Key) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    k.hash(&mut h);
+    for v in k {
+        match v {
+            None => h.write_u8(0),
+            Some(s) => {
+                h.write_u8(1);
+                h.write(s.as_bytes());
+                h.write_u8(0xff);
+            }
+        }
+    }
     h.finish()
+}
+
+/// `hash_key` of the tuple at `row` without building it (one reused buffer); `None` if a cell is
+/// NULL (a NULL component references nothing and is never a duplicate).
+pub(super) fn hash_row(
+    b: &RecordBatch,
+    idx: &[usize],
+    row: usize,
+    buf: &mut String,
+) -> Option<u64> {
+    use std::fmt::Write;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for &i in idx {
+        buf.clear();
+        match value_at(b.column(i).as_ref(), row) {
+            Value::Null => return None,
+            Value::Int(x) => {
+                let _ = write!(buf, "{x}");
+            }
+            Value::Float(x) => {
+                let _ = write!(buf, "{x}");
+            }
+            Value::Bool(x) => buf.push_str(if x { "true" } else { "false" }),
+            Value::Text(t) => buf.push_str(t),
+            Value::Bytes(x) => buf.push_str(&hex::encode(x)),
+        }
+        h.write_u8(1);
+        h.write(buf.as_bytes());
+        h.write_u8(0xff);
+    }
+    Some(h.finish())
 }
 
 pub(super) fn show(k: &Key) -> String {
@@ -150,6 +191,7 @@ pub async fn validate(inp: ValidateInput<'_>) -> Result<ValidationReport, StoreE
             .push(vec![r.column.clone()]);
     }
     let mut sets: HashMap<String, HashSet<u64>> = HashMap::new();
+    let mut buf = String::new();
     for (table, colsets) in &wanted {
         let Some(path) = files.get(table.as_str()) else {
             continue;
@@ -162,8 +204,8 @@ pub async fn validate(inp: ValidateInput<'_>) -> Result<ValidationReport, StoreE
                 };
                 let set = sets.entry(set_id(table, cols)).or_default();
                 for r in 0..b.num_rows() {
-                    if let Some(k) = tuple(&b, &idx, r) {
-                        set.insert(hash_key(&k));
+                    if let Some(h) = hash_row(&b, &idx, r, &mut buf) {
+                        set.insert(h);
                     }
                 }
             }
@@ -308,6 +350,9 @@ async fn scan_table(
         let (mut n, mut ex) = (0u64, Vec::new());
         for b in batches(path)? {
             let b = &b?;
+            if b.column(i).null_count() == 0 {
+                continue; // Arrow keeps the count: no row to look at
+            }
             for r in 0..b.num_rows() {
                 if b.column(i).is_null(r) {
                     n += 1;
@@ -341,14 +386,15 @@ async fn scan_table(
         };
         let mut seen = HashSet::new();
         let (mut n, mut ex) = (0u64, Vec::new());
+        let mut buf = String::new();
         for b in batches(path)? {
             let b = &b?;
             for r in 0..b.num_rows() {
-                if let Some(k) = tuple(b, &idx, r) {
-                    if !seen.insert(hash_key(&k)) {
+                if let Some(h) = hash_row(b, &idx, r, &mut buf) {
+                    if !seen.insert(h) {
                         n += 1;
                         if ex.len() < super::EXAMPLES {
-                            ex.push(show(&k));
+                            ex.extend(tuple(b, &idx, r).map(|k| show(&k)));
                         }
                     }
                 }
@@ -372,13 +418,17 @@ async fn scan_table(
         let set = sets.get(&set_id(&f.parent, &f.parent_cols));
         let mut missing: HashMap<Key, u64> = HashMap::new();
         let mut overflow = 0u64;
+        let mut buf = String::new();
         for b in batches(path)? {
             let b = &b?;
             for r in 0..b.num_rows() {
-                let Some(k) = tuple(b, &idx, r) else { continue };
-                if set.is_some_and(|s| s.contains(&hash_key(&k))) {
+                let Some(h) = hash_row(b, &idx, r, &mut buf) else {
+                    continue;
+                };
+                if set.is_some_and(|s| s.contains(&h)) {
                     continue;
                 }
+                let Some(k) = tuple(b, &idx, r) else { continue };
                 if missing.len() < MISSING_LIMIT || missing.contains_key(&k) {
                     *missing.entry(k).or_default() += 1;
                 } else {
@@ -424,7 +474,18 @@ async fn scan_table(
         );
     }
     // Rows CERT already has (by primary key): an error for insert, information otherwise.
-    if !pk_idx.is_empty() {
+    // An empty CERT table has nothing to conflict with: no lookups (the common, fresh-CERT case).
+    if !pk_idx.is_empty() && !snap.has_rows(ct).await? {
+        tally.check(
+            "cert_conflicts",
+            "rows not yet in CERT",
+            table,
+            Severity::Info,
+            0,
+            vec![],
+            String::new(),
+        );
+    } else if !pk_idx.is_empty() {
         let (mut n, mut ex) = (0u64, Vec::new());
         let mut batch: Vec<Key> = Vec::new();
         for b in batches(path)? {

@@ -384,7 +384,7 @@ impl super::GraphRead for BoltRead {
         };
         let k = ident(key);
         let q = format!(
-            "MATCH (n:{}){l}[:{}]{r}(m) WHERE n.{k} IN $keys AND m.{k} IS NOT NULL RETURN DISTINCT labels(m) AS l, m.{k} AS k",
+            "UNWIND $keys AS key MATCH (n:{} {{{k}: key}}){l}[:{}]{r}(m) WHERE m.{k} IS NOT NULL RETURN DISTINCT labels(m) AS l, m.{k} AS k",
             ident(label),
             ident(rel_type)
         );
@@ -405,7 +405,7 @@ impl super::GraphRead for BoltRead {
         keys: &[GValue],
     ) -> Result<Vec<NodeRec>, StoreError> {
         let q = format!(
-            "MATCH (n:{}) WHERE n.{} IN $keys RETURN labels(n) AS l, properties(n) AS p",
+            "UNWIND $keys AS key MATCH (n:{} {{{}: key}}) RETURN labels(n) AS l, properties(n) AS p",
             ident(label),
             ident(key)
         );
@@ -424,7 +424,7 @@ impl super::GraphRead for BoltRead {
     ) -> Result<Vec<RelRec>, StoreError> {
         let k = ident(key);
         let q = format!(
-            "MATCH (a:{})-[r]->(b) WHERE a.{k} IN $keys RETURN labels(a) AS al, a.{k} AS ak, type(r) AS t, labels(b) AS bl, b.{k} AS bk, properties(r) AS p",
+            "UNWIND $keys AS key MATCH (a:{} {{{k}: key}})-[r]->(b) RETURN labels(a) AS al, a.{k} AS ak, type(r) AS t, labels(b) AS bl, b.{k} AS bk, properties(r) AS p",
             ident(label)
         );
         let rows = self
@@ -503,7 +503,7 @@ impl super::GraphWrite for BoltWrite {
         keys: &[GValue],
     ) -> Result<Vec<GValue>, StoreError> {
         let q = format!(
-            "MATCH (n:{}) WHERE n.{k} IN $keys RETURN n.{k} AS k",
+            "UNWIND $keys AS key MATCH (n:{} {{{k}: key}}) RETURN n.{k} AS k",
             ident(label),
             k = ident(key)
         );
@@ -635,7 +635,7 @@ impl super::GraphWrite for BoltWrite {
         keys: &[GValue],
     ) -> Result<u64, StoreError> {
         let q = format!(
-            "MATCH (n:{}) WHERE n.{} IN $keys DETACH DELETE n RETURN count(*) AS c",
+            "UNWIND $keys AS key MATCH (n:{} {{{}: key}}) DETACH DELETE n RETURN count(*) AS c",
             ident(label),
             ident(key)
         );

@@ -316,6 +316,18 @@ impl SnapshotReader for PgSnapshot {
         self.rows_by_value(sql, value, columns.len()).await
     }
 
+    async fn has_rows(&mut self, table: &Table) -> Result<bool, StoreError> {
+        let sql = format!(
+            "select count(*) from (select 1 from {} limit 1) t",
+            ident(&table.name)
+        );
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&mut *self.conn)
+            .await
+            .map_err(|e| StoreError::from_sqlx(&self.store, e))?;
+        Ok(n > 0)
+    }
+
     async fn count_eq(
         &mut self,
         table: &Table,

@@ -250,6 +250,18 @@ impl SnapshotReader for SqliteSnapshot {
             .await
     }
 
+    async fn has_rows(&mut self, table: &Table) -> Result<bool, StoreError> {
+        let sql = format!(
+            "select count(*) from (select 1 from {} limit 1) t",
+            ident(&table.name)
+        );
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&mut *self.conn)
+            .await
+            .map_err(|e| StoreError::from_sqlx(&self.store, e))?;
+        Ok(n > 0)
+    }
+
     async fn count_eq(
         &mut self,
         table: &Table,

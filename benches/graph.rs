@@ -1,0 +1,192 @@
+//! Graph benchmark (issue 4): extract and load of a district subgraph of WF_BENCH_NODES nodes
+//! (default 200,000: half Student with the district property, half Section reached through
+//! ENROLLED_IN) and twice as many relationships, on the Bolt server (ArcadeDB) started by
+//! `scripts/services.sh start && source /tmp/wf-services/env`; `cargo bench --bench graph`.
+//! Reports nodes/s and relationships/s each way. It measures, asserts nothing.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Instant;
+use wf_stores::config::Side;
+use wf_stores::graph::bolt::BoltWrite;
+use wf_stores::graph::extract::extract_graph;
+use wf_stores::graph::load::{load_graph, GraphLoad};
+use wf_stores::graph::{
+    Direction, Follow, GValue, GraphConfig, GraphKind, GraphWrite, NodeRec, RelRec,
+};
+use wf_stores::load::Strategy;
+
+fn env(k: &str) -> String {
+    std::env::var(k).unwrap_or_else(|_| {
+        panic!("{k} is not set: run `scripts/services.sh start && source /tmp/wf-services/env`")
+    })
+}
+
+fn http_db(command: &str) {
+    let (user, pw, http) = (
+        env("WF_TEST_BOLT_USER"),
+        env("WF_TEST_BOLT_PASSWORD"),
+        env("WF_TEST_ARCADE_HTTP"),
+    );
+    let _ = Command::new("curl")
+        .args([
+            "-fsS",
+            "-u",
+            &format!("{user}:{pw}"),
+            "-X",
+            "POST",
+            "-d",
+            &format!("{{\"command\":\"{command}\"}}"),
+            &format!("{http}/api/v1/server"),
+        ])
+        .output();
+}
+
+fn node(label: &str, id: i64, district: Option<i64>) -> NodeRec {
+    let mut props = BTreeMap::from([
+        ("id".to_string(), GValue::Int(id)),
+        (
+            "name".to_string(),
+            GValue::Text(format!("{label} number {id}")),
+        ),
+        ("score".to_string(), GValue::Float(id as f64 / 7.0)),
+    ]);
+    if let Some(d) = district {
+        props.insert("district_id".into(), GValue::Int(d));
+    }
+    NodeRec {
+        labels: vec![label.into()],
+        props,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let n: i64 = std::env::var("WF_BENCH_NODES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let half = n / 2;
+    for db in ["wf_bench_prod_sp", "wf_bench_cert_sp"] {
+        http_db(&format!("drop database {db}"));
+        http_db(&format!("create database {db}"));
+    }
+    let cfg = GraphConfig {
+        name: "sp".into(),
+        kind: GraphKind::Bolt,
+        prod: env("WF_TEST_BOLT_URL"),
+        cert: env("WF_TEST_BOLT_URL"),
+        user: Some(env("WF_TEST_BOLT_USER")),
+        password: Some(env("WF_TEST_BOLT_PASSWORD")),
+        prod_database: Some("wf_bench_prod_sp".into()),
+        cert_database: Some("wf_bench_cert_sp".into()),
+        district_property: "district_id".into(),
+        district_labels: vec!["Student".into()],
+        key_property: "id".into(),
+        follow: vec![Follow {
+            rel_type: "ENROLLED_IN".into(),
+            direction: Direction::Out,
+        }],
+        max_depth: None,
+        links: vec![],
+    };
+    // PROD: `half` students, `half` sections, 4 enrollments per student.
+    let t = Instant::now();
+    let mut w: Box<dyn GraphWrite> = Box::new(
+        BoltWrite::open_side(&cfg, Side::Prod)
+            .await
+            .expect("PROD graph"),
+    );
+    for l in ["Student", "Section"] {
+        w.ensure_index(l, "id").await.expect("index");
+    }
+    w.commit().await.expect("commit");
+    for start in (0..half).step_by(10_000) {
+        let mut w: Box<dyn GraphWrite> = Box::new(
+            BoltWrite::open_side(&cfg, Side::Prod)
+                .await
+                .expect("PROD graph"),
+        );
+        let end = (start + 10_000).min(half);
+        let students: Vec<NodeRec> = (start..end).map(|i| node("Student", i, Some(1))).collect();
+        let sections: Vec<NodeRec> = (start..end)
+            .map(|i| node("Section", half + i, None))
+            .collect();
+        for c in students.chunks(2000) {
+            w.merge_nodes("Student", "id", c).await.expect("students");
+        }
+        for c in sections.chunks(2000) {
+            w.merge_nodes("Section", "id", c).await.expect("sections");
+        }
+        w.commit().await.expect("commit");
+    }
+    for start in (0..half).step_by(10_000) {
+        let mut w: Box<dyn GraphWrite> = Box::new(
+            BoltWrite::open_side(&cfg, Side::Prod)
+                .await
+                .expect("PROD graph"),
+        );
+        let end = (start + 10_000).min(half);
+        let rels: Vec<RelRec> = (start..end)
+            .flat_map(|i| {
+                (0..4).map(move |k| RelRec {
+                    rel_type: "ENROLLED_IN".into(),
+                    start: ("Student".into(), GValue::Int(i)),
+                    end: (
+                        "Section".into(),
+                        GValue::Int(half + (i * 7 + k * 13_001) % half),
+                    ),
+                    props: BTreeMap::from([("term".to_string(), GValue::Int(k))]),
+                })
+            })
+            .collect();
+        for c in rels.chunks(2000) {
+            w.merge_rels("ENROLLED_IN", ("Student", "Section"), "id", c)
+                .await
+                .expect("rels");
+        }
+        w.commit().await.expect("commit");
+    }
+    println!(
+        "seeded PROD: {n} nodes, {} relationships in {:.1}s (not measured below)",
+        half * 4,
+        t.elapsed().as_secs_f64()
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let t = Instant::now();
+    let ex = extract_graph(&cfg, "1", dir.path(), 8192)
+        .await
+        .expect("extract");
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "extract: {} nodes, {} relationships in {secs:.2}s: {:.0} nodes/s, {:.0} relationships/s (elements/s {:.0})",
+        ex.nodes, ex.rels, ex.nodes as f64 / secs, ex.rels as f64 / secs, (ex.nodes + ex.rels) as f64 / secs
+    );
+    let job = GraphLoad {
+        run_key: "bench/g0/load/sp".into(),
+        store: "sp".into(),
+        files: ex.files.iter().map(|f| f.file.path.clone()).collect(),
+        manifest: dir.path().join("manifest.jsonl"),
+        strategy: Strategy::Insert,
+        dry_run: false,
+    };
+    let t = Instant::now();
+    let r = load_graph(&cfg, &job).await.expect("load");
+    let secs = t.elapsed().as_secs_f64();
+    let nodes: u64 = r
+        .tables
+        .iter()
+        .filter(|t| !t.table.contains("-"))
+        .map(|t| t.inserted)
+        .sum();
+    let rels: u64 = r
+        .tables
+        .iter()
+        .filter(|t| t.table.contains("-"))
+        .map(|t| t.inserted)
+        .sum();
+    println!(
+        "load:    {nodes} nodes, {rels} relationships in {secs:.2}s (one transaction, marker, manifest): {:.0} nodes/s, {:.0} relationships/s (elements/s {:.0})",
+        nodes as f64 / secs, rels as f64 / secs, (nodes + rels) as f64 / secs
+    );
+}
