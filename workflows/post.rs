@@ -99,23 +99,12 @@ pub async fn validate(
         None => say(&format!("wf validate: {key_env} is not set, so the PII leak scan against CERT is skipped")),
         _ => {}
     }
-    let graph_prefix = cfg.graph.as_ref().map(|g| format!("{}.", g.name));
-    let is_graph = |t: &str| graph_prefix.as_ref().is_some_and(|g| t.starts_with(g));
+    let (files, graph_files) = anon.split(cfg.graph.as_ref());
     let input = wf_steps::validate::post::PostInput {
         config: &cfg,
         schemas: &schemas,
-        files: anon
-            .files
-            .iter()
-            .filter(|f| !is_graph(&f.table))
-            .map(|f| (f.table.clone(), f.path.clone()))
-            .collect(),
-        graph_files: anon
-            .files
-            .iter()
-            .filter(|f| is_graph(&f.table))
-            .map(|f| f.path.clone())
-            .collect(),
+        files,
+        graph_files,
         passed_fields,
         originals,
         key: key.as_ref(),

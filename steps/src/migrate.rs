@@ -79,6 +79,25 @@ pub struct GraphStaged {
     pub kind: GraphFileKind,
 }
 
+impl AnonymizeOut {
+    /// The anonymized files split into relational (`store.table`, path) and graph files.
+    pub fn split(
+        &self,
+        graph: Option<&wf_stores::graph::GraphConfig>,
+    ) -> (Vec<(String, PathBuf)>, Vec<PathBuf>) {
+        let prefix = graph.map(|g| format!("{}.", g.name));
+        let is_graph = |t: &str| prefix.as_ref().is_some_and(|g| t.starts_with(g));
+        let (g, r): (Vec<&StagedTable>, Vec<&StagedTable>) =
+            self.files.iter().partition(|f| is_graph(&f.table));
+        (
+            r.iter()
+                .map(|f| (f.table.clone(), f.path.clone()))
+                .collect(),
+            g.iter().map(|f| f.path.clone()).collect(),
+        )
+    }
+}
+
 impl ExtractOut {
     /// Every raw file, relational and graph.
     pub fn all_files(&self) -> impl Iterator<Item = &StagedTable> {

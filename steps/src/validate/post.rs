@@ -14,7 +14,7 @@ use wf_stores::extract::{open_snapshot, Snap};
 use wf_stores::graph::stage::{GraphBatch, GraphFileKind, GraphFileReader};
 use wf_stores::graph::GValue;
 use wf_stores::schema::{StoreSchema, Table};
-use wf_stores::staging::{columns_of, open, value_at, ColType, Value};
+use wf_stores::staging::{columns_of, open, value_at, ColType};
 use wf_stores::subset::{Key, SnapshotReader};
 use wf_stores::{Config, StoreError};
 
@@ -48,17 +48,6 @@ fn canon(t: ColType, s: &str) -> String {
         },
         ColType::Bytes => s.trim_start_matches("\\x").to_lowercase(),
         _ => s.into(),
-    }
-}
-
-fn cell(v: &Value) -> Option<String> {
-    match v {
-        Value::Null => None,
-        Value::Int(x) => Some(x.to_string()),
-        Value::Float(x) => Some(x.to_string()),
-        Value::Bool(x) => Some(x.to_string()),
-        Value::Text(t) => Some(t.to_string()),
-        Value::Bytes(b) => Some(hex::encode(b)),
     }
 }
 
@@ -137,7 +126,7 @@ pub async fn validate_loaded(inp: PostInput<'_>) -> Result<ValidationReport, Sto
             let last_batch = batches.peek().is_none();
             for r in 0..b.num_rows() {
                 let row: Vec<Option<String>> = (0..names.len())
-                    .map(|i| cell(&value_at(b.column(i).as_ref(), r)))
+                    .map(|i| super::scan::text(&value_at(b.column(i).as_ref(), r)))
                     .collect();
                 staged_sum = staged_sum.wrapping_add(row_hash(&types, &row));
                 staged_n += 1;
@@ -206,7 +195,9 @@ pub async fn validate_loaded(inp: PostInput<'_>) -> Result<ValidationReport, Sto
                     for r in 0..b.num_rows() {
                         let k: Option<Key> = idx
                             .iter()
-                            .map(|&i| cell(&value_at(b.column(i).as_ref(), r)).map(Some))
+                            .map(|&i| {
+                                super::scan::text(&value_at(b.column(i).as_ref(), r)).map(Some)
+                            })
                             .collect();
                         if let Some(k) = k {
                             values.insert(k);

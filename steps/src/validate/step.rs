@@ -31,23 +31,12 @@ impl Step for ValidateStep {
         let rules = crate::migrate::validation_rules(p)?;
         let mut schemas = ex.schemas.clone();
         add_virtual_fks(&mut schemas, &p.config).map_err(StepError::Fatal)?;
-        let graph_prefix = p.config.graph.as_ref().map(|g| format!("{}.", g.name));
-        let is_graph = |t: &str| graph_prefix.as_ref().is_some_and(|g| t.starts_with(g));
+        let (files, graph_files) = anon.split(p.config.graph.as_ref());
         let input = super::ValidateInput {
             config: &p.config,
             schemas: &schemas,
-            files: anon
-                .files
-                .iter()
-                .filter(|f| !is_graph(&f.table))
-                .map(|f| (f.table.clone(), f.path.clone()))
-                .collect(),
-            graph_files: anon
-                .files
-                .iter()
-                .filter(|f| is_graph(&f.table))
-                .map(|f| f.path.clone())
-                .collect(),
+            files,
+            graph_files,
             rules: &rules,
             strategy: p.strategy,
             leaks: Vec::new(),
