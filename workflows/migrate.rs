@@ -269,6 +269,19 @@ impl Workflow for Migrate {
                 steps: vec!["load/*".into()],
             });
         }
+        let mut report_deps: Vec<String> =
+            vec!["extract".into(), "anonymize".into(), "validate".into()];
+        report_deps.extend(
+            steps
+                .iter()
+                .filter(|s| s.id.starts_with("load/"))
+                .map(|s| s.id.clone()),
+        );
+        steps.push(StepSpec::new("report", "migrate.report", report_deps));
+        checkpoints.push(Checkpoint {
+            name: "reported".into(),
+            steps: vec!["report".into()],
+        });
         Ok(Plan { steps, checkpoints })
     }
 
@@ -280,6 +293,7 @@ impl Workflow for Migrate {
                 keep: self.keep_raw,
             }),
             "migrate.validate" => Arc::new(ValidateStep(self.params.clone())),
+            "migrate.report" => Arc::new(crate::report::ReportStep),
             "migrate.load" => Arc::new(LoadStep {
                 params: self.params.clone(),
                 store: String::from_utf8_lossy(&spec.params).into_owned(),

@@ -80,6 +80,18 @@ pub fn build(engine: &Engine, run: &str) -> anyhow::Result<RunReport> {
     let st = engine.status(run)?;
     let (_, outputs) = engine.outputs(run)?;
     let events = engine.events(run)?;
+    Ok(build_from(engine, run, &st, &outputs, &events))
+}
+
+/// Builds a report from a status view, step outputs and events (the `report` step passes what a
+/// live run can give it: its inputs and the runner's published status).
+pub fn build_from(
+    engine: &Engine,
+    run: &str,
+    st: &wf_engine::StatusView,
+    outputs: &[(String, wf_engine::model::StepOutput)],
+    events: &[wf_engine::model::Event],
+) -> RunReport {
     let out = |id: &str| outputs.iter().find(|(s, _)| s == id).map(|(_, o)| o);
     let mut tables: BTreeMap<String, TableRows> = BTreeMap::new();
     if let Some(ex) = out("extract").and_then(|o| o.value_as::<ExtractOut>().ok()) {
@@ -131,7 +143,7 @@ pub fn build(engine: &Engine, run: &str) -> anyhow::Result<RunReport> {
             .map(|a| anon_summary(&a));
     let mut retries = 0;
     let mut recoveries = Vec::new();
-    for e in &events {
+    for e in events {
         match &e.kind {
             wf_engine::model::EventKind::StepFailed {
                 retry_in_ms: Some(_),
@@ -161,7 +173,7 @@ pub fn build(engine: &Engine, run: &str) -> anyhow::Result<RunReport> {
         "done_dry_run" => vec![],
         _ => vec![format!("wf resume {run}")],
     };
-    Ok(RunReport {
+    RunReport {
         run: st.id.clone(),
         status: st.status.clone(),
         district: st.attrs.get("district").cloned(),
@@ -183,7 +195,7 @@ pub fn build(engine: &Engine, run: &str) -> anyhow::Result<RunReport> {
             .collect(),
         message: st.message.clone(),
         next,
-    })
+    }
 }
 
 fn anon_summary(a: &serde_json::Value) -> AnonSummary {
@@ -338,18 +350,55 @@ pub fn markdown(r: &RunReport) -> String {
 
 /// Writes `reports/<run>.md` and `.json`; returns the Markdown path.
 pub fn write(engine: &Engine, run: &str) -> anyhow::Result<PathBuf> {
-    let r = build(engine, run)?;
+    write_report(engine, run, &build(engine, run)?)
+}
+
+fn write_report(engine: &Engine, run: &str, r: &RunReport) -> anyhow::Result<PathBuf> {
     let dir = engine.data().root().join("reports");
     std::fs::create_dir_all(&dir)?;
     let md = dir.join(format!("{run}.md"));
     let json = dir.join(format!("{run}.json"));
     for (path, bytes) in [
-        (&json, serde_json::to_vec_pretty(&r)?),
-        (&md, markdown(&r).into_bytes()),
+        (&json, serde_json::to_vec_pretty(r)?),
+        (&md, markdown(r).into_bytes()),
     ] {
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, bytes)?;
         std::fs::rename(&tmp, path)?;
     }
     Ok(md)
+}
+
+/// The `report` step of migrate (checkpoint `reported`): writes the report from its inputs and the
+/// runner's live status. The CLI writes it again when the run ends, with the journal's events.
+pub struct ReportStep;
+
+#[async_trait::async_trait]
+impl wf_engine::Step for ReportStep {
+    async fn run(
+        &self,
+        cx: &wf_engine::StepContext,
+    ) -> Result<wf_engine::StepOutput, wf_engine::StepError> {
+        let root = cx.artifact_dir.ancestors().nth(4).ok_or_else(|| {
+            wf_engine::StepError::Fatal("the run is not inside a data directory".into())
+        })?;
+        let engine = Engine::new(wf_engine::DataDir::new(root));
+        let st = engine
+            .status(&cx.run_id)
+            .map_err(|e| wf_engine::StepError::Retryable(e.to_string()))?;
+        let outputs: Vec<(String, wf_engine::model::StepOutput)> = cx
+            .inputs
+            .iter()
+            .map(|(k, v)| (k.clone(), (**v).clone()))
+            .collect();
+        let mut report = build_from(&engine, &cx.run_id, &st, &outputs, &[]);
+        report.status = "done".into();
+        report.next = vec![
+            format!("wf validate {}", cx.run_id),
+            format!("wf rollback {}", cx.run_id),
+        ];
+        let md = write_report(&engine, &cx.run_id, &report)
+            .map_err(|e| wf_engine::StepError::Retryable(e.to_string()))?;
+        wf_engine::StepOutput::with_value(&md.to_string_lossy().into_owned())
+    }
 }
