@@ -88,7 +88,16 @@ async fn rehearse(
 ) -> Result<(), StepError> {
     let key = format!("{}/rehearsal", cx.idempotency_key);
     let dir = cx.artifact_dir.join("rehearsal");
-    let jobs = store_jobs(p, ex, anon, &key, &dir, true)?;
+    let mut jobs = store_jobs(p, ex, anon, &key, &dir, true)?;
+    if cx.generation > 0 {
+        // After a recover, CERT may hold this run's rows from an earlier generation, which the
+        // real load replaces; the rehearsal overwrites them instead (it is rolled back anyway).
+        for t in jobs.iter_mut().flat_map(|j| j.tables.iter_mut()) {
+            if t.strategy == wf_stores::load::Strategy::Insert {
+                t.strategy = wf_stores::load::Strategy::Upsert;
+            }
+        }
+    }
     let mut tally = Tally::default();
     let mut any = false;
     for job in jobs.iter().filter(|j| !j.checks.is_empty()) {
