@@ -128,7 +128,7 @@ pub fn to_bolt(v: &GValue) -> BoltType {
     }
 }
 
-fn props_map(m: &BTreeMap<String, GValue>) -> BoltMap {
+pub(crate) fn props_map(m: &BTreeMap<String, GValue>) -> BoltMap {
     let mut out = BoltMap::new();
     for (k, v) in m {
         if !matches!(v, GValue::Null) {
@@ -138,11 +138,11 @@ fn props_map(m: &BTreeMap<String, GValue>) -> BoltMap {
     out
 }
 
-fn list(values: impl IntoIterator<Item = BoltType>) -> BoltType {
+pub(crate) fn list(values: impl IntoIterator<Item = BoltType>) -> BoltType {
     BoltType::List(BoltList::from(values.into_iter().collect::<Vec<_>>()))
 }
 
-fn get(row: &Row, col: &str) -> GValue {
+pub(crate) fn get(row: &Row, col: &str) -> GValue {
     row.get::<BoltType>(col)
         .map(from_bolt)
         .unwrap_or(GValue::Null)
@@ -168,7 +168,7 @@ fn props(row: &Row, col: &str) -> BTreeMap<String, GValue> {
     }
 }
 
-fn count(row: &Row) -> u64 {
+pub(crate) fn count(row: &Row) -> u64 {
     match get(row, "c") {
         GValue::Int(c) => c.max(0) as u64,
         _ => 0,
@@ -176,15 +176,15 @@ fn count(row: &Row) -> u64 {
 }
 
 /// A connection with its own transaction.
-struct Session {
-    store: String,
+pub(crate) struct Session {
+    pub(crate) store: String,
     side: Side,
-    graph: Graph,
+    pub(crate) graph: Graph,
     txn: Option<Txn>,
 }
 
 impl Session {
-    async fn open(cfg: &GraphConfig, side: Side) -> Result<Session, StoreError> {
+    pub(crate) async fn open(cfg: &GraphConfig, side: Side) -> Result<Session, StoreError> {
         let addr = cfg.url(side)?;
         let (user, pw) = cfg.credentials(side)?;
         let mut b = ConfigBuilder::default()
@@ -228,7 +228,7 @@ impl Session {
         bolt_err(&self.store, self.side, e)
     }
 
-    async fn rows(&mut self, q: Query) -> Result<Vec<Row>, StoreError> {
+    pub(crate) async fn rows(&mut self, q: Query) -> Result<Vec<Row>, StoreError> {
         let (store, side) = (self.store.clone(), self.side);
         let txn = self.txn.as_mut().ok_or_else(|| StoreError::Query {
             store: store.clone(),
@@ -249,7 +249,7 @@ impl Session {
         Ok(out)
     }
 
-    async fn end(mut self, commit: bool) -> Result<(), StoreError> {
+    pub(crate) async fn end(mut self, commit: bool) -> Result<(), StoreError> {
         match self.txn.take() {
             Some(t) if commit => t.commit().await.map_err(|e| self.err(e)),
             Some(t) => t.rollback().await.map_err(|e| self.err(e)),
@@ -258,11 +258,11 @@ impl Session {
     }
 }
 
-fn keys_param(keys: &[GValue]) -> BoltType {
+pub(crate) fn keys_param(keys: &[GValue]) -> BoltType {
     list(keys.iter().map(to_bolt))
 }
 
-fn pairs_param(pairs: &[(GValue, GValue)]) -> BoltType {
+pub(crate) fn pairs_param(pairs: &[(GValue, GValue)]) -> BoltType {
     list(pairs.iter().map(|(s, e)| {
         let mut m = BoltMap::new();
         m.put("s".into(), to_bolt(s));
@@ -463,206 +463,5 @@ fn rel_of(r: &Row) -> Option<RelRec> {
     })
 }
 
-/// Writes CERT over Bolt in one transaction (PROD only when seeding synthetic data).
-pub struct BoltWrite(Session);
-
-impl BoltWrite {
-    pub async fn open(cfg: &GraphConfig) -> Result<BoltWrite, StoreError> {
-        Self::open_side(cfg, Side::Cert).await
-    }
-
-    /// Opens `side` for writing: CERT for loads; PROD only for `wf seed`'s synthetic data.
-    pub async fn open_side(cfg: &GraphConfig, side: Side) -> Result<BoltWrite, StoreError> {
-        Ok(BoltWrite(Session::open(cfg, side).await?))
-    }
-}
-
-#[async_trait::async_trait]
-impl super::GraphWrite for BoltWrite {
-    async fn has_marker(&mut self, run: &str) -> Result<bool, StoreError> {
-        let q = format!("MATCH (m:{MARKER_LABEL}) WHERE m.run = $run RETURN count(m) AS c");
-        let rows = self.0.rows(query(&q).param("run", run)).await?;
-        Ok(rows.first().map(count).unwrap_or(0) > 0)
-    }
-
-    async fn write_marker(&mut self, run: &str) -> Result<(), StoreError> {
-        let q = format!("CREATE (m:{MARKER_LABEL} {{run: $run}}) RETURN count(m) AS c");
-        self.0.rows(query(&q).param("run", run)).await.map(|_| ())
-    }
-
-    async fn delete_marker(&mut self, run: &str) -> Result<(), StoreError> {
-        let q =
-            format!("MATCH (m:{MARKER_LABEL}) WHERE m.run = $run DELETE m RETURN count(*) AS c");
-        self.0.rows(query(&q).param("run", run)).await.map(|_| ())
-    }
-
-    async fn existing_nodes(
-        &mut self,
-        label: &str,
-        key: &str,
-        keys: &[GValue],
-    ) -> Result<Vec<GValue>, StoreError> {
-        let q = format!(
-            "UNWIND $keys AS key MATCH (n:{} {{{k}: key}}) RETURN n.{k} AS k",
-            ident(label),
-            k = ident(key)
-        );
-        let rows = self
-            .0
-            .rows(query(&q).param("keys", keys_param(keys)))
-            .await?;
-        Ok(rows.iter().map(|r| get(r, "k")).collect())
-    }
-
-    async fn merge_nodes(
-        &mut self,
-        label: &str,
-        key: &str,
-        rows: &[NodeRec],
-    ) -> Result<(), StoreError> {
-        // Extra labels cannot be parameters: one statement per distinct label set.
-        let mut groups: BTreeMap<Vec<String>, Vec<&NodeRec>> = BTreeMap::new();
-        for r in rows {
-            let extra: Vec<String> = r.labels.iter().filter(|l| *l != label).cloned().collect();
-            groups.entry(extra).or_default().push(r);
-        }
-        for (extra, group) in groups {
-            let set_labels: String = extra.iter().map(|l| format!(", n:{}", ident(l))).collect();
-            let q = format!(
-                "UNWIND $rows AS r MERGE (n:{} {{{}: r.k}}) SET n += r.p{set_labels} RETURN count(n) AS c",
-                ident(label),
-                ident(key)
-            );
-            let param = list(group.iter().map(|r| {
-                let mut m = BoltMap::new();
-                m.put(
-                    "k".into(),
-                    to_bolt(r.props.get(key).unwrap_or(&GValue::Null)),
-                );
-                m.put("p".into(), BoltType::Map(props_map(&r.props)));
-                BoltType::Map(m)
-            }));
-            self.0.rows(query(&q).param("rows", param)).await?;
-        }
-        Ok(())
-    }
-
-    async fn existing_rels(
-        &mut self,
-        rel_type: &str,
-        ends: (&str, &str),
-        key: &str,
-        pairs: &[(GValue, GValue)],
-    ) -> Result<Vec<(GValue, GValue)>, StoreError> {
-        let k = ident(key);
-        let q = format!(
-            "UNWIND $pairs AS p MATCH (a:{} {{{k}: p.s}})-[:{}]->(b:{} {{{k}: p.e}}) RETURN DISTINCT p.s AS s, p.e AS e",
-            ident(ends.0),
-            ident(rel_type),
-            ident(ends.1)
-        );
-        let rows = self
-            .0
-            .rows(query(&q).param("pairs", pairs_param(pairs)))
-            .await?;
-        Ok(rows.iter().map(|r| (get(r, "s"), get(r, "e"))).collect())
-    }
-
-    async fn merge_rels(
-        &mut self,
-        rel_type: &str,
-        ends: (&str, &str),
-        key: &str,
-        rows: &[RelRec],
-    ) -> Result<(), StoreError> {
-        let k = ident(key);
-        let q = format!(
-            "UNWIND $rows AS r MATCH (a:{} {{{k}: r.s}}) MATCH (b:{} {{{k}: r.e}}) MERGE (a)-[x:{}]->(b) SET x += r.p RETURN count(x) AS c",
-            ident(ends.0),
-            ident(ends.1),
-            ident(rel_type)
-        );
-        let param = list(rows.iter().map(|r| {
-            let mut m = BoltMap::new();
-            m.put("s".into(), to_bolt(&r.start.1));
-            m.put("e".into(), to_bolt(&r.end.1));
-            m.put("p".into(), BoltType::Map(props_map(&r.props)));
-            BoltType::Map(m)
-        }));
-        let out = self.0.rows(query(&q).param("rows", param)).await?;
-        let merged = out.first().map(count).unwrap_or(0);
-        if merged < rows.len() as u64 {
-            return Err(StoreError::Constraint {
-                store: self.0.store.clone(),
-                table: format!("{}-{rel_type}-{}", ends.0, ends.1),
-                constraint: "end nodes exist".into(),
-                key: "-".into(),
-                message: format!(
-                    "{} of {} relationships have an end node missing in CERT",
-                    rows.len() as u64 - merged,
-                    rows.len()
-                ),
-            });
-        }
-        Ok(())
-    }
-
-    async fn delete_rels(
-        &mut self,
-        rel_type: &str,
-        ends: (&str, &str),
-        key: &str,
-        pairs: &[(GValue, GValue)],
-    ) -> Result<u64, StoreError> {
-        let k = ident(key);
-        let q = format!(
-            "UNWIND $pairs AS p MATCH (a:{} {{{k}: p.s}})-[x:{}]->(b:{} {{{k}: p.e}}) DELETE x RETURN count(*) AS c",
-            ident(ends.0),
-            ident(rel_type),
-            ident(ends.1)
-        );
-        let rows = self
-            .0
-            .rows(query(&q).param("pairs", pairs_param(pairs)))
-            .await?;
-        Ok(rows.first().map(count).unwrap_or(0))
-    }
-
-    async fn delete_nodes(
-        &mut self,
-        label: &str,
-        key: &str,
-        keys: &[GValue],
-    ) -> Result<u64, StoreError> {
-        let q = format!(
-            "UNWIND $keys AS key MATCH (n:{} {{{}: key}}) DETACH DELETE n RETURN count(*) AS c",
-            ident(label),
-            ident(key)
-        );
-        let rows = self
-            .0
-            .rows(query(&q).param("keys", keys_param(keys)))
-            .await?;
-        Ok(rows.first().map(count).unwrap_or(0))
-    }
-
-    async fn ensure_index(&mut self, label: &str, key: &str) -> Result<(), StoreError> {
-        let q = format!(
-            "CREATE INDEX IF NOT EXISTS FOR (n:{}) ON (n.{})",
-            ident(label),
-            ident(key)
-        );
-        if let Err(e) = self.0.graph.run(query(&q)).await {
-            tracing::warn!(store = %self.0.store, label, "no lookup index on {label}.{key}: {e}; loads will be slow");
-        }
-        Ok(())
-    }
-
-    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        self.0.end(true).await
-    }
-
-    async fn rollback(self: Box<Self>) -> Result<(), StoreError> {
-        self.0.end(false).await
-    }
-}
+mod write;
+pub use write::BoltWrite;

@@ -1,0 +1,189 @@
+//! The `load/<store>` steps: one CERT transaction per store (and one for the graph). After
+//! `wf recover`, a load first deletes what the run's earlier generations loaded into its store.
+
+use super::{store_err, validation_rules, AnonymizeOut, ExtractOut, LoadOut, MigrateParams};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use wf_engine::{Step, StepContext, StepError, StepOutput};
+use wf_stores::analysis::{add_virtual_fks, analyze};
+use wf_stores::extract::TableFile;
+use wf_stores::graph::load::{load_graph, rollback_graph, GraphLoad};
+use wf_stores::load::{load_store, plan_loads, rollback_store, LoadOptions, StoreLoad};
+use wf_stores::staging::FileInfo;
+
+/// `load/<store>`: the anonymized tables of one store into its CERT database, in one transaction.
+pub struct LoadStep {
+    pub params: Arc<MigrateParams>,
+    pub store: String,
+}
+
+#[async_trait::async_trait]
+impl Step for LoadStep {
+    async fn run(&self, cx: &StepContext) -> Result<StepOutput, StepError> {
+        let p = &self.params;
+        let ex: ExtractOut = cx.input("extract")?;
+        let anon: AnonymizeOut = cx.input("anonymize")?;
+        if let Some(g) = p.config.graph.as_ref().filter(|g| g.name == self.store) {
+            return load_graph_step(cx, p, g, &anon).await;
+        }
+        let job = store_jobs(
+            p,
+            &ex,
+            &anon,
+            &cx.idempotency_key,
+            &manifest_dir(cx, cx.generation),
+            p.dry_run,
+        )?
+        .into_iter()
+        .find(|j| j.store == self.store);
+        let store = p.config.store(&self.store).ok_or_else(|| {
+            StepError::Fatal(format!("store {} is not in the config", self.store))
+        })?;
+        let report = match &job {
+            Some(j) => {
+                if !p.dry_run {
+                    replace_earlier_generations(cx, store, j).await?;
+                }
+                Some(load_store(store, j).await.map_err(store_err)?)
+            }
+            None => None,
+        };
+        let rows = report
+            .as_ref()
+            .map(|r| r.tables.iter().map(|t| t.inserted).sum())
+            .unwrap_or(0);
+        let mut out = StepOutput::with_value(&LoadOut {
+            store: self.store.clone(),
+            job,
+            report,
+            graph_job: None,
+        })?;
+        out.metrics.insert("rows".into(), rows);
+        Ok(out)
+    }
+}
+
+/// `load/<graph>`: the anonymized graph files into CERT, in one transaction.
+async fn load_graph_step(
+    cx: &StepContext,
+    p: &MigrateParams,
+    g: &wf_stores::graph::GraphConfig,
+    anon: &AnonymizeOut,
+) -> Result<StepOutput, StepError> {
+    let prefix = format!("{}.", g.name);
+    let files: Vec<PathBuf> = anon
+        .files
+        .iter()
+        .filter(|f| f.table.starts_with(&prefix))
+        .map(|f| f.path.clone())
+        .collect();
+    let manifest = |gen: u32| manifest_dir(cx, gen).join(format!("{}.created.jsonl", g.name));
+    let job = (!files.is_empty()).then(|| GraphLoad {
+        run_key: cx.idempotency_key.clone(),
+        store: g.name.clone(),
+        files,
+        manifest: manifest(cx.generation),
+        strategy: p.strategy,
+        dry_run: p.dry_run,
+    });
+    let report = match &job {
+        Some(j) => {
+            // After `wf recover`, what earlier generations of this run loaded is replaced.
+            for gen in (0..cx.generation).filter(|_| !p.dry_run) {
+                let earlier = GraphLoad {
+                    run_key: key_of_generation(cx, gen),
+                    manifest: manifest(gen),
+                    ..j.clone()
+                };
+                rollback_graph(g, &earlier).await.map_err(store_err)?;
+            }
+            Some(load_graph(g, j).await.map_err(store_err)?)
+        }
+        None => None,
+    };
+    let rows = report
+        .as_ref()
+        .map(|r| r.tables.iter().map(|t| t.inserted).sum())
+        .unwrap_or(0);
+    let mut out = StepOutput::with_value(&LoadOut {
+        store: g.name.clone(),
+        job: None,
+        report,
+        graph_job: job,
+    })?;
+    out.metrics.insert("rows".into(), rows);
+    Ok(out)
+}
+
+/// The relational loads of a run, one per store, with each store's `sql` rules attached.
+pub(crate) fn store_jobs(
+    p: &MigrateParams,
+    ex: &ExtractOut,
+    anon: &AnonymizeOut,
+    run_key: &str,
+    manifest_dir: &Path,
+    dry_run: bool,
+) -> Result<Vec<StoreLoad>, StepError> {
+    let mut schemas = ex.schemas.clone();
+    add_virtual_fks(&mut schemas, &p.config).map_err(StepError::Fatal)?;
+    let analysis = analyze(&schemas);
+    let files: Vec<TableFile> = anon
+        .files
+        .iter()
+        .map(|f| TableFile {
+            table: f.table.clone(),
+            file: FileInfo {
+                path: f.path.clone(),
+                rows: f.rows,
+                bytes: f.bytes,
+                sha256: f.sha256.clone(),
+            },
+        })
+        .collect();
+    let rules = validation_rules(p)?;
+    let opts = LoadOptions {
+        run_key: run_key.to_string(),
+        manifest_dir: manifest_dir.to_path_buf(),
+        strategy: p.strategy,
+        dry_run,
+    };
+    Ok(plan_loads(&p.config, &ex.schemas, &analysis, &files, &opts)
+        .into_iter()
+        .map(|mut j| {
+            j.checks = rules.sql_checks(&j.store);
+            j
+        })
+        .collect())
+}
+
+/// Where a generation's load manifests go (one directory per generation, so a recovered run can
+/// still find what its earlier generations loaded).
+fn manifest_dir(cx: &StepContext, generation: u32) -> PathBuf {
+    cx.artifact_dir
+        .join("manifests")
+        .join(format!("g{generation}"))
+}
+
+/// The idempotency key this step had in `generation` (`run/g<n>/step`).
+fn key_of_generation(cx: &StepContext, generation: u32) -> String {
+    format!("{}/g{generation}/{}", cx.run_id, cx.step_id)
+}
+
+/// After `wf recover`, a load step runs in a new generation: it first deletes what the run's
+/// earlier generations loaded into this store (each only if it committed), so CERT ends up with
+/// the new output and no duplicates, then loads.
+async fn replace_earlier_generations(
+    cx: &StepContext,
+    store: &wf_stores::StoreConfig,
+    job: &StoreLoad,
+) -> Result<(), StepError> {
+    for gen in 0..cx.generation {
+        let earlier = StoreLoad {
+            run_key: format!("{}/{}", key_of_generation(cx, gen), job.store),
+            manifest_dir: manifest_dir(cx, gen),
+            ..job.clone()
+        };
+        rollback_store(store, &earlier).await.map_err(store_err)?;
+    }
+    Ok(())
+}
