@@ -448,16 +448,13 @@ impl super::GraphWrite for EmbeddedWrite {
             .map_err(|e| self.0.err(e))?;
         }
         if missing > 0 {
-            return Err(StoreError::Constraint {
-                store: self.0.store.clone(),
-                table: format!("{}-{rel_type}-{}", ends.0, ends.1),
-                constraint: "end nodes exist".into(),
-                key: "-".into(),
-                message: format!(
-                    "{missing} of {} relationships have an end node missing in CERT",
-                    rows.len()
-                ),
-            });
+            return Err(super::missing_ends(
+                &self.0.store,
+                rel_type,
+                ends,
+                missing,
+                rows.len(),
+            ));
         }
         Ok(())
     }

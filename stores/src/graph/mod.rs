@@ -177,6 +177,23 @@ pub async fn open_write(cfg: &GraphConfig) -> Result<Box<dyn GraphWrite>, StoreE
     }
 }
 
+/// The error of a relationship load whose end nodes are not all in CERT.
+pub(crate) fn missing_ends(
+    store: &str,
+    rel_type: &str,
+    ends: (&str, &str),
+    missing: u64,
+    total: usize,
+) -> StoreError {
+    StoreError::Constraint {
+        store: store.to_string(),
+        table: format!("{}-{rel_type}-{}", ends.0, ends.1),
+        constraint: "end nodes exist".into(),
+        key: "-".into(),
+        message: format!("{missing} of {total} relationships have an end node missing in CERT"),
+    }
+}
+
 /// Backtick-quotes a label, type or property name for Cypher.
 pub(crate) fn ident(s: &str) -> String {
     format!("`{}`", s.replace('`', "``"))

@@ -136,17 +136,13 @@ impl crate::graph::GraphWrite for BoltWrite {
         let out = self.0.rows(query(&q).param("rows", param)).await?;
         let merged = out.first().map(count).unwrap_or(0);
         if merged < rows.len() as u64 {
-            return Err(StoreError::Constraint {
-                store: self.0.store.clone(),
-                table: format!("{}-{rel_type}-{}", ends.0, ends.1),
-                constraint: "end nodes exist".into(),
-                key: "-".into(),
-                message: format!(
-                    "{} of {} relationships have an end node missing in CERT",
-                    rows.len() as u64 - merged,
-                    rows.len()
-                ),
-            });
+            return Err(crate::graph::missing_ends(
+                &self.0.store,
+                rel_type,
+                ends,
+                rows.len() as u64 - merged,
+                rows.len(),
+            ));
         }
         Ok(())
     }
