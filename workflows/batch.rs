@@ -301,9 +301,13 @@ impl Step for DistrictStep {
         let out = child.wait_with_output().await.map_err(io)?;
         let code = out.status.code().unwrap_or(-1);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let message = stderr
-            .lines()
-            .find(|l| l.starts_with("wf:"))
+        // The line saying why the run stopped, else the first error line.
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("wf:")).collect();
+        let message = errors
+            .iter()
+            .find(|l| l.contains(" failed"))
+            .or(errors.first())
+            .copied()
             .unwrap_or_default()
             .to_string();
         match code {

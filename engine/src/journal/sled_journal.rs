@@ -41,22 +41,37 @@ impl SledJournal {
                 detail: "no sled database in it".into(),
             });
         }
-        let db = sled::Config::new()
-            .path(path)
-            .flush_every_ms(Some(500))
-            .open()
-            .map_err(|source| match source {
-                sled::Error::Io(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                    EngineError::NotWritable {
-                        path: path.to_path_buf(),
-                        source: e,
-                    }
+        // Callers hold the run's lock, so sled's own file lock can only be busy because a handle
+        // just dropped in this process is still being torn down (sled's flusher thread keeps the
+        // database for up to `flush_every_ms`): wait for it briefly instead of failing.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let opened = loop {
+            match sled::Config::new()
+                .path(path)
+                .flush_every_ms(Some(500))
+                .open()
+            {
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(25));
                 }
-                source => EngineError::Journal {
+                other => break other,
+            }
+        };
+        let db = opened.map_err(|source| match source {
+            sled::Error::Io(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                EngineError::NotWritable {
                     path: path.to_path_buf(),
-                    source,
-                },
-            })?;
+                    source: e,
+                }
+            }
+            source => EngineError::Journal {
+                path: path.to_path_buf(),
+                source,
+            },
+        })?;
         let sj = |source| EngineError::Journal {
             path: path.to_path_buf(),
             source,
