@@ -169,15 +169,12 @@ pub async fn seed(cfg: &Config, scale: u64, work: &Path) -> anyhow::Result<Seede
         schemas.push(db.introspect().await?);
     }
     if let Some(g) = &cfg.graph {
-        let mut r = wf_stores::graph::open_read(g, Side::Prod).await;
-        if g.kind == GraphKind::Embedded && r.is_err() {
-            // A missing embedded file is created by the writer below.
-            r = Err(wf_stores::StoreError::Query {
-                store: g.name.clone(),
-                message: String::new(),
-            });
-        }
-        if let Ok(mut r) = r {
+        // A missing embedded file is created by the writer below; anything else must answer.
+        let missing_file = g.kind == GraphKind::Embedded
+            && !std::path::Path::new(wf_stores::graph::embedded::path_of(&g.url(Side::Prod)?))
+                .exists();
+        if !missing_file {
+            let mut r = wf_stores::graph::open_read(g, Side::Prod).await?;
             let labels = r.label_counts().await?;
             r.finish().await?;
             if !labels.is_empty() {

@@ -17,7 +17,8 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS markers (run TEXT PRIMARY KEY)",
 ];
 
-fn path_of(url: &str) -> &str {
+/// The file path of an embedded graph address (`sqlite://path`, `file:path` or a plain path).
+pub fn path_of(url: &str) -> &str {
     url.strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("file:"))
         .unwrap_or(url)
@@ -417,44 +418,42 @@ impl super::GraphWrite for EmbeddedWrite {
         _key: &str,
         rows: &[RelRec],
     ) -> Result<(), StoreError> {
-        let mut missing = 0u64;
-        for r in rows {
-            let (s, e) = (r.start.1.key_text(), r.end.1.key_text());
-            let both: i64 = sqlx::query_scalar(
-                "SELECT (SELECT count(*) FROM nodes WHERE label = ?1 AND key = ?2) + (SELECT count(*) FROM nodes WHERE label = ?3 AND key = ?4)",
-            )
-            .bind(ends.0)
-            .bind(&s)
-            .bind(ends.1)
-            .bind(&e)
-            .fetch_one(&mut self.0.conn)
-            .await
-            .map_err(|e| self.0.err(e))?;
-            if both < 2 {
-                missing += 1;
-                continue;
-            }
-            sqlx::query(
-                "INSERT INTO rels (type, start_label, start_key, end_label, end_key, props) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO UPDATE SET props = json_patch(props, excluded.props)",
-            )
-            .bind(rel_type)
-            .bind(ends.0)
-            .bind(&s)
-            .bind(ends.1)
-            .bind(&e)
-            .bind(props_json(&r.props))
-            .execute(&mut self.0.conn)
-            .await
-            .map_err(|e| self.0.err(e))?;
-        }
+        // One query for the whole chunk: relationships whose start or end node is not in CERT.
+        let pairs: Vec<(GValue, GValue)> = rows
+            .iter()
+            .map(|r| (r.start.1.clone(), r.end.1.clone()))
+            .collect();
+        let missing: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM json_each(?3) p WHERE NOT EXISTS (SELECT 1 FROM nodes WHERE label = ?1 AND key = json_extract(p.value, '$[0]')) OR NOT EXISTS (SELECT 1 FROM nodes WHERE label = ?2 AND key = json_extract(p.value, '$[1]'))",
+        )
+        .bind(ends.0)
+        .bind(ends.1)
+        .bind(pairs_json(&pairs))
+        .fetch_one(&mut self.0.conn)
+        .await
+        .map_err(|e| self.0.err(e))?;
         if missing > 0 {
             return Err(super::missing_ends(
                 &self.0.store,
                 rel_type,
                 ends,
-                missing,
+                missing as u64,
                 rows.len(),
             ));
+        }
+        for r in rows {
+            sqlx::query(
+                "INSERT INTO rels (type, start_label, start_key, end_label, end_key, props) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO UPDATE SET props = json_patch(props, excluded.props)",
+            )
+            .bind(rel_type)
+            .bind(ends.0)
+            .bind(r.start.1.key_text())
+            .bind(ends.1)
+            .bind(r.end.1.key_text())
+            .bind(props_json(&r.props))
+            .execute(&mut self.0.conn)
+            .await
+            .map_err(|e| self.0.err(e))?;
         }
         Ok(())
     }
