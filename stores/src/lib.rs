@@ -15,6 +15,7 @@ pub mod schema;
 pub mod sqlite;
 pub mod staging;
 pub mod subset;
+mod syncer;
 
 pub use config::{Config, Side, StoreConfig, StoreKind};
 pub use error::StoreError;

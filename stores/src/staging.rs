@@ -185,6 +185,7 @@ pub struct StagingWriter {
     batch_rows: usize,
     pending: usize,
     rows: u64,
+    syncer: crate::syncer::Syncer,
 }
 
 fn staging_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
@@ -236,7 +237,16 @@ impl StagingWriter {
             batch_rows: batch_rows.max(1),
             pending: 0,
             rows: 0,
+            syncer: crate::syncer::Syncer::default(),
         })
+    }
+
+    /// Lets the background syncer know how far the file has grown.
+    fn wrote(&mut self) -> Result<(), StoreError> {
+        let sink = self.writer.get_ref();
+        self.syncer
+            .wrote(sink.inner.get_ref(), sink.bytes)
+            .map_err(|e| staging_err(&self.partial, e))
     }
 
     /// Appends value `v` to column `col` of the current row; `end_row` closes the row.
@@ -306,7 +316,24 @@ impl StagingWriter {
             .write(&batch)
             .map_err(|e| staging_err(&self.partial, e))?;
         self.pending = 0;
-        Ok(())
+        self.wrote()
+    }
+
+    /// Appends a whole record batch (after any rows pushed one by one); its schema must be this
+    /// file's. Column-wise writers (anonymize) build batches themselves.
+    pub fn push_batch(&mut self, batch: &RecordBatch) -> Result<(), StoreError> {
+        self.write_batch()?;
+        if batch.schema().fields() != self.schema.fields() {
+            return Err(staging_err(
+                &self.partial,
+                "a batch does not have this staging file's columns",
+            ));
+        }
+        self.writer
+            .write(batch)
+            .map_err(|e| staging_err(&self.partial, e))?;
+        self.rows += batch.num_rows() as u64;
+        self.wrote()
     }
 
     /// Writes the last batch and the footer, syncs, and renames the file into place.
@@ -327,6 +354,9 @@ impl StagingWriter {
         let file = inner
             .into_inner()
             .map_err(|e| staging_err(&self.partial, e.error()))?;
+        self.syncer
+            .finish()
+            .map_err(|e| staging_err(&self.partial, e))?;
         file.sync_all().map_err(|e| staging_err(&self.partial, e))?;
         std::fs::rename(&self.partial, &self.path).map_err(|e| staging_err(&self.path, e))?;
         Ok(FileInfo {

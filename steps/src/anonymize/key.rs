@@ -2,15 +2,24 @@
 //! (an HMAC of a fixed label) is journaled and reported, so a resume with another key is detected.
 
 use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
+use sha2::block_api::compress256;
+use sha2::{Digest, Sha256};
 
 type HmacSha256 = Hmac<Sha256>;
+
+/// SHA-256's initial state (FIPS 180-4, 5.3.3).
+const SHA256_IV: [u32; 8] = [
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+];
 
 /// The secret key. `Debug` prints only the fingerprint. The HMAC's keyed state is prepared once
 /// and cloned per use (re-keying for every value cost as much as the hashing itself).
 #[derive(Clone)]
 pub struct AnonKey {
     base: HmacSha256,
+    /// SHA-256 states after the ipad and opad blocks: short messages then cost two compressions.
+    inner: [u32; 8],
+    outer: [u32; 8],
     /// SipHash key of the Feistel rounds, derived from the key (see `strategy::permute`).
     feistel: [u8; 16],
 }
@@ -45,8 +54,22 @@ impl AnonKey {
         // HMAC takes keys of any length, so this cannot fail.
         let base =
             <HmacSha256 as KeyInit>::new_from_slice(bytes).unwrap_or_else(|_| unreachable!());
+        let mut block = [0u8; 64];
+        if bytes.len() > 64 {
+            block[..32].copy_from_slice(&Sha256::digest(bytes));
+        } else {
+            block[..bytes.len()].copy_from_slice(bytes);
+        }
+        let keyed = |pad: u8| {
+            let mut state = SHA256_IV;
+            let b: [u8; 64] = std::array::from_fn(|i| block[i] ^ pad);
+            compress256(&mut state, &[b]);
+            state
+        };
         let mut key = AnonKey {
             base,
+            inner: keyed(0x36),
+            outer: keyed(0x5c),
             feistel: [0; 16],
         };
         let derived = key.mac("feistel-round-key", b"");
@@ -59,11 +82,11 @@ impl AnonKey {
         &self.feistel
     }
 
-    /// A keyed 64-bit hash of `data` (SipHash-2-4 under a key derived from this one): cheap enough
+    /// A keyed 64-bit hash of `data` (SipHash-1-3 under a key derived from this one): cheap enough
     /// for every value of the leak scan, and not invertible without the key.
     pub fn short_hash(&self, data: &[u8]) -> u64 {
         use std::hash::Hasher;
-        let mut h = siphasher::sip::SipHasher24::new_with_key(&self.feistel);
+        let mut h = siphasher::sip::SipHasher13::new_with_key(&self.feistel);
         h.write(b"leak");
         h.write(data);
         h.finish()
@@ -72,6 +95,30 @@ impl AnonKey {
     /// HMAC-SHA256 of `domain`, a zero byte and `data`: the root of every keyed transform.
     /// The domain separates uses (a fake first name never equals a masked value of the same input).
     pub fn mac(&self, domain: &str, data: &[u8]) -> [u8; 32] {
+        let len = domain.len() + 1 + data.len();
+        if len <= 55 {
+            // One padded block for the inner hash, one for the outer (RFC 2104 over SHA-256).
+            let mut b = [0u8; 64];
+            b[..domain.len()].copy_from_slice(domain.as_bytes());
+            b[domain.len() + 1..len].copy_from_slice(data);
+            b[len] = 0x80;
+            b[56..].copy_from_slice(&(((64 + len) * 8) as u64).to_be_bytes());
+            let mut state = self.inner;
+            compress256(&mut state, &[b]);
+            let mut o = [0u8; 64];
+            for (i, w) in state.iter().enumerate() {
+                o[4 * i..4 * i + 4].copy_from_slice(&w.to_be_bytes());
+            }
+            o[32] = 0x80;
+            o[56..].copy_from_slice(&(((64 + 32) * 8) as u64).to_be_bytes());
+            let mut state = self.outer;
+            compress256(&mut state, &[o]);
+            let mut out = [0u8; 32];
+            for (i, w) in state.iter().enumerate() {
+                out[4 * i..4 * i + 4].copy_from_slice(&w.to_be_bytes());
+            }
+            return out;
+        }
         let mut m = self.base.clone();
         m.update(domain.as_bytes());
         m.update(&[0]);
@@ -97,6 +144,31 @@ mod tests {
         assert_ne!(a.fingerprint(), b.fingerprint());
         assert!(!format!("{a:?}").contains("secret"));
         assert_ne!(a.mac("x", b"v"), a.mac("y", b"v"));
+    }
+
+    #[test]
+    fn short_message_path_is_hmac_sha256() {
+        let long_key = [7u8; 100];
+        for k in [
+            &b"0123456789abcdef-secret"[..],
+            &long_key[..],
+            &[1u8; 64][..],
+        ] {
+            let key = AnonKey::from_bytes(k);
+            for len in 0..80 {
+                let data: Vec<u8> = (0..len as u8).collect();
+                let mut m = <HmacSha256 as KeyInit>::new_from_slice(k).unwrap();
+                m.update(b"fake:Email\0");
+                m.update(&data);
+                let want: [u8; 32] = m.finalize().into_bytes().into();
+                assert_eq!(
+                    key.mac("fake:Email", &data),
+                    want,
+                    "key {} len {len}",
+                    k.len()
+                );
+            }
+        }
     }
 
     #[test]

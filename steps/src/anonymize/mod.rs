@@ -2,8 +2,10 @@
 //! format-preserving, default-deny (a PII-looking field without a rule stops the run), and checked
 //! by a leak scan. The key comes from the environment and only its fingerprint is ever recorded.
 
+mod column;
 pub mod detect;
 pub mod key;
+mod pipeline;
 pub mod rules;
 pub mod strategy;
 pub mod table;

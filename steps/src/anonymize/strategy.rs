@@ -10,7 +10,7 @@ use fake::faker::phone_number::en::CellNumber;
 use fake::Fake;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use siphasher::sip::SipHasher24;
+use siphasher::sip::SipHasher13;
 use std::hash::Hasher;
 
 /// Kinds of realistic fake values.
@@ -32,7 +32,7 @@ pub enum FakeKind {
 
 /// A keyed bijection of [0, n): a 4-round Feistel network on the smallest even bit width covering
 /// n, with cycle walking back into range. Used so hashed integers never collide (keys stay unique)
-/// and the same value maps alike everywhere (joins still work). The round function is SipHash-2-4
+/// and the same value maps alike everywhere (joins still work). The round function is SipHash-1-3
 /// (a keyed PRF made for short inputs) under a key derived from the HMAC key.
 pub fn permute(key: &AnonKey, domain: &str, n: u64, x: u64) -> u64 {
     if n <= 1 {
@@ -41,15 +41,15 @@ pub fn permute(key: &AnonKey, domain: &str, n: u64, x: u64) -> u64 {
     let bits = (64 - (n - 1).leading_zeros()).max(2);
     let half = bits.div_ceil(2);
     let mask = (1u64 << half) - 1;
+    let mut base = SipHasher13::new_with_key(key.feistel_key());
+    base.write(domain.as_bytes());
+    base.write_u64(n);
     let mut v = x;
     loop {
         let (mut l, mut r) = (v >> half, v & mask);
-        for round in 0u8..4 {
-            let mut h = SipHasher24::new_with_key(key.feistel_key());
-            h.write(domain.as_bytes());
-            h.write_u8(round);
-            h.write_u64(r);
-            h.write_u64(n);
+        for round in 0u64..4 {
+            let mut h = base;
+            h.write_u64(round << 62 | r);
             let f = h.finish() & mask;
             (l, r) = (r, (l ^ f) & mask);
         }
@@ -84,37 +84,81 @@ pub fn hmac_int(key: &AnonKey, x: i64) -> i64 {
 
 const ALNUM: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
+/// Keyed bytes for one value: the 32 bytes of its HMAC-SHA256, then, for long values, a
+/// SipHash-1-3 stream keyed by that HMAC (a PRF expansion, cheaper than one HMAC per 32 bytes).
+struct KeyStream {
+    block: [u8; 32],
+    pos: usize,
+    counter: u64,
+    more: [u8; 8],
+}
+
+impl KeyStream {
+    fn new(key: &AnonKey, domain: &str, s: &str) -> KeyStream {
+        KeyStream {
+            block: key.mac(domain, s.as_bytes()),
+            pos: 0,
+            counter: 0,
+            more: [0; 8],
+        }
+    }
+
+    fn next(&mut self) -> u8 {
+        let i = self.pos;
+        self.pos += 1;
+        if i < 32 {
+            return self.block[i];
+        }
+        let j = (i - 32) % 8;
+        if j == 0 {
+            let mut k = [0u8; 16];
+            k.copy_from_slice(&self.block[..16]);
+            let mut h = SipHasher13::new_with_key(&k);
+            h.write_u64(self.counter);
+            self.counter += 1;
+            self.more = h.finish().to_le_bytes();
+        }
+        self.more[j]
+    }
+}
+
 /// `hmac` for text: a UUID stays a valid UUID; other text becomes letters and digits of the same length.
 pub fn hmac_text(key: &AnonKey, s: &str) -> String {
-    let m = key.mac("hmac:text", s.as_bytes());
+    let mut out = String::new();
+    hmac_text_into(key, s, &mut out);
+    out
+}
+
+/// `hmac_text` appending to `out`.
+pub fn hmac_text_into(key: &AnonKey, s: &str, out: &mut String) {
     if is_uuid(s) {
+        let m = key.mac("hmac:text", s.as_bytes());
         let mut b = [0u8; 16];
         b.copy_from_slice(&m[..16]);
         b[6] = (b[6] & 0x0f) | 0x40;
         b[8] = (b[8] & 0x3f) | 0x80;
         let h = hex::encode(b);
-        return format!(
-            "{}-{}-{}-{}-{}",
-            &h[..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..]
-        );
-    }
-    let len = s.chars().count();
-    let mut out = String::with_capacity(len);
-    let mut block = m;
-    let mut i = 0;
-    while out.len() < len {
-        if i == block.len() {
-            block = key.mac("hmac:text:more", &block);
-            i = 0;
+        for (i, part) in [&h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]]
+            .iter()
+            .enumerate()
+        {
+            if i > 0 {
+                out.push('-');
+            }
+            out.push_str(part);
         }
-        out.push(ALNUM[block[i] as usize % ALNUM.len()] as char);
-        i += 1;
+        return;
     }
-    out
+    let len = if s.is_ascii() {
+        s.len()
+    } else {
+        s.chars().count()
+    };
+    out.reserve(len);
+    let mut stream = KeyStream::new(key, "hmac:text", s);
+    for _ in 0..len {
+        out.push(ALNUM[stream.next() as usize % ALNUM.len()] as char);
+    }
 }
 
 fn is_uuid(s: &str) -> bool {
@@ -165,32 +209,28 @@ pub fn fake(key: &AnonKey, kind: FakeKind, original: &str) -> String {
 /// `mask`: digits stay digits and letters stay letters (same case), separators and the first
 /// `keep_prefix` characters are kept; the replacements come from the keyed hash of the value.
 pub fn mask(key: &AnonKey, s: &str, keep_prefix: usize) -> String {
-    let mut block = key.mac("mask", s.as_bytes());
-    let mut i = 0;
-    let mut next = || {
-        if i == block.len() {
-            block = key.mac("mask:more", &block);
-            i = 0;
-        }
-        i += 1;
-        block[i - 1]
-    };
-    s.chars()
-        .enumerate()
-        .map(|(pos, c)| {
-            if pos < keep_prefix {
-                c
-            } else if c.is_ascii_digit() {
-                (b'0' + next() % 10) as char
-            } else if c.is_ascii_lowercase() {
-                (b'a' + next() % 26) as char
-            } else if c.is_ascii_uppercase() {
-                (b'A' + next() % 26) as char
-            } else {
-                c
-            }
-        })
-        .collect()
+    let mut out = String::new();
+    mask_into(key, s, keep_prefix, &mut out);
+    out
+}
+
+/// `mask` appending to `out`.
+pub fn mask_into(key: &AnonKey, s: &str, keep_prefix: usize, out: &mut String) {
+    let mut stream = KeyStream::new(key, "mask", s);
+    out.reserve(s.len());
+    for (pos, c) in s.chars().enumerate() {
+        out.push(if pos < keep_prefix {
+            c
+        } else if c.is_ascii_digit() {
+            (b'0' + stream.next() % 10) as char
+        } else if c.is_ascii_lowercase() {
+            (b'a' + stream.next() % 26) as char
+        } else if c.is_ascii_uppercase() {
+            (b'A' + stream.next() % 26) as char
+        } else {
+            c
+        });
+    }
 }
 
 /// Days between 1970-01-01 and y-m-d (proleptic Gregorian; H. Hinnant's algorithm).
@@ -225,6 +265,19 @@ fn format_date(days: i64) -> String {
 /// [-window, window] days that depends only on `entity`, so one person's records keep their order.
 /// Text that does not start with a date is returned as `None`.
 pub fn shift_date(key: &AnonKey, s: &str, entity: &str, window_days: u32) -> Option<String> {
+    shift_by(s, shift_offset(key, entity, window_days))
+}
+
+/// The day offset of `entity` (the keyed part of `shift_date`, computed once per entity).
+pub fn shift_offset(key: &AnonKey, entity: &str, window_days: u32) -> i64 {
+    let h = key.mac("shift_date", entity.as_bytes());
+    let span = 2 * u64::from(window_days) + 1;
+    (u64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]) % span) as i64
+        - i64::from(window_days)
+}
+
+/// Moves the date at the start of `s` by `offset` days; `None` when `s` does not start with one.
+pub fn shift_by(s: &str, offset: i64) -> Option<String> {
     let date = s.get(..10)?;
     let b = date.as_bytes();
     if b[4] != b'-' || b[7] != b'-' {
@@ -236,11 +289,6 @@ pub fn shift_date(key: &AnonKey, s: &str, entity: &str, window_days: u32) -> Opt
     if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return None;
     }
-    let h = key.mac("shift_date", entity.as_bytes());
-    let span = 2 * u64::from(window_days) + 1;
-    let offset = (u64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]) % span)
-        as i64
-        - i64::from(window_days);
     Some(format!(
         "{}{}",
         format_date(days_from_civil(y, m, d) + offset),
@@ -278,6 +326,10 @@ mod tests {
         let k = key();
         let out = hmac_text(&k, "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJ");
         assert_eq!(out.len(), 46);
+        assert!(out.bytes().all(|b| b.is_ascii_alphanumeric()), "{out}");
+        let other = hmac_text(&k, "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIK");
+        assert_ne!(out[32..], other[32..], "the tail depends on the value too");
+        assert_eq!(hmac_text(&k, "é1").chars().count(), 2);
         let u = hmac_text(&k, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
         assert!(is_uuid(&u) && u.as_bytes()[14] == b'4', "{u}");
     }

@@ -1,10 +1,14 @@
 //! Anonymizing staging files: classify every field, transform file by file (batch by batch), keep
 //! unique columns unique, and scan the outputs for any original value.
 
+use super::column::{text_value, transform, Memo, Plan, Worker};
 use super::detect::{detect_values, name_flags, Detector};
 use super::key::AnonKey;
+use super::pipeline::ordered_map;
 use super::rules::{Rule, Rules, Strategy};
-use super::strategy::{fake, hmac_int, hmac_text, mask, shift_date, FakeKind};
+use super::strategy::FakeKind;
+use arrow_array::{Array, RecordBatch, StringArray};
+use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use wf_stores::staging::{columns_of, open, value_at, ColType, FileInfo, StagingWriter, Value};
@@ -77,26 +81,8 @@ pub enum AnonError {
 
 const SAMPLE: usize = 1000;
 
-/// Distinct values remembered per column by the transform cache.
-const MEMO_LIMIT: usize = 100_000;
-
 /// Values shorter than this are too common to count as leaks (codes, small numbers).
-const LEAK_MIN_LEN: usize = 4;
-
-struct Plan<'a> {
-    rule: Option<&'a Rule>,
-    col_type: ColType,
-    entity: Option<usize>,
-}
-
-/// An owned output value.
-enum Out {
-    Same,
-    Null,
-    Int(i64),
-    Text(String),
-    Bytes(Vec<u8>),
-}
+pub(super) const LEAK_MIN_LEN: usize = 4;
 
 /// The keyed hash the leak scans compare (values shorter than 4 characters are not scanned).
 pub fn leak_hash(key: &AnonKey, text: &str) -> u64 {
@@ -122,70 +108,6 @@ impl std::hash::Hasher for Identity {
 }
 
 type LeakSet = HashSet<u64, std::hash::BuildHasherDefault<Identity>>;
-
-fn transform(
-    key: &AnonKey,
-    rules: &Rules,
-    field: &str,
-    plan: &Plan,
-    v: &Value,
-    entity: Option<String>,
-) -> Result<Out, AnonError> {
-    let Some(rule) = plan.rule else {
-        return Ok(Out::Same);
-    };
-    let spec = &rule.spec;
-    let wrong = || {
-        AnonError::Rule(format!(
-            "{} cannot apply to {field} (a {:?} column)",
-            rule.label(),
-            plan.col_type
-        ))
-    };
-    if matches!(v, Value::Null) {
-        return Ok(Out::Same);
-    }
-    Ok(match (&spec.strategy, v) {
-        (Strategy::Keep, _) => Out::Same,
-        (Strategy::Null, _) => Out::Null,
-        (Strategy::Redact, Value::Text(_)) => {
-            Out::Text(spec.value.clone().unwrap_or_else(|| "REDACTED".into()))
-        }
-        (Strategy::Hmac, Value::Int(x)) => Out::Int(hmac_int(key, *x)),
-        (Strategy::Hmac, Value::Text(t)) => Out::Text(hmac_text(key, t)),
-        (Strategy::Hmac, Value::Bytes(b)) => {
-            let m = key.mac("hmac:bytes", b);
-            Out::Bytes((0..b.len()).map(|i| m[i % 32]).collect())
-        }
-        (Strategy::Fake, Value::Text(t)) => {
-            Out::Text(fake(key, spec.kind.unwrap_or(FakeKind::Text), t))
-        }
-        (Strategy::Mask, Value::Text(t)) => Out::Text(mask(key, t, spec.keep_prefix)),
-        (Strategy::Mask, Value::Int(x)) => Out::Int(
-            mask(key, &x.to_string(), spec.keep_prefix)
-                .parse()
-                .map_err(|_| wrong())?,
-        ),
-        (Strategy::ShiftDate, Value::Text(t)) => {
-            let who = entity.unwrap_or_else(|| t.to_string());
-            Out::Text(shift_date(key, t, &who, rules.shift_days).ok_or_else(|| {
-                AnonError::Rule(format!(
-                    "{}: a value of {field} is not a date (YYYY-MM-DD…)",
-                    rule.label()
-                ))
-            })?)
-        }
-        _ => return Err(wrong()),
-    })
-}
-
-fn text_of(v: &Value) -> Option<String> {
-    match v {
-        Value::Int(x) => Some(x.to_string()),
-        Value::Text(t) => Some(t.to_string()),
-        _ => None,
-    }
-}
 
 /// Fake kinds whose realistic values overlap real ones by design, and shifted dates (a date is
 /// someone's birthday and someone else's hire date): kept out of the leak scan.
@@ -274,7 +196,7 @@ pub fn anonymize(
         path: out_dir.to_path_buf(),
         message: e.to_string(),
     })?;
-    let mut originals = LeakSet::default();
+    let mut originals: Vec<u64> = Vec::new();
     let mut fields = Vec::new();
     let mut files = Vec::new();
     for t in inputs {
@@ -282,6 +204,8 @@ pub fn anonymize(
         files.push((t.table.clone(), info));
         fields.extend(reports);
     }
+    originals.par_sort_unstable();
+    originals.dedup();
     // 3. Leak scan over every field passed through unchanged (no rule, or `keep`). A generated
     // value (fake, mask, hmac…) may equal someone else's original by chance, which is no leak; an
     // original surviving in a passed-through field is one.
@@ -290,31 +214,12 @@ pub fn anonymize(
         .filter(|f| f.changed == 0)
         .map(|f| f.field.as_str())
         .collect();
-    let mut leaks: BTreeMap<String, u64> = BTreeMap::new();
-    for (table, info) in &files {
-        let reader = open(&info.path)?;
-        let cols = columns_of(&reader.schema()).map_err(AnonError::Rule)?;
-        let scanned: Vec<bool> = cols
-            .iter()
-            .map(|c| passed.contains(format!("{table}.{}", c.name).as_str()))
-            .collect();
-        for b in reader {
-            let b = b.map_err(|e| StoreError::Staging {
-                path: info.path.clone(),
-                message: e.to_string(),
-            })?;
-            for (i, c) in cols.iter().enumerate().filter(|(i, _)| scanned[*i]) {
-                for r in 0..b.num_rows() {
-                    if let Value::Text(x) = value_at(b.column(i).as_ref(), r) {
-                        if x.len() >= LEAK_MIN_LEN && originals.contains(&leak_hash(key, x)) {
-                            *leaks.entry(format!("{table}.{}", c.name)).or_default() += 1;
-                        }
-                    }
-                }
-            }
-        }
-    }
-    let leaks: Vec<(String, u64)> = leaks.into_iter().collect();
+    let leaks = if passed.is_empty() {
+        Vec::new()
+    } else {
+        let set: LeakSet = originals.iter().copied().collect();
+        scan_passed(&files, &passed, key, &set)?
+    };
     if !leaks.is_empty() {
         let list = leaks
             .iter()
@@ -323,15 +228,52 @@ pub fn anonymize(
             .join(", ");
         return Err(AnonError::Leak(list));
     }
-    let mut original_hashes: Vec<u64> = originals.into_iter().collect();
-    original_hashes.sort_unstable();
     Ok(Report {
         key_fingerprint: key.fingerprint(),
         fields,
         files,
         leaks,
-        original_hashes,
+        original_hashes: originals,
     })
+}
+
+/// Counts, per passed-through text field, the values whose keyed hash is an original's.
+fn scan_passed(
+    files: &[(String, FileInfo)],
+    passed: &HashSet<&str>,
+    key: &AnonKey,
+    originals: &LeakSet,
+) -> Result<Vec<(String, u64)>, AnonError> {
+    let mut leaks: BTreeMap<String, u64> = BTreeMap::new();
+    for (table, info) in files {
+        let reader = open(&info.path)?;
+        let cols = columns_of(&reader.schema()).map_err(AnonError::Rule)?;
+        let scanned: Vec<usize> = (0..cols.len())
+            .filter(|&i| passed.contains(format!("{table}.{}", cols[i].name).as_str()))
+            .collect();
+        for b in reader {
+            let b = b.map_err(|e| StoreError::Staging {
+                path: info.path.clone(),
+                message: e.to_string(),
+            })?;
+            for &i in &scanned {
+                let Some(a) = b.column(i).as_any().downcast_ref::<StringArray>() else {
+                    continue;
+                };
+                let hits = a
+                    .iter()
+                    .flatten()
+                    .filter(|x| x.len() >= LEAK_MIN_LEN && originals.contains(&leak_hash(key, x)))
+                    .count() as u64;
+                if hits > 0 {
+                    *leaks
+                        .entry(format!("{table}.{}", cols[i].name))
+                        .or_default() += hits;
+                }
+            }
+        }
+    }
+    Ok(leaks.into_iter().collect())
 }
 
 fn anonymize_file(
@@ -340,161 +282,162 @@ fn anonymize_file(
     key: &AnonKey,
     detected: &HashMap<String, Vec<Detector>>,
     out_dir: &Path,
-    originals: &mut LeakSet,
+    originals: &mut Vec<u64>,
 ) -> Result<(FileInfo, Vec<FieldReport>), AnonError> {
     let reader = open(&t.file)?;
     let schema = reader.schema();
     let cols = columns_of(&schema).map_err(AnonError::Rule)?;
-    let field = |c: &str| format!("{}.{c}", t.table);
-    let names: Vec<String> = cols.iter().map(|c| field(&c.name)).collect();
-    let plans: Vec<Plan> = cols
+    let mut plans: Vec<Plan> = cols
         .iter()
         .map(|c| {
-            let f = field(&c.name);
+            let field = format!("{}.{}", t.table, c.name);
             let rule = rules.rule_for(
                 &rule_field(t, rules, &c.name),
-                detected.get(&f).map(Vec::as_slice).unwrap_or(&[]),
+                detected.get(&field).map(Vec::as_slice).unwrap_or(&[]),
             );
             let entity = rule
                 .and_then(|r| r.spec.entity.as_ref())
                 .and_then(|e| cols.iter().position(|x| &x.name == e));
             Plan {
+                field,
                 rule,
                 col_type: c.col_type,
                 entity,
+                leak_scanned: rule.is_some_and(leak_scanned),
+                unique_fix: HashMap::new(),
             }
         })
         .collect();
-    let unique_fix = resolve_unique(t, &cols, &plans, rules, key)?;
-    let out_path = out_dir.join(format!("{}.arrow", t.table));
-    let mut w = StagingWriter::create(&out_path, schema.clone(), 8192)?;
-    let mut changed = vec![0u64; cols.len()];
-    // Repeated values (first names, cities, codes) are transformed once per column.
-    let mut memo: Vec<HashMap<String, String>> = vec![HashMap::new(); cols.len()];
-    for b in reader {
-        let b = b.map_err(|e| StoreError::Staging {
-            path: t.file.clone(),
-            message: e.to_string(),
-        })?;
-        for r in 0..b.num_rows() {
-            for (i, plan) in plans.iter().enumerate() {
-                let v = value_at(b.column(i).as_ref(), r);
-                let entity = plan
-                    .entity
-                    .and_then(|e| text_of(&value_at(b.column(e).as_ref(), r)));
-                let memoizable = plan.entity.is_none() && plan.rule.is_some();
-                let cached = match (&v, memoizable) {
-                    (Value::Text(t), true) => memo[i].get(*t).cloned(),
-                    _ => None,
-                };
-                let mut out = match cached {
-                    Some(s) => Out::Text(s),
-                    None => {
-                        let out = transform(key, rules, &names[i], plan, &v, entity)?;
-                        if let (Value::Text(t), Out::Text(o), true) = (&v, &out, memoizable) {
-                            if memo[i].len() < MEMO_LIMIT {
-                                memo[i].insert(t.to_string(), o.clone());
-                            }
-                        }
-                        out
-                    }
-                };
-                if let (Some(fix), Some(orig)) = (unique_fix.get(&i), text_of(&v)) {
-                    if let Some(resolved) = fix.get(&orig) {
-                        out = Out::Text(resolved.clone());
-                    }
-                }
-                if let (Some(rule), Some(orig)) = (plan.rule, text_of(&v)) {
-                    if leak_scanned(rule) && orig.len() >= LEAK_MIN_LEN && !matches!(out, Out::Same)
-                    {
-                        originals.insert(leak_hash(key, &orig));
-                    }
-                }
-                if !matches!(out, Out::Same) {
-                    changed[i] += 1;
-                }
-                match out {
-                    Out::Same => w.push(i, v)?,
-                    Out::Null => w.push(i, Value::Null)?,
-                    Out::Int(x) => w.push(i, Value::Int(x))?,
-                    Out::Text(s) => w.push(i, Value::Text(&s))?,
-                    Out::Bytes(x) => w.push(i, Value::Bytes(&x))?,
-                }
-            }
-            w.end_row()?;
+    for i in 0..cols.len() {
+        if t.unique.contains(&cols[i].name) && cols[i].col_type == ColType::Text {
+            plans[i].unique_fix = resolve_unique(&t.file, i, &plans[i], rules.shift_days, key)?;
         }
     }
+    let out_path = out_dir.join(format!("{}.arrow", t.table));
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let states: Vec<Worker> = (0..threads)
+        .map(|_| Worker {
+            memos: cols.iter().map(|_| Memo::default()).collect(),
+            originals: Vec::new(),
+        })
+        .collect();
+    let mut changed = vec![0u64; cols.len()];
+    let mut w = StagingWriter::create(&out_path, schema.clone(), 8192)?;
+    let mut input = reader.map(|b| {
+        b.map_err(|e| {
+            AnonError::Staging(StoreError::Staging {
+                path: t.file.clone(),
+                message: e.to_string(),
+            })
+        })
+    });
+    let work = |state: &mut Worker, b: RecordBatch| {
+        let mut arrays = Vec::with_capacity(plans.len());
+        let mut counts = Vec::with_capacity(plans.len());
+        for (i, plan) in plans.iter().enumerate() {
+            let entity = plan.entity.map(|e| b.column(e));
+            let (a, n) = transform(
+                key,
+                rules.shift_days,
+                plan,
+                b.column(i),
+                entity,
+                &mut state.memos[i],
+                &mut state.originals,
+            )?;
+            arrays.push(a);
+            counts.push(n);
+        }
+        state.compact();
+        let out = RecordBatch::try_new(b.schema(), arrays).map_err(|e| {
+            AnonError::Staging(StoreError::Staging {
+                path: out_path.clone(),
+                message: e.to_string(),
+            })
+        })?;
+        Ok((out, counts))
+    };
+    let sink = |(batch, counts): (RecordBatch, Vec<u64>)| {
+        for (c, n) in changed.iter_mut().zip(counts) {
+            *c += n;
+        }
+        Ok(w.push_batch(&batch)?)
+    };
+    let states = ordered_map(&mut input, states, 2 * threads, work, sink)?;
     let info = w.finish()?;
-    let reports = cols
+    for s in states {
+        originals.extend(s.originals);
+    }
+    if originals.len() > (1 << 24) {
+        originals.par_sort_unstable();
+        originals.dedup();
+    }
+    let reports = plans
         .iter()
-        .zip(&plans)
         .zip(changed)
-        .map(|((c, p), n)| {
-            let f = field(&c.name);
-            FieldReport {
-                rule: p.rule.map(Rule::label),
-                detected: detected.get(&f).cloned().unwrap_or_default(),
-                field: f,
-                changed: n,
-            }
+        .map(|(p, n)| FieldReport {
+            rule: p.rule.map(Rule::label),
+            detected: detected.get(&p.field).cloned().unwrap_or_default(),
+            field: p.field.clone(),
+            changed: n,
         })
         .collect();
     Ok((info, reports))
 }
 
-/// For unique text columns: outputs that collide (distinct originals, same output) get a numbered
-/// suffix, assigned in the order of the originals' keyed hashes — deterministic, never by plaintext.
+/// For a unique text column: outputs that collide (distinct originals, same output) get a
+/// numbered suffix, assigned in the order of the originals' keyed hashes — deterministic, never
+/// by plaintext. Holds two 64-bit hashes per distinct value, not the values.
 fn resolve_unique(
-    t: &TableInput,
-    cols: &[wf_stores::staging::StagedColumn],
-    plans: &[Plan],
-    rules: &Rules,
+    file: &Path,
+    i: usize,
+    plan: &Plan,
+    shift_days: u32,
     key: &AnonKey,
-) -> Result<HashMap<usize, HashMap<String, String>>, AnonError> {
-    let targets: Vec<usize> = (0..cols.len())
-        .filter(|&i| t.unique.contains(&cols[i].name) && cols[i].col_type == ColType::Text)
-        .filter(|&i| {
-            plans[i].rule.is_some_and(|r| {
-                matches!(
-                    r.spec.strategy,
-                    Strategy::Fake | Strategy::Mask | Strategy::Hmac
-                )
+) -> Result<HashMap<u64, usize>, AnonError> {
+    let Some(rule) = plan.rule.filter(|r| {
+        matches!(
+            r.spec.strategy,
+            Strategy::Fake | Strategy::Mask | Strategy::Hmac
+        )
+    }) else {
+        return Ok(HashMap::new());
+    };
+    let mut first: HashMap<u64, u64> = HashMap::new();
+    let mut groups: HashMap<u64, Vec<u64>> = HashMap::new();
+    for b in open(file)? {
+        let b = b.map_err(|e| StoreError::Staging {
+            path: file.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let Some(a) = b.column(i).as_any().downcast_ref::<StringArray>() else {
+            continue;
+        };
+        let values: Vec<&str> = a.iter().flatten().collect();
+        let pairs: Vec<(u64, u64)> = values
+            .par_iter()
+            .map(|v| {
+                let mut out = String::new();
+                text_value(key, plan, rule, v, None, shift_days, &mut out)?;
+                Ok((key.short_hash(out.as_bytes()), key.short_hash(v.as_bytes())))
             })
-        })
-        .collect();
-    let mut fixes = HashMap::new();
-    for i in targets {
-        let mut by_output: HashMap<String, Vec<String>> = HashMap::new();
-        let f = format!("{}.{}", t.table, cols[i].name);
-        for b in open(&t.file)? {
-            let b = b.map_err(|e| StoreError::Staging {
-                path: t.file.clone(),
-                message: e.to_string(),
-            })?;
-            for r in 0..b.num_rows() {
-                let v = value_at(b.column(i).as_ref(), r);
-                if let (Value::Text(orig), Out::Text(o)) =
-                    (&v, transform(key, rules, &f, &plans[i], &v, None)?)
-                {
-                    let group = by_output.entry(o).or_default();
-                    if !group.iter().any(|g| g == orig) {
-                        group.push(orig.to_string());
-                    }
+            .collect::<Result<_, AnonError>>()?;
+        for (out, orig) in pairs {
+            let seen = *first.entry(out).or_insert(orig);
+            if seen != orig {
+                let g = groups.entry(out).or_insert_with(|| vec![seen]);
+                if !g.contains(&orig) {
+                    g.push(orig);
                 }
             }
         }
-        let mut fix = HashMap::new();
-        for (out, mut group) in by_output.into_iter().filter(|(_, g)| g.len() > 1) {
-            group.sort_by_key(|o| key.mac("unique-order", o.as_bytes()));
-            for (n, orig) in group.into_iter().enumerate().skip(1) {
-                let suffixed = match out.split_once('@') {
-                    Some((local, domain)) => format!("{local}+{n}@{domain}"),
-                    None => format!("{out}-{n}"),
-                };
-                fix.insert(orig, suffixed);
-            }
-        }
-        fixes.insert(i, fix);
     }
-    Ok(fixes)
+    let mut fix = HashMap::new();
+    for (_, mut group) in groups {
+        group.sort_unstable();
+        for (n, orig) in group.into_iter().enumerate().skip(1) {
+            fix.insert(orig, n);
+        }
+    }
+    Ok(fix)
 }

@@ -1,0 +1,345 @@
+//! Column-wise transforms: one Arrow array in, one out. Repeated values are transformed once per
+//! worker thread (a memo), and keyed hashes of the originals are collected for the leak scan.
+
+use super::key::AnonKey;
+use super::rules::{Rule, Strategy};
+use super::strategy::{
+    fake, hmac_int, hmac_text_into, mask, mask_into, shift_by, shift_offset, FakeKind,
+};
+use super::table::{leak_hash, AnonError, LEAK_MIN_LEN};
+use arrow_array::builder::{BinaryBuilder, Int64Builder, StringBuilder};
+use arrow_array::{new_null_array, Array, ArrayRef, BinaryArray, Int64Array, StringArray};
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::Arc;
+use wf_stores::staging::ColType;
+
+type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
+
+/// Distinct values remembered per column and worker.
+const MEMO_LIMIT: usize = 100_000;
+
+/// How one column is anonymized.
+pub(super) struct Plan<'a> {
+    pub field: String,
+    pub rule: Option<&'a Rule>,
+    pub col_type: ColType,
+    /// Column index of the `shift_date` entity.
+    pub entity: Option<usize>,
+    /// Whether originals go into the leak set.
+    pub leak_scanned: bool,
+    /// Unique columns: suffix numbers for originals (by keyed hash) whose outputs collided.
+    pub unique_fix: HashMap<u64, usize>,
+}
+
+/// What one worker thread keeps between batches: per-column memos, and the keyed hashes of the
+/// originals it transformed.
+#[derive(Default)]
+pub(super) struct Worker {
+    pub memos: Vec<Memo>,
+    pub originals: Vec<u64>,
+}
+
+impl Worker {
+    /// Keeps the hash list near the number of distinct originals (memos miss once they are full).
+    pub fn compact(&mut self) {
+        if self.originals.len() > (1 << 22) {
+            self.originals.sort_unstable();
+            self.originals.dedup();
+        }
+    }
+}
+
+/// Repeated values transformed once, per column and worker.
+#[derive(Default)]
+pub(super) struct Memo {
+    text: FastMap<String, String>,
+    int: FastMap<i64, i64>,
+    offsets: FastMap<String, i64>,
+    lookups: u64,
+    hits: u64,
+}
+
+/// Lookups after which a memo that rarely hits is dropped (unique columns never hit).
+const MEMO_TRIAL: u64 = 16_384;
+
+impl Memo {
+    /// After a trial, the memo stays in use only while at least one lookup in 16 hits.
+    fn useful(&mut self) -> bool {
+        if self.lookups < MEMO_TRIAL || self.hits * 16 >= self.lookups {
+            return true;
+        }
+        if !self.text.is_empty() || !self.int.is_empty() {
+            self.text = FastMap::default();
+            self.int = FastMap::default();
+        }
+        false
+    }
+    fn has_room(&self, len: usize) -> bool {
+        len < MEMO_LIMIT
+    }
+}
+
+/// The anonymized form of one text value (any strategy but keep/null/redact), into `out`.
+pub(super) fn text_value(
+    key: &AnonKey,
+    plan: &Plan,
+    rule: &Rule,
+    v: &str,
+    offset: Option<i64>,
+    shift_days: u32,
+    out: &mut String,
+) -> Result<(), AnonError> {
+    out.clear();
+    match rule.spec.strategy {
+        Strategy::Hmac => hmac_text_into(key, v, out),
+        Strategy::Fake => out.push_str(&fake(key, rule.spec.kind.unwrap_or(FakeKind::Text), v)),
+        Strategy::Mask => mask_into(key, v, rule.spec.keep_prefix, out),
+        Strategy::ShiftDate => {
+            let offset = offset.unwrap_or_else(|| shift_offset(key, v, shift_days));
+            out.push_str(&shift_by(v, offset).ok_or_else(|| {
+                AnonError::Rule(format!(
+                    "{}: a value of {} is not a date (YYYY-MM-DD…)",
+                    rule.label(),
+                    plan.field
+                ))
+            })?)
+        }
+        _ => return Err(wrong(plan, rule)),
+    }
+    Ok(())
+}
+
+fn wrong(plan: &Plan, rule: &Rule) -> AnonError {
+    AnonError::Rule(format!(
+        "{} cannot apply to {} (a {:?} column)",
+        rule.label(),
+        plan.field,
+        plan.col_type
+    ))
+}
+
+/// The `n`th suffixed form of a collided unique output.
+pub(super) fn suffixed(out: &str, n: usize) -> String {
+    match out.split_once('@') {
+        Some((local, domain)) => format!("{local}+{n}@{domain}"),
+        None => format!("{out}-{n}"),
+    }
+}
+
+/// The text of row `r` of an entity column (integers in decimal), into `buf`.
+fn entity_text<'a>(col: &'a dyn Array, r: usize, buf: &'a mut String) -> Option<&'a str> {
+    if col.is_null(r) {
+        return None;
+    }
+    let any = col.as_any();
+    if let Some(a) = any.downcast_ref::<StringArray>() {
+        return Some(a.value(r));
+    }
+    let a = any.downcast_ref::<Int64Array>()?;
+    buf.clear();
+    let _ = write!(buf, "{}", a.value(r));
+    Some(buf.as_str())
+}
+
+/// Transforms column `col` (the batch's `columns[i]`); returns the new array and how many values
+/// changed. `entity` is the `shift_date` entity column, when the rule names one.
+pub(super) fn transform(
+    key: &AnonKey,
+    shift_days: u32,
+    plan: &Plan,
+    col: &ArrayRef,
+    entity: Option<&ArrayRef>,
+    memo: &mut Memo,
+    originals: &mut Vec<u64>,
+) -> Result<(ArrayRef, u64), AnonError> {
+    let Some(rule) = plan.rule else {
+        return Ok((col.clone(), 0));
+    };
+    let present = (col.len() - col.null_count()) as u64;
+    match rule.spec.strategy {
+        Strategy::Keep => return Ok((col.clone(), 0)),
+        Strategy::Null => {
+            if plan.leak_scanned {
+                each_text(col, |t| {
+                    if t.len() >= LEAK_MIN_LEN {
+                        originals.push(leak_hash(key, t))
+                    }
+                });
+            }
+            return Ok((new_null_array(col.data_type(), col.len()), present));
+        }
+        _ => {}
+    }
+    let any = col.as_any();
+    if let Some(a) = any.downcast_ref::<StringArray>() {
+        let out = text_column(key, shift_days, plan, rule, a, entity, memo, originals)?;
+        return Ok((Arc::new(out), present));
+    }
+    if let Some(a) = any.downcast_ref::<Int64Array>() {
+        return Ok((int_column(key, plan, rule, a, memo, originals)?, present));
+    }
+    if let (Some(a), Strategy::Hmac) = (any.downcast_ref::<BinaryArray>(), &rule.spec.strategy) {
+        let mut b = BinaryBuilder::with_capacity(a.len(), a.value_data().len());
+        for v in a.iter() {
+            match v {
+                None => b.append_null(),
+                Some(v) => {
+                    let m = key.mac("hmac:bytes", v);
+                    let out: Vec<u8> = (0..v.len()).map(|i| m[i % 32]).collect();
+                    b.append_value(out);
+                }
+            }
+        }
+        return Ok((Arc::new(b.finish()), present));
+    }
+    if present == 0 {
+        return Ok((col.clone(), 0));
+    }
+    Err(wrong(plan, rule))
+}
+
+/// Calls `f` with the text of every non-null text or integer value.
+fn each_text(col: &ArrayRef, mut f: impl FnMut(&str)) {
+    let any = col.as_any();
+    if let Some(a) = any.downcast_ref::<StringArray>() {
+        a.iter().flatten().for_each(f);
+    } else if let Some(a) = any.downcast_ref::<Int64Array>() {
+        let mut buf = String::new();
+        for x in a.iter().flatten() {
+            buf.clear();
+            let _ = write!(buf, "{x}");
+            f(&buf);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn text_column(
+    key: &AnonKey,
+    shift_days: u32,
+    plan: &Plan,
+    rule: &Rule,
+    a: &StringArray,
+    entity: Option<&ArrayRef>,
+    memo: &mut Memo,
+    originals: &mut Vec<u64>,
+) -> Result<StringArray, AnonError> {
+    let mut b = StringBuilder::with_capacity(a.len(), a.value_data().len());
+    let redact = (rule.spec.strategy == Strategy::Redact)
+        .then(|| rule.spec.value.as_deref().unwrap_or("REDACTED"));
+    let mut buf = String::new();
+    let mut out = String::new();
+    for r in 0..a.len() {
+        if a.is_null(r) {
+            b.append_null();
+            continue;
+        }
+        let v = a.value(r);
+        if let Some(fixed) = redact {
+            if plan.leak_scanned && v.len() >= LEAK_MIN_LEN {
+                originals.push(leak_hash(key, v));
+            }
+            b.append_value(fixed);
+            continue;
+        }
+        // A per-entity date shift: the entity's offset is what repeats.
+        let who = entity.and_then(|e| entity_text(e.as_ref(), r, &mut buf));
+        if let Some(who) = who {
+            let offset = match memo.offsets.get(who) {
+                Some(o) => *o,
+                None => {
+                    let o = shift_offset(key, who, shift_days);
+                    if memo.has_room(memo.offsets.len()) {
+                        memo.offsets.insert(who.to_string(), o);
+                    }
+                    o
+                }
+            };
+            if plan.leak_scanned && v.len() >= LEAK_MIN_LEN {
+                originals.push(leak_hash(key, v));
+            }
+            text_value(key, plan, rule, v, Some(offset), shift_days, &mut out)?;
+        } else {
+            let useful = memo.useful();
+            if useful {
+                memo.lookups += 1;
+                if let Some(o) = memo.text.get(v) {
+                    memo.hits += 1;
+                    append_fixed(&mut b, key, plan, v, o);
+                    continue;
+                }
+            }
+            if plan.leak_scanned && v.len() >= LEAK_MIN_LEN {
+                originals.push(leak_hash(key, v));
+            }
+            text_value(key, plan, rule, v, None, shift_days, &mut out)?;
+            if useful && memo.has_room(memo.text.len()) {
+                memo.text.insert(v.to_string(), out.clone());
+            }
+        }
+        append_fixed(&mut b, key, plan, v, &out);
+    }
+    Ok(b.finish())
+}
+
+/// Appends `out`, or its suffixed form when `v`'s output collided in a unique column.
+fn append_fixed(b: &mut StringBuilder, key: &AnonKey, plan: &Plan, v: &str, out: &str) {
+    if !plan.unique_fix.is_empty() {
+        if let Some(n) = plan.unique_fix.get(&key.short_hash(v.as_bytes())) {
+            b.append_value(suffixed(out, *n));
+            return;
+        }
+    }
+    b.append_value(out);
+}
+
+fn int_column(
+    key: &AnonKey,
+    plan: &Plan,
+    rule: &Rule,
+    a: &Int64Array,
+    memo: &mut Memo,
+    originals: &mut Vec<u64>,
+) -> Result<ArrayRef, AnonError> {
+    let masking = match rule.spec.strategy {
+        Strategy::Hmac => false,
+        Strategy::Mask => true,
+        _ if a.null_count() == a.len() => return Ok(Arc::new(a.clone())),
+        _ => return Err(wrong(plan, rule)),
+    };
+    let mut b = Int64Builder::with_capacity(a.len());
+    let mut buf = String::new();
+    for v in a.iter() {
+        let Some(x) = v else {
+            b.append_null();
+            continue;
+        };
+        let useful = memo.useful();
+        if useful {
+            memo.lookups += 1;
+            if let Some(y) = memo.int.get(&x) {
+                memo.hits += 1;
+                b.append_value(*y);
+                continue;
+            }
+        }
+        buf.clear();
+        let _ = write!(buf, "{x}");
+        if plan.leak_scanned && buf.len() >= LEAK_MIN_LEN {
+            originals.push(leak_hash(key, &buf));
+        }
+        let y = if masking {
+            mask(key, &buf, rule.spec.keep_prefix)
+                .parse()
+                .map_err(|_| wrong(plan, rule))?
+        } else {
+            hmac_int(key, x)
+        };
+        if useful && memo.has_room(memo.int.len()) {
+            memo.int.insert(x, y);
+        }
+        b.append_value(y);
+    }
+    Ok(Arc::new(b.finish()))
+}
