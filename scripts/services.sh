@@ -83,7 +83,8 @@ start_arcade() {
   install_arcade
   local pkg; pkg=$(arcade_pkg)
   rm -rf "$ARCADE_DIR"; mkdir -p "$ARCADE_DIR/databases"
-  nohup "$pkg/jre/bin/java" -Xms128m -Xmx1g -cp "$pkg/jars/*" \
+  # From its own directory: ArcadeDB writes its log/ next to where it starts.
+  (cd "$ARCADE_DIR" && exec nohup "$pkg/jre/bin/java" -Xms128m -Xmx1g -cp "$pkg/jars/*" \
     -Darcadedb.server.rootPath="$ARCADE_DIR" \
     -Darcadedb.server.databaseDirectory="$ARCADE_DIR/databases" \
     -Darcadedb.server.rootPassword="$ARCADE_PW" \
@@ -91,7 +92,7 @@ start_arcade() {
     -Darcadedb.bolt.host=127.0.0.1 -Darcadedb.bolt.port="$BOLT_PORT" \
     -Darcadedb.server.httpIncomingHost=127.0.0.1 -Darcadedb.server.httpIncomingPort="$HTTP_PORT" \
     "-Darcadedb.server.defaultDatabases=prod_sp[root];cert_sp[root]" \
-    com.arcadedb.server.ArcadeDBServer >"$DIR/arcadedb.log" 2>&1 &
+    com.arcadedb.server.ArcadeDBServer >"$DIR/arcadedb.log" 2>&1) &
   echo $! > "$DIR/arcadedb.pid"
   for _ in $(seq 1 120); do
     if arcade_ready; then echo "services: ArcadeDB started (Bolt 127.0.0.1:$BOLT_PORT)" >&2; return; fi

@@ -65,15 +65,21 @@ const MEMO_TRIAL: u64 = 16_384;
 
 impl Memo {
     /// After a trial, the memo stays in use only while at least one lookup in 16 hits.
+    #[inline]
     fn useful(&mut self) -> bool {
         if self.lookups < MEMO_TRIAL || self.hits * 16 >= self.lookups {
             return true;
         }
+        self.drop_maps();
+        false
+    }
+
+    #[cold]
+    fn drop_maps(&mut self) {
         if !self.text.is_empty() || !self.int.is_empty() {
             self.text = FastMap::default();
             self.int = FastMap::default();
         }
-        false
     }
     fn has_room(&self, len: usize) -> bool {
         len < MEMO_LIMIT

@@ -103,6 +103,7 @@ impl KeyStream {
         }
     }
 
+    #[inline]
     fn next(&mut self) -> u8 {
         let i = self.pos;
         self.pos += 1;
@@ -156,8 +157,18 @@ pub fn hmac_text_into(key: &AnonKey, s: &str, out: &mut String) {
     };
     out.reserve(len);
     let mut stream = KeyStream::new(key, "hmac:text", s);
-    for _ in 0..len {
-        out.push(ALNUM[stream.next() as usize % ALNUM.len()] as char);
+    // ASCII letters and digits, built a chunk at a time (pushing chars one by one cost more).
+    let mut chunk = [0u8; 32];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        for c in &mut chunk[..n] {
+            *c = ALNUM[stream.next() as usize % ALNUM.len()];
+        }
+        if let Ok(text) = std::str::from_utf8(&chunk[..n]) {
+            out.push_str(text);
+        }
+        left -= n;
     }
 }
 

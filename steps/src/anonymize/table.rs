@@ -11,7 +11,7 @@ use arrow_array::{Array, RecordBatch, StringArray};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use wf_stores::staging::{columns_of, open, value_at, ColType, FileInfo, StagingWriter, Value};
+use wf_stores::staging::{columns_of, open, ColType, FileInfo, StagedColumn, StagingWriter};
 use wf_stores::StoreError;
 
 /// One staged table to anonymize.
@@ -138,35 +138,21 @@ pub fn anonymize(
     let mut detected: HashMap<String, Vec<Detector>> = HashMap::new();
     let mut lookup: HashMap<String, String> = HashMap::new();
     for t in inputs {
-        let reader = open(&t.file)?;
-        let cols = columns_of(&reader.schema()).map_err(AnonError::Rule)?;
-        let mut samples: Vec<Vec<String>> = vec![Vec::new(); cols.len()];
-        for b in reader {
-            let b = b.map_err(|e| StoreError::Staging {
-                path: t.file.clone(),
-                message: e.to_string(),
-            })?;
-            for (i, s) in samples.iter_mut().enumerate() {
-                for r in 0..b.num_rows() {
-                    if s.len() >= SAMPLE {
-                        break;
-                    }
-                    if let Value::Text(x) = value_at(b.column(i).as_ref(), r) {
-                        s.push(x.to_string());
-                    }
+        let (cols, samples) = sample(&t.file)?;
+        let found: Vec<(String, Vec<Detector>)> = cols
+            .par_iter()
+            .zip(samples)
+            .map(|(c, s)| {
+                let field = format!("{}.{}", t.table, c.name);
+                let mut d = detect_values(s.iter().map(String::as_str));
+                if name_flags(&field) {
+                    d.insert(0, Detector::Name);
                 }
-            }
-            if samples.iter().all(|s| s.len() >= SAMPLE) {
-                break;
-            }
-        }
-        for (c, s) in cols.iter().zip(samples) {
-            let field = format!("{}.{}", t.table, c.name);
+                (field, d)
+            })
+            .collect();
+        for (c, (field, d)) in cols.iter().zip(found) {
             lookup.insert(field.clone(), rule_field(t, rules, &c.name));
-            let mut d = detect_values(s.iter().map(String::as_str));
-            if name_flags(&field) {
-                d.insert(0, Detector::Name);
-            }
             detected.insert(field, d);
         }
     }
@@ -235,6 +221,37 @@ pub fn anonymize(
         leaks,
         original_hashes: originals,
     })
+}
+
+/// The columns of a staging file and up to `SAMPLE` non-null values of each text column, read
+/// from at most 100 × `SAMPLE` rows (integer columns have nothing to sample).
+fn sample(file: &Path) -> Result<(Vec<StagedColumn>, Vec<Vec<String>>), AnonError> {
+    let reader = open(file)?;
+    let cols = columns_of(&reader.schema()).map_err(AnonError::Rule)?;
+    let mut samples: Vec<Vec<String>> = vec![Vec::new(); cols.len()];
+    let mut rows = 0;
+    for b in reader {
+        let b = b.map_err(|e| StoreError::Staging {
+            path: file.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        for (i, s) in samples.iter_mut().enumerate() {
+            let Some(a) = b.column(i).as_any().downcast_ref::<StringArray>() else {
+                continue;
+            };
+            let room = SAMPLE.saturating_sub(s.len());
+            s.extend(a.iter().flatten().take(room).map(str::to_string));
+        }
+        rows += b.num_rows();
+        let full = samples
+            .iter()
+            .zip(&cols)
+            .all(|(s, c)| s.len() >= SAMPLE || c.col_type != ColType::Text);
+        if full || rows >= 100 * SAMPLE {
+            break;
+        }
+    }
+    Ok((cols, samples))
 }
 
 /// Counts, per passed-through text field, the values whose keyed hash is an original's.
