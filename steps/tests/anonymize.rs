@@ -426,3 +426,47 @@ fn many_batches_on_parallel_workers_keep_row_order_and_consistency() {
     // Keyed hashes of 15,000 distinct emails and 40,000 distinct codes, each once.
     assert_eq!(report.original_hashes.len(), 55_000);
 }
+
+#[test]
+fn a_damaged_staging_file_is_a_clear_error_and_no_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows: Vec<Vec<V>> = (0..5000)
+        .map(|i| vec![V::I(i), V::S(format!("kid{i}@school.example"))])
+        .collect();
+    let file = write(
+        dir.path(),
+        "ids.kids",
+        &[("id", ColType::Int), ("email", ColType::Text)],
+        rows,
+    );
+    // Damage the middle of the file (record batch bodies), leaving header and footer intact.
+    let mut bytes = std::fs::read(&file).expect("read");
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 4096] {
+        *b = 0xff;
+    }
+    std::fs::write(&file, bytes).expect("write");
+    let rules = Rules::parse(
+        "[[rules]]\nfield = \"ids.kids.id\"\nstrategy = \"hmac\"\n[[rules]]\nfield = \"ids.kids.email\"\nstrategy = \"fake\"\nkind = \"email\"\n",
+        Path::new("r.toml"),
+    )
+    .expect("rules");
+    let input = TableInput {
+        table: "ids.kids".into(),
+        file,
+        unique: vec![],
+        rule_as: Default::default(),
+    };
+    let out = dir.path().join("anon");
+    let e = anonymize(&[input], &rules, Path::new("r.toml"), &key(), &out)
+        .expect_err("damaged input")
+        .to_string();
+    assert!(
+        e.contains("ids.kids.arrow") && e.contains("re-run") && !e.contains('\n'),
+        "{e}"
+    );
+    assert!(
+        !out.join("ids.kids.arrow").exists(),
+        "no output under the final name"
+    );
+}

@@ -373,12 +373,16 @@ pub fn open(
     path: &Path,
 ) -> Result<arrow_ipc::reader::FileReader<std::io::BufReader<std::fs::File>>, StoreError> {
     let file = std::fs::File::open(path).map_err(|e| staging_err(path, e))?;
-    arrow_ipc::reader::FileReader::try_new(std::io::BufReader::new(file), None).map_err(|e| {
-        staging_err(
-            path,
-            format!("not a readable Arrow IPC file ({e}); re-run the step that wrote it"),
-        )
-    })
+    arrow_ipc::reader::FileReader::try_new(std::io::BufReader::new(file), None)
+        .map_err(|e| damaged(path, e))
+}
+
+/// The error for a staging file that cannot be read (at open, or a batch inside it).
+pub fn damaged(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    staging_err(
+        path,
+        format!("not a readable Arrow IPC file ({e}); re-run the step that wrote it"),
+    )
 }
 
 /// The value of row `row` in `array` as a store value (borrowing from the array).

@@ -37,16 +37,42 @@ pub(super) struct Plan<'a> {
 #[derive(Default)]
 pub(super) struct Worker {
     pub memos: Vec<Memo>,
-    pub originals: Vec<u64>,
+    pub originals: Hashes,
 }
 
-impl Worker {
-    /// Keeps the hash list near the number of distinct originals (memos miss once they are full).
+/// Keyed hashes of originals. The list is sorted and deduplicated whenever it has doubled since
+/// the last time, so it stays near 8 bytes per distinct original at linear amortized cost.
+#[derive(Default)]
+pub(super) struct Hashes {
+    v: Vec<u64>,
+    limit: usize,
+}
+
+impl Hashes {
+    pub fn push(&mut self, h: u64) {
+        self.v.push(h);
+    }
+
+    /// Compacts the list if it has grown past its limit (call once per batch, not per value).
     pub fn compact(&mut self) {
-        if self.originals.len() > (1 << 22) {
-            self.originals.sort_unstable();
-            self.originals.dedup();
+        if self.v.len() > self.limit.max(1 << 22) {
+            self.v.sort_unstable();
+            self.v.dedup();
+            self.limit = 2 * self.v.len();
         }
+    }
+
+    pub fn append(&mut self, other: Hashes) {
+        self.v.extend(other.v);
+        self.compact();
+    }
+
+    /// The distinct hashes, sorted.
+    pub fn into_sorted(mut self) -> Vec<u64> {
+        use rayon::slice::ParallelSliceMut;
+        self.v.par_sort_unstable();
+        self.v.dedup();
+        self.v
     }
 }
 
@@ -157,7 +183,7 @@ pub(super) fn transform(
     col: &ArrayRef,
     entity: Option<&ArrayRef>,
     memo: &mut Memo,
-    originals: &mut Vec<u64>,
+    originals: &mut Hashes,
 ) -> Result<(ArrayRef, u64), AnonError> {
     let Some(rule) = plan.rule else {
         return Ok((col.clone(), 0));
@@ -229,7 +255,7 @@ fn text_column(
     a: &StringArray,
     entity: Option<&ArrayRef>,
     memo: &mut Memo,
-    originals: &mut Vec<u64>,
+    originals: &mut Hashes,
 ) -> Result<StringArray, AnonError> {
     let mut b = StringBuilder::with_capacity(a.len(), a.value_data().len());
     let redact = (rule.spec.strategy == Strategy::Redact)
@@ -306,7 +332,7 @@ fn int_column(
     rule: &Rule,
     a: &Int64Array,
     memo: &mut Memo,
-    originals: &mut Vec<u64>,
+    originals: &mut Hashes,
 ) -> Result<ArrayRef, AnonError> {
     let masking = match rule.spec.strategy {
         Strategy::Hmac => false,

@@ -5,6 +5,7 @@
 use super::table::AnonError;
 use arrow_array::RecordBatch;
 use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex};
 
@@ -36,7 +37,13 @@ where
     let (done_tx, done_rx) = sync_channel::<(u64, Result<X, AnonError>)>(in_flight);
     std::thread::scope(|s| {
         s.spawn(move || {
-            for (n, b) in (0u64..).zip(input) {
+            for n in 0u64.. {
+                let b = catch_unwind(AssertUnwindSafe(|| input.next())).unwrap_or_else(|_| {
+                    Some(Err(AnonError::Rule(
+                        "reading a staging file panicked (is it damaged?)".into(),
+                    )))
+                });
+                let Some(b) = b else { return };
                 let stop = b.is_err();
                 if token_rx.recv().is_err() || batch_tx.send((n, b)).is_err() || stop {
                     return;
@@ -49,7 +56,13 @@ where
                 let (rx, tx, work) = (batch_rx.clone(), done_tx.clone(), &work);
                 s.spawn(move || {
                     while let Some((n, b)) = next(&rx) {
-                        let out = b.and_then(|b| work(&mut state, b));
+                        // A panic becomes an error: a lost batch would leave the writer
+                        // waiting for it forever.
+                        let out = b.and_then(|b| {
+                            catch_unwind(AssertUnwindSafe(|| work(&mut state, b))).unwrap_or_else(
+                                |_| Err(AnonError::Rule("an anonymization worker panicked".into())),
+                            )
+                        });
                         if tx.send((n, out)).is_err() {
                             break;
                         }
@@ -174,5 +187,21 @@ mod tests {
         )
         .expect_err("sink error");
         assert!(e.to_string().contains("disk full") && written == 11, "{e}");
+    }
+
+    #[test]
+    fn a_panicking_worker_is_an_error_not_a_hang() {
+        let e = ordered_map(
+            &mut batches(100),
+            vec![(); 2],
+            4,
+            |_, b| match first(&b) {
+                5 => panic!("bad batch"),
+                n => Ok(n),
+            },
+            |_| Ok(()),
+        )
+        .expect_err("panic");
+        assert!(e.to_string().contains("panicked"), "{e}");
     }
 }

@@ -1,7 +1,7 @@
 //! Anonymizing staging files: classify every field, transform file by file (batch by batch), keep
 //! unique columns unique, and scan the outputs for any original value.
 
-use super::column::{text_value, transform, Memo, Plan, Worker};
+use super::column::{text_value, transform, Hashes, Memo, Plan, Worker};
 use super::detect::{detect_values, name_flags, Detector};
 use super::key::AnonKey;
 use super::pipeline::ordered_map;
@@ -11,7 +11,9 @@ use arrow_array::{Array, RecordBatch, StringArray};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use wf_stores::staging::{columns_of, open, ColType, FileInfo, StagedColumn, StagingWriter};
+use wf_stores::staging::{
+    columns_of, damaged, open, ColType, FileInfo, StagedColumn, StagingWriter,
+};
 use wf_stores::StoreError;
 
 /// One staged table to anonymize.
@@ -182,7 +184,7 @@ pub fn anonymize(
         path: out_dir.to_path_buf(),
         message: e.to_string(),
     })?;
-    let mut originals: Vec<u64> = Vec::new();
+    let mut originals = Hashes::default();
     let mut fields = Vec::new();
     let mut files = Vec::new();
     for t in inputs {
@@ -190,8 +192,7 @@ pub fn anonymize(
         files.push((t.table.clone(), info));
         fields.extend(reports);
     }
-    originals.par_sort_unstable();
-    originals.dedup();
+    let originals = originals.into_sorted();
     // 3. Leak scan over every field passed through unchanged (no rule, or `keep`). A generated
     // value (fake, mask, hmac…) may equal someone else's original by chance, which is no leak; an
     // original surviving in a passed-through field is one.
@@ -231,10 +232,7 @@ fn sample(file: &Path) -> Result<(Vec<StagedColumn>, Vec<Vec<String>>), AnonErro
     let mut samples: Vec<Vec<String>> = vec![Vec::new(); cols.len()];
     let mut rows = 0;
     for b in reader {
-        let b = b.map_err(|e| StoreError::Staging {
-            path: file.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let b = b.map_err(|e| damaged(file, e))?;
         for (i, s) in samples.iter_mut().enumerate() {
             let Some(a) = b.column(i).as_any().downcast_ref::<StringArray>() else {
                 continue;
@@ -269,10 +267,7 @@ fn scan_passed(
             .filter(|&i| passed.contains(format!("{table}.{}", cols[i].name).as_str()))
             .collect();
         for b in reader {
-            let b = b.map_err(|e| StoreError::Staging {
-                path: info.path.clone(),
-                message: e.to_string(),
-            })?;
+            let b = b.map_err(|e| damaged(&info.path, e))?;
             for &i in &scanned {
                 let Some(a) = b.column(i).as_any().downcast_ref::<StringArray>() else {
                     continue;
@@ -299,7 +294,7 @@ fn anonymize_file(
     key: &AnonKey,
     detected: &HashMap<String, Vec<Detector>>,
     out_dir: &Path,
-    originals: &mut Vec<u64>,
+    originals: &mut Hashes,
 ) -> Result<(FileInfo, Vec<FieldReport>), AnonError> {
     let reader = open(&t.file)?;
     let schema = reader.schema();
@@ -335,19 +330,12 @@ fn anonymize_file(
     let states: Vec<Worker> = (0..threads)
         .map(|_| Worker {
             memos: cols.iter().map(|_| Memo::default()).collect(),
-            originals: Vec::new(),
+            originals: Hashes::default(),
         })
         .collect();
     let mut changed = vec![0u64; cols.len()];
     let mut w = StagingWriter::create(&out_path, schema.clone(), 8192)?;
-    let mut input = reader.map(|b| {
-        b.map_err(|e| {
-            AnonError::Staging(StoreError::Staging {
-                path: t.file.clone(),
-                message: e.to_string(),
-            })
-        })
-    });
+    let mut input = reader.map(|b| b.map_err(|e| AnonError::Staging(damaged(&t.file, e))));
     let work = |state: &mut Worker, b: RecordBatch| {
         let mut arrays = Vec::with_capacity(plans.len());
         let mut counts = Vec::with_capacity(plans.len());
@@ -365,7 +353,7 @@ fn anonymize_file(
             arrays.push(a);
             counts.push(n);
         }
-        state.compact();
+        state.originals.compact();
         let out = RecordBatch::try_new(b.schema(), arrays).map_err(|e| {
             AnonError::Staging(StoreError::Staging {
                 path: out_path.clone(),
@@ -383,11 +371,7 @@ fn anonymize_file(
     let states = ordered_map(&mut input, states, 2 * threads, work, sink)?;
     let info = w.finish()?;
     for s in states {
-        originals.extend(s.originals);
-    }
-    if originals.len() > (1 << 24) {
-        originals.par_sort_unstable();
-        originals.dedup();
+        originals.append(s.originals);
     }
     let reports = plans
         .iter()
@@ -423,10 +407,7 @@ fn resolve_unique(
     let mut first: HashMap<u64, u64> = HashMap::new();
     let mut groups: HashMap<u64, Vec<u64>> = HashMap::new();
     for b in open(file)? {
-        let b = b.map_err(|e| StoreError::Staging {
-            path: file.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let b = b.map_err(|e| damaged(file, e))?;
         let Some(a) = b.column(i).as_any().downcast_ref::<StringArray>() else {
             continue;
         };

@@ -119,10 +119,7 @@ pub async fn validate_loaded(inp: PostInput<'_>) -> Result<ValidationReport, Sto
         let mut batches = reader.peekable();
         let snap = &mut cert.get_mut(store).expect("opened above").1;
         while let Some(b) = batches.next() {
-            let b = b.map_err(|e| StoreError::Staging {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
+            let b = b.map_err(|e| wf_stores::staging::damaged(path, e))?;
             let last_batch = batches.peek().is_none();
             for r in 0..b.num_rows() {
                 let row: Vec<Option<String>> = (0..names.len())
@@ -188,10 +185,7 @@ pub async fn validate_loaded(inp: PostInput<'_>) -> Result<ValidationReport, Sto
                 }
                 let mut values: HashSet<Key> = HashSet::new();
                 for b in open(path)? {
-                    let b = b.map_err(|e| StoreError::Staging {
-                        path: path.clone(),
-                        message: e.to_string(),
-                    })?;
+                    let b = b.map_err(|e| wf_stores::staging::damaged(path, e))?;
                     for r in 0..b.num_rows() {
                         let k: Option<Key> = idx
                             .iter()

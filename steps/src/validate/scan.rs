@@ -116,12 +116,7 @@ pub(super) fn batches(
     path: &Path,
 ) -> Result<impl Iterator<Item = Result<RecordBatch, StoreError>>, StoreError> {
     let owned = path.to_path_buf();
-    Ok(open(path)?.map(move |b| {
-        b.map_err(|e| StoreError::Staging {
-            path: owned.clone(),
-            message: e.to_string(),
-        })
-    }))
+    Ok(open(path)?.map(move |b| b.map_err(|e| wf_stores::staging::damaged(&owned, e))))
 }
 
 /// Column positions by name in a staged file's schema.

@@ -130,12 +130,7 @@ pub struct LoadReport {
 /// The staged rows of a file, batch by batch.
 pub(crate) fn batches(path: &Path) -> Result<Vec<RecordBatch>, StoreError> {
     open(path)?
-        .map(|b| {
-            b.map_err(|e| StoreError::Staging {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })
-        })
+        .map(|b| b.map_err(|e| crate::staging::damaged(path, e)))
         .collect()
 }
 
@@ -219,10 +214,7 @@ pub(crate) fn write_manifest(
 pub(crate) fn copy_manifest(dir: &Path, table: &Table, file: &Path) -> Result<PathBuf, StoreError> {
     let (path, mut w) = manifest_writer(dir, table)?;
     for b in open(file)? {
-        let b = b.map_err(|e| StoreError::Staging {
-            path: file.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let b = b.map_err(|e| crate::staging::damaged(file, e))?;
         let idx = key_positions(table, &b.schema())?;
         for r in 0..b.num_rows() {
             push_key(&mut w, &key_of(&b, &idx, r))?;
