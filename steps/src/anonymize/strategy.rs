@@ -8,9 +8,9 @@ use fake::faker::lorem::en::Sentence;
 use fake::faker::name::en::{FirstName, LastName, Name};
 use fake::faker::phone_number::en::CellNumber;
 use fake::Fake;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
+use rand::rand_core::TryRng;
 use siphasher::sip::SipHasher13;
+use std::convert::Infallible;
 use std::hash::Hasher;
 
 /// Kinds of realistic fake values.
@@ -183,10 +183,48 @@ fn is_uuid(s: &str) -> bool {
         })
 }
 
-/// A realistic fake of `kind`, chosen by an RNG seeded from the keyed hash of the original.
+impl TryRng for KeyStream {
+    type Error = Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        Ok(u32::from_le_bytes(std::array::from_fn(|_| self.next())))
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        Ok(u64::from_le_bytes(std::array::from_fn(|_| self.next())))
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+        dst.iter_mut().for_each(|b| *b = self.next());
+        Ok(())
+    }
+}
+
+impl FakeKind {
+    /// The HMAC domain of this kind's fakes.
+    fn domain(self) -> &'static str {
+        match self {
+            FakeKind::FirstName => "fake:FirstName",
+            FakeKind::LastName => "fake:LastName",
+            FakeKind::Name => "fake:Name",
+            FakeKind::Email => "fake:Email",
+            FakeKind::Phone => "fake:Phone",
+            FakeKind::StreetAddress => "fake:StreetAddress",
+            FakeKind::City => "fake:City",
+            FakeKind::Postcode => "fake:Postcode",
+            FakeKind::DateOfBirth => "fake:DateOfBirth",
+            FakeKind::Username => "fake:Username",
+            FakeKind::Text => "fake:Text",
+        }
+    }
+}
+
+/// A realistic fake of `kind` from the fake crate, its random choices drawn from the keyed
+/// stream of the original (its HMAC-SHA256, then SipHash keyed by that HMAC): the same original
+/// always gives the same fake, and seeding costs nothing beyond the HMAC.
 pub fn fake(key: &AnonKey, kind: FakeKind, original: &str) -> String {
-    let seed = key.mac(&format!("fake:{kind:?}"), original.as_bytes());
-    let mut rng = ChaCha8Rng::from_seed(seed);
+    let mut rng = KeyStream::new(key, kind.domain(), original);
+    let seed = rng.block;
     match kind {
         FakeKind::FirstName => FirstName().fake_with_rng(&mut rng),
         FakeKind::LastName => LastName().fake_with_rng(&mut rng),
