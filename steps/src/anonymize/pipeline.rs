@@ -38,6 +38,9 @@ where
     std::thread::scope(|s| {
         s.spawn(move || {
             for n in 0u64.. {
+                if token_rx.recv().is_err() {
+                    return;
+                }
                 let b = catch_unwind(AssertUnwindSafe(|| input.next())).unwrap_or_else(|_| {
                     Some(Err(AnonError::Rule(
                         "reading a staging file panicked (is it damaged?)".into(),
@@ -45,7 +48,7 @@ where
                 });
                 let Some(b) = b else { return };
                 let stop = b.is_err();
-                if token_rx.recv().is_err() || batch_tx.send((n, b)).is_err() || stop {
+                if batch_tx.send((n, b)).is_err() || stop {
                     return;
                 }
             }
@@ -187,6 +190,31 @@ mod tests {
         )
         .expect_err("sink error");
         assert!(e.to_string().contains("disk full") && written == 11, "{e}");
+    }
+
+    #[test]
+    fn no_more_than_in_flight_batches_are_read_ahead_of_the_sink() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let read = AtomicUsize::new(0);
+        let mut input = batches(300).inspect(|_| {
+            read.fetch_add(1, Ordering::SeqCst);
+        });
+        let (mut sunk, mut most) = (0usize, 0usize);
+        ordered_map(
+            &mut input,
+            vec![(); 3],
+            5,
+            |_, b| Ok(first(&b)),
+            |_| {
+                // This batch is still counted as in flight while the sink holds it.
+                most = most.max(read.load(Ordering::SeqCst) - sunk);
+                sunk += 1;
+                Ok(())
+            },
+        )
+        .expect("map");
+        assert_eq!(sunk, 300);
+        assert!(most <= 5, "{most} batches were in memory at once");
     }
 
     #[test]
