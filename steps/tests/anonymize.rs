@@ -264,14 +264,45 @@ fn unique_columns_stay_unique_under_forced_collisions() {
         unique: vec!["id".into(), "nickname".into()],
         rule_as: Default::default(),
     };
+    // The same people on graph nodes, in reverse order, where the property is not unique: it
+    // takes the column's rule and must get the very same (suffixed) outputs.
+    let nodes: Vec<Vec<V>> = (0..2000)
+        .rev()
+        .map(|i| vec![V::S(format!("Person{i}"))])
+        .collect();
+    let node_file = write(
+        dir.path(),
+        "sp.Person",
+        &[("nickname", ColType::Text)],
+        nodes,
+    );
+    let node_input = TableInput {
+        table: "sp.Person".into(),
+        file: node_file,
+        unique: vec![],
+        rule_as: [("nickname".to_string(), "ids.people.nickname".to_string())].into(),
+    };
     let out = dir.path().join("anon");
-    anonymize(&[input], &rules, Path::new("r.toml"), &key(), &out).expect("anonymize");
+    anonymize(
+        &[input, node_input],
+        &rules,
+        Path::new("r.toml"),
+        &key(),
+        &out,
+    )
+    .expect("anonymize");
     let names = column(&out.join("ids.people.arrow"), "nickname");
     let distinct: HashSet<&String> = names.iter().collect();
     assert_eq!(distinct.len(), 2000, "2000 people get 2000 distinct fakes");
     assert!(
         names.iter().any(|n| n.contains('-')),
         "first names do collide and were resolved"
+    );
+    let mut on_nodes = column(&out.join("sp.Person.arrow"), "nickname");
+    on_nodes.reverse();
+    assert_eq!(
+        on_nodes, names,
+        "each person's nickname is the same on the node"
     );
     let ids: HashSet<String> = column(&out.join("ids.people.arrow"), "id")
         .into_iter()

@@ -28,8 +28,9 @@ pub(super) struct Plan<'a> {
     pub entity: Option<usize>,
     /// Whether originals go into the leak set.
     pub leak_scanned: bool,
-    /// Unique columns: suffix numbers for originals (by keyed hash) whose outputs collided.
-    pub unique_fix: HashMap<u64, usize>,
+    /// Suffix numbers for originals (by keyed hash) whose outputs collided in a unique column
+    /// under this column's rule.
+    pub unique_fix: Option<&'a HashMap<u64, usize>>,
 }
 
 /// What one worker thread keeps between batches: per-column memos, and the keyed hashes of the
@@ -317,8 +318,8 @@ fn text_column(
 
 /// Appends `out`, or its suffixed form when `v`'s output collided in a unique column.
 fn append_fixed(b: &mut StringBuilder, key: &AnonKey, plan: &Plan, v: &str, out: &str) {
-    if !plan.unique_fix.is_empty() {
-        if let Some(n) = plan.unique_fix.get(&key.short_hash(v.as_bytes())) {
+    if let Some(fix) = plan.unique_fix {
+        if let Some(n) = fix.get(&key.short_hash(v.as_bytes())) {
             b.append_value(suffixed(out, *n));
             return;
         }

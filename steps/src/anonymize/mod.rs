@@ -9,6 +9,7 @@ mod pipeline;
 pub mod rules;
 pub mod strategy;
 pub mod table;
+mod unique;
 
 pub use key::{AnonKey, KeyError};
 pub use rules::Rules;

@@ -1,12 +1,13 @@
 //! Anonymizing staging files: classify every field, transform file by file (batch by batch), keep
 //! unique columns unique, and scan the outputs for any original value.
 
-use super::column::{text_value, transform, Hashes, Memo, Plan, Worker};
+use super::column::{transform, Hashes, Memo, Plan, Worker};
 use super::detect::{detect_values, name_flags, Detector};
 use super::key::AnonKey;
 use super::pipeline::ordered_map;
 use super::rules::{Rule, Rules, Strategy};
 use super::strategy::FakeKind;
+use super::unique::{unique_fixes, Fixes};
 use arrow_array::{Array, RecordBatch, StringArray};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -184,11 +185,13 @@ pub fn anonymize(
         path: out_dir.to_path_buf(),
         message: e.to_string(),
     })?;
+    let fixes = unique_fixes(inputs, rules, &detected, key)?;
     let mut originals = Hashes::default();
     let mut fields = Vec::new();
     let mut files = Vec::new();
     for t in inputs {
-        let (info, reports) = anonymize_file(t, rules, key, &detected, out_dir, &mut originals)?;
+        let (info, reports) =
+            anonymize_file(t, rules, key, &detected, &fixes, out_dir, &mut originals)?;
         files.push((t.table.clone(), info));
         fields.extend(reports);
     }
@@ -288,19 +291,14 @@ fn scan_passed(
     Ok(leaks.into_iter().collect())
 }
 
-fn anonymize_file(
+/// How each column of `t` is anonymized (unique-collision fixes not yet attached).
+pub(super) fn plans_for<'a>(
     t: &TableInput,
-    rules: &Rules,
-    key: &AnonKey,
+    cols: &[StagedColumn],
+    rules: &'a Rules,
     detected: &HashMap<String, Vec<Detector>>,
-    out_dir: &Path,
-    originals: &mut Hashes,
-) -> Result<(FileInfo, Vec<FieldReport>), AnonError> {
-    let reader = open(&t.file)?;
-    let schema = reader.schema();
-    let cols = columns_of(&schema).map_err(AnonError::Rule)?;
-    let mut plans: Vec<Plan> = cols
-        .iter()
+) -> Vec<Plan<'a>> {
+    cols.iter()
         .map(|c| {
             let field = format!("{}.{}", t.table, c.name);
             let rule = rules.rule_for(
@@ -316,14 +314,28 @@ fn anonymize_file(
                 col_type: c.col_type,
                 entity,
                 leak_scanned: rule.is_some_and(leak_scanned),
-                unique_fix: HashMap::new(),
+                unique_fix: None,
             }
         })
-        .collect();
-    for i in 0..cols.len() {
-        if t.unique.contains(&cols[i].name) && cols[i].col_type == ColType::Text {
-            plans[i].unique_fix = resolve_unique(&t.file, i, &plans[i], rules.shift_days, key)?;
-        }
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn anonymize_file<'a>(
+    t: &TableInput,
+    rules: &'a Rules,
+    key: &AnonKey,
+    detected: &HashMap<String, Vec<Detector>>,
+    fixes: &'a Fixes,
+    out_dir: &Path,
+    originals: &mut Hashes,
+) -> Result<(FileInfo, Vec<FieldReport>), AnonError> {
+    let reader = open(&t.file)?;
+    let schema = reader.schema();
+    let cols = columns_of(&schema).map_err(AnonError::Rule)?;
+    let mut plans = plans_for(t, &cols, rules, detected);
+    for p in plans.iter_mut().filter(|p| p.col_type == ColType::Text) {
+        p.unique_fix = p.rule.and_then(|r| fixes.get(&r.index));
     }
     let out_path = out_dir.join(format!("{}.arrow", t.table));
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -384,58 +396,4 @@ fn anonymize_file(
         })
         .collect();
     Ok((info, reports))
-}
-
-/// For a unique text column: outputs that collide (distinct originals, same output) get a
-/// numbered suffix, assigned in the order of the originals' keyed hashes — deterministic, never
-/// by plaintext. Holds two 64-bit hashes per distinct value, not the values.
-fn resolve_unique(
-    file: &Path,
-    i: usize,
-    plan: &Plan,
-    shift_days: u32,
-    key: &AnonKey,
-) -> Result<HashMap<u64, usize>, AnonError> {
-    let Some(rule) = plan.rule.filter(|r| {
-        matches!(
-            r.spec.strategy,
-            Strategy::Fake | Strategy::Mask | Strategy::Hmac
-        )
-    }) else {
-        return Ok(HashMap::new());
-    };
-    let mut first: HashMap<u64, u64> = HashMap::new();
-    let mut groups: HashMap<u64, Vec<u64>> = HashMap::new();
-    for b in open(file)? {
-        let b = b.map_err(|e| damaged(file, e))?;
-        let Some(a) = b.column(i).as_any().downcast_ref::<StringArray>() else {
-            continue;
-        };
-        let values: Vec<&str> = a.iter().flatten().collect();
-        let pairs: Vec<(u64, u64)> = values
-            .par_iter()
-            .map(|v| {
-                let mut out = String::new();
-                text_value(key, plan, rule, v, None, shift_days, &mut out)?;
-                Ok((key.short_hash(out.as_bytes()), key.short_hash(v.as_bytes())))
-            })
-            .collect::<Result<_, AnonError>>()?;
-        for (out, orig) in pairs {
-            let seen = *first.entry(out).or_insert(orig);
-            if seen != orig {
-                let g = groups.entry(out).or_insert_with(|| vec![seen]);
-                if !g.contains(&orig) {
-                    g.push(orig);
-                }
-            }
-        }
-    }
-    let mut fix = HashMap::new();
-    for (_, mut group) in groups {
-        group.sort_unstable();
-        for (n, orig) in group.into_iter().enumerate().skip(1) {
-            fix.insert(orig, n);
-        }
-    }
-    Ok(fix)
 }

@@ -1,0 +1,101 @@
+//! Unique columns stay unique: distinct originals whose outputs collide get a numbered suffix.
+//! Collisions are found over every unique column under one rule, and the suffixes apply wherever
+//! that rule does, so a value keeps one output in every table and store and text keys still join.
+
+use super::column::{text_value, Plan};
+use super::detect::Detector;
+use super::key::AnonKey;
+use super::rules::{Rules, Strategy};
+use super::table::{plans_for, AnonError, TableInput};
+use arrow_array::{Array, StringArray};
+use rayon::prelude::*;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use wf_stores::staging::{columns_of, damaged, open, ColType};
+
+/// Per rule (by index): the suffix number of each original (by keyed hash) that collided.
+pub(super) type Fixes = HashMap<usize, HashMap<u64, usize>>;
+
+/// Finds the collisions of every rule that generates values (`fake`, `mask`, `hmac`) over the
+/// unique text columns it applies to. Suffixes are assigned in the order of the originals' keyed
+/// hashes: deterministic, never by plaintext. Holds two 64-bit hashes per value, not the values.
+pub(super) fn unique_fixes(
+    inputs: &[TableInput],
+    rules: &Rules,
+    detected: &HashMap<String, Vec<Detector>>,
+    key: &AnonKey,
+) -> Result<Fixes, AnonError> {
+    let mut by_rule: BTreeMap<usize, Vec<(&Path, usize, Plan)>> = BTreeMap::new();
+    for t in inputs {
+        let cols = columns_of(&open(&t.file)?.schema()).map_err(AnonError::Rule)?;
+        for (i, plan) in plans_for(t, &cols, rules, detected).into_iter().enumerate() {
+            let generated = plan.rule.filter(|r| {
+                matches!(
+                    r.spec.strategy,
+                    Strategy::Fake | Strategy::Mask | Strategy::Hmac
+                )
+            });
+            if let (Some(rule), true) = (
+                generated,
+                t.unique.contains(&cols[i].name) && cols[i].col_type == ColType::Text,
+            ) {
+                by_rule
+                    .entry(rule.index)
+                    .or_default()
+                    .push((&t.file, i, plan));
+            }
+        }
+    }
+    let mut fixes = Fixes::new();
+    for (index, columns) in by_rule {
+        let fix = collisions(&columns, rules.shift_days, key)?;
+        if !fix.is_empty() {
+            fixes.insert(index, fix);
+        }
+    }
+    Ok(fixes)
+}
+
+fn collisions(
+    columns: &[(&Path, usize, Plan)],
+    shift_days: u32,
+    key: &AnonKey,
+) -> Result<HashMap<u64, usize>, AnonError> {
+    let mut first: HashMap<u64, u64> = HashMap::new();
+    let mut groups: HashMap<u64, Vec<u64>> = HashMap::new();
+    for (file, i, plan) in columns {
+        let Some(rule) = plan.rule else { continue };
+        for b in open(file)? {
+            let b = b.map_err(|e| damaged(file, e))?;
+            let Some(a) = b.column(*i).as_any().downcast_ref::<StringArray>() else {
+                continue;
+            };
+            let values: Vec<&str> = a.iter().flatten().collect();
+            let pairs: Vec<(u64, u64)> = values
+                .par_iter()
+                .map(|v| {
+                    let mut out = String::new();
+                    text_value(key, plan, rule, v, None, shift_days, &mut out)?;
+                    Ok((key.short_hash(out.as_bytes()), key.short_hash(v.as_bytes())))
+                })
+                .collect::<Result<_, AnonError>>()?;
+            for (out, orig) in pairs {
+                let seen = *first.entry(out).or_insert(orig);
+                if seen != orig {
+                    let g = groups.entry(out).or_insert_with(|| vec![seen]);
+                    if !g.contains(&orig) {
+                        g.push(orig);
+                    }
+                }
+            }
+        }
+    }
+    let mut fix = HashMap::new();
+    for (_, mut group) in groups {
+        group.sort_unstable();
+        for (n, orig) in group.into_iter().enumerate().skip(1) {
+            fix.insert(orig, n);
+        }
+    }
+    Ok(fix)
+}
