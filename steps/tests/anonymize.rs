@@ -501,3 +501,41 @@ fn a_damaged_staging_file_is_a_clear_error_and_no_output() {
         "no output under the final name"
     );
 }
+
+#[test]
+fn rules_that_would_collapse_a_unique_column_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows: Vec<Vec<V>> = (0..50)
+        .map(|i| vec![V::I(1000 + i), V::S(format!("C-{i:04}"))])
+        .collect();
+    let file = write(
+        dir.path(),
+        "ids.cards",
+        &[("id", ColType::Int), ("code", ColType::Text)],
+        rows,
+    );
+    for (rules, field) in [
+        (
+            "[[rules]]\nfield = \"ids.cards.id\"\nstrategy = \"mask\"\n",
+            "ids.cards.id",
+        ),
+        (
+            "[[rules]]\nfield = \"ids.cards.code\"\nstrategy = \"redact\"\n",
+            "ids.cards.code",
+        ),
+    ] {
+        let rules = Rules::parse(rules, Path::new("r.toml")).expect("rules");
+        let input = TableInput {
+            table: "ids.cards".into(),
+            file: file.clone(),
+            unique: vec!["id".into(), "code".into()],
+            rule_as: Default::default(),
+        };
+        let out = dir.path().join("anon");
+        let e = anonymize(&[input], &rules, Path::new("r.toml"), &key(), &out)
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains(field) && e.contains("use hmac"), "{e}");
+        assert!(!out.join("ids.cards.arrow").exists());
+    }
+}

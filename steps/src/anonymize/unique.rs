@@ -29,6 +29,9 @@ pub(super) fn unique_fixes(
     for t in inputs {
         let cols = columns_of(&open(&t.file)?.schema()).map_err(AnonError::Rule)?;
         for (i, plan) in plans_for(t, &cols, rules, detected).into_iter().enumerate() {
+            if t.unique.contains(&cols[i].name) {
+                refuse_collapsing(&plan)?;
+            }
             let generated = plan.rule.filter(|r| {
                 matches!(
                     r.spec.strategy,
@@ -54,6 +57,26 @@ pub(super) fn unique_fixes(
         }
     }
     Ok(fixes)
+}
+
+/// Rules that would make a unique column's values collide with no way to tell them apart
+/// again are refused before anything is written.
+fn refuse_collapsing(plan: &Plan) -> Result<(), AnonError> {
+    let Some(rule) = plan.rule else {
+        return Ok(());
+    };
+    let why = match (&rule.spec.strategy, plan.col_type) {
+        (Strategy::Redact, _) => "gives all its values the same text",
+        (Strategy::Mask, ColType::Int) => {
+            "can give two of its integers the same output, and integers take no suffix"
+        }
+        _ => return Ok(()),
+    };
+    Err(AnonError::Rule(format!(
+        "{}: {} is unique in PROD, and this rule {why}; use hmac (or fake for text), which keeps unique values unique",
+        rule.label(),
+        plan.field
+    )))
 }
 
 fn collisions(
