@@ -291,6 +291,22 @@ fn scan_passed(
     Ok(leaks.into_iter().collect())
 }
 
+/// Memory the batches in flight may take (each counted twice: input and output).
+const IN_FLIGHT_BYTES: u64 = 256 << 20;
+
+/// Batches in flight: two per worker, fewer when batches are so large (wide rows) that two per
+/// worker would pass `IN_FLIGHT_BYTES`; never fewer than two.
+fn in_flight(file: &Path, batches: usize, threads: usize) -> usize {
+    let size = std::fs::metadata(file).map_or(0, |m| m.len());
+    in_flight_for(size, batches, threads)
+}
+
+fn in_flight_for(size: u64, batches: usize, threads: usize) -> usize {
+    let per_batch = 2 * size / batches.max(1) as u64;
+    let fit = IN_FLIGHT_BYTES / per_batch.max(1);
+    (2 * threads).min(fit as usize).max(2)
+}
+
 /// How each column of `t` is anonymized (unique-collision fixes not yet attached).
 pub(super) fn plans_for<'a>(
     t: &TableInput,
@@ -339,6 +355,7 @@ fn anonymize_file<'a>(
     }
     let out_path = out_dir.join(format!("{}.arrow", t.table));
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let in_flight = in_flight(&t.file, reader.num_batches(), threads);
     let states: Vec<Worker> = (0..threads)
         .map(|_| Worker {
             memos: cols.iter().map(|_| Memo::default()).collect(),
@@ -380,7 +397,7 @@ fn anonymize_file<'a>(
         }
         Ok(w.push_batch(&batch)?)
     };
-    let states = ordered_map(&mut input, states, 2 * threads, work, sink)?;
+    let states = ordered_map(&mut input, states, in_flight, work, sink)?;
     let info = w.finish()?;
     for s in states {
         originals.append(s.originals);
@@ -396,4 +413,34 @@ fn anonymize_file<'a>(
         })
         .collect();
     Ok((info, reports))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_flight_for;
+
+    #[test]
+    fn batches_in_flight_fit_the_memory_budget() {
+        assert_eq!(
+            in_flight_for(1 << 20, 4, 2),
+            4,
+            "small batches: two per worker"
+        );
+        assert_eq!(
+            in_flight_for(1 << 30, 1024, 64),
+            128,
+            "1 MB batches on 64 cores"
+        );
+        assert_eq!(
+            in_flight_for(8 << 30, 1024, 64),
+            16,
+            "8 MB batches: 256 MB at most"
+        );
+        assert_eq!(
+            in_flight_for(10 << 30, 100, 8),
+            2,
+            "huge batches: still two"
+        );
+        assert_eq!(in_flight_for(0, 0, 2), 4, "an empty file");
+    }
 }
