@@ -55,6 +55,16 @@ fn column(path: &Path, name: &str) -> Vec<String> {
     out
 }
 
+/// A table to anonymize, with no aliased columns.
+fn input(table: &str, file: PathBuf, unique: &[&str]) -> TableInput {
+    TableInput {
+        table: table.into(),
+        file,
+        unique: unique.iter().map(|u| u.to_string()).collect(),
+        rule_as: Default::default(),
+    }
+}
+
 const RULES: &str = r#"
 [[rules]]
 pattern = '^[a-z0-9]+\.[a-z_]+\.(id|student_id)$'
@@ -129,18 +139,8 @@ fn fixture(dir: &Path, remarks: &'static str) -> Vec<TableInput> {
         ],
     );
     vec![
-        TableInput {
-            table: "ids.students".into(),
-            file: students,
-            unique: vec!["id".into(), "email".into()],
-            rule_as: Default::default(),
-        },
-        TableInput {
-            table: "hcp1.contacts".into(),
-            file: contacts,
-            unique: vec!["id".into()],
-            rule_as: Default::default(),
-        },
+        input("ids.students", students, &["id", "email"]),
+        input("hcp1.contacts", contacts, &["id"]),
     ]
 }
 
@@ -258,12 +258,7 @@ fn unique_columns_stay_unique_under_forced_collisions() {
         Path::new("r.toml"),
     )
     .expect("rules");
-    let input = TableInput {
-        table: "ids.people".into(),
-        file,
-        unique: vec!["id".into(), "nickname".into()],
-        rule_as: Default::default(),
-    };
+    let table = input("ids.people", file, &["id", "nickname"]);
     // The same people on graph nodes, in reverse order, where the property is not unique: it
     // takes the column's rule and must get the very same (suffixed) outputs.
     let nodes: Vec<Vec<V>> = (0..2000)
@@ -284,7 +279,7 @@ fn unique_columns_stay_unique_under_forced_collisions() {
     };
     let out = dir.path().join("anon");
     anonymize(
-        &[input, node_input],
+        &[table, node_input],
         &rules,
         Path::new("r.toml"),
         &key(),
@@ -323,12 +318,7 @@ fn leak_scan_fails_on_a_kept_copy_of_anonymized_values() {
             vec![V::I(2), V::T("eve@north.example")],
         ],
     );
-    inputs.push(TableInput {
-        table: "hcp1.audit".into(),
-        file: copy,
-        unique: vec![],
-        rule_as: Default::default(),
-    });
+    inputs.push(input("hcp1.audit", copy, &[]));
     let rules = Rules::parse(
         &format!("{RULES}\n[[rules]]\nfield = \"hcp1.audit.contact\"\nstrategy = \"keep\"\n"),
         Path::new("r.toml"),
@@ -412,14 +402,9 @@ fn many_batches_on_parallel_workers_keep_row_order_and_consistency() {
         Path::new("r.toml"),
     )
     .expect("rules");
-    let input = TableInput {
-        table: "ids.kids".into(),
-        file,
-        unique: vec![],
-        rule_as: Default::default(),
-    };
+    let table = input("ids.kids", file, &[]);
     let out = dir.path().join("anon");
-    let report = anonymize(&[input], &rules, Path::new("r.toml"), &key(), &out).expect("anonymize");
+    let report = anonymize(&[table], &rules, Path::new("r.toml"), &key(), &out).expect("anonymize");
     let path = out.join("ids.kids.arrow");
     let n = column(&path, "n");
     assert_eq!(
@@ -482,14 +467,9 @@ fn a_damaged_staging_file_is_a_clear_error_and_no_output() {
         Path::new("r.toml"),
     )
     .expect("rules");
-    let input = TableInput {
-        table: "ids.kids".into(),
-        file,
-        unique: vec![],
-        rule_as: Default::default(),
-    };
+    let table = input("ids.kids", file, &[]);
     let out = dir.path().join("anon");
-    let e = anonymize(&[input], &rules, Path::new("r.toml"), &key(), &out)
+    let e = anonymize(&[table], &rules, Path::new("r.toml"), &key(), &out)
         .expect_err("damaged input")
         .to_string();
     assert!(
@@ -525,14 +505,9 @@ fn rules_that_would_collapse_a_unique_column_are_refused() {
         ),
     ] {
         let rules = Rules::parse(rules, Path::new("r.toml")).expect("rules");
-        let input = TableInput {
-            table: "ids.cards".into(),
-            file: file.clone(),
-            unique: vec!["id".into(), "code".into()],
-            rule_as: Default::default(),
-        };
+        let table = input("ids.cards", file.clone(), &["id", "code"]);
         let out = dir.path().join("anon");
-        let e = anonymize(&[input], &rules, Path::new("r.toml"), &key(), &out)
+        let e = anonymize(&[table], &rules, Path::new("r.toml"), &key(), &out)
             .expect_err("refused")
             .to_string();
         assert!(e.contains(field) && e.contains("use hmac"), "{e}");

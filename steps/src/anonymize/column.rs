@@ -35,7 +35,6 @@ pub(super) struct Plan<'a> {
 
 /// What one worker thread keeps between batches: per-column memos, and the keyed hashes of the
 /// originals it transformed.
-#[derive(Default)]
 pub(super) struct Worker {
     pub memos: Vec<Memo>,
     pub originals: Hashes,
@@ -108,9 +107,6 @@ impl Memo {
             self.int = FastMap::default();
         }
     }
-    fn has_room(&self, len: usize) -> bool {
-        len < MEMO_LIMIT
-    }
 }
 
 /// The anonymized form of one text value (any strategy but keep/null/redact), into `out`.
@@ -153,7 +149,7 @@ fn wrong(plan: &Plan, rule: &Rule) -> AnonError {
 }
 
 /// The `n`th suffixed form of a collided unique output.
-pub(super) fn suffixed(out: &str, n: usize) -> String {
+fn suffixed(out: &str, n: usize) -> String {
     match out.split_once('@') {
         Some((local, domain)) => format!("{local}+{n}@{domain}"),
         None => format!("{out}-{n}"),
@@ -283,7 +279,7 @@ fn text_column(
                 Some(o) => *o,
                 None => {
                     let o = shift_offset(key, who, shift_days);
-                    if memo.has_room(memo.offsets.len()) {
+                    if memo.offsets.len() < MEMO_LIMIT {
                         memo.offsets.insert(who.to_string(), o);
                     }
                     o
@@ -307,7 +303,7 @@ fn text_column(
                 originals.push(leak_hash(key, v));
             }
             text_value(key, plan, rule, v, None, shift_days, &mut out)?;
-            if useful && memo.has_room(memo.text.len()) {
+            if useful && memo.text.len() < MEMO_LIMIT {
                 memo.text.insert(v.to_string(), out.clone());
             }
         }
@@ -369,7 +365,7 @@ fn int_column(
         } else {
             hmac_int(key, x)
         };
-        if useful && memo.has_room(memo.int.len()) {
+        if useful && memo.int.len() < MEMO_LIMIT {
             memo.int.insert(x, y);
         }
         b.append_value(y);
