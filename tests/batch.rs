@@ -81,10 +81,23 @@ fn a_killed_batch_resumes_as_a_whole() {
     }
     let id = first.trim().to_string();
     assert!(id.starts_with("bat-"), "{id}");
-    std::thread::sleep(std::time::Duration::from_millis(700));
-    // SIGKILL the batch runner; its children (separate processes) may finish or not.
-    let _ = child.kill(); // std's kill is SIGKILL
-    let _ = child.wait();
+    // SIGKILL the batch runner at several moments, resuming it in between; its children
+    // (separate processes) go on running or not. A resume must never start a second run of a
+    // district whose first run may still be going.
+    for (round, ms) in [700u64, 150, 400].into_iter().enumerate() {
+        if round > 0 {
+            child = sb
+                .cmd(["resume", &id])
+                .env("WF_ANON_KEY", KEY)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        let _ = child.kill(); // std's kill is SIGKILL
+        let _ = child.wait();
+    }
     let out = crate::util::ran(
         sb.cmd(["resume", &id])
             .env("WF_ANON_KEY", KEY)

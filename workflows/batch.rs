@@ -250,29 +250,47 @@ impl Step for DistrictStep {
         let io =
             |e: std::io::Error| StepError::Retryable(format!("district {}: {e}", self.district));
         std::fs::create_dir_all(&cx.artifact_dir).map_err(io)?;
+        // The child's run id is allocated and recorded here before the child starts, so a batch
+        // killed at any moment finds it on resume: it never starts a second run of a district
+        // while the first may still be running on its own.
         let child_file = cx.artifact_dir.join("child-run");
-        let known = std::fs::read_to_string(&child_file)
+        let root = data_root(&cx.artifact_dir)?;
+        let data = wf_engine::DataDir::new(&root);
+        let recorded = std::fs::read_to_string(&child_file)
             .ok()
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty());
+        let run = match recorded {
+            Some(run) => run,
+            None => {
+                let run = data
+                    .allocate_run_id(crate::migrate::RUN_PREFIX)
+                    .map_err(|e| StepError::Retryable(e.to_string()))?;
+                let tmp = child_file.with_extension("tmp");
+                std::fs::write(&tmp, &run)
+                    .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+                    .map_err(io)?;
+                std::fs::rename(&tmp, &child_file).map_err(io)?;
+                run
+            }
+        };
         let exe = std::env::current_exe().map_err(io)?;
         let mut cmd = tokio::process::Command::new(exe);
-        cmd.arg("--data-dir").arg(data_root(&cx.artifact_dir)?);
-        match &known {
-            Some(run) => {
-                cmd.args(["resume", run]);
-            }
-            None => {
-                cmd.args([
-                    "run",
-                    "migrate",
-                    "--district",
-                    &self.district,
-                    "--config-file",
-                ])
-                .arg(&self.config_file)
-                .args(&self.migrate);
-            }
+        cmd.arg("--data-dir").arg(&root);
+        if data.has_run(&run) {
+            cmd.args(["resume", &run]);
+        } else {
+            cmd.args([
+                "run",
+                "--run-id",
+                &run,
+                "migrate",
+                "--district",
+                &self.district,
+            ])
+            .arg("--config-file")
+            .arg(&self.config_file)
+            .args(&self.migrate);
         }
         cmd.stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -285,18 +303,6 @@ impl Step for DistrictStep {
                 .ok_or_else(|| StepError::Fatal("no stdout".into()))?,
         )
         .lines();
-        let mut run = known.clone().unwrap_or_default();
-        if known.is_none() {
-            if let Some(first) = lines.next_line().await.map_err(io)? {
-                run = first.trim().to_string();
-                // Remember the child before it finishes: a resumed batch resumes it.
-                let tmp = child_file.with_extension("tmp");
-                std::fs::write(&tmp, &run)
-                    .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
-                    .map_err(io)?;
-                std::fs::rename(&tmp, &child_file).map_err(io)?;
-            }
-        }
         while lines.next_line().await.map_err(io)?.is_some() {}
         let out = child.wait_with_output().await.map_err(io)?;
         let code = out.status.code().unwrap_or(-1);
@@ -325,7 +331,7 @@ impl Step for DistrictStep {
             }
             _ => {}
         }
-        if run.is_empty() {
+        if !data.has_run(&run) {
             return Err(StepError::Fatal(format!(
                 "district {}: wf run migrate did not start: {message}",
                 self.district

@@ -40,6 +40,9 @@ pub struct Cli {
 pub enum Command {
     /// Start a new run of a workflow (`wf run selftest --help` for its arguments); prints the run id first.
     Run {
+        /// Use this id, allocated beforehand (by `wf batch`, which records it before the run exists).
+        #[arg(long = "run-id", hide = true)]
+        run_id: Option<String>,
         /// The workflow: selftest.
         workflow: String,
         /// The workflow's arguments.

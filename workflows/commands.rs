@@ -14,8 +14,20 @@ use wf_engine::{Control, ControlOutcome, DataDir, Engine, EngineError, OpenRun, 
 pub async fn dispatch(cli: Cli, log: RunLog) -> anyhow::Result<u8> {
     let engine = Engine::new(DataDir::new(&cli.data_dir));
     match cli.command {
-        Command::Run { workflow, args } => {
-            start(&engine, &workflow, &args, &cli.config, &log).await
+        Command::Run {
+            workflow,
+            args,
+            run_id,
+        } => {
+            start(
+                &engine,
+                &workflow,
+                &args,
+                &cli.config,
+                &log,
+                run_id.as_deref(),
+            )
+            .await
         }
         Command::Resume { run, jobs } => resume(&engine, &run, None, jobs, &cli.config, &log).await,
         Command::Recover {
@@ -32,7 +44,7 @@ pub async fn dispatch(cli: Cli, log: RunLog) -> anyhow::Result<u8> {
         Command::Status { run, json, all } => show::status(&engine, &run, json, all),
         Command::Checkpoints { run, json } => show::checkpoints(&engine, &run, json),
         Command::Log { run, json } => show::log(&engine, &run, json),
-        Command::Batch { args } => start(&engine, "batch", &args, &cli.config, &log).await,
+        Command::Batch { args } => start(&engine, "batch", &args, &cli.config, &log, None).await,
         Command::Validate { run, json } => {
             crate::post::validate(&engine, &run, &cli.config, json).await
         }
@@ -61,9 +73,14 @@ pub(crate) async fn start(
     args: &[String],
     config: &std::path::Path,
     log: &RunLog,
+    run_id: Option<&str>,
 ) -> anyhow::Result<u8> {
     let built = build(name, args, config)?;
-    let open = engine.create(built.workflow.as_ref(), built.args.clone())?;
+    let (workflow, args) = (built.workflow.as_ref(), built.args.clone());
+    let open = match run_id {
+        Some(id) => engine.create_as(workflow, args, id)?,
+        None => engine.create(workflow, args)?,
+    };
     say(&open.run.id);
     execute(engine, open, built, None, log).await
 }

@@ -97,7 +97,7 @@ pub async fn demo(engine: &Engine, district: &str, scale: u64, log: &RunLog) -> 
         "--config-file".into(),
         config.to_string_lossy().into_owned(),
     ];
-    let code = crate::commands::start(engine, "migrate", &args, &config, log).await?;
+    let code = crate::commands::start(engine, "migrate", &args, &config, log, None).await?;
     say(&format!(
         "demo: done in {:.1}s; config {}, CERT files in {}",
         started.elapsed().as_secs_f64(),

@@ -15,6 +15,9 @@ use wf_steps::validate::ValidateStep;
 use wf_stores::load::Strategy;
 use wf_stores::Config;
 
+/// Run ids of migrate runs start with this (`wf batch` allocates them too).
+pub(crate) const RUN_PREFIX: &str = "mig";
+
 /// Arguments of `wf run migrate`.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -216,7 +219,7 @@ impl Workflow for Migrate {
     }
 
     fn run_prefix(&self) -> &str {
-        "mig"
+        RUN_PREFIX
     }
 
     fn config_hash(&self) -> String {

@@ -44,13 +44,53 @@ impl Engine {
 
     /// Creates a run of `workflow`: validates its plan, allocates an id and journals run and plan.
     pub fn create(&self, workflow: &dyn Workflow, args: Vec<String>) -> Result<OpenRun> {
+        Self::check(workflow)?;
+        let id = self.data.allocate_run_id(workflow.run_prefix())?;
+        let lock = self.data.lock_for_runner_new(&id)?;
+        self.create_locked(workflow, args, id, lock)
+    }
+
+    /// Creates a run under an id allocated beforehand (`allocate_run_id`), so the caller knew the
+    /// id before the run existed (`wf batch` records it before starting the child). If another
+    /// process holds the id or already created the run, this is `Busy`: resume it instead.
+    pub fn create_as(
+        &self,
+        workflow: &dyn Workflow,
+        args: Vec<String>,
+        id: &str,
+    ) -> Result<OpenRun> {
+        Self::check(workflow)?;
+        let plain = !id.is_empty() && !id.contains(['/', '\\']) && id != "." && id != "..";
+        if !plain || !self.data.run_dir(id).is_dir() {
+            return Err(EngineError::UnknownRun(id.to_string()));
+        }
+        let lock = self.data.lock_for_runner_new(id)?;
+        if self.data.has_run(id) {
+            return Err(EngineError::Busy {
+                run: id.to_string(),
+                holder: "another wf process, which created it first".into(),
+            });
+        }
+        self.create_locked(workflow, args, id.to_string(), lock)
+    }
+
+    fn check(workflow: &dyn Workflow) -> Result<()> {
         let plan = workflow.plan()?;
         Graph::new(workflow.name(), &plan)?;
         for spec in &plan.steps {
             workflow.step(spec)?;
         }
-        let id = self.data.allocate_run_id(workflow.run_prefix())?;
-        let lock = self.data.lock_for_runner_new(&id)?;
+        Ok(())
+    }
+
+    fn create_locked(
+        &self,
+        workflow: &dyn Workflow,
+        args: Vec<String>,
+        id: String,
+        lock: RunLock,
+    ) -> Result<OpenRun> {
+        let plan = workflow.plan()?;
         let journal = Arc::new(SledJournal::open(&self.data.journal_path(&id), true)?);
         let now = now_ms();
         let run = RunRecord {

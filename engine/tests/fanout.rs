@@ -227,3 +227,28 @@ async fn recover_from_a_spawners_checkpoint_keeps_the_spawned_steps() {
     assert_eq!(status.generation, 1);
     assert_eq!(status.steps.len(), 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_created_under_an_id_allocated_beforehand() {
+    let (_dir, engine, wf) = setup();
+    let id = engine
+        .data()
+        .allocate_run_id(wf.run_prefix())
+        .expect("allocate");
+    assert!(!engine.data().has_run(&id), "allocated, not created yet");
+    let open = engine
+        .create_as(wf.as_ref(), vec![], &id)
+        .expect("create_as");
+    assert_eq!(open.run.id, id);
+    // While it is held, and once it exists, a second creation under the same id is refused.
+    let held = engine.create_as(wf.as_ref(), vec![], &id);
+    assert!(matches!(held, Err(EngineError::Busy { .. })), "held");
+    let outcome = execute(&engine, open, &wf).await.expect("execute");
+    assert_eq!(outcome, Outcome::Done);
+    let again = engine.create_as(wf.as_ref(), vec![], &id);
+    assert!(matches!(again, Err(EngineError::Busy { .. })), "created");
+    for bad in ["never-allocated", "../x", ""] {
+        let e = engine.create_as(wf.as_ref(), vec![], bad);
+        assert!(matches!(e, Err(EngineError::UnknownRun(_))), "{bad}");
+    }
+}
