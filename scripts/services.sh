@@ -113,6 +113,7 @@ stop_arcade() {
 write_env() {
   cat > "$DIR/env" <<ENV
 export WF_TEST_PG_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres
+export WF_TEST_PG_SOCKET_DIR=$PGDATA
 export WF_TEST_BOLT_URL=127.0.0.1:$BOLT_PORT
 export WF_TEST_BOLT_USER=root
 export WF_TEST_BOLT_PASSWORD=$ARCADE_PW

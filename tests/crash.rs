@@ -130,8 +130,8 @@ fn crash_at(point: &str, step: &str) -> (Sandbox, usize) {
     );
     let before = sb.status(&run);
     assert_eq!(
-        before["status"], "running",
-        "{fp}: a crashed run still says running"
+        before["status"], "interrupted",
+        "{fp}: a crashed run (journal says running, lock free) shows as interrupted"
     );
     let r = sb.run(["resume", &run]);
     assert_eq!(r.code, Some(0), "{fp}: resume failed: {}", r.stderr);

@@ -173,7 +173,7 @@ fn cert_contents(env: &Env, side: &str) -> BTreeMap<String, String> {
     rt.block_on(async {
         for s in STORES {
             let pool = sqlx::PgPool::connect(&env.pg_url(side, s)).await.unwrap();
-            let tables: Vec<String> = sqlx::query_scalar("select tablename::text from pg_tables where schemaname = 'public' and tablename <> 'wf_loads' order by 1")
+            let tables: Vec<String> = sqlx::query_scalar("select tablename::text from pg_tables where schemaname = 'public' and tablename not in ('wf_loads', 'wf_enrollment') order by 1")
                 .fetch_all(&pool).await.unwrap();
             for t in tables {
                 let sum: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(

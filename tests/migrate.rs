@@ -5,9 +5,9 @@ use crate::util::Sandbox;
 use std::collections::BTreeMap;
 use wf_stores::config::{Side, StoreConfig, StoreKind};
 
-const KEY: &str = "an-end-to-end-test-key-0123";
+pub(crate) const KEY: &str = "an-end-to-end-test-key-0123";
 
-const RULES: &str = r#"
+pub(crate) const RULES: &str = r#"
 [[rules]]
 pattern = '\.(first_name|last_name)$'
 strategy = "fake"
@@ -40,17 +40,17 @@ fn fixture(name: &str) -> String {
 /// Where the PROD and CERT databases live: SQLite files in the sandbox, or fresh databases on the
 /// PostgreSQL server that scripts/services.sh started.
 #[derive(Clone)]
-enum Backend {
+pub(crate) enum Backend {
     Sqlite,
     Postgres(String),
 }
 
-struct Dbs {
-    kind: StoreKind,
-    urls: BTreeMap<&'static str, String>,
+pub(crate) struct Dbs {
+    pub(crate) kind: StoreKind,
+    pub(crate) urls: BTreeMap<&'static str, String>,
 }
 
-fn exec(kind: StoreKind, url: &str, files: &[&str]) {
+pub(crate) fn exec(kind: StoreKind, url: &str, files: &[&str]) {
     let cfg = StoreConfig {
         name: "x".into(),
         kind,
@@ -129,7 +129,7 @@ fn databases(sb: &Sandbox, backend: &Backend) -> Dbs {
 }
 
 /// PROD and CERT databases, wf.toml and anonymization.toml; returns the config path and databases.
-fn setup_on(sb: &Sandbox, backend: &Backend, rules: &str) -> (std::path::PathBuf, Dbs) {
+pub(crate) fn setup_on(sb: &Sandbox, backend: &Backend, rules: &str) -> (std::path::PathBuf, Dbs) {
     let dbs = databases(sb, backend);
     let ids_schema = if dbs.kind == StoreKind::Sqlite {
         "ids_schema_sqlite.sql"
@@ -185,15 +185,22 @@ to = "ids.students.id"
     );
     let path = sb.out("wf.toml");
     std::fs::write(&path, toml).expect("wf.toml");
+    let enrolled = sb.run(["--config", path.to_str().unwrap(), "cert", "enroll"]);
+    assert_eq!(
+        enrolled.code,
+        Some(0),
+        "wf cert enroll: {}",
+        enrolled.stderr
+    );
     (path, dbs)
 }
 
-fn setup(sb: &Sandbox, rules: &str) -> std::path::PathBuf {
+pub(crate) fn setup(sb: &Sandbox, rules: &str) -> std::path::PathBuf {
     setup_on(sb, &Backend::Sqlite, rules).0
 }
 
 /// First column of `query` on CERT database `db` (`ids_cert` / `hcp1_cert`), as text.
-fn query(dbs: &Dbs, db: &str, q: &str) -> Vec<String> {
+pub(crate) fn query(dbs: &Dbs, db: &str, q: &str) -> Vec<String> {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let url = dbs.urls[db].clone();
     rt.block_on(async {
@@ -233,7 +240,7 @@ fn query(dbs: &Dbs, db: &str, q: &str) -> Vec<String> {
     })
 }
 
-fn cert(sb: &Sandbox, sql: &str) -> Vec<String> {
+pub(crate) fn cert(sb: &Sandbox, sql: &str) -> Vec<String> {
     let (db, q) = sql.split_once(':').expect("db:query");
     let dbs = databases(sb, &Backend::Sqlite);
     query(&dbs, db.trim_end_matches(".db"), q)
@@ -272,7 +279,7 @@ fn counts_of(dbs: &Dbs) -> BTreeMap<String, String> {
 }
 
 /// `wf --config <cfg> run migrate --district 1` with the test key.
-fn migrate(sb: &Sandbox, cfg: &str) -> crate::util::Ran {
+pub(crate) fn migrate(sb: &Sandbox, cfg: &str) -> crate::util::Ran {
     crate::util::ran(
         sb.cmd(["--config", cfg, "run", "migrate", "--district", "1"])
             .env("WF_ANON_KEY", KEY)
@@ -281,7 +288,7 @@ fn migrate(sb: &Sandbox, cfg: &str) -> crate::util::Ran {
     )
 }
 
-fn counts(sb: &Sandbox) -> BTreeMap<String, String> {
+pub(crate) fn counts(sb: &Sandbox) -> BTreeMap<String, String> {
     counts_of(&databases(sb, &Backend::Sqlite))
 }
 

@@ -9,6 +9,8 @@
 //! - `validation`: the gate on crafted bad inputs, sql rules in the load transaction, `wf validate`.
 //! - `recover`: a rule change applied with `wf recover`, replacing the run's rows in CERT.
 //! - `e2e`: PostgreSQL + Bolt, SIGKILL inside every phase, CERT equal to an uninterrupted run.
+//! - `guard`: the CERT guard on PostgreSQL: aliases of PROD, unenrolled CERT, PROD enrolled as CERT.
+//! - `safety`: rollback refuses missing or damaged manifests; raw PII purged at every terminal state.
 //! - `control`: recover from a checkpoint, pause, cancel, SIGTERM, concurrent resumes.
 
 mod util;
@@ -20,6 +22,8 @@ mod control;
 mod crash;
 mod demo;
 mod e2e;
+mod guard;
 mod migrate;
 mod recover;
+mod safety;
 mod validation;

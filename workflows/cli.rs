@@ -83,6 +83,10 @@ pub enum Command {
         /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
+        /// Rebuild missing or damaged rollback manifests from the run's anonymized staging first
+        /// (for tables whose every staged row the load inserted).
+        #[arg(long)]
+        rebuild_manifests: bool,
     },
     /// List the runs.
     Runs {
@@ -138,6 +142,26 @@ pub enum Command {
         /// Size: district 3 gets 1,200 students per unit (about 46,000 rows across the stores).
         #[arg(long, default_value_t = 1)]
         scale: u64,
+    },
+    /// Delete raw (PII) staging: of one run, or of every run whose raw files are older than an age.
+    Purge {
+        /// The run whose raw staging goes.
+        run: Option<String>,
+        /// With --older-than: raw staging of every run.
+        #[arg(long)]
+        raw: bool,
+        /// Age, e.g. 24h or 7d (with --raw).
+        #[arg(long)]
+        older_than: Option<String>,
+    },
+    /// CERT databases: `wf cert enroll` marks every CERT store and graph of the config as CERT
+    /// (after proving none of them is a PROD source); wf writes only into enrolled databases.
+    Cert {
+        #[arg(value_parser = ["enroll", "check"])]
+        action: String,
+        /// Only these stores (default: every CERT store and the graph).
+        #[arg(long = "store")]
+        stores: Vec<String>,
     },
     /// No servers needed: seed embedded PROD, migrate one district into embedded CERT, report.
     Demo {

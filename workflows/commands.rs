@@ -39,7 +39,11 @@ pub async fn dispatch(cli: Cli, log: RunLog) -> anyhow::Result<u8> {
         Command::Cancel { run } => control(&engine, &run, Control::Cancel),
         Command::Analyze { json } => analyze(&cli.config, &engine, json).await,
         Command::SelectDistricts { json } => select_districts(&cli.config, &engine, json).await,
-        Command::Rollback { run, yes } => rollback(&engine, &run, yes, &cli.config).await,
+        Command::Rollback {
+            run,
+            yes,
+            rebuild_manifests,
+        } => rollback(&engine, &run, yes, rebuild_manifests, &cli.config).await,
         Command::Runs { json } => show::runs(&engine, json),
         Command::Status { run, json, all } => show::status(&engine, &run, json, all),
         Command::Checkpoints { run, json } => show::checkpoints(&engine, &run, json),
@@ -50,6 +54,17 @@ pub async fn dispatch(cli: Cli, log: RunLog) -> anyhow::Result<u8> {
         }
         Command::Report { run, json } => crate::post::report(&engine, &run, json),
         Command::Seed { env, scale } => seed(&cli.config, &engine, scale, env == "cert").await,
+        Command::Purge {
+            run,
+            raw,
+            older_than,
+        } => {
+            if older_than.is_some() && !raw {
+                anyhow::bail!("--older-than goes with --raw: wf purge --raw --older-than 24h");
+            }
+            crate::purge::command(&engine, run.as_deref(), older_than.as_deref())
+        }
+        Command::Cert { action, stores } => cert(&cli.config, &action, &stores).await,
         Command::Demo { district, scale } => {
             crate::demo::demo(&engine, &district, scale, &log).await
         }
@@ -141,6 +156,7 @@ async fn execute(
     tracing::info!(run = %id, workflow = %open.run.workflow, generation = open.run.generation, "Runner starting");
     let is_migrate = built.workflow.name() == "migrate";
     let is_batch = built.workflow.name() == "batch";
+    let keep_raw = built.keep_raw;
     let outcome = engine
         .execute(open, built.workflow, options, Arc::new(Bars::new()), stop)
         .await;
@@ -148,6 +164,7 @@ async fn execute(
     let outcome = outcome?;
     tracing::info!(run = %id, ?outcome, "Runner finished");
     if is_migrate {
+        crate::purge::after_run(engine, &id, &outcome, keep_raw);
         match crate::report::write(engine, &id) {
             Ok(p) => say(&format!("report: {}", p.display())),
             Err(e) => eprintln!("wf: run {id}: could not write its report: {e}"),
@@ -351,6 +368,47 @@ async fn seed(
     Ok(exit::DONE)
 }
 
+/// `wf cert enroll|check`: marks CERT databases as CERT, or checks that they are enrolled and are
+/// not PROD sources.
+async fn cert(config: &std::path::Path, action: &str, only: &[String]) -> anyhow::Result<u8> {
+    let cfg = wf_stores::Config::load(config)?;
+    let targets = cert_targets(&cfg, only)?;
+    if action == "check" {
+        wf_stores::guard::verify(&cfg, &targets).await?;
+        say("every CERT target is enrolled and is not a PROD source");
+        return Ok(exit::DONE);
+    }
+    let done = wf_stores::guard::enroll(&cfg, &targets).await?;
+    for name in &done {
+        say(&format!("enrolled CERT {name}"));
+    }
+    if done.is_empty() {
+        say("every CERT target was already enrolled");
+    }
+    Ok(exit::DONE)
+}
+
+/// The CERT targets named by `--store` (all when none), each checked against the config.
+fn cert_targets(
+    cfg: &wf_stores::Config,
+    only: &[String],
+) -> anyhow::Result<wf_stores::guard::Targets> {
+    if only.is_empty() {
+        return Ok(wf_stores::guard::Targets::all(cfg));
+    }
+    let mut t = wf_stores::guard::Targets::default();
+    for name in only {
+        if cfg.store(name).is_some() {
+            t.stores.push(name.clone());
+        } else if cfg.graph.as_ref().is_some_and(|g| &g.name == name) {
+            t.graph = true;
+        } else {
+            anyhow::bail!("--store {name}: no store or graph of that name in the config");
+        }
+    }
+    Ok(t)
+}
+
 /// `wf select-districts`: figures per district, pilot picks, `manifests/district-manifest.json`.
 async fn select_districts(
     config: &std::path::Path,
@@ -414,9 +472,14 @@ async fn rollback(
     engine: &Engine,
     run: &str,
     yes: bool,
+    rebuild: bool,
     config: &std::path::Path,
 ) -> anyhow::Result<u8> {
     let (record, outputs) = engine.outputs(run)?;
+    if record.status == wf_engine::RunStatus::RolledBack {
+        say(&format!("run {run} is already rolled back: nothing to do"));
+        return Ok(exit::DONE);
+    }
     if record.workflow != "migrate" {
         anyhow::bail!(
             "run {run} is a {} run: only migrate runs load CERT",
@@ -457,6 +520,31 @@ async fn rollback(
         ));
         return Ok(exit::DONE);
     }
+    // Every store's manifests are checked before any store is touched, so a refusal leaves CERT
+    // whole (each store's transaction checks again against its marker rows).
+    if !rebuild {
+        for l in &loads {
+            if let (Some(job), Some(report)) = (l.job.as_ref(), l.report.as_ref()) {
+                if let Err(e) = wf_stores::load::check_job_manifests(job, report) {
+                    eprintln!("wf: {e}");
+                    anyhow::bail!(
+                        "run {run} is not rolled back; if its anonymized staging is still there, rebuild the manifests: wf rollback {run} --rebuild-manifests"
+                    );
+                }
+            }
+        }
+    }
+    if rebuild {
+        for l in &loads {
+            if let (Some(job), Some(report)) = (l.job.as_ref(), l.report.as_ref()) {
+                for t in wf_stores::load::rebuild_manifests(job, report)? {
+                    say(&format!(
+                        "rebuilt the rollback manifest of {t} from the run's anonymized staging"
+                    ));
+                }
+            }
+        }
+    }
     for l in &loads {
         if let Some(r) = &l.report {
             let rows: u64 = r.tables.iter().map(|t| t.inserted).sum();
@@ -476,7 +564,14 @@ async fn rollback(
             return Ok(exit::DONE);
         }
     }
+    // Before any write: every CERT target is enrolled and none is a PROD source.
+    let targets = wf_stores::guard::Targets {
+        stores: jobs.iter().map(|j| j.store.clone()).collect(),
+        graph: !graph_jobs.is_empty(),
+    };
+    wf_stores::guard::verify(&cfg, &targets).await?;
     // Stores are independent transactions; children-first order holds inside each.
+    let mut total = 0u64;
     for job in &graph_jobs {
         let g = cfg
             .graph
@@ -491,6 +586,7 @@ async fn rollback(
             })?;
         let deleted = wf_stores::graph::load::rollback_graph(g, job).await?;
         let n: u64 = deleted.iter().map(|(_, n)| n).sum();
+        total += n;
         say(&format!(
             "graph {}: deleted {n} nodes and relationships",
             job.store
@@ -504,10 +600,23 @@ async fn rollback(
                 config_path.display()
             )
         })?;
-        let deleted = wf_stores::load::rollback_store(store, job).await?;
+        let deleted = match wf_stores::load::rollback_store(store, job).await {
+            Err(e @ wf_stores::StoreError::Manifest { .. }) => {
+                eprintln!("wf: {e}");
+                anyhow::bail!(
+                    "run {run} is not rolled back; if its anonymized staging is still there, rebuild the manifests: wf rollback {run} --rebuild-manifests"
+                );
+            }
+            other => other?,
+        };
         let n: u64 = deleted.iter().map(|(_, n)| n).sum();
+        total += n;
         say(&format!("store {}: deleted {n} rows", job.store));
     }
+    engine.mark_rolled_back(
+        run,
+        &format!("{total} rows, nodes and relationships deleted from CERT"),
+    )?;
     say(&format!("run {run} rolled back"));
     Ok(exit::DONE)
 }
@@ -521,7 +630,14 @@ fn control(engine: &Engine, run: &str, control: Control) -> anyhow::Result<u8> {
         ControlOutcome::Requested => say(&format!(
             "{verb} requested: run {run} stops at its next step boundary"
         )),
-        ControlOutcome::Applied(s) => say(&format!("run {run} is now {}", s.as_str())),
+        ControlOutcome::Applied(s) => {
+            say(&format!("run {run} is now {}", s.as_str()));
+            // Cancelled is terminal: the raw PII goes unless the run keeps it.
+            if let Ok(v) = engine.status(run) {
+                let keep = v.attrs.get("keep_raw").is_some_and(|k| k == "true");
+                crate::purge::after_run(engine, run, &Outcome::Cancelled, keep);
+            }
+        }
     }
     Ok(exit::DONE)
 }

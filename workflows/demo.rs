@@ -78,8 +78,9 @@ pub async fn demo(engine: &Engine, district: &str, scale: u64, log: &RunLog) -> 
     }
     let cfg = wf_stores::Config::load(&config)?;
     let started = std::time::Instant::now();
-    crate::seed::cert_schema(&cfg).await?;
     let s = crate::seed::seed(&cfg, scale.max(1), &dir.join("seed-work")).await?;
+    // After PROD exists: enrolling CERT proves it is not one of the PROD sources.
+    crate::seed::cert_schema(&cfg).await?;
     say(&format!(
         "demo: seeded embedded PROD: {} rows in {} tables, {} nodes, {} relationships ({:.1}s)",
         s.rows.values().sum::<u64>(),

@@ -9,6 +9,7 @@ pub mod logging;
 pub mod migrate;
 mod post;
 pub mod progress;
+pub mod purge;
 pub mod registry;
 pub mod report;
 pub mod runner_args;

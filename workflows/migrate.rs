@@ -75,6 +75,13 @@ pub struct Migrate {
     hash: String,
 }
 
+impl Migrate {
+    /// True when the run keeps its raw (PII) staging after it ends (`--keep-raw`).
+    pub fn keeps_raw(&self) -> bool {
+        self.keep_raw
+    }
+}
+
 fn usage(msg: String) -> clap::Error {
     clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{msg}\n"))
 }
@@ -317,6 +324,7 @@ impl Workflow for Migrate {
                 "key_fingerprint".to_string(),
                 self.params.key_fingerprint.clone(),
             ),
+            ("keep_raw".to_string(), self.keep_raw.to_string()),
         ])
     }
 }

@@ -16,6 +16,8 @@ pub struct Built {
     pub args: Vec<String>,
     /// Directories the workflow writes to, created before the run starts.
     pub dirs: Vec<std::path::PathBuf>,
+    /// The run keeps its raw (PII) staging after it ends (`migrate --keep-raw`).
+    pub keep_raw: bool,
 }
 
 /// Why a workflow could not be built.
@@ -37,6 +39,7 @@ pub fn build(name: &str, args: &[String], config: &std::path::Path) -> Result<Bu
             Ok(Built {
                 runner: wf.runner().clone(),
                 dirs: vec![],
+                keep_raw: wf.keeps_raw(),
                 workflow: Arc::new(wf),
                 args,
             })
@@ -47,6 +50,7 @@ pub fn build(name: &str, args: &[String], config: &std::path::Path) -> Result<Bu
             Ok(Built {
                 runner: wf.runner().clone(),
                 dirs: vec![],
+                keep_raw: false,
                 workflow: Arc::new(wf),
                 args,
             })
@@ -56,6 +60,7 @@ pub fn build(name: &str, args: &[String], config: &std::path::Path) -> Result<Bu
             Ok(Built {
                 runner: wf.runner().clone(),
                 dirs: vec![wf.out_dir().clone()],
+                keep_raw: false,
                 workflow: Arc::new(wf),
                 args,
             })

@@ -65,6 +65,9 @@ pub struct RunReport {
     pub checkpoints: Vec<(String, bool)>,
     pub message: Option<String>,
     pub next: Vec<String>,
+    /// Raw (PII) staging is still on disk (a run kept with `--keep-raw`, or not purged yet).
+    #[serde(default)]
+    pub raw_pii_on_disk: bool,
 }
 
 fn step_dir(engine: &Engine, run: &str, step: &str) -> PathBuf {
@@ -170,7 +173,7 @@ pub fn build_from(
     let next = match st.status.as_str() {
         "done" => vec![format!("wf validate {run}"), format!("wf rollback {run}")],
         "failed_validation" => vec![format!("wf recover {run} anonymized")],
-        "done_dry_run" => vec![],
+        "done_dry_run" | "rolled_back" | "cancelled" => vec![],
         _ => vec![format!("wf resume {run}")],
     };
     RunReport {
@@ -195,6 +198,7 @@ pub fn build_from(
             .collect(),
         message: st.message.clone(),
         next,
+        raw_pii_on_disk: crate::purge::holds_raw(engine, run),
     }
 }
 
@@ -263,6 +267,12 @@ pub fn markdown(r: &RunReport) -> String {
     );
     if let Some(msg) = &r.message {
         m += &format!("| Message | {} |\n", msg.replace('|', "\\|"));
+    }
+    if r.raw_pii_on_disk {
+        m += &format!(
+            "| **Warning** | raw PII staging is still on disk; delete it with `wf purge {}` |\n",
+            r.run
+        );
     }
     m += "\n## Next\n\n";
     for n in &r.next {

@@ -11,8 +11,9 @@ fn when(ms: u64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-fn lean(v: &StatusView) -> serde_json::Value {
+fn lean(v: &StatusView, raw_pii: bool) -> serde_json::Value {
     json!({
+        "raw_pii": raw_pii,
         "id": v.id,
         "workflow": v.workflow,
         "status": v.status,
@@ -27,20 +28,33 @@ fn lean(v: &StatusView) -> serde_json::Value {
 
 pub fn runs(engine: &Engine, as_json: bool) -> anyhow::Result<u8> {
     let mut o = String::new();
-    let list = engine.list()?;
-    if as_json {
-        let arr: Vec<_> = list.iter().map(lean).collect();
-        writeln!(o, "{}", serde_json::to_string_pretty(&arr)?)?;
-        return Ok(emit(&o));
+    let (list, unreadable) = engine.list()?;
+    for (id, e) in &unreadable {
+        eprintln!(
+            "wf: run {id}: its journal cannot be read ({e}); look at {}",
+            engine.data().journal_path(id).display()
+        );
     }
-    if list.is_empty() {
+    let code = if unreadable.is_empty() {
+        crate::cli::exit::DONE
+    } else {
+        crate::cli::exit::ERROR
+    };
+    let raw = |id: &str| crate::purge::holds_raw(engine, id);
+    if as_json {
+        let arr: Vec<_> = list.iter().map(|v| lean(v, raw(&v.id))).collect();
+        writeln!(o, "{}", serde_json::to_string_pretty(&arr)?)?;
+        emit(&o);
+        return Ok(code);
+    }
+    if list.is_empty() && unreadable.is_empty() {
         writeln!(o, "no runs in {}", engine.data().root().display())?;
         return Ok(emit(&o));
     }
     writeln!(
         o,
-        "{:<22} {:<10} {:<18} {:>3} {:>13}  UPDATED",
-        "RUN", "WORKFLOW", "STATUS", "GEN", "STEPS"
+        "{:<22} {:<10} {:<18} {:>3} {:>13} {:<7}  UPDATED",
+        "RUN", "WORKFLOW", "STATUS", "GEN", "STEPS", "RAW PII"
     )?;
     for v in &list {
         let status = if v.live {
@@ -51,16 +65,18 @@ pub fn runs(engine: &Engine, as_json: bool) -> anyhow::Result<u8> {
         let steps = format!("{}/{}", v.counts.done, v.counts.total);
         writeln!(
             o,
-            "{:<22} {:<10} {:<18} {:>3} {:>13}  {}",
+            "{:<22} {:<10} {:<18} {:>3} {:>13} {:<7}  {}",
             v.id,
             v.workflow,
             status,
             v.generation,
             steps,
+            if raw(&v.id) { "yes" } else { "-" },
             when(v.updated_ms)
         )?;
     }
-    Ok(emit(&o))
+    emit(&o);
+    Ok(code)
 }
 
 pub fn status(engine: &Engine, run: &str, as_json: bool, all: bool) -> anyhow::Result<u8> {

@@ -28,6 +28,9 @@ pub enum ControlOutcome {
     Applied(RunStatus),
 }
 
+/// Runs whose journal could not be read, with why.
+pub type Unreadable = Vec<(String, EngineError)>;
+
 /// Runs of one data directory.
 pub struct Engine {
     data: DataDir,
@@ -137,6 +140,13 @@ impl Engine {
         let run = open.run.clone();
         match run.status {
             RunStatus::Done => return Ok(Outcome::AlreadyDone),
+            RunStatus::RolledBack => {
+                return Err(EngineError::WrongState {
+                    run: run.id.clone(),
+                    status: "rolled_back".into(),
+                    hint: "what it loaded was deleted by `wf rollback`; start a new run".into(),
+                })
+            }
             RunStatus::Cancelled => {
                 return Err(EngineError::WrongState {
                     run: run.id.clone(),
@@ -238,18 +248,55 @@ impl Engine {
         Ok(ids.len())
     }
 
-    /// The status of `run`: from its journal, or from the live runner's snapshot.
+    /// Records that `wf rollback` deleted what `run` loaded: status `rolled_back` and an event.
+    /// Refused while a runner holds the run.
+    pub fn mark_rolled_back(&self, run: &str, detail: &str) -> Result<()> {
+        match self.data.access(run, false)? {
+            Access::Exclusive(_lock) => {
+                let journal = SledJournal::open(&self.data.journal_path(run), false)?;
+                let mut record = journal.run()?;
+                record.status = RunStatus::RolledBack;
+                record.message = Some(format!("rolled back: {detail}"));
+                record.updated_ms = now_ms();
+                journal.commit(&crate::journal::Commit {
+                    run: Some(record.clone()),
+                    events: vec![(
+                        record.generation,
+                        EventKind::RolledBack {
+                            detail: detail.to_string(),
+                        },
+                    )],
+                    ..Default::default()
+                })
+            }
+            Access::Live(lease) => Err(EngineError::Busy {
+                run: run.to_string(),
+                holder: lease
+                    .map(|l| l.describe())
+                    .unwrap_or_else(|| "another wf process".into()),
+            }),
+        }
+    }
+
+    /// The status of `run`: from its journal, or from the live runner's snapshot. A run recorded
+    /// as running whose lock is free lost its runner: it shows as `interrupted`.
     pub fn status(&self, run: &str) -> Result<StatusView> {
         match self.data.access(run, false)? {
             Access::Exclusive(_lock) => {
                 let journal = SledJournal::open(&self.data.journal_path(run), false)?;
-                let record = journal.run()?;
+                let mut record = journal.run()?;
+                if record.status == RunStatus::Running {
+                    record.message =
+                        Some(format!("its runner died; continue with: wf resume {run}"));
+                }
                 let (graph, records) = load_graph(&record.workflow, &journal)?;
                 let reached = journal.checkpoints()?;
                 let lease = journal.lease()?;
-                Ok(StatusView::build(
-                    &record, &graph, &records, &reached, lease, false,
-                ))
+                let mut view = StatusView::build(&record, &graph, &records, &reached, lease, false);
+                if record.status == RunStatus::Running {
+                    view.status = "interrupted".into();
+                }
+                Ok(view)
             }
             Access::Live(lease) => self
                 .data
@@ -265,21 +312,23 @@ impl Engine {
         }
     }
 
-    /// Every run in the data directory, oldest first (steps left out).
-    pub fn list(&self) -> Result<Vec<StatusView>> {
+    /// Every run in the data directory, oldest first (steps left out), and the runs whose journal
+    /// could not be read with why (the caller reports them and exits non-zero).
+    pub fn list(&self) -> Result<(Vec<StatusView>, Unreadable)> {
         let mut out = Vec::new();
+        let mut unreadable = Vec::new();
         for id in self.data.run_ids()? {
             match self.status(&id) {
                 Ok(mut v) => {
                     v.steps.clear();
                     out.push(v);
                 }
-                Err(e) => {
-                    tracing::warn!(run = %id, error = %e, "Skipping a run that cannot be read")
-                }
+                // A live runner that has not published its first snapshot is not a broken journal.
+                Err(EngineError::Busy { .. }) => {}
+                Err(e) => unreadable.push((id, e)),
             }
         }
-        Ok(out)
+        Ok((out, unreadable))
     }
 
     /// The run record and the outputs of its done steps (current generation), read-only.
@@ -342,10 +391,12 @@ impl Engine {
                     ),
                     Control::Cancel => (RunStatus::Cancelled, EventKind::RunCancelled),
                 };
-                let settled = matches!(record.status, RunStatus::Done | RunStatus::Cancelled)
-                    || (control == Control::Pause
-                        && record.status != RunStatus::Running
-                        && record.status != RunStatus::Pending);
+                let settled = matches!(
+                    record.status,
+                    RunStatus::Done | RunStatus::Cancelled | RunStatus::RolledBack
+                ) || (control == Control::Pause
+                    && record.status != RunStatus::Running
+                    && record.status != RunStatus::Pending);
                 if settled {
                     return Err(EngineError::WrongState {
                         run: run.to_string(),

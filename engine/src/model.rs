@@ -32,6 +32,8 @@ pub enum RunStatus {
     FailedGate,
     /// Stopped for good by `wf cancel`.
     Cancelled,
+    /// What the run loaded was deleted again by `wf rollback` (appended last: journals are bincode).
+    RolledBack,
 }
 
 impl RunStatus {
@@ -45,6 +47,7 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::FailedGate => "failed_validation",
             RunStatus::Cancelled => "cancelled",
+            RunStatus::RolledBack => "rolled_back",
         }
     }
 }
@@ -270,6 +273,10 @@ pub enum EventKind {
         error: String,
     },
     RunDone,
+    /// `wf rollback` deleted what the run loaded (appended last: journals are bincode).
+    RolledBack {
+        detail: String,
+    },
 }
 
 impl EventKind {
@@ -324,6 +331,7 @@ impl EventKind {
                 )
             }
             EventKind::CheckpointReached { name } => format!("checkpoint {name} reached"),
+            EventKind::RolledBack { detail } => format!("rolled back: {detail}"),
             EventKind::Recovered {
                 checkpoint,
                 invalidated,

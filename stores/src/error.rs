@@ -36,6 +36,20 @@ pub enum StoreError {
         rule: String,
         violations: u64,
     },
+    /// A rollback found a manifest missing, unreadable or disagreeing with the load's marker rows;
+    /// nothing was deleted.
+    #[error("store {store}, table {table}: {message}; nothing was deleted and the load markers are kept")]
+    Manifest {
+        store: String,
+        table: String,
+        message: String,
+    },
+    /// The CERT guard refused a target (it is PROD, or not enrolled as CERT).
+    #[error("{message}")]
+    Guard { message: String },
+    /// A journaled staging file no longer matches the SHA-256 its producer recorded.
+    #[error("staging file {path}: {message}; the step that wrote it runs again")]
+    Corrupt { path: PathBuf, message: String },
     #[error("staging file {path}: {message}")]
     Staging { path: PathBuf, message: String },
 }

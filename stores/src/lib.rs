@@ -7,6 +7,7 @@ pub mod districts;
 pub mod error;
 pub mod extract;
 pub mod graph;
+pub mod guard;
 pub mod keyset;
 pub mod load;
 pub mod postgres;
@@ -16,6 +17,7 @@ pub mod sqlite;
 pub mod staging;
 pub mod subset;
 mod syncer;
+pub mod verified;
 
 pub use config::{Config, Side, StoreConfig, StoreKind};
 pub use error::StoreError;

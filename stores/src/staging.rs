@@ -369,16 +369,46 @@ impl StagingWriter {
 }
 
 /// Opens a staging file for reading batch by batch; a damaged file is a clear error naming it.
-pub fn open(
-    path: &Path,
-) -> Result<arrow_ipc::reader::FileReader<std::io::BufReader<std::fs::File>>, StoreError> {
-    let file = std::fs::File::open(path).map_err(|e| staging_err(path, e))?;
-    arrow_ipc::reader::FileReader::try_new(std::io::BufReader::new(file), None)
-        .map_err(|e| damaged(path, e))
+/// Nothing is verified: a consumer of a journaled file uses `open_verified`.
+pub fn open(path: &Path) -> Result<crate::verified::Staged, StoreError> {
+    if let Err(e) = std::fs::metadata(path) {
+        return Err(staging_err(path, e));
+    }
+    crate::verified::Staged::open(path, None).map_err(|e| damaged(path, e))
+}
+
+/// Opens a staging file whose producer recorded `sha256`; reading it to the end checks it, and a
+/// file that changed on disk is `StoreError::Corrupt` (at open, at a batch, or after the last one).
+pub fn open_verified(path: &Path, sha256: &str) -> Result<crate::verified::Staged, StoreError> {
+    if let Err(e) = std::fs::metadata(path) {
+        return Err(staging_err(path, e));
+    }
+    crate::verified::Staged::open(path, Some(sha256)).map_err(|e| damaged(path, e))
+}
+
+/// SHA-256 of a whole file, streamed (hex).
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex::encode(h.finalize()));
+        }
+        h.update(&buf[..n]);
+    }
 }
 
 /// The error for a staging file that cannot be read (at open, or a batch inside it).
-pub fn damaged(path: &Path, e: impl std::fmt::Display) -> StoreError {
+pub fn damaged(path: &Path, e: arrow_schema::ArrowError) -> StoreError {
+    if let Some(m) = crate::verified::mismatch(&e) {
+        return StoreError::Corrupt {
+            path: path.to_path_buf(),
+            message: m.to_string(),
+        };
+    }
     staging_err(
         path,
         format!("not a readable Arrow IPC file ({e}); re-run the step that wrote it"),

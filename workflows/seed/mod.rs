@@ -141,6 +141,8 @@ pub async fn cert_schema(cfg: &Config) -> anyhow::Result<Vec<String>> {
             }
         }
     }
+    // The schema makes these CERT databases: enroll them, proving first none of them is PROD.
+    wf_stores::guard::enroll(cfg, &wf_stores::guard::Targets::all(cfg)).await?;
     Ok(made)
 }
 

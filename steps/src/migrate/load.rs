@@ -23,7 +23,20 @@ impl Step for LoadStep {
         let p = &self.params;
         let ex: ExtractOut = cx.input("extract")?;
         let anon: AnonymizeOut = cx.input("anonymize")?;
-        if let Some(g) = p.config.graph.as_ref().filter(|g| g.name == self.store) {
+        let graph = p.config.graph.as_ref().filter(|g| g.name == self.store);
+        // Before any write: this CERT target is enrolled and is no PROD source (by identity).
+        let target = wf_stores::guard::Targets {
+            stores: graph
+                .is_none()
+                .then(|| self.store.clone())
+                .into_iter()
+                .collect(),
+            graph: graph.is_some(),
+        };
+        wf_stores::guard::verify(&p.config, &target)
+            .await
+            .map_err(store_err)?;
+        if let Some(g) = graph {
             return load_graph_step(cx, p, g, &anon).await;
         }
         let job = store_jobs(

@@ -28,6 +28,11 @@ impl Step for ValidateStep {
         let p = &self.0;
         let ex: ExtractOut = cx.input("extract")?;
         let anon: AnonymizeOut = cx.input("anonymize")?;
+        // Before the rehearsal writes (and before any store's load commits): every CERT target is
+        // enrolled and none is a PROD source.
+        wf_stores::guard::verify(&p.config, &wf_stores::guard::Targets::all(&p.config))
+            .await
+            .map_err(store_err)?;
         let rules = crate::migrate::validation_rules(p)?;
         let mut schemas = ex.schemas.clone();
         add_virtual_fks(&mut schemas, &p.config).map_err(StepError::Fatal)?;

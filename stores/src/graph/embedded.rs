@@ -15,6 +15,7 @@ const SCHEMA: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS rels_by_end ON rels (end_label, end_key, type)",
     "CREATE INDEX IF NOT EXISTS rels_by_type ON rels (type)",
     "CREATE TABLE IF NOT EXISTS markers (run TEXT PRIMARY KEY)",
+    "CREATE TABLE IF NOT EXISTS enrollment (environment TEXT NOT NULL, token TEXT NOT NULL, enrolled_at TEXT NOT NULL, enrolled_by TEXT NOT NULL)",
 ];
 
 /// The file path of an embedded graph address (`sqlite://path`, `file:path` or a plain path).
@@ -303,6 +304,31 @@ impl super::GraphRead for EmbeddedRead {
         Ok(rows.iter().map(rel_row).collect())
     }
 
+    async fn enrollment(&mut self) -> Result<Option<crate::guard::Enrollment>, StoreError> {
+        // A PROD file is opened read-only and may predate the enrollment table.
+        let has: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'enrollment'",
+        )
+        .fetch_one(&mut self.0.conn)
+        .await
+        .map_err(|e| self.0.err(e))?;
+        if has == 0 {
+            return Ok(None);
+        }
+        let row = sqlx::query(
+            "SELECT environment, token, enrolled_at, enrolled_by FROM enrollment LIMIT 1",
+        )
+        .fetch_optional(&mut self.0.conn)
+        .await
+        .map_err(|e| self.0.err(e))?;
+        Ok(row.map(|r| crate::guard::Enrollment {
+            environment: r.get(0),
+            token: r.get(1),
+            enrolled_at: r.get(2),
+            enrolled_by: r.get(3),
+        }))
+    }
+
     async fn finish(self: Box<Self>) -> Result<(), StoreError> {
         self.0.end(false).await
     }
@@ -324,6 +350,19 @@ impl EmbeddedWrite {
 
 #[async_trait::async_trait]
 impl super::GraphWrite for EmbeddedWrite {
+    async fn enroll(&mut self, e: &crate::guard::Enrollment) -> Result<(), StoreError> {
+        let (a, b, c, d) = (&e.environment, &e.token, &e.enrolled_at, &e.enrolled_by);
+        sqlx::query("INSERT INTO enrollment (environment, token, enrolled_at, enrolled_by) VALUES (?, ?, ?, ?)")
+            .bind(a)
+            .bind(b)
+            .bind(c)
+            .bind(d)
+            .execute(&mut self.0.conn)
+            .await
+            .map_err(|e| self.0.err(e))?;
+        Ok(())
+    }
+
     async fn has_marker(&mut self, run: &str) -> Result<bool, StoreError> {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM markers WHERE run = ?")
             .bind(run)

@@ -257,17 +257,23 @@ pub async fn rollback_graph(
         w.rollback().await?;
         return Ok(Vec::new());
     }
+    let refuse = |message: String| StoreError::Manifest {
+        store: job.store.clone(),
+        table: "(graph)".into(),
+        message: format!("{message} ({})", job.manifest.display()),
+    };
     let f = std::fs::File::open(&job.manifest).map_err(|e| {
-        io_err(
-            &job.manifest,
-            format!("{e}; the load committed but its manifest is gone, so wf cannot tell its nodes from CERT's own"),
-        )
+        refuse(format!(
+            "the load committed but its manifest cannot be opened ({e}), so wf cannot tell its nodes from CERT's own"
+        ))
     })?;
     let mut nodes: BTreeMap<String, Vec<GValue>> = BTreeMap::new();
     let mut rels: BTreeMap<(String, String, String), Vec<(GValue, GValue)>> = BTreeMap::new();
     for l in std::io::BufReader::new(f).lines() {
-        let l = l.map_err(|e| io_err(&job.manifest, e))?;
-        match serde_json::from_str::<Created>(&l).map_err(|e| io_err(&job.manifest, e))? {
+        let l = l.map_err(|e| refuse(format!("the manifest cannot be read ({e})")))?;
+        match serde_json::from_str::<Created>(&l)
+            .map_err(|e| refuse(format!("the manifest is damaged ({e})")))?
+        {
             Created::Node { label, key } => nodes
                 .entry(label)
                 .or_default()

@@ -99,6 +99,8 @@ pub trait GraphRead: Send {
         key: &str,
         keys: &[GValue],
     ) -> Result<Vec<RelRec>, StoreError>;
+    /// The CERT enrollment marker, if this graph carries one (see `crate::guard`).
+    async fn enrollment(&mut self) -> Result<Option<crate::guard::Enrollment>, StoreError>;
     /// Ends the read transaction.
     async fn finish(self: Box<Self>) -> Result<(), StoreError>;
 }
@@ -106,6 +108,8 @@ pub trait GraphRead: Send {
 /// Writes one side of a graph (CERT only) inside one transaction.
 #[async_trait::async_trait]
 pub trait GraphWrite: Send {
+    /// Writes the CERT enrollment marker (see `crate::guard`).
+    async fn enroll(&mut self, e: &crate::guard::Enrollment) -> Result<(), StoreError>;
     async fn has_marker(&mut self, run: &str) -> Result<bool, StoreError>;
     async fn write_marker(&mut self, run: &str) -> Result<(), StoreError>;
     async fn delete_marker(&mut self, run: &str) -> Result<(), StoreError>;

@@ -281,7 +281,7 @@ pub struct GraphFileReader {
     /// The key property of the graph the file came from.
     pub key: String,
     path: PathBuf,
-    reader: arrow_ipc::reader::FileReader<std::io::BufReader<std::fs::File>>,
+    reader: crate::verified::Staged,
     names: Vec<String>,
     kinds: Vec<String>,
 }
@@ -314,7 +314,7 @@ impl GraphFileReader {
             return Ok(None);
         };
         let path = self.path.clone();
-        let b = b.map_err(|e| io_err(&path, e))?;
+        let b = b.map_err(|e| crate::staging::damaged(&path, e))?;
         let mut nodes = Vec::new();
         let mut rels = Vec::new();
         for r in 0..b.num_rows() {

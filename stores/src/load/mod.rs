@@ -238,6 +238,125 @@ pub(crate) fn read_manifest(dir: &Path, table: &Table) -> Result<Vec<Key>, Store
     Ok(keys)
 }
 
+/// Rows in the manifest of `table`: `None` when there is no manifest file.
+fn manifest_rows(dir: &Path, table: &Table) -> Result<Option<u64>, StoreError> {
+    let path = manifest_path(dir, table);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let mut n = 0;
+    for b in open(&path)? {
+        n += b.map_err(|e| crate::staging::damaged(&path, e))?.num_rows() as u64;
+    }
+    Ok(Some(n))
+}
+
+/// Before a rollback deletes anything: every table whose marker row says it received rows has a
+/// readable manifest with exactly that many keys. `marked` is (table name, rows) from `wf_loads`.
+pub(crate) fn check_manifests(
+    store: &str,
+    tables: &[TableLoad],
+    dir: &Path,
+    marked: &[(String, i64)],
+) -> Result<(), StoreError> {
+    let fail = |table: &str, message: String| StoreError::Manifest {
+        store: store.to_string(),
+        table: table.to_string(),
+        message,
+    };
+    for (name, rows) in marked.iter().filter(|(_, r)| *r > 0) {
+        let t = tables.iter().find(|t| &t.table.name == name).ok_or_else(|| {
+            fail(
+                name,
+                format!("the load marker counts {rows} rows but the run's load plan has no such table"),
+            )
+        })?;
+        let path = manifest_path(dir, &t.table);
+        let found = manifest_rows(dir, &t.table).map_err(|e| {
+            fail(
+                name,
+                format!("the rollback manifest {} is damaged ({e})", path.display()),
+            )
+        })?;
+        match found {
+            None => {
+                return Err(fail(
+                    name,
+                    format!("the rollback manifest {} is missing ({rows} rows were loaded)", path.display()),
+                ))
+            }
+            Some(n) if n != *rows as u64 => {
+                return Err(fail(
+                    name,
+                    format!(
+                        "the rollback manifest {} lists {n} keys but the load marker counts {rows} rows",
+                        path.display()
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Checks a committed load's manifests against the per-table counts its journaled report holds,
+/// without touching CERT (a rollback checks every store this way before deleting from any).
+pub fn check_job_manifests(job: &StoreLoad, report: &LoadReport) -> Result<(), StoreError> {
+    let marked: Vec<(String, i64)> = job
+        .tables
+        .iter()
+        .filter_map(|t| {
+            let r = report.tables.iter().find(|r| r.table == t.table.id())?;
+            Some((t.table.name.clone(), r.inserted as i64))
+        })
+        .collect();
+    check_manifests(&job.store, &job.tables, &job.manifest_dir, &marked)
+}
+
+/// Rebuilds the missing or damaged manifests of a committed load from its anonymized staging:
+/// possible for a table whose every staged row was inserted (`inserted == rows_in_file`) and whose
+/// staging file still has the SHA-256 the load recorded. Returns the tables rebuilt.
+pub fn rebuild_manifests(job: &StoreLoad, report: &LoadReport) -> Result<Vec<String>, StoreError> {
+    let mut rebuilt = Vec::new();
+    for t in &job.tables {
+        let Some(r) = report.tables.iter().find(|r| r.table == t.table.id()) else {
+            continue;
+        };
+        let ok =
+            matches!(manifest_rows(&job.manifest_dir, &t.table), Ok(Some(n)) if n == r.inserted);
+        if ok || r.inserted == 0 {
+            continue;
+        }
+        let fail = |message: String| StoreError::Manifest {
+            store: job.store.clone(),
+            table: t.table.name.clone(),
+            message,
+        };
+        if r.inserted != r.rows_in_file {
+            return Err(fail(format!(
+                "cannot rebuild its manifest: the load inserted {} of the {} staged rows (the others existed), so the staging does not say which; delete those rows by hand",
+                r.inserted, r.rows_in_file
+            )));
+        }
+        let sha = crate::staging::sha256_file(&t.file).map_err(|e| {
+            fail(format!(
+                "cannot rebuild its manifest: the anonymized staging {} is gone ({e})",
+                t.file.display()
+            ))
+        })?;
+        if sha != t.sha256 {
+            return Err(fail(format!(
+                "cannot rebuild its manifest: the anonymized staging {} changed since the load",
+                t.file.display()
+            )));
+        }
+        copy_manifest(&job.manifest_dir, &t.table, &t.file)?;
+        rebuilt.push(t.table.id());
+    }
+    Ok(rebuilt)
+}
+
 /// Keys of `wanted` that are not in `existing`, in order.
 pub(crate) fn new_keys(wanted: Vec<Key>, existing: &HashSet<Key>) -> Vec<Key> {
     wanted

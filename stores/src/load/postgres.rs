@@ -350,6 +350,14 @@ pub async fn rollback(
     if committed == 0 {
         return Ok(Vec::new());
     }
+    let marked: Vec<(String, i64)> =
+        sqlx::query_as("select tbl, rows from wf_loads where run_key = $1")
+            .bind(run_key)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(err)?;
+    // Nothing is deleted (and the markers stay) unless every manifest matches its marker.
+    super::check_manifests(store, tables, manifest_dir, &marked)?;
     // Break the cycles first: NULL the deferred columns of the rows about to go.
     for t in tables.iter().filter(|t| !t.deferred.is_empty()) {
         let keys = read_manifest(manifest_dir, &t.table)?;

@@ -363,6 +363,14 @@ async fn rollback_in_tx(
     if markers(conn, run_key, store).await? == 0 {
         return Ok(Vec::new());
     }
+    let marked: Vec<(String, i64)> =
+        sqlx::query_as("select tbl, rows from wf_loads where run_key = ?")
+            .bind(run_key)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(err)?;
+    // Nothing is deleted (and the markers stay) unless every manifest matches its marker.
+    super::check_manifests(store, tables, manifest_dir, &marked)?;
     let mut deleted = Vec::new();
     for t in tables.iter().rev() {
         let keys = read_manifest(manifest_dir, &t.table)?;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 const TABLES: &str = "select c.oid::int8, c.relname from pg_class c \
     join pg_namespace n on n.oid = c.relnamespace \
-    where n.nspname = 'public' and c.relkind in ('r', 'p') and c.relname <> 'wf_loads' order by c.relname";
+    where n.nspname = 'public' and c.relkind in ('r', 'p') and c.relname not in ('wf_loads', 'wf_enrollment') order by c.relname";
 
 const COLUMNS: &str = "select a.attnum::int4, a.attname, format_type(a.atttypid, a.atttypmod), \
     a.attnotnull, pg_get_expr(d.adbin, d.adrelid) \

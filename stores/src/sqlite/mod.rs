@@ -65,7 +65,7 @@ impl RelationalStore for SqliteStore {
         let err = |e| StoreError::from_sqlx(&self.name, e);
         let names: Vec<String> = sqlx::query_scalar(
             "select name from sqlite_master where type = 'table' and name not like 'sqlite_%' \
-             and name <> 'wf_loads' order by name",
+             and name not in ('wf_loads', 'wf_enrollment') order by name",
         )
         .fetch_all(&self.pool)
         .await

@@ -290,7 +290,7 @@ impl super::GraphRead for BoltRead {
         let mut out: BTreeMap<String, u64> = BTreeMap::new();
         for r in &rows {
             if let Some(l) = primary_of(&labels(r, "l")) {
-                if l != MARKER_LABEL {
+                if l != MARKER_LABEL && l != crate::guard::ENROLL_LABEL {
                     *out.entry(l).or_default() += count(r);
                 }
             }
@@ -432,6 +432,24 @@ impl super::GraphRead for BoltRead {
             .rows(query(&q).param("keys", keys_param(keys)))
             .await?;
         Ok(rows.iter().filter_map(rel_of).collect())
+    }
+
+    async fn enrollment(&mut self) -> Result<Option<crate::guard::Enrollment>, StoreError> {
+        let q = format!(
+            "MATCH (n:{}) RETURN n.environment AS e, n.token AS t, n.enrolled_at AS a, n.enrolled_by AS b LIMIT 1",
+            crate::guard::ENROLL_LABEL
+        );
+        let rows = self.0.rows(query(&q)).await?;
+        let text = |r: &Row, c: &str| match get(r, c) {
+            GValue::Text(t) => t,
+            _ => String::new(),
+        };
+        Ok(rows.first().map(|r| crate::guard::Enrollment {
+            environment: text(r, "e"),
+            token: text(r, "t"),
+            enrolled_at: text(r, "a"),
+            enrolled_by: text(r, "b"),
+        }))
     }
 
     async fn finish(self: Box<Self>) -> Result<(), StoreError> {

@@ -23,6 +23,19 @@ impl BoltWrite {
 
 #[async_trait::async_trait]
 impl crate::graph::GraphWrite for BoltWrite {
+    async fn enroll(&mut self, e: &crate::guard::Enrollment) -> Result<(), StoreError> {
+        let q = format!(
+            "CREATE (n:{} {{environment: $e, token: $t, enrolled_at: $a, enrolled_by: $b}}) RETURN count(n) AS c",
+            crate::guard::ENROLL_LABEL
+        );
+        let q = query(&q)
+            .param("e", e.environment.as_str())
+            .param("t", e.token.as_str())
+            .param("a", e.enrolled_at.as_str())
+            .param("b", e.enrolled_by.as_str());
+        self.0.rows(q).await.map(|_| ())
+    }
+
     async fn has_marker(&mut self, run: &str) -> Result<bool, StoreError> {
         let q = format!("MATCH (m:{MARKER_LABEL}) WHERE m.run = $run RETURN count(m) AS c");
         let rows = self.0.rows(query(&q).param("run", run)).await?;

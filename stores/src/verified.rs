@@ -1,0 +1,255 @@
+//! Reading a staging file while checking it against the SHA-256 its producer recorded, in the same
+//! pass: the bytes are hashed as the Arrow reader pulls them, and whatever it skipped (the file's
+//! head, padding, the footer it read first) is hashed at the end. A file whose hash differs, or that
+//! cannot be decoded although it was whole when written, is `StoreError::Corrupt`: the step that
+//! wrote it must run again. Size and mtime prove nothing: a flipped byte keeps both.
+
+use arrow_array::RecordBatch;
+use arrow_schema::{ArrowError, SchemaRef};
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// Reads further than this ahead of the hashed prefix are not hashed now (the footer read at open);
+/// the end of the pass covers them. Smaller gaps (a message header, padding) are read and hashed.
+const MAX_GAP: u64 = 1 << 20;
+
+/// The file's hash differs from the recorded one.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "its SHA-256 is {found}, not {expected} as recorded when it was written: it changed on disk"
+)]
+pub struct Mismatch {
+    pub expected: String,
+    pub found: String,
+}
+
+/// A file that hashes the bytes it serves, in file order.
+pub struct HashingFile {
+    file: File,
+    pos: u64,
+    hashed: u64,
+    hasher: Sha256,
+}
+
+impl HashingFile {
+    fn new(file: File) -> HashingFile {
+        HashingFile {
+            file,
+            pos: 0,
+            hashed: 0,
+            hasher: Sha256::new(),
+        }
+    }
+
+    /// Feeds `data`, read at offset `at`, into the hash where it extends the hashed prefix.
+    fn absorb(&mut self, at: u64, data: &[u8]) -> std::io::Result<()> {
+        if at > self.hashed {
+            let gap = at - self.hashed;
+            if gap > MAX_GAP {
+                return Ok(());
+            }
+            let mut buf = vec![0u8; gap as usize];
+            self.file.read_exact_at(&mut buf, self.hashed)?;
+            self.hasher.update(&buf);
+            self.hashed = at;
+        }
+        let end = at + data.len() as u64;
+        if end > self.hashed {
+            let skip = (self.hashed - at) as usize;
+            self.hasher.update(&data[skip..]);
+            self.hashed = end;
+        }
+        Ok(())
+    }
+
+    /// Hashes what is left after the hashed prefix and returns the whole file's SHA-256 (hex).
+    fn finish(&mut self) -> std::io::Result<String> {
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = self.file.read_at(&mut buf, self.hashed)?;
+            if n == 0 {
+                break;
+            }
+            self.hasher.update(&buf[..n]);
+            self.hashed += n as u64;
+        }
+        Ok(hex::encode(std::mem::take(&mut self.hasher).finalize()))
+    }
+}
+
+impl Read for HashingFile {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read(buf)?;
+        let at = self.pos;
+        self.pos += n as u64;
+        self.absorb(at, &buf[..n])?;
+        Ok(n)
+    }
+}
+
+impl Seek for HashingFile {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        self.pos = self.file.seek(to)?;
+        Ok(self.pos)
+    }
+}
+
+type Inner = arrow_ipc::reader::FileReader<BufReader<HashingFile>>;
+
+/// A staging file read batch by batch; with an expected SHA-256, checked as it is read (the check
+/// completes when the last batch has been read: a reader dropped early checks nothing).
+pub struct Staged {
+    inner: Inner,
+    path: PathBuf,
+    expected: Option<String>,
+    finished: bool,
+}
+
+impl Staged {
+    /// Opens `path`; `expected` is the SHA-256 its producer recorded, if the caller has it.
+    pub(crate) fn open(path: &Path, expected: Option<&str>) -> Result<Staged, ArrowError> {
+        let file = File::open(path).map_err(ArrowError::from)?;
+        let inner =
+            Inner::try_new(BufReader::new(HashingFile::new(file)), None).map_err(
+                |e| match expected {
+                    Some(sha) => corrupt(sha, format!("cannot be decoded ({e})")),
+                    None => e,
+                },
+            )?;
+        Ok(Staged {
+            inner,
+            path: path.to_path_buf(),
+            expected: expected.map(str::to_string),
+            finished: false,
+        })
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    pub fn num_batches(&self) -> usize {
+        self.inner.num_batches()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn verify(&mut self) -> Option<ArrowError> {
+        let expected = self.expected.take()?;
+        match self.inner.get_mut().get_mut().finish() {
+            Ok(found) if found == expected => None,
+            Ok(found) => Some(ArrowError::ExternalError(Box::new(Mismatch {
+                expected,
+                found,
+            }))),
+            Err(e) => Some(ArrowError::from(e)),
+        }
+    }
+}
+
+fn corrupt(expected: &str, found: String) -> ArrowError {
+    ArrowError::ExternalError(Box::new(Mismatch {
+        expected: expected.to_string(),
+        found,
+    }))
+}
+
+impl Iterator for Staged {
+    type Item = Result<RecordBatch, ArrowError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.finished {
+            return None;
+        }
+        match self.inner.next() {
+            Some(Ok(b)) => Some(Ok(b)),
+            Some(Err(e)) => {
+                self.finished = true;
+                // A file that was whole when written and no longer decodes was changed on disk.
+                Some(Err(match self.expected.take() {
+                    Some(sha) => corrupt(&sha, format!("a batch cannot be decoded ({e})")),
+                    None => e,
+                }))
+            }
+            None => {
+                self.finished = true;
+                self.verify().map(Err)
+            }
+        }
+    }
+}
+
+/// True when `e` says a verified file changed on disk.
+pub(crate) fn mismatch(e: &ArrowError) -> Option<&Mismatch> {
+    match e {
+        ArrowError::ExternalError(b) => b.downcast_ref::<Mismatch>(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::staging::{arrow_schema, ColType, StagedColumn, StagingWriter, Value};
+
+    fn write(dir: &Path, rows: usize) -> crate::staging::FileInfo {
+        let cols = vec![
+            StagedColumn {
+                name: "id".into(),
+                source_type: "bigint".into(),
+                col_type: ColType::Int,
+            },
+            StagedColumn {
+                name: "name".into(),
+                source_type: "text".into(),
+                col_type: ColType::Text,
+            },
+        ];
+        let path = dir.join("t.arrow");
+        let mut w = StagingWriter::create(&path, arrow_schema("s", "t", &cols), 1000).unwrap();
+        for i in 0..rows {
+            w.push(0, Value::Int(i as i64)).unwrap();
+            w.push(1, Value::Text(&format!("name-{i}"))).unwrap();
+            w.end_row().unwrap();
+        }
+        w.finish().unwrap()
+    }
+
+    fn read_all(info: &crate::staging::FileInfo) -> Result<usize, ArrowError> {
+        let r = Staged::open(&info.path, Some(&info.sha256))?;
+        let mut n = 0;
+        for b in r {
+            n += b?.num_rows();
+        }
+        Ok(n)
+    }
+
+    #[test]
+    fn a_whole_file_passes_and_every_byte_is_covered() {
+        let dir = tempfile::tempdir().unwrap();
+        for rows in [0, 1, 5000, 300_000] {
+            let info = write(dir.path(), rows);
+            assert_eq!(read_all(&info).unwrap(), rows);
+        }
+    }
+
+    #[test]
+    fn one_flipped_byte_anywhere_is_caught_with_size_and_mtime_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let info = write(dir.path(), 20_000);
+        let clean = std::fs::read(&info.path).unwrap();
+        let step = (clean.len() / 37).max(1);
+        for at in (0..clean.len()).step_by(step).chain([clean.len() - 1]) {
+            let mut bad = clean.clone();
+            bad[at] ^= 0x01;
+            std::fs::write(&info.path, &bad).unwrap();
+            let e = read_all(&info).expect_err("a flipped byte must not pass");
+            assert!(mismatch(&e).is_some(), "byte {at} of {}: {e}", clean.len());
+        }
+    }
+}
