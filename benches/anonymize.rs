@@ -178,6 +178,9 @@ fn main() {
         let inputs = [TableInput {
             table: "bench.people".into(),
             file: input.clone(),
+            // Checked while read, as in a run (WF_BENCH_VERIFY=0 reads unchecked, to measure it).
+            sha256: (std::env::var("WF_BENCH_VERIFY").as_deref() != Ok("0"))
+                .then(|| wf_stores::staging::sha256_file(&input).expect("sha of the input")),
             unique: vec!["id".into()],
             rule_as: Default::default(),
         }];

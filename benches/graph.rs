@@ -5,7 +5,6 @@
 //! Reports nodes/s and relationships/s each way. It measures, asserts nothing.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Instant;
 use wf_stores::config::Side;
 use wf_stores::graph::bolt::BoltWrite;
@@ -28,18 +27,7 @@ fn http_db(command: &str) {
         env("WF_TEST_BOLT_PASSWORD"),
         env("WF_TEST_ARCADE_HTTP"),
     );
-    let _ = Command::new("curl")
-        .args([
-            "-fsS",
-            "-u",
-            &format!("{user}:{pw}"),
-            "-X",
-            "POST",
-            "-d",
-            &format!("{{\"command\":\"{command}\"}}"),
-            &format!("{http}/api/v1/server"),
-        ])
-        .output();
+    let _ = wf::arcade::server_command(&http, &user, &pw, command);
 }
 
 fn node(label: &str, id: i64, district: Option<i64>) -> NodeRec {

@@ -44,22 +44,12 @@ fn psql(url: &str, args: &[&str]) -> String {
 }
 
 fn graph_db(command: &str) {
-    let _ = Command::new("curl")
-        .args([
-            "-fsS",
-            "-u",
-            &format!(
-                "{}:{}",
-                env("WF_TEST_BOLT_USER"),
-                env("WF_TEST_BOLT_PASSWORD")
-            ),
-            "-X",
-            "POST",
-            "-d",
-            &format!("{{\"command\":\"{command}\"}}"),
-            &format!("{}/api/v1/server", env("WF_TEST_ARCADE_HTTP")),
-        ])
-        .output();
+    let _ = wf::arcade::server_command(
+        &env("WF_TEST_ARCADE_HTTP"),
+        &env("WF_TEST_BOLT_USER"),
+        &env("WF_TEST_BOLT_PASSWORD"),
+        command,
+    );
 }
 
 /// A config for PROD and CERT side `side` (graph included or not), with the shipped rules.

@@ -72,7 +72,9 @@ install_arcade() {
 }
 
 arcade_ready() {
-  curl -fs -u "root:$ARCADE_PW" "http://127.0.0.1:$HTTP_PORT/api/v1/exists/prod_sp" 2>/dev/null | grep -q '"result":true'
+  # The credentials go through stdin (printf is a builtin), never on a command line `ps` shows.
+  printf 'user = "root:%s"\n' "$ARCADE_PW" |
+    curl -fs -K - "http://127.0.0.1:$HTTP_PORT/api/v1/exists/prod_sp" 2>/dev/null | grep -q '"result":true'
 }
 
 start_arcade() {
@@ -83,11 +85,14 @@ start_arcade() {
   install_arcade
   local pkg; pkg=$(arcade_pkg)
   rm -rf "$ARCADE_DIR"; mkdir -p "$ARCADE_DIR/databases"
+  # The root password goes in a Java @argfile (0600), so `ps` shows the file name, not the secret.
+  local args="$DIR/arcadedb.args"
+  (umask 077; printf -- '-Darcadedb.server.rootPassword=%s\n' "$ARCADE_PW" > "$args")
   # From its own directory: ArcadeDB writes its log/ next to where it starts.
   (cd "$ARCADE_DIR" && exec nohup "$pkg/jre/bin/java" -Xms128m -Xmx1g -cp "$pkg/jars/*" \
     -Darcadedb.server.rootPath="$ARCADE_DIR" \
     -Darcadedb.server.databaseDirectory="$ARCADE_DIR/databases" \
-    -Darcadedb.server.rootPassword="$ARCADE_PW" \
+    "@$args" \
     -Darcadedb.server.plugins=Bolt:com.arcadedb.bolt.BoltProtocolPlugin \
     -Darcadedb.bolt.host=127.0.0.1 -Darcadedb.bolt.port="$BOLT_PORT" \
     -Darcadedb.server.httpIncomingHost=127.0.0.1 -Darcadedb.server.httpIncomingPort="$HTTP_PORT" \
@@ -111,6 +116,7 @@ stop_arcade() {
 }
 
 write_env() {
+  (umask 077; : > "$DIR/env"); chmod 600 "$DIR/env"
   cat > "$DIR/env" <<ENV
 export WF_TEST_PG_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres
 export WF_TEST_PG_SOCKET_DIR=$PGDATA

@@ -93,19 +93,7 @@ impl Env {
                 format!("drop database {}", self.graph_db(side)),
                 format!("create database {}", self.graph_db(side)),
             ] {
-                let _ = std::process::Command::new("curl")
-                    .args([
-                        "-fsS",
-                        "-u",
-                        &format!("{user}:{pw}"),
-                        "-X",
-                        "POST",
-                        "-d",
-                        &format!("{{\"command\":\"{cmd}\"}}"),
-                        &format!("{http}/api/v1/server"),
-                    ])
-                    .output()
-                    .unwrap();
+                wf::arcade::server_command(http, user, pw, &cmd).unwrap();
             }
         }
     }

@@ -388,6 +388,48 @@ fn no_key_no_run() {
 }
 
 #[test]
+fn a_guessable_key_is_refused_like_a_missing_one() {
+    let sb = Sandbox::new();
+    let config = setup(&sb, RULES);
+    for weak in [
+        "aaaaaaaaaaaaaaaaaaaa",
+        "passwordpassword1234",
+        "                    ",
+    ] {
+        let r = crate::util::ran(
+            sb.cmd([
+                "--config",
+                &config.to_string_lossy(),
+                "run",
+                "migrate",
+                "--district",
+                "1",
+            ])
+            .env("WF_ANON_KEY", weak)
+            .output()
+            .expect("run"),
+        );
+        assert_eq!(r.code, Some(1), "{weak:?}: {}", r.stderr);
+        let line = r.stderr.trim();
+        assert!(
+            line.contains("WF_ANON_KEY")
+                && line.contains("too easy to guess")
+                && !line.contains('\n'),
+            "{line}"
+        );
+        assert!(
+            !line.contains(weak.trim()) || weak.trim().is_empty(),
+            "the key itself is never printed: {line}"
+        );
+    }
+    assert_eq!(
+        sb.run(["runs", "--json"]).stdout.trim(),
+        "[]",
+        "no run was created"
+    );
+}
+
+#[test]
 fn pii_without_a_rule_stops_the_run_before_any_load() {
     let sb = Sandbox::new();
     let rules = RULES.replace(

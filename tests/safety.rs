@@ -229,3 +229,82 @@ fn raw_pii_is_deleted_at_every_terminal_state_unless_kept() {
     let bad = sb.run(["purge", "--older-than", "1s"]);
     assert_eq!(bad.code, Some(1));
 }
+
+/// Every directory and file under `dir` that grants anything to group or others.
+fn open_to_others(dir: &std::path::Path, found: &mut Vec<String>) {
+    use std::os::unix::fs::PermissionsExt;
+    for e in std::fs::read_dir(dir).expect("read dir") {
+        let e = e.expect("entry");
+        let meta = std::fs::symlink_metadata(e.path()).expect("meta");
+        if meta.permissions().mode() & 0o077 != 0 {
+            found.push(format!(
+                "{:o} {}",
+                meta.permissions().mode() & 0o777,
+                e.path().display()
+            ));
+        }
+        if meta.is_dir() {
+            open_to_others(&e.path(), found);
+        }
+    }
+}
+
+#[test]
+fn the_data_dir_is_owner_only_whatever_the_umask() {
+    let sb = Sandbox::new();
+    let config = setup(&sb, RULES);
+    let cfg = config.to_string_lossy().to_string();
+    let keep = ["run", "migrate", "--district", "1", "--keep-raw"];
+    let mut c = std::process::Command::new("sh");
+    c.arg("-c")
+        .arg("umask 000; exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_wf"))
+        .args(["--config", &cfg])
+        .args(keep)
+        .current_dir(sb.dir.path())
+        .env("WF_DATA_DIR", sb.data())
+        .env("WF_ANON_KEY", KEY);
+    let r = crate::util::ran(c.output().expect("run"));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let run = r.stdout.lines().next().expect("run id").to_string();
+    assert!(raw_files(&sb, &run) > 0, "raw PII kept for the check");
+    use std::os::unix::fs::PermissionsExt;
+    let root = std::fs::metadata(sb.data()).expect("data dir");
+    assert_eq!(root.permissions().mode() & 0o777, 0o700);
+    let mut found = Vec::new();
+    open_to_others(&sb.data(), &mut found);
+    assert!(found.is_empty(), "readable by others: {found:#?}");
+}
+
+/// The test servers run with their password nowhere on a command line: `ps` (every process's
+/// /proc/<pid>/cmdline) never shows it.
+#[test]
+fn no_command_line_shows_the_graph_servers_password() {
+    let Ok(pw) = std::env::var("WF_TEST_BOLT_PASSWORD") else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "WF_TEST_BOLT_PASSWORD is not set in CI"
+        );
+        return;
+    };
+    let mut java = 0;
+    for e in std::fs::read_dir("/proc").expect("/proc") {
+        let path = e.expect("entry").path().join("cmdline");
+        let Ok(raw) = std::fs::read(&path) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if cmd.contains("ArcadeDBServer") {
+            java += 1;
+        }
+        assert!(
+            !cmd.contains(&pw),
+            "{} shows the password: {cmd}",
+            path.display()
+        );
+    }
+    assert!(
+        java > 0,
+        "no ArcadeDB server is running: start it with scripts/services.sh"
+    );
+}

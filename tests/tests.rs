@@ -11,6 +11,7 @@
 //! - `e2e`: PostgreSQL + Bolt, SIGKILL inside every phase, CERT equal to an uninterrupted run.
 //! - `guard`: the CERT guard on PostgreSQL: aliases of PROD, unenrolled CERT, PROD enrolled as CERT.
 //! - `safety`: rollback refuses missing or damaged manifests; raw PII purged at every terminal state.
+//! - `integrity`: a flipped byte in raw, anonymized or graph staging is caught and its producer re-run.
 //! - `control`: recover from a checkpoint, pause, cancel, SIGTERM, concurrent resumes.
 
 mod util;
@@ -23,6 +24,7 @@ mod crash;
 mod demo;
 mod e2e;
 mod guard;
+mod integrity;
 mod migrate;
 mod recover;
 mod safety;

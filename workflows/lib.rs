@@ -1,6 +1,7 @@
 //! wf's workflows and command line. The binary (`main.rs`) only calls `cli::main`; the workflow
 //! definitions live here so tests and benchmarks can build them too.
 
+pub mod arcade;
 pub mod batch;
 pub mod cli;
 mod commands;

@@ -65,10 +65,17 @@ impl DataDir {
     }
 
     /// Creates the directory tree, or says why it cannot.
+    /// The root is made owner-only (0700) if it is not: it holds raw PII and manifests.
     pub fn ensure(&self) -> Result<()> {
         for sub in ["journal", "runs", "logs"] {
             let p = self.root.join(sub);
             std::fs::create_dir_all(&p).map_err(self.not_writable(p.clone()))?;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(&self.root).map_err(self.not_writable(self.root.clone()))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))
+                .map_err(self.not_writable(self.root.clone()))?;
         }
         Ok(())
     }

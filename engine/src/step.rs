@@ -22,6 +22,14 @@ pub enum StepError {
     /// A gate refused the data (validation failed): the run stops as `failed_validation`.
     #[error("{0}")]
     Gate(String),
+    /// An input this step read is damaged (it no longer matches what its producer recorded, or it
+    /// is gone): the runner runs `producer` (a step upstream) and everything after it again.
+    #[error("{message}")]
+    Redo {
+        producer: String,
+        path: std::path::PathBuf,
+        message: String,
+    },
 }
 
 /// A unit of work in a workflow. Runs at least once; its effects must be made idempotent by the step,

@@ -60,6 +60,7 @@ fn input(table: &str, file: PathBuf, unique: &[&str]) -> TableInput {
     TableInput {
         table: table.into(),
         file,
+        sha256: None,
         unique: unique.iter().map(|u| u.to_string()).collect(),
         rule_as: Default::default(),
     }
@@ -274,6 +275,7 @@ fn unique_columns_stay_unique_under_forced_collisions() {
     let node_input = TableInput {
         table: "sp.Person".into(),
         file: node_file,
+        sha256: None,
         unique: vec![],
         rule_as: [("nickname".to_string(), "ids.people.nickname".to_string())].into(),
     };

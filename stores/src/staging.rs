@@ -369,12 +369,13 @@ impl StagingWriter {
 }
 
 /// Opens a staging file for reading batch by batch; a damaged file is a clear error naming it.
-/// Nothing is verified: a consumer of a journaled file uses `open_verified`.
+/// A file registered with `verified::expect` is checked against its SHA-256 as it is read.
 pub fn open(path: &Path) -> Result<crate::verified::Staged, StoreError> {
     if let Err(e) = std::fs::metadata(path) {
         return Err(staging_err(path, e));
     }
-    crate::verified::Staged::open(path, None).map_err(|e| damaged(path, e))
+    let due = crate::verified::due(path);
+    crate::verified::Staged::open(path, due.as_deref()).map_err(|e| damaged(path, e))
 }
 
 /// Opens a staging file whose producer recorded `sha256`; reading it to the end checks it, and a

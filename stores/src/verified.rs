@@ -7,10 +7,12 @@
 use arrow_array::RecordBatch;
 use arrow_schema::{ArrowError, SchemaRef};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// Reads further than this ahead of the hashed prefix are not hashed now (the footer read at open);
 /// the end of the pass covers them. Smaller gaps (a message header, padding) are read and hashed.
@@ -24,6 +26,53 @@ const MAX_GAP: u64 = 1 << 20;
 pub struct Mismatch {
     pub expected: String,
     pub found: String,
+}
+
+/// The SHA-256 each journaled staging file must have, registered by the step that consumes it
+/// (from its producer's journaled output). `staging::open` checks a registered file on its first
+/// full read in this process; later passes over an unchanged file are not hashed again.
+static EXPECTED: Mutex<Option<HashMap<PathBuf, Expected>>> = Mutex::new(None);
+
+struct Expected {
+    sha256: String,
+    /// (length, mtime) at the last successful check; `None` until checked.
+    checked: Option<(u64, std::time::SystemTime)>,
+}
+
+/// Registers the SHA-256 that `path` must have (replacing an earlier registration).
+pub fn expect(path: &Path, sha256: &str) {
+    let mut g = EXPECTED.lock().unwrap_or_else(|p| p.into_inner());
+    g.get_or_insert_with(HashMap::new).insert(
+        path.to_path_buf(),
+        Expected {
+            sha256: sha256.to_string(),
+            checked: None,
+        },
+    );
+}
+
+fn stamp(path: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
+/// The SHA-256 to check `path` against now: registered and not yet checked as it is.
+pub(crate) fn due(path: &Path) -> Option<String> {
+    let g = EXPECTED.lock().unwrap_or_else(|p| p.into_inner());
+    let e = g.as_ref()?.get(path)?;
+    match e.checked {
+        Some(s) if stamp(path) == Some(s) => None,
+        _ => Some(e.sha256.clone()),
+    }
+}
+
+fn checked(path: &Path, sha256: &str) {
+    let mut g = EXPECTED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(e) = g.as_mut().and_then(|m| m.get_mut(path)) {
+        if e.sha256 == sha256 {
+            e.checked = stamp(path);
+        }
+    }
 }
 
 /// A file that hashes the bytes it serves, in file order.
@@ -142,7 +191,10 @@ impl Staged {
     fn verify(&mut self) -> Option<ArrowError> {
         let expected = self.expected.take()?;
         match self.inner.get_mut().get_mut().finish() {
-            Ok(found) if found == expected => None,
+            Ok(found) if found == expected => {
+                checked(&self.path, &expected);
+                None
+            }
             Ok(found) => Some(ArrowError::ExternalError(Box::new(Mismatch {
                 expected,
                 found,

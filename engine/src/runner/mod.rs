@@ -73,6 +73,9 @@ pub enum Outcome {
     Cancelled,
 }
 
+/// Damaged inputs repaired by re-running their producer, at most, in one session.
+const MAX_REDOS: u32 = 3;
+
 enum Stopping {
     Pause(String),
     Cancel,
@@ -136,7 +139,24 @@ impl Runner {
         if !lp.sched.ready.is_empty() {
             self.snapshot(&mut lp);
         }
-        let result = self.drive(&mut lp, &stop).await;
+        let mut result = self.drive(&mut lp, &stop).await;
+        // A step that found a damaged input names its producer: that step and everything after it
+        // run again, in this session (bounded, so a producer that keeps writing bad files fails).
+        let mut redos = 0;
+        while result.is_ok() && redos < MAX_REDOS {
+            let Some((failed, StepError::Redo { producer, path, .. })) = lp.failure.clone() else {
+                break;
+            };
+            redos += 1;
+            match self.redo(&mut lp, &failed, &producer, path) {
+                Ok(true) => result = self.drive(&mut lp, &stop).await,
+                Ok(false) => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
         let outcome = match result {
             Ok(()) => self.finish(&mut lp),
             Err(e) => Err(e),
@@ -146,6 +166,51 @@ impl Runner {
         let _ = self.data.write_lease(&self.run.id, None);
         let _ = self.data.clear_snapshot(&self.run.id);
         outcome
+    }
+
+    /// Sends `producer` (an ancestor of the `failed` step) and everything downstream back to
+    /// pending in a new generation, journaled with an `ArtifactMismatch` event; false if
+    /// `producer` is not upstream.
+    fn redo(
+        &mut self,
+        lp: &mut Loop,
+        failed: &str,
+        producer: &str,
+        path: std::path::PathBuf,
+    ) -> Result<bool> {
+        let graph = &lp.sched.graph;
+        let (Some(p), Some(f)) = (graph.index_of(producer), graph.index_of(failed)) else {
+            return Ok(false);
+        };
+        if !graph.ancestors(&[f]).contains(&p) {
+            return Ok(false);
+        }
+        let down = graph.descendants(&[p]);
+        let ids: Vec<String> = down
+            .iter()
+            .map(|&i| graph.spec(i).id.clone())
+            .filter(|id| lp.sched.records.contains_key(id))
+            .collect();
+        let cps: Vec<String> = (0..graph.checkpoints().len())
+            .filter(|&c| graph.members(c).iter().any(|m| down.contains(m)))
+            .map(|c| graph.checkpoints()[c].name.clone())
+            .collect();
+        tracing::warn!(run = %self.run.id, step = producer, path = %path.display(), "Damaged input; its producer runs again");
+        // A new generation, as `wf recover` makes: steps that already had effects (a store's load
+        // that committed) replace them instead of colliding with them.
+        self.run.generation += 1;
+        self.run.updated_ms = now_ms();
+        let event = EventKind::ArtifactMismatch {
+            step: producer.to_string(),
+            path,
+        };
+        self.journal
+            .invalidate(&ids, &cps, &self.run, vec![event])?;
+        lp.sched = self.prepare()?;
+        lp.failure = None;
+        lp.boundary = CancellationToken::new();
+        lp.dirty = true;
+        Ok(true)
     }
 
     /// Loads the run's state and re-checks the artifacts of done steps; a damaged artifact sends its

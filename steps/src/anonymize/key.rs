@@ -37,6 +37,34 @@ pub enum KeyError {
     Missing(String),
     #[error("the anonymization key in {0} is shorter than 16 characters: use a longer secret")]
     TooShort(String),
+    #[error("the anonymization key in {var} is too easy to guess ({why}): use a long random secret, e.g. `openssl rand -base64 32`")]
+    Weak { var: String, why: String },
+}
+
+/// Keys an attacker could guess in fewer than 10^10 tries are refused: with the key, every
+/// anonymized value can be checked against guessed originals.
+const MIN_GUESSES_LOG10: f64 = 10.0;
+
+/// Why `value` is too weak a key, if it is: whitespace only, or guessable per zxcvbn (dictionary
+/// words, repeats, sequences, keyboard runs), a well-kept estimator rather than rules of our own.
+fn weakness(value: &str) -> Option<String> {
+    if value.trim().is_empty() {
+        return Some("it is only whitespace".into());
+    }
+    let e = zxcvbn::zxcvbn(value, &[]);
+    if e.guesses_log10() >= MIN_GUESSES_LOG10 {
+        return None;
+    }
+    let hint = e
+        .feedback()
+        .and_then(|f| f.warning())
+        .map(|w| w.to_string())
+        .unwrap_or_else(|| "a repeated, sequential or dictionary pattern".into());
+    Some(format!(
+        "about 10^{:.0} guesses: {}",
+        e.guesses_log10(),
+        hint.trim_end_matches('.').to_lowercase()
+    ))
 }
 
 impl AnonKey {
@@ -45,6 +73,12 @@ impl AnonKey {
         let value = std::env::var(var).map_err(|_| KeyError::Missing(var.into()))?;
         if value.len() < 16 {
             return Err(KeyError::TooShort(var.into()));
+        }
+        if let Some(why) = weakness(&value) {
+            return Err(KeyError::Weak {
+                var: var.into(),
+                why,
+            });
         }
         Ok(AnonKey::from_bytes(value.as_bytes()))
     }
@@ -180,5 +214,26 @@ mod tests {
             e.contains("WF_TEST_SURELY_UNSET_KEY") && e.contains("no key, no run"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn guessable_keys_are_refused_and_random_ones_pass() {
+        for weak in [
+            "aaaaaaaaaaaaaaaaaaaa",
+            "                    ",
+            "passwordpassword",
+            "abcdefghijklmnop1234",
+            "qwertyuiopasdfgh",
+            "Summer2026Summer2026",
+        ] {
+            assert!(weakness(weak).is_some(), "{weak:?} passed");
+        }
+        for strong in [
+            "kV9#mQ2$xL7!pR4@",
+            "a long secret, kept out of every file",
+            "an-end-to-end-test-key-0123",
+        ] {
+            assert_eq!(weakness(strong), None, "{strong:?} refused");
+        }
     }
 }

@@ -23,6 +23,8 @@ pub struct TableInput {
     /// `store.table`.
     pub table: String,
     pub file: PathBuf,
+    /// The SHA-256 the file's producer recorded: reading it checks it (`None` reads unchecked).
+    pub sha256: Option<String>,
     /// Columns whose values must stay unique (single-column primary key or unique constraint).
     pub unique: Vec<String>,
     /// Columns that take another field's rule unless they have an exact rule of their own: foreign
@@ -32,6 +34,16 @@ pub struct TableInput {
 }
 
 /// The field whose rule applies to `column` of `t`.
+impl TableInput {
+    /// Opens the input file, checked against its recorded SHA-256 as it is read.
+    pub(super) fn open(&self) -> Result<wf_stores::verified::Staged, StoreError> {
+        match &self.sha256 {
+            Some(sha) => wf_stores::staging::open_verified(&self.file, sha),
+            None => open(&self.file),
+        }
+    }
+}
+
 fn rule_field(t: &TableInput, rules: &Rules, column: &str) -> String {
     let own = format!("{}.{column}", t.table);
     match t.rule_as.get(column) {
@@ -346,7 +358,7 @@ fn anonymize_file<'a>(
     out_dir: &Path,
     originals: &mut Hashes,
 ) -> Result<(FileInfo, Vec<FieldReport>), AnonError> {
-    let reader = open(&t.file)?;
+    let reader = t.open()?;
     let schema = reader.schema();
     let cols = columns_of(&schema).map_err(AnonError::Rule)?;
     let mut plans = plans_for(t, &cols, rules, detected);

@@ -10,7 +10,6 @@ use super::table::{plans_for, AnonError, TableInput};
 use arrow_array::{Array, StringArray};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use wf_stores::staging::{columns_of, damaged, open, ColType};
 
 /// Per rule (by index): the suffix number of each original (by keyed hash) that collided.
@@ -25,7 +24,7 @@ pub(super) fn unique_fixes(
     detected: &HashMap<String, Vec<Detector>>,
     key: &AnonKey,
 ) -> Result<Fixes, AnonError> {
-    let mut by_rule: BTreeMap<usize, Vec<(&Path, usize, Plan)>> = BTreeMap::new();
+    let mut by_rule: BTreeMap<usize, Vec<(&TableInput, usize, Plan)>> = BTreeMap::new();
     for t in inputs {
         let cols = columns_of(&open(&t.file)?.schema()).map_err(AnonError::Rule)?;
         for (i, plan) in plans_for(t, &cols, rules, detected).into_iter().enumerate() {
@@ -42,10 +41,7 @@ pub(super) fn unique_fixes(
                 generated,
                 t.unique.contains(&cols[i].name) && cols[i].col_type == ColType::Text,
             ) {
-                by_rule
-                    .entry(rule.index)
-                    .or_default()
-                    .push((&t.file, i, plan));
+                by_rule.entry(rule.index).or_default().push((t, i, plan));
             }
         }
     }
@@ -80,16 +76,16 @@ fn refuse_collapsing(plan: &Plan) -> Result<(), AnonError> {
 }
 
 fn collisions(
-    columns: &[(&Path, usize, Plan)],
+    columns: &[(&TableInput, usize, Plan)],
     shift_days: u32,
     key: &AnonKey,
 ) -> Result<HashMap<u64, usize>, AnonError> {
     let mut first: HashMap<u64, u64> = HashMap::new();
     let mut groups: HashMap<u64, Vec<u64>> = HashMap::new();
-    for (file, i, plan) in columns {
+    for (input, i, plan) in columns {
         let Some(rule) = plan.rule else { continue };
-        for b in open(file)? {
-            let b = b.map_err(|e| damaged(file, e))?;
+        for b in input.open()? {
+            let b = b.map_err(|e| damaged(&input.file, e))?;
             let Some(a) = b.column(*i).as_any().downcast_ref::<StringArray>() else {
                 continue;
             };

@@ -1,7 +1,9 @@
 //! The `load/<store>` steps: one CERT transaction per store (and one for the graph). After
 //! `wf recover`, a load first deletes what the run's earlier generations loaded into its store.
 
-use super::{store_err, validation_rules, AnonymizeOut, ExtractOut, LoadOut, MigrateParams};
+use super::{
+    input_err, store_err, validation_rules, AnonymizeOut, ExtractOut, LoadOut, MigrateParams,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use wf_engine::{Step, StepContext, StepError, StepOutput};
@@ -23,6 +25,7 @@ impl Step for LoadStep {
         let p = &self.params;
         let ex: ExtractOut = cx.input("extract")?;
         let anon: AnonymizeOut = cx.input("anonymize")?;
+        anon.expect_files();
         let graph = p.config.graph.as_ref().filter(|g| g.name == self.store);
         // Before any write: this CERT target is enrolled and is no PROD source (by identity).
         let target = wf_stores::guard::Targets {
@@ -57,7 +60,7 @@ impl Step for LoadStep {
                 if !p.dry_run {
                     replace_earlier_generations(cx, store, j).await?;
                 }
-                Some(load_store(store, j).await.map_err(store_err)?)
+                Some(load_store(store, j).await.map_err(input_err("anonymize"))?)
             }
             None => None,
         };
@@ -110,7 +113,7 @@ async fn load_graph_step(
                 };
                 rollback_graph(g, &earlier).await.map_err(store_err)?;
             }
-            Some(load_graph(g, j).await.map_err(store_err)?)
+            Some(load_graph(g, j).await.map_err(input_err("anonymize"))?)
         }
         None => None,
     };

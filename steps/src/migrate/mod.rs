@@ -81,6 +81,13 @@ pub struct GraphStaged {
 }
 
 impl AnonymizeOut {
+    /// Registers every anonymized file's recorded SHA-256, so reading it checks it.
+    pub fn expect_files(&self) {
+        for f in &self.files {
+            wf_stores::verified::expect(&f.path, &f.sha256);
+        }
+    }
+
     /// The anonymized files split into relational (`store.table`, path) and graph files.
     pub fn split(
         &self,
@@ -133,6 +140,19 @@ pub(crate) fn store_err(e: StoreError) -> StepError {
         StepError::Retryable(e.to_string())
     } else {
         StepError::Fatal(e.to_string())
+    }
+}
+
+/// Maps store errors of a step reading the staging files of `producer`: a file that changed on
+/// disk since it was written makes `producer` run again; anything else as `store_err`.
+pub(crate) fn input_err(producer: &'static str) -> impl Fn(StoreError) -> StepError {
+    move |e| match e {
+        StoreError::Corrupt { ref path, .. } => StepError::Redo {
+            producer: producer.to_string(),
+            path: path.clone(),
+            message: e.to_string(),
+        },
+        other => store_err(other),
     }
 }
 
@@ -213,10 +233,15 @@ impl Step for AnonymizeStep {
         let p = self.0.clone();
         let ex: ExtractOut = cx.input("extract")?;
         if let Some(gone) = ex.all_files().find(|f| !f.path.exists()) {
-            return Err(StepError::Fatal(format!(
-                "raw staging {} is gone (purged after anonymization); start a new run to extract again (runs started with --keep-raw can be re-anonymized)",
-                gone.path.display()
-            )));
+            // Purged (the run ended, or `wf purge`): extract again, in this run's snapshot rules.
+            return Err(StepError::Redo {
+                producer: "extract".into(),
+                path: gone.path.clone(),
+                message: format!(
+                    "raw staging {} is gone (purged); extracting again",
+                    gone.path.display()
+                ),
+            });
         }
         let rules = Rules::load(&p.rules_file).map_err(StepError::Fatal)?;
         let key = AnonKey::from_env(&rules.key_env).map_err(|e| StepError::Fatal(e.to_string()))?;
@@ -252,6 +277,7 @@ impl Step for AnonymizeStep {
                 TableInput {
                     table: f.table.clone(),
                     file: f.path.clone(),
+                    sha256: Some(f.sha256.clone()),
                     unique,
                     rule_as: table.map(|t| fk_aliases(t, &p.config)).unwrap_or_default(),
                 }
@@ -270,7 +296,7 @@ impl Step for AnonymizeStep {
         .map_err(|e| StepError::Fatal(format!("anonymization task failed: {e}")))?
         .map_err(|e| match e {
             AnonError::Leak(_) => StepError::Gate(e.to_string()),
-            AnonError::Staging(s) => store_err(s),
+            AnonError::Staging(s) => input_err("extract")(s),
             other => StepError::Fatal(other.to_string()),
         })?;
         let json =
@@ -388,6 +414,7 @@ fn graph_input(g: &wf_stores::graph::GraphConfig, f: &GraphStaged) -> TableInput
     TableInput {
         table: f.staged.table.clone(),
         file: f.staged.path.clone(),
+        sha256: Some(f.staged.sha256.clone()),
         unique,
         rule_as,
     }

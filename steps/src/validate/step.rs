@@ -33,6 +33,7 @@ impl Step for ValidateStep {
         wf_stores::guard::verify(&p.config, &wf_stores::guard::Targets::all(&p.config))
             .await
             .map_err(store_err)?;
+        anon.expect_files();
         let rules = crate::migrate::validation_rules(p)?;
         let mut schemas = ex.schemas.clone();
         add_virtual_fks(&mut schemas, &p.config).map_err(StepError::Fatal)?;
@@ -47,7 +48,9 @@ impl Step for ValidateStep {
             leaks: Vec::new(),
             owned: owned_keys(cx, p)?,
         };
-        let mut report = super::validate(input).await.map_err(store_err)?;
+        let mut report = super::validate(input)
+            .await
+            .map_err(crate::migrate::input_err("anonymize"))?;
         if report.status != Gate::Failed {
             rehearse(cx, p, &ex, &anon, &mut report).await?;
         }
@@ -138,6 +141,9 @@ async fn rehearse(
                     format!("sql rule `{rule}`: {violations} violating rows (run in a rehearsal of the load, rolled back)"));
             }
             Err(e) if e.is_retryable() => return Err(store_err(e)),
+            Err(e @ StoreError::Corrupt { .. }) => {
+                return Err(crate::migrate::input_err("anonymize")(e))
+            }
             Err(e) => tally.check(
                 "load_rehearsal",
                 "the load succeeds",

@@ -126,10 +126,7 @@ pub async fn load(pool: &PgPool, job: &StoreLoad) -> Result<LoadReport, StoreErr
             .iter()
             .map(|f| t.deferred.contains(f.name()))
             .collect();
-        let to_store_err = |e: arrow_schema::ArrowError| StoreError::Staging {
-            path: t.file.clone(),
-            message: e.to_string(),
-        };
+        let to_store_err = |e: arrow_schema::ArrowError| crate::staging::damaged(&t.file, e);
         if t.strategy == Strategy::Insert {
             let copy = format!(
                 "copy {} ({}) from stdin",

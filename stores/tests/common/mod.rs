@@ -165,21 +165,23 @@ pub fn bolt_env() -> Option<(String, String, String, String)> {
 pub fn fresh_graph_db(http: &str, user: &str, pw: &str, label: &str) -> String {
     let n = NEXT.fetch_add(1, Ordering::SeqCst);
     let name = format!("wf_t{}_{n}_{label}", std::process::id());
-    let out = std::process::Command::new("curl")
-        .args([
-            "-fsS",
-            "-u",
-            &format!("{user}:{pw}"),
-            "-X",
-            "POST",
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            &format!("{{\"command\":\"create database {name}\"}}"),
-            &format!("{http}/api/v1/server"),
-        ])
-        .output()
+    // The credentials go to curl on stdin, not on a command line `ps` shows.
+    let mut child = std::process::Command::new("curl")
+        .args(["-fsS", "-K", "-", "-X", "POST"])
+        .args(["-H", "Content-Type: application/json", "-d"])
+        .arg(format!("{{\"command\":\"create database {name}\"}}"))
+        .arg(format!("{http}/api/v1/server"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("curl");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        writeln!(stdin, "user = \"{user}:{pw}\"").expect("credentials");
+    }
+    let out = child.wait_with_output().expect("curl");
     assert!(
         out.status.success(),
         "create database {name}: {}",
