@@ -12,14 +12,18 @@ use std::time::Duration;
 const KEY: &str = "e2e-key-0123456789abcdef";
 const STORES: [&str; 4] = ["ids", "hcp1", "hcp2", "adb"];
 
-struct Env {
+/// Where PROD and CERT live: the shared test servers, or (for CERT) servers of the test's own.
+pub(crate) struct Env {
     admin: String,
     bolt: (String, String, String, String),
+    /// CERT's PostgreSQL admin URL and Bolt server (address, user, password, HTTP API).
+    pub(crate) cert_admin: String,
+    pub(crate) cert_bolt: (String, String, String, String),
     tag: String,
 }
 
 impl Env {
-    fn get(sb: &Sandbox) -> Option<Env> {
+    pub(crate) fn get(sb: &Sandbox) -> Option<Env> {
         let admin = match std::env::var("WF_TEST_PG_URL") {
             Ok(u) => u,
             Err(_) if std::env::var("CI").is_ok() => panic!("WF_TEST_PG_URL is not set in CI"),
@@ -54,11 +58,33 @@ impl Env {
             .chars()
             .filter(char::is_ascii_alphanumeric)
             .collect();
-        Some(Env { admin, bolt, tag })
+        Some(Env {
+            cert_admin: admin.clone(),
+            cert_bolt: bolt.clone(),
+            admin,
+            bolt,
+            tag,
+        })
+    }
+
+    fn admin_of(&self, side: &str) -> &str {
+        if side == "prod" {
+            &self.admin
+        } else {
+            &self.cert_admin
+        }
+    }
+
+    fn bolt_of(&self, side: &str) -> &(String, String, String, String) {
+        if side == "prod" {
+            &self.bolt
+        } else {
+            &self.cert_bolt
+        }
     }
 
     fn pg_url(&self, side: &str, store: &str) -> String {
-        let base = self.admin.rsplit_once('/').unwrap().0;
+        let base = self.admin_of(side).rsplit_once('/').unwrap().0;
         format!("{base}/e2e_{}_{side}_{store}", self.tag)
     }
 
@@ -67,11 +93,11 @@ impl Env {
     }
 
     /// Creates the PostgreSQL databases and graph databases of `sides`.
-    fn create(&self, sides: &[&str]) {
+    pub(crate) fn create(&self, sides: &[&str]) {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
-            let pool = sqlx::PgPool::connect(&self.admin).await.unwrap();
             for side in sides {
+                let pool = sqlx::PgPool::connect(self.admin_of(side)).await.unwrap();
                 for s in STORES {
                     let name = self.pg_url(side, s).rsplit_once('/').unwrap().1.to_string();
                     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -87,8 +113,8 @@ impl Env {
                 }
             }
         });
-        let (_, user, pw, http) = &self.bolt;
         for side in sides {
+            let (_, user, pw, http) = self.bolt_of(side);
             for cmd in [
                 format!("drop database {}", self.graph_db(side)),
                 format!("create database {}", self.graph_db(side)),
@@ -99,7 +125,7 @@ impl Env {
     }
 
     /// The config for PROD and the CERT of `side`, with its rules files, in `dir`.
-    fn config(&self, dir: &Path, side: &str) -> PathBuf {
+    pub(crate) fn config(&self, dir: &Path, side: &str) -> PathBuf {
         std::fs::create_dir_all(dir).unwrap();
         let root = env!("CARGO_MANIFEST_DIR");
         let example = std::fs::read_to_string(format!("{root}/config/wf.example.toml")).unwrap();
@@ -117,7 +143,7 @@ impl Env {
                 (false, "prod") => format!("prod = \"{}\"", self.pg_url("prod", &store)),
                 (false, "cert") => format!("cert = \"{}\"", self.pg_url(side, &store)),
                 (true, "prod") => format!("prod = \"{u}\""),
-                (true, "cert") => format!("cert = \"{u}\""),
+                (true, "cert") => format!("cert = \"{}\"", self.bolt_of(side).0),
                 (true, "user") => format!("user = \"{n}\""),
                 (true, "password") => {
                     std::env::set_var("WF_E2E_BOLT_PASSWORD", p);
@@ -139,7 +165,7 @@ impl Env {
     }
 }
 
-fn wf(sb: &Sandbox, args: &[&str]) -> std::process::Command {
+pub(crate) fn wf(sb: &Sandbox, args: &[&str]) -> std::process::Command {
     let mut c = sb.cmd(args);
     c.env("WF_ANON_KEY", KEY).env(
         "WF_E2E_BOLT_PASSWORD",
@@ -148,14 +174,14 @@ fn wf(sb: &Sandbox, args: &[&str]) -> std::process::Command {
     c
 }
 
-fn ok(sb: &Sandbox, args: &[&str]) -> String {
+pub(crate) fn ok(sb: &Sandbox, args: &[&str]) -> String {
     let r = crate::util::ran(wf(sb, args).output().unwrap());
     assert_eq!(r.code, Some(0), "wf {args:?}\n{}\n{}", r.stdout, r.stderr);
     r.stdout
 }
 
 /// Per-table checksums of CERT (wf's own marker table left out), and the graph's counts.
-fn cert_contents(env: &Env, side: &str) -> BTreeMap<String, String> {
+pub(crate) fn cert_contents(env: &Env, side: &str) -> BTreeMap<String, String> {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut out = BTreeMap::new();
     rt.block_on(async {
@@ -170,7 +196,7 @@ fn cert_contents(env: &Env, side: &str) -> BTreeMap<String, String> {
                 out.insert(format!("{s}.{t}"), sum.unwrap_or_default());
             }
         }
-        let (u, n, p, _) = &env.bolt;
+        let (u, n, p, _) = env.bolt_of(side);
         let g = wf_stores::graph::GraphConfig {
             name: "sp".into(),
             kind: wf_stores::graph::GraphKind::Bolt,
@@ -199,12 +225,12 @@ fn cert_contents(env: &Env, side: &str) -> BTreeMap<String, String> {
     out
 }
 
-fn status(sb: &Sandbox, run: &str) -> serde_json::Value {
+pub(crate) fn status(sb: &Sandbox, run: &str) -> serde_json::Value {
     let r = crate::util::ran(sb.cmd(["status", run, "--json"]).output().unwrap());
     serde_json::from_str(&r.stdout).unwrap_or(serde_json::Value::Null)
 }
 
-fn step_state(st: &serde_json::Value, prefix: &str) -> (bool, bool) {
+pub(crate) fn step_state(st: &serde_json::Value, prefix: &str) -> (bool, bool) {
     let steps: Vec<&serde_json::Value> = st["steps"]
         .as_array()
         .map(|a| {

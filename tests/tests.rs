@@ -12,6 +12,7 @@
 //! - `guard`: the CERT guard on PostgreSQL: aliases of PROD, unenrolled CERT, PROD enrolled as CERT.
 //! - `safety`: rollback refuses missing or damaged manifests; raw PII purged at every terminal state.
 //! - `integrity`: a flipped byte in raw, anonymized or graph staging is caught and its producer re-run.
+//! - `restart`: CERT's PostgreSQL and Bolt servers down 20 s during the loads; the run completes alone.
 //! - `control`: recover from a checkpoint, pause, cancel, SIGTERM, concurrent resumes.
 
 mod util;
@@ -27,5 +28,6 @@ mod guard;
 mod integrity;
 mod migrate;
 mod recover;
+mod restart;
 mod safety;
 mod validation;

@@ -159,6 +159,7 @@ impl Batch {
             backoff_ms: 1000,
             max_backoff_ms: 10_000,
             step_timeout_ms: None,
+            retry_for: None,
         };
         Ok((
             Batch {

@@ -93,10 +93,15 @@ impl Migrate {
         args: &[String],
         default_config: &Path,
     ) -> Result<(Self, Vec<String>), BuildFailure> {
-        let parsed = MigrateArgs::try_parse_from(
+        let mut parsed = MigrateArgs::try_parse_from(
             std::iter::once("wf run migrate".to_string()).chain(args.iter().cloned()),
         )
         .map_err(BuildFailure::Usage)?;
+        // Unattended at night: a database restart (a minute or two) is waited out, not fatal.
+        parsed
+            .runner
+            .retry_for
+            .get_or_insert(crate::runner_args::UNATTENDED_RETRY);
         let config_file = parsed
             .config_file
             .clone()

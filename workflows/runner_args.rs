@@ -4,6 +4,9 @@ use clap::Args;
 use std::time::Duration;
 use wf_engine::{RetryPolicy, RunOptions};
 
+/// How long migrate and batch runs keep retrying a transient failure by default.
+pub const UNATTENDED_RETRY: Duration = Duration::from_secs(180);
+
 /// How a run is executed; not part of the plan, so a resume may change them.
 #[derive(Debug, Clone, Args)]
 pub struct RunnerArgs {
@@ -22,6 +25,11 @@ pub struct RunnerArgs {
     /// Per-attempt timeout of a step, in ms (none by default).
     #[arg(long)]
     pub step_timeout_ms: Option<u64>,
+    /// Keep retrying a transient failure (connection refused or reset, server shutting down,
+    /// serialization failure, deadlock) past --max-attempts for this long after the first one,
+    /// e.g. `5m` (migrate and batch: 3m, enough for a database restart; otherwise 0).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub retry_for: Option<Duration>,
 }
 
 impl RunnerArgs {
@@ -35,6 +43,7 @@ impl RunnerArgs {
                 max_backoff_ms: self.max_backoff_ms.max(self.backoff_ms),
             },
             step_timeout: self.step_timeout_ms.map(Duration::from_millis),
+            retry_window: self.retry_for.unwrap_or(Duration::ZERO),
             ..RunOptions::default()
         }
     }

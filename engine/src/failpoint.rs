@@ -40,6 +40,35 @@ pub fn hit(step: &str, point: Point) {
     }
 }
 
+/// `WF_FAILPOINT_DELAY=<step-id>=<ms>[,…]`: the first attempt of that step in this process waits
+/// that long before its code runs, so a test can act (stop a server) while the step is running.
+fn delays() -> &'static std::collections::HashMap<String, u64> {
+    static DELAYS: OnceLock<std::collections::HashMap<String, u64>> = OnceLock::new();
+    DELAYS.get_or_init(|| {
+        std::env::var("WF_FAILPOINT_DELAY")
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|p| {
+                let (step, ms) = p.rsplit_once('=')?;
+                Some((step.trim().to_string(), ms.trim().parse().ok()?))
+            })
+            .collect()
+    })
+}
+
+/// The delay armed for `step`'s first attempt, once per process.
+pub fn delay(step: &str) -> Option<std::time::Duration> {
+    static TAKEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let ms = *delays().get(step)?;
+    let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
+    if taken.iter().any(|s| s == step) {
+        return None;
+    }
+    taken.push(step.to_string());
+    eprintln!("wf: failpoint delay {step}: waiting {ms} ms");
+    Some(std::time::Duration::from_millis(ms))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

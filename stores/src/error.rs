@@ -55,6 +55,16 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The message without the store prefix the Display form adds.
+    pub fn detail(&self) -> String {
+        match self {
+            StoreError::Query { message, .. } | StoreError::Transient { message, .. } => {
+                message.clone()
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// True for errors another attempt may cure.
     pub fn is_retryable(&self) -> bool {
         matches!(self, StoreError::Transient { .. })

@@ -423,7 +423,7 @@ async fn bolt_errors_name_the_store_and_the_server_text() {
         .unwrap()
         .to_string();
     assert!(
-        e.contains("PROD store sp") && e.contains("cannot reach the graph at 127.0.0.1:1"),
+        e.contains("store sp") && e.contains("cannot reach the PROD graph at 127.0.0.1:1"),
         "{e}"
     );
     let mut missing = graph_config(

@@ -31,6 +31,9 @@ pub struct RunOptions {
     pub jobs: usize,
     /// Retry policy of steps that declare none.
     pub retry: RetryPolicy,
+    /// A retryable error is retried past the policy's attempts for this long after the step's
+    /// first failure in the session, so a database restart is survived unattended.
+    pub retry_window: Duration,
     /// Per-attempt timeout of steps that declare none.
     pub step_timeout: Option<Duration>,
     /// How often the lease's heartbeat is renewed.
@@ -46,6 +49,7 @@ impl Default for RunOptions {
         RunOptions {
             jobs: 4,
             retry: RetryPolicy::default(),
+            retry_window: Duration::ZERO,
             step_timeout: None,
             heartbeat: Duration::from_secs(2),
             poll: Duration::from_millis(100),
@@ -378,6 +382,7 @@ impl Runner {
                         .retry
                         .clone()
                         .unwrap_or_else(|| self.options.retry.clone()),
+                    retry_window: self.options.retry_window,
                     timeout: spec
                         .timeout_ms
                         .map(Duration::from_millis)

@@ -23,6 +23,8 @@ pub(crate) struct TaskInput {
     /// Attempts already made in earlier sessions; numbering goes on from there.
     pub prior_attempts: u32,
     pub policy: RetryPolicy,
+    /// Retryable errors are retried past the policy's attempts until this long after the first.
+    pub retry_window: Duration,
     pub timeout: Option<Duration>,
     pub inputs: HashMap<String, Arc<StepOutput>>,
     pub artifact_dir: PathBuf,
@@ -64,6 +66,7 @@ enum AttemptEnd {
 pub(crate) async fn run_attempts(t: TaskInput) -> TaskResult {
     let mut attempt = t.prior_attempts;
     let mut tries = 0u32;
+    let mut first_failure: Option<std::time::Instant> = None;
     loop {
         attempt += 1;
         tries += 1;
@@ -88,6 +91,9 @@ pub(crate) async fn run_attempts(t: TaskInput) -> TaskResult {
         }
         t.observer.step_started(&t.step_id, attempt);
         failpoint::hit(&t.step_id, Point::Before);
+        if let Some(d) = failpoint::delay(&t.step_id) {
+            tokio::time::sleep(d).await;
+        }
         let cx = StepContext {
             run_id: t.run_id.clone(),
             step_id: t.step_id.clone(),
@@ -108,6 +114,9 @@ pub(crate) async fn run_attempts(t: TaskInput) -> TaskResult {
             AttemptEnd::Aborted => return interrupted(&t, attempt),
             AttemptEnd::Finished(r) => r,
         };
+        if matches!(result, Err(StepError::Retryable(_))) {
+            first_failure.get_or_insert_with(std::time::Instant::now);
+        }
         match result {
             Ok(output) => {
                 failpoint::hit(&t.step_id, Point::AfterEffect);
@@ -118,7 +127,10 @@ pub(crate) async fn run_attempts(t: TaskInput) -> TaskResult {
                     output,
                 };
             }
-            Err(StepError::Retryable(msg)) if tries < t.policy.max_attempts => {
+            Err(StepError::Retryable(msg))
+                if tries < t.policy.max_attempts
+                    || first_failure.is_some_and(|f| f.elapsed() < t.retry_window) =>
+            {
                 let delay = t.policy.backoff(tries + 1);
                 let failed = EventKind::StepFailed {
                     step: t.step_id.clone(),

@@ -34,14 +34,23 @@ impl PgStore {
         if side == Side::Prod {
             opts = opts.options([("default_transaction_read_only", "on")]);
         }
+        // A refused or reset connection, or a server starting or shutting down, is transient (a
+        // restart): the runner retries it. A bad password or a missing database is not.
+        let classify = |what: String, e: sqlx::Error| match StoreError::from_sqlx(name, e) {
+            StoreError::Transient { message, .. } => StoreError::Transient {
+                store: name.into(),
+                message: format!("{what} ({}): {message}", side.as_str()),
+            },
+            other => fail(format!("{what}: {}", other.detail())),
+        };
         // One direct attempt first: a pool would retry a refused connection until its timeout.
         let mut probe = PgConnection::connect_with(&opts)
             .await
-            .map_err(|e| fail(format!("cannot connect to {}: {e}", redact(url))))?;
+            .map_err(|e| classify(format!("cannot connect to {}", redact(url)), e))?;
         sqlx::query("select 1")
             .execute(&mut probe)
             .await
-            .map_err(|e| fail(format!("{} does not answer: {e}", redact(url))))?;
+            .map_err(|e| classify(format!("{} does not answer", redact(url)), e))?;
         let _ = probe.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(4)

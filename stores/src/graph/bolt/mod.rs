@@ -201,14 +201,20 @@ impl Session {
             side: side.as_str(),
             message: format!("bad graph address `{addr}`: {e}"),
         })?;
+        // Unreachable (refused, reset) is transient, as a server restart is: the runner retries.
         let fail = |e: neo4rs::Error| match bolt_err(&cfg.name, side, e) {
-            StoreError::Transient { message, .. } | StoreError::Query { message, .. } => {
-                StoreError::Connect {
-                    store: cfg.name.clone(),
-                    side: side.as_str(),
-                    message: format!("cannot reach the graph at {addr}: {message}"),
-                }
-            }
+            StoreError::Transient { message, .. } => StoreError::Transient {
+                store: cfg.name.clone(),
+                message: format!(
+                    "cannot reach the {} graph at {addr}: {message}",
+                    side.as_str()
+                ),
+            },
+            StoreError::Query { message, .. } => StoreError::Connect {
+                store: cfg.name.clone(),
+                side: side.as_str(),
+                message: format!("cannot reach the graph at {addr}: {message}"),
+            },
             other => other,
         };
         let graph = Graph::connect(conf).await.map_err(fail)?;
