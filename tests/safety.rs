@@ -308,3 +308,49 @@ fn no_command_line_shows_the_graph_servers_password() {
         "no ArcadeDB server is running: start it with scripts/services.sh"
     );
 }
+
+/// A journal holding fewer commits than were made durable (its mirror outside sled says more) is
+/// reported by `wf runs` (exit 1, naming the run) and refused by `wf status` and `wf resume`.
+#[test]
+fn a_journal_that_lost_committed_records_is_reported_not_used() {
+    let sb = Sandbox::new();
+    let out = sb.out("st");
+    let r = sb.run([
+        "run",
+        "selftest",
+        "--steps",
+        "6",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let run = r.stdout.lines().next().expect("run id").to_string();
+    let listed = sb.run(["runs", "--json"]);
+    assert_eq!(listed.code, Some(0), "{}", listed.stderr);
+    let mirror = sb.data().join("journal").join(&run).join("wf-commits");
+    let held = u64::from_be_bytes(
+        std::fs::read(&mirror).expect("mirror")[..8]
+            .try_into()
+            .unwrap(),
+    );
+    assert!(held >= 6, "every step's commit is counted: {held}");
+    // As if sled had lost its last commits: the mirror is ahead of it.
+    std::fs::write(&mirror, (held + 3).to_be_bytes()).expect("write mirror");
+    let listed = sb.run(["runs"]);
+    assert_eq!(listed.code, Some(1), "{}", listed.stdout);
+    assert!(
+        listed.stderr.contains(&run) && listed.stderr.contains("lost committed records"),
+        "{}",
+        listed.stderr
+    );
+    assert!(!listed.stdout.contains("no runs"), "{}", listed.stdout);
+    let st = sb.run(["status", &run]);
+    assert_eq!(st.code, Some(1), "{}", st.stderr);
+    let resume = sb.run(["resume", &run]);
+    assert_eq!(resume.code, Some(1), "{}", resume.stderr);
+    assert!(
+        resume.stderr.contains("lost committed records"),
+        "{}",
+        resume.stderr
+    );
+}

@@ -27,7 +27,14 @@ pub struct SledJournal {
     /// The database file, opened again: sled's `flush` writes with `sync_file_range`, which does not
     /// flush the drive's cache, so each durable commit also `fdatasync`s through this handle.
     sync_file: std::fs::File,
+    /// `wf-commits` beside sled's files: the number of durable commits, written after each flush.
+    /// sled never holds fewer; if it does on open, it lost committed records (see `open`).
+    mirror: std::fs::File,
 }
+
+/// Key of the commit counter in the `runs` tree (u64 BE), bumped by every commit and invalidation.
+const COMMITS: &str = "commits";
+const MIRROR: &str = "wf-commits";
 
 type TxResult<T> = std::result::Result<T, ConflictableTransactionError<String>>;
 
@@ -100,9 +107,12 @@ impl SledJournal {
         let tree = |name: &str| db.open_tree(name).map_err(sj);
         let db_file = path.join("db");
         let sync_file = std::fs::File::open(&db_file).map_err(|e| EngineError::io(&db_file, e))?;
+        let runs = tree("runs")?;
+        let mirror = check_commits(path, &runs)?;
         Ok(SledJournal {
             sync_file,
-            runs: tree("runs")?,
+            mirror,
+            runs,
             steps: tree("steps")?,
             history: tree("history")?,
             checkpoints: tree("checkpoints")?,
@@ -154,12 +164,66 @@ impl SledJournal {
             .map_err(|e| EngineError::io(self.path.join("db"), e))
     }
 
+    /// Flushes, then records `commits` as durable in the mirror (not synced: after a power cut
+    /// the mirror may lag sled, never lead it).
+    fn flush_counted(&self, commits: u64) -> Result<()> {
+        self.flush()?;
+        std::os::unix::fs::FileExt::write_all_at(&self.mirror, &commits.to_be_bytes(), 0)
+            .map_err(|e| EngineError::io(self.path.join(MIRROR), e))
+    }
+
     fn tx_err(&self, e: TransactionError<String>) -> EngineError {
         match e {
             TransactionError::Abort(d) => self.corrupt("encoding", d),
             TransactionError::Storage(s) => self.sled_err(s),
         }
     }
+}
+
+/// Opens the commit mirror and compares it with sled's counter: a journal holding fewer commits
+/// than were made durable lost records (a damaged disk, a restored backup, a copy taken mid-run)
+/// and is refused rather than resumed from a past it does not know it has.
+fn check_commits(path: &Path, runs: &sled::Tree) -> Result<std::fs::File> {
+    let file = path.join(MIRROR);
+    let mirror = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&file)
+        .map_err(|e| EngineError::io(&file, e))?;
+    let mut buf = [0u8; 8];
+    let mirrored = match std::os::unix::fs::FileExt::read_exact_at(&mirror, &mut buf, 0) {
+        Ok(()) => u64::from_be_bytes(buf),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+        Err(e) => return Err(EngineError::io(&file, e)),
+    };
+    let held = commits_in(runs.get(COMMITS).map_err(|source| EngineError::Journal {
+        path: path.to_path_buf(),
+        source,
+    })?);
+    if held < mirrored {
+        return Err(EngineError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!(
+                "it lost committed records: it holds {held} commits but {mirrored} were made durable; do not resume it: start a new run (CERT keeps what the run's markers say it loaded)"
+            ),
+        });
+    }
+    Ok(mirror)
+}
+
+fn commits_in(v: Option<sled::IVec>) -> u64 {
+    v.and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
+}
+
+/// Bumps the commit counter inside a transaction; the new count.
+fn bump(runs: &sled::transaction::TransactionalTree) -> TxResult<u64> {
+    let n = commits_in(runs.get(COMMITS)?) + 1;
+    runs.insert(COMMITS, &n.to_be_bytes())?;
+    Ok(n)
 }
 
 fn enc<T: Serialize>(v: &T) -> TxResult<Vec<u8>> {
@@ -266,7 +330,7 @@ impl Journal for SledJournal {
     }
 
     fn commit(&self, commit: &Commit) -> Result<()> {
-        (&self.runs, &self.steps, &self.checkpoints, &self.events)
+        let n = (&self.runs, &self.steps, &self.checkpoints, &self.events)
             .transaction(|(runs, steps, checkpoints, events)| {
                 if let Some(run) = &commit.run {
                     runs.insert("run", enc(run)?)?;
@@ -281,10 +345,10 @@ impl Journal for SledJournal {
                     let seq = events.generate_id()?;
                     events.insert(&seq.to_be_bytes(), event_bytes(seq, *generation, kind)?)?;
                 }
-                Ok(())
+                bump(runs)
             })
             .map_err(|e| self.tx_err(e))?;
-        self.flush()
+        self.flush_counted(n)
     }
 
     fn invalidate(
@@ -294,7 +358,7 @@ impl Journal for SledJournal {
         run: &RunRecord,
         new_events: Vec<EventKind>,
     ) -> Result<()> {
-        (
+        let n = (
             &self.runs,
             &self.steps,
             &self.history,
@@ -302,6 +366,7 @@ impl Journal for SledJournal {
             &self.events,
         )
             .transaction(|(runs, steps, history, checkpoints, events)| {
+                let n = bump(runs)?;
                 for id in ids {
                     if let Some(old) = steps.remove(id.as_bytes())? {
                         let rec: StepRecord =
@@ -318,10 +383,10 @@ impl Journal for SledJournal {
                     let seq = events.generate_id()?;
                     events.insert(&seq.to_be_bytes(), event_bytes(seq, run.generation, kind)?)?;
                 }
-                Ok(())
+                Ok(n)
             })
             .map_err(|e| self.tx_err(e))?;
-        self.flush()
+        self.flush_counted(n)
     }
 
     fn put_lease(&self, lease: Option<&Lease>) -> Result<()> {
