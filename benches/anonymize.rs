@@ -158,6 +158,27 @@ fn main() {
         let _ = std::fs::remove_file(&copy);
         plain_copy(&input, &copy)
     });
+    // What checking a staged file against its journaled SHA-256 costs a reader (issue 12).
+    let sha = wf_stores::staging::sha256_file(&input).expect("sha");
+    let read = |checked: bool| {
+        let t = Instant::now();
+        let reader = if checked {
+            wf_stores::staging::open_verified(&input, &sha)
+        } else {
+            open(&input)
+        }
+        .expect("open");
+        for b in reader {
+            std::hint::black_box(b.expect("batch"));
+        }
+        t.elapsed().as_secs_f64()
+    };
+    let (unchecked, _) = median(|| read(false));
+    let (checked, _) = median(|| read(true));
+    println!(
+        "read the input: {unchecked:.3} s unchecked, {checked:.3} s checked against its SHA-256 while read ({:.0} MB)",
+        std::fs::metadata(&input).map(|m| m.len()).unwrap_or(0) as f64 / 1e6
+    );
     let staged = dir.path().join("copy-staged.arrow");
     let (synced, _) = median(|| {
         let _ = std::fs::remove_file(&staged);

@@ -175,6 +175,21 @@ fn raw_pii_is_deleted_at_every_terminal_state_unless_kept() {
     assert_eq!(raw_files(&sb, &kept), 0);
     assert_eq!(run_entry(&sb, &kept)["raw_pii"], false);
 
+    // Done (purge-raw), then failed_validation: the same district again conflicts with CERT.
+    let done = migrate(&sb, &cfg);
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    let done = done.stdout.lines().next().expect("run id").to_string();
+    assert_eq!(raw_files(&sb, &done), 0, "raw purged after a done run");
+    let gate = migrate(&sb, &cfg);
+    assert_eq!(gate.code, Some(7), "{}", gate.stderr);
+    let gate = gate.stdout.lines().next().expect("run id").to_string();
+    assert_eq!(run_entry(&sb, &gate)["status"], "failed_validation");
+    assert_eq!(
+        raw_files(&sb, &gate),
+        0,
+        "raw purged after failed_validation"
+    );
+
     // Cancelled while no runner is live (crashed before anonymize): raw goes.
     let crashed = crate::util::ran(
         sb.cmd([
