@@ -13,6 +13,7 @@
 //! - `safety`: rollback refuses missing or damaged manifests; raw PII purged at every terminal state.
 //! - `integrity`: a flipped byte in raw, anonymized or graph staging is caught and its producer re-run.
 //! - `restart`: CERT's PostgreSQL and Bolt servers down 20 s during the loads; the run completes alone.
+//! - `realschema`: a PostgreSQL schema with partitions, cycles, identities, every common type.
 //! - `control`: recover from a checkpoint, pause, cancel, SIGTERM, concurrent resumes.
 
 mod util;
@@ -27,6 +28,7 @@ mod e2e;
 mod guard;
 mod integrity;
 mod migrate;
+mod realschema;
 mod recover;
 mod restart;
 mod safety;

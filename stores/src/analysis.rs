@@ -2,9 +2,10 @@
 //! every cycle with the edge chosen to break it, and a topological load order.
 //!
 //! Cycles (including self references such as `staff.manager_id`) are found as strongly connected
-//! components. In each, a nullable FK column is chosen as the break point: rows load with it NULL and
-//! a later UPDATE fills it in (or the constraint is deferred where the database allows). A cycle
-//! without any nullable FK cannot be loaded row by row and is reported as such.
+//! components. In each, the break point is chosen in this order: a virtual FK (CERT does not
+//! enforce it, so nothing needs doing), a nullable FK (rows load with it NULL and a later UPDATE
+//! fills it in), a deferrable FK (checked at commit). A cycle with none of these cannot load, and
+//! is reported with what to change.
 
 use crate::config::{ColumnRef, Config};
 use crate::schema::{ForeignKey, StoreSchema, Table};
@@ -20,6 +21,9 @@ pub struct Edge {
     pub fk: String,
     pub nullable: bool,
     pub is_virtual: bool,
+    /// Checked at commit (PostgreSQL `DEFERRABLE`).
+    #[serde(default)]
+    pub deferrable: bool,
 }
 
 /// A cycle and how it is broken.
@@ -95,6 +99,7 @@ fn edges_of(tables: &[&Table]) -> Vec<Edge> {
                 fk: fk.name.clone(),
                 nullable,
                 is_virtual: fk.is_virtual,
+                deferrable: fk.deferrable,
             });
         }
     }
@@ -190,6 +195,36 @@ fn cycle_through(e: &Edge, edges: &[&Edge]) -> Vec<String> {
     path
 }
 
+/// The edge that breaks a cycle, with why: a virtual FK first (CERT does not enforce it), then a
+/// nullable one (self references first), then a deferrable one; ties by name for stable output.
+fn pick_break<'a>(inside: &[&'a Edge]) -> Option<(&'a Edge, String)> {
+    let by_name = |e: &&&'a Edge| (e.child != e.parent, e.child.clone(), e.fk.clone());
+    if let Some(e) = inside.iter().filter(|e| e.is_virtual).min_by_key(by_name) {
+        let why = format!(
+            "{}.({}) is a virtual FK, which CERT does not enforce: rows load in any order",
+            e.child,
+            e.columns.join(", ")
+        );
+        return Some((e, why));
+    }
+    if let Some(e) = inside.iter().filter(|e| e.nullable).min_by_key(by_name) {
+        let why = format!(
+            "{}.({}) is nullable: rows load with it NULL, then an UPDATE sets it once {} is loaded",
+            e.child,
+            e.columns.join(", "),
+            e.parent
+        );
+        return Some((e, why));
+    }
+    let e = inside.iter().filter(|e| e.deferrable).min_by_key(by_name)?;
+    let why = format!(
+        "{}.({}) is DEFERRABLE: checked at commit, once both sides are loaded",
+        e.child,
+        e.columns.join(", ")
+    );
+    Some((e, why))
+}
+
 /// Builds the dependency graph, finds and breaks cycles, and orders the tables parents first.
 pub fn analyze(schemas: &[StoreSchema]) -> Analysis {
     let tables: Vec<&Table> = schemas.iter().flat_map(|s| &s.tables).collect();
@@ -219,25 +254,15 @@ pub fn analyze(schemas: &[StoreSchema]) -> Analysis {
             if inside.is_empty() {
                 continue;
             }
-            // Prefer a nullable self reference, then any nullable FK; ties by name for stable output.
-            let pick = inside
-                .iter()
-                .filter(|e| e.nullable)
-                .min_by_key(|e| (e.child != e.parent, e.child.clone(), e.fk.clone()));
-            let cycle = match pick {
-                Some(e) => {
+            let cycle = match pick_break(&inside) {
+                Some((e, reason)) => {
                     let tables = cycle_through(e, &inside);
                     broken.insert((e.child.clone(), e.fk.clone()));
                     progressed = true;
                     Cycle {
                         tables,
-                        break_fk: Some((*e).clone()),
-                        reason: format!(
-                            "{}.({}) is nullable: rows load with it NULL, then an UPDATE sets it once {} is loaded",
-                            e.child,
-                            e.columns.join(", "),
-                            e.parent
-                        ),
+                        break_fk: Some(e.clone()),
+                        reason,
                     }
                 }
                 None => {
@@ -248,7 +273,10 @@ pub fn analyze(schemas: &[StoreSchema]) -> Analysis {
                     Cycle {
                         tables: comp.clone(),
                         break_fk: None,
-                        reason: "no foreign key in this cycle is nullable: it can only load with deferrable constraints".into(),
+                        reason: format!(
+                            "cannot load: every foreign key of this cycle is declared, NOT NULL and checked per row ({}); make one DEFERRABLE (ALTER TABLE … ALTER CONSTRAINT … DEFERRABLE) or its column nullable",
+                            inside.iter().map(|e| format!("{}.({})", e.child, e.columns.join(", "))).collect::<Vec<_>>().join(", ")
+                        ),
                     }
                 }
             };

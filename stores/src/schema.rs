@@ -31,6 +31,10 @@ pub struct ForeignKey {
 pub struct Unique {
     pub name: String,
     pub columns: Vec<String>,
+    /// A partial unique index (`… WHERE pred`): unique only among the rows the predicate holds for,
+    /// so anonymized values are kept unique, but the subset is not checked against it.
+    #[serde(default)]
+    pub partial: bool,
 }
 
 /// One table of one store.

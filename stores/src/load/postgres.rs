@@ -188,8 +188,9 @@ pub async fn load(pool: &PgPool, job: &StoreLoad) -> Result<LoadReport, StoreErr
         } else {
             format!("do update set {}", sets.join(", "))
         };
+        // Identity columns GENERATED ALWAYS take the staged values, as COPY gives them.
         let sql = format!(
-            "insert into {} ({cols}) select {cols} from {stage} on conflict ({}) {action}",
+            "insert into {} ({cols}) overriding system value select {cols} from {stage} on conflict ({}) {action}",
             ident(&table.name),
             pk.join(", "),
             cols = cols.join(", ")
@@ -215,6 +216,12 @@ pub async fn load(pool: &PgPool, job: &StoreLoad) -> Result<LoadReport, StoreErr
     }
     for (n, keys) in updates {
         set_deferred(&mut tx, &job.tables[n], keys.as_deref()).await?;
+    }
+    // setval is not transactional: a dry run leaves CERT's sequences as they were.
+    if !job.dry_run {
+        for t in &job.tables {
+            advance_sequences(&mut tx, &t.table).await?;
+        }
     }
     for (t, r) in job.tables.iter().zip(&reports) {
         sqlx::query(
@@ -251,6 +258,45 @@ pub async fn load(pool: &PgPool, job: &StoreLoad) -> Result<LoadReport, StoreErr
         tables: reports,
         checks,
     })
+}
+
+/// The sequences behind `table`'s columns in CERT: serial and identity columns (owned sequences),
+/// and defaults that call `nextval` on another sequence.
+const SEQUENCES: &str = r#"select a.attname::text, coalesce(
+    pg_get_serial_sequence(quote_ident(c.relname), a.attname),
+    substring(pg_get_expr(d.adbin, d.adrelid) from $re$^nextval\('(.+)'::regclass\)$$re$))
+    from pg_class c join pg_attribute a on a.attrelid = c.oid
+    left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+    where c.oid = to_regclass(quote_ident($1)) and a.attnum > 0 and not a.attisdropped"#;
+
+/// Advances every sequence of `table` past the largest value loaded, as pg_dump's setval does, so
+/// the application under test can insert into CERT afterwards. A sequence already further on is
+/// left alone.
+async fn advance_sequences(conn: &mut PgConnection, table: &Table) -> Result<(), StoreError> {
+    let err = |e| StoreError::from_sqlx(&table.store, e);
+    let seqs: Vec<(String, Option<String>)> = sqlx::query_as(SEQUENCES)
+        .bind(&table.name)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(err)?;
+    for (col, seq) in seqs {
+        let Some(seq) = seq else { continue };
+        let sql = format!(
+            "select setval($1::regclass, m) from (select max({})::bigint m from {}) x \
+             where m is not null and m > coalesce(pg_sequence_last_value($1::regclass), 0)",
+            ident(&col),
+            ident(&table.name)
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&seq)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| StoreError::Query {
+                store: table.store.clone(),
+                message: format!("advancing sequence {seq} of {}.{col}: {e}", table.name),
+            })?;
+    }
+    Ok(())
 }
 
 /// Sets the deferred (cycle break) columns of the rows with `keys` to their staged values.
@@ -355,6 +401,11 @@ pub async fn rollback(
             .map_err(err)?;
     // Nothing is deleted (and the markers stay) unless every manifest matches its marker.
     super::check_manifests(store, tables, manifest_dir, &marked)?;
+    // A cycle broken by a DEFERRABLE FK deletes as it loaded: checked at commit.
+    sqlx::raw_sql("set constraints all deferred")
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
     // Break the cycles first: NULL the deferred columns of the rows about to go.
     for t in tables.iter().filter(|t| !t.deferred.is_empty()) {
         let keys = read_manifest(manifest_dir, &t.table)?;

@@ -61,9 +61,22 @@ pub(crate) fn col_type<'a>(table: &'a Table, col: &str) -> Result<&'a str, Store
         })
 }
 
-fn select_list(cols: &[String]) -> String {
+/// Each column as the text COPY writes (its type's output function), so values read here compare
+/// equal to staged ones. `::text` is that for most types, but not for `inet` (the cast adds the
+/// netmask) nor `character(n)` (the cast trims the padding): those go through `format`.
+fn select_list(table: &Table, cols: &[String]) -> String {
     cols.iter()
-        .map(|c| format!("{}::text", ident(c)))
+        .map(|c| {
+            let t = table.column(c).map(|c| c.data_type.as_str()).unwrap_or("");
+            if t == "inet" || t.starts_with("character(") || t == "character" {
+                format!(
+                    "case when {0} is null then null else format('%s', {0}) end",
+                    ident(c)
+                )
+            } else {
+                format!("{}::text", ident(c))
+            }
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -254,7 +267,7 @@ impl SnapshotReader for PgSnapshot {
         let t = col_type(table, column)?;
         let sql = format!(
             "select {} from {} where {} = $1::text::{t}",
-            select_list(project),
+            select_list(table, project),
             ident(&table.name),
             ident(column)
         );
@@ -270,7 +283,7 @@ impl SnapshotReader for PgSnapshot {
     ) -> Result<Vec<Key>, StoreError> {
         let sql = format!(
             "select {} from {} where {}",
-            select_list(project),
+            select_list(table, project),
             ident(&table.name),
             in_clause(table, columns, 1)?
         );
@@ -288,7 +301,7 @@ impl SnapshotReader for PgSnapshot {
     ) -> Result<(), StoreError> {
         let sql = format!(
             "select {} from {}",
-            select_list(project),
+            select_list(table, project),
             ident(&table.name)
         );
         self.stream(sql, None, project.len(), sink).await
@@ -308,7 +321,7 @@ impl SnapshotReader for PgSnapshot {
             .collect();
         let sql = format!(
             "select distinct {} from {} where {} = $1::text::{t} and {}",
-            select_list(columns),
+            select_list(table, columns),
             ident(&table.name),
             ident(column),
             not_null.join(" and ")

@@ -121,7 +121,7 @@ impl RelationalStore for SqliteStore {
                     .push(r.get::<Option<String>, _>(4).unwrap_or_else(|| "id".into()));
             }
             let idx = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "select name, origin from pragma_index_list({}) where \"unique\" = 1",
+                "select name, origin, \"partial\" from pragma_index_list({}) where \"unique\" = 1",
                 sql_string(&name)
             )))
             .fetch_all(&self.pool)
@@ -144,6 +144,7 @@ impl RelationalStore for SqliteStore {
                 uniques.push(Unique {
                     name: idx_name,
                     columns: cols,
+                    partial: r.get::<i64, _>(2) != 0,
                 });
             }
             let count: i64 =
