@@ -433,8 +433,8 @@ fn a_guessable_key_is_refused_like_a_missing_one() {
 fn pii_without_a_rule_stops_the_run_before_any_load() {
     let sb = Sandbox::new();
     let rules = RULES.replace(
-        "field = \"ids.guardians.name\"",
-        "field = \"ids.guardians.nickname\"",
+        "[[rules]]\nfield = \"ids.guardians.name\"\nstrategy = \"fake\"\nkind = \"name\"\n",
+        "",
     );
     let config = setup(&sb, &rules);
     let before = counts(&sb);

@@ -128,8 +128,8 @@ fn raw_pii_is_deleted_at_every_terminal_state_unless_kept() {
     let sb = Sandbox::new();
     // Failed for good (a PII field without a rule stops anonymize): raw goes.
     let bad_rules = RULES.replace(
-        "field = \"ids.guardians.name\"",
-        "field = \"ids.guardians.nickname\"",
+        "[[rules]]\nfield = \"ids.guardians.name\"\nstrategy = \"fake\"\nkind = \"name\"\n",
+        "",
     );
     let config = setup(&sb, &bad_rules);
     let cfg = config.to_string_lossy().to_string();

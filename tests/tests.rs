@@ -14,6 +14,7 @@
 //! - `integrity`: a flipped byte in raw, anonymized or graph staging is caught and its producer re-run.
 //! - `restart`: CERT's PostgreSQL and Bolt servers down 20 s during the loads; the run completes alone.
 //! - `realschema`: a PostgreSQL schema with partitions, cycles, identities, every common type.
+//! - `preflight`: misspelled names and unset variables refused, with the closest name, before a run.
 //! - `control`: recover from a checkpoint, pause, cancel, SIGTERM, concurrent resumes.
 
 mod util;
@@ -28,6 +29,7 @@ mod e2e;
 mod guard;
 mod integrity;
 mod migrate;
+mod preflight;
 mod realschema;
 mod recover;
 mod restart;

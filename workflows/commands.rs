@@ -91,6 +91,12 @@ pub(crate) async fn start(
     run_id: Option<&str>,
 ) -> anyhow::Result<u8> {
     let built = build(name, args, config)?;
+    // Every name in the config and rules exists, every env: connection is set: before a run exists.
+    if let Some(p) = &built.preflight {
+        wf_steps::preflight::check(p)
+            .await
+            .map_err(anyhow::Error::msg)?;
+    }
     let (workflow, args) = (built.workflow.as_ref(), built.args.clone());
     let open = match run_id {
         Some(id) => engine.create_as(workflow, args, id)?,
@@ -123,6 +129,12 @@ async fn resume(
         }
     }
     if let Some(cp) = checkpoint {
+        // A recover applies the current config: its names are checked as a new run's are.
+        if let Some(p) = &built.preflight {
+            wf_steps::preflight::check(p)
+                .await
+                .map_err(anyhow::Error::msg)?;
+        }
         let n = engine.recover(&mut open, cp, built.workflow.as_ref())?;
         say(&format!(
             "run {run}: recovered from checkpoint {cp}, generation {}; {n} step records moved to history",

@@ -80,6 +80,11 @@ impl Migrate {
     pub fn keeps_raw(&self) -> bool {
         self.keep_raw
     }
+
+    /// The run's checked parameters (config, rule files, district).
+    pub fn params(&self) -> Arc<MigrateParams> {
+        self.params.clone()
+    }
 }
 
 fn usage(msg: String) -> clap::Error {

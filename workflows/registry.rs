@@ -18,6 +18,8 @@ pub struct Built {
     pub dirs: Vec<std::path::PathBuf>,
     /// The run keeps its raw (PII) staging after it ends (`migrate --keep-raw`).
     pub keep_raw: bool,
+    /// A migrate run's parameters, for the checks made before the run is created.
+    pub preflight: Option<std::sync::Arc<wf_steps::migrate::MigrateParams>>,
 }
 
 /// Why a workflow could not be built.
@@ -40,6 +42,7 @@ pub fn build(name: &str, args: &[String], config: &std::path::Path) -> Result<Bu
                 runner: wf.runner().clone(),
                 dirs: vec![],
                 keep_raw: wf.keeps_raw(),
+                preflight: Some(wf.params()),
                 workflow: Arc::new(wf),
                 args,
             })
@@ -51,6 +54,7 @@ pub fn build(name: &str, args: &[String], config: &std::path::Path) -> Result<Bu
                 runner: wf.runner().clone(),
                 dirs: vec![],
                 keep_raw: false,
+                preflight: None,
                 workflow: Arc::new(wf),
                 args,
             })
@@ -61,6 +65,7 @@ pub fn build(name: &str, args: &[String], config: &std::path::Path) -> Result<Bu
                 runner: wf.runner().clone(),
                 dirs: vec![wf.out_dir().clone()],
                 keep_raw: false,
+                preflight: None,
                 workflow: Arc::new(wf),
                 args,
             })

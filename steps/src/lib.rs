@@ -1,8 +1,9 @@
-//! wf's steps: where the engine meets the stores. For now the selftest node that exercises the engine;
-//! the migration steps (analyze, extract, anonymize, validate, load, report, rollback) plug in here.
+//! wf's steps: where the engine meets the stores. The migrate workflow's steps (extract, anonymize,
+//! validate, load, report), its preflight checks, discovery for `wf analyze`, and the selftest node.
 
 pub mod analyze;
 pub mod anonymize;
 pub mod migrate;
+pub mod preflight;
 pub mod selftest;
 pub mod validate;

@@ -1,0 +1,217 @@
+//! Before a migrate run is created: every `env:` connection of every store (PROD and CERT) is
+//! resolved, and every table, column and field the configuration and the rule files name is checked
+//! against what PROD's discovery finds. A name that matches nothing is a one-line error with the
+//! closest existing name, so no typo is ever a silent no-op.
+
+use crate::anonymize::rules::Rules;
+use crate::migrate::MigrateParams;
+use crate::validate::ValidationRules;
+use std::collections::{BTreeMap, BTreeSet};
+use wf_stores::config::ColumnRef;
+use wf_stores::{Config, Side};
+
+/// What PROD has: relational tables with their columns and FK columns, graph labels.
+#[derive(Default)]
+struct Known {
+    /// `store.table` → columns.
+    tables: BTreeMap<String, BTreeSet<String>>,
+    /// `store.table.column` of every column that references another table (declared FKs).
+    fk_columns: BTreeSet<String>,
+    graph: Option<(String, BTreeSet<String>)>,
+}
+
+/// Resolves connections and checks every configured name; the first problem as one line.
+pub async fn check(p: &MigrateParams) -> Result<(), String> {
+    resolve_env(&p.config)?;
+    let known = discover(&p.config).await?;
+    let rules = Rules::load(&p.rules_file)?;
+    let validation = match &p.validation_file {
+        Some(f) => Some(ValidationRules::load(f)?),
+        None => None,
+    };
+    check_config(&p.config, &known)?;
+    for r in &rules.rules {
+        if let Some(f) = &r.spec.field {
+            known.field(f, &format!("anonymization rule `{}`", r.label()))?;
+            if let (Some(e), Some(c)) = (&r.spec.entity, ColumnRef::parse(f)) {
+                let entity = format!("{}.{e}", c.table_id());
+                known.column(
+                    &entity,
+                    &format!("anonymization rule `{}` entity", r.label()),
+                )?;
+            }
+        }
+    }
+    for r in validation.iter().flat_map(|v| &v.rules) {
+        let s = &r.spec;
+        for f in [&s.field, &s.a, &s.b, &s.parent, &s.child]
+            .into_iter()
+            .flatten()
+        {
+            known.column(f, &format!("validation rule `{}`", s.name))?;
+        }
+        if let Some(store) = &s.store {
+            if p.config.store(store).is_none() {
+                let stores: Vec<String> = p.config.stores.iter().map(|s| s.name.clone()).collect();
+                return Err(format!(
+                    "validation rule `{}`: store `{store}` is not in wf.toml{}",
+                    s.name,
+                    suggest(store, &stores)
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every `env:` connection and credential, PROD and CERT, read now rather than mid-run.
+fn resolve_env(cfg: &Config) -> Result<(), String> {
+    for s in &cfg.stores {
+        for side in [Side::Prod, Side::Cert] {
+            s.url(side).map_err(|e| e.to_string())?;
+        }
+    }
+    if let Some(g) = &cfg.graph {
+        for side in [Side::Prod, Side::Cert] {
+            g.url(side).map_err(|e| e.to_string())?;
+            g.credentials(side).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+async fn discover(cfg: &Config) -> Result<Known, String> {
+    let mut known = Known::default();
+    for s in &cfg.stores {
+        let db = wf_stores::connect(s, Side::Prod)
+            .await
+            .map_err(|e| e.to_string())?;
+        for t in db.introspect().await.map_err(|e| e.to_string())?.tables {
+            for fk in &t.foreign_keys {
+                for c in &fk.columns {
+                    known.fk_columns.insert(format!("{}.{c}", t.id()));
+                }
+            }
+            let cols = t.columns.iter().map(|c| c.name.clone()).collect();
+            known.tables.insert(t.id(), cols);
+        }
+    }
+    if let Some(g) = &cfg.graph {
+        let mut r = wf_stores::graph::open_read(g, Side::Prod)
+            .await
+            .map_err(|e| e.to_string())?;
+        let labels = r.label_counts().await.map_err(|e| e.to_string())?;
+        r.finish().await.map_err(|e| e.to_string())?;
+        known.graph = Some((g.name.clone(), labels.into_iter().map(|(l, _)| l).collect()));
+    }
+    Ok(known)
+}
+
+/// wf.toml's own names: reference tables, followed children (which must be FK columns, declared
+/// or virtual), virtual FKs.
+fn check_config(cfg: &Config, known: &Known) -> Result<(), String> {
+    for t in &cfg.reference_tables {
+        known.table(t, "reference_tables")?;
+    }
+    for v in &cfg.virtual_fks {
+        known.column(&v.from, "virtual_fks from")?;
+        known.column(&v.to, "virtual_fks to")?;
+    }
+    for f in &cfg.follow_children {
+        known.column(f, "follow_children")?;
+        let is_virtual = cfg.virtual_fks.iter().any(|v| &v.from == f);
+        if !known.fk_columns.contains(f) && !is_virtual {
+            return Err(format!(
+                "wf.toml follow_children `{f}`: no foreign key (declared or in [[virtual_fks]]) starts at this column, so there is nothing to follow; name the child's FK column, or add a [[virtual_fks]] entry"
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Known {
+    fn table(&self, id: &str, what: &str) -> Result<(), String> {
+        if self.tables.contains_key(id) {
+            return Ok(());
+        }
+        let all: Vec<String> = self.tables.keys().cloned().collect();
+        Err(format!(
+            "{what} `{id}`: PROD has no table {id}{}",
+            suggest(id, &all)
+        ))
+    }
+
+    fn column(&self, field: &str, what: &str) -> Result<(), String> {
+        let Some(c) = ColumnRef::parse(field) else {
+            return Err(format!("{what} `{field}` is not store.table.column"));
+        };
+        let Some(cols) = self.tables.get(&c.table_id()) else {
+            return self.table(&c.table_id(), what);
+        };
+        if cols.contains(&c.column) {
+            return Ok(());
+        }
+        let all: Vec<String> = cols
+            .iter()
+            .map(|x| format!("{}.{x}", c.table_id()))
+            .collect();
+        Err(format!(
+            "{what} `{field}`: {} has no column {}{}",
+            c.table_id(),
+            c.column,
+            suggest(field, &all)
+        ))
+    }
+
+    /// A rule's exact field: a relational column, or `graph.Label.property` (the label checked).
+    fn field(&self, field: &str, what: &str) -> Result<(), String> {
+        if let Some((graph, labels)) = &self.graph {
+            if let Some(rest) = field.strip_prefix(&format!("{graph}.")) {
+                let label = rest.split('.').next().unwrap_or_default();
+                if labels.contains(label) {
+                    return Ok(());
+                }
+                let all: Vec<String> = labels.iter().map(|l| format!("{graph}.{l}")).collect();
+                return Err(format!(
+                    "{what} `{field}`: the PROD graph has no label {label}{}",
+                    suggest(&format!("{graph}.{label}"), &all)
+                ));
+            }
+        }
+        self.column(field, what)
+    }
+}
+
+/// `; did you mean X?` for the closest of `candidates`, when one is close enough to be a typo.
+fn suggest(wrong: &str, candidates: &[String]) -> String {
+    let lower = wrong.to_lowercase();
+    candidates
+        .iter()
+        .map(|c| (strsim::levenshtein(&lower, &c.to_lowercase()), c))
+        .filter(|(d, c)| *d <= (c.chars().count() / 3).max(2))
+        .min()
+        .map(|(_, c)| format!("; did you mean {c}?"))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::suggest;
+
+    #[test]
+    fn suggests_the_closest_name_only_when_close() {
+        let c = vec![
+            "ids.students.school_id".to_string(),
+            "ids.students.first_name".to_string(),
+        ];
+        assert_eq!(
+            suggest("ids.students.shool_id", &c),
+            "; did you mean ids.students.school_id?"
+        );
+        assert_eq!(
+            suggest("IDS.Students.School_Id", &c),
+            "; did you mean ids.students.school_id?"
+        );
+        assert_eq!(suggest("hcp2.grades.score", &c), "");
+    }
+}
