@@ -52,6 +52,7 @@ async fn fresh_db(admin: &str, name: &str) -> String {
         kind: StoreKind::Postgres,
         prod: "-".into(),
         cert: admin.into(),
+        triggers: Default::default(),
     };
     let db = wf_stores::connect(&store, Side::Cert)
         .await
@@ -78,6 +79,7 @@ async fn run(admin: &str, rows: u64, dir: &Path) {
         kind: StoreKind::Postgres,
         prod: prod.clone(),
         cert: cert.clone(),
+        triggers: Default::default(),
     };
     let writer = StoreConfig {
         cert: prod.clone(),

@@ -24,6 +24,7 @@ fn rostering(sb: &Sandbox) -> std::path::PathBuf {
             kind: StoreKind::Sqlite,
             prod: "unused".into(),
             cert: url,
+            triggers: Default::default(),
         };
         rt.block_on(async {
             let db = wf_stores::connect(&cfg, Side::Cert).await.expect("open");

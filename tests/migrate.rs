@@ -56,6 +56,7 @@ pub(crate) fn exec(kind: StoreKind, url: &str, files: &[&str]) {
         kind,
         prod: "-".into(),
         cert: url.into(),
+        triggers: Default::default(),
     };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
@@ -87,6 +88,7 @@ fn databases(sb: &Sandbox, backend: &Backend) -> Dbs {
                 kind: StoreKind::Postgres,
                 prod: "-".into(),
                 cert: admin.clone(),
+                triggers: Default::default(),
             };
             let rt = tokio::runtime::Runtime::new().expect("runtime");
             let tag = sb

@@ -143,7 +143,7 @@ to = "rw.staff.id"
     // The partitions are part of attendance: 6 tables, each row counted once.
     assert!(
         r.stdout
-            .starts_with("1 stores, 6 tables, 18 rows, 5 foreign keys, 1 cycles"),
+            .starts_with("1 stores, 6 tables, 19 rows, 5 foreign keys, 1 cycles"),
         "{}",
         r.stdout
     );
@@ -154,6 +154,12 @@ to = "rw.staff.id"
         r.stdout
     );
     assert!(!r.stdout.contains("attendance_2025"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("rw.audit_log has no primary key: rollback deletes"),
+        "{}",
+        r.stdout
+    );
 
     let r = wf(&sb, &cfg, &["run", "migrate", "--district", "1"]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
@@ -212,6 +218,32 @@ to = "rw.staff.id"
     assert_eq!(loaded["\"Students\""].split(':').next(), Some("2"));
     assert_eq!(loaded["attendance"].split(':').next(), Some("3"));
     assert_eq!(loaded["schools"].split(':').next(), Some("2"));
+    // CERT's user trigger ran for the loaded schools (triggers = "keep", the default): two
+    // schools in each of the two loads (rollback does not undo what the trigger wrote)...
+    assert_eq!(sql(&cert_url, "select count(*) from trigger_log"), ["4"]);
+    // ...and with triggers = "disable" it does not, and is enabled again after the load.
+    let rb = wf(&sb, &cfg, &["rollback", &run, "--yes"]);
+    assert_eq!(rb.code, Some(0), "{}", rb.stderr);
+    exec(&cert_url, "truncate trigger_log");
+    let text = std::fs::read_to_string(&cfg).expect("wf.toml");
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "kind = \"postgres\"",
+            "kind = \"postgres\"\ntriggers = \"disable\"",
+        ),
+    )
+    .expect("wf.toml");
+    let r = wf(&sb, &cfg, &["run", "migrate", "--district", "1"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(sql(&cert_url, "select count(*) from trigger_log"), ["0"]);
+    assert_eq!(
+        sql(
+            &cert_url,
+            "select tgenabled::text from pg_trigger where tgname = 'schools_touch'"
+        ),
+        ["O"]
+    );
     // The application under test inserts with its sequences: serial and identity were advanced.
     let new_school = insert_returning(
         &cert_url,

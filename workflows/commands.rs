@@ -331,6 +331,17 @@ async fn analyze(config: &std::path::Path, engine: &Engine, json: bool) -> anyho
     for c in &d.analysis.cycles {
         say(&format!("cycle {}: {}", c.tables.join(" -> "), c.reason));
     }
+    for t in d
+        .schemas
+        .iter()
+        .flat_map(|s| &s.tables)
+        .filter(|t| t.primary_key.is_empty())
+    {
+        say(&format!(
+            "table {} has no primary key: rollback deletes the rows equal in every column to those a run loaded (NULLs included), so a CERT row identical to a loaded one goes too; declare a primary key to avoid it",
+            t.id()
+        ));
+    }
     say(&format!("load order: {}", d.analysis.order.join(", ")));
     if let Some(g) = &d.graph {
         let nodes: u64 = g.labels.iter().map(|l| l.count).sum();

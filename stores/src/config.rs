@@ -26,6 +26,20 @@ pub struct StoreConfig {
     pub prod: String,
     /// CERT connection, same forms; must differ from PROD.
     pub cert: String,
+    /// CERT's user triggers during a load: `keep` (default; they run, and wf names the ones on
+    /// loaded tables) or `disable` (PostgreSQL: `ALTER TABLE … DISABLE TRIGGER USER` inside the load
+    /// transaction, enabled again before commit; needs ownership of the tables).
+    #[serde(default)]
+    pub triggers: Triggers,
+}
+
+/// What a load does with CERT's user triggers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Triggers {
+    #[default]
+    Keep,
+    Disable,
 }
 
 /// A reference no database declares, e.g. `hcp1.enrollments.student_id → ids.students.id`.
@@ -157,6 +171,15 @@ impl Config {
                 return Err(invalid(
                     file,
                     format!("store `{}` is declared twice", s.name),
+                ));
+            }
+            if s.kind == StoreKind::Sqlite && s.triggers == Triggers::Disable {
+                return Err(invalid(
+                    file,
+                    format!(
+                        "store `{}`: triggers = \"disable\" is supported on PostgreSQL stores only",
+                        s.name
+                    ),
                 ));
             }
             if s.prod.trim() == s.cert.trim() {

@@ -241,6 +241,7 @@ async fn postgres_deferrable_cycle_without_nullable_columns_loads() {
         kind: StoreKind::Postgres,
         prod: prod.clone(),
         cert: cert.clone(),
+        triggers: Default::default(),
     };
     let writer = wf_stores::StoreConfig {
         cert: prod.clone(),

@@ -461,7 +461,7 @@ pub async fn load_store(
         crate::StoreKind::Postgres => {
             let db =
                 crate::postgres::PgStore::connect(&store.name, &url, crate::Side::Cert).await?;
-            postgres::load(db.pool(), job).await
+            postgres::load(db.pool(), job, store.triggers).await
         }
         crate::StoreKind::Sqlite => {
             let db =

@@ -88,7 +88,11 @@ async fn existing(
 /// Loads one store in one transaction; see the module docs of `load` for the guarantees.
 /// The `insert` strategy streams the staging file into `COPY` batch by batch (memory: one batch);
 /// `upsert` and `skip-existing` read the table's keys first, to record only the rows they insert.
-pub async fn load(pool: &PgPool, job: &StoreLoad) -> Result<LoadReport, StoreError> {
+pub async fn load(
+    pool: &PgPool,
+    job: &StoreLoad,
+    triggers: crate::config::Triggers,
+) -> Result<LoadReport, StoreError> {
     let store = job.store.as_str();
     let err = |e| StoreError::from_sqlx(store, e);
     let mut tx = pool.begin().await.map_err(err)?;
@@ -114,6 +118,7 @@ pub async fn load(pool: &PgPool, job: &StoreLoad) -> Result<LoadReport, StoreErr
             checks: Vec::new(),
         });
     }
+    user_triggers(&mut tx, job, triggers, "disable").await?;
     let mut reports = Vec::new();
     let mut updates: Vec<(usize, Option<Vec<Key>>)> = Vec::new();
     for (n, t) in job.tables.iter().enumerate() {
@@ -217,6 +222,7 @@ pub async fn load(pool: &PgPool, job: &StoreLoad) -> Result<LoadReport, StoreErr
     for (n, keys) in updates {
         set_deferred(&mut tx, &job.tables[n], keys.as_deref()).await?;
     }
+    user_triggers(&mut tx, job, triggers, "enable").await?;
     // setval is not transactional: a dry run leaves CERT's sequences as they were.
     if !job.dry_run {
         for t in &job.tables {
@@ -258,6 +264,74 @@ pub async fn load(pool: &PgPool, job: &StoreLoad) -> Result<LoadReport, StoreErr
         tables: reports,
         checks,
     })
+}
+
+/// CERT's user triggers on the loaded tables. With `Triggers::Disable` they are disabled (`verb`
+/// "disable") and enabled again before commit ("enable"), inside the load's transaction, so an
+/// aborted load leaves them as they were. With `Keep` they run, and the first call names them.
+async fn user_triggers(
+    conn: &mut PgConnection,
+    job: &StoreLoad,
+    triggers: crate::config::Triggers,
+    verb: &str,
+) -> Result<(), StoreError> {
+    let err = |e| StoreError::from_sqlx(&job.store, e);
+    if triggers == crate::config::Triggers::Keep {
+        if verb == "disable" {
+            let names: Vec<String> = job.tables.iter().map(|t| ident(&t.table.name)).collect();
+            let found: Vec<(String, String)> = sqlx::query_as(
+                "select tgname::text, tgrelid::regclass::text from pg_trigger \
+                 where not tgisinternal and tgenabled <> 'D' \
+                 and tgrelid = any(select to_regclass(n) from unnest($1::text[]) n)",
+            )
+            .bind(&names)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(err)?;
+            for (trigger, table) in found {
+                tracing::warn!(store = %job.store, %table, %trigger, "A CERT user trigger runs during the load; `triggers = \"disable\"` on the store turns it off; wf validate shows rows it changed");
+            }
+        }
+        return Ok(());
+    }
+    for t in &job.tables {
+        let sql = format!("alter table {} {verb} trigger user", ident(&t.table.name));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| StoreError::Query {
+                store: job.store.clone(),
+                message: format!(
+                    "cannot {verb} the user triggers of {} (triggers = \"disable\" needs ownership of the table): {e}",
+                    t.table.name
+                ),
+            })?;
+    }
+    Ok(())
+}
+
+/// A table without a primary key is keyed by all its columns, NULLs included: rows equal in
+/// every column (NULL matching NULL; json compared as text, it has no equality) are deleted.
+fn delete_rows_sql(table: &Table, cols: &[String]) -> Result<String, StoreError> {
+    let mut arrays = Vec::new();
+    let mut conds = Vec::new();
+    for (i, c) in cols.iter().enumerate() {
+        let t = col_type(table, c)?;
+        arrays.push(format!("${}::text[]::{t}[]", i + 1));
+        conds.push(if t == "json" {
+            format!("t.{}::text is not distinct from k.k{i}::text", ident(c))
+        } else {
+            format!("t.{} is not distinct from k.k{i}", ident(c))
+        });
+    }
+    let names: Vec<String> = (0..cols.len()).map(|i| format!("k{i}")).collect();
+    Ok(format!(
+        "delete from {} t using (select * from unnest({})) k({}) where {}",
+        ident(&table.name),
+        arrays.join(", "),
+        names.join(", "),
+        conds.join(" and ")
+    ))
 }
 
 /// The sequences behind `table`'s columns in CERT: serial and identity columns (owned sequences),
@@ -455,7 +529,11 @@ async fn delete_or_update(
     keys: &[Key],
 ) -> Result<u64, StoreError> {
     let cols = key_columns(table);
-    let sql = format!("{head} where {}", in_clause(table, &cols, 1)?);
+    let sql = if table.primary_key.is_empty() && head.starts_with("delete") {
+        delete_rows_sql(table, &cols)?
+    } else {
+        format!("{head} where {}", in_clause(table, &cols, 1)?)
+    };
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for i in 0..cols.len() {
         q = q.bind(keys.iter().map(|k| k[i].clone()).collect::<Vec<_>>());

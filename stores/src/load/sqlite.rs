@@ -58,6 +58,14 @@ fn where_keys(cols: &[String], n: usize) -> String {
     )
 }
 
+/// Rows equal to one of `n` keys in every column, NULL matching NULL (`IS` is SQLite's
+/// null-safe equality): how a table without a primary key is keyed.
+fn where_rows(cols: &[String], n: usize) -> String {
+    let row: Vec<String> = cols.iter().map(|c| format!("{} is ?", ident(c))).collect();
+    let row = format!("({})", row.join(" and "));
+    vec![row; n].join(" or ")
+}
+
 async fn existing(
     conn: &mut SqliteConnection,
     table: &Table,
@@ -377,11 +385,12 @@ async fn rollback_in_tx(
         let cols = key_columns(&t.table);
         let mut n = 0;
         for chunk in keys.chunks(KEY_BATCH) {
-            let sql = format!(
-                "delete from {} where {}",
-                ident(&t.table.name),
+            let wheres = if t.table.primary_key.is_empty() {
+                where_rows(&cols, chunk.len())
+            } else {
                 where_keys(&cols, chunk.len())
-            );
+            };
+            let sql = format!("delete from {} where {wheres}", ident(&t.table.name));
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for k in chunk {
                 for v in k {

@@ -84,12 +84,14 @@ pub fn rostering_config(kind: StoreKind, urls: [(String, String); 2]) -> Config 
                 kind,
                 prod: ids_prod,
                 cert: ids_cert,
+                triggers: Default::default(),
             },
             StoreConfig {
                 name: "hcp1".into(),
                 kind,
                 prod: hcp_prod,
                 cert: hcp_cert,
+                triggers: Default::default(),
             },
         ],
         virtual_fks: vec![VirtualFk {
