@@ -282,12 +282,22 @@ fn counts_of(dbs: &Dbs) -> BTreeMap<String, String> {
 
 /// `wf --config <cfg> run migrate --district 1` with the test key.
 pub(crate) fn migrate(sb: &Sandbox, cfg: &str) -> crate::util::Ran {
-    crate::util::ran(
-        sb.cmd(["--config", cfg, "run", "migrate", "--district", "1"])
-            .env("WF_ANON_KEY", KEY)
-            .output()
-            .expect("run"),
-    )
+    migrate_with(sb, cfg, &[], &[("WF_ANON_KEY", KEY)])
+}
+
+/// `wf --config <cfg> run migrate --district 1 <extra>` with exactly the environment `env`.
+pub(crate) fn migrate_with(
+    sb: &Sandbox,
+    cfg: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> crate::util::Ran {
+    let mut c = sb.cmd(["--config", cfg, "run", "migrate", "--district", "1"]);
+    c.args(extra).env_remove("WF_ANON_KEY");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    crate::util::ran(c.output().expect("run"))
 }
 
 pub(crate) fn counts(sb: &Sandbox) -> BTreeMap<String, String> {
@@ -398,18 +408,11 @@ fn a_guessable_key_is_refused_like_a_missing_one() {
         "passwordpassword1234",
         "                    ",
     ] {
-        let r = crate::util::ran(
-            sb.cmd([
-                "--config",
-                &config.to_string_lossy(),
-                "run",
-                "migrate",
-                "--district",
-                "1",
-            ])
-            .env("WF_ANON_KEY", weak)
-            .output()
-            .expect("run"),
+        let r = migrate_with(
+            &sb,
+            &config.to_string_lossy(),
+            &[],
+            &[("WF_ANON_KEY", weak)],
         );
         assert_eq!(r.code, Some(1), "{weak:?}: {}", r.stderr);
         let line = r.stderr.trim();

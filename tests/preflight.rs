@@ -2,7 +2,7 @@
 //! each kind of misspelling, a followed column that is no FK, and an unset CERT variable exit 1
 //! with one line naming the thing (and the closest existing name), and create no run.
 
-use crate::migrate::{setup, KEY, RULES};
+use crate::migrate::{migrate_with, setup, KEY, RULES};
 use crate::util::Sandbox;
 
 /// A change to wf.toml's text.
@@ -14,20 +14,7 @@ fn attempt(edit: &dyn Fn(String) -> String, rules: &str) -> (crate::util::Ran, S
     let config = setup(&sb, rules);
     let text = std::fs::read_to_string(&config).expect("wf.toml");
     std::fs::write(&config, edit(text)).expect("edit wf.toml");
-    let r = crate::util::ran(
-        sb.cmd([
-            "--config",
-            &config.to_string_lossy(),
-            "run",
-            "migrate",
-            "--district",
-            "1",
-        ])
-        .env("WF_ANON_KEY", KEY)
-        .env_remove("WF_TEST_SURELY_UNSET_CERT")
-        .output()
-        .expect("run"),
-    );
+    let r = migrate_with(&sb, &config.to_string_lossy(), &[], &[("WF_ANON_KEY", KEY)]);
     (r, sb)
 }
 

@@ -2,7 +2,7 @@
 //! refused with the markers kept, rebuilt from the anonymized staging on request, and the run then
 //! shows `rolled_back`), and the lifetime of raw (PII) staging after every terminal state.
 
-use crate::migrate::{cert, counts, migrate, setup, KEY, RULES};
+use crate::migrate::{cert, counts, migrate, migrate_with, setup, KEY, RULES};
 use crate::util::Sandbox;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -141,21 +141,8 @@ fn raw_pii_is_deleted_at_every_terminal_state_unless_kept() {
 
     // Done: raw goes (purge-raw); with --keep-raw it stays, is shown, warned about, and purged on demand.
     std::fs::write(sb.out("anonymization.toml"), RULES).expect("rules");
-    let kept = crate::util::ran(
-        sb.cmd([
-            "--config",
-            &cfg,
-            "run",
-            "migrate",
-            "--district",
-            "1",
-            "--keep-raw",
-            "--skip-load",
-        ])
-        .env("WF_ANON_KEY", KEY)
-        .output()
-        .expect("run"),
-    );
+    let keep = ["--keep-raw", "--skip-load"];
+    let kept = migrate_with(&sb, &cfg, &keep, &[("WF_ANON_KEY", KEY)]);
     assert_eq!(kept.code, Some(0), "{}", kept.stderr);
     let kept = kept.stdout.lines().next().expect("run id").to_string();
     assert!(raw_files(&sb, &kept) > 0);
@@ -191,20 +178,11 @@ fn raw_pii_is_deleted_at_every_terminal_state_unless_kept() {
     );
 
     // Cancelled while no runner is live (crashed before anonymize): raw goes.
-    let crashed = crate::util::ran(
-        sb.cmd([
-            "--config",
-            &cfg,
-            "run",
-            "migrate",
-            "--district",
-            "1",
-            "--skip-load",
-        ])
-        .env("WF_ANON_KEY", KEY)
-        .env("WF_FAILPOINT", "anonymize:before")
-        .output()
-        .expect("run"),
+    let crashed = migrate_with(
+        &sb,
+        &cfg,
+        &["--skip-load"],
+        &[("WF_ANON_KEY", KEY), ("WF_FAILPOINT", "anonymize:before")],
     );
     let crashed = crashed.stdout.lines().next().expect("run id").to_string();
     assert!(
@@ -217,21 +195,7 @@ fn raw_pii_is_deleted_at_every_terminal_state_unless_kept() {
     assert_eq!(raw_files(&sb, &crashed), 0, "raw purged when cancelled");
 
     // Older than an age: every run's raw staging.
-    let old = crate::util::ran(
-        sb.cmd([
-            "--config",
-            &cfg,
-            "run",
-            "migrate",
-            "--district",
-            "1",
-            "--keep-raw",
-            "--skip-load",
-        ])
-        .env("WF_ANON_KEY", KEY)
-        .output()
-        .expect("run"),
-    );
+    let old = migrate_with(&sb, &cfg, &keep, &[("WF_ANON_KEY", KEY)]);
     let old = old.stdout.lines().next().expect("run id").to_string();
     assert!(raw_files(&sb, &old) > 0);
     let young = sb.run(["purge", "--raw", "--older-than", "1h"]);
