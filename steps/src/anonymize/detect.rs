@@ -17,10 +17,30 @@ pub enum Detector {
     Ssn,
     StreetAddress,
     PersonName,
+    /// Passwords and their hashes, tokens, API keys, usernames (by column name or by value).
+    Credential,
+}
+
+impl Detector {
+    /// The name as the rules file spells it (`detector = "street_address"`), for messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Detector::Name => "name",
+            Detector::Email => "email",
+            Detector::Phone => "phone",
+            Detector::Ssn => "ssn",
+            Detector::StreetAddress => "street_address",
+            Detector::PersonName => "person_name",
+            Detector::Credential => "credential",
+        }
+    }
 }
 
 struct Patterns {
     name: Regex,
+    credential_name: Regex,
+    /// bcrypt / argon2 / PHC strings and `{SCHEME}…` LDAP-style hashes.
+    hash: Regex,
     email: Regex,
     phone: Regex,
     ssn: Regex,
@@ -41,6 +61,12 @@ fn patterns() -> &'static Patterns {
         ssn: Regex::new(r"\b[0-9]{3}-[0-9]{2}-[0-9]{4}\b").unwrap_or_else(|e| unreachable!("{e}")),
         street: Regex::new(r"(?i)\b[0-9]+\s+[A-Za-z]+(\s+[A-Za-z]+)*\s+(st|street|ave|avenue|rd|road|blvd|boulevard|ln|lane|dr|drive|way|ct|court)\b")
             .unwrap_or_else(|e| unreachable!("{e}")),
+        credential_name: Regex::new(
+            r"(?i)(^|_)(password|passwd|pwd|pass_?hash|secret|token|api_?key|access_?key|private_?key|salt|otp|username|user_?name|login)(_|$)",
+        )
+        .unwrap_or_else(|e| unreachable!("{e}")),
+        hash: Regex::new(r"^(\$(2[abxy]?|argon2(id|i|d)|scrypt|pbkdf2[-_a-z0-9]*|[156])\$|\{[A-Z0-9-]+\})")
+            .unwrap_or_else(|e| unreachable!("{e}")),
         first_names: EN::NAME_FIRST_NAME.iter().copied().collect(),
     })
 }
@@ -51,12 +77,32 @@ pub fn name_flags(field: &str) -> bool {
     patterns().name.is_match(column)
 }
 
+/// Whether the field's own name says it holds a credential (password, token, API key, login).
+pub fn credential_flags(field: &str) -> bool {
+    let column = field.rsplit('.').next().unwrap_or(field);
+    patterns().credential_name.is_match(column)
+}
+
+/// A secret-looking value: a password hash, or a long random token (24+ characters of letters,
+/// digits and `+/=_-` with letters and digits both present, no spaces).
+fn secret_like(t: &str) -> bool {
+    if patterns().hash.is_match(t) {
+        return true;
+    }
+    t.len() >= 24
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+/=_-".contains(c))
+        && t.chars().any(|c| c.is_ascii_digit())
+        && t.chars().any(|c| c.is_ascii_alphabetic())
+        && !t.contains('-') // UUIDs and dates are identifiers, not secrets
+}
+
 /// Detectors that fire on a sample of a field's text values: an email/phone/person-name detector
 /// fires when at least half the sample matches; SSN and street address on any value (they hide in
 /// free text).
 pub fn detect_values<'a>(sample: impl Iterator<Item = &'a str>) -> Vec<Detector> {
     let p = patterns();
-    let (mut n, mut email, mut phone, mut person) = (0usize, 0usize, 0usize, 0usize);
+    let (mut n, mut email, mut phone, mut person, mut secret) = (0usize, 0usize, 0usize, 0usize, 0);
     let mut found = HashSet::new();
     for v in sample {
         n += 1;
@@ -75,6 +121,9 @@ pub fn detect_values<'a>(sample: impl Iterator<Item = &'a str>) -> Vec<Detector>
         {
             person += 1;
         }
+        if secret_like(t) {
+            secret += 1;
+        }
         if p.ssn.is_match(t) {
             found.insert(Detector::Ssn);
         }
@@ -91,6 +140,9 @@ pub fn detect_values<'a>(sample: impl Iterator<Item = &'a str>) -> Vec<Detector>
     }
     if person >= half {
         found.insert(Detector::PersonName);
+    }
+    if secret >= half {
+        found.insert(Detector::Credential);
     }
     let mut out: Vec<Detector> = found.into_iter().collect();
     out.sort_by_key(|d| *d as u8);
@@ -109,6 +161,55 @@ mod tests {
         assert!(name_flags("hcp2.grades.notes"));
         assert!(!name_flags("ids.students.grade"));
         assert!(!name_flags("ids.schools.district_id"));
+        assert!(credential_flags("ids.staff.password_hash"));
+        assert!(credential_flags("ids.staff.api_key"));
+        assert!(credential_flags("ids.staff.username"));
+        assert!(!credential_flags("ids.staff.passport_no"));
+    }
+
+    #[test]
+    fn hashes_and_tokens_are_credentials_ids_are_not() {
+        let d = detect_values(
+            [
+                "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW",
+                "$argon2id$v=19$m=65536,t=3,p=4$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG",
+            ]
+            .into_iter(),
+        );
+        assert_eq!(d, [Detector::Credential]);
+        let d = detect_values(
+            [
+                "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
+                "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+            ]
+            .into_iter(),
+        );
+        assert_eq!(d, [Detector::Credential]);
+        let d = detect_values(
+            [
+                "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+                "2026-09-07T08:15:00",
+            ]
+            .into_iter(),
+        );
+        assert!(d.is_empty(), "{d:?}");
+    }
+
+    #[test]
+    fn messages_name_detectors_as_the_rules_file_does() {
+        for d in [
+            Detector::Name,
+            Detector::Email,
+            Detector::Phone,
+            Detector::Ssn,
+            Detector::StreetAddress,
+            Detector::PersonName,
+            Detector::Credential,
+        ] {
+            let parsed: Detector =
+                serde_json::from_str(&format!("\"{}\"", d.as_str())).expect("a rules name");
+            assert_eq!(parsed, d);
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! unique columns unique, and scan the outputs for any original value.
 
 use super::column::{transform, Hashes, Memo, Plan, Worker};
-use super::detect::{detect_values, name_flags, Detector};
+use super::detect::{credential_flags, detect_values, name_flags, Detector};
 use super::key::AnonKey;
 use super::pipeline::ordered_map;
 use super::rules::{Rule, Rules, Strategy};
@@ -160,7 +160,13 @@ pub fn anonymize(
             .map(|(c, s)| {
                 let field = format!("{}.{}", t.table, c.name);
                 let mut d = detect_values(s.iter().map(String::as_str));
-                if name_flags(&field) {
+                // A column's name flags it only when it holds text: an integer `name_id` or a
+                // `zip` number key is no name (its values are still sampled).
+                let text = c.col_type == ColType::Text;
+                if text && credential_flags(&field) && !d.contains(&Detector::Credential) {
+                    d.push(Detector::Credential);
+                }
+                if text && name_flags(&field) {
                     d.insert(0, Detector::Name);
                 }
                 (field, d)
@@ -177,10 +183,7 @@ pub fn anonymize(
         .map(|(f, d)| {
             format!(
                 "{f} ({})",
-                d.iter()
-                    .map(|x| format!("{x:?}").to_lowercase())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                d.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(", ")
             )
         })
         .collect();
