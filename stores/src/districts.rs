@@ -148,8 +148,15 @@ pub fn recommend(stats: &[DistrictStats]) -> BTreeMap<&'static str, String> {
     if stats.is_empty() {
         return picks;
     }
-    // `stats` is largest first; walk sizes ascending.
-    let ascending: Vec<&DistrictStats> = stats.iter().rev().collect();
+    // `stats` is largest first; walk sizes ascending. A near-empty district (under 1 % of the
+    // largest one's rows, or in under half of the district tables) is no pilot while real ones exist.
+    let largest = stats.iter().map(|s| s.rows).max().unwrap_or(0);
+    let real =
+        |s: &&DistrictStats| s.rows > 0 && s.rows * 100 >= largest && s.completeness() >= 0.5;
+    let mut ascending: Vec<&DistrictStats> = stats.iter().rev().filter(real).collect();
+    if ascending.is_empty() {
+        ascending = stats.iter().rev().collect();
+    }
     for (label, q) in [("small", 0.1), ("medium", 0.5), ("large", 0.9)] {
         let at = ((ascending.len() - 1) as f64 * q).round() as usize;
         let lo = at.saturating_sub(1);
@@ -165,4 +172,41 @@ pub fn recommend(stats: &[DistrictStats]) -> BTreeMap<&'static str, String> {
         picks.insert(label, best.district.clone());
     }
     picks
+}
+
+#[cfg(test)]
+mod pilot_tests {
+    use super::*;
+
+    fn d(name: &str, rows: u64, present: usize) -> DistrictStats {
+        DistrictStats {
+            district: name.into(),
+            rows,
+            latest: None,
+            tables_present: present,
+            tables_total: 4,
+        }
+    }
+
+    #[test]
+    fn near_empty_districts_are_no_pilots_while_real_ones_exist() {
+        // Largest first, as district_stats returns them.
+        let stats = vec![
+            d("big", 100_000, 4),
+            d("mid", 40_000, 4),
+            d("small", 9_000, 4),
+            d("stub", 12, 4),
+            d("half-empty", 5_000, 1),
+            d("empty", 0, 0),
+        ];
+        let picks = recommend(&stats);
+        for bad in ["stub", "half-empty", "empty"] {
+            assert!(!picks.values().any(|p| p == bad), "{bad} picked: {picks:?}");
+        }
+        assert!(picks.values().all(|p| ["big", "mid", "small"].contains(&p.as_str())));
+        assert_eq!(picks["large"], "big");
+        // Only near-empty districts: they are all there is, so they are still offered.
+        let only = vec![d("stub", 3, 1), d("empty", 0, 0)];
+        assert_eq!(recommend(&only).len(), 3);
+    }
 }
