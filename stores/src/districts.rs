@@ -203,7 +203,9 @@ mod pilot_tests {
         for bad in ["stub", "half-empty", "empty"] {
             assert!(!picks.values().any(|p| p == bad), "{bad} picked: {picks:?}");
         }
-        assert!(picks.values().all(|p| ["big", "mid", "small"].contains(&p.as_str())));
+        assert!(picks
+            .values()
+            .all(|p| ["big", "mid", "small"].contains(&p.as_str())));
         assert_eq!(picks["large"], "big");
         // Only near-empty districts: they are all there is, so they are still offered.
         let only = vec![d("stub", 3, 1), d("empty", 0, 0)];
