@@ -516,3 +516,59 @@ fn rules_that_would_collapse_a_unique_column_are_refused() {
         assert!(!out.join("ids.cards.arrow").exists());
     }
 }
+
+/// Default deny by column name looks at text columns only: integer keys named like PII (`name_id`,
+/// `zip`) pass, a text `username` and a column of password hashes are flagged as credentials,
+/// and the message spells each detector as the rules file does.
+#[test]
+fn integer_keys_are_not_names_and_credentials_are_flagged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows: Vec<Vec<V>> = (0..40)
+        .map(|i| {
+            vec![
+                V::I(i),
+                V::I(100 + i),
+                V::I(90_000 + i),
+                V::S(format!("u{i:03}")),
+                V::S(format!(
+                    "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO{i:04}"
+                )),
+            ]
+        })
+        .collect();
+    let file = write(
+        dir.path(),
+        "ids.accounts",
+        &[
+            ("id", ColType::Int),
+            ("name_id", ColType::Int),
+            ("zip", ColType::Int),
+            ("username", ColType::Text),
+            ("secret_value", ColType::Text),
+        ],
+        rows,
+    );
+    let rules = Rules::parse(
+        "[[rules]]\nfield = \"ids.accounts.id\"\nstrategy = \"hmac\"\n",
+        Path::new("r.toml"),
+    )
+    .expect("rules");
+    let e = anonymize(
+        &[input("ids.accounts", file, &[])],
+        &rules,
+        Path::new("r.toml"),
+        &key(),
+        &dir.path().join("anon"),
+    )
+    .expect_err("credentials without a rule")
+    .to_string();
+    assert!(
+        e.contains("ids.accounts.username (credential)")
+            && e.contains("ids.accounts.secret_value (credential)"),
+        "{e}"
+    );
+    assert!(
+        !e.contains("name_id") && !e.contains("ids.accounts.zip"),
+        "{e}"
+    );
+}
