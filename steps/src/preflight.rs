@@ -86,7 +86,13 @@ async fn discover(cfg: &Config) -> Result<Known, String> {
         let db = wf_stores::connect(s, Side::Prod)
             .await
             .map_err(|e| e.to_string())?;
-        for t in db.introspect().await.map_err(|e| e.to_string())?.tables {
+        // Names only: no row counts, which would scan every PROD table before each run.
+        for t in db
+            .introspect_shape()
+            .await
+            .map_err(|e| e.to_string())?
+            .tables
+        {
             for fk in &t.foreign_keys {
                 for c in &fk.columns {
                     known.fk_columns.insert(format!("{}.{c}", t.id()));

@@ -11,6 +11,11 @@ pub trait RelationalStore: Send + Sync {
     fn name(&self) -> &str;
     /// Tables, columns, keys, foreign keys and row counts.
     async fn introspect(&self) -> Result<StoreSchema, StoreError>;
+    /// Tables, columns, keys and foreign keys without row counts (each count is a full scan on a
+    /// large PROD table): for checks that only need names. `row_count` is 0 where it is skipped.
+    async fn introspect_shape(&self) -> Result<StoreSchema, StoreError> {
+        self.introspect().await
+    }
     /// Runs one statement (used by tests and fixtures; refused on PROD by the database itself).
     async fn execute(&self, sql: &str) -> Result<u64, StoreError>;
 }

@@ -51,8 +51,12 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Discovers every table of schema `public` in `pool`.
-pub async fn introspect(store: &str, pool: &PgPool) -> Result<StoreSchema, StoreError> {
+/// Discovers every table of schema `public` in `pool`; row counts only when `counts`.
+pub async fn introspect(
+    store: &str,
+    pool: &PgPool,
+    counts: bool,
+) -> Result<StoreSchema, StoreError> {
     let err = |e| StoreError::from_sqlx(store, e);
     let mut tables = Vec::new();
     let rows = sqlx::query(TABLES).fetch_all(pool).await.map_err(err)?;
@@ -72,11 +76,15 @@ pub async fn introspect(store: &str, pool: &PgPool) -> Result<StoreSchema, Store
                 default: c.get(3),
             })
             .collect();
-        let count_sql = format!("select count(*) from {}", quote_ident(&name));
-        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count_sql))
-            .fetch_one(pool)
-            .await
-            .map_err(err)?;
+        let count: i64 = if counts {
+            let count_sql = format!("select count(*) from {}", quote_ident(&name));
+            sqlx::query_scalar(sqlx::AssertSqlSafe(count_sql))
+                .fetch_one(pool)
+                .await
+                .map_err(err)?
+        } else {
+            0
+        };
         let mut t = Table {
             store: store.into(),
             name,

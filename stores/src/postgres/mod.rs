@@ -74,7 +74,11 @@ impl RelationalStore for PgStore {
     }
 
     async fn introspect(&self) -> Result<StoreSchema, StoreError> {
-        introspect::introspect(&self.name, &self.pool).await
+        introspect::introspect(&self.name, &self.pool, true).await
+    }
+
+    async fn introspect_shape(&self) -> Result<StoreSchema, StoreError> {
+        introspect::introspect(&self.name, &self.pool, false).await
     }
 
     async fn execute(&self, sql: &str) -> Result<u64, StoreError> {
