@@ -73,10 +73,12 @@ fn migrate(sb: &Sandbox, cfg: &Path) -> (crate::util::Ran, String) {
     (r, run)
 }
 
-fn report(sb: &Sandbox, run: &str) -> serde_json::Value {
+fn report(sb: &Sandbox, run: &str, stderr: &str) -> serde_json::Value {
     let p = sb.data().join("reports").join(format!("{run}.json"));
-    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
-        .unwrap()
+    serde_json::from_slice(
+        &std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}\nstderr:\n{stderr}", p.display())),
+    )
+    .unwrap()
 }
 
 fn cert(cfg: &Path, db: &str) -> PathBuf {
@@ -97,7 +99,7 @@ fn expect_failure(sb: &Sandbox, cfg: &Path, category: &str, table: &str) -> serd
         "{}",
         r.stderr
     );
-    let rep = report(sb, &run);
+    let rep = report(sb, &run, &r.stderr);
     assert_eq!(rep["status"], "failed_validation");
     assert_eq!(rep["validation_status"], "FAILED");
     let findings = rep["validation"]["findings"].as_array().unwrap();
@@ -218,7 +220,7 @@ fn a_failing_sql_rule_with_severity_error_leaves_cert_unchanged() {
     let students = count(&prod(&cfg, "ids.db"), "students where district_id = 1");
     assert_eq!(count(&cert(&cfg, "ids.db"), "students"), students);
     assert_eq!(
-        report(&sb, &run)["validation_status"],
+        report(&sb, &run, &r.stderr)["validation_status"],
         "PASSED_WITH_WARNINGS"
     );
 }
@@ -229,7 +231,7 @@ fn a_failing_sql_rule_with_severity_warning_loads_and_passes_with_warnings() {
     let cfg = setup(&sb, &SQL_RULE.replace("SEVERITY", "warning"));
     let (r, run) = migrate(&sb, &cfg);
     assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
-    let rep = report(&sb, &run);
+    let rep = report(&sb, &run, &r.stderr);
     assert_eq!(rep["validation_status"], "PASSED_WITH_WARNINGS");
     let students = count(&prod(&cfg, "ids.db"), "students where district_id = 1");
     assert_eq!(count(&cert(&cfg, "ids.db"), "students"), students);
@@ -295,7 +297,7 @@ fn rows_already_in_cert_are_conflicts_for_insert_and_fine_for_upsert() {
     assert_eq!(first.code, Some(0), "{}\n{}", first.stdout, first.stderr);
     let (again, run) = migrate(&sb, &cfg);
     assert_eq!(again.code, Some(7), "{}\n{}", again.stdout, again.stderr);
-    let rep = report(&sb, &run);
+    let rep = report(&sb, &run, &again.stderr);
     let f = rep["validation"]["findings"].as_array().unwrap();
     assert!(
         f.iter()

@@ -80,10 +80,8 @@ fn step_dir(engine: &Engine, run: &str, step: &str) -> PathBuf {
 
 /// Builds the report of `run` from its journal and step files.
 pub fn build(engine: &Engine, run: &str) -> anyhow::Result<RunReport> {
-    let st = engine.status(run)?;
-    let (_, outputs) = engine.outputs(run)?;
-    let events = engine.events(run)?;
-    Ok(build_from(engine, run, &st, &outputs, &events))
+    let r = engine.readout(run)?;
+    Ok(build_from(engine, run, &r.status, &r.outputs, &r.events))
 }
 
 /// Builds a report from a status view, step outputs and events (the `report` step passes what a
@@ -372,7 +370,10 @@ fn write_report(engine: &Engine, run: &str, r: &RunReport) -> anyhow::Result<Pat
         (&json, serde_json::to_vec_pretty(r)?),
         (&md, markdown(r).into_bytes()),
     ] {
-        let tmp = path.with_extension("tmp");
+        // `<run>.json.tmp`, `<run>.md.tmp`: a name per target, so two writers never share one.
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
         std::fs::write(&tmp, bytes)?;
         std::fs::rename(&tmp, path)?;
     }

@@ -282,22 +282,10 @@ impl Engine {
     /// as running whose lock is free lost its runner: it shows as `interrupted`.
     pub fn status(&self, run: &str) -> Result<StatusView> {
         match self.data.access(run, false)? {
-            Access::Exclusive(_lock) => {
-                let journal = SledJournal::open(&self.data.journal_path(run), false)?;
-                let mut record = journal.run()?;
-                if record.status == RunStatus::Running {
-                    record.message =
-                        Some(format!("its runner died; continue with: wf resume {run}"));
-                }
-                let (graph, records) = load_graph(&record.workflow, &journal)?;
-                let reached = journal.checkpoints()?;
-                let lease = journal.lease()?;
-                let mut view = StatusView::build(&record, &graph, &records, &reached, lease, false);
-                if record.status == RunStatus::Running {
-                    view.status = "interrupted".into();
-                }
-                Ok(view)
-            }
+            Access::Exclusive(_lock) => status_of(
+                run,
+                &SledJournal::open(&self.data.journal_path(run), false)?,
+            ),
             Access::Live(lease) => self
                 .data
                 .read_snapshot(run)
@@ -310,6 +298,18 @@ impl Engine {
                         .unwrap_or_else(|| "another wf process".into()),
                 }),
         }
+    }
+
+    /// Status, done outputs and events of a run no runner holds, read in one opening of its
+    /// journal (a report needs all three; opening sled three times in a row only adds waits).
+    pub fn readout(&self, run: &str) -> Result<Readout> {
+        self.with_journal(run, |journal| {
+            Ok(Readout {
+                status: status_of(run, journal)?,
+                outputs: done_outputs(journal)?,
+                events: journal.events(None)?,
+            })
+        })
     }
 
     /// Every run in the data directory, oldest first (steps left out), and the runs whose journal
@@ -336,32 +336,23 @@ impl Engine {
         &self,
         run: &str,
     ) -> Result<(RunRecord, Vec<(String, crate::model::StepOutput)>)> {
-        match self.data.access(run, false)? {
-            Access::Exclusive(_lock) => {
-                let journal = SledJournal::open(&self.data.journal_path(run), false)?;
-                let record = journal.run()?;
-                let outputs = journal
-                    .steps()?
-                    .into_iter()
-                    .filter(|r| r.status == StepStatus::Done)
-                    .filter_map(|r| r.output.map(|o| (r.id, o)))
-                    .collect();
-                Ok((record, outputs))
-            }
-            Access::Live(lease) => Err(EngineError::Busy {
-                run: run.to_string(),
-                holder: lease
-                    .map(|l| l.describe())
-                    .unwrap_or_else(|| "another wf process".into()),
-            }),
-        }
+        self.with_journal(run, |journal| Ok((journal.run()?, done_outputs(journal)?)))
     }
 
     /// The event log of `run` (not available while a runner holds it: see its log file).
     pub fn events(&self, run: &str) -> Result<Vec<Event>> {
+        self.with_journal(run, |journal| journal.events(None))
+    }
+
+    /// Runs `read` on the journal of `run`, which no runner may hold.
+    fn with_journal<T>(
+        &self,
+        run: &str,
+        read: impl FnOnce(&SledJournal) -> Result<T>,
+    ) -> Result<T> {
         match self.data.access(run, false)? {
             Access::Exclusive(_lock) => {
-                SledJournal::open(&self.data.journal_path(run), false)?.events(None)
+                read(&SledJournal::open(&self.data.journal_path(run), false)?)
             }
             Access::Live(lease) => Err(EngineError::Busy {
                 run: run.to_string(),
@@ -419,4 +410,37 @@ impl Engine {
 
 fn short(hash: &str) -> String {
     hash.chars().take(12).collect()
+}
+
+/// What [`Engine::readout`] returns.
+pub struct Readout {
+    pub status: StatusView,
+    pub outputs: Vec<(String, crate::model::StepOutput)>,
+    pub events: Vec<Event>,
+}
+
+/// The status view of a run read from its journal (no runner holds it).
+fn status_of(run: &str, journal: &SledJournal) -> Result<StatusView> {
+    let mut record = journal.run()?;
+    if record.status == RunStatus::Running {
+        record.message = Some(format!("its runner died; continue with: wf resume {run}"));
+    }
+    let (graph, records) = load_graph(&record.workflow, journal)?;
+    let reached = journal.checkpoints()?;
+    let lease = journal.lease()?;
+    let mut view = StatusView::build(&record, &graph, &records, &reached, lease, false);
+    if record.status == RunStatus::Running {
+        view.status = "interrupted".into();
+    }
+    Ok(view)
+}
+
+/// The outputs of the done steps of the journal's current generation.
+fn done_outputs(journal: &SledJournal) -> Result<Vec<(String, crate::model::StepOutput)>> {
+    Ok(journal
+        .steps()?
+        .into_iter()
+        .filter(|r| r.status == StepStatus::Done)
+        .filter_map(|r| r.output.map(|o| (r.id, o)))
+        .collect())
 }

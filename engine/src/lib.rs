@@ -17,7 +17,7 @@ pub mod step;
 pub mod workflow;
 
 pub use datadir::{Control, DataDir};
-pub use engine::{ControlOutcome, Engine, OpenRun};
+pub use engine::{ControlOutcome, Engine, OpenRun, Readout};
 pub use error::{EngineError, Result};
 pub use model::{Artifact, Checkpoint, Plan, RunStatus, StepOutput, StepSpec};
 pub use retry::RetryPolicy;

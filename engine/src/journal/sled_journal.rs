@@ -51,7 +51,7 @@ impl SledJournal {
         // Callers hold the run's lock, so sled's own file lock can only be busy because a handle
         // just dropped in this process is still being torn down (sled's flusher thread keeps the
         // database for up to `flush_every_ms`): wait for it briefly instead of failing.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
         let opened = loop {
             match sled::Config::new()
                 .path(path)
