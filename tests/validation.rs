@@ -151,6 +151,43 @@ fn duplicate_key_against_a_cert_unique_constraint_fails_the_gate() {
 }
 
 #[test]
+fn a_unique_value_cert_holds_in_another_row_fails_the_gate_for_every_strategy() {
+    let sb = Sandbox::new();
+    let cfg = setup(&sb, "");
+    // CERT has its own district (another id) named like the one the run brings, under a unique
+    // index: the insert would fail on it, an upsert too, and skip-existing would keep CERT's row.
+    let prod_ids = prod(&cfg, "ids.db");
+    exec(
+        &cert(&cfg, "ids.db"),
+        &format!(
+            "attach database '{}' as p; create unique index districts_name on districts (name); \
+             insert into districts select 999999, name, state from p.districts where id = 1",
+            prod_ids.display()
+        ),
+    );
+    let rep = expect_failure(&sb, &cfg, "cert_conflicts", "ids.districts");
+    let f = rep["validation"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["category"] == "cert_conflicts")
+        .unwrap()
+        .clone();
+    assert!(f["message"].as_str().unwrap().contains("name"), "{f}");
+    for strategy in ["upsert", "skip-existing"] {
+        let r = crate::util::ran(
+            sb.cmd(["run", "migrate", "--district", "1", "--strategy", strategy])
+                .args(["--config-file", cfg.to_str().unwrap()])
+                .env("WF_ANON_KEY", KEY)
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(r.code, Some(7), "{strategy}: {}\n{}", r.stdout, r.stderr);
+        assert_eq!(count(&cert(&cfg, "ids.db"), "students"), 0, "{strategy}");
+    }
+}
+
+#[test]
 fn dangling_reference_fails_the_gate() {
     let sb = Sandbox::new();
     let cfg = setup(&sb, "");

@@ -58,8 +58,10 @@ impl SledJournal {
                 .flush_every_ms(Some(500))
                 .open()
             {
+                // sled reports its busy lock as ErrorKind::Other with this text (config.rs).
                 Err(sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock
+                    if (e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.to_string().starts_with("could not acquire lock"))
                         && std::time::Instant::now() < deadline =>
                 {
                     std::thread::sleep(std::time::Duration::from_millis(25));
@@ -399,5 +401,28 @@ impl Journal for SledJournal {
         }
         .map_err(|e| self.sled_err(e))?;
         self.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A handle still held elsewhere in the process (as right after a runner ends) makes the next
+    /// opening wait for it, not fail with sled's busy-lock error.
+    #[test]
+    fn opening_waits_for_a_handle_being_released() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("j");
+        let first = SledJournal::open(&path, true).expect("first");
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(400));
+            drop(first);
+        });
+        let started = std::time::Instant::now();
+        let second = SledJournal::open(&path, false);
+        releaser.join().expect("releaser");
+        assert!(second.is_ok(), "{:?}", second.err());
+        assert!(started.elapsed() >= std::time::Duration::from_millis(300));
     }
 }

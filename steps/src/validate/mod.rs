@@ -4,6 +4,7 @@
 //! category, ending PASSED, PASSED_WITH_WARNINGS or FAILED. `sql` rules run in the load transaction.
 
 mod business;
+mod conflicts;
 mod graph_checks;
 pub mod post;
 pub mod rules;

@@ -37,7 +37,7 @@ pub struct ValidateInput<'a> {
 /// Distinct dangling references remembered per FK for the CERT lookup.
 const MISSING_LIMIT: usize = 10_000;
 /// Keys per CERT lookup.
-const LOOKUP: usize = 1000;
+pub(super) const LOOKUP: usize = 1000;
 
 pub fn text(v: &Value) -> Option<String> {
     match v {
@@ -469,59 +469,15 @@ async fn scan_table(
             ),
         );
     }
-    // Rows CERT already has (by primary key): an error for insert, information otherwise.
-    // An empty CERT table has nothing to conflict with: no lookups (the common, fresh-CERT case).
-    if !pk_idx.is_empty() && !snap.has_rows(ct).await? {
-        tally.check(
-            "cert_conflicts",
-            "rows not yet in CERT",
-            table,
-            Severity::Info,
-            0,
-            vec![],
-            String::new(),
-        );
-    } else if !pk_idx.is_empty() {
-        let (mut n, mut ex) = (0u64, Vec::new());
-        let mut batch: Vec<Key> = Vec::new();
-        for b in batches(path)? {
-            let b = &b?;
-            for r in 0..b.num_rows() {
-                if let Some(k) = tuple(b, &pk_idx, r) {
-                    batch.push(k);
-                }
-                if batch.len() >= LOOKUP || (r + 1 == b.num_rows() && !batch.is_empty()) {
-                    for k in snap
-                        .rows_in(ct, &ct.primary_key, &batch, &ct.primary_key)
-                        .await?
-                    {
-                        if owned.is_some_and(|o| o.contains(&hash_key(&k))) {
-                            continue; // this run's own rows from an earlier generation
-                        }
-                        n += 1;
-                        if ex.len() < super::EXAMPLES {
-                            ex.push(show(&k));
-                        }
-                    }
-                    batch.clear();
-                }
-            }
-        }
-        let sev = if strategy == Strategy::Insert && !reference {
-            Severity::Error
-        } else {
-            Severity::Info
-        };
-        tally.check(
-            "cert_conflicts",
-            "rows not yet in CERT",
-            table,
-            sev,
-            n,
-            ex,
-            format!("{n} rows already exist in CERT (strategy {strategy:?})"),
-        );
-    }
+    let conflicts = super::conflicts::ConflictInput {
+        table,
+        ct,
+        path,
+        strategy,
+        reference,
+        owned,
+    };
+    super::conflicts::check(tally, snap, &conflicts).await?;
     // Business rules on this table's columns.
     for rule in rules
         .rules
