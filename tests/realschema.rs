@@ -10,13 +10,14 @@ use std::collections::BTreeMap;
 const KEY: &str = "real-schema-key-0123456789abcdef";
 
 /// The PROD tables, as CERT must hold them after the load (trigger_log is CERT's own).
-const TABLES: [&str; 6] = [
+const TABLES: [&str; 7] = [
     "districts",
     "schools",
     "staff",
     "\"Students\"",
     "attendance",
     "audit_log",
+    "\"Sales\".\"Orders\"",
 ];
 
 fn fixture(name: &str) -> String {
@@ -122,7 +123,7 @@ fn a_real_world_schema_migrates_validates_rolls_back_and_loads_again() {
         &cfg,
         format!(
             r#"anonymization_rules = "anonymization.toml"
-follow_children = ["rw.attendance.student_id"]
+follow_children = ["rw.attendance.student_id", "rw.Sales.Orders.StudentId"]
 [[stores]]
 name = "rw"
 kind = "postgres"
@@ -141,12 +142,27 @@ to = "rw.staff.id"
 
     let r = wf(&sb, &cfg, &["cert", "enroll"]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
+    // A schema-qualified name spelled in the wrong case is refused with the right spelling.
+    let good = std::fs::read_to_string(&cfg).expect("wf.toml");
+    std::fs::write(
+        &cfg,
+        good.replace("rw.Sales.Orders.StudentId", "rw.sales.Orders.StudentId"),
+    )
+    .expect("wf.toml");
+    let r = wf(&sb, &cfg, &["run", "migrate", "--district", "1"]);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("did you mean rw.Sales.Orders"),
+        "{}",
+        r.stderr
+    );
+    std::fs::write(&cfg, good).expect("wf.toml");
     let r = wf(&sb, &cfg, &["analyze"]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     // The partitions are part of attendance: 6 tables, each row counted once.
     assert!(
         r.stdout
-            .starts_with("1 stores, 6 tables, 19 rows, 5 foreign keys, 1 cycles"),
+            .starts_with("1 stores, 7 tables, 22 rows, 6 foreign keys, 1 cycles"),
         "{}",
         r.stdout
     );
@@ -173,6 +189,7 @@ to = "rw.staff.id"
         ("schools", "id, code, band, principal_id"),
         ("attendance", "student_id, day, status"),
         ("audit_log", "district_id, happened, note"),
+        ("\"Sales\".\"Orders\"", "\"OrderId\", \"StudentId\", amount, placed, at_tz, doc, bands, uids, amounts, days, qty"),
     ] {
         let q = format!("select md5(string_agg(r::text, '|' order by r::text)) from (select {cols} from {table} where district_id = 1) r");
         assert_eq!(sql(&cert_url, &q), sql(&prod_url, &q), "{table}: {cols}");
@@ -221,6 +238,7 @@ to = "rw.staff.id"
     assert_eq!(loaded["\"Students\""].split(':').next(), Some("2"));
     assert_eq!(loaded["attendance"].split(':').next(), Some("3"));
     assert_eq!(loaded["schools"].split(':').next(), Some("2"));
+    assert_eq!(loaded["\"Sales\".\"Orders\""].split(':').next(), Some("2"));
     // CERT's user trigger ran for the loaded schools (triggers = "keep", the default): two
     // schools in each of the two loads (rollback does not undo what the trigger wrote)...
     assert_eq!(sql(&cert_url, "select count(*) from trigger_log"), ["4"]);
@@ -258,5 +276,10 @@ to = "rw.staff.id"
         "insert into staff (school_id, district_id, email, full_name) values (1, 1, 'n@cert.example', 'N N') returning id",
     );
     assert_eq!(new_staff, 4);
+    let new_order = insert_returning(
+        &cert_url,
+        "insert into \"Sales\".\"Orders\" (district_id, \"StudentId\") values (1, 100) returning \"OrderId\"",
+    );
+    assert_eq!(new_order, 3, "past the largest loaded OrderId (2)");
     assert_eq!(contents(&prod_url), prod_before, "PROD untouched");
 }

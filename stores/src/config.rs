@@ -96,11 +96,15 @@ pub struct ColumnRef {
 }
 
 impl ColumnRef {
-    /// Parses `store.table.column`.
+    /// Parses `store.table.column`, or `store.schema.table.column` for a PostgreSQL table outside
+    /// schema `public` (its table is then `schema.table`).
     pub fn parse(text: &str) -> Option<ColumnRef> {
-        let mut it = text.split('.');
-        let (s, t, c) = (it.next()?, it.next()?, it.next()?);
-        if it.next().is_some() || s.is_empty() || t.is_empty() || c.is_empty() {
+        let (s, rest) = text.split_once('.')?;
+        let (t, c) = rest.rsplit_once('.')?;
+        if s.is_empty() || t.is_empty() || c.is_empty() || t.split('.').count() > 2 {
+            return None;
+        }
+        if t.split('.').any(str::is_empty) {
             return None;
         }
         Some(ColumnRef {
@@ -215,7 +219,7 @@ impl Config {
         }
         for t in &self.reference_tables {
             let (store, table) = t.split_once('.').unwrap_or(("", ""));
-            if table.is_empty() || table.contains('.') || !known(store) {
+            if table.is_empty() || table.split('.').count() > 2 || !known(store) {
                 return Err(invalid(
                     file,
                     format!("reference table `{t}` is not store.table of a declared store"),
@@ -306,6 +310,28 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, StoreError> {
         Config::parse(text, Path::new("wf.toml"))
+    }
+
+    #[test]
+    fn column_refs_name_a_table_in_public_or_in_another_schema() {
+        let r = ColumnRef::parse("rw.Sales.Orders.amount").expect("schema-qualified");
+        assert_eq!(
+            (r.store.as_str(), r.table.as_str(), r.column.as_str()),
+            ("rw", "Sales.Orders", "amount")
+        );
+        assert_eq!(r.table_id(), "rw.Sales.Orders");
+        let r = ColumnRef::parse("ids.students.id").expect("public");
+        assert_eq!((r.table.as_str(), r.column.as_str()), ("students", "id"));
+        for bad in [
+            "ids.students",
+            "ids..id",
+            "a.b.c.d.e",
+            ".t.c",
+            "s.t.",
+            "s.a..c",
+        ] {
+            assert!(ColumnRef::parse(bad).is_none(), "{bad}");
+        }
     }
 
     #[test]

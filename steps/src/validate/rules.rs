@@ -103,7 +103,7 @@ fn bad(file: &Path, msg: String) -> String {
 
 fn is_field(s: &Option<String>) -> bool {
     s.as_deref()
-        .is_some_and(|f| f.split('.').count() == 3 && !f.split('.').any(str::is_empty))
+        .is_some_and(|f| matches!(f.split('.').count(), 3 | 4) && !f.split('.').any(str::is_empty))
 }
 
 impl ValidationRules {

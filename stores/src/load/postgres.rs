@@ -6,7 +6,7 @@ use super::{
 };
 use crate::error::StoreError;
 use crate::postgres::copy::copy_in;
-use crate::postgres::snapshot::{col_type, ident, in_clause};
+use crate::postgres::snapshot::{col_type, ident, in_clause, table_ident};
 use crate::schema::Table;
 use crate::staging::open;
 use crate::subset::{key_columns, Key, KEY_BATCH};
@@ -63,7 +63,7 @@ async fn existing(
         let sql = format!(
             "select {} from {} where {}",
             select.join(", "),
-            ident(&table.name),
+            table_ident(&table.name),
             in_clause(table, &cols, 1)?
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -135,7 +135,7 @@ pub async fn load(
         if t.strategy == Strategy::Insert {
             let copy = format!(
                 "copy {} ({}) from stdin",
-                ident(&table.name),
+                table_ident(&table.name),
                 cols.join(", ")
             );
             let rows = copy_in(
@@ -169,7 +169,7 @@ pub async fn load(
         let stage = format!("wf_stage_{n}");
         let create = format!(
             "create temp table {stage} (like {} including defaults) on commit drop",
-            ident(&table.name)
+            table_ident(&table.name)
         );
         sqlx::raw_sql(sqlx::AssertSqlSafe(create))
             .execute(&mut *tx)
@@ -196,7 +196,7 @@ pub async fn load(
         // Identity columns GENERATED ALWAYS take the staged values, as COPY gives them.
         let sql = format!(
             "insert into {} ({cols}) overriding system value select {cols} from {stage} on conflict ({}) {action}",
-            ident(&table.name),
+            table_ident(&table.name),
             pk.join(", "),
             cols = cols.join(", ")
         );
@@ -278,7 +278,11 @@ async fn user_triggers(
     let err = |e| StoreError::from_sqlx(&job.store, e);
     if triggers == crate::config::Triggers::Keep {
         if verb == "disable" {
-            let names: Vec<String> = job.tables.iter().map(|t| ident(&t.table.name)).collect();
+            let names: Vec<String> = job
+                .tables
+                .iter()
+                .map(|t| table_ident(&t.table.name))
+                .collect();
             let found: Vec<(String, String)> = sqlx::query_as(
                 "select tgname::text, tgrelid::regclass::text from pg_trigger \
                  where not tgisinternal and tgenabled <> 'D' \
@@ -295,7 +299,10 @@ async fn user_triggers(
         return Ok(());
     }
     for t in &job.tables {
-        let sql = format!("alter table {} {verb} trigger user", ident(&t.table.name));
+        let sql = format!(
+            "alter table {} {verb} trigger user",
+            table_ident(&t.table.name)
+        );
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
             .execute(&mut *conn)
             .await
@@ -327,7 +334,7 @@ fn delete_rows_sql(table: &Table, cols: &[String]) -> Result<String, StoreError>
     let names: Vec<String> = (0..cols.len()).map(|i| format!("k{i}")).collect();
     Ok(format!(
         "delete from {} t using (select * from unnest({})) k({}) where {}",
-        ident(&table.name),
+        table_ident(&table.name),
         arrays.join(", "),
         names.join(", "),
         conds.join(" and ")
@@ -337,11 +344,11 @@ fn delete_rows_sql(table: &Table, cols: &[String]) -> Result<String, StoreError>
 /// The sequences behind `table`'s columns in CERT: serial and identity columns (owned sequences),
 /// and defaults that call `nextval` on another sequence.
 const SEQUENCES: &str = r#"select a.attname::text, coalesce(
-    pg_get_serial_sequence(quote_ident(c.relname), a.attname),
+    pg_get_serial_sequence($1, a.attname),
     substring(pg_get_expr(d.adbin, d.adrelid) from $re$^nextval\('(.+)'::regclass\)$$re$))
     from pg_class c join pg_attribute a on a.attrelid = c.oid
     left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
-    where c.oid = to_regclass(quote_ident($1)) and a.attnum > 0 and not a.attisdropped"#;
+    where c.oid = to_regclass($1) and a.attnum > 0 and not a.attisdropped"#;
 
 /// Advances every sequence of `table` past the largest value loaded, as pg_dump's setval does, so
 /// the application under test can insert into CERT afterwards. A sequence already further on is
@@ -349,7 +356,7 @@ const SEQUENCES: &str = r#"select a.attname::text, coalesce(
 async fn advance_sequences(conn: &mut PgConnection, table: &Table) -> Result<(), StoreError> {
     let err = |e| StoreError::from_sqlx(&table.store, e);
     let seqs: Vec<(String, Option<String>)> = sqlx::query_as(SEQUENCES)
-        .bind(&table.name)
+        .bind(table_ident(&table.name))
         .fetch_all(&mut *conn)
         .await
         .map_err(err)?;
@@ -359,7 +366,7 @@ async fn advance_sequences(conn: &mut PgConnection, table: &Table) -> Result<(),
             "select setval($1::regclass, m) from (select max({})::bigint m from {}) x \
              where m is not null and m > coalesce(pg_sequence_last_value($1::regclass), 0)",
             ident(&col),
-            ident(&table.name)
+            table_ident(&table.name)
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&seq)
@@ -409,7 +416,7 @@ async fn set_deferred(
         .collect::<Result<_, StoreError>>()?;
     let sql = format!(
         "update {} set {} where {}",
-        ident(&table.name),
+        table_ident(&table.name),
         sets.join(", "),
         wheres.join(" and ")
     );
@@ -492,7 +499,11 @@ pub async fn rollback(
             delete_or_update(
                 &mut tx,
                 &t.table,
-                &format!("update {} set {}", ident(&t.table.name), sets.join(", ")),
+                &format!(
+                    "update {} set {}",
+                    table_ident(&t.table.name),
+                    sets.join(", ")
+                ),
                 chunk,
             )
             .await?;
@@ -506,7 +517,7 @@ pub async fn rollback(
             n += delete_or_update(
                 &mut tx,
                 &t.table,
-                &format!("delete from {}", ident(&t.table.name)),
+                &format!("delete from {}", table_ident(&t.table.name)),
                 chunk,
             )
             .await?;

@@ -1,4 +1,6 @@
-//! PostgreSQL discovery from `pg_catalog`: tables of schema `public`, columns, keys, FKs, counts.
+//! PostgreSQL discovery from `pg_catalog`: tables of every user schema, columns, keys, FKs, counts.
+//! A table of schema `public` is named by its name (`students`), any other as `schema.table`
+//! (`Sales.Orders`), which is how configuration files and reports spell it.
 //!
 //! Real schemas, not only wf's own: a partitioned table and its partitions are one table (the
 //! parent; rows are read, counted and loaded through it, and FKs declared only on partitions count
@@ -10,10 +12,12 @@ use crate::error::StoreError;
 use crate::schema::{Column, ForeignKey, StoreSchema, Table, Unique};
 use sqlx::{PgPool, Row};
 
-const TABLES: &str = "select c.oid::int8, c.relname from pg_class c \
+const TABLES: &str = "select c.oid::int8, n.nspname::text, c.relname::text from pg_class c \
     join pg_namespace n on n.oid = c.relnamespace \
-    where n.nspname = 'public' and c.relkind in ('r', 'p') and not c.relispartition \
-    and c.relname not in ('wf_loads', 'wf_enrollment') order by c.relname";
+    where n.nspname <> 'information_schema' and n.nspname not like 'pg\\_%' \
+    and c.relkind in ('r', 'p') and not c.relispartition \
+    and not (n.nspname = 'public' and c.relname in ('wf_loads', 'wf_enrollment')) \
+    order by n.nspname <> 'public', n.nspname, c.relname";
 
 const COLUMNS: &str = "select a.attname, format_type(a.atttypid, a.atttypmod), \
     a.attnotnull, pg_get_expr(d.adbin, d.adrelid) \
@@ -26,7 +30,9 @@ const COLUMNS: &str = "select a.attname, format_type(a.atttypid, a.atttypmod), \
 const CONSTRAINTS: &str = "select c.conname, c.contype::text, \
     array(select a.attname::text from unnest(c.conkey) with ordinality k(n, o) \
       join pg_attribute a on a.attrelid = c.conrelid and a.attnum = k.n order by k.o), \
-    coalesce((select r.relname::text from pg_class r \
+    coalesce((select case when rn.nspname = 'public' then r.relname::text \
+        else rn.nspname || '.' || r.relname end \
+      from pg_class r join pg_namespace rn on rn.oid = r.relnamespace \
       where r.oid = coalesce(pg_partition_root(c.confrelid), c.confrelid)), ''), \
     array(select a.attname::text from unnest(coalesce(c.confkey, '{}')) with ordinality k(n, o) \
       join pg_attribute a on a.attrelid = c.confrelid and a.attnum = k.n order by k.o), \
@@ -47,11 +53,25 @@ const UNIQUE_INDEXES: &str = "select i.relname::text, \
     and not exists (select 1 from pg_constraint c where c.conindid = x.indexrelid) \
     order by i.relname";
 
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+/// wf's name of table `rel` in schema `nsp`; a dot inside either would make it ambiguous.
+fn table_name(store: &str, nsp: &str, rel: &str) -> Result<String, StoreError> {
+    if nsp.contains('.') || rel.contains('.') {
+        return Err(StoreError::Query {
+            store: store.into(),
+            message: format!(
+                "table \"{nsp}\".\"{rel}\" has a dot in its schema or table name, which wf's \
+                 `store.schema.table` names cannot spell; rename it to carry this database"
+            ),
+        });
+    }
+    Ok(if nsp == "public" {
+        rel.to_string()
+    } else {
+        format!("{nsp}.{rel}")
+    })
 }
 
-/// Discovers every table of schema `public` in `pool`; row counts only when `counts`.
+/// Discovers every table of every user schema in `pool`; row counts only when `counts`.
 pub async fn introspect(
     store: &str,
     pool: &PgPool,
@@ -62,7 +82,7 @@ pub async fn introspect(
     let rows = sqlx::query(TABLES).fetch_all(pool).await.map_err(err)?;
     for r in rows {
         let oid: i64 = r.get(0);
-        let name: String = r.get(1);
+        let name = table_name(store, r.get(1), r.get(2))?;
         let columns = sqlx::query(COLUMNS)
             .bind(oid)
             .fetch_all(pool)
@@ -77,7 +97,10 @@ pub async fn introspect(
             })
             .collect();
         let count: i64 = if counts {
-            let count_sql = format!("select count(*) from {}", quote_ident(&name));
+            let count_sql = format!(
+                "select count(*) from {}",
+                crate::postgres::snapshot::table_ident(&name)
+            );
             sqlx::query_scalar(sqlx::AssertSqlSafe(count_sql))
                 .fetch_one(pool)
                 .await

@@ -22,6 +22,14 @@ pub(crate) fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// A table as SQL names it: `"t"` for wf's `t` (schema `public`), `"s"."t"` for `s.t`.
+pub(crate) fn table_ident(name: &str) -> String {
+    match name.split_once('.') {
+        Some((schema, table)) => format!("{}.{}", ident(schema), ident(table)),
+        None => ident(name),
+    }
+}
+
 fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
@@ -217,7 +225,11 @@ impl PgSnapshot {
         w: &mut StagingWriter,
     ) -> Result<u64, StoreError> {
         let list: Vec<String> = table.columns.iter().map(|c| ident(&c.name)).collect();
-        let base = format!("select {} from {}", list.join(", "), ident(&table.name));
+        let base = format!(
+            "select {} from {}",
+            list.join(", "),
+            table_ident(&table.name)
+        );
         let mut statements = Vec::new();
         match sel {
             Selection::All => statements.push(base),
@@ -268,7 +280,7 @@ impl SnapshotReader for PgSnapshot {
         let sql = format!(
             "select {} from {} where {} = $1::text::{t}",
             select_list(table, project),
-            ident(&table.name),
+            table_ident(&table.name),
             ident(column)
         );
         self.stream(sql, Some(value), project.len(), sink).await
@@ -284,7 +296,7 @@ impl SnapshotReader for PgSnapshot {
         let sql = format!(
             "select {} from {} where {}",
             select_list(table, project),
-            ident(&table.name),
+            table_ident(&table.name),
             in_clause(table, columns, 1)?
         );
         let binds = (0..columns.len())
@@ -302,7 +314,7 @@ impl SnapshotReader for PgSnapshot {
         let sql = format!(
             "select {} from {}",
             select_list(table, project),
-            ident(&table.name)
+            table_ident(&table.name)
         );
         self.stream(sql, None, project.len(), sink).await
     }
@@ -322,7 +334,7 @@ impl SnapshotReader for PgSnapshot {
         let sql = format!(
             "select distinct {} from {} where {} = $1::text::{t} and {}",
             select_list(table, columns),
-            ident(&table.name),
+            table_ident(&table.name),
             ident(column),
             not_null.join(" and ")
         );
@@ -332,7 +344,7 @@ impl SnapshotReader for PgSnapshot {
     async fn has_rows(&mut self, table: &Table) -> Result<bool, StoreError> {
         let sql = format!(
             "select count(*) from (select 1 from {} limit 1) t",
-            ident(&table.name)
+            table_ident(&table.name)
         );
         let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .fetch_one(&mut *self.conn)
@@ -350,7 +362,7 @@ impl SnapshotReader for PgSnapshot {
         let t = col_type(table, column)?;
         let sql = format!(
             "select count(*) from {} where {} = $1::text::{t}",
-            ident(&table.name),
+            table_ident(&table.name),
             ident(column)
         );
         let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
