@@ -113,6 +113,7 @@ async fn run(admin: &str, rows: u64, dir: &Path) {
         virtual_fks: vec![],
         reference_tables: vec![],
         follow_children: vec![],
+        cycle_breaks: vec![],
         anonymization_rules: None,
         validation_rules: None,
         graph: None,
@@ -134,7 +135,7 @@ async fn run(admin: &str, rows: u64, dir: &Path) {
 
     let mut schemas = ex.schemas.clone();
     add_virtual_fks(&mut schemas, &cfg).expect("fks");
-    let analysis = analyze(&schemas);
+    let analysis = analyze(&schemas, &cfg.cycle_breaks);
     let opts = LoadOptions {
         run_key: "bench/g0/load".into(),
         manifest_dir: dir.join("loads"),

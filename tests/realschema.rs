@@ -156,7 +156,41 @@ to = "rw.staff.id"
         "{}",
         r.stderr
     );
-    std::fs::write(&cfg, good).expect("wf.toml");
+    // cycle_breaks: a NOT NULL declared FK cannot break the cycle, an FK in no cycle breaks
+    // nothing, a column that starts no FK is no break: each refused before a run exists.
+    for (entry, says) in [
+        (
+            "rw.staff.school_id",
+            "which is declared, NOT NULL and not DEFERRABLE",
+        ),
+        ("rw.attendance.student_id", "is in no cycle"),
+        ("rw.staff.email", "no foreign key"),
+    ] {
+        std::fs::write(&cfg, format!("cycle_breaks = [\"{entry}\"]\n{good}")).expect("wf.toml");
+        let r = wf(&sb, &cfg, &["run", "migrate", "--district", "1"]);
+        assert_eq!(r.code, Some(1), "{entry}: {}", r.stderr);
+        assert!(r.stderr.contains(says), "{entry}: {}", r.stderr);
+    }
+    let runs = wf(&sb, &cfg, &["runs"]);
+    assert!(
+        !runs.stdout.contains("mig-"),
+        "no run was created: {}",
+        runs.stdout
+    );
+    // Named where it can break, it is the break, and analyze says so.
+    std::fs::write(
+        &cfg,
+        format!("cycle_breaks = [\"rw.schools.principal_id\"]\n{good}"),
+    )
+    .expect("wf.toml");
+    let r = wf(&sb, &cfg, &["analyze"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("named in cycle_breaks; rw.schools.(principal_id)"),
+        "{}",
+        r.stdout
+    );
     let r = wf(&sb, &cfg, &["analyze"]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     // The partitions are part of attendance: 6 tables, each row counted once.

@@ -358,3 +358,40 @@ fn rows_already_in_cert_are_conflicts_for_insert_and_fine_for_upsert() {
     );
     assert_eq!(up.code, Some(0), "{}\n{}", up.stdout, up.stderr);
 }
+
+/// `wf validate` scans anonymized fields in CERT too: an original email planted into a loaded
+/// student's anonymized email is a critical finding, while the run as loaded passes.
+#[test]
+fn an_original_planted_in_an_anonymized_cert_column_fails_wf_validate() {
+    let sb = Sandbox::new();
+    let cfg = setup(&sb, "");
+    let (r, run) = migrate(&sb, &cfg);
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    let validate = || {
+        crate::util::ran(
+            sb.cmd(["--config", cfg.to_str().unwrap(), "validate", &run])
+                .env("WF_ANON_KEY", KEY)
+                .output()
+                .unwrap(),
+        )
+    };
+    let v = validate();
+    assert_eq!(v.code, Some(0), "{}\n{}", v.stdout, v.stderr);
+    exec(
+        &cert(&cfg, "ids.db"),
+        &format!(
+            "attach database '{}' as p; update students set email = \
+             (select email from p.students where district_id = 1 and email is not null limit 1) \
+             where id = (select min(id) from students)",
+            prod(&cfg, "ids.db").display()
+        ),
+    );
+    let v = validate();
+    assert_eq!(v.code, Some(7), "{}\n{}", v.stdout, v.stderr);
+    assert!(
+        v.stdout
+            .contains("Critical ids.students no original value in CERT: 1 original"),
+        "{}",
+        v.stdout
+    );
+}

@@ -2,7 +2,7 @@
 
 use crate::cli::exit;
 use crate::commands::{emit, say};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use wf_engine::Engine;
 use wf_steps::migrate::{AnonymizeOut, ExtractOut, LoadOut};
 use wf_steps::validate::Gate;
@@ -71,12 +71,25 @@ pub async fn validate(
     let anon_dir = engine.data().run_dir(run).join("steps").join("anonymize");
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(anon_dir.join("anonymization-report.json"))?)?;
-    let passed_fields: HashSet<String> = report["fields"]
+    // The fields the run's leak scan covered, with their domains; a report from before domains
+    // has neither: its passed-through fields are scanned against every original, as then.
+    let scanned_fields: HashMap<String, Vec<String>> = report["fields"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|f| f["changed"].as_u64() == Some(0))
-        .filter_map(|f| f["field"].as_str().map(String::from))
+        .filter(|f| match f["scanned"].as_bool() {
+            Some(scanned) => scanned,
+            None => f["changed"].as_u64() == Some(0),
+        })
+        .filter_map(|f| {
+            let tags = f["leak_tags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.as_str().map(String::from))
+                .collect();
+            f["field"].as_str().map(|n| (n.to_string(), tags))
+        })
         .collect();
     let originals: Vec<u64> = std::fs::read(anon_dir.join("leak-hashes.bin"))
         .unwrap_or_default()
@@ -107,7 +120,7 @@ pub async fn validate(
         schemas: &schemas,
         files,
         graph_files,
-        passed_fields,
+        scanned_fields,
         originals,
         key: key.as_ref(),
     };

@@ -36,7 +36,7 @@ pub async fn discover(cfg: &Config, out: &Path) -> Result<Discovery, StoreError>
         file: PathBuf::from("wf.toml"),
         message,
     })?;
-    let analysis = analyze(&schemas);
+    let analysis = analyze(&schemas, &cfg.cycle_breaks);
     let graph = match &cfg.graph {
         Some(g) => Some(discover_graph(g).await?),
         None => None,

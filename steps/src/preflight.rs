@@ -18,6 +18,8 @@ struct Known {
     /// `store.table.column` of every column that references another table (declared FKs).
     fk_columns: BTreeSet<String>,
     graph: Option<(String, BTreeSet<String>)>,
+    /// The discovered schemas (names, keys, FKs; no row counts), for the cycle analysis.
+    schemas: Vec<wf_stores::schema::StoreSchema>,
 }
 
 /// Resolves connections and checks every configured name; the first problem as one line.
@@ -31,6 +33,9 @@ pub async fn check(p: &MigrateParams) -> Result<(), String> {
     };
     check_config(&p.config, &known)?;
     for r in &rules.rules {
+        if let Some(f) = &r.spec.scan_as {
+            known.field(f, &format!("anonymization rule `{}` scan_as", r.label()))?;
+        }
         if let Some(f) = &r.spec.field {
             known.field(f, &format!("anonymization rule `{}`", r.label()))?;
             if let (Some(e), Some(c)) = (&r.spec.entity, ColumnRef::parse(f)) {
@@ -87,12 +92,8 @@ async fn discover(cfg: &Config) -> Result<Known, String> {
             .await
             .map_err(|e| e.to_string())?;
         // Names only: no row counts, which would scan every PROD table before each run.
-        for t in db
-            .introspect_shape()
-            .await
-            .map_err(|e| e.to_string())?
-            .tables
-        {
+        let schema = db.introspect_shape().await.map_err(|e| e.to_string())?;
+        for t in &schema.tables {
             for fk in &t.foreign_keys {
                 for c in &fk.columns {
                     known.fk_columns.insert(format!("{}.{c}", t.id()));
@@ -101,6 +102,7 @@ async fn discover(cfg: &Config) -> Result<Known, String> {
             let cols = t.columns.iter().map(|c| c.name.clone()).collect();
             known.tables.insert(t.id(), cols);
         }
+        known.schemas.push(schema);
     }
     if let Some(g) = &cfg.graph {
         let mut r = wf_stores::graph::open_read(g, Side::Prod)
@@ -129,6 +131,52 @@ fn check_config(cfg: &Config, known: &Known) -> Result<(), String> {
         if !known.fk_columns.contains(f) && !is_virtual {
             return Err(format!(
                 "wf.toml follow_children `{f}`: no foreign key (declared or in [[virtual_fks]]) starts at this column, so there is nothing to follow; name the child's FK column, or add a [[virtual_fks]] entry"
+            ));
+        }
+    }
+    cycle_breaks(cfg, known)
+}
+
+/// Each `cycle_breaks` entry names an FK column (declared or virtual) that breaks a cycle; a
+/// cycle it cannot break is refused here, with why, rather than when the load meets it.
+fn cycle_breaks(cfg: &Config, known: &Known) -> Result<(), String> {
+    if cfg.cycle_breaks.is_empty() {
+        return Ok(());
+    }
+    for f in &cfg.cycle_breaks {
+        known.column(f, "cycle_breaks")?;
+        let is_virtual = cfg.virtual_fks.iter().any(|v| &v.from == f);
+        if !known.fk_columns.contains(f) && !is_virtual {
+            return Err(format!(
+                "wf.toml cycle_breaks `{f}`: no foreign key (declared or in [[virtual_fks]]) starts at this column; name the child's FK column of the cycle"
+            ));
+        }
+    }
+    let mut schemas = known.schemas.clone();
+    wf_stores::analysis::add_virtual_fks(&mut schemas, cfg)?;
+    let analysis = wf_stores::analysis::analyze(&schemas, &cfg.cycle_breaks);
+    if let Some(c) = analysis
+        .cycles
+        .iter()
+        .find(|c| c.break_fk.is_none() && c.reason.contains("cycle_breaks names"))
+    {
+        return Err(format!(
+            "wf.toml cycle_breaks: the cycle {} {}",
+            c.tables.join(" -> "),
+            c.reason
+        ));
+    }
+    for f in &cfg.cycle_breaks {
+        let used = analysis.cycles.iter().any(|c| {
+            c.break_fk.as_ref().is_some_and(|e| {
+                e.columns
+                    .iter()
+                    .any(|col| *f == format!("{}.{col}", e.child))
+            })
+        });
+        if !used {
+            return Err(format!(
+                "wf.toml cycle_breaks `{f}`: its foreign key is in no cycle, so there is nothing to break; remove it"
             ));
         }
     }

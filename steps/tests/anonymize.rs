@@ -441,8 +441,9 @@ fn many_batches_on_parallel_workers_keep_row_order_and_consistency() {
         .collect();
     assert_eq!(changed["ids.kids.email"], 40_000);
     assert_eq!(changed["ids.kids.n"], 0);
-    // Keyed hashes of 15,000 distinct emails and 40,000 distinct codes, each once.
-    assert_eq!(report.original_hashes.len(), 55_000);
+    // Keyed hashes of 15,000 distinct emails, once per domain (the field, the email detector),
+    // and of 40,000 distinct codes (their field only), each once.
+    assert_eq!(report.original_hashes.len(), 2 * 15_000 + 40_000);
 }
 
 #[test]
@@ -571,4 +572,63 @@ fn integer_keys_are_not_names_and_credentials_are_flagged() {
         !e.contains("name_id") && !e.contains("ids.accounts.zip"),
         "{e}"
     );
+}
+
+/// The leak scan compares values within a domain: a kept text reference code equal to masked
+/// postal codes is no leak; a copy of the emails in a kept column is (the email detector); and so
+/// is a value the rules chose for an anonymized field that is one of its originals.
+#[test]
+fn the_leak_scan_compares_within_a_domain_and_scans_anonymized_fields() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows: Vec<Vec<V>> = (0..200)
+        .map(|i| {
+            vec![
+                V::I(i),
+                V::S(format!("{:05}", 10_000 + i)),
+                V::S(format!("{:05}", 10_000 + (i + 7) % 200)),
+                V::S(format!("kid{i}@school.example")),
+            ]
+        })
+        .collect();
+    let cols = [
+        ("id", ColType::Int),
+        ("zip", ColType::Text),
+        ("ref_code", ColType::Text),
+        ("email", ColType::Text),
+    ];
+    let file = write(dir.path(), "ids.kids", &cols, rows);
+    let base = "[[rules]]\nfield = \"ids.kids.zip\"\nstrategy = \"mask\"\n\
+                [[rules]]\nfield = \"ids.kids.ref_code\"\nstrategy = \"keep\"\n";
+    let run = |email_rule: &str, out: &str| {
+        let rules =
+            Rules::parse(&format!("{base}{email_rule}"), Path::new("r.toml")).expect("rules");
+        let table = input("ids.kids", file.clone(), &[]);
+        anonymize(
+            &[table],
+            &rules,
+            Path::new("r.toml"),
+            &key(),
+            &dir.path().join(out),
+        )
+    };
+    // Every kept reference code is some postal code's original: another domain, no leak.
+    let report = run(
+        "[[rules]]\nfield = \"ids.kids.email\"\nstrategy = \"fake\"\nkind = \"email\"\n",
+        "a",
+    )
+    .expect("no false positive across domains");
+    assert!(report.leaks.is_empty(), "{:?}", report.leaks);
+    let field = |f: &str| report.fields.iter().find(|x| x.field == f).expect("field");
+    assert!(field("ids.kids.email").scanned && field("ids.kids.ref_code").scanned);
+    assert!(
+        !field("ids.kids.zip").scanned,
+        "a mask maps onto real codes by design"
+    );
+    // A redaction that writes one of the field's own originals is caught in the anonymized field.
+    let e = run(
+        "[[rules]]\nfield = \"ids.kids.email\"\nstrategy = \"redact\"\nvalue = \"kid7@school.example\"\n",
+        "b",
+    )
+    .expect_err("an original in an anonymized field");
+    assert!(e.to_string().contains("ids.kids.email (200 values)"), "{e}");
 }

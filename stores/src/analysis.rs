@@ -195,9 +195,30 @@ fn cycle_through(e: &Edge, edges: &[&Edge]) -> Vec<String> {
     path
 }
 
-/// The edge that breaks a cycle, with why: a virtual FK first (CERT does not enforce it), then a
-/// nullable one (self references first), then a deferrable one; ties by name for stable output.
-fn pick_break<'a>(inside: &[&'a Edge]) -> Option<(&'a Edge, String)> {
+/// Whether `e` is one of the FKs `wf.toml`'s `cycle_breaks` names (`store.table.column`).
+fn named(e: &Edge, breaks: &[String]) -> bool {
+    e.columns
+        .iter()
+        .any(|c| breaks.contains(&format!("{}.{c}", e.child)))
+}
+
+/// The edge that breaks a cycle, with why: the one `cycle_breaks` names, else a virtual FK first
+/// (CERT does not enforce it), then a nullable one (self references first), then a deferrable
+/// one; ties by name for stable output. `Err` says why the cycle cannot be loaded.
+fn pick_break<'a>(inside: &[&'a Edge], breaks: &[String]) -> Result<(&'a Edge, String), String> {
+    let loadable = |e: &Edge| e.is_virtual || e.nullable || e.deferrable;
+    if let Some(e) = inside.iter().find(|e| named(e, breaks)) {
+        if !loadable(e) {
+            return Err(format!(
+                "cannot load: cycle_breaks names {}.({}), which is declared, NOT NULL and not DEFERRABLE, so rows cannot load before {}; name another FK of the cycle, make it DEFERRABLE or its column nullable",
+                e.child,
+                e.columns.join(", "),
+                e.parent
+            ));
+        }
+        let (_, why) = pick_break(&[*e], &[])?;
+        return Ok((e, format!("named in cycle_breaks; {why}")));
+    }
     let by_name = |e: &&&'a Edge| (e.child != e.parent, e.child.clone(), e.fk.clone());
     if let Some(e) = inside.iter().filter(|e| e.is_virtual).min_by_key(by_name) {
         let why = format!(
@@ -205,7 +226,7 @@ fn pick_break<'a>(inside: &[&'a Edge]) -> Option<(&'a Edge, String)> {
             e.child,
             e.columns.join(", ")
         );
-        return Some((e, why));
+        return Ok((e, why));
     }
     if let Some(e) = inside.iter().filter(|e| e.nullable).min_by_key(by_name) {
         let why = format!(
@@ -214,19 +235,25 @@ fn pick_break<'a>(inside: &[&'a Edge]) -> Option<(&'a Edge, String)> {
             e.columns.join(", "),
             e.parent
         );
-        return Some((e, why));
+        return Ok((e, why));
     }
-    let e = inside.iter().filter(|e| e.deferrable).min_by_key(by_name)?;
-    let why = format!(
-        "{}.({}) is DEFERRABLE: checked at commit, once both sides are loaded",
-        e.child,
-        e.columns.join(", ")
-    );
-    Some((e, why))
+    if let Some(e) = inside.iter().filter(|e| e.deferrable).min_by_key(by_name) {
+        let why = format!(
+            "{}.({}) is DEFERRABLE: checked at commit, once both sides are loaded",
+            e.child,
+            e.columns.join(", ")
+        );
+        return Ok((e, why));
+    }
+    Err(format!(
+        "cannot load: every foreign key of this cycle is declared, NOT NULL and checked per row ({}); make one DEFERRABLE (ALTER TABLE … ALTER CONSTRAINT … DEFERRABLE) or its column nullable",
+        inside.iter().map(|e| format!("{}.({})", e.child, e.columns.join(", "))).collect::<Vec<_>>().join(", ")
+    ))
 }
 
-/// Builds the dependency graph, finds and breaks cycles, and orders the tables parents first.
-pub fn analyze(schemas: &[StoreSchema]) -> Analysis {
+/// Builds the dependency graph, finds and breaks cycles (at the FKs `breaks` names where it can,
+/// `store.table.column` of the child), and orders the tables parents first.
+pub fn analyze(schemas: &[StoreSchema], breaks: &[String]) -> Analysis {
     let tables: Vec<&Table> = schemas.iter().flat_map(|s| &s.tables).collect();
     let mut nodes: Vec<String> = tables.iter().map(|t| t.id()).collect();
     nodes.sort();
@@ -254,8 +281,8 @@ pub fn analyze(schemas: &[StoreSchema]) -> Analysis {
             if inside.is_empty() {
                 continue;
             }
-            let cycle = match pick_break(&inside) {
-                Some((e, reason)) => {
+            let cycle = match pick_break(&inside, breaks) {
+                Ok((e, reason)) => {
                     let tables = cycle_through(e, &inside);
                     broken.insert((e.child.clone(), e.fk.clone()));
                     progressed = true;
@@ -265,7 +292,7 @@ pub fn analyze(schemas: &[StoreSchema]) -> Analysis {
                         reason,
                     }
                 }
-                None => {
+                Err(reason) => {
                     for e in &inside {
                         broken.insert((e.child.clone(), e.fk.clone()));
                     }
@@ -273,10 +300,7 @@ pub fn analyze(schemas: &[StoreSchema]) -> Analysis {
                     Cycle {
                         tables: comp.clone(),
                         break_fk: None,
-                        reason: format!(
-                            "cannot load: every foreign key of this cycle is declared, NOT NULL and checked per row ({}); make one DEFERRABLE (ALTER TABLE … ALTER CONSTRAINT … DEFERRABLE) or its column nullable",
-                            inside.iter().map(|e| format!("{}.({})", e.child, e.columns.join(", "))).collect::<Vec<_>>().join(", ")
-                        ),
+                        reason,
                     }
                 }
             };

@@ -72,6 +72,10 @@ pub struct Config {
     /// pulled in too. Child → parent references are always followed; parent → child only here.
     #[serde(default)]
     pub follow_children: Vec<String>,
+    /// FK columns (`store.table.column` of the child) where cycles break, before wf's own order
+    /// (virtual, nullable, deferrable); each must start an FK that can break the cycle it is in.
+    #[serde(default)]
+    pub cycle_breaks: Vec<String>,
     /// Anonymization rules file, relative to this file.
     #[serde(default)]
     pub anonymization_rules: Option<PathBuf>,
@@ -226,17 +230,18 @@ impl Config {
                 ));
             }
         }
-        for f in &self.follow_children {
-            let r = ColumnRef::parse(f).ok_or_else(|| {
-                invalid(
-                    file,
-                    format!("follow_children `{f}` is not store.table.column"),
-                )
-            })?;
+        for (what, f) in self
+            .follow_children
+            .iter()
+            .map(|f| ("follow_children", f))
+            .chain(self.cycle_breaks.iter().map(|f| ("cycle_breaks", f)))
+        {
+            let r = ColumnRef::parse(f)
+                .ok_or_else(|| invalid(file, format!("{what} `{f}` is not store.table.column")))?;
             if !known(&r.store) {
                 return Err(invalid(
                     file,
-                    format!("follow_children `{f}` names unknown store `{}`", r.store),
+                    format!("{what} `{f}` names unknown store `{}`", r.store),
                 ));
             }
         }

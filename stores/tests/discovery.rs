@@ -18,7 +18,7 @@ async fn discover(cfg: &Config) -> (Vec<StoreSchema>, Analysis) {
         );
     }
     add_virtual_fks(&mut schemas, cfg).expect("virtual fks");
-    let a = analyze(&schemas);
+    let a = analyze(&schemas, &[]);
     (schemas, a)
 }
 

@@ -234,7 +234,7 @@ pub async fn seed(cfg: &Config, scale: u64, work: &Path) -> anyhow::Result<Seede
     writable.stores = cfg.stores.iter().map(prod_writable).collect();
     let mut with_virtual = schemas.clone();
     add_virtual_fks(&mut with_virtual, cfg).map_err(|e| anyhow::anyhow!(e))?;
-    let analysis = analyze(&with_virtual);
+    let analysis = analyze(&with_virtual, &cfg.cycle_breaks);
     let opts = LoadOptions {
         run_key: "wf-seed".into(),
         manifest_dir: work.join("manifests"),

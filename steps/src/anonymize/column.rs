@@ -2,11 +2,12 @@
 //! worker thread (a memo), and keyed hashes of the originals are collected for the leak scan.
 
 use super::key::AnonKey;
+use super::leak::{leak_hash, tagged, LEAK_MIN_LEN};
 use super::rules::{Rule, Strategy};
 use super::strategy::{
     fake, hmac_int, hmac_text_into, mask, mask_into, shift_by, shift_offset, FakeKind,
 };
-use super::table::{leak_hash, AnonError, LEAK_MIN_LEN};
+use super::table::AnonError;
 use arrow_array::builder::{BinaryBuilder, Int64Builder, StringBuilder};
 use arrow_array::{new_null_array, Array, ArrayRef, BinaryArray, Int64Array, StringArray};
 use std::collections::HashMap;
@@ -28,9 +29,23 @@ pub(super) struct Plan<'a> {
     pub entity: Option<usize>,
     /// Whether originals go into the leak set.
     pub leak_scanned: bool,
+    /// The ids of the field's leak-scan domains (see `leak`): each original is kept once per domain.
+    pub leak_tags: Vec<u64>,
     /// Suffix numbers for originals (by keyed hash) whose outputs collided in a unique column
     /// under this column's rule.
     pub unique_fix: Option<&'a HashMap<u64, usize>>,
+}
+
+impl Plan<'_> {
+    /// Records `text` as an original of each of the field's domains, when the field is scanned.
+    fn original(&self, key: &AnonKey, text: &str, originals: &mut Hashes) {
+        if self.leak_scanned && text.len() >= LEAK_MIN_LEN {
+            let h = leak_hash(key, text);
+            for t in &self.leak_tags {
+                originals.push(tagged(h, *t));
+            }
+        }
+    }
 }
 
 /// What one worker thread keeps between batches: per-column memos, and the keyed hashes of the
@@ -190,11 +205,7 @@ pub(super) fn transform(
         Strategy::Keep => return Ok((col.clone(), 0)),
         Strategy::Null => {
             if plan.leak_scanned {
-                each_text(col, |t| {
-                    if t.len() >= LEAK_MIN_LEN {
-                        originals.push(leak_hash(key, t))
-                    }
-                });
+                each_text(col, |t| plan.original(key, t, originals));
             }
             return Ok((new_null_array(col.data_type(), col.len()), present));
         }
@@ -266,9 +277,7 @@ fn text_column(
         }
         let v = a.value(r);
         if let Some(fixed) = redact {
-            if plan.leak_scanned && v.len() >= LEAK_MIN_LEN {
-                originals.push(leak_hash(key, v));
-            }
+            plan.original(key, v, originals);
             b.append_value(fixed);
             continue;
         }
@@ -285,9 +294,7 @@ fn text_column(
                     o
                 }
             };
-            if plan.leak_scanned && v.len() >= LEAK_MIN_LEN {
-                originals.push(leak_hash(key, v));
-            }
+            plan.original(key, v, originals);
             text_value(key, plan, rule, v, Some(offset), shift_days, &mut out)?;
         } else {
             let useful = memo.useful();
@@ -299,9 +306,7 @@ fn text_column(
                     continue;
                 }
             }
-            if plan.leak_scanned && v.len() >= LEAK_MIN_LEN {
-                originals.push(leak_hash(key, v));
-            }
+            plan.original(key, v, originals);
             text_value(key, plan, rule, v, None, shift_days, &mut out)?;
             if useful && memo.text.len() < MEMO_LIMIT {
                 memo.text.insert(v.to_string(), out.clone());
@@ -355,9 +360,7 @@ fn int_column(
         }
         buf.clear();
         let _ = write!(buf, "{x}");
-        if plan.leak_scanned && buf.len() >= LEAK_MIN_LEN {
-            originals.push(leak_hash(key, &buf));
-        }
+        plan.original(key, &buf, originals);
         let y = if masking {
             mask(key, &buf, rule.spec.keep_prefix)
                 .parse()

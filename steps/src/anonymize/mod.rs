@@ -5,6 +5,7 @@
 mod column;
 pub mod detect;
 pub mod key;
+pub mod leak;
 mod pipeline;
 pub mod rules;
 pub mod strategy;

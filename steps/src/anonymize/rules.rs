@@ -40,6 +40,9 @@ pub struct RuleSpec {
     pub keep_prefix: usize,
     /// For `redact`: the replacement text (default `REDACTED`).
     pub value: Option<String>,
+    /// The leak scan also compares this field's values with the originals of that field
+    /// (`store.table.column`): for a column holding copies of another field's values.
+    pub scan_as: Option<String>,
 }
 
 /// The whole rules file.

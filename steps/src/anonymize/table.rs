@@ -4,13 +4,13 @@
 use super::column::{transform, Hashes, Memo, Plan, Worker};
 use super::detect::{credential_flags, detect_values, name_flags, Detector};
 use super::key::AnonKey;
+use super::leak::{leak_scanned, outputs_scanned, scan_outputs, tag_id, tags_of, LeakSet};
 use super::pipeline::ordered_map;
-use super::rules::{Rule, Rules, Strategy};
-use super::strategy::FakeKind;
+use super::rules::{Rule, Rules};
 use super::unique::{unique_fixes, Fixes};
-use arrow_array::{Array, RecordBatch, StringArray};
+use arrow_array::{RecordBatch, StringArray};
 use rayon::prelude::*;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use wf_stores::staging::{
     columns_of, damaged, open, ColType, FileInfo, StagedColumn, StagingWriter,
@@ -59,6 +59,10 @@ pub struct FieldReport {
     pub rule: Option<String>,
     pub detected: Vec<Detector>,
     pub changed: u64,
+    /// Whether the leak scan compared what was written for this field with the originals.
+    pub scanned: bool,
+    /// The field's leak-scan domains (`field:…`, `detector:…`), which `wf validate` scans CERT with.
+    pub leak_tags: Vec<String>,
 }
 
 /// The outcome of anonymizing a set of tables (written as `anonymization-report.json`).
@@ -95,50 +99,6 @@ pub enum AnonError {
 }
 
 const SAMPLE: usize = 1000;
-
-/// Values shorter than this are too common to count as leaks (codes, small numbers).
-pub(super) const LEAK_MIN_LEN: usize = 4;
-
-/// The keyed hash the leak scans compare (values shorter than 4 characters are not scanned).
-pub fn leak_hash(key: &AnonKey, text: &str) -> u64 {
-    key.short_hash(text.as_bytes())
-}
-
-/// The leak set's entries are keyed hashes, uniformly random already: hash them as themselves.
-#[derive(Default, Clone, Copy)]
-struct Identity(u64);
-
-impl std::hash::Hasher for Identity {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8) | u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
-
-type LeakSet = HashSet<u64, std::hash::BuildHasherDefault<Identity>>;
-
-/// Fake kinds whose realistic values overlap real ones by design, and shifted dates (a date is
-/// someone's birthday and someone else's hire date): kept out of the leak scan.
-fn leak_scanned(rule: &Rule) -> bool {
-    !matches!(rule.spec.strategy, Strategy::Keep | Strategy::ShiftDate)
-        && !matches!(
-            rule.spec.kind,
-            Some(
-                FakeKind::FirstName
-                    | FakeKind::LastName
-                    | FakeKind::City
-                    | FakeKind::Postcode
-                    | FakeKind::DateOfBirth
-            )
-        )
-}
 
 /// Anonymizes every input into `out_dir`; fails without writing CERT-bound files when a PII-looking
 /// field has no rule, and after writing when the leak scan finds an original value.
@@ -211,19 +171,21 @@ pub fn anonymize(
         fields.extend(reports);
     }
     let originals = originals.into_sorted();
-    // 3. Leak scan over every field passed through unchanged (no rule, or `keep`). A generated
-    // value (fake, mask, hmac…) may equal someone else's original by chance, which is no leak; an
-    // original surviving in a passed-through field is one.
-    let passed: HashSet<&str> = fields
+    // 3. Leak scan, domain by domain, over every field passed through unchanged (no rule, or
+    // `keep`) and every field whose originals were collected (see `leak`).
+    let scanned: HashMap<String, Vec<u64>> = fields
         .iter()
-        .filter(|f| f.changed == 0)
-        .map(|f| f.field.as_str())
+        .filter(|f| f.scanned)
+        .map(|f| {
+            let tags = f.leak_tags.iter().map(|t| tag_id(key, t)).collect();
+            (f.field.clone(), tags)
+        })
         .collect();
-    let leaks = if passed.is_empty() {
+    let leaks = if originals.is_empty() {
         Vec::new()
     } else {
         let set: LeakSet = originals.iter().copied().collect();
-        scan_passed(&files, &passed, key, &set)?
+        scan_outputs(&files, &scanned, key, &set)?
     };
     if !leaks.is_empty() {
         let list = leaks
@@ -270,42 +232,6 @@ fn sample(file: &Path) -> Result<(Vec<StagedColumn>, Vec<Vec<String>>), AnonErro
     Ok((cols, samples))
 }
 
-/// Counts, per passed-through text field, the values whose keyed hash is an original's.
-fn scan_passed(
-    files: &[(String, FileInfo)],
-    passed: &HashSet<&str>,
-    key: &AnonKey,
-    originals: &LeakSet,
-) -> Result<Vec<(String, u64)>, AnonError> {
-    let mut leaks: BTreeMap<String, u64> = BTreeMap::new();
-    for (table, info) in files {
-        let reader = open(&info.path)?;
-        let cols = columns_of(&reader.schema()).map_err(AnonError::Rule)?;
-        let scanned: Vec<usize> = (0..cols.len())
-            .filter(|&i| passed.contains(format!("{table}.{}", cols[i].name).as_str()))
-            .collect();
-        for b in reader {
-            let b = b.map_err(|e| damaged(&info.path, e))?;
-            for &i in &scanned {
-                let Some(a) = b.column(i).as_any().downcast_ref::<StringArray>() else {
-                    continue;
-                };
-                let hits = a
-                    .iter()
-                    .flatten()
-                    .filter(|x| x.len() >= LEAK_MIN_LEN && originals.contains(&leak_hash(key, x)))
-                    .count() as u64;
-                if hits > 0 {
-                    *leaks
-                        .entry(format!("{table}.{}", cols[i].name))
-                        .or_default() += hits;
-                }
-            }
-        }
-    }
-    Ok(leaks.into_iter().collect())
-}
-
 /// Memory the batches in flight may take (each counted twice: input and output).
 const IN_FLIGHT_BYTES: u64 = 256 << 20;
 
@@ -328,18 +254,21 @@ pub(super) fn plans_for<'a>(
     cols: &[StagedColumn],
     rules: &'a Rules,
     detected: &HashMap<String, Vec<Detector>>,
+    key: &AnonKey,
 ) -> Vec<Plan<'a>> {
     cols.iter()
         .map(|c| {
             let field = format!("{}.{}", t.table, c.name);
-            let rule = rules.rule_for(
-                &rule_field(t, rules, &c.name),
-                detected.get(&field).map(Vec::as_slice).unwrap_or(&[]),
-            );
+            let found = detected.get(&field).map(Vec::as_slice).unwrap_or(&[]);
+            let rule = rules.rule_for(&rule_field(t, rules, &c.name), found);
             let entity = rule
                 .and_then(|r| r.spec.entity.as_ref())
                 .and_then(|e| cols.iter().position(|x| &x.name == e));
             Plan {
+                leak_tags: leak_tags(t, &c.name, found, rule)
+                    .iter()
+                    .map(|tag| tag_id(key, tag))
+                    .collect(),
                 field,
                 rule,
                 col_type: c.col_type,
@@ -349,6 +278,13 @@ pub(super) fn plans_for<'a>(
             }
         })
         .collect()
+}
+
+/// The leak-scan domains of `column` of `t`: its field, or the FK parent's it shares values with.
+fn leak_tags(t: &TableInput, column: &str, found: &[Detector], rule: Option<&Rule>) -> Vec<String> {
+    let own = format!("{}.{column}", t.table);
+    let domain = t.rule_as.get(column).unwrap_or(&own);
+    tags_of(domain, found, rule.and_then(|r| r.spec.scan_as.as_deref()))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -364,7 +300,7 @@ fn anonymize_file<'a>(
     let reader = t.open()?;
     let schema = reader.schema();
     let cols = columns_of(&schema).map_err(AnonError::Rule)?;
-    let mut plans = plans_for(t, &cols, rules, detected);
+    let mut plans = plans_for(t, &cols, rules, detected, key);
     for p in plans.iter_mut().filter(|p| p.col_type == ColType::Text) {
         p.unique_fix = p.rule.and_then(|r| fixes.get(&r.index));
     }
@@ -420,11 +356,17 @@ fn anonymize_file<'a>(
     let reports = plans
         .iter()
         .zip(changed)
-        .map(|(p, n)| FieldReport {
-            rule: p.rule.map(Rule::label),
-            detected: detected.get(&p.field).cloned().unwrap_or_default(),
-            field: p.field.clone(),
-            changed: n,
+        .map(|(p, n)| {
+            let found = detected.get(&p.field).cloned().unwrap_or_default();
+            let column = p.field.rsplit('.').next().unwrap_or_default();
+            FieldReport {
+                rule: p.rule.map(Rule::label),
+                leak_tags: leak_tags(t, column, &found, p.rule),
+                detected: found,
+                field: p.field.clone(),
+                scanned: n == 0 || p.rule.is_some_and(outputs_scanned),
+                changed: n,
+            }
         })
         .collect();
     Ok((info, reports))

@@ -27,7 +27,10 @@ pub(super) fn unique_fixes(
     let mut by_rule: BTreeMap<usize, Vec<(&TableInput, usize, Plan)>> = BTreeMap::new();
     for t in inputs {
         let cols = columns_of(&open(&t.file)?.schema()).map_err(AnonError::Rule)?;
-        for (i, plan) in plans_for(t, &cols, rules, detected).into_iter().enumerate() {
+        for (i, plan) in plans_for(t, &cols, rules, detected, key)
+            .into_iter()
+            .enumerate()
+        {
             if t.unique.contains(&cols[i].name) {
                 refuse_collapsing(&plan)?;
             }

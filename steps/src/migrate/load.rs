@@ -142,7 +142,7 @@ pub(crate) fn store_jobs(
 ) -> Result<Vec<StoreLoad>, StepError> {
     let mut schemas = ex.schemas.clone();
     add_virtual_fks(&mut schemas, &p.config).map_err(StepError::Fatal)?;
-    let analysis = analyze(&schemas);
+    let analysis = analyze(&schemas, &p.config.cycle_breaks);
     let files: Vec<TableFile> = anon
         .files
         .iter()

@@ -5,7 +5,7 @@
 
 use super::rules::Severity;
 use super::{Tally, ValidationReport};
-use crate::anonymize::table::leak_hash;
+use crate::anonymize::leak::{is_original, leak_hash, tag_id, LeakSet};
 use crate::anonymize::AnonKey;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -25,8 +25,9 @@ pub struct PostInput<'a> {
     pub schemas: &'a [StoreSchema],
     pub files: Vec<(String, PathBuf)>,
     pub graph_files: Vec<PathBuf>,
-    /// Fields anonymization passed through unchanged: scanned for originals.
-    pub passed_fields: HashSet<String>,
+    /// Fields the run's leak scan covered, with their domains (`field:…`, `detector:…`); an
+    /// empty list (a run from before domains) compares with every original.
+    pub scanned_fields: HashMap<String, Vec<String>>,
     /// Sorted keyed hashes of the originals, and the key they were made with.
     pub originals: Vec<u64>,
     pub key: Option<&'a AnonKey>,
@@ -68,7 +69,7 @@ pub async fn validate_loaded(inp: PostInput<'_>) -> Result<ValidationReport, Sto
     for s in &inp.config.stores {
         cert.insert(s.name.clone(), open_snapshot(s, Side::Cert).await?);
     }
-    let originals: HashSet<u64> = inp.originals.iter().copied().collect();
+    let originals: LeakSet = inp.originals.iter().copied().collect();
     let prod: Vec<&Table> = inp.schemas.iter().flat_map(|s| &s.tables).collect();
     let mut rows_total = 0;
     for (table, path) in &inp.files {
@@ -96,6 +97,18 @@ pub async fn validate_loaded(inp: PostInput<'_>) -> Result<ValidationReport, Sto
         })?;
         let names: Vec<String> = cols.iter().map(|c| c.name.clone()).collect();
         let types: Vec<ColType> = cols.iter().map(|c| c.col_type).collect();
+        // Per column: the tag ids of its leak-scan domains (None: not scanned).
+        let scan_tags: Vec<Option<Vec<u64>>> = match inp.key {
+            Some(key) => names
+                .iter()
+                .map(|n| {
+                    inp.scanned_fields
+                        .get(&format!("{table}.{n}"))
+                        .map(|tags| tags.iter().map(|t| tag_id(key, t)).collect())
+                })
+                .collect(),
+            None => vec![None; names.len()],
+        };
         let pk: Vec<usize> = ct
             .primary_key
             .iter()
@@ -133,15 +146,7 @@ pub async fn validate_loaded(inp: PostInput<'_>) -> Result<ValidationReport, Sto
                         found_n += 1;
                         cert_sum = cert_sum.wrapping_add(row_hash(&types, &got));
                         if let Some(key) = inp.key {
-                            for (i, v) in got.iter().enumerate() {
-                                let scanned =
-                                    inp.passed_fields.contains(&format!("{table}.{}", names[i]));
-                                if let (true, Some(v)) = (scanned, v) {
-                                    if v.len() >= 4 && originals.contains(&leak_hash(key, v)) {
-                                        leaks += 1;
-                                    }
-                                }
-                            }
+                            leaks += leaks_in(key, &got, &scan_tags, &originals);
                         }
                     }
                     chunk.clear();
@@ -326,4 +331,23 @@ async fn graph_present(
         );
     }
     r.finish().await
+}
+
+/// How many cells of a CERT row are originals of their column's leak-scan domains.
+fn leaks_in(
+    key: &AnonKey,
+    row: &[Option<String>],
+    scan_tags: &[Option<Vec<u64>>],
+    originals: &LeakSet,
+) -> u64 {
+    row.iter()
+        .zip(scan_tags)
+        .filter(|(v, tags)| match (v, tags) {
+            (Some(v), Some(tags)) if tags.is_empty() => {
+                v.len() >= 4 && originals.contains(&leak_hash(key, v))
+            }
+            (Some(v), Some(tags)) => is_original(key, v, tags, originals),
+            _ => false,
+        })
+        .count() as u64
 }
