@@ -636,8 +636,14 @@ fn select_districts_ranks_and_writes_the_manifest() {
     .expect("json");
     let d1 = &manifest["districts"][0];
     assert_eq!(d1["district"], "1");
-    // District 1 of the fixture: 2 schools, 3 staff, 3 students, 2 guardians, 2 sections, 3 attendance.
-    assert_eq!(d1["rows"], 15);
+    // District 1 of the fixture: 2 schools, 3 staff, 3 students, 2 guardians, 2 sections, 3
+    // attendance; and what follow_children pulls in from tables without district_id: 3 guardian
+    // links, 3 terms, 2 report cards, 3 enrollments (through sections).
+    assert_eq!(d1["district_rows"], 15);
+    assert_eq!(d1["child_rows"], 11);
+    assert_eq!(d1["rows"], 26);
+    assert_eq!(manifest["districts"][1]["child_rows"], 4);
+    assert_eq!(manifest["not_sized"], serde_json::json!([]));
     assert_eq!(d1["tables_present"], d1["tables_total"]);
     assert_eq!(
         d1["latest"], "2019-03-01",
@@ -666,7 +672,8 @@ fn select_districts_on_postgres() {
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let manifest: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
     assert_eq!(manifest["districts"][0]["district"], "1");
-    assert_eq!(manifest["districts"][0]["rows"], 15);
+    assert_eq!(manifest["districts"][0]["rows"], 26);
+    assert_eq!(manifest["districts"][0]["child_rows"], 11);
     assert_eq!(manifest["districts"][0]["latest"], "2019-03-01");
     assert_eq!(manifest["districts"][1]["district"], "2");
 }

@@ -439,13 +439,15 @@ async fn select_districts(
     json: bool,
 ) -> anyhow::Result<u8> {
     let cfg = wf_stores::Config::load(config)?;
-    let stats = wf_stores::districts::district_stats(&cfg).await?;
-    let picks = wf_stores::districts::recommend(&stats);
+    let sizing = wf_stores::districts::district_stats(&cfg).await?;
+    let stats = &sizing.districts;
+    let picks = wf_stores::districts::recommend(stats);
     let rows: Vec<serde_json::Value> = stats
         .iter()
         .map(|d| {
             serde_json::json!({
-                "district": d.district, "rows": d.rows, "latest": d.latest,
+                "district": d.district, "rows": d.rows, "district_rows": d.district_rows,
+                "child_rows": d.child_rows, "latest": d.latest,
                 "tables_present": d.tables_present, "tables_total": d.tables_total,
                 "completeness": (d.completeness() * 1000.0).round() / 1000.0,
             })
@@ -455,6 +457,7 @@ async fn select_districts(
         "district_column": cfg.district_column,
         "districts": rows,
         "recommended": picks,
+        "not_sized": sizing.not_sized,
     });
     let dir = engine.data().root().join("manifests");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -470,14 +473,15 @@ async fn select_districts(
         )));
     }
     let mut out = format!(
-        "{:<16} {:>12} {:>13} {:>10}  LATEST\n",
-        "DISTRICT", "ROWS", "COMPLETENESS", "TABLES"
+        "{:<16} {:>12} {:>12} {:>13} {:>10}  LATEST\n",
+        "DISTRICT", "ROWS", "CHILD ROWS", "COMPLETENESS", "TABLES"
     );
-    for d in &stats {
+    for d in stats {
         out.push_str(&format!(
-            "{:<16} {:>12} {:>12.0}% {:>10}  {}\n",
+            "{:<16} {:>12} {:>12} {:>12.0}% {:>10}  {}\n",
             d.district,
             d.rows,
+            d.child_rows,
             d.completeness() * 100.0,
             format!("{}/{}", d.tables_present, d.tables_total),
             d.latest.as_deref().unwrap_or("-")
@@ -485,6 +489,9 @@ async fn select_districts(
     }
     for (label, district) in &picks {
         out.push_str(&format!("recommended {label} pilot: district {district}\n"));
+    }
+    for f in &sizing.not_sized {
+        out.push_str(&format!("not sized: follow_children {f}\n"));
     }
     out.push_str(&format!("wrote {}\n", path.display()));
     Ok(emit(&out))

@@ -1,6 +1,7 @@
-//! District statistics for choosing pilots (`wf select-districts`): per district, rows across every
-//! table that has the district column, the latest date or timestamp seen, and in how many of those
-//! tables it appears. Read-only, on the PROD side.
+//! District statistics for choosing pilots (`wf select-districts`): per district, its whole subset
+//! as sized (rows across every table that has the district column, plus the rows `follow_children`
+//! pulls in from tables without it), the latest date or timestamp seen, and in how many district
+//! tables it appears. Read-only, on the PROD side; names only are introspected, no table counted.
 
 use crate::config::{Config, Side, StoreKind};
 use crate::error::StoreError;
@@ -15,9 +16,13 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DistrictStats {
     pub district: String,
-    /// Rows across all tables that have the district column.
+    /// The district's whole subset as sized: `district_rows` + `child_rows`.
     pub rows: u64,
-    /// The latest date or timestamp in those rows (ISO text), if any.
+    /// Rows across all tables that have the district column.
+    pub district_rows: u64,
+    /// Rows `follow_children` pulls in from tables without the district column.
+    pub child_rows: u64,
+    /// The latest date or timestamp in its district rows (ISO text), if any.
     pub latest: Option<String>,
     /// How many of the district tables hold at least one of its rows.
     pub tables_present: usize,
@@ -36,90 +41,96 @@ impl DistrictStats {
     }
 }
 
+/// Every district's figures, largest whole subset first, and the followed child tables that
+/// could not be sized (with why), which the command prints rather than leaving out silently.
+pub struct Sizing {
+    pub districts: Vec<DistrictStats>,
+    pub not_sized: Vec<String>,
+}
+
 fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Figures for every district found in PROD, largest first.
-pub async fn district_stats(cfg: &Config) -> Result<Vec<DistrictStats>, StoreError> {
-    let mut by: BTreeMap<String, DistrictStats> = BTreeMap::new();
-    let mut tables_total = 0;
+/// A table name as `kind`'s SQL spells it (PostgreSQL tables outside `public` are `schema.table`).
+fn quote_table(kind: StoreKind, name: &str) -> String {
+    match kind {
+        StoreKind::Postgres => crate::postgres::snapshot::table_ident(name),
+        StoreKind::Sqlite => quote(name),
+    }
+}
+
+/// One PROD store opened for sizing.
+enum Db {
+    Pg(PgStore),
+    Lite(SqliteStore),
+}
+
+impl Db {
+    /// Rows of `(district, count, latest)` that `sql` returns.
+    async fn rows(
+        &self,
+        store: &str,
+        sql: String,
+    ) -> Result<Vec<(String, i64, Option<String>)>, StoreError> {
+        let err = |e| StoreError::from_sqlx(store, e);
+        let q = sqlx::AssertSqlSafe(sql);
+        Ok(match self {
+            Db::Pg(db) => sqlx::query(q)
+                .fetch_all(db.pool())
+                .await
+                .map_err(err)?
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect(),
+            Db::Lite(db) => sqlx::query(q)
+                .fetch_all(db.pool())
+                .await
+                .map_err(err)?
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect(),
+        })
+    }
+}
+
+/// Figures for every district found in PROD, largest whole subset first.
+pub async fn district_stats(cfg: &Config) -> Result<Sizing, StoreError> {
+    let mut dbs = BTreeMap::new();
+    let mut schemas = Vec::new();
     for s in &cfg.stores {
         let url = s.url(Side::Prod)?;
-        let (schema, pg, lite) = match s.kind {
+        let (schema, db) = match s.kind {
             StoreKind::Postgres => {
                 let db = PgStore::connect(&s.name, &url, Side::Prod).await?;
-                (db.introspect().await?, Some(db), None)
+                (db.introspect_shape().await?, Db::Pg(db))
             }
             StoreKind::Sqlite => {
                 let db = SqliteStore::connect(&s.name, &url, Side::Prod).await?;
-                (db.introspect().await?, None, Some(db))
+                (db.introspect_shape().await?, Db::Lite(db))
             }
         };
+        dbs.insert(s.name.clone(), (s.kind, db));
+        schemas.push(schema);
+    }
+    crate::analysis::add_virtual_fks(&mut schemas, cfg).map_err(|message| StoreError::Config {
+        file: "wf.toml".into(),
+        message,
+    })?;
+    let mut by: BTreeMap<String, DistrictStats> = BTreeMap::new();
+    let mut tables_total = 0;
+    for schema in &schemas {
+        let (kind, db) = &dbs[&schema.store];
         for t in schema
             .tables
             .iter()
             .filter(|t| t.column(&cfg.district_column).is_some())
         {
             tables_total += 1;
-            let dates: Vec<String> = t
-                .columns
-                .iter()
-                .filter(|c| {
-                    let ty = c.data_type.to_ascii_lowercase();
-                    ty.contains("date") || ty.contains("timestamp")
-                })
-                .map(|c| format!("max({})", quote(&c.name)))
-                .collect();
-            let latest = if dates.is_empty() {
-                "null".to_string()
-            } else if dates.len() == 1 {
-                dates[0].clone()
-            } else {
-                // greatest() is PostgreSQL; SQLite's max() takes several arguments.
-                if s.kind == StoreKind::Postgres {
-                    format!("greatest({})", dates.join(", "))
-                } else {
-                    format!("max({})", dates.join(", "))
-                }
-            };
-            let sql = match s.kind {
-                StoreKind::Postgres => format!(
-                    "select {d}::text, count(*), ({latest})::text from {t} where {d} is not null group by 1",
-                    d = quote(&cfg.district_column),
-                    t = quote(&t.name)
-                ),
-                StoreKind::Sqlite => format!(
-                    "select cast({d} as text), count(*), cast(({latest}) as text) from {t} where {d} is not null group by 1",
-                    d = quote(&cfg.district_column),
-                    t = quote(&t.name)
-                ),
-            };
-            let rows: Vec<(String, i64, Option<String>)> = if let Some(db) = &pg {
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .fetch_all(db.pool())
-                    .await
-                    .map_err(|e| StoreError::from_sqlx(&s.name, e))?
-                    .iter()
-                    .map(|r| (r.get(0), r.get(1), r.get(2)))
-                    .collect()
-            } else if let Some(db) = &lite {
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .fetch_all(db.pool())
-                    .await
-                    .map_err(|e| StoreError::from_sqlx(&s.name, e))?
-                    .iter()
-                    .map(|r| (r.get(0), r.get(1), r.get(2)))
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            for (district, n, latest) in rows {
-                let d = by.entry(district.clone()).or_insert_with(|| DistrictStats {
-                    district,
-                    ..DistrictStats::default()
-                });
-                d.rows += n.max(0) as u64;
+            let sql = district_sql(*kind, t, &cfg.district_column);
+            for (district, n, latest) in db.rows(&schema.store, sql).await? {
+                let d = entry(&mut by, district);
+                d.district_rows += n.max(0) as u64;
                 d.tables_present += 1;
                 if latest > d.latest {
                     d.latest = latest;
@@ -127,10 +138,25 @@ pub async fn district_stats(cfg: &Config) -> Result<Vec<DistrictStats>, StoreErr
             }
         }
     }
+    let mut not_sized = Vec::new();
+    for f in &cfg.follow_children {
+        match crate::sizing::chain(f, &cfg.follow_children, &schemas, &cfg.district_column) {
+            Ok(None) => {}
+            Ok(Some(chain)) => {
+                let (kind, db) = &dbs[&chain.store];
+                let sql = chain.sql(|n| quote_table(*kind, n), quote, &cfg.district_column);
+                for (district, n, _) in db.rows(&chain.store, sql).await? {
+                    entry(&mut by, district).child_rows += n.max(0) as u64;
+                }
+            }
+            Err(why) => not_sized.push(format!("{f}: {why}")),
+        }
+    }
     let mut out: Vec<DistrictStats> = by
         .into_values()
         .map(|mut d| {
             d.tables_total = tables_total;
+            d.rows = d.district_rows + d.child_rows;
             d
         })
         .collect();
@@ -139,7 +165,42 @@ pub async fn district_stats(cfg: &Config) -> Result<Vec<DistrictStats>, StoreErr
             .cmp(&a.rows)
             .then_with(|| a.district.cmp(&b.district))
     });
-    Ok(out)
+    Ok(Sizing {
+        districts: out,
+        not_sized,
+    })
+}
+
+fn entry(by: &mut BTreeMap<String, DistrictStats>, district: String) -> &mut DistrictStats {
+    by.entry(district.clone()).or_insert_with(|| DistrictStats {
+        district,
+        ..DistrictStats::default()
+    })
+}
+
+/// Rows and latest date per district of a table that has the district column.
+fn district_sql(kind: StoreKind, t: &crate::schema::Table, district: &str) -> String {
+    let dates: Vec<String> = t
+        .columns
+        .iter()
+        .filter(|c| {
+            let ty = c.data_type.to_ascii_lowercase();
+            ty.contains("date") || ty.contains("timestamp")
+        })
+        .map(|c| format!("max({})", quote(&c.name)))
+        .collect();
+    let latest = match (dates.len(), kind) {
+        (0, _) => "null".to_string(),
+        (1, _) => dates[0].clone(),
+        // greatest() is PostgreSQL; SQLite's max() takes several arguments.
+        (_, StoreKind::Postgres) => format!("greatest({})", dates.join(", ")),
+        (_, StoreKind::Sqlite) => format!("max({})", dates.join(", ")),
+    };
+    format!(
+        "select cast({d} as text), count(*), cast(({latest}) as text) from {t} where {d} is not null group by 1",
+        d = quote(district),
+        t = quote_table(kind, &t.name)
+    )
 }
 
 /// Pilot recommendations: the most complete district near the 10th, 50th and 90th percentile of size.
@@ -182,6 +243,8 @@ mod pilot_tests {
         DistrictStats {
             district: name.into(),
             rows,
+            district_rows: rows,
+            child_rows: 0,
             latest: None,
             tables_present: present,
             tables_total: 4,

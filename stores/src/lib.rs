@@ -13,6 +13,7 @@ pub mod load;
 pub mod postgres;
 pub mod relational;
 pub mod schema;
+pub mod sizing;
 pub mod sqlite;
 pub mod staging;
 pub mod subset;
