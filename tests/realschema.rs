@@ -28,10 +28,16 @@ fn fixture(name: &str) -> String {
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
 }
 
+/// The session settings wf pins, so PROD and CERT values compare as the same text here too.
+const PINNED: &str =
+    "options=-c%20IntervalStyle%3Dpostgres%20-c%20bytea_output%3Dhex%20-c%20lc_monetary%3DC";
+
 fn sql(url: &str, q: &str) -> Vec<String> {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let pool = sqlx::PgPool::connect(url).await.expect("connect");
+        let pool = sqlx::PgPool::connect(&format!("{url}?{PINNED}"))
+            .await
+            .expect("connect");
         let rows: Vec<Option<String>> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "select x::text from ({q}) t(x)"
         )))
@@ -117,6 +123,16 @@ fn a_real_world_schema_migrates_validates_rolls_back_and_loads_again() {
     let prod_sql = fixture("prod.sql");
     let ddl = &prod_sql[..prod_sql.find("insert into").expect("rows after the DDL")];
     exec(&cert_url, &format!("{ddl}\n{}", fixture("cert.sql")));
+    // Each side's own defaults change values' text forms; wf's sessions pin them.
+    exec(
+        &admin,
+        &format!(
+            "alter database {prod} set \"IntervalStyle\" = 'iso_8601'; \
+             alter database {prod} set bytea_output = 'escape'; \
+             alter database {cert} set \"IntervalStyle\" = 'sql_standard'; \
+             alter database {cert} set \"DateStyle\" = 'SQL, DMY'"
+        ),
+    );
     std::fs::write(sb.out("anonymization.toml"), fixture("anonymization.toml")).expect("rules");
     let cfg = sb.out("wf.toml");
     std::fs::write(
@@ -222,7 +238,7 @@ to = "rw.staff.id"
         ("\"Students\"", "\"StudentId\", tags, scores, doc, photo, balance, gpa, span, ip, net, mac, uid, flags, vflags, period, extra, born, seen, wake, points"),
         ("schools", "id, code, band, principal_id"),
         ("attendance", "student_id, day, status"),
-        ("audit_log", "district_id, happened, note"),
+        ("audit_log", "district_id, happened, note, payload, raw, spot"),
         ("\"Sales\".\"Orders\"", "\"OrderId\", \"StudentId\", amount, placed, at_tz, doc, bands, uids, amounts, days, qty"),
     ] {
         let q = format!("select md5(string_agg(r::text, '|' order by r::text)) from (select {cols} from {table} where district_id = 1) r");

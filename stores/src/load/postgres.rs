@@ -318,18 +318,27 @@ async fn user_triggers(
 }
 
 /// A table without a primary key is keyed by all its columns, NULLs included: rows equal in
-/// every column (NULL matching NULL; json compared as text, it has no equality) are deleted.
+/// every column (NULL matching NULL) are deleted. Values compare by their text form, as typed
+/// values (json, xml, point have no equality operator; char(n) and inet render alike on both
+/// sides); bytea, which the manifest holds as hex, compares as hex.
 fn delete_rows_sql(table: &Table, cols: &[String]) -> Result<String, StoreError> {
     let mut arrays = Vec::new();
     let mut conds = Vec::new();
     for (i, c) in cols.iter().enumerate() {
         let t = col_type(table, c)?;
-        arrays.push(format!("${}::text[]::{t}[]", i + 1));
-        conds.push(if t == "json" {
-            format!("t.{}::text is not distinct from k.k{i}::text", ident(c))
+        if t == "bytea" {
+            arrays.push(format!("${}::text[]", i + 1));
+            conds.push(format!(
+                "encode(t.{}, 'hex') is not distinct from k.k{i}",
+                ident(c)
+            ));
         } else {
-            format!("t.{} is not distinct from k.k{i}", ident(c))
-        });
+            arrays.push(format!("${}::text[]::{t}[]", i + 1));
+            conds.push(format!(
+                "t.{}::text is not distinct from k.k{i}::text",
+                ident(c)
+            ));
+        }
     }
     let names: Vec<String> = (0..cols.len()).map(|i| format!("k{i}")).collect();
     Ok(format!(

@@ -30,7 +30,16 @@ impl PgStore {
         };
         let mut opts = PgConnectOptions::from_str(url)
             .map_err(|e| fail(format!("bad URL {}: {e}", redact(url))))?
-            .application_name("wf");
+            .application_name("wf")
+            // Values travel as text: pin every setting that changes a value's text form, so a
+            // database or role default on either side (an `IntervalStyle`, a `bytea_output`, a
+            // money locale) never changes what is staged or how CERT parses it. sqlx already
+            // pins DateStyle ISO, TimeZone UTC and extra_float_digits.
+            .options([
+                ("IntervalStyle", "postgres"),
+                ("bytea_output", "hex"),
+                ("lc_monetary", "C"),
+            ]);
         if side == Side::Prod {
             opts = opts.options([("default_transaction_read_only", "on")]);
         }
