@@ -342,6 +342,20 @@ async fn analyze(config: &std::path::Path, engine: &Engine, json: bool) -> anyho
             t.id()
         ));
     }
+    // Columns no run can carry (see wf_steps::carry), unless a rule replaces their values.
+    let rules = cfg.anonymization_rules.as_ref().map(|r| {
+        let file = config.parent().unwrap_or(std::path::Path::new(".")).join(r);
+        wf_steps::anonymize::Rules::load(&file)
+    });
+    let rules = match rules {
+        Some(Err(e)) => anyhow::bail!(e),
+        Some(Ok(r)) => Some(r),
+        None => None,
+    };
+    let uncarried = wf_steps::carry::uncarried(&d.schemas, rules.as_ref());
+    for line in &uncarried {
+        eprintln!("wf: {line}");
+    }
     say(&format!("load order: {}", d.analysis.order.join(", ")));
     if let Some(g) = &d.graph {
         let nodes: u64 = g.labels.iter().map(|l| l.count).sum();
@@ -356,7 +370,11 @@ async fn analyze(config: &std::path::Path, engine: &Engine, json: bool) -> anyho
     for f in &d.files {
         say(&format!("wrote {}", f.display()));
     }
-    Ok(exit::DONE)
+    Ok(if uncarried.is_empty() {
+        exit::DONE
+    } else {
+        exit::ERROR
+    })
 }
 
 /// `wf seed --env prod`: synthetic PROD in every configured store and the graph.

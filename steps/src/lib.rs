@@ -3,6 +3,7 @@
 
 pub mod analyze;
 pub mod anonymize;
+pub mod carry;
 pub mod migrate;
 pub mod preflight;
 pub mod selftest;

@@ -32,6 +32,12 @@ pub async fn check(p: &MigrateParams) -> Result<(), String> {
         None => None,
     };
     check_config(&p.config, &known)?;
+    if let Some(line) = crate::carry::uncarried(&known.schemas, Some(&rules))
+        .into_iter()
+        .next()
+    {
+        return Err(line);
+    }
     for r in &rules.rules {
         if let Some(f) = &r.spec.scan_as {
             known.field(f, &format!("anonymization rule `{}` scan_as", r.label()))?;
