@@ -336,6 +336,7 @@ to = "rw.staff.id"
     .expect("wf.toml");
     let r = wf(&sb, &cfg, &["run", "migrate", "--district", "1"]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let disabled_run = r.stdout.lines().next().expect("run id").to_string();
     assert_eq!(sql(&cert_url, "select count(*) from trigger_log"), ["0"]);
     assert_eq!(
         sql(
@@ -360,5 +361,35 @@ to = "rw.staff.id"
         "insert into \"Sales\".\"Orders\" (district_id, \"StudentId\") values (1, 100) returning \"OrderId\"",
     );
     assert_eq!(new_order, 3, "past the largest loaded OrderId (2)");
+
+    // A CERT trigger that changes the rows it loads, kept (the default): the load's log names
+    // it, and wf validate finds the table whose rows differ from what was staged.
+    // (The application's own rows reference the run's; rollback refuses while they do.)
+    exec(
+        &cert_url,
+        "delete from \"Sales\".\"Orders\" where \"OrderId\" = 3; delete from staff where id = 4; delete from schools where id = 4",
+    );
+    let rb = wf(&sb, &cfg, &["rollback", &disabled_run, "--yes"]);
+    assert_eq!(rb.code, Some(0), "{}", rb.stderr);
+    exec(
+        &cert_url,
+        "create function bump() returns trigger language plpgsql as $$ begin new.amount := coalesce(new.amount, 0) + 1; return new; end $$; \
+         create trigger orders_bump before insert on \"Sales\".\"Orders\" for each row execute function bump();",
+    );
+    std::fs::write(&cfg, text).expect("wf.toml");
+    let r = wf(&sb, &cfg, &["run", "migrate", "--district", "1"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let run = r.stdout.lines().next().expect("run id").to_string();
+    let log = std::fs::read_to_string(sb.data().join("logs").join(format!("{run}.log")))
+        .expect("run log");
+    assert!(log.contains("orders_bump"), "the load names the trigger");
+    let v = wf(&sb, &cfg, &["validate", &run]);
+    assert_eq!(v.code, Some(7), "{}\n{}", v.stdout, v.stderr);
+    assert!(
+        v.stdout
+            .contains("rw.Sales.Orders checksum: CERT rows differ from the anonymized staging"),
+        "{}",
+        v.stdout
+    );
     assert_eq!(contents(&prod_url), prod_before, "PROD untouched");
 }

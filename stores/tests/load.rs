@@ -262,6 +262,7 @@ async fn postgres_deferrable_cycle_without_nullable_columns_loads() {
         virtual_fks: vec![],
         reference_tables: vec![],
         follow_children: vec![],
+        cycle_breaks: vec![],
         anonymization_rules: None,
         validation_rules: None,
         graph: None,

@@ -100,6 +100,7 @@ pub fn rostering_config(kind: StoreKind, urls: [(String, String); 2]) -> Config 
         }],
         reference_tables: vec!["ids.grade_levels".into()],
         follow_children: vec![],
+        cycle_breaks: vec![],
         anonymization_rules: None,
         validation_rules: None,
         graph: None,
