@@ -14,6 +14,14 @@ pub enum StoreKind {
     Sqlite,
 }
 
+impl StoreKind {
+    /// Whether a cycle's non-deferrable break columns load NULL and are set by UPDATE afterwards
+    /// (PostgreSQL checks FKs per row); SQLite defers every FK to commit instead.
+    pub fn loads_break_columns_later(self) -> bool {
+        self == StoreKind::Postgres
+    }
+}
+
 /// One relational store (ids, hcp1, hcp2, adb), in PROD and in CERT.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -5,11 +5,7 @@
 
 use crate::config::{Config, Side, StoreKind};
 use crate::error::StoreError;
-use crate::postgres::PgStore;
-use crate::sqlite::SqliteStore;
-use crate::RelationalStore;
 use serde::Serialize;
-use sqlx::Row;
 use std::collections::BTreeMap;
 
 /// One district's figures.
@@ -52,66 +48,14 @@ fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// A table name as `kind`'s SQL spells it (PostgreSQL tables outside `public` are `schema.table`).
-fn quote_table(kind: StoreKind, name: &str) -> String {
-    match kind {
-        StoreKind::Postgres => crate::postgres::snapshot::table_ident(name),
-        StoreKind::Sqlite => quote(name),
-    }
-}
-
-/// One PROD store opened for sizing.
-enum Db {
-    Pg(PgStore),
-    Lite(SqliteStore),
-}
-
-impl Db {
-    /// Rows of `(district, count, latest)` that `sql` returns.
-    async fn rows(
-        &self,
-        store: &str,
-        sql: String,
-    ) -> Result<Vec<(String, i64, Option<String>)>, StoreError> {
-        let err = |e| StoreError::from_sqlx(store, e);
-        let q = sqlx::AssertSqlSafe(sql);
-        Ok(match self {
-            Db::Pg(db) => sqlx::query(q)
-                .fetch_all(db.pool())
-                .await
-                .map_err(err)?
-                .iter()
-                .map(|r| (r.get(0), r.get(1), r.get(2)))
-                .collect(),
-            Db::Lite(db) => sqlx::query(q)
-                .fetch_all(db.pool())
-                .await
-                .map_err(err)?
-                .iter()
-                .map(|r| (r.get(0), r.get(1), r.get(2)))
-                .collect(),
-        })
-    }
-}
-
 /// Figures for every district found in PROD, largest whole subset first.
 pub async fn district_stats(cfg: &Config) -> Result<Sizing, StoreError> {
     let mut dbs = BTreeMap::new();
     let mut schemas = Vec::new();
     for s in &cfg.stores {
-        let url = s.url(Side::Prod)?;
-        let (schema, db) = match s.kind {
-            StoreKind::Postgres => {
-                let db = PgStore::connect(&s.name, &url, Side::Prod).await?;
-                (db.introspect_shape().await?, Db::Pg(db))
-            }
-            StoreKind::Sqlite => {
-                let db = SqliteStore::connect(&s.name, &url, Side::Prod).await?;
-                (db.introspect_shape().await?, Db::Lite(db))
-            }
-        };
-        dbs.insert(s.name.clone(), (s.kind, db));
-        schemas.push(schema);
+        let db = crate::connect(s, Side::Prod).await?;
+        schemas.push(db.introspect_shape().await?);
+        dbs.insert(s.name.clone(), db);
     }
     crate::analysis::add_virtual_fks(&mut schemas, cfg).map_err(|message| StoreError::Config {
         file: "wf.toml".into(),
@@ -120,15 +64,20 @@ pub async fn district_stats(cfg: &Config) -> Result<Sizing, StoreError> {
     let mut by: BTreeMap<String, DistrictStats> = BTreeMap::new();
     let mut tables_total = 0;
     for schema in &schemas {
-        let (kind, db) = &dbs[&schema.store];
+        let db = &dbs[&schema.store];
         for t in schema
             .tables
             .iter()
             .filter(|t| t.column(&cfg.district_column).is_some())
         {
             tables_total += 1;
-            let sql = district_sql(*kind, t, &cfg.district_column);
-            for (district, n, latest) in db.rows(&schema.store, sql).await? {
+            let sql = district_sql(
+                schema.kind,
+                &db.quote_table(&t.name),
+                t,
+                &cfg.district_column,
+            );
+            for (district, n, latest) in db.district_rows(sql).await? {
                 let d = entry(&mut by, district);
                 d.district_rows += n.max(0) as u64;
                 d.tables_present += 1;
@@ -143,9 +92,9 @@ pub async fn district_stats(cfg: &Config) -> Result<Sizing, StoreError> {
         match crate::sizing::chain(f, &cfg.follow_children, &schemas, &cfg.district_column) {
             Ok(None) => {}
             Ok(Some(chain)) => {
-                let (kind, db) = &dbs[&chain.store];
-                let sql = chain.sql(|n| quote_table(*kind, n), quote, &cfg.district_column);
-                for (district, n, _) in db.rows(&chain.store, sql).await? {
+                let db = &dbs[&chain.store];
+                let sql = chain.sql(|n| db.quote_table(n), quote, &cfg.district_column);
+                for (district, n, _) in db.district_rows(sql).await? {
                     entry(&mut by, district).child_rows += n.max(0) as u64;
                 }
             }
@@ -178,8 +127,9 @@ fn entry(by: &mut BTreeMap<String, DistrictStats>, district: String) -> &mut Dis
     })
 }
 
-/// Rows and latest date per district of a table that has the district column.
-fn district_sql(kind: StoreKind, t: &crate::schema::Table, district: &str) -> String {
+/// Rows and latest date per district of a table that has the district column (`name` as the
+/// engine's SQL spells it).
+fn district_sql(kind: StoreKind, name: &str, t: &crate::schema::Table, district: &str) -> String {
     let dates: Vec<String> = t
         .columns
         .iter()
@@ -199,7 +149,7 @@ fn district_sql(kind: StoreKind, t: &crate::schema::Table, district: &str) -> St
     format!(
         "select cast({d} as text), count(*), cast(({latest}) as text) from {t} where {d} is not null group by 1",
         d = quote(district),
-        t = quote_table(kind, &t.name)
+        t = name
     )
 }
 

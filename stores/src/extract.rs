@@ -5,102 +5,17 @@
 use crate::analysis::add_virtual_fks;
 use crate::config::{Config, Side, StoreKind};
 use crate::error::StoreError;
-use crate::postgres::snapshot::{PgSnapshot, Selection};
-use crate::postgres::PgStore;
 use crate::schema::{StoreSchema, Table};
-use crate::sqlite::snapshot::SqliteSnapshot;
-use crate::sqlite::SqliteStore;
+use crate::snapshot::Selection;
 use crate::staging::{arrow_schema, ColType, FileInfo, StagedColumn, StagingWriter};
-use crate::subset::{key_columns, select_with_limit, Key, Sink, SnapshotReader};
-use crate::RelationalStore;
+use crate::subset::{key_columns, select_with_limit, Key};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-/// A store's snapshot, whichever engine it runs on.
-pub enum Snap {
-    Pg(PgSnapshot),
-    Sqlite(SqliteSnapshot),
-}
-
-#[async_trait::async_trait]
-impl SnapshotReader for Snap {
-    async fn rows_eq(
-        &mut self,
-        t: &Table,
-        c: &str,
-        v: &str,
-        p: &[String],
-        sink: &mut Sink<'_>,
-    ) -> Result<(), StoreError> {
-        match self {
-            Snap::Pg(s) => s.rows_eq(t, c, v, p, sink).await,
-            Snap::Sqlite(s) => s.rows_eq(t, c, v, p, sink).await,
-        }
-    }
-    async fn rows_in(
-        &mut self,
-        t: &Table,
-        c: &[String],
-        k: &[Key],
-        p: &[String],
-    ) -> Result<Vec<Key>, StoreError> {
-        match self {
-            Snap::Pg(s) => s.rows_in(t, c, k, p).await,
-            Snap::Sqlite(s) => s.rows_in(t, c, k, p).await,
-        }
-    }
-    async fn rows_all(
-        &mut self,
-        t: &Table,
-        p: &[String],
-        sink: &mut Sink<'_>,
-    ) -> Result<(), StoreError> {
-        match self {
-            Snap::Pg(s) => s.rows_all(t, p, sink).await,
-            Snap::Sqlite(s) => s.rows_all(t, p, sink).await,
-        }
-    }
-    async fn distinct_eq(
-        &mut self,
-        t: &Table,
-        c: &str,
-        v: &str,
-        cols: &[String],
-    ) -> Result<Vec<Key>, StoreError> {
-        match self {
-            Snap::Pg(s) => s.distinct_eq(t, c, v, cols).await,
-            Snap::Sqlite(s) => s.distinct_eq(t, c, v, cols).await,
-        }
-    }
-    async fn has_rows(&mut self, t: &Table) -> Result<bool, StoreError> {
-        match self {
-            Snap::Pg(s) => s.has_rows(t).await,
-            Snap::Sqlite(s) => s.has_rows(t).await,
-        }
-    }
-    async fn count_eq(&mut self, t: &Table, c: &str, v: &str) -> Result<u64, StoreError> {
-        match self {
-            Snap::Pg(s) => s.count_eq(t, c, v).await,
-            Snap::Sqlite(s) => s.count_eq(t, c, v).await,
-        }
-    }
-}
+pub use crate::snapshot::Snap;
 
 /// Keys per extraction query when a table is extracted by key.
 const EXTRACT_KEYS: usize = 5000;
-
-async fn extract_table(
-    snap: &mut Snap,
-    t: &Table,
-    sel: Selection<'_>,
-    cols: &[StagedColumn],
-    w: &mut StagingWriter,
-) -> Result<u64, StoreError> {
-    match snap {
-        Snap::Pg(s) => s.extract(t, sel, cols, w).await,
-        Snap::Sqlite(s) => s.extract(t, sel, w).await,
-    }
-}
 
 /// The staged columns of `table`.
 pub fn staged_columns(kind: StoreKind, table: &Table) -> Vec<StagedColumn> {
@@ -132,11 +47,6 @@ pub struct Extracted {
     pub snapshots: BTreeMap<String, String>,
 }
 
-enum Opened {
-    Pg(PgStore),
-    Sqlite(SqliteStore),
-}
-
 /// Extracts `district` from every configured store's PROD side into `out`.
 pub async fn extract_district(
     cfg: &Config,
@@ -165,18 +75,8 @@ pub async fn extract_district_with_limit(
     let mut opened = Vec::new();
     let mut schemas = Vec::new();
     for s in &cfg.stores {
-        let url = s.url(Side::Prod)?;
-        let store = match s.kind {
-            StoreKind::Postgres => Opened::Pg(PgStore::connect(&s.name, &url, Side::Prod).await?),
-            StoreKind::Sqlite => {
-                Opened::Sqlite(SqliteStore::connect(&s.name, &url, Side::Prod).await?)
-            }
-        };
-        let schema = match &store {
-            Opened::Pg(p) => p.introspect().await?,
-            Opened::Sqlite(q) => q.introspect().await?,
-        };
-        schemas.push(schema);
+        let store = crate::connect(s, Side::Prod).await?;
+        schemas.push(store.introspect().await?);
         opened.push((s.name.clone(), store));
     }
     add_virtual_fks(&mut schemas, cfg).map_err(|message| StoreError::Config {
@@ -186,14 +86,10 @@ pub async fn extract_district_with_limit(
     let mut snaps: HashMap<String, Snap> = HashMap::new();
     let mut snapshots = BTreeMap::new();
     for (name, store) in &opened {
-        let snap = match store {
-            Opened::Pg(p) => {
-                let s = PgSnapshot::begin(name, p.pool()).await?;
-                snapshots.insert(name.clone(), s.snapshot_id.clone());
-                Snap::Pg(s)
-            }
-            Opened::Sqlite(q) => Snap::Sqlite(SqliteSnapshot::begin(name, q.pool()).await?),
-        };
+        let snap = store.snapshot().await?;
+        if let Some(id) = snap.snapshot_id() {
+            snapshots.insert(name.clone(), id);
+        }
         snaps.insert(name.clone(), snap);
     }
     let tables: Vec<Table> = schemas.iter().flat_map(|s| s.tables.clone()).collect();
@@ -237,7 +133,7 @@ pub async fn extract_district_with_limit(
                         value: district,
                     }
                 };
-                extract_table(snap, t, sel, &cols, &mut w).await?;
+                snap.extract(t, sel, &cols, &mut w).await?;
             } else if let Some(keys) = subset.keys.get(&id) {
                 // Key by key range, a chunk at a time, so the key set may live on disk.
                 let mut after: Option<Key> = None;
@@ -246,8 +142,7 @@ pub async fn extract_district_with_limit(
                     let Some(last) = chunk.last().cloned() else {
                         break;
                     };
-                    extract_table(
-                        snap,
+                    snap.extract(
                         t,
                         Selection::Keys {
                             columns: &key_cols,
@@ -277,23 +172,7 @@ pub async fn open_snapshot(
     store: &crate::StoreConfig,
     side: Side,
 ) -> Result<(crate::schema::StoreSchema, Snap), StoreError> {
-    let url = store.url(side)?;
-    Ok(match store.kind {
-        StoreKind::Postgres => {
-            let p = PgStore::connect(&store.name, &url, side).await?;
-            let schema = p.introspect().await?;
-            (
-                schema,
-                Snap::Pg(PgSnapshot::begin(&store.name, p.pool()).await?),
-            )
-        }
-        StoreKind::Sqlite => {
-            let q = SqliteStore::connect(&store.name, &url, side).await?;
-            let schema = q.introspect().await?;
-            (
-                schema,
-                Snap::Sqlite(SqliteSnapshot::begin(&store.name, q.pool()).await?),
-            )
-        }
-    })
+    let db = crate::connect(store, side).await?;
+    let schema = db.introspect().await?;
+    Ok((schema, db.snapshot().await?))
 }

@@ -10,70 +10,12 @@
 //!   only into enrolled databases, and refuses a PROD source that carries a CERT marker, which also
 //!   catches aliases no identity comparison sees (another role, a unix socket, a proxy).
 
-use crate::config::{Config, Side, StoreConfig, StoreKind};
+use crate::config::{Config, Side, StoreConfig};
 use crate::error::StoreError;
 use crate::graph::{GraphConfig, GraphKind};
 use crate::relational::redact;
-use sqlx::Row;
 
-/// Name of the marker table in enrolled relational databases.
-pub const ENROLL_TABLE: &str = "wf_enrollment";
-/// Label of the marker node in enrolled graphs.
-pub const ENROLL_LABEL: &str = "WfEnrollment";
-
-/// The marker a CERT database carries once enrolled.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Enrollment {
-    /// Always `cert` for now; kept as text so other environments can be added.
-    pub environment: String,
-    /// Random, so a PROD connection that sees it is provably looking at this CERT database.
-    pub token: String,
-    pub enrolled_at: String,
-    pub enrolled_by: String,
-}
-
-impl Enrollment {
-    /// A new CERT marker: random token, now, this OS user at this host.
-    pub fn new_cert() -> Enrollment {
-        use sha2::Digest;
-        let mut h = sha2::Sha256::new();
-        h.update(rand::random::<[u8; 32]>());
-        Enrollment {
-            environment: "cert".into(),
-            token: hex::encode(&h.finalize()[..16]),
-            enrolled_at: chrono::Utc::now().to_rfc3339(),
-            enrolled_by: who(),
-        }
-    }
-}
-
-/// `user@host` of this process, for markers and the audit trail.
-pub fn who() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "unknown-host".into());
-    format!("{user}@{host}")
-}
-
-/// What a database is, as its server or file system says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Identity {
-    Postgres {
-        system_id: String,
-        db_oid: i64,
-    },
-    File {
-        dev: u64,
-        ino: u64,
-    },
-    Bolt {
-        addrs: Vec<String>,
-        database: String,
-    },
-}
+pub use crate::marker::{file_identity, who, Enrollment, Identity, ENROLL_LABEL, ENROLL_TABLE};
 
 /// One database on one side: its identity, its marker, and how to name it in messages.
 #[derive(Debug, Clone)]
@@ -90,95 +32,11 @@ fn guard_err(message: String) -> StoreError {
 /// Probes a relational store on `side` (PROD read-only).
 pub async fn probe_store(store: &StoreConfig, side: Side) -> Result<Probe, StoreError> {
     let url = store.url(side)?;
-    let what = format!("{} store {} ({})", side.as_str(), store.name, redact(&url));
-    let q = |e| StoreError::from_sqlx(&store.name, e);
-    let (identity, enrollment) = match store.kind {
-        StoreKind::Postgres => {
-            let db = crate::postgres::PgStore::connect(&store.name, &url, side).await?;
-            let row = sqlx::query(
-                "select (select system_identifier::text from pg_control_system()), \
-                 (select oid::int8 from pg_database where datname = current_database())",
-            )
-            .fetch_one(db.pool())
-            .await
-            .map_err(q)?;
-            let id = Identity::Postgres {
-                system_id: row.get(0),
-                db_oid: row.get(1),
-            };
-            let has: bool = sqlx::query_scalar("select to_regclass('wf_enrollment') is not null")
-                .fetch_one(db.pool())
-                .await
-                .map_err(q)?;
-            let e = if has {
-                read_marker(db.pool()).await.map_err(q)?
-            } else {
-                None
-            };
-            (id, e)
-        }
-        StoreKind::Sqlite => {
-            let db = crate::sqlite::SqliteStore::connect(&store.name, &url, side).await?;
-            let path = sqlite_path(&url);
-            let id = file_identity(&path)
-                .map_err(|e| guard_err(format!("{what}: cannot stat {}: {e}", path.display())))?;
-            let has: i64 = sqlx::query_scalar(
-                "select count(*) from sqlite_master where type = 'table' and name = 'wf_enrollment'",
-            )
-            .fetch_one(db.pool())
-            .await
-            .map_err(q)?;
-            let e = if has > 0 {
-                read_marker(db.pool()).await.map_err(q)?
-            } else {
-                None
-            };
-            (id, e)
-        }
-    };
+    let db = crate::connect(store, side).await?;
     Ok(Probe {
-        what,
-        identity,
-        enrollment,
-    })
-}
-
-async fn read_marker<'e, DB, E>(exec: E) -> Result<Option<Enrollment>, sqlx::Error>
-where
-    DB: sqlx::Database,
-    E: sqlx::Executor<'e, Database = DB>,
-    String: sqlx::Type<DB> + for<'r> sqlx::Decode<'r, DB>,
-    usize: sqlx::ColumnIndex<DB::Row>,
-    for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
-{
-    let row = sqlx::query(
-        "select environment, token, enrolled_at, enrolled_by from wf_enrollment limit 1",
-    )
-    .fetch_optional(exec)
-    .await?;
-    Ok(row.map(|r| Enrollment {
-        environment: r.get(0),
-        token: r.get(1),
-        enrolled_at: r.get(2),
-        enrolled_by: r.get(3),
-    }))
-}
-
-/// The file a `sqlite:` URL names (query string and prefixes dropped).
-fn sqlite_path(url: &str) -> std::path::PathBuf {
-    let p = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .unwrap_or(url);
-    std::path::PathBuf::from(p.split('?').next().unwrap_or(p))
-}
-
-fn file_identity(path: &std::path::Path) -> std::io::Result<Identity> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path)?;
-    Ok(Identity::File {
-        dev: m.dev(),
-        ino: m.ino(),
+        what: format!("{} store {} ({})", side.as_str(), store.name, redact(&url)),
+        identity: db.identity().await?,
+        enrollment: db.enrollment().await?,
     })
 }
 
@@ -368,71 +226,12 @@ pub async fn enroll(cfg: &Config, targets: &Targets) -> Result<Vec<String>, Stor
 }
 
 async fn enroll_store(s: &StoreConfig, e: &Enrollment) -> Result<(), StoreError> {
-    let url = s.url(Side::Cert)?;
-    let q = |e| StoreError::from_sqlx(&s.name, e);
-    let create = "create table if not exists wf_enrollment (environment text not null, \
-        token text not null, enrolled_at text not null, enrolled_by text not null)";
-    let insert = "insert into wf_enrollment (environment, token, enrolled_at, enrolled_by) \
-        values ($1, $2, $3, $4)";
-    match s.kind {
-        StoreKind::Postgres => {
-            let db = crate::postgres::PgStore::connect(&s.name, &url, Side::Cert).await?;
-            let mut tx = db.pool().begin().await.map_err(q)?;
-            sqlx::query(create).execute(&mut *tx).await.map_err(q)?;
-            // Readable by every role, so a PROD connection under another role still sees it.
-            sqlx::query("grant select on wf_enrollment to public")
-                .execute(&mut *tx)
-                .await
-                .map_err(q)?;
-            bind4(sqlx::query(insert), e)
-                .execute(&mut *tx)
-                .await
-                .map_err(q)?;
-            tx.commit().await.map_err(q)?;
-        }
-        StoreKind::Sqlite => {
-            let db = crate::sqlite::SqliteStore::connect(&s.name, &url, Side::Cert).await?;
-            let mut tx = db.pool().begin().await.map_err(q)?;
-            sqlx::query(create).execute(&mut *tx).await.map_err(q)?;
-            sqlx::query(insert)
-                .bind(&e.environment)
-                .bind(&e.token)
-                .bind(&e.enrolled_at)
-                .bind(&e.enrolled_by)
-                .execute(&mut *tx)
-                .await
-                .map_err(q)?;
-            tx.commit().await.map_err(q)?;
-        }
-    }
-    Ok(())
-}
-
-fn bind4<'q>(
-    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    e: &'q Enrollment,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    q.bind(&e.environment)
-        .bind(&e.token)
-        .bind(&e.enrolled_at)
-        .bind(&e.enrolled_by)
+    crate::connect(s, Side::Cert).await?.enroll(e).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sqlite_paths_drop_prefix_and_query() {
-        assert_eq!(
-            sqlite_path("sqlite:///tmp/a.db?mode=ro"),
-            std::path::PathBuf::from("/tmp/a.db")
-        );
-        assert_eq!(
-            sqlite_path("sqlite:rel/b.db"),
-            std::path::PathBuf::from("rel/b.db")
-        );
-    }
 
     #[test]
     fn bolt_identity_matches_on_any_shared_address_and_same_database() {

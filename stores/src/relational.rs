@@ -1,10 +1,16 @@
 //! The `RelationalStore` seam, and connecting to a configured store on one side (PROD or CERT).
 
-use crate::config::{Side, StoreConfig, StoreKind};
+use crate::config::{Side, StoreConfig, StoreKind, Triggers};
 use crate::error::StoreError;
+use crate::load::{LoadReport, StoreLoad};
+use crate::marker::{Enrollment, Identity};
 use crate::schema::StoreSchema;
+use crate::snapshot::Snap;
 
-/// A relational database of one store on one side. PROD handles are read-only at the session level.
+/// A relational database of one store on one side: the one seam between wf and an engine. It is
+/// chosen once, when a store connects ([`connect`]); discovery, extraction, loads, rollback, the
+/// CERT guard and district figures all go through it and never ask which engine it is. PROD
+/// handles are read-only at the session level.
 #[async_trait::async_trait]
 pub trait RelationalStore: Send + Sync {
     /// The store's name from config.
@@ -18,7 +24,26 @@ pub trait RelationalStore: Send + Sync {
     }
     /// Runs one statement (used by tests and fixtures; refused on PROD by the database itself).
     async fn execute(&self, sql: &str) -> Result<u64, StoreError>;
+    /// A read snapshot: one transaction for the subset's lookups and the extraction.
+    async fn snapshot(&self) -> Result<Snap, StoreError>;
+    /// Loads `job` into this (CERT) database in one transaction, exactly once.
+    async fn load(&self, job: &StoreLoad, triggers: Triggers) -> Result<LoadReport, StoreError>;
+    /// Deletes what `job` loaded, if it committed; rows deleted per table.
+    async fn rollback(&self, job: &StoreLoad) -> Result<Vec<(String, u64)>, StoreError>;
+    /// What the database is, as its server or file system says (for the CERT guard).
+    async fn identity(&self) -> Result<Identity, StoreError>;
+    /// The CERT marker the database carries, if enrolled.
+    async fn enrollment(&self) -> Result<Option<Enrollment>, StoreError>;
+    /// Writes the CERT marker.
+    async fn enroll(&self, e: &Enrollment) -> Result<(), StoreError>;
+    /// A table name as this engine's SQL spells it.
+    fn quote_table(&self, name: &str) -> String;
+    /// Rows of a `select district, count, latest` query (district figures; all text but the count).
+    async fn district_rows(&self, sql: String) -> Result<Vec<DistrictRow>, StoreError>;
 }
+
+/// One row of a district-figures query: district, row count, latest date (as text).
+pub type DistrictRow = (String, i64, Option<String>);
 
 /// Connects to `store` on `side`, checking the connection at once so errors are early and clear.
 pub async fn connect(

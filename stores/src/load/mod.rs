@@ -8,8 +8,12 @@
 //! Rollback deletes exactly the keys the run inserted (its manifest, written before commit and
 //! trusted only once the marker committed), children first, in one transaction per store.
 
+mod job;
 pub mod postgres;
+mod protocol;
 pub mod sqlite;
+
+pub use job::{LoadReport, SqlCheck, SqlCheckResult, StoreLoad, Strategy, TableLoad, TableReport};
 
 use crate::error::StoreError;
 use crate::schema::Table;
@@ -18,64 +22,6 @@ use crate::subset::{key_columns, Key};
 use arrow_array::RecordBatch;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-
-/// What to do with a row whose key already exists in CERT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Strategy {
-    /// Fail (and load nothing of the store): CERT must not hold the rows yet.
-    Insert,
-    /// Overwrite the existing row.
-    Upsert,
-    /// Keep the existing row.
-    SkipExisting,
-}
-
-/// One table to load: its CERT schema and its staging file.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct TableLoad {
-    pub table: Table,
-    pub file: PathBuf,
-    pub sha256: String,
-    pub strategy: Strategy,
-    /// Columns loaded NULL first and set by UPDATE afterwards (cycle break points).
-    pub deferred: Vec<String>,
-}
-
-/// One store's load.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct StoreLoad {
-    /// Idempotency key of the load (`run/g<generation>/load/<store>`).
-    pub run_key: String,
-    pub store: String,
-    /// Parents first.
-    pub tables: Vec<TableLoad>,
-    /// Where the manifests (keys inserted per table) go.
-    pub manifest_dir: PathBuf,
-    /// Roll back instead of committing (`--dry-run`).
-    pub dry_run: bool,
-    /// Business rules run in the transaction before commit.
-    #[serde(default)]
-    pub checks: Vec<SqlCheck>,
-}
-
-/// A business rule run inside the load transaction before commit: a query returning the violating
-/// rows. A blocking rule with violations rolls the whole store's load back.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SqlCheck {
-    pub name: String,
-    pub query: String,
-    pub severity: String,
-    pub blocking: bool,
-}
-
-/// What a `SqlCheck` found.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SqlCheckResult {
-    pub name: String,
-    pub severity: String,
-    pub violations: u64,
-}
 
 /// The count query of a check (its query as a subquery).
 pub(crate) fn check_count_sql(c: &SqlCheck) -> String {
@@ -106,25 +52,6 @@ pub(crate) fn check_outcome(
         });
     }
     Ok(out)
-}
-
-/// What a load did, per table.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct TableReport {
-    pub table: String,
-    pub rows_in_file: u64,
-    pub inserted: u64,
-}
-
-/// What a load did.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct LoadReport {
-    /// The marker was found: an earlier execution committed this load.
-    pub already_loaded: bool,
-    pub tables: Vec<TableReport>,
-    /// Results of the business rules run in the transaction.
-    #[serde(default)]
-    pub checks: Vec<SqlCheckResult>,
 }
 
 /// The staged rows of a file, batch by batch.
@@ -408,7 +335,7 @@ pub fn plan_loads(
             ) else {
                 continue;
             };
-            let deferred = if s.kind == crate::StoreKind::Postgres {
+            let deferred = if s.kind.loads_break_columns_later() {
                 analysis
                     .cycles
                     .iter()
@@ -456,19 +383,8 @@ pub async fn load_store(
     store: &crate::StoreConfig,
     job: &StoreLoad,
 ) -> Result<LoadReport, StoreError> {
-    let url = store.url(crate::Side::Cert)?;
-    match store.kind {
-        crate::StoreKind::Postgres => {
-            let db =
-                crate::postgres::PgStore::connect(&store.name, &url, crate::Side::Cert).await?;
-            postgres::load(db.pool(), job, store.triggers).await
-        }
-        crate::StoreKind::Sqlite => {
-            let db =
-                crate::sqlite::SqliteStore::connect(&store.name, &url, crate::Side::Cert).await?;
-            sqlite::load(db.pool(), job).await
-        }
-    }
+    let db = crate::connect(store, crate::Side::Cert).await?;
+    db.load(job, store.triggers).await
 }
 
 /// Deletes from the CERT side of `store` what `job` loaded (if it committed); rows deleted per table.
@@ -476,31 +392,6 @@ pub async fn rollback_store(
     store: &crate::StoreConfig,
     job: &StoreLoad,
 ) -> Result<Vec<(String, u64)>, StoreError> {
-    let url = store.url(crate::Side::Cert)?;
-    match store.kind {
-        crate::StoreKind::Postgres => {
-            let db =
-                crate::postgres::PgStore::connect(&store.name, &url, crate::Side::Cert).await?;
-            postgres::rollback(
-                db.pool(),
-                &job.store,
-                &job.run_key,
-                &job.tables,
-                &job.manifest_dir,
-            )
-            .await
-        }
-        crate::StoreKind::Sqlite => {
-            let db =
-                crate::sqlite::SqliteStore::connect(&store.name, &url, crate::Side::Cert).await?;
-            sqlite::rollback(
-                db.pool(),
-                &job.store,
-                &job.run_key,
-                &job.tables,
-                &job.manifest_dir,
-            )
-            .await
-        }
-    }
+    let db = crate::connect(store, crate::Side::Cert).await?;
+    db.rollback(job).await
 }

@@ -1,18 +1,22 @@
 //! Loading into and rolling back PostgreSQL CERT databases (`COPY … FROM STDIN`).
 
+use super::protocol::{self, Dialect, Written};
 use super::{
-    batches, copy_manifest, key_of, key_positions, new_keys, read_manifest, write_manifest,
-    LoadReport, StoreLoad, Strategy, TableReport,
+    batches, copy_manifest, key_of, key_positions, new_keys, write_manifest, LoadReport, StoreLoad,
+    Strategy, TableLoad, TableReport,
 };
+use crate::config::Triggers;
 use crate::error::StoreError;
 use crate::postgres::copy::copy_in;
 use crate::postgres::snapshot::{col_type, ident, in_clause, table_ident};
 use crate::schema::Table;
 use crate::staging::open;
 use crate::subset::{key_columns, Key, KEY_BATCH};
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgDatabaseError;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool, Postgres, Row};
 use std::collections::HashSet;
+use std::path::Path;
 
 const MARKERS: &str = "create table if not exists wf_loads (run_key text not null, store text not null, \
     tbl text not null, rows bigint not null, sha256 text not null, loaded_at timestamptz not null default now(), \
@@ -85,185 +89,305 @@ async fn existing(
     Ok(found)
 }
 
-/// Loads one store in one transaction; see the module docs of `load` for the guarantees.
-/// The `insert` strategy streams the staging file into `COPY` batch by batch (memory: one batch);
-/// `upsert` and `skip-existing` read the table's keys first, to record only the rows they insert.
+/// Loads one store in one transaction (the protocol in `protocol`). The `insert` strategy streams
+/// the staging file into `COPY` batch by batch (memory: one batch); `upsert` and `skip-existing`
+/// read the table's keys first, to record only the rows they insert.
 pub async fn load(
     pool: &PgPool,
     job: &StoreLoad,
-    triggers: crate::config::Triggers,
+    triggers: Triggers,
 ) -> Result<LoadReport, StoreError> {
-    let store = job.store.as_str();
-    let err = |e| StoreError::from_sqlx(store, e);
-    let mut tx = pool.begin().await.map_err(err)?;
-    sqlx::raw_sql(MARKERS)
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
-    // Deferrable FKs (a cycle without a nullable column needs them) are checked at commit.
-    sqlx::raw_sql("set constraints all deferred")
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
-    let done: i64 = sqlx::query_scalar("select count(*) from wf_loads where run_key = $1")
-        .bind(&job.run_key)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(err)?;
-    if done > 0 {
-        tx.rollback().await.map_err(err)?;
-        return Ok(LoadReport {
-            already_loaded: true,
-            tables: Vec::new(),
-            checks: Vec::new(),
-        });
+    let mut d = PgDialect::open(pool, &job.store, triggers).await?;
+    protocol::load(&mut d, job).await
+}
+
+/// Deletes what `job` loaded into this store (children first), if that load committed.
+pub async fn rollback(pool: &PgPool, job: &StoreLoad) -> Result<Vec<(String, u64)>, StoreError> {
+    let mut d = PgDialect::open(pool, &job.store, Triggers::Keep).await?;
+    protocol::rollback(&mut d, job).await
+}
+
+/// PostgreSQL in the load protocol: one pooled connection holding the transaction.
+struct PgDialect {
+    store: String,
+    conn: PoolConnection<Postgres>,
+    triggers: Triggers,
+}
+
+impl PgDialect {
+    async fn open(pool: &PgPool, store: &str, triggers: Triggers) -> Result<PgDialect, StoreError> {
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(|e| StoreError::from_sqlx(store, e))?;
+        // A load abandoned mid-transaction must not hand its connection back to the pool.
+        conn.close_on_drop();
+        Ok(PgDialect {
+            store: store.to_string(),
+            conn,
+            triggers,
+        })
     }
-    user_triggers(&mut tx, job, triggers, "disable").await?;
-    let mut reports = Vec::new();
-    let mut updates: Vec<(usize, Option<Vec<Key>>)> = Vec::new();
-    for (n, t) in job.tables.iter().enumerate() {
+
+    async fn raw(&mut self, sql: &str) -> Result<(), StoreError> {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&mut *self.conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::from_sqlx(&self.store, e))
+    }
+
+    /// The `insert` strategy: the file straight into `COPY`; its manifest is the file's keys.
+    async fn copy_table(&mut self, t: &TableLoad, manifests: &Path) -> Result<Written, StoreError> {
         let table = &t.table;
         let reader = open(&t.file)?;
-        let schema = reader.schema();
-        let cols: Vec<String> = schema.fields().iter().map(|f| ident(f.name())).collect();
-        let null_cols: Vec<bool> = schema
-            .fields()
-            .iter()
-            .map(|f| t.deferred.contains(f.name()))
-            .collect();
+        let (cols, null_cols) = columns(t, &reader.schema());
+        let copy = format!(
+            "copy {} ({}) from stdin",
+            table_ident(&table.name),
+            cols.join(", ")
+        );
         let to_store_err = |e: arrow_schema::ArrowError| crate::staging::damaged(&t.file, e);
-        if t.strategy == Strategy::Insert {
-            let copy = format!(
-                "copy {} ({}) from stdin",
-                table_ident(&table.name),
-                cols.join(", ")
-            );
-            let rows = copy_in(
-                &mut tx,
-                &copy,
-                reader.map(|b| b.map_err(to_store_err)),
-                &null_cols,
-                |e| load_error(store, &table.name, e),
-            )
-            .await?;
-            copy_manifest(&job.manifest_dir, table, &t.file)?;
-            if !t.deferred.is_empty() {
-                updates.push((n, None));
-            }
-            reports.push(TableReport {
+        let store = self.store.clone();
+        let rows = copy_in(
+            &mut self.conn,
+            &copy,
+            reader.map(|b| b.map_err(to_store_err)),
+            &null_cols,
+            |e| load_error(&store, &table.name, e),
+        )
+        .await?;
+        copy_manifest(manifests, table, &t.file)?;
+        Ok(Written {
+            report: TableReport {
                 table: table.id(),
                 rows_in_file: rows,
                 inserted: rows,
-            });
-            continue;
-        }
+            },
+            touched: None,
+        })
+    }
+
+    /// `upsert` and `skip-existing`: the file into a temporary table, then one `INSERT … ON
+    /// CONFLICT`; the manifest holds the keys CERT did not have.
+    async fn merge_table(
+        &mut self,
+        n: usize,
+        t: &TableLoad,
+        manifests: &Path,
+    ) -> Result<Written, StoreError> {
+        let table = &t.table;
         let data = batches(&t.file)?;
+        let schema = open(&t.file)?.schema();
+        let (cols, null_cols) = columns(t, &schema);
         let key_idx = key_positions(table, &schema)?;
         let file_keys: Vec<Key> = data
             .iter()
             .flat_map(|b| (0..b.num_rows()).map(|r| key_of(b, &key_idx, r)))
             .collect();
-        let found = existing(&mut tx, table, &file_keys).await?;
+        let found = existing(&mut self.conn, table, &file_keys).await?;
         let inserted = new_keys(file_keys.clone(), &found);
-        let rows_in_file = file_keys.len() as u64;
         let stage = format!("wf_stage_{n}");
-        let create = format!(
+        self.raw(&format!(
             "create temp table {stage} (like {} including defaults) on commit drop",
             table_ident(&table.name)
-        );
-        sqlx::raw_sql(sqlx::AssertSqlSafe(create))
-            .execute(&mut *tx)
+        ))
+        .await?;
+        let copy = format!("copy {stage} ({}) from stdin", cols.join(", "));
+        let store = self.store.clone();
+        copy_in(
+            &mut self.conn,
+            &copy,
+            data.into_iter().map(Ok),
+            &null_cols,
+            |e| load_error(&store, &table.name, e),
+        )
+        .await?;
+        let sql = merge_sql(t, &schema, &cols, &stage);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *self.conn)
+            .await
+            .map_err(|e| load_error(&self.store, &table.name, e))?;
+        write_manifest(manifests, table, &inserted)?;
+        let rows_in_file = file_keys.len() as u64;
+        let touched = if t.strategy == Strategy::Upsert {
+            file_keys
+        } else {
+            inserted.clone()
+        };
+        Ok(Written {
+            report: TableReport {
+                table: table.id(),
+                rows_in_file,
+                inserted: inserted.len() as u64,
+            },
+            touched: Some(touched),
+        })
+    }
+}
+
+/// The staged columns as SQL names them, and which of them load NULL (break columns).
+fn columns(t: &TableLoad, schema: &arrow_schema::Schema) -> (Vec<String>, Vec<bool>) {
+    let cols = schema.fields().iter().map(|f| ident(f.name())).collect();
+    let nulls = schema
+        .fields()
+        .iter()
+        .map(|f| t.deferred.contains(f.name()))
+        .collect();
+    (cols, nulls)
+}
+
+/// `INSERT … SELECT … FROM stage ON CONFLICT (key) DO UPDATE | DO NOTHING`.
+fn merge_sql(t: &TableLoad, schema: &arrow_schema::Schema, cols: &[String], stage: &str) -> String {
+    let table = &t.table;
+    let pk: Vec<String> = key_columns(table).iter().map(|c| ident(c)).collect();
+    let sets: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| f.name())
+        .filter(|c| !key_columns(table).contains(c) && !t.deferred.contains(c))
+        .map(|c| format!("{0} = excluded.{0}", ident(c)))
+        .collect();
+    let action = if t.strategy == Strategy::SkipExisting || sets.is_empty() {
+        "do nothing".to_string()
+    } else {
+        format!("do update set {}", sets.join(", "))
+    };
+    // Identity columns GENERATED ALWAYS take the staged values, as COPY gives them.
+    format!(
+        "insert into {} ({cols}) overriding system value select {cols} from {stage} on conflict ({}) {action}",
+        table_ident(&table.name),
+        pk.join(", "),
+        cols = cols.join(", ")
+    )
+}
+
+#[async_trait::async_trait]
+impl Dialect for PgDialect {
+    fn store(&self) -> &str {
+        &self.store
+    }
+
+    /// Deferrable FKs (a cycle without a nullable column needs them) are checked at commit.
+    async fn begin(&mut self) -> Result<(), StoreError> {
+        self.raw("begin").await?;
+        self.raw("set constraints all deferred").await
+    }
+
+    async fn end(&mut self, commit: bool) -> Result<(), StoreError> {
+        let sql = if commit { "commit" } else { "rollback" };
+        sqlx::raw_sql(sql)
+            .execute(&mut *self.conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| load_error(&self.store, "(commit)", e))
+    }
+
+    async fn markers(&mut self, run_key: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let err = |e| StoreError::from_sqlx(&self.store, e);
+        let has: bool = sqlx::query_scalar("select to_regclass('wf_loads') is not null")
+            .fetch_one(&mut *self.conn)
             .await
             .map_err(err)?;
-        let copy = format!("copy {stage} ({}) from stdin", cols.join(", "));
-        copy_in(&mut tx, &copy, data.into_iter().map(Ok), &null_cols, |e| {
-            load_error(store, &table.name, e)
-        })
-        .await?;
-        let pk: Vec<String> = key_columns(table).iter().map(|c| ident(c)).collect();
-        let sets: Vec<String> = schema
-            .fields()
-            .iter()
-            .map(|f| f.name())
-            .filter(|c| !key_columns(table).contains(c) && !t.deferred.contains(c))
-            .map(|c| format!("{0} = excluded.{0}", ident(c)))
-            .collect();
-        let action = if t.strategy == Strategy::SkipExisting || sets.is_empty() {
-            "do nothing".to_string()
-        } else {
-            format!("do update set {}", sets.join(", "))
-        };
-        // Identity columns GENERATED ALWAYS take the staged values, as COPY gives them.
-        let sql = format!(
-            "insert into {} ({cols}) overriding system value select {cols} from {stage} on conflict ({}) {action}",
-            table_ident(&table.name),
-            pk.join(", "),
-            cols = cols.join(", ")
-        );
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&mut *tx)
+        if !has {
+            return Ok(Vec::new());
+        }
+        protocol::select_markers(&mut *self.conn, run_key)
             .await
-            .map_err(|e| load_error(store, &table.name, e))?;
-        write_manifest(&job.manifest_dir, table, &inserted)?;
-        if !t.deferred.is_empty() {
-            let touch = if t.strategy == Strategy::Upsert {
-                file_keys
-            } else {
-                inserted.clone()
-            };
-            updates.push((n, Some(touch)));
+            .map_err(err)
+    }
+
+    async fn create_markers(&mut self) -> Result<(), StoreError> {
+        self.raw(MARKERS).await
+    }
+
+    async fn add_marker(
+        &mut self,
+        run_key: &str,
+        table: &str,
+        rows: u64,
+        sha256: &str,
+    ) -> Result<(), StoreError> {
+        let texts = [run_key, self.store.as_str(), table, sha256];
+        let sql = protocol::INSERT_MARKER;
+        protocol::marker_statement(&mut *self.conn, sql, &texts, Some(rows as i64))
+            .await
+            .map_err(|e| StoreError::from_sqlx(&self.store, e))
+    }
+
+    async fn drop_markers(&mut self, run_key: &str) -> Result<(), StoreError> {
+        let sql = protocol::DELETE_MARKERS;
+        protocol::marker_statement(&mut *self.conn, sql, &[run_key], None)
+            .await
+            .map_err(|e| StoreError::from_sqlx(&self.store, e))
+    }
+
+    async fn before_tables(&mut self, job: &StoreLoad) -> Result<(), StoreError> {
+        user_triggers(&mut self.conn, job, self.triggers, "disable").await
+    }
+
+    async fn write_table(
+        &mut self,
+        n: usize,
+        t: &TableLoad,
+        manifests: &Path,
+    ) -> Result<Written, StoreError> {
+        if t.strategy == Strategy::Insert {
+            self.copy_table(t, manifests).await
+        } else {
+            self.merge_table(n, t, manifests).await
         }
-        reports.push(TableReport {
-            table: table.id(),
-            rows_in_file,
-            inserted: inserted.len() as u64,
-        });
     }
-    for (n, keys) in updates {
-        set_deferred(&mut tx, &job.tables[n], keys.as_deref()).await?;
+
+    async fn set_break_columns(
+        &mut self,
+        t: &TableLoad,
+        keys: Option<&[Key]>,
+    ) -> Result<(), StoreError> {
+        set_deferred(&mut self.conn, t, keys).await
     }
-    user_triggers(&mut tx, job, triggers, "enable").await?;
-    // setval is not transactional: a dry run leaves CERT's sequences as they were.
-    if !job.dry_run {
-        for t in &job.tables {
-            advance_sequences(&mut tx, &t.table).await?;
+
+    async fn after_tables(&mut self, job: &StoreLoad) -> Result<(), StoreError> {
+        user_triggers(&mut self.conn, job, self.triggers, "enable").await?;
+        // setval is not transactional: a dry run leaves CERT's sequences as they were.
+        if !job.dry_run {
+            for t in &job.tables {
+                advance_sequences(&mut self.conn, &t.table).await?;
+            }
         }
+        Ok(())
     }
-    for (t, r) in job.tables.iter().zip(&reports) {
-        sqlx::query(
-            "insert into wf_loads (run_key, store, tbl, rows, sha256) values ($1, $2, $3, $4, $5)",
-        )
-        .bind(&job.run_key)
-        .bind(store)
-        .bind(&t.table.name)
-        .bind(r.inserted as i64)
-        .bind(&t.sha256)
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
-    }
-    let mut counted = Vec::new();
-    for c in &job.checks {
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(super::check_count_sql(c)))
-            .fetch_one(&mut *tx)
+
+    async fn count(&mut self, rule: &str, sql: &str) -> Result<i64, StoreError> {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+            .fetch_one(&mut *self.conn)
             .await
             .map_err(|e| StoreError::Query {
-                store: store.to_string(),
-                message: format!("validation rule `{}`: {e}", c.name),
-            })?;
-        counted.push((c, n));
+                store: self.store.clone(),
+                message: format!("validation rule `{rule}`: {e}"),
+            })
     }
-    let checks = super::check_outcome(store, counted)?;
-    if job.dry_run {
-        tx.rollback().await.map_err(err)?;
-    } else {
-        tx.commit().await.map_err(err)?;
+
+    async fn null_break_columns(&mut self, t: &TableLoad, keys: &[Key]) -> Result<(), StoreError> {
+        let sets: Vec<String> = t
+            .deferred
+            .iter()
+            .map(|c| format!("{} = null", ident(c)))
+            .collect();
+        let head = format!(
+            "update {} set {}",
+            table_ident(&t.table.name),
+            sets.join(", ")
+        );
+        delete_or_update(&mut self.conn, &t.table, &head, keys)
+            .await
+            .map(|_| ())
     }
-    Ok(LoadReport {
-        already_loaded: false,
-        tables: reports,
-        checks,
-    })
+
+    async fn delete_keys(&mut self, table: &Table, keys: &[Key]) -> Result<u64, StoreError> {
+        let head = format!("delete from {}", table_ident(&table.name));
+        delete_or_update(&mut self.conn, table, &head, keys).await
+    }
 }
 
 /// CERT's user triggers on the loaded tables. With `Triggers::Disable` they are disabled (`verb`
@@ -272,11 +396,11 @@ pub async fn load(
 async fn user_triggers(
     conn: &mut PgConnection,
     job: &StoreLoad,
-    triggers: crate::config::Triggers,
+    triggers: Triggers,
     verb: &str,
 ) -> Result<(), StoreError> {
     let err = |e| StoreError::from_sqlx(&job.store, e);
-    if triggers == crate::config::Triggers::Keep {
+    if triggers == Triggers::Keep {
         if verb == "disable" {
             let names: Vec<String> = job
                 .tables
@@ -392,7 +516,7 @@ async fn advance_sequences(conn: &mut PgConnection, table: &Table) -> Result<(),
 /// Sets the deferred (cycle break) columns of the rows with `keys` to their staged values.
 async fn set_deferred(
     conn: &mut PgConnection,
-    t: &super::TableLoad,
+    t: &TableLoad,
     keys: Option<&[Key]>,
 ) -> Result<(), StoreError> {
     let table = &t.table;
@@ -454,92 +578,6 @@ async fn set_deferred(
         }
     }
     Ok(())
-}
-
-/// Deletes what run key `run_key` loaded into this store (children first), if that load committed.
-/// `tables` are the load's tables in load order, with their deferred columns.
-pub async fn rollback(
-    pool: &PgPool,
-    store: &str,
-    run_key: &str,
-    tables: &[super::TableLoad],
-    manifest_dir: &std::path::Path,
-) -> Result<Vec<(String, u64)>, StoreError> {
-    let err = |e| StoreError::from_sqlx(store, e);
-    let mut tx = pool.begin().await.map_err(err)?;
-    let has_markers: bool = sqlx::query_scalar("select to_regclass('wf_loads') is not null")
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(err)?;
-    let committed: i64 = if has_markers {
-        sqlx::query_scalar("select count(*) from wf_loads where run_key = $1")
-            .bind(run_key)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(err)?
-    } else {
-        0
-    };
-    if committed == 0 {
-        return Ok(Vec::new());
-    }
-    let marked: Vec<(String, i64)> =
-        sqlx::query_as("select tbl, rows from wf_loads where run_key = $1")
-            .bind(run_key)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(err)?;
-    // Nothing is deleted (and the markers stay) unless every manifest matches its marker.
-    super::check_manifests(store, tables, manifest_dir, &marked)?;
-    // A cycle broken by a DEFERRABLE FK deletes as it loaded: checked at commit.
-    sqlx::raw_sql("set constraints all deferred")
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
-    // Break the cycles first: NULL the deferred columns of the rows about to go.
-    for t in tables.iter().filter(|t| !t.deferred.is_empty()) {
-        let keys = read_manifest(manifest_dir, &t.table)?;
-        let sets: Vec<String> = t
-            .deferred
-            .iter()
-            .map(|c| format!("{} = null", ident(c)))
-            .collect();
-        for chunk in keys.chunks(KEY_BATCH) {
-            delete_or_update(
-                &mut tx,
-                &t.table,
-                &format!(
-                    "update {} set {}",
-                    table_ident(&t.table.name),
-                    sets.join(", ")
-                ),
-                chunk,
-            )
-            .await?;
-        }
-    }
-    let mut deleted = Vec::new();
-    for t in tables.iter().rev() {
-        let keys = read_manifest(manifest_dir, &t.table)?;
-        let mut n = 0;
-        for chunk in keys.chunks(KEY_BATCH) {
-            n += delete_or_update(
-                &mut tx,
-                &t.table,
-                &format!("delete from {}", table_ident(&t.table.name)),
-                chunk,
-            )
-            .await?;
-        }
-        deleted.push((t.table.id(), n));
-    }
-    sqlx::query("delete from wf_loads where run_key = $1")
-        .bind(run_key)
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
-    tx.commit().await.map_err(err)?;
-    Ok(deleted)
 }
 
 async fn delete_or_update(

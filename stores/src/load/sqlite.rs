@@ -1,9 +1,11 @@
-//! Loading into and rolling back SQLite CERT files. Foreign keys are checked at commit
+//! SQLite's dialect of the load protocol (`protocol`): multi-row inserts, a savepoint per batch
+//! to name the row that broke a constraint. Foreign keys are checked at commit
 //! (`defer_foreign_keys`), so cycles load in one pass.
 
+use super::protocol::{self, Dialect, Written};
 use super::{
-    batches, key_of, key_positions, new_keys, read_manifest, write_manifest, LoadReport, StoreLoad,
-    Strategy, TableLoad, TableReport,
+    batches, key_of, key_positions, new_keys, write_manifest, LoadReport, StoreLoad, Strategy,
+    TableLoad, TableReport,
 };
 use crate::error::StoreError;
 use crate::schema::Table;
@@ -14,6 +16,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{Row, Sqlite, SqlitePool};
 use std::collections::HashSet;
+use std::path::Path;
 
 const MARKERS: &str = "create table if not exists wf_loads (run_key text not null, store text not null, \
     tbl text not null, rows integer not null, sha256 text not null, loaded_at text not null default current_timestamp, \
@@ -105,114 +108,153 @@ async fn existing(
     Ok(found)
 }
 
-/// Loads one store in one transaction; see the module docs of `load` for the guarantees.
+/// Loads one store in one transaction (the protocol in `protocol`).
 pub async fn load(pool: &SqlitePool, job: &StoreLoad) -> Result<LoadReport, StoreError> {
-    let mut conn = begin(pool, &job.store).await?;
-    let result = load_in_tx(&mut conn, job).await;
-    let commit = !job.dry_run && result.as_ref().is_ok_and(|r| !r.already_loaded);
-    let ended = end(&mut conn, commit, &job.store).await;
-    let report = result?;
-    ended?;
-    Ok(report)
+    let mut d = SqliteDialect::open(pool, &job.store).await?;
+    protocol::load(&mut d, job).await
 }
 
-/// Takes a connection and starts a write transaction with FK checks deferred to commit.
-async fn begin(pool: &SqlitePool, store: &str) -> Result<PoolConnection<Sqlite>, StoreError> {
-    let err = |e| StoreError::from_sqlx(store, e);
-    let mut conn = pool.acquire().await.map_err(err)?;
-    sqlx::raw_sql("begin immediate")
-        .execute(&mut *conn)
-        .await
-        .map_err(err)?;
-    sqlx::raw_sql("pragma defer_foreign_keys = on")
-        .execute(&mut *conn)
-        .await
-        .map_err(err)?;
-    Ok(conn)
-}
-
-/// Commits (deferred FKs are checked here) or rolls back.
-async fn end(conn: &mut SqliteConnection, commit: bool, store: &str) -> Result<(), StoreError> {
-    let sql = if commit { "commit" } else { "rollback" };
-    sqlx::raw_sql(sql)
-        .execute(&mut *conn)
-        .await
-        .map(|_| ())
-        .map_err(|e| load_error(store, "(commit)", &Vec::new(), e))
-}
-
-/// How many marker rows run key `run_key` has (0 when no load ever ran here).
-async fn markers(
-    conn: &mut SqliteConnection,
-    run_key: &str,
-    store: &str,
-) -> Result<i64, StoreError> {
-    let err = |e| StoreError::from_sqlx(store, e);
-    let has: i64 = sqlx::query_scalar("select count(*) from sqlite_master where name = 'wf_loads'")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(err)?;
-    if has == 0 {
-        return Ok(0);
-    }
-    sqlx::query_scalar("select count(*) from wf_loads where run_key = ?")
-        .bind(run_key)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(err)
-}
-
-async fn load_in_tx(
-    conn: &mut SqliteConnection,
+/// Deletes what `job` loaded into this store (children first), if that load committed.
+pub async fn rollback(
+    pool: &SqlitePool,
     job: &StoreLoad,
-) -> Result<LoadReport, StoreError> {
-    let store = job.store.as_str();
-    let err = |e| StoreError::from_sqlx(store, e);
-    if markers(conn, &job.run_key, store).await? > 0 {
-        return Ok(LoadReport {
-            already_loaded: true,
-            tables: Vec::new(),
-            checks: Vec::new(),
-        });
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let mut d = SqliteDialect::open(pool, &job.store).await?;
+    protocol::rollback(&mut d, job).await
+}
+
+/// SQLite in the load protocol: one pooled connection holding the write transaction.
+struct SqliteDialect {
+    store: String,
+    conn: PoolConnection<Sqlite>,
+}
+
+impl SqliteDialect {
+    async fn open(pool: &SqlitePool, store: &str) -> Result<SqliteDialect, StoreError> {
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(|e| StoreError::from_sqlx(store, e))?;
+        // A load abandoned mid-transaction must not hand its connection back to the pool.
+        conn.close_on_drop();
+        Ok(SqliteDialect {
+            store: store.to_string(),
+            conn,
+        })
     }
-    sqlx::raw_sql(MARKERS)
-        .execute(&mut *conn)
-        .await
-        .map_err(err)?;
-    let mut reports = Vec::new();
-    for t in &job.tables {
-        reports.push(load_table(conn, store, t, &job.manifest_dir).await?);
+
+    async fn raw(&mut self, sql: &str) -> Result<(), StoreError> {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&mut *self.conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::from_sqlx(&self.store, e))
     }
-    for (t, r) in job.tables.iter().zip(&reports) {
-        sqlx::query(
-            "insert into wf_loads (run_key, store, tbl, rows, sha256) values (?, ?, ?, ?, ?)",
-        )
-        .bind(&job.run_key)
-        .bind(store)
-        .bind(&t.table.name)
-        .bind(r.inserted as i64)
-        .bind(&t.sha256)
-        .execute(&mut *conn)
-        .await
-        .map_err(err)?;
+}
+
+#[async_trait::async_trait]
+impl Dialect for SqliteDialect {
+    fn store(&self) -> &str {
+        &self.store
     }
-    let mut counted = Vec::new();
-    for c in &job.checks {
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(super::check_count_sql(c)))
-            .fetch_one(&mut *conn)
+
+    /// A write transaction with every FK check deferred to commit, so cycles load in one pass.
+    async fn begin(&mut self) -> Result<(), StoreError> {
+        self.raw("begin immediate").await?;
+        self.raw("pragma defer_foreign_keys = on").await
+    }
+
+    async fn end(&mut self, commit: bool) -> Result<(), StoreError> {
+        let sql = if commit { "commit" } else { "rollback" };
+        sqlx::raw_sql(sql)
+            .execute(&mut *self.conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| load_error(&self.store, "(commit)", &Vec::new(), e))
+    }
+
+    async fn markers(&mut self, run_key: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let err = |e| StoreError::from_sqlx(&self.store, e);
+        let has: i64 =
+            sqlx::query_scalar("select count(*) from sqlite_master where name = 'wf_loads'")
+                .fetch_one(&mut *self.conn)
+                .await
+                .map_err(err)?;
+        if has == 0 {
+            return Ok(Vec::new());
+        }
+        protocol::select_markers(&mut *self.conn, run_key)
+            .await
+            .map_err(err)
+    }
+
+    async fn create_markers(&mut self) -> Result<(), StoreError> {
+        self.raw(MARKERS).await
+    }
+
+    async fn add_marker(
+        &mut self,
+        run_key: &str,
+        table: &str,
+        rows: u64,
+        sha256: &str,
+    ) -> Result<(), StoreError> {
+        let texts = [run_key, self.store.as_str(), table, sha256];
+        let sql = protocol::INSERT_MARKER;
+        protocol::marker_statement(&mut *self.conn, sql, &texts, Some(rows as i64))
+            .await
+            .map_err(|e| StoreError::from_sqlx(&self.store, e))
+    }
+
+    async fn drop_markers(&mut self, run_key: &str) -> Result<(), StoreError> {
+        let sql = protocol::DELETE_MARKERS;
+        protocol::marker_statement(&mut *self.conn, sql, &[run_key], None)
+            .await
+            .map_err(|e| StoreError::from_sqlx(&self.store, e))
+    }
+
+    async fn write_table(
+        &mut self,
+        _n: usize,
+        t: &TableLoad,
+        manifests: &Path,
+    ) -> Result<Written, StoreError> {
+        let report = load_table(&mut self.conn, &self.store, t, manifests).await?;
+        Ok(Written {
+            report,
+            touched: None,
+        })
+    }
+
+    async fn count(&mut self, rule: &str, sql: &str) -> Result<i64, StoreError> {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+            .fetch_one(&mut *self.conn)
             .await
             .map_err(|e| StoreError::Query {
-                store: store.to_string(),
-                message: format!("validation rule `{}`: {e}", c.name),
-            })?;
-        counted.push((c, n));
+                store: self.store.clone(),
+                message: format!("validation rule `{rule}`: {e}"),
+            })
     }
-    let checks = super::check_outcome(store, counted)?;
-    Ok(LoadReport {
-        already_loaded: false,
-        tables: reports,
-        checks,
-    })
+
+    async fn delete_keys(&mut self, table: &Table, keys: &[Key]) -> Result<u64, StoreError> {
+        let cols = key_columns(table);
+        let wheres = if table.primary_key.is_empty() {
+            where_rows(&cols, keys.len())
+        } else {
+            where_keys(&cols, keys.len())
+        };
+        let sql = format!("delete from {} where {wheres}", ident(&table.name));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for k in keys {
+            for v in k {
+                q = q.bind(v.clone());
+            }
+        }
+        q.execute(&mut *self.conn)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(|e| load_error(&self.store, &table.name, &Vec::new(), e))
+    }
 }
 
 async fn load_table(
@@ -341,74 +383,4 @@ fn bind_rows<'q>(
         }
     }
     q
-}
-
-/// Deletes what run key `run_key` loaded into this store (children first), if that load committed.
-pub async fn rollback(
-    pool: &SqlitePool,
-    store: &str,
-    run_key: &str,
-    tables: &[TableLoad],
-    manifest_dir: &std::path::Path,
-) -> Result<Vec<(String, u64)>, StoreError> {
-    let mut conn = begin(pool, store).await?;
-    let result = rollback_in_tx(&mut conn, store, run_key, tables, manifest_dir).await;
-    let commit = result.as_ref().is_ok_and(|d| !d.is_empty());
-    let ended = end(&mut conn, commit, store).await;
-    let deleted = result?;
-    ended?;
-    Ok(deleted)
-}
-
-async fn rollback_in_tx(
-    conn: &mut SqliteConnection,
-    store: &str,
-    run_key: &str,
-    tables: &[TableLoad],
-    manifest_dir: &std::path::Path,
-) -> Result<Vec<(String, u64)>, StoreError> {
-    let err = |e| StoreError::from_sqlx(store, e);
-    if markers(conn, run_key, store).await? == 0 {
-        return Ok(Vec::new());
-    }
-    let marked: Vec<(String, i64)> =
-        sqlx::query_as("select tbl, rows from wf_loads where run_key = ?")
-            .bind(run_key)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(err)?;
-    // Nothing is deleted (and the markers stay) unless every manifest matches its marker.
-    super::check_manifests(store, tables, manifest_dir, &marked)?;
-    let mut deleted = Vec::new();
-    for t in tables.iter().rev() {
-        let keys = read_manifest(manifest_dir, &t.table)?;
-        let cols = key_columns(&t.table);
-        let mut n = 0;
-        for chunk in keys.chunks(KEY_BATCH) {
-            let wheres = if t.table.primary_key.is_empty() {
-                where_rows(&cols, chunk.len())
-            } else {
-                where_keys(&cols, chunk.len())
-            };
-            let sql = format!("delete from {} where {wheres}", ident(&t.table.name));
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for k in chunk {
-                for v in k {
-                    q = q.bind(v.clone());
-                }
-            }
-            n += q
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| load_error(store, &t.table.name, &Vec::new(), e))?
-                .rows_affected();
-        }
-        deleted.push((t.table.id(), n));
-    }
-    sqlx::query("delete from wf_loads where run_key = ?")
-        .bind(run_key)
-        .execute(&mut *conn)
-        .await
-        .map_err(err)?;
-    Ok(deleted)
 }

@@ -5,12 +5,16 @@ pub mod copy;
 mod introspect;
 pub mod snapshot;
 
-use crate::config::Side;
+use crate::config::{Side, Triggers};
 use crate::error::StoreError;
-use crate::relational::{redact, RelationalStore};
+use crate::load::{LoadReport, StoreLoad};
+use crate::marker::{read_marker, Enrollment, Identity, CREATE_MARKER, INSERT_MARKER};
+use crate::relational::{redact, DistrictRow, RelationalStore};
 use crate::schema::StoreSchema;
+use crate::snapshot::Snap;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::Connection;
+use sqlx::Row;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -96,5 +100,83 @@ impl RelationalStore for PgStore {
             .await
             .map(|r| r.rows_affected())
             .map_err(|e| StoreError::from_sqlx(&self.name, e))
+    }
+
+    async fn snapshot(&self) -> Result<Snap, StoreError> {
+        Ok(Box::new(
+            snapshot::PgSnapshot::begin(&self.name, &self.pool).await?,
+        ))
+    }
+
+    async fn load(&self, job: &StoreLoad, triggers: Triggers) -> Result<LoadReport, StoreError> {
+        crate::load::postgres::load(&self.pool, job, triggers).await
+    }
+
+    async fn rollback(&self, job: &StoreLoad) -> Result<Vec<(String, u64)>, StoreError> {
+        crate::load::postgres::rollback(&self.pool, job).await
+    }
+
+    async fn identity(&self) -> Result<Identity, StoreError> {
+        let row = sqlx::query(
+            "select (select system_identifier::text from pg_control_system()), \
+             (select oid::int8 from pg_database where datname = current_database())",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| StoreError::from_sqlx(&self.name, e))?;
+        Ok(Identity::Postgres {
+            system_id: row.get(0),
+            db_oid: row.get(1),
+        })
+    }
+
+    async fn enrollment(&self) -> Result<Option<Enrollment>, StoreError> {
+        let q = |e| StoreError::from_sqlx(&self.name, e);
+        let has: bool = sqlx::query_scalar("select to_regclass('wf_enrollment') is not null")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(q)?;
+        if !has {
+            return Ok(None);
+        }
+        read_marker(&self.pool).await.map_err(q)
+    }
+
+    async fn enroll(&self, e: &Enrollment) -> Result<(), StoreError> {
+        let q = |e| StoreError::from_sqlx(&self.name, e);
+        let mut tx = self.pool.begin().await.map_err(q)?;
+        sqlx::query(CREATE_MARKER)
+            .execute(&mut *tx)
+            .await
+            .map_err(q)?;
+        // Readable by every role, so a PROD connection under another role still sees it.
+        sqlx::query("grant select on wf_enrollment to public")
+            .execute(&mut *tx)
+            .await
+            .map_err(q)?;
+        sqlx::query(INSERT_MARKER)
+            .bind(&e.environment)
+            .bind(&e.token)
+            .bind(&e.enrolled_at)
+            .bind(&e.enrolled_by)
+            .execute(&mut *tx)
+            .await
+            .map_err(q)?;
+        tx.commit().await.map_err(q)
+    }
+
+    fn quote_table(&self, name: &str) -> String {
+        snapshot::table_ident(name)
+    }
+
+    async fn district_rows(&self, sql: String) -> Result<Vec<DistrictRow>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StoreError::from_sqlx(&self.name, e))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
     }
 }

@@ -118,18 +118,7 @@ pub(crate) fn in_clause(
     ))
 }
 
-/// How a table's rows are chosen for extraction.
-pub enum Selection<'a> {
-    All,
-    Eq {
-        column: &'a str,
-        value: &'a str,
-    },
-    Keys {
-        columns: &'a [String],
-        keys: &'a [Key],
-    },
-}
+pub use crate::snapshot::Selection;
 
 /// Keys per `COPY` when extracting by key.
 const COPY_KEYS: usize = 5000;
@@ -371,6 +360,22 @@ impl SnapshotReader for PgSnapshot {
             .await
             .map_err(|e| StoreError::from_sqlx(&self.store, e))?;
         Ok(n.max(0) as u64)
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::snapshot::Snapshot for PgSnapshot {
+    fn snapshot_id(&self) -> Option<String> {
+        Some(self.snapshot_id.clone())
+    }
+    async fn extract(
+        &mut self,
+        table: &Table,
+        sel: Selection<'_>,
+        cols: &[StagedColumn],
+        w: &mut StagingWriter,
+    ) -> Result<u64, StoreError> {
+        PgSnapshot::extract(self, table, sel, cols, w).await
     }
 }
 

@@ -3,10 +3,15 @@
 
 pub mod snapshot;
 
-use crate::config::{Side, StoreKind};
+use crate::config::{Side, StoreKind, Triggers};
 use crate::error::StoreError;
-use crate::relational::RelationalStore;
+use crate::load::{LoadReport, StoreLoad};
+use crate::marker::{
+    file_identity, read_marker, Enrollment, Identity, CREATE_MARKER, INSERT_MARKER,
+};
+use crate::relational::{DistrictRow, RelationalStore};
 use crate::schema::{Column, ForeignKey, StoreSchema, Table, Unique};
+use crate::snapshot::Snap;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::Row;
 use std::collections::BTreeMap;
@@ -16,6 +21,17 @@ use std::str::FromStr;
 pub struct SqliteStore {
     name: String,
     pool: SqlitePool,
+    /// The database file (its device and inode are its identity for the CERT guard).
+    path: std::path::PathBuf,
+}
+
+/// The file a `sqlite:` URL names (query string and prefixes dropped).
+pub(crate) fn sqlite_path(url: &str) -> std::path::PathBuf {
+    let p = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    std::path::PathBuf::from(p.split('?').next().unwrap_or(p))
 }
 
 fn quote_ident(name: &str) -> String {
@@ -47,6 +63,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             name: name.into(),
             pool,
+            path: sqlite_path(url),
         })
     }
 
@@ -176,9 +193,99 @@ impl RelationalStore for SqliteStore {
             .map(|r| r.rows_affected())
             .map_err(|e| StoreError::from_sqlx(&self.name, e))
     }
+
+    async fn snapshot(&self) -> Result<Snap, StoreError> {
+        Ok(Box::new(
+            snapshot::SqliteSnapshot::begin(&self.name, &self.pool).await?,
+        ))
+    }
+
+    /// SQLite has no way to switch triggers off for a transaction: config validation refuses
+    /// `triggers = "disable"` on a SQLite store, so `triggers` is always `keep` here.
+    async fn load(&self, job: &StoreLoad, _triggers: Triggers) -> Result<LoadReport, StoreError> {
+        crate::load::sqlite::load(&self.pool, job).await
+    }
+
+    async fn rollback(&self, job: &StoreLoad) -> Result<Vec<(String, u64)>, StoreError> {
+        crate::load::sqlite::rollback(&self.pool, job).await
+    }
+
+    async fn identity(&self) -> Result<Identity, StoreError> {
+        file_identity(&self.path).map_err(|e| StoreError::Guard {
+            message: format!(
+                "store {}: cannot stat {}: {e}",
+                self.name,
+                self.path.display()
+            ),
+        })
+    }
+
+    async fn enrollment(&self) -> Result<Option<Enrollment>, StoreError> {
+        let q = |e| StoreError::from_sqlx(&self.name, e);
+        let has: i64 = sqlx::query_scalar(
+            "select count(*) from sqlite_master where type = 'table' and name = 'wf_enrollment'",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(q)?;
+        if has == 0 {
+            return Ok(None);
+        }
+        read_marker(&self.pool).await.map_err(q)
+    }
+
+    async fn enroll(&self, e: &Enrollment) -> Result<(), StoreError> {
+        let q = |e| StoreError::from_sqlx(&self.name, e);
+        let mut tx = self.pool.begin().await.map_err(q)?;
+        sqlx::query(CREATE_MARKER)
+            .execute(&mut *tx)
+            .await
+            .map_err(q)?;
+        sqlx::query(INSERT_MARKER)
+            .bind(&e.environment)
+            .bind(&e.token)
+            .bind(&e.enrolled_at)
+            .bind(&e.enrolled_by)
+            .execute(&mut *tx)
+            .await
+            .map_err(q)?;
+        tx.commit().await.map_err(q)
+    }
+
+    fn quote_table(&self, name: &str) -> String {
+        quote_ident(name)
+    }
+
+    async fn district_rows(&self, sql: String) -> Result<Vec<DistrictRow>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StoreError::from_sqlx(&self.name, e))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
 }
 
 /// A SQL string literal.
 fn sql_string(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlite_path;
+
+    #[test]
+    fn sqlite_paths_drop_prefix_and_query() {
+        assert_eq!(
+            sqlite_path("sqlite:///tmp/a.db?mode=ro"),
+            std::path::PathBuf::from("/tmp/a.db")
+        );
+        assert_eq!(
+            sqlite_path("sqlite:rel/b.db"),
+            std::path::PathBuf::from("rel/b.db")
+        );
+    }
 }

@@ -40,7 +40,7 @@ fn in_clause(columns: &[String], n: usize) -> String {
 }
 
 /// How a table's rows are chosen for extraction.
-pub use crate::postgres::snapshot::Selection;
+pub use crate::snapshot::Selection;
 
 impl SqliteSnapshot {
     pub async fn begin(store: &str, pool: &SqlitePool) -> Result<SqliteSnapshot, StoreError> {
@@ -279,5 +279,22 @@ impl SnapshotReader for SqliteSnapshot {
             .await
             .map_err(|e| StoreError::from_sqlx(&self.store, e))?;
         Ok(n.max(0) as u64)
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::snapshot::Snapshot for SqliteSnapshot {
+    fn snapshot_id(&self) -> Option<String> {
+        None
+    }
+    /// SQLite values carry their own storage class: the staged columns are not needed to read them.
+    async fn extract(
+        &mut self,
+        table: &Table,
+        sel: Selection<'_>,
+        _cols: &[crate::staging::StagedColumn],
+        w: &mut StagingWriter,
+    ) -> Result<u64, StoreError> {
+        SqliteSnapshot::extract(self, table, sel, w).await
     }
 }

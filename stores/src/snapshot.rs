@@ -1,0 +1,86 @@
+//! A read snapshot of one relational store, whichever engine it runs on: the subset's key lookups
+//! (`SnapshotReader`) plus streaming a table's chosen rows into staging. Each backend's
+//! `RelationalStore::snapshot` opens one; callers hold it as `Snap` and never ask which engine.
+
+use crate::error::StoreError;
+use crate::schema::Table;
+use crate::staging::{StagedColumn, StagingWriter};
+use crate::subset::{Key, Sink, SnapshotReader};
+
+/// How a table's rows are chosen for extraction.
+pub enum Selection<'a> {
+    All,
+    Eq {
+        column: &'a str,
+        value: &'a str,
+    },
+    Keys {
+        columns: &'a [String],
+        keys: &'a [Key],
+    },
+}
+
+/// One store read inside one transaction, so no store is ever read from two points in time.
+#[async_trait::async_trait]
+pub trait Snapshot: SnapshotReader {
+    /// The engine's name for the snapshot (PostgreSQL's `pg_current_snapshot()`), journaled with
+    /// the extract; `None` where the engine has none to give.
+    fn snapshot_id(&self) -> Option<String>;
+    /// Streams the rows `sel` chooses from `table` into `w`, as `cols` are staged; rows written.
+    async fn extract(
+        &mut self,
+        table: &Table,
+        sel: Selection<'_>,
+        cols: &[StagedColumn],
+        w: &mut StagingWriter,
+    ) -> Result<u64, StoreError>;
+}
+
+/// A snapshot of any engine.
+pub type Snap = Box<dyn Snapshot>;
+
+#[async_trait::async_trait]
+impl<T: SnapshotReader + ?Sized> SnapshotReader for Box<T> {
+    async fn rows_eq(
+        &mut self,
+        t: &Table,
+        c: &str,
+        v: &str,
+        p: &[String],
+        sink: &mut Sink<'_>,
+    ) -> Result<(), StoreError> {
+        (**self).rows_eq(t, c, v, p, sink).await
+    }
+    async fn rows_in(
+        &mut self,
+        t: &Table,
+        c: &[String],
+        k: &[Key],
+        p: &[String],
+    ) -> Result<Vec<Key>, StoreError> {
+        (**self).rows_in(t, c, k, p).await
+    }
+    async fn rows_all(
+        &mut self,
+        t: &Table,
+        p: &[String],
+        sink: &mut Sink<'_>,
+    ) -> Result<(), StoreError> {
+        (**self).rows_all(t, p, sink).await
+    }
+    async fn distinct_eq(
+        &mut self,
+        t: &Table,
+        c: &str,
+        v: &str,
+        cols: &[String],
+    ) -> Result<Vec<Key>, StoreError> {
+        (**self).distinct_eq(t, c, v, cols).await
+    }
+    async fn has_rows(&mut self, t: &Table) -> Result<bool, StoreError> {
+        (**self).has_rows(t).await
+    }
+    async fn count_eq(&mut self, t: &Table, c: &str, v: &str) -> Result<u64, StoreError> {
+        (**self).count_eq(t, c, v).await
+    }
+}
