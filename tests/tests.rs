@@ -16,6 +16,7 @@
 //! - `realschema`: a PostgreSQL schema with partitions, cycles, identities, every common type.
 //! - `preflight`: misspelled names and unset variables refused, with the closest name, before a run.
 //! - `control`: recover from a checkpoint, pause, cancel, SIGTERM, concurrent resumes.
+//! - `journal_format`: a journal of the previous step output format is read by this wf.
 
 mod util;
 
@@ -28,6 +29,7 @@ mod demo;
 mod e2e;
 mod guard;
 mod integrity;
+mod journal_format;
 mod migrate;
 mod preflight;
 mod realschema;

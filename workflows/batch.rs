@@ -218,20 +218,7 @@ struct DistrictStep {
     migrate: Vec<String>,
 }
 
-/// The data directory, from a step's artifact directory (`<data>/runs/<run>/steps/<step>`).
-fn data_root(artifact_dir: &Path) -> Result<PathBuf, StepError> {
-    artifact_dir
-        .ancestors()
-        .nth(4)
-        .map(Path::to_path_buf)
-        .ok_or_else(|| {
-            StepError::Fatal(format!(
-                "{} is not inside a data directory",
-                artifact_dir.display()
-            ))
-        })
-}
-
+/// How a child `wf run migrate` ended, by its exit code.
 fn status_of(code: i32) -> &'static str {
     match code {
         0 => "done",
@@ -255,8 +242,8 @@ impl Step for DistrictStep {
         // killed at any moment finds it on resume: it never starts a second run of a district
         // while the first may still be running on its own.
         let child_file = cx.artifact_dir.join("child-run");
-        let root = data_root(&cx.artifact_dir)?;
-        let data = wf_engine::DataDir::new(&root);
+        let data = cx.host.data();
+        let root = data.root().to_path_buf();
         let recorded = std::fs::read_to_string(&child_file)
             .ok()
             .map(|s| s.trim().to_string())

@@ -390,11 +390,9 @@ impl wf_engine::Step for ReportStep {
         &self,
         cx: &wf_engine::StepContext,
     ) -> Result<wf_engine::StepOutput, wf_engine::StepError> {
-        let root = cx.artifact_dir.ancestors().nth(4).ok_or_else(|| {
-            wf_engine::StepError::Fatal("the run is not inside a data directory".into())
-        })?;
-        let engine = Engine::new(wf_engine::DataDir::new(root));
-        let st = engine
+        let engine = Engine::new(cx.host.data().clone());
+        let st = cx
+            .host
             .status(&cx.run_id)
             .map_err(|e| wf_engine::StepError::Retryable(e.to_string()))?;
         let outputs: Vec<(String, wf_engine::model::StepOutput)> = cx

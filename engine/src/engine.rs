@@ -169,6 +169,7 @@ impl Engine {
         }
         let resumed = run.status != RunStatus::Pending || run.generation > 0;
         let runner = Runner {
+            host: Arc::new(Engine::new(self.data.clone())),
             data: self.data.clone(),
             journal: open.journal.clone(),
             workflow,
@@ -410,6 +411,18 @@ impl Engine {
 
 fn short(hash: &str) -> String {
     hash.chars().take(12).collect()
+}
+
+impl crate::step::Host for Engine {
+    fn data(&self) -> &DataDir {
+        &self.data
+    }
+    fn outputs(&self, run: &str) -> Result<(RunRecord, Vec<(String, crate::model::StepOutput)>)> {
+        Engine::outputs(self, run)
+    }
+    fn status(&self, run: &str) -> Result<StatusView> {
+        Engine::status(self, run)
+    }
 }
 
 /// What [`Engine::readout`] returns.

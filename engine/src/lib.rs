@@ -23,7 +23,7 @@ pub use model::{Artifact, Checkpoint, Plan, RunStatus, StepOutput, StepSpec};
 pub use retry::RetryPolicy;
 pub use runner::{Outcome, RunOptions, Stop};
 pub use status::StatusView;
-pub use step::{Observer, Progress, Silent, Step, StepContext, StepError};
+pub use step::{Host, Observer, Progress, Silent, Step, StepContext, StepError};
 pub use workflow::Workflow;
 
 /// Re-exported so steps and workflows use the same cancellation token type as the runner.

@@ -91,6 +91,24 @@ pub struct StepContext {
     pub progress: Progress,
     /// Cancelled when the run is aborted: long steps should check it between batches.
     pub cancel: CancellationToken,
+    /// Read access to the data directory the run lives in (other runs, reports' place).
+    pub host: Arc<dyn Host>,
+}
+
+/// What a step may read of the data directory its run lives in, given by the runner: other runs'
+/// records, done outputs and status, and the directory's root (where reports and manifests go).
+/// Steps never rebuild it from their own artifact paths nor open a second engine.
+pub trait Host: Send + Sync {
+    /// The data directory.
+    fn data(&self) -> &crate::DataDir;
+    /// The record of `run` and the outputs of its done steps (current generation). Refused while
+    /// another runner holds `run`.
+    fn outputs(
+        &self,
+        run: &str,
+    ) -> crate::Result<(crate::model::RunRecord, Vec<(String, StepOutput)>)>;
+    /// The status of `run` (its live snapshot while a runner holds it).
+    fn status(&self, run: &str) -> crate::Result<crate::status::StatusView>;
 }
 
 impl StepContext {
@@ -108,14 +126,14 @@ impl StepOutput {
     /// An output carrying `value` (encoded with the journal's codec).
     pub fn with_value<T: Serialize>(value: &T) -> Result<Self, StepError> {
         Ok(StepOutput {
-            value: codec::encode(value).map_err(StepError::Fatal)?,
+            value: codec::encode_output(value).map_err(StepError::Fatal)?,
             ..StepOutput::default()
         })
     }
 
-    /// The decoded value.
+    /// The decoded value, of any output format this wf reads (see `codec::OUTPUT_FORMAT`).
     pub fn value_as<T: DeserializeOwned>(&self) -> Result<T, String> {
-        codec::decode(&self.value)
+        codec::decode_output(&self.value)
     }
 }
 

@@ -88,6 +88,8 @@ enum Stopping {
 /// One session of running a run; built by `Engine::execute`.
 pub(crate) struct Runner {
     pub data: DataDir,
+    /// Given to every step (`StepContext::host`).
+    pub host: Arc<dyn crate::step::Host>,
     pub journal: Arc<dyn Journal>,
     pub workflow: Arc<dyn Workflow>,
     pub options: RunOptions,
@@ -394,6 +396,7 @@ impl Runner {
                         .join("steps")
                         .join(spec.id.replace(['/', '\\'], "~")),
                     observer: self.observer.clone(),
+                    host: self.host.clone(),
                     boundary: lp.boundary.clone(),
                     abort: lp.abort.clone(),
                 };

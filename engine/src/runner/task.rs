@@ -29,6 +29,7 @@ pub(crate) struct TaskInput {
     pub inputs: HashMap<String, Arc<StepOutput>>,
     pub artifact_dir: PathBuf,
     pub observer: Arc<dyn Observer>,
+    pub host: Arc<dyn crate::step::Host>,
     /// Cancelled at a pause: a step waiting between attempts stops there.
     pub boundary: CancellationToken,
     /// Cancelled at an abort: the running attempt is dropped.
@@ -104,6 +105,7 @@ pub(crate) async fn run_attempts(t: TaskInput) -> TaskResult {
             artifact_dir: t.artifact_dir.clone(),
             progress: Progress::new(&t.step_id, t.observer.clone()),
             cancel: t.abort.clone(),
+            host: t.host.clone(),
         };
         let end = tokio::select! {
             biased;

@@ -439,13 +439,7 @@ fn reuse_extract(
     raw: &Path,
 ) -> Result<StepOutput, StepError> {
     let fatal = |m: String| StepError::Fatal(format!("--from-run {src}: {m}"));
-    let root = cx
-        .artifact_dir
-        .ancestors()
-        .nth(4)
-        .ok_or_else(|| fatal("this run is not inside a data directory".into()))?;
-    let engine = wf_engine::Engine::new(wf_engine::DataDir::new(root));
-    let (record, outputs) = engine.outputs(src).map_err(|e| fatal(e.to_string()))?;
+    let (record, outputs) = cx.host.outputs(src).map_err(|e| fatal(e.to_string()))?;
     if record.workflow != "migrate" || record.attrs.get("district") != Some(&p.district) {
         return Err(fatal(format!(
             "it is not a migrate run of district {}",
