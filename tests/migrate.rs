@@ -366,7 +366,11 @@ fn migrate_loads_the_district_anonymized_and_rollback_restores_cert() {
     assert_eq!(again.status.code(), Some(0));
     assert_eq!(counts(&sb), after);
 
-    let rb = sb.run(["--config", &cfg, "rollback", &run, "--yes"]);
+    // The run journaled its configuration file: rollback needs no --config to find CERT.
+    let st = sb.run(["status", &run, "--json"]);
+    let st: serde_json::Value = serde_json::from_str(&st.stdout).expect("status json");
+    assert_eq!(st["attrs"]["config_file"], cfg.as_str());
+    let rb = sb.run(["rollback", &run, "--yes"]);
     assert_eq!(rb.code, Some(0), "{}", rb.stderr);
     assert!(rb.stdout.contains("rolled back"), "{}", rb.stdout);
     assert_eq!(counts(&sb), before, "CERT is exactly as before the run");

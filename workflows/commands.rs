@@ -535,14 +535,7 @@ async fn rollback(
         );
     }
     // Rollback needs the CERT connections only (not the key): the config the run recorded.
-    let recorded = record
-        .args
-        .iter()
-        .position(|a| a == "--config-file")
-        .and_then(|i| record.args.get(i + 1));
-    let config_path = recorded
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| config.to_path_buf());
+    let config_path = crate::post::recorded_config(&record).unwrap_or_else(|| config.to_path_buf());
     let cfg = wf_stores::Config::load(&config_path)?;
     let mut loads: Vec<wf_steps::migrate::LoadOut> = Vec::new();
     for (step, out) in &outputs {

@@ -69,6 +69,8 @@ fn parse_strategy(s: &str) -> Result<Strategy, String> {
 /// The workflow, built from arguments, the config file and the key in the environment.
 pub struct Migrate {
     params: Arc<MigrateParams>,
+    /// The configuration file, journaled as the run's `config_file` attribute.
+    config_file: std::path::PathBuf,
     runner: RunnerArgs,
     skip_load: bool,
     keep_raw: bool,
@@ -206,6 +208,7 @@ impl Migrate {
         Ok((
             Migrate {
                 params: Arc::new(params),
+                config_file: config_file.clone(),
                 runner: parsed.runner,
                 skip_load: parsed.skip_load,
                 keep_raw: parsed.keep_raw,
@@ -335,6 +338,10 @@ impl Workflow for Migrate {
                 self.params.key_fingerprint.clone(),
             ),
             ("keep_raw".to_string(), self.keep_raw.to_string()),
+            (
+                "config_file".to_string(),
+                self.config_file.to_string_lossy().into_owned(),
+            ),
         ])
     }
 }

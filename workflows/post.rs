@@ -7,7 +7,21 @@ use wf_engine::Engine;
 use wf_steps::migrate::{AnonymizeOut, ExtractOut, LoadOut};
 use wf_steps::validate::Gate;
 
-/// The config a migrate run recorded (`--config-file`), else the global one.
+/// The configuration file a migrate run recorded: its `config_file` attribute (runs from before
+/// it was journaled: the `--config-file` of its arguments).
+pub fn recorded_config(record: &wf_engine::model::RunRecord) -> Option<std::path::PathBuf> {
+    if let Some(p) = record.attrs.get("config_file") {
+        return Some(std::path::PathBuf::from(p));
+    }
+    record
+        .args
+        .iter()
+        .position(|a| a == "--config-file")
+        .and_then(|i| record.args.get(i + 1))
+        .map(std::path::PathBuf::from)
+}
+
+/// The config a migrate run recorded, else the global one.
 pub fn run_config(
     engine: &Engine,
     run: &str,
@@ -17,13 +31,7 @@ pub fn run_config(
     if record.workflow != "migrate" {
         anyhow::bail!("run {run} is a {} run, not a migrate run", record.workflow);
     }
-    let path = record
-        .args
-        .iter()
-        .position(|a| a == "--config-file")
-        .and_then(|i| record.args.get(i + 1))
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| fallback.to_path_buf());
+    let path = recorded_config(&record).unwrap_or_else(|| fallback.to_path_buf());
     let cfg = wf_stores::Config::load(&path)?;
     Ok((path, cfg))
 }
