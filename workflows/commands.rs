@@ -366,6 +366,12 @@ async fn analyze(config: &std::path::Path, engine: &Engine, json: bool) -> anyho
             g.labels.len(),
             g.rel_types.len()
         ));
+        for l in g.labels.iter().filter(|l| l.without_key > 0) {
+            say(&format!(
+                "graph {}: {} of {} {} nodes have no key property `{}`: a migrate of a district that holds or reaches one is refused, naming the count",
+                g.store, l.without_key, l.count, l.label, g.key_property
+            ));
+        }
     }
     for f in &d.files {
         say(&format!("wrote {}", f.display()));

@@ -442,3 +442,86 @@ async fn bolt_errors_name_the_store_and_the_server_text() {
         "{e}"
     );
 }
+
+/// Nodes without the key property are never dropped silently: discovery counts them per label,
+/// and extracting a district that holds one, or reaches one along a followed relationship, is
+/// refused with the counts. `plant` adds, on PROD, a district-1 Person without `id` and a Section
+/// without `id` enrolled in by Person 1000.
+async fn keyless_story(cfg: GraphConfig, plant: impl FnOnce(&GraphConfig)) {
+    let mut w = open_side(&cfg, Side::Prod).await;
+    seed_prod(w.as_mut()).await;
+    w.commit().await.unwrap();
+    let schema = discover_graph(&cfg).await.unwrap();
+    assert!(
+        schema.labels.iter().all(|l| l.without_key == 0),
+        "{schema:#?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    extract_graph(&cfg, "1", dir.path(), 100).await.unwrap();
+
+    plant(&cfg);
+    let schema = discover_graph(&cfg).await.unwrap();
+    let without: BTreeMap<&str, u64> = schema
+        .labels
+        .iter()
+        .map(|l| (l.label.as_str(), l.without_key))
+        .collect();
+    assert_eq!(
+        (without["Person"], without["Section"]),
+        (1, 1),
+        "{without:?}"
+    );
+    let e = extract_graph(&cfg, "1", dir.path(), 100)
+        .await
+        .expect_err("keyless nodes refuse the district")
+        .to_string();
+    assert!(
+        e.contains("1 Person nodes of the district, 1 nodes reached along ENROLLED_IN from Person have no key property `id`"),
+        "{e}"
+    );
+    // District 2 neither holds nor reaches them.
+    extract_graph(&cfg, "2", dir.path(), 100).await.unwrap();
+}
+
+#[tokio::test]
+async fn embedded_graph_nodes_without_their_key_are_counted_and_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    let cfg = graph_config(GraphKind::Embedded, p("prod.graph"), p("cert.graph"));
+    keyless_story(cfg, |cfg| {
+        let rt = tokio::runtime::Handle::current();
+        let url = format!("sqlite://{}", cfg.prod);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                rt.block_on(async {
+                    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+                    sqlx::raw_sql(
+                        "INSERT INTO nodes VALUES ('Person', 'p-nokey', '[\"Person\"]', '{\"district_id\": 1, \"name\": \"No key\"}'); \
+                         INSERT INTO nodes VALUES ('Section', 's-nokey', '[\"Section\"]', '{\"name\": \"No key\"}'); \
+                         INSERT INTO rels VALUES ('ENROLLED_IN', 'Person', '1000', 'Section', 's-nokey', '{}');",
+                    )
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                })
+            })
+            .join()
+            .unwrap();
+        });
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bolt_graph_nodes_without_their_key_are_counted_and_refused() {
+    let Some(cfg) = bolt_config() else { return };
+    keyless_story(cfg, |cfg| {
+        let db = cfg.prod_database.clone().unwrap();
+        common::graph_command(&db, "CREATE (:Person {district_id: 1, name: 'No key'})");
+        common::graph_command(
+            &db,
+            "MATCH (p:Person {id: 1000}) CREATE (p)-[:ENROLLED_IN]->(:Section {name: 'No key'})",
+        );
+    })
+    .await;
+}

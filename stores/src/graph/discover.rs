@@ -22,6 +22,9 @@ pub struct PropertyStat {
 pub struct LabelStat {
     pub label: String,
     pub count: u64,
+    /// Nodes without the key property: no migrate can carry them.
+    #[serde(default)]
+    pub without_key: u64,
     pub sampled: u64,
     pub properties: Vec<PropertyStat>,
 }
@@ -68,9 +71,11 @@ pub async fn discover_graph(cfg: &GraphConfig) -> Result<GraphSchema, StoreError
     let mut labels = Vec::new();
     for (label, count) in r.label_counts().await? {
         let sample = r.sample_nodes(&label, SAMPLE).await?;
+        let without_key = r.keyless(&label, &cfg.key_property, None).await?;
         labels.push(LabelStat {
             label,
             count,
+            without_key,
             sampled: sample.len() as u64,
             properties: stats(sample.iter().map(|n| &n.props)),
         });

@@ -270,6 +270,58 @@ impl super::GraphRead for EmbeddedRead {
             .collect())
     }
 
+    async fn keyless(
+        &mut self,
+        label: &str,
+        key: &str,
+        district: Option<(&str, &str)>,
+    ) -> Result<u64, StoreError> {
+        let (prop, d) = district.unwrap_or(("", ""));
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM nodes WHERE label = ?1 AND json_extract(props, '$.\"' || ?2 || '\"') IS NULL \
+             AND (?3 = '' OR json_extract(props, '$.\"' || ?3 || '\"') = ?4 OR json_extract(props, '$.\"' || ?3 || '\"') = ?5)",
+        )
+        .bind(label)
+        .bind(key)
+        .bind(prop)
+        .bind(d)
+        .bind(d.trim().parse::<i64>().ok())
+        .fetch_one(&mut self.0.conn)
+        .await
+        .map_err(|e| self.0.err(e))?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn keyless_neighbours(
+        &mut self,
+        label: &str,
+        key: &str,
+        keys: &[GValue],
+        rel_type: &str,
+        dir: Direction,
+    ) -> Result<u64, StoreError> {
+        let out = "SELECT DISTINCT n.label, n.key FROM rels r JOIN nodes n ON n.label = r.end_label AND n.key = r.end_key \
+            WHERE r.type = ?1 AND r.start_label = ?2 AND r.start_key IN (SELECT value FROM json_each(?3)) \
+            AND json_extract(n.props, '$.\"' || ?4 || '\"') IS NULL";
+        let inn = "SELECT DISTINCT n.label, n.key FROM rels r JOIN nodes n ON n.label = r.start_label AND n.key = r.start_key \
+            WHERE r.type = ?1 AND r.end_label = ?2 AND r.end_key IN (SELECT value FROM json_each(?3)) \
+            AND json_extract(n.props, '$.\"' || ?4 || '\"') IS NULL";
+        let sql = match dir {
+            Direction::Out => format!("SELECT count(*) FROM ({out})"),
+            Direction::In => format!("SELECT count(*) FROM ({inn})"),
+            Direction::Both => format!("SELECT count(*) FROM ({out} UNION {inn})"),
+        };
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(rel_type)
+            .bind(label)
+            .bind(keys_json(keys))
+            .bind(key)
+            .fetch_one(&mut self.0.conn)
+            .await
+            .map_err(|e| self.0.err(e))?;
+        Ok(n.max(0) as u64)
+    }
+
     async fn nodes(
         &mut self,
         label: &str,

@@ -58,6 +58,17 @@ async fn select(
         cfg.district_labels.clone()
     };
     let key = &cfg.key_property;
+    // Nodes without the key cannot be selected, staged or loaded: counted, and the district is
+    // refused rather than copied without them.
+    let mut keyless: BTreeMap<String, u64> = BTreeMap::new();
+    for l in &labels {
+        let n = r
+            .keyless(l, key, Some((&cfg.district_property, district)))
+            .await?;
+        if n > 0 {
+            keyless.insert(format!("{l} nodes of the district"), n);
+        }
+    }
     for l in &labels {
         let mut skip = 0;
         loop {
@@ -82,6 +93,13 @@ async fn select(
         for (label, keys) in &frontier {
             for chunk in keys.chunks(CHUNK) {
                 for f in &cfg.follow {
+                    let n = r
+                        .keyless_neighbours(label, key, chunk, &f.rel_type, f.direction)
+                        .await?;
+                    if n > 0 {
+                        let what = format!("nodes reached along {} from {label}", f.rel_type);
+                        *keyless.entry(what).or_default() += n;
+                    }
                     for (l, k) in r
                         .neighbours(label, key, chunk, &f.rel_type, f.direction)
                         .await?
@@ -95,6 +113,16 @@ async fn select(
         }
         frontier = next;
         depth += 1;
+    }
+    if !keyless.is_empty() {
+        let found: Vec<String> = keyless.iter().map(|(w, n)| format!("{n} {w}")).collect();
+        return Err(StoreError::Query {
+            store: cfg.name.clone(),
+            message: format!(
+                "district {district}: {} have no key property `{key}`, so wf cannot key, copy or roll them back; it copies nothing rather than drop them: give those nodes `{key}`, or set [graph] key_property to a property every node has",
+                found.join(", ")
+            ),
+        });
     }
     Ok(selected)
 }

@@ -85,6 +85,23 @@ pub trait GraphRead: Send {
         rel_type: &str,
         dir: Direction,
     ) -> Result<Vec<(String, GValue)>, StoreError>;
+    /// How many `label` nodes lack the `key` property; of one district when `district` is given
+    /// as (district property, district).
+    async fn keyless(
+        &mut self,
+        label: &str,
+        key: &str,
+        district: Option<(&str, &str)>,
+    ) -> Result<u64, StoreError>;
+    /// How many nodes one `rel_type` hop away from the given `label` nodes lack `key`.
+    async fn keyless_neighbours(
+        &mut self,
+        label: &str,
+        key: &str,
+        keys: &[GValue],
+        rel_type: &str,
+        dir: Direction,
+    ) -> Result<u64, StoreError>;
     /// The `label` nodes with these keys.
     async fn nodes(
         &mut self,

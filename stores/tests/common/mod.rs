@@ -164,16 +164,22 @@ pub fn bolt_env() -> Option<(String, String, String, String)> {
     }
 }
 
-/// Creates a fresh graph database on the Bolt test server (over its HTTP API) and returns its name.
-pub fn fresh_graph_db(http: &str, user: &str, pw: &str, label: &str) -> String {
-    let n = NEXT.fetch_add(1, Ordering::SeqCst);
-    let name = format!("wf_t{}_{n}_{label}", std::process::id());
-    // The credentials go to curl on stdin, not on a command line `ps` shows.
+/// Runs one Cypher command in database `db` of the Bolt test server, over its HTTP API (for
+/// shapes wf itself never writes, such as a node without its key).
+#[allow(dead_code)]
+pub fn graph_command(db: &str, cypher: &str) {
+    let (_, user, pw, http) = bolt_env().expect("bolt test server");
+    let body = serde_json::json!({"language": "cypher", "command": cypher}).to_string();
+    http_post(&http, &user, &pw, &format!("/api/v1/command/{db}"), &body);
+}
+
+/// POSTs `body` to the test server's HTTP API; the credentials go to curl on stdin.
+fn http_post(http: &str, user: &str, pw: &str, path: &str, body: &str) {
     let mut child = std::process::Command::new("curl")
         .args(["-fsS", "-K", "-", "-X", "POST"])
         .args(["-H", "Content-Type: application/json", "-d"])
-        .arg(format!("{{\"command\":\"create database {name}\"}}"))
-        .arg(format!("{http}/api/v1/server"))
+        .arg(body)
+        .arg(format!("{http}{path}"))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -187,8 +193,16 @@ pub fn fresh_graph_db(http: &str, user: &str, pw: &str, label: &str) -> String {
     let out = child.wait_with_output().expect("curl");
     assert!(
         out.status.success(),
-        "create database {name}: {}",
+        "POST {path} {body}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Creates a fresh graph database on the Bolt test server (over its HTTP API) and returns its name.
+pub fn fresh_graph_db(http: &str, user: &str, pw: &str, label: &str) -> String {
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let name = format!("wf_t{}_{n}_{label}", std::process::id());
+    let body = format!("{{\"command\":\"create database {name}\"}}");
+    http_post(http, user, pw, "/api/v1/server", &body);
     name
 }

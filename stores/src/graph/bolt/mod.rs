@@ -404,6 +404,52 @@ impl super::GraphRead for BoltRead {
             .collect())
     }
 
+    async fn keyless(
+        &mut self,
+        label: &str,
+        key: &str,
+        district: Option<(&str, &str)>,
+    ) -> Result<u64, StoreError> {
+        let mut q = format!("MATCH (n:{}) WHERE n.{} IS NULL", ident(label), ident(key));
+        let mut wanted = Vec::new();
+        if let Some((prop, d)) = district {
+            q.push_str(&format!(" AND n.{} IN $d", ident(prop)));
+            wanted.push(BoltType::from(d));
+            if let Ok(i) = d.trim().parse::<i64>() {
+                wanted.push(BoltType::from(i));
+            }
+        }
+        q.push_str(" RETURN count(n) AS c");
+        let rows = self.0.rows(query(&q).param("d", list(wanted))).await?;
+        Ok(rows.first().map(count).unwrap_or(0))
+    }
+
+    async fn keyless_neighbours(
+        &mut self,
+        label: &str,
+        key: &str,
+        keys: &[GValue],
+        rel_type: &str,
+        dir: Direction,
+    ) -> Result<u64, StoreError> {
+        let (l, r) = match dir {
+            Direction::Out => ("-", "->"),
+            Direction::In => ("<-", "-"),
+            Direction::Both => ("-", "-"),
+        };
+        let k = ident(key);
+        let q = format!(
+            "UNWIND $keys AS key MATCH (n:{} {{{k}: key}}){l}[:{}]{r}(m) WHERE m.{k} IS NULL RETURN count(DISTINCT m) AS c",
+            ident(label),
+            ident(rel_type)
+        );
+        let rows = self
+            .0
+            .rows(query(&q).param("keys", keys_param(keys)))
+            .await?;
+        Ok(rows.first().map(count).unwrap_or(0))
+    }
+
     async fn nodes(
         &mut self,
         label: &str,
