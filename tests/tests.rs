@@ -16,11 +16,13 @@
 //! - `realschema`: a PostgreSQL schema with partitions, cycles, identities, every common type.
 //! - `preflight`: misspelled names and unset variables refused, with the closest name, before a run.
 //! - `control`: recover from a checkpoint, pause, cancel, SIGTERM, concurrent resumes.
+//! - `audit`: the audit trail of PROD reads and CERT writes, and its tamper checks.
 //! - `journal_format`: a journal of the previous step output format is read by this wf.
 
 mod util;
 
 mod analyze;
+mod audit;
 mod batch;
 mod cli;
 mod control;

@@ -163,6 +163,17 @@ pub enum Command {
         #[arg(long = "store")]
         stores: Vec<String>,
     },
+    /// The audit trail of PROD reads and CERT writes: `wf audit verify` checks its hash chain,
+    /// `wf audit show [--run R]` prints it.
+    Audit {
+        #[arg(value_parser = ["verify", "show"])]
+        action: String,
+        /// Only this run's lines (show).
+        #[arg(long)]
+        run: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// No servers needed: seed embedded PROD, migrate one district into embedded CERT, report.
     Demo {
         /// The district to migrate (1 small, 2 medium, 3 large, 4 tiny and incomplete).

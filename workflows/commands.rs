@@ -64,7 +64,11 @@ pub async fn dispatch(cli: Cli, log: RunLog) -> anyhow::Result<u8> {
             }
             crate::purge::command(&engine, run.as_deref(), older_than.as_deref())
         }
-        Command::Cert { action, stores } => cert(&cli.config, &action, &stores).await,
+        Command::Cert { action, stores } => cert(&cli.config, &engine, &action, &stores).await,
+        Command::Audit { action, run, json } => {
+            let text = crate::audit::command(engine.data().root(), &action, run.as_deref(), json)?;
+            Ok(emit(&text))
+        }
         Command::Demo { district, scale } => {
             crate::demo::demo(&engine, &district, scale, &log).await
         }
@@ -177,6 +181,7 @@ async fn execute(
     tracing::info!(run = %id, ?outcome, "Runner finished");
     if is_migrate {
         crate::purge::after_run(engine, &id, &outcome, keep_raw);
+        audit_session(engine, &id);
         match crate::report::write(engine, &id) {
             Ok(p) => say(&format!("report: {}", p.display())),
             Err(e) => eprintln!("wf: run {id}: could not write its report: {e}"),
@@ -215,6 +220,29 @@ async fn execute(
             exit::CANCELLED
         }
     })
+}
+
+/// One audit line per store a rollback committed in (each store is its own transaction, so a
+/// later store's failure does not undo it): rows, nodes and relationships deleted per table.
+fn audit_rollback(engine: &Engine, run: &str, store: &str, deleted: &[(String, u64)]) {
+    let tables: serde_json::Map<String, serde_json::Value> = deleted
+        .iter()
+        .map(|(t, n)| (t.clone(), serde_json::json!({"deleted": n})))
+        .collect();
+    let details = serde_json::json!({"store": store, "cert_tables_written": tables});
+    crate::audit::record(engine.data().root(), "rollback", Some(run), details);
+}
+
+/// One audit line for the session of a migrate run that just ended: what it read and wrote.
+fn audit_session(engine: &Engine, id: &str) {
+    match engine.outputs(id) {
+        Ok((record, outputs)) => {
+            let status = record.status.as_str().to_string();
+            let details = crate::audit::run_details(&record, &outputs, &status);
+            crate::audit::record(engine.data().root(), "migrate", Some(id), details);
+        }
+        Err(e) => eprintln!("wf: audit: could not read run {id} to record it: {e}"),
+    }
 }
 
 /// The end of a batch: a table of its districts; non-zero when any district did not finish.
@@ -417,7 +445,12 @@ async fn seed(
 
 /// `wf cert enroll|check`: marks CERT databases as CERT, or checks that they are enrolled and are
 /// not PROD sources.
-async fn cert(config: &std::path::Path, action: &str, only: &[String]) -> anyhow::Result<u8> {
+async fn cert(
+    config: &std::path::Path,
+    engine: &Engine,
+    action: &str,
+    only: &[String],
+) -> anyhow::Result<u8> {
     let cfg = wf_stores::Config::load(config)?;
     let targets = cert_targets(&cfg, only)?;
     if action == "check" {
@@ -428,6 +461,10 @@ async fn cert(config: &std::path::Path, action: &str, only: &[String]) -> anyhow
     let done = wf_stores::guard::enroll(&cfg, &targets).await?;
     for name in &done {
         say(&format!("enrolled CERT {name}"));
+    }
+    if !done.is_empty() {
+        let details = serde_json::json!({"enrolled": done, "config": config});
+        crate::audit::record(engine.data().root(), "cert enroll", None, details);
     }
     if done.is_empty() {
         say("every CERT target was already enrolled");
@@ -632,6 +669,7 @@ async fn rollback(
                 )
             })?;
         let deleted = wf_stores::graph::load::rollback_graph(g, job).await?;
+        audit_rollback(engine, run, &job.store, &deleted);
         let n: u64 = deleted.iter().map(|(_, n)| n).sum();
         total += n;
         say(&format!(
@@ -656,6 +694,7 @@ async fn rollback(
             }
             other => other?,
         };
+        audit_rollback(engine, run, &job.store, &deleted);
         let n: u64 = deleted.iter().map(|(_, n)| n).sum();
         total += n;
         say(&format!("store {}: deleted {n} rows", job.store));

@@ -2,6 +2,7 @@
 //! definitions live here so tests and benchmarks can build them too.
 
 pub mod arcade;
+pub mod audit;
 pub mod batch;
 pub mod cli;
 mod commands;

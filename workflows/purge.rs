@@ -38,6 +38,10 @@ pub fn purge_raw(engine: &Engine, run: &str) -> anyhow::Result<u64> {
             .map_err(|e| anyhow::anyhow!("cannot delete {}: {e}", path.display()))?;
         n += 1;
     }
+    if n > 0 {
+        let details = serde_json::json!({"raw_files_deleted": n});
+        crate::audit::record(engine.data().root(), "purge", Some(run), details);
+    }
     Ok(n)
 }
 
