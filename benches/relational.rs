@@ -11,8 +11,9 @@ use std::process::Command;
 use std::time::Instant;
 use wf_stores::analysis::{add_virtual_fks, analyze};
 use wf_stores::config::{Config, Side, StoreConfig, StoreKind};
+use wf_stores::connect::load_store;
 use wf_stores::extract::extract_district;
-use wf_stores::load::{load_store, plan_loads, LoadOptions, Strategy};
+use wf_stores::load::{plan_loads, LoadOptions, Strategy};
 
 const DDL: &str = "create table facts (id bigint primary key, district_id int not null, student_id int, \
     seen_at timestamptz, score numeric(6,2), note text, present bool, amount double precision, code varchar(8), day date)";

@@ -1,9 +1,8 @@
 //! The `wf` command line: parse first (no I/O), then act; one-line errors; documented exit codes.
 
-use crate::commands;
 use clap::{Parser, Subcommand};
+use std::io::Write;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 /// Exit codes, documented in the README and `wf --help`.
 pub mod exit {
@@ -184,31 +183,15 @@ pub enum Command {
     },
 }
 
-/// Parses the command line and runs it; the process's exit code.
-pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
-        }
-    };
-    let log = crate::logging::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("wf: cannot start the async runtime: {e}");
-            return ExitCode::from(exit::ERROR);
-        }
-    };
-    match runtime.block_on(commands::dispatch(cli, log)) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            let code = commands::report_error(&e);
-            ExitCode::from(code)
-        }
-    }
+/// Prints `line` and a newline to stdout, flushed; a closed pipe (`wf runs | head`) is not an error.
+pub fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|_| out.flush());
+}
+
+/// Writes a whole view to stdout; returns the success exit code (a closed pipe is not an error).
+pub fn emit(text: &str) -> u8 {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+    exit::DONE
 }

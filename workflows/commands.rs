@@ -1,12 +1,12 @@
 //! What each `wf` command does, once its arguments are parsed.
 
-use crate::cli::{exit, Cli, Command};
+use crate::cli::{emit, exit, say, Cli, Command};
 use crate::logging::RunLog;
 use crate::progress::Bars;
 use crate::registry::{self, BuildError, Built};
 use crate::show;
 use anyhow::Context;
-use std::io::Write;
+use clap::Parser;
 use std::sync::Arc;
 use wf_engine::{Control, ControlOutcome, DataDir, Engine, EngineError, OpenRun, Outcome, Stop};
 
@@ -70,7 +70,10 @@ pub async fn dispatch(cli: Cli, log: RunLog) -> anyhow::Result<u8> {
             Ok(emit(&text))
         }
         Command::Demo { district, scale } => {
-            crate::demo::demo(&engine, &district, scale, &log).await
+            let p = crate::demo::prepare(&engine, &district, scale).await?;
+            let code = start(&engine, "migrate", &p.args, &p.config, &log, None).await?;
+            crate::demo::finish(&p, code);
+            Ok(code)
         }
     }
 }
@@ -685,7 +688,7 @@ async fn rollback(
                 config_path.display()
             )
         })?;
-        let deleted = match wf_stores::load::rollback_store(store, job).await {
+        let deleted = match wf_stores::connect::rollback_store(store, job).await {
             Err(e @ wf_stores::StoreError::Manifest { .. }) => {
                 eprintln!("wf: {e}");
                 anyhow::bail!(
@@ -754,15 +757,31 @@ pub fn report_error(e: &anyhow::Error) -> u8 {
     exit::ERROR
 }
 
-/// Prints `line` and a newline to stdout, flushed; a closed pipe (`wf runs | head`) is not an error.
-pub fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}").and_then(|_| out.flush());
-}
-
-/// Writes a whole view to stdout; returns the success exit code (a closed pipe is not an error).
-pub fn emit(text: &str) -> u8 {
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
-    exit::DONE
+/// Parses the command line and runs it; the process's exit code.
+pub fn main() -> std::process::ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return std::process::ExitCode::from(e.exit_code().clamp(0, 255) as u8);
+        }
+    };
+    let log = crate::logging::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("wf: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(exit::ERROR);
+        }
+    };
+    match runtime.block_on(dispatch(cli, log)) {
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(e) => {
+            let code = report_error(&e);
+            std::process::ExitCode::from(code)
+        }
+    }
 }

@@ -1,10 +1,8 @@
 //! `wf demo`: the first command on a fresh machine. Seeds embedded PROD (SQLite files and an
 //! embedded graph), migrates one district into embedded CERT and says where the results are.
 
-use crate::cli::exit;
-use crate::commands::say;
-use crate::logging::RunLog;
-use std::path::Path;
+use crate::cli::{exit, say};
+use std::path::{Path, PathBuf};
 use wf_engine::Engine;
 
 const RULES: &str = include_str!("../config/anonymization.toml");
@@ -53,8 +51,16 @@ pub fn demo_config(dir: &Path) -> String {
     out
 }
 
-/// Runs the demo; the exit code of the migrate run.
-pub async fn demo(engine: &Engine, district: &str, scale: u64, log: &RunLog) -> anyhow::Result<u8> {
+/// A seeded demo, ready for its migrate run (which the caller starts with `args`).
+pub struct Prepared {
+    pub config: PathBuf,
+    pub args: Vec<String>,
+    started: std::time::Instant,
+    cert_dir: PathBuf,
+}
+
+/// Seeds the demo's embedded PROD and CERT and writes its config and rules.
+pub async fn prepare(engine: &Engine, district: &str, scale: u64) -> anyhow::Result<Prepared> {
     let dir = std::path::absolute(engine.data().root().join("demo"))?;
     for side in ["prod", "cert"] {
         let d = dir.join(side);
@@ -98,15 +104,23 @@ pub async fn demo(engine: &Engine, district: &str, scale: u64, log: &RunLog) -> 
         "--config-file".into(),
         config.to_string_lossy().into_owned(),
     ];
-    let code = crate::commands::start(engine, "migrate", &args, &config, log, None).await?;
+    Ok(Prepared {
+        config,
+        args,
+        started,
+        cert_dir: dir.join("cert"),
+    })
+}
+
+/// Says where the demo's results are, after its migrate run ended with `code`.
+pub fn finish(p: &Prepared, code: u8) {
     say(&format!(
         "demo: done in {:.1}s; config {}, CERT files in {}",
-        started.elapsed().as_secs_f64(),
-        config.display(),
-        dir.join("cert").display()
+        p.started.elapsed().as_secs_f64(),
+        p.config.display(),
+        p.cert_dir.display()
     ));
     if code != exit::DONE {
         say("demo: the migrate run did not finish; `wf status <run>` shows why");
     }
-    Ok(code)
 }

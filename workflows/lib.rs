@@ -1,11 +1,13 @@
-//! wf's workflows and command line. The binary (`main.rs`) only calls `cli::main`; the workflow
-//! definitions live here so tests and benchmarks can build them too.
+//! wf's workflows and command line. The binary (`main.rs`) only calls `wf::main` (the command
+//! line is parsed in `cli`, run in `commands`); the workflow definitions live here so tests and
+//! benchmarks can build them too.
 
 pub mod arcade;
 pub mod audit;
 pub mod batch;
 pub mod cli;
 mod commands;
+pub use commands::main;
 pub mod demo;
 pub mod logging;
 pub mod migrate;

@@ -1,7 +1,7 @@
 //! `wf validate <run>` (CERT against the run's anonymized staging) and `wf report <run>`.
 
 use crate::cli::exit;
-use crate::commands::{emit, say};
+use crate::cli::{emit, say};
 use std::collections::HashMap;
 use wf_engine::Engine;
 use wf_steps::migrate::{AnonymizeOut, ExtractOut, LoadOut};

@@ -1,7 +1,7 @@
 //! Raw (PII) staging lifetime: deleted when a migrate run ends in a terminal state unless it was
 //! started with `--keep-raw`, and on demand with `wf purge <run>` / `wf purge --raw --older-than`.
 
-use crate::commands::say;
+use crate::cli::say;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 use wf_engine::Engine;

@@ -1,6 +1,6 @@
 //! Text and JSON views of runs for `wf runs`, `wf status`, `wf checkpoints` and `wf log`.
 
-use crate::commands::emit;
+use crate::cli::emit;
 use serde_json::json;
 use std::fmt::Write;
 use std::time::{Duration, UNIX_EPOCH};

@@ -2,6 +2,7 @@
 //! Parsing and `validate` do no I/O; `resolve` reads the environment for `env:VAR` connections.
 
 use crate::error::StoreError;
+pub use crate::refs::{ColumnRef, Side};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -92,44 +93,11 @@ pub struct Config {
     pub validation_rules: Option<PathBuf>,
     /// The graph store (sp), if there is one.
     #[serde(default)]
-    pub graph: Option<crate::graph::GraphConfig>,
+    pub graph: Option<crate::graph::config::GraphConfig>,
 }
 
 fn default_district_column() -> String {
     "district_id".into()
-}
-
-/// A `store.table.column` reference, split.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ColumnRef {
-    pub store: String,
-    pub table: String,
-    pub column: String,
-}
-
-impl ColumnRef {
-    /// Parses `store.table.column`, or `store.schema.table.column` for a PostgreSQL table outside
-    /// schema `public` (its table is then `schema.table`).
-    pub fn parse(text: &str) -> Option<ColumnRef> {
-        let (s, rest) = text.split_once('.')?;
-        let (t, c) = rest.rsplit_once('.')?;
-        if s.is_empty() || t.is_empty() || c.is_empty() || t.split('.').count() > 2 {
-            return None;
-        }
-        if t.split('.').any(str::is_empty) {
-            return None;
-        }
-        Some(ColumnRef {
-            store: s.into(),
-            table: t.into(),
-            column: c.into(),
-        })
-    }
-
-    /// `store.table`.
-    pub fn table_id(&self) -> String {
-        format!("{}.{}", self.store, self.table)
-    }
 }
 
 fn invalid(file: &Path, msg: String) -> StoreError {
@@ -258,22 +226,6 @@ impl Config {
 
     pub fn store(&self, name: &str) -> Option<&StoreConfig> {
         self.stores.iter().find(|s| s.name == name)
-    }
-}
-
-/// Which side of a store to connect to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    Prod,
-    Cert,
-}
-
-impl Side {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Side::Prod => "PROD",
-            Side::Cert => "CERT",
-        }
     }
 }
 

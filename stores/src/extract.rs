@@ -7,7 +7,7 @@ use crate::config::{Config, Side, StoreKind};
 use crate::error::StoreError;
 use crate::schema::{StoreSchema, Table};
 use crate::snapshot::Selection;
-use crate::staging::{arrow_schema, ColType, FileInfo, StagedColumn, StagingWriter};
+use crate::staging::{arrow_schema, ColType, StagedColumn, StagingWriter};
 use crate::subset::{key_columns, select_with_limit, Key};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -30,13 +30,7 @@ pub fn staged_columns(kind: StoreKind, table: &Table) -> Vec<StagedColumn> {
         .collect()
 }
 
-/// One extracted table.
-#[derive(Debug, Clone)]
-pub struct TableFile {
-    /// `store.table`.
-    pub table: String,
-    pub file: FileInfo,
-}
+pub use crate::staging::TableFile;
 
 /// What an extraction produced.
 #[derive(Debug)]

@@ -2,8 +2,10 @@
 //! limit, then in a temporary sled database on disk (deleted when dropped).
 
 use crate::error::StoreError;
-use crate::subset::Key;
 use std::collections::BTreeSet;
+
+/// Column values of one row, as text (`None` for NULL), in the order of the projection asked for.
+pub type Key = Vec<Option<String>>;
 
 /// Keys held in memory per set or queue before spilling to disk (`WF_SUBSET_MEMORY_KEYS` overrides).
 /// At about 100-200 bytes an entry, 250,000 keeps a set plus its queue well under 100 MB.

@@ -3,6 +3,7 @@
 
 pub mod analysis;
 pub mod config;
+pub mod connect;
 pub mod districts;
 pub mod error;
 pub mod extract;
@@ -12,6 +13,7 @@ pub mod keyset;
 pub mod load;
 pub mod marker;
 pub mod postgres;
+pub mod refs;
 pub mod relational;
 pub mod schema;
 pub mod sizing;
@@ -23,5 +25,6 @@ mod syncer;
 pub mod verified;
 
 pub use config::{Config, Side, StoreConfig, StoreKind};
+pub use connect::connect;
 pub use error::StoreError;
-pub use relational::{connect, RelationalStore};
+pub use relational::RelationalStore;

@@ -1,6 +1,6 @@
 //! The `RelationalStore` seam, and connecting to a configured store on one side (PROD or CERT).
 
-use crate::config::{Side, StoreConfig, StoreKind, Triggers};
+use crate::config::Triggers;
 use crate::error::StoreError;
 use crate::load::{LoadReport, StoreLoad};
 use crate::marker::{Enrollment, Identity};
@@ -44,22 +44,6 @@ pub trait RelationalStore: Send + Sync {
 
 /// One row of a district-figures query: district, row count, latest date (as text).
 pub type DistrictRow = (String, i64, Option<String>);
-
-/// Connects to `store` on `side`, checking the connection at once so errors are early and clear.
-pub async fn connect(
-    store: &StoreConfig,
-    side: Side,
-) -> Result<Box<dyn RelationalStore>, StoreError> {
-    let url = store.url(side)?;
-    match store.kind {
-        StoreKind::Postgres => Ok(Box::new(
-            crate::postgres::PgStore::connect(&store.name, &url, side).await?,
-        )),
-        StoreKind::Sqlite => Ok(Box::new(
-            crate::sqlite::SqliteStore::connect(&store.name, &url, side).await?,
-        )),
-    }
-}
 
 /// A URL with its password replaced, for messages.
 pub fn redact(url: &str) -> String {

@@ -437,6 +437,14 @@ pub fn value_at(array: &dyn Array, row: usize) -> Value<'_> {
     }
 }
 
+/// One extracted table.
+#[derive(Debug, Clone)]
+pub struct TableFile {
+    /// `store.table`.
+    pub table: String,
+    pub file: FileInfo,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,8 +18,7 @@ use crate::keyset::{memory_limit, KeyQueue, KeySet, Spill};
 use crate::schema::{ForeignKey, Table};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-/// Column values of one row, as text (`None` for NULL), in the order of the projection asked for.
-pub type Key = Vec<Option<String>>;
+pub use crate::keyset::Key;
 
 /// Keys asked for per query.
 pub const KEY_BATCH: usize = 1000;

@@ -7,8 +7,9 @@ mod common;
 use std::collections::BTreeMap;
 use wf_stores::analysis::{add_virtual_fks, analyze};
 use wf_stores::config::{Config, Side, StoreKind};
+use wf_stores::connect::{load_store, rollback_store};
 use wf_stores::extract::extract_district;
-use wf_stores::load::{load_store, plan_loads, rollback_store, LoadOptions, Strategy};
+use wf_stores::load::{plan_loads, LoadOptions, Strategy};
 use wf_stores::{connect, StoreError};
 
 async fn counts(cfg: &Config) -> BTreeMap<String, u64> {

@@ -11,9 +11,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use wf_stores::analysis::{add_virtual_fks, analyze};
+use wf_stores::connect::load_store;
 use wf_stores::extract::{staged_columns, TableFile};
 use wf_stores::graph::{GValue, GraphConfig, GraphKind, GraphWrite, NodeRec, RelRec};
-use wf_stores::load::{load_store, plan_loads, LoadOptions, Strategy};
+use wf_stores::load::{plan_loads, LoadOptions, Strategy};
 use wf_stores::staging::{arrow_schema, StagingWriter, Value};
 use wf_stores::{connect, Config, Side, StoreConfig, StoreKind};
 

@@ -1,19 +1,23 @@
 //! Column-wise transforms: one Arrow array in, one out. Repeated values are transformed once per
 //! worker thread (a memo), and keyed hashes of the originals are collected for the leak scan.
 
+use super::detect::Detector;
+use super::input::{rule_field, AnonError, TableInput};
 use super::key::AnonKey;
 use super::leak::{leak_hash, tagged, LEAK_MIN_LEN};
+use super::leak::{leak_scanned, tag_id, tags_of};
+use super::rules::Rules;
 use super::rules::{Rule, Strategy};
 use super::strategy::{
     fake, hmac_int, hmac_text_into, mask, mask_into, shift_by, shift_offset, FakeKind,
 };
-use super::table::AnonError;
 use arrow_array::builder::{BinaryBuilder, Int64Builder, StringBuilder};
 use arrow_array::{new_null_array, Array, ArrayRef, BinaryArray, Int64Array, StringArray};
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Arc;
 use wf_stores::staging::ColType;
+use wf_stores::staging::StagedColumn;
 
 type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
 
@@ -374,4 +378,48 @@ fn int_column(
         b.append_value(y);
     }
     Ok(Arc::new(b.finish()))
+}
+
+/// How each column of `t` is anonymized (unique-collision fixes not yet attached).
+pub(super) fn plans_for<'a>(
+    t: &TableInput,
+    cols: &[StagedColumn],
+    rules: &'a Rules,
+    detected: &HashMap<String, Vec<Detector>>,
+    key: &AnonKey,
+) -> Vec<Plan<'a>> {
+    cols.iter()
+        .map(|c| {
+            let field = format!("{}.{}", t.table, c.name);
+            let found = detected.get(&field).map(Vec::as_slice).unwrap_or(&[]);
+            let rule = rules.rule_for(&rule_field(t, rules, &c.name), found);
+            let entity = rule
+                .and_then(|r| r.spec.entity.as_ref())
+                .and_then(|e| cols.iter().position(|x| &x.name == e));
+            Plan {
+                leak_tags: leak_tags(t, &c.name, found, rule)
+                    .iter()
+                    .map(|tag| tag_id(key, tag))
+                    .collect(),
+                field,
+                rule,
+                col_type: c.col_type,
+                entity,
+                leak_scanned: rule.is_some_and(leak_scanned),
+                unique_fix: None,
+            }
+        })
+        .collect()
+}
+
+/// The leak-scan domains of `column` of `t`: its field, or the FK parent's it shares values with.
+pub(super) fn leak_tags(
+    t: &TableInput,
+    column: &str,
+    found: &[Detector],
+    rule: Option<&Rule>,
+) -> Vec<String> {
+    let own = format!("{}.{column}", t.table);
+    let domain = t.rule_as.get(column).unwrap_or(&own);
+    tags_of(domain, found, rule.and_then(|r| r.spec.scan_as.as_deref()))
 }

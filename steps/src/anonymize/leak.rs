@@ -13,7 +13,7 @@ use arrow_array::{Array, StringArray};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use wf_stores::staging::{columns_of, damaged, open, FileInfo};
 
-use super::table::AnonError;
+use super::input::AnonError;
 
 /// Values shorter than this are too common to count as leaks (codes, small numbers).
 pub(super) const LEAK_MIN_LEN: usize = 4;

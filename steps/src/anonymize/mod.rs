@@ -4,6 +4,7 @@
 
 mod column;
 pub mod detect;
+pub mod input;
 pub mod key;
 pub mod leak;
 mod pipeline;

@@ -2,7 +2,7 @@
 //! and the caller's thread writing results in input order. At most `in_flight` batches are in
 //! memory at once, whatever the workers' relative speed.
 
-use super::table::AnonError;
+use super::input::AnonError;
 use arrow_array::RecordBatch;
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};

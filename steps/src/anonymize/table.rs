@@ -1,56 +1,23 @@
 //! Anonymizing staging files: classify every field, transform file by file (batch by batch), keep
 //! unique columns unique, and scan the outputs for any original value.
 
-use super::column::{transform, Hashes, Memo, Plan, Worker};
+use super::column::{leak_tags, plans_for, transform, Hashes, Memo, Worker};
 use super::detect::{credential_flags, detect_values, name_flags, Detector};
+use super::input::rule_field;
+pub use super::input::{AnonError, TableInput};
 use super::key::AnonKey;
-use super::leak::{leak_scanned, outputs_scanned, scan_outputs, tag_id, tags_of, LeakSet};
+use super::leak::{outputs_scanned, scan_outputs, tag_id, LeakSet};
 use super::pipeline::ordered_map;
 use super::rules::{Rule, Rules};
 use super::unique::{unique_fixes, Fixes};
 use arrow_array::{RecordBatch, StringArray};
 use rayon::prelude::*;
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::Path;
 use wf_stores::staging::{
     columns_of, damaged, open, ColType, FileInfo, StagedColumn, StagingWriter,
 };
 use wf_stores::StoreError;
-
-/// One staged table to anonymize.
-#[derive(Debug, Clone)]
-pub struct TableInput {
-    /// `store.table`.
-    pub table: String,
-    pub file: PathBuf,
-    /// The SHA-256 the file's producer recorded: reading it checks it (`None` reads unchecked).
-    pub sha256: Option<String>,
-    /// Columns whose values must stay unique (single-column primary key or unique constraint).
-    pub unique: Vec<String>,
-    /// Columns that take another field's rule unless they have an exact rule of their own: foreign
-    /// keys take their parent column's, relationship ends their nodes' key's, graph links their
-    /// relational column's — so equal values anonymize alike and still join.
-    pub rule_as: BTreeMap<String, String>,
-}
-
-/// The field whose rule applies to `column` of `t`.
-impl TableInput {
-    /// Opens the input file, checked against its recorded SHA-256 as it is read.
-    pub(super) fn open(&self) -> Result<wf_stores::verified::Staged, StoreError> {
-        match &self.sha256 {
-            Some(sha) => wf_stores::staging::open_verified(&self.file, sha),
-            None => open(&self.file),
-        }
-    }
-}
-
-fn rule_field(t: &TableInput, rules: &Rules, column: &str) -> String {
-    let own = format!("{}.{column}", t.table);
-    match t.rule_as.get(column) {
-        Some(other) if !rules.has_field(&own) => other.clone(),
-        _ => own,
-    }
-}
 
 /// What happened to one field.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -79,23 +46,6 @@ pub struct Report {
     /// without the key they reveal nothing).
     #[serde(skip)]
     pub original_hashes: Vec<u64>,
-}
-
-/// Why anonymization stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum AnonError {
-    #[error("{count} fields look like PII and have no anonymization rule: {list}; add a [[rules]] entry for each to {rules} (strategy hmac, fake, mask, shift_date, redact or null; `keep` if it is not PII)")]
-    Unclassified {
-        count: usize,
-        list: String,
-        rules: String,
-    },
-    #[error("rule problem: {0}")]
-    Rule(String),
-    #[error("leak scan failed: original values remain after anonymization in {0}; fix the rules and run again")]
-    Leak(String),
-    #[error(transparent)]
-    Staging(#[from] StoreError),
 }
 
 const SAMPLE: usize = 1000;
@@ -246,45 +196,6 @@ fn in_flight_for(size: u64, batches: usize, threads: usize) -> usize {
     let per_batch = 2 * size / batches.max(1) as u64;
     let fit = IN_FLIGHT_BYTES / per_batch.max(1);
     (2 * threads).min(fit as usize).max(2)
-}
-
-/// How each column of `t` is anonymized (unique-collision fixes not yet attached).
-pub(super) fn plans_for<'a>(
-    t: &TableInput,
-    cols: &[StagedColumn],
-    rules: &'a Rules,
-    detected: &HashMap<String, Vec<Detector>>,
-    key: &AnonKey,
-) -> Vec<Plan<'a>> {
-    cols.iter()
-        .map(|c| {
-            let field = format!("{}.{}", t.table, c.name);
-            let found = detected.get(&field).map(Vec::as_slice).unwrap_or(&[]);
-            let rule = rules.rule_for(&rule_field(t, rules, &c.name), found);
-            let entity = rule
-                .and_then(|r| r.spec.entity.as_ref())
-                .and_then(|e| cols.iter().position(|x| &x.name == e));
-            Plan {
-                leak_tags: leak_tags(t, &c.name, found, rule)
-                    .iter()
-                    .map(|tag| tag_id(key, tag))
-                    .collect(),
-                field,
-                rule,
-                col_type: c.col_type,
-                entity,
-                leak_scanned: rule.is_some_and(leak_scanned),
-                unique_fix: None,
-            }
-        })
-        .collect()
-}
-
-/// The leak-scan domains of `column` of `t`: its field, or the FK parent's it shares values with.
-fn leak_tags(t: &TableInput, column: &str, found: &[Detector], rule: Option<&Rule>) -> Vec<String> {
-    let own = format!("{}.{column}", t.table);
-    let domain = t.rule_as.get(column).unwrap_or(&own);
-    tags_of(domain, found, rule.and_then(|r| r.spec.scan_as.as_deref()))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -2,11 +2,12 @@
 //! Collisions are found over every unique column under one rule, and the suffixes apply wherever
 //! that rule does, so a value keeps one output in every table and store and text keys still join.
 
+use super::column::plans_for;
 use super::column::{text_value, Plan};
 use super::detect::Detector;
+use super::input::{AnonError, TableInput};
 use super::key::AnonKey;
 use super::rules::{Rules, Strategy};
-use super::table::{plans_for, AnonError, TableInput};
 use arrow_array::{Array, StringArray};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};

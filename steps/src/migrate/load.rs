@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use wf_engine::{Step, StepContext, StepError, StepOutput};
 use wf_stores::analysis::{add_virtual_fks, analyze};
+use wf_stores::connect::{load_store, rollback_store};
 use wf_stores::extract::TableFile;
 use wf_stores::graph::load::{load_graph, rollback_graph, GraphLoad};
-use wf_stores::load::{load_store, plan_loads, rollback_store, LoadOptions, StoreLoad};
+use wf_stores::load::{plan_loads, LoadOptions, StoreLoad};
 use wf_stores::staging::FileInfo;
 
 /// `load/<store>`: the anonymized tables of one store into its CERT database, in one transaction.

@@ -1,7 +1,7 @@
 //! Business rules of the built-in kinds, evaluated on the anonymized staging.
 
+use super::cells::{batches, hash_key, hash_row, positions, show, text, tuple};
 use super::rules::{Kind, Rule, ValidationRules};
-use super::scan::{batches, hash_key, hash_row, positions, show, text, tuple};
 use super::Tally;
 use arrow_array::RecordBatch;
 use std::collections::{BTreeMap, HashMap};

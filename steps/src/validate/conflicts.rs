@@ -3,8 +3,8 @@
 //! index (an error for every strategy: a CERT row holding the same unique value under another
 //! key would make the load fail, or, skipped, silently keep CERT's row instead of the run's).
 
+use super::cells::{batches, hash_key, positions, show, tuple, LOOKUP};
 use super::rules::Severity;
-use super::scan::{batches, hash_key, positions, show, tuple, LOOKUP};
 use super::Tally;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

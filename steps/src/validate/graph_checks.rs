@@ -1,8 +1,9 @@
 //! Graph checks on the anonymized staging: node keys unique per label, relationship ends among
 //! the staged nodes, links to relational rows resolving inside the subset.
 
+use super::cells::{hash_key, set_id};
+use super::input::ValidateInput;
 use super::rules::Severity;
-use super::scan::{hash_key, set_id, ValidateInput};
 use super::Tally;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use wf_stores::config::ColumnRef;

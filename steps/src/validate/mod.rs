@@ -4,8 +4,10 @@
 //! category, ending PASSED, PASSED_WITH_WARNINGS or FAILED. `sql` rules run in the load transaction.
 
 mod business;
+mod cells;
 mod conflicts;
 mod graph_checks;
+mod input;
 pub mod post;
 pub mod rules;
 mod scan;

@@ -136,7 +136,7 @@ pub async fn validate_loaded(inp: PostInput<'_>) -> Result<ValidationReport, Sto
             let last_batch = batches.peek().is_none();
             for r in 0..b.num_rows() {
                 let row: Vec<Option<String>> = (0..names.len())
-                    .map(|i| super::scan::text(&value_at(b.column(i).as_ref(), r)))
+                    .map(|i| super::cells::text(&value_at(b.column(i).as_ref(), r)))
                     .collect();
                 staged_sum = staged_sum.wrapping_add(row_hash(&types, &row));
                 staged_n += 1;
@@ -195,7 +195,7 @@ pub async fn validate_loaded(inp: PostInput<'_>) -> Result<ValidationReport, Sto
                         let k: Option<Key> = idx
                             .iter()
                             .map(|&i| {
-                                super::scan::text(&value_at(b.column(i).as_ref(), r)).map(Some)
+                                super::cells::text(&value_at(b.column(i).as_ref(), r)).map(Some)
                             })
                             .collect();
                         if let Some(k) = k {

@@ -2,138 +2,29 @@
 //! hashes of the key text (about 16 bytes a key in memory); a hash collision could hide one
 //! duplicate or one dangling reference in 2^64, which is accepted.
 
+use super::cells::{batches, hash_row, positions, set_id, show, tuple, LOOKUP};
+pub use super::input::ValidateInput;
 use super::rules::{Severity, ValidationRules};
 use super::{Tally, ValidationReport};
 use arrow_array::RecordBatch;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::Hasher;
 use std::path::{Path, PathBuf};
 use wf_stores::config::{ColumnRef, Side};
 use wf_stores::extract::{open_snapshot, Snap};
 use wf_stores::load::Strategy;
 use wf_stores::schema::{StoreSchema, Table};
-use wf_stores::staging::{open, value_at, ColType, Value};
+use wf_stores::staging::{open, ColType};
 use wf_stores::subset::{Key, SnapshotReader};
-use wf_stores::{Config, StoreError};
-
-/// What validation looks at.
-pub struct ValidateInput<'a> {
-    pub config: &'a Config,
-    /// PROD schemas, virtual FKs included.
-    pub schemas: &'a [StoreSchema],
-    /// Anonymized relational files: (`store.table`, path).
-    pub files: Vec<(String, PathBuf)>,
-    /// Anonymized graph files.
-    pub graph_files: Vec<PathBuf>,
-    pub rules: &'a ValidationRules,
-    pub strategy: Strategy,
-    /// The anonymization leak scan's hits (empty: it passed).
-    pub leaks: Vec<(String, u64)>,
-    /// Keys (hashed) this run loaded in earlier generations, per table: not conflicts, since the
-    /// load replaces them.
-    pub owned: HashMap<String, HashSet<u64>>,
-}
+use wf_stores::StoreError;
 
 /// Distinct dangling references remembered per FK for the CERT lookup.
 const MISSING_LIMIT: usize = 10_000;
-/// Keys per CERT lookup.
-pub(super) const LOOKUP: usize = 1000;
-
-pub fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::Null => None,
-        Value::Int(x) => Some(x.to_string()),
-        Value::Float(x) => Some(x.to_string()),
-        Value::Bool(x) => Some(x.to_string()),
-        Value::Text(t) => Some(t.to_string()),
-        Value::Bytes(b) => Some(hex::encode(b)),
-    }
-}
-
-pub(super) fn tuple(b: &RecordBatch, idx: &[usize], row: usize) -> Option<Key> {
-    idx.iter()
-        .map(|&i| text(&value_at(b.column(i).as_ref(), row)).map(Some))
-        .collect()
-}
-
-/// The hash of a key in its text form: what `hash_row` computes from staged cells, byte for byte.
-pub fn hash_key(k: &Key) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for v in k {
-        match v {
-            None => h.write_u8(0),
-            Some(s) => {
-                h.write_u8(1);
-                h.write(s.as_bytes());
-                h.write_u8(0xff);
-            }
-        }
-    }
-    h.finish()
-}
-
-/// `hash_key` of the tuple at `row` without building it (one reused buffer); `None` if a cell is
-/// NULL (a NULL component references nothing and is never a duplicate).
-pub(super) fn hash_row(
-    b: &RecordBatch,
-    idx: &[usize],
-    row: usize,
-    buf: &mut String,
-) -> Option<u64> {
-    use std::fmt::Write;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for &i in idx {
-        buf.clear();
-        match value_at(b.column(i).as_ref(), row) {
-            Value::Null => return None,
-            Value::Int(x) => {
-                let _ = write!(buf, "{x}");
-            }
-            Value::Float(x) => {
-                let _ = write!(buf, "{x}");
-            }
-            Value::Bool(x) => buf.push_str(if x { "true" } else { "false" }),
-            Value::Text(t) => buf.push_str(t),
-            Value::Bytes(x) => buf.push_str(&hex::encode(x)),
-        }
-        h.write_u8(1);
-        h.write(buf.as_bytes());
-        h.write_u8(0xff);
-    }
-    Some(h.finish())
-}
-
-pub(super) fn show(k: &Key) -> String {
-    k.iter()
-        .map(|v| v.as_deref().unwrap_or("NULL"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// The batches of a staging file, read one at a time (each pass reads the file again, so memory
-/// holds one batch whatever the table's size).
-pub(super) fn batches(
-    path: &Path,
-) -> Result<impl Iterator<Item = Result<RecordBatch, StoreError>>, StoreError> {
-    let owned = path.to_path_buf();
-    Ok(open(path)?.map(move |b| b.map_err(|e| wf_stores::staging::damaged(&owned, e))))
-}
-
-/// Column positions by name in a staged file's schema.
-pub(super) fn positions(b: &RecordBatch, cols: &[String]) -> Option<Vec<usize>> {
-    cols.iter().map(|c| b.schema().index_of(c).ok()).collect()
-}
-
 pub(super) struct Fk {
     name: String,
     child: String,
     child_cols: Vec<String>,
     parent: String,
     parent_cols: Vec<String>,
-}
-
-pub(super) fn set_id(table: &str, cols: &[String]) -> String {
-    format!("{table}({})", cols.join(","))
 }
 
 /// Runs every pre-load check.

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use wf_engine::{Step, StepContext, StepError, StepOutput};
 use wf_stores::analysis::add_virtual_fks;
-use wf_stores::load::load_store;
+use wf_stores::connect::load_store;
 use wf_stores::StoreError;
 
 /// Output of `validate`.
@@ -211,13 +211,13 @@ fn owned_keys(
                     for r in 0..b.num_rows() {
                         let k: Vec<Option<String>> = (0..b.num_columns())
                             .map(|i| {
-                                super::scan::text(&wf_stores::staging::value_at(
+                                super::cells::text(&wf_stores::staging::value_at(
                                     b.column(i).as_ref(),
                                     r,
                                 ))
                             })
                             .collect();
-                        set.insert(super::scan::hash_key(&k));
+                        set.insert(super::cells::hash_key(&k));
                     }
                 }
             }

@@ -1,8 +1,8 @@
 //! The `[graph]` section of `wf.toml`: the graph store (sp), how its district subgraph is chosen,
 //! and which node properties point at relational rows.
 
-use crate::config::{ColumnRef, Side};
 use crate::error::StoreError;
+use crate::refs::{ColumnRef, Side};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 

@@ -3,8 +3,8 @@
 //! relationship type connects.
 
 use super::{open_read, GraphConfig};
-use crate::config::Side;
 use crate::error::StoreError;
+use crate::refs::Side;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

@@ -2,8 +2,8 @@
 //! properties as JSON. The demo and quick tests use it; it offers what the Bolt store offers.
 
 use super::{Direction, GValue, GraphConfig, NodeRec, RelRec};
-use crate::config::Side;
 use crate::error::StoreError;
+use crate::refs::Side;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{Connection, Row};
 use std::collections::BTreeMap;
@@ -356,7 +356,7 @@ impl super::GraphRead for EmbeddedRead {
         Ok(rows.iter().map(rel_row).collect())
     }
 
-    async fn enrollment(&mut self) -> Result<Option<crate::guard::Enrollment>, StoreError> {
+    async fn enrollment(&mut self) -> Result<Option<crate::marker::Enrollment>, StoreError> {
         // A PROD file is opened read-only and may predate the enrollment table.
         let has: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'enrollment'",
@@ -373,7 +373,7 @@ impl super::GraphRead for EmbeddedRead {
         .fetch_optional(&mut self.0.conn)
         .await
         .map_err(|e| self.0.err(e))?;
-        Ok(row.map(|r| crate::guard::Enrollment {
+        Ok(row.map(|r| crate::marker::Enrollment {
             environment: r.get(0),
             token: r.get(1),
             enrolled_at: r.get(2),
@@ -402,7 +402,7 @@ impl EmbeddedWrite {
 
 #[async_trait::async_trait]
 impl super::GraphWrite for EmbeddedWrite {
-    async fn enroll(&mut self, e: &crate::guard::Enrollment) -> Result<(), StoreError> {
+    async fn enroll(&mut self, e: &crate::marker::Enrollment) -> Result<(), StoreError> {
         let (a, b, c, d) = (&e.environment, &e.token, &e.enrolled_at, &e.enrolled_by);
         sqlx::query("INSERT INTO enrollment (environment, token, enrolled_at, enrolled_by) VALUES (?, ?, ?, ?)")
             .bind(a)

@@ -5,9 +5,9 @@
 
 use super::stage::{GraphFileKind, Spooler};
 use super::{open_read, GValue, GraphConfig, GraphRead};
-use crate::config::Side;
 use crate::error::StoreError;
 use crate::keyset::{memory_limit, KeySet, Spill};
+use crate::refs::Side;
 use crate::staging::FileInfo;
 use crate::subset::Key;
 use std::collections::BTreeMap;

@@ -15,8 +15,8 @@ pub mod value;
 pub use config::{Direction, Follow, GraphConfig, GraphKind, GraphLink};
 pub use value::GValue;
 
-use crate::config::Side;
 use crate::error::StoreError;
+use crate::refs::Side;
 use std::collections::BTreeMap;
 
 /// The label that marks committed loads in CERT; never discovered, extracted or loaded.
@@ -117,7 +117,7 @@ pub trait GraphRead: Send {
         keys: &[GValue],
     ) -> Result<Vec<RelRec>, StoreError>;
     /// The CERT enrollment marker, if this graph carries one (see `crate::guard`).
-    async fn enrollment(&mut self) -> Result<Option<crate::guard::Enrollment>, StoreError>;
+    async fn enrollment(&mut self) -> Result<Option<crate::marker::Enrollment>, StoreError>;
     /// Ends the read transaction.
     async fn finish(self: Box<Self>) -> Result<(), StoreError>;
 }
@@ -126,7 +126,7 @@ pub trait GraphRead: Send {
 #[async_trait::async_trait]
 pub trait GraphWrite: Send {
     /// Writes the CERT enrollment marker (see `crate::guard`).
-    async fn enroll(&mut self, e: &crate::guard::Enrollment) -> Result<(), StoreError>;
+    async fn enroll(&mut self, e: &crate::marker::Enrollment) -> Result<(), StoreError>;
     async fn has_marker(&mut self, run: &str) -> Result<bool, StoreError>;
     async fn write_marker(&mut self, run: &str) -> Result<(), StoreError>;
     async fn delete_marker(&mut self, run: &str) -> Result<(), StoreError>;

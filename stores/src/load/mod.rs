@@ -308,7 +308,7 @@ pub fn plan_loads(
     cfg: &crate::Config,
     schemas: &[crate::schema::StoreSchema],
     analysis: &crate::analysis::Analysis,
-    files: &[crate::extract::TableFile],
+    files: &[crate::staging::TableFile],
     opts: &LoadOptions,
 ) -> Vec<StoreLoad> {
     let LoadOptions {
@@ -376,22 +376,4 @@ pub fn plan_loads(
         }
     }
     out
-}
-
-/// Loads `job` into the CERT side of `store`.
-pub async fn load_store(
-    store: &crate::StoreConfig,
-    job: &StoreLoad,
-) -> Result<LoadReport, StoreError> {
-    let db = crate::connect(store, crate::Side::Cert).await?;
-    db.load(job, store.triggers).await
-}
-
-/// Deletes from the CERT side of `store` what `job` loaded (if it committed); rows deleted per table.
-pub async fn rollback_store(
-    store: &crate::StoreConfig,
-    job: &StoreLoad,
-) -> Result<Vec<(String, u64)>, StoreError> {
-    let db = crate::connect(store, crate::Side::Cert).await?;
-    db.rollback(job).await
 }

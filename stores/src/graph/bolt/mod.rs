@@ -2,8 +2,8 @@
 //! only: no APOC, no internal ids, labels counted rather than listed.
 
 use super::{ident, primary_of, Direction, GValue, GraphConfig, NodeRec, RelRec, MARKER_LABEL};
-use crate::config::Side;
 use crate::error::StoreError;
+use crate::refs::Side;
 use neo4rs::{
     query, BoltDate, BoltList, BoltLocalDateTime, BoltMap, BoltNull, BoltString, BoltType,
     ConfigBuilder, Graph, Query, Row, Txn,
@@ -296,7 +296,7 @@ impl super::GraphRead for BoltRead {
         let mut out: BTreeMap<String, u64> = BTreeMap::new();
         for r in &rows {
             if let Some(l) = primary_of(&labels(r, "l")) {
-                if l != MARKER_LABEL && l != crate::guard::ENROLL_LABEL {
+                if l != MARKER_LABEL && l != crate::marker::ENROLL_LABEL {
                     *out.entry(l).or_default() += count(r);
                 }
             }
@@ -486,17 +486,17 @@ impl super::GraphRead for BoltRead {
         Ok(rows.iter().filter_map(rel_of).collect())
     }
 
-    async fn enrollment(&mut self) -> Result<Option<crate::guard::Enrollment>, StoreError> {
+    async fn enrollment(&mut self) -> Result<Option<crate::marker::Enrollment>, StoreError> {
         let q = format!(
             "MATCH (n:{}) RETURN n.environment AS e, n.token AS t, n.enrolled_at AS a, n.enrolled_by AS b LIMIT 1",
-            crate::guard::ENROLL_LABEL
+            crate::marker::ENROLL_LABEL
         );
         let rows = self.0.rows(query(&q)).await?;
         let text = |r: &Row, c: &str| match get(r, c) {
             GValue::Text(t) => t,
             _ => String::new(),
         };
-        Ok(rows.first().map(|r| crate::guard::Enrollment {
+        Ok(rows.first().map(|r| crate::marker::Enrollment {
             environment: text(r, "e"),
             token: text(r, "t"),
             enrolled_at: text(r, "a"),

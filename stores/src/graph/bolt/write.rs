@@ -1,9 +1,9 @@
 //! Writing a graph over Bolt: CERT loads and rollbacks in one transaction (PROD only for `wf seed`).
 
 use super::{count, get, keys_param, list, pairs_param, props_map, to_bolt, Session};
-use crate::config::Side;
 use crate::error::StoreError;
 use crate::graph::{ident, GValue, GraphConfig, NodeRec, RelRec, MARKER_LABEL};
+use crate::refs::Side;
 use neo4rs::{query, BoltMap, BoltType};
 use std::collections::BTreeMap;
 
@@ -23,10 +23,10 @@ impl BoltWrite {
 
 #[async_trait::async_trait]
 impl crate::graph::GraphWrite for BoltWrite {
-    async fn enroll(&mut self, e: &crate::guard::Enrollment) -> Result<(), StoreError> {
+    async fn enroll(&mut self, e: &crate::marker::Enrollment) -> Result<(), StoreError> {
         let q = format!(
             "CREATE (n:{} {{environment: $e, token: $t, enrolled_at: $a, enrolled_by: $b}}) RETURN count(n) AS c",
-            crate::guard::ENROLL_LABEL
+            crate::marker::ENROLL_LABEL
         );
         let q = query(&q)
             .param("e", e.environment.as_str())

@@ -1,0 +1,105 @@
+//! Cells and keys of staged files as the validation checks compare them: one text form per value,
+//! 64-bit hashes of key tuples, batches read one at a time. Shared by every check.
+
+use arrow_array::RecordBatch;
+use std::hash::Hasher;
+use std::path::Path;
+use wf_stores::staging::{open, value_at, Value};
+use wf_stores::subset::Key;
+use wf_stores::StoreError;
+
+/// Keys per CERT lookup.
+pub(crate) const LOOKUP: usize = 1000;
+
+/// A staged cell's text (bytes as hex); `None` for NULL.
+pub fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::Int(x) => Some(x.to_string()),
+        Value::Float(x) => Some(x.to_string()),
+        Value::Bool(x) => Some(x.to_string()),
+        Value::Text(t) => Some(t.to_string()),
+        Value::Bytes(b) => Some(hex::encode(b)),
+    }
+}
+
+/// The key tuple at `row` of columns `idx`; `None` if a cell is NULL.
+pub(crate) fn tuple(b: &RecordBatch, idx: &[usize], row: usize) -> Option<Key> {
+    idx.iter()
+        .map(|&i| text(&value_at(b.column(i).as_ref(), row)).map(Some))
+        .collect()
+}
+
+/// The hash of a key in its text form: what `hash_row` computes from staged cells, byte for byte.
+pub fn hash_key(k: &Key) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for v in k {
+        match v {
+            None => h.write_u8(0),
+            Some(s) => {
+                h.write_u8(1);
+                h.write(s.as_bytes());
+                h.write_u8(0xff);
+            }
+        }
+    }
+    h.finish()
+}
+
+/// `hash_key` of the tuple at `row` without building it (one reused buffer); `None` if a cell is
+/// NULL (a NULL component references nothing and is never a duplicate).
+pub(crate) fn hash_row(
+    b: &RecordBatch,
+    idx: &[usize],
+    row: usize,
+    buf: &mut String,
+) -> Option<u64> {
+    use std::fmt::Write;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for &i in idx {
+        buf.clear();
+        match value_at(b.column(i).as_ref(), row) {
+            Value::Null => return None,
+            Value::Int(x) => {
+                let _ = write!(buf, "{x}");
+            }
+            Value::Float(x) => {
+                let _ = write!(buf, "{x}");
+            }
+            Value::Bool(x) => buf.push_str(if x { "true" } else { "false" }),
+            Value::Text(t) => buf.push_str(t),
+            Value::Bytes(x) => buf.push_str(&hex::encode(x)),
+        }
+        h.write_u8(1);
+        h.write(buf.as_bytes());
+        h.write_u8(0xff);
+    }
+    Some(h.finish())
+}
+
+/// A key as examples show it.
+pub(crate) fn show(k: &Key) -> String {
+    k.iter()
+        .map(|v| v.as_deref().unwrap_or("NULL"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The batches of a staging file, read one at a time (each pass reads the file again, so memory
+/// holds one batch whatever the table's size).
+pub(crate) fn batches(
+    path: &Path,
+) -> Result<impl Iterator<Item = Result<RecordBatch, StoreError>>, StoreError> {
+    let owned = path.to_path_buf();
+    Ok(open(path)?.map(move |b| b.map_err(|e| wf_stores::staging::damaged(&owned, e))))
+}
+
+/// Column positions by name in a staged file's schema.
+pub(crate) fn positions(b: &RecordBatch, cols: &[String]) -> Option<Vec<usize>> {
+    cols.iter().map(|c| b.schema().index_of(c).ok()).collect()
+}
+
+/// The name of a key set: `table(col,…)`.
+pub(crate) fn set_id(table: &str, cols: &[String]) -> String {
+    format!("{table}({})", cols.join(","))
+}
