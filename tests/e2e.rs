@@ -342,10 +342,13 @@ fn sigkill_in_every_phase_then_resume_gives_the_same_cert_as_an_uninterrupted_ru
         seed ^= seed << 17;
         seed % max.max(1)
     };
-    let spawn = |failpoint: Option<String>| {
+    let spawn = |failpoint: Option<String>, delay: Option<String>| {
         let mut c = wf(&sb, &["resume", &run]);
         if let Some(f) = failpoint {
             c.env("WF_FAILPOINT", f);
+        }
+        if let Some(d) = delay {
+            c.env("WF_FAILPOINT_DELAY", d);
         }
         c.stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -372,7 +375,7 @@ fn sigkill_in_every_phase_then_resume_gives_the_same_cert_as_an_uninterrupted_ru
                     .skip_while(|(p, _)| *p != phase)
                     .nth(1)
                     .map(|(_, first)| format!("{first}:before"));
-                let _ = spawn(next).wait();
+                let _ = spawn(next, None).wait();
                 continue;
             }
             let span = if n < 2 {
@@ -380,8 +383,20 @@ fn sigkill_in_every_phase_then_resume_gives_the_same_cert_as_an_uninterrupted_ru
             } else {
                 took(phase) * 4 / 5
             };
-            let mut c = spawn(None);
-            std::thread::sleep(Duration::from_millis(random_ms(span + 60)));
+            // A phase's first kill of a round must land inside it even when the phase takes less
+            // time than a process takes to start: its first step holds 2 s before its code runs,
+            // and the kill comes within 1.5 s. Later kills land anywhere in the phase.
+            let first_step = PHASES
+                .iter()
+                .find(|(p, _)| *p == phase)
+                .map(|(_, first)| first.to_string());
+            let (mut c, wait) = if n == 0 {
+                let hold = first_step.map(|f| format!("{f}=2000"));
+                (spawn(None, hold), random_ms(1500))
+            } else {
+                (spawn(None, None), random_ms(span + 60))
+            };
+            std::thread::sleep(Duration::from_millis(wait));
             if kill(&mut c) {
                 if current(&sb) == Some(phase) {
                     *inside.entry(phase).or_default() += 1;

@@ -168,6 +168,15 @@ fn props(row: &Row, col: &str) -> BTreeMap<String, GValue> {
     }
 }
 
+/// The two halves of a relationship pattern in `dir`: `-[…]->`, `<-[…]-` or `-[…]-`.
+fn arrows(dir: Direction) -> (&'static str, &'static str) {
+    match dir {
+        Direction::Out => ("-", "->"),
+        Direction::In => ("<-", "-"),
+        Direction::Both => ("-", "-"),
+    }
+}
+
 pub(crate) fn count(row: &Row) -> u64 {
     match get(row, "c") {
         GValue::Int(c) => c.max(0) as u64,
@@ -383,11 +392,7 @@ impl super::GraphRead for BoltRead {
         rel_type: &str,
         dir: Direction,
     ) -> Result<Vec<(String, GValue)>, StoreError> {
-        let (l, r) = match dir {
-            Direction::Out => ("-", "->"),
-            Direction::In => ("<-", "-"),
-            Direction::Both => ("-", "-"),
-        };
+        let (l, r) = arrows(dir);
         let k = ident(key);
         let q = format!(
             "UNWIND $keys AS key MATCH (n:{} {{{k}: key}}){l}[:{}]{r}(m) WHERE m.{k} IS NOT NULL RETURN DISTINCT labels(m) AS l, m.{k} AS k",
@@ -432,11 +437,7 @@ impl super::GraphRead for BoltRead {
         rel_type: &str,
         dir: Direction,
     ) -> Result<u64, StoreError> {
-        let (l, r) = match dir {
-            Direction::Out => ("-", "->"),
-            Direction::In => ("<-", "-"),
-            Direction::Both => ("-", "-"),
-        };
+        let (l, r) = arrows(dir);
         let k = ident(key);
         let q = format!(
             "UNWIND $keys AS key MATCH (n:{} {{{k}: key}}){l}[:{}]{r}(m) WHERE m.{k} IS NULL RETURN count(DISTINCT m) AS c",
