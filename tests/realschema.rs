@@ -182,7 +182,11 @@ to = "rw.staff.id"
         with_rule.replace("field = \"rw.schools.logo\"", "field = \"rw.schools.code\""),
     )
     .expect("rules");
-    for args in [&["analyze"][..], &["run", "migrate", "--district", "1"]] {
+    for args in [
+        &["analyze"][..],
+        &["analyze", "--json"],
+        &["run", "migrate", "--district", "1"],
+    ] {
         let r = wf(&sb, &cfg, args);
         assert_eq!(r.code, Some(1), "{args:?}: {}", r.stderr);
         assert!(

@@ -340,11 +340,28 @@ async fn analyze(config: &std::path::Path, engine: &Engine, json: bool) -> anyho
     let cfg = wf_stores::Config::load(config)?;
     let out = engine.data().root().join("analysis");
     let d = wf_steps::analyze::discover(&cfg, &out).await?;
+    // Columns no run can carry (see wf_steps::carry), unless a rule replaces their values.
+    let rules = cfg.anonymization_rules.as_ref().map(|r| {
+        let file = config.parent().unwrap_or(std::path::Path::new(".")).join(r);
+        wf_steps::anonymize::Rules::load(&file)
+    });
+    let rules = match rules {
+        Some(Err(e)) => anyhow::bail!(e),
+        Some(Ok(r)) => Some(r),
+        None => None,
+    };
+    let uncarried = wf_steps::carry::uncarried(&d.schemas, rules.as_ref());
+    for line in &uncarried {
+        eprintln!("wf: {line}");
+    }
+    let code = if uncarried.is_empty() {
+        exit::DONE
+    } else {
+        exit::ERROR
+    };
     if json {
-        return Ok(emit(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(&d.analysis)?
-        )));
+        emit(&format!("{}\n", serde_json::to_string_pretty(&d.analysis)?));
+        return Ok(code);
     }
     let tables: usize = d.schemas.iter().map(|s| s.tables.len()).sum();
     let rows: u64 = d
@@ -373,20 +390,6 @@ async fn analyze(config: &std::path::Path, engine: &Engine, json: bool) -> anyho
             t.id()
         ));
     }
-    // Columns no run can carry (see wf_steps::carry), unless a rule replaces their values.
-    let rules = cfg.anonymization_rules.as_ref().map(|r| {
-        let file = config.parent().unwrap_or(std::path::Path::new(".")).join(r);
-        wf_steps::anonymize::Rules::load(&file)
-    });
-    let rules = match rules {
-        Some(Err(e)) => anyhow::bail!(e),
-        Some(Ok(r)) => Some(r),
-        None => None,
-    };
-    let uncarried = wf_steps::carry::uncarried(&d.schemas, rules.as_ref());
-    for line in &uncarried {
-        eprintln!("wf: {line}");
-    }
     say(&format!("load order: {}", d.analysis.order.join(", ")));
     if let Some(g) = &d.graph {
         let nodes: u64 = g.labels.iter().map(|l| l.count).sum();
@@ -407,11 +410,7 @@ async fn analyze(config: &std::path::Path, engine: &Engine, json: bool) -> anyho
     for f in &d.files {
         say(&format!("wrote {}", f.display()));
     }
-    Ok(if uncarried.is_empty() {
-        exit::DONE
-    } else {
-        exit::ERROR
-    })
+    Ok(code)
 }
 
 /// `wf seed --env prod`: synthetic PROD in every configured store and the graph.
