@@ -231,47 +231,52 @@ fn status_of(code: i32) -> &'static str {
     }
 }
 
-#[async_trait::async_trait]
-impl Step for DistrictStep {
-    async fn run(&self, cx: &StepContext) -> Result<StepOutput, StepError> {
-        use tokio::io::AsyncBufReadExt;
+impl DistrictStep {
+    /// The child's run id, allocated and recorded beside the step before the child starts, so a
+    /// batch killed at any moment finds it on resume: it never starts a second run of a district
+    /// while the first may still be running on its own.
+    fn child_run(&self, cx: &StepContext, data: &wf_engine::DataDir) -> Result<String, StepError> {
         let io =
             |e: std::io::Error| StepError::Retryable(format!("district {}: {e}", self.district));
-        std::fs::create_dir_all(&cx.artifact_dir).map_err(io)?;
-        // The child's run id is allocated and recorded here before the child starts, so a batch
-        // killed at any moment finds it on resume: it never starts a second run of a district
-        // while the first may still be running on its own.
         let child_file = cx.artifact_dir.join("child-run");
-        let data = cx.host.data();
-        let root = data.root().to_path_buf();
         let recorded = std::fs::read_to_string(&child_file)
             .ok()
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty());
-        let run = match recorded {
-            Some(run) => run,
-            None => {
-                let run = data
-                    .allocate_run_id(crate::migrate::RUN_PREFIX)
-                    .map_err(|e| StepError::Retryable(e.to_string()))?;
-                let tmp = child_file.with_extension("tmp");
-                std::fs::write(&tmp, &run)
-                    .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
-                    .map_err(io)?;
-                std::fs::rename(&tmp, &child_file).map_err(io)?;
-                run
-            }
-        };
+        if let Some(run) = recorded {
+            return Ok(run);
+        }
+        let run = data
+            .allocate_run_id(crate::migrate::RUN_PREFIX)
+            .map_err(|e| StepError::Retryable(e.to_string()))?;
+        let tmp = child_file.with_extension("tmp");
+        std::fs::write(&tmp, &run)
+            .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+            .map_err(io)?;
+        std::fs::rename(&tmp, &child_file).map_err(io)?;
+        Ok(run)
+    }
+
+    /// Runs (or resumes) the district's migrate as a child `wf` process until it ends; its exit
+    /// code and the line saying why it stopped (else its first error line).
+    async fn spawn(
+        &self,
+        data: &wf_engine::DataDir,
+        run: &str,
+    ) -> Result<(i32, String), StepError> {
+        use tokio::io::AsyncBufReadExt;
+        let io =
+            |e: std::io::Error| StepError::Retryable(format!("district {}: {e}", self.district));
         let exe = std::env::current_exe().map_err(io)?;
         let mut cmd = tokio::process::Command::new(exe);
-        cmd.arg("--data-dir").arg(&root);
-        if data.has_run(&run) {
-            cmd.args(["resume", &run]);
+        cmd.arg("--data-dir").arg(data.root());
+        if data.has_run(run) {
+            cmd.args(["resume", run]);
         } else {
             cmd.args([
                 "run",
                 "--run-id",
-                &run,
+                run,
                 "migrate",
                 "--district",
                 &self.district,
@@ -304,6 +309,19 @@ impl Step for DistrictStep {
             .copied()
             .unwrap_or_default()
             .to_string();
+        Ok((code, message))
+    }
+}
+
+#[async_trait::async_trait]
+impl Step for DistrictStep {
+    async fn run(&self, cx: &StepContext) -> Result<StepOutput, StepError> {
+        let io =
+            |e: std::io::Error| StepError::Retryable(format!("district {}: {e}", self.district));
+        std::fs::create_dir_all(&cx.artifact_dir).map_err(io)?;
+        let data = cx.host.data();
+        let run = self.child_run(cx, data)?;
+        let (code, message) = self.spawn(data, &run).await?;
         match code {
             5 => {
                 return Err(StepError::Retryable(format!(

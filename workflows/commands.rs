@@ -43,7 +43,7 @@ pub async fn dispatch(cli: Cli, log: RunLog) -> anyhow::Result<u8> {
             run,
             yes,
             rebuild_manifests,
-        } => rollback(&engine, &run, yes, rebuild_manifests, &cli.config).await,
+        } => crate::rollback::rollback(&engine, &run, yes, rebuild_manifests, &cli.config).await,
         Command::Runs { json } => show::runs(&engine, json),
         Command::Status { run, json, all } => show::status(&engine, &run, json, all),
         Command::Checkpoints { run, json } => show::checkpoints(&engine, &run, json),
@@ -227,15 +227,6 @@ async fn execute(
 
 /// One audit line per store a rollback committed in (each store is its own transaction, so a
 /// later store's failure does not undo it): rows, nodes and relationships deleted per table.
-fn audit_rollback(engine: &Engine, run: &str, store: &str, deleted: &[(String, u64)]) {
-    let tables: serde_json::Map<String, serde_json::Value> = deleted
-        .iter()
-        .map(|(t, n)| (t.clone(), serde_json::json!({"deleted": n})))
-        .collect();
-    let details = serde_json::json!({"store": store, "cert_tables_written": tables});
-    crate::audit::record(engine.data().root(), "rollback", Some(run), details);
-}
-
 /// One audit line for the session of a migrate run that just ended: what it read and wrote.
 fn audit_session(engine: &Engine, id: &str) {
     match engine.outputs(id) {
@@ -558,155 +549,6 @@ async fn select_districts(
     }
     out.push_str(&format!("wrote {}\n", path.display()));
     Ok(emit(&out))
-}
-
-/// `wf rollback`: deletes from CERT exactly what the run's load steps inserted, after confirmation.
-async fn rollback(
-    engine: &Engine,
-    run: &str,
-    yes: bool,
-    rebuild: bool,
-    config: &std::path::Path,
-) -> anyhow::Result<u8> {
-    let (record, outputs) = engine.outputs(run)?;
-    if record.status == wf_engine::RunStatus::RolledBack {
-        say(&format!("run {run} is already rolled back: nothing to do"));
-        return Ok(exit::DONE);
-    }
-    if record.workflow != "migrate" {
-        anyhow::bail!(
-            "run {run} is a {} run: only migrate runs load CERT",
-            record.workflow
-        );
-    }
-    // Rollback needs the CERT connections only (not the key): the config the run recorded.
-    let config_path = crate::post::recorded_config(&record).unwrap_or_else(|| config.to_path_buf());
-    let cfg = wf_stores::Config::load(&config_path)?;
-    let mut loads: Vec<wf_steps::migrate::LoadOut> = Vec::new();
-    for (step, out) in &outputs {
-        if step.starts_with("load/") {
-            loads.push(
-                out.value_as().map_err(|e| {
-                    anyhow::anyhow!("run {run}, step {step}: unreadable output ({e})")
-                })?,
-            );
-        }
-    }
-    let jobs: Vec<_> = loads
-        .iter()
-        .filter_map(|l| l.job.as_ref().filter(|j| !j.dry_run))
-        .collect();
-    let graph_jobs: Vec<_> = loads
-        .iter()
-        .filter_map(|l| l.graph_job.as_ref().filter(|j| !j.dry_run))
-        .collect();
-    if jobs.is_empty() && graph_jobs.is_empty() {
-        say(&format!(
-            "run {run} loaded nothing into CERT: nothing to roll back"
-        ));
-        return Ok(exit::DONE);
-    }
-    // Every store's manifests are checked before any store is touched, so a refusal leaves CERT
-    // whole (each store's transaction checks again against its marker rows).
-    if !rebuild {
-        for l in &loads {
-            if let (Some(job), Some(report)) = (l.job.as_ref(), l.report.as_ref()) {
-                if let Err(e) = wf_stores::load::check_job_manifests(job, report) {
-                    eprintln!("wf: {e}");
-                    anyhow::bail!(
-                        "run {run} is not rolled back; if its anonymized staging is still there, rebuild the manifests: wf rollback {run} --rebuild-manifests"
-                    );
-                }
-            }
-        }
-    }
-    if rebuild {
-        for l in &loads {
-            if let (Some(job), Some(report)) = (l.job.as_ref(), l.report.as_ref()) {
-                for t in wf_stores::load::rebuild_manifests(job, report)? {
-                    say(&format!(
-                        "rebuilt the rollback manifest of {t} from the run's anonymized staging"
-                    ));
-                }
-            }
-        }
-    }
-    for l in &loads {
-        if let Some(r) = &l.report {
-            let rows: u64 = r.tables.iter().map(|t| t.inserted).sum();
-            say(&format!(
-                "store {}: {rows} rows inserted by run {run} in {} tables",
-                l.store,
-                r.tables.len()
-            ));
-        }
-    }
-    if !yes {
-        eprint!("Delete these rows from CERT? Rows CERT had before the run are kept. [y/N] ");
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "yes" | "Y") {
-            say("rollback cancelled; nothing changed");
-            return Ok(exit::DONE);
-        }
-    }
-    // Before any write: every CERT target is enrolled and none is a PROD source.
-    let targets = wf_stores::guard::Targets {
-        stores: jobs.iter().map(|j| j.store.clone()).collect(),
-        graph: !graph_jobs.is_empty(),
-    };
-    wf_stores::guard::verify(&cfg, &targets).await?;
-    // Stores are independent transactions; children-first order holds inside each.
-    let mut total = 0u64;
-    for job in &graph_jobs {
-        let g = cfg
-            .graph
-            .as_ref()
-            .filter(|g| g.name == job.store)
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "graph store {} is no longer in {}",
-                    job.store,
-                    config_path.display()
-                )
-            })?;
-        let deleted = wf_stores::graph::load::rollback_graph(g, job).await?;
-        audit_rollback(engine, run, &job.store, &deleted);
-        let n: u64 = deleted.iter().map(|(_, n)| n).sum();
-        total += n;
-        say(&format!(
-            "graph {}: deleted {n} nodes and relationships",
-            job.store
-        ));
-    }
-    for job in jobs.iter().rev() {
-        let store = cfg.store(&job.store).ok_or_else(|| {
-            anyhow::anyhow!(
-                "store {} is no longer in {}",
-                job.store,
-                config_path.display()
-            )
-        })?;
-        let deleted = match wf_stores::connect::rollback_store(store, job).await {
-            Err(e @ wf_stores::StoreError::Manifest { .. }) => {
-                eprintln!("wf: {e}");
-                anyhow::bail!(
-                    "run {run} is not rolled back; if its anonymized staging is still there, rebuild the manifests: wf rollback {run} --rebuild-manifests"
-                );
-            }
-            other => other?,
-        };
-        audit_rollback(engine, run, &job.store, &deleted);
-        let n: u64 = deleted.iter().map(|(_, n)| n).sum();
-        total += n;
-        say(&format!("store {}: deleted {n} rows", job.store));
-    }
-    engine.mark_rolled_back(
-        run,
-        &format!("{total} rows, nodes and relationships deleted from CERT"),
-    )?;
-    say(&format!("run {run} rolled back"));
-    Ok(exit::DONE)
 }
 
 fn control(engine: &Engine, run: &str, control: Control) -> anyhow::Result<u8> {

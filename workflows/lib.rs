@@ -16,6 +16,7 @@ pub mod progress;
 pub mod purge;
 pub mod registry;
 pub mod report;
+mod rollback;
 pub mod runner_args;
 pub mod seed;
 pub mod selftest;

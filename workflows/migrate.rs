@@ -93,6 +93,66 @@ fn usage(msg: String) -> clap::Error {
     clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{msg}\n"))
 }
 
+/// The anonymization rules the config names (relative to the config's folder): path, text, parsed.
+fn read_rules(
+    config: &Config,
+    config_file: &Path,
+) -> Result<(std::path::PathBuf, String, Rules), BuildFailure> {
+    let rules_rel = config.anonymization_rules.clone().ok_or_else(|| {
+        BuildFailure::Failed(format!(
+            "config {}: anonymization_rules is not set; migrate needs a rules file",
+            config_file.display()
+        ))
+    })?;
+    // `join` keeps an absolute path as it is.
+    let rules_file = config_file
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(rules_rel);
+    let rules_text = std::fs::read_to_string(&rules_file).map_err(|e| {
+        BuildFailure::Failed(format!(
+            "anonymization rules {}: cannot read it ({e})",
+            rules_file.display()
+        ))
+    })?;
+    let rules = Rules::parse(&rules_text, &rules_file).map_err(BuildFailure::Failed)?;
+    Ok((rules_file, rules_text, rules))
+}
+
+/// The validation rules' text, checked; empty when the config names none.
+fn read_validation(file: Option<&Path>) -> Result<String, BuildFailure> {
+    let Some(f) = file else {
+        return Ok(String::new());
+    };
+    let text = std::fs::read_to_string(f).map_err(|e| {
+        BuildFailure::Failed(format!(
+            "validation rules {}: cannot read it ({e})",
+            f.display()
+        ))
+    })?;
+    wf_steps::validate::ValidationRules::parse(&text, f).map_err(BuildFailure::Failed)?;
+    Ok(text)
+}
+
+/// The arguments to journal: `args` with the config file given as an absolute `--config-file`.
+fn recorded_args(args: &[String], config_file: &Path) -> Vec<String> {
+    let mut recorded: Vec<String> = args
+        .iter()
+        .filter(|a| !a.starts_with("--config-file"))
+        .cloned()
+        .collect();
+    if let Some(i) = args.iter().position(|a| a == "--config-file") {
+        recorded = args[..i]
+            .iter()
+            .chain(args.iter().skip(i + 2))
+            .cloned()
+            .collect();
+    }
+    recorded.push("--config-file".into());
+    recorded.push(config_file.to_string_lossy().into_owned());
+    recorded
+}
+
 impl Migrate {
     /// Parses `args`, reads the config and rules, and reads the key (no key, no run).
     /// Returns the arguments to record, with the config file made absolute.
@@ -122,48 +182,12 @@ impl Migrate {
         })?;
         let config = Config::parse(&config_text, &config_file)
             .map_err(|e| BuildFailure::Failed(e.to_string()))?;
-        let rules_rel = config.anonymization_rules.clone().ok_or_else(|| {
-            BuildFailure::Failed(format!(
-                "config {}: anonymization_rules is not set; migrate needs a rules file",
-                config_file.display()
-            ))
-        })?;
         let base = config_file.parent().unwrap_or(Path::new("."));
-        let rules_file = if rules_rel.is_absolute() {
-            rules_rel
-        } else {
-            base.join(rules_rel)
-        };
-        let rules_text = std::fs::read_to_string(&rules_file).map_err(|e| {
-            BuildFailure::Failed(format!(
-                "anonymization rules {}: cannot read it ({e})",
-                rules_file.display()
-            ))
-        })?;
-        let rules = Rules::parse(&rules_text, &rules_file).map_err(BuildFailure::Failed)?;
+        let (rules_file, rules_text, rules) = read_rules(&config, &config_file)?;
         let key =
             AnonKey::from_env(&rules.key_env).map_err(|e| BuildFailure::Failed(e.to_string()))?;
-        let validation_file = config.validation_rules.as_ref().map(|v| {
-            if v.is_absolute() {
-                v.clone()
-            } else {
-                base.join(v)
-            }
-        });
-        let validation_text = match &validation_file {
-            Some(f) => {
-                let text = std::fs::read_to_string(f).map_err(|e| {
-                    BuildFailure::Failed(format!(
-                        "validation rules {}: cannot read it ({e})",
-                        f.display()
-                    ))
-                })?;
-                wf_steps::validate::ValidationRules::parse(&text, f)
-                    .map_err(BuildFailure::Failed)?;
-                text
-            }
-            None => String::new(),
-        };
+        let validation_file = config.validation_rules.as_ref().map(|v| base.join(v));
+        let validation_text = read_validation(validation_file.as_deref())?;
         if parsed.district.trim().is_empty() {
             return Err(BuildFailure::Usage(usage(
                 "--district must not be empty".into(),
@@ -180,20 +204,7 @@ impl Migrate {
             )
             .as_bytes(),
         ));
-        let mut recorded: Vec<String> = args
-            .iter()
-            .filter(|a| !a.starts_with("--config-file"))
-            .cloned()
-            .collect();
-        if let Some(i) = args.iter().position(|a| a == "--config-file") {
-            recorded = args[..i]
-                .iter()
-                .chain(args.iter().skip(i + 2))
-                .cloned()
-                .collect();
-        }
-        recorded.push("--config-file".into());
-        recorded.push(config_file.to_string_lossy().into_owned());
+        let recorded = recorded_args(args, &config_file);
         let params = MigrateParams {
             config,
             rules_file,

@@ -77,10 +77,46 @@ pub async fn validate(
     let mut schemas = ex.schemas.clone();
     wf_stores::analysis::add_virtual_fks(&mut schemas, &cfg).map_err(anyhow::Error::msg)?;
     let anon_dir = engine.data().run_dir(run).join("steps").join("anonymize");
+    let (scanned_fields, originals) = leak_scan_inputs(&anon_dir)?;
+    let key = run_key(&cfg, &path, run, &anon)?;
+    let (files, graph_files) = anon.split(cfg.graph.as_ref());
+    let input = wf_steps::validate::post::PostInput {
+        config: &cfg,
+        schemas: &schemas,
+        files,
+        graph_files,
+        scanned_fields,
+        originals,
+        key: key.as_ref(),
+    };
+    let v = wf_steps::validate::post::validate_loaded(input).await?;
+    let dir = engine.data().root().join("reports");
+    std::fs::create_dir_all(&dir)?;
+    let out = dir.join(format!("{run}.validate.json"));
+    std::fs::write(&out, serde_json::to_vec_pretty(&v)?)?;
+    if json {
+        emit(&format!("{}\n", serde_json::to_string_pretty(&v)?));
+    } else {
+        print_validation(run, &v, &out);
+    }
+    Ok(if v.status == Gate::Failed {
+        exit::FAILED_VALIDATION
+    } else {
+        exit::DONE
+    })
+}
+
+/// Fields the leak scan covered, with their domains (`field:…`, `detector:…`).
+type ScannedFields = HashMap<String, Vec<String>>;
+
+/// The fields the run's leak scan covered, with their domains, and the sorted keyed hashes of the
+/// originals. A report from before domains has neither: its passed-through fields are scanned
+/// against every original, as then.
+fn leak_scan_inputs(
+    anon_dir: &std::path::Path,
+) -> anyhow::Result<(ScannedFields, Vec<u64>)> {
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(anon_dir.join("anonymization-report.json"))?)?;
-    // The fields the run's leak scan covered, with their domains; a report from before domains
-    // has neither: its passed-through fields are scanned against every original, as then.
     let scanned_fields: HashMap<String, Vec<String>> = report["fields"]
         .as_array()
         .into_iter()
@@ -104,6 +140,17 @@ pub async fn validate(
         .chunks_exact(8)
         .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
         .collect();
+    Ok((scanned_fields, originals))
+}
+
+/// The anonymization key of the environment if it is the run's; `None` (the leak scan skipped,
+/// said) if it is not set; an error naming both fingerprints if it is another key.
+fn run_key(
+    cfg: &wf_stores::Config,
+    path: &std::path::Path,
+    run: &str,
+    anon: &AnonymizeOut,
+) -> anyhow::Result<Option<wf_steps::anonymize::AnonKey>> {
     let rules_file = cfg
         .anonymization_rules
         .as_ref()
@@ -122,50 +169,31 @@ pub async fn validate(
         None => say(&format!("wf validate: {key_env} is not set, so the PII leak scan against CERT is skipped")),
         _ => {}
     }
-    let (files, graph_files) = anon.split(cfg.graph.as_ref());
-    let input = wf_steps::validate::post::PostInput {
-        config: &cfg,
-        schemas: &schemas,
-        files,
-        graph_files,
-        scanned_fields,
-        originals,
-        key: key.as_ref(),
-    };
-    let v = wf_steps::validate::post::validate_loaded(input).await?;
-    let dir = engine.data().root().join("reports");
-    std::fs::create_dir_all(&dir)?;
-    let out = dir.join(format!("{run}.validate.json"));
-    std::fs::write(&out, serde_json::to_vec_pretty(&v)?)?;
-    if json {
-        emit(&format!("{}\n", serde_json::to_string_pretty(&v)?));
-    } else {
+    Ok(key)
+}
+
+/// The validation's summary on the terminal.
+fn print_validation(run: &str, v: &wf_steps::validate::ValidationReport, out: &std::path::Path) {
+    say(&format!(
+        "run {run}: CERT validation {} ({} tables, {} rows, {:.2}s)",
+        v.status.as_str(),
+        v.tables,
+        v.rows,
+        v.seconds
+    ));
+    for (c, n) in &v.categories {
         say(&format!(
-            "run {run}: CERT validation {} ({} tables, {} rows, {:.2}s)",
-            v.status.as_str(),
-            v.tables,
-            v.rows,
-            v.seconds
+            "  {c}: {} checks, {} passed, {} failed",
+            n.run, n.passed, n.failed
         ));
-        for (c, n) in &v.categories {
-            say(&format!(
-                "  {c}: {} checks, {} passed, {} failed",
-                n.run, n.passed, n.failed
-            ));
-        }
-        for f in &v.findings {
-            say(&format!(
-                "  {:?} {} {}: {}",
-                f.severity, f.table, f.check, f.message
-            ));
-        }
-        say(&format!("wrote {}", out.display()));
     }
-    Ok(if v.status == Gate::Failed {
-        exit::FAILED_VALIDATION
-    } else {
-        exit::DONE
-    })
+    for f in &v.findings {
+        say(&format!(
+            "  {:?} {} {}: {}",
+            f.severity, f.table, f.check, f.message
+        ));
+    }
+    say(&format!("wrote {}", out.display()));
 }
 
 /// `wf report <run>`: writes the run's report afresh and prints it.

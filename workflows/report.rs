@@ -93,38 +93,7 @@ pub fn build_from(
     outputs: &[(String, wf_engine::model::StepOutput)],
     events: &[wf_engine::model::Event],
 ) -> RunReport {
-    let out = |id: &str| outputs.iter().find(|(s, _)| s == id).map(|(_, o)| o);
-    let mut tables: BTreeMap<String, TableRows> = BTreeMap::new();
-    if let Some(ex) = out("extract").and_then(|o| o.value_as::<ExtractOut>().ok()) {
-        for f in ex.all_files() {
-            tables.entry(f.table.clone()).or_default().extracted = f.rows;
-        }
-    }
-    if let Some(an) = out("anonymize").and_then(|o| o.value_as::<AnonymizeOut>().ok()) {
-        for f in &an.files {
-            tables.entry(f.table.clone()).or_default().anonymized = f.rows;
-        }
-    }
-    let mut load_checks = Vec::new();
-    for (step, o) in outputs.iter().filter(|(s, _)| s.starts_with("load/")) {
-        let Ok(l) = o.value_as::<LoadOut>() else {
-            continue;
-        };
-        let _ = step;
-        if let Some(r) = &l.report {
-            for t in &r.tables {
-                tables.entry(t.table.clone()).or_default().loaded = Some(t.inserted);
-            }
-            for c in &r.checks {
-                load_checks.push(LoadCheck {
-                    store: l.store.clone(),
-                    rule: c.name.clone(),
-                    severity: c.severity.clone(),
-                    violations: c.violations,
-                });
-            }
-        }
-    }
+    let (tables, load_checks) = rows_and_checks(outputs);
     let validation: Option<ValidationReport> =
         std::fs::read(step_dir(engine, run, "validate").join("validation-report.json"))
             .ok()
@@ -142,21 +111,7 @@ pub fn build_from(
             .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .map(|a| anon_summary(&a));
-    let mut retries = 0;
-    let mut recoveries = Vec::new();
-    for e in events {
-        match &e.kind {
-            wf_engine::model::EventKind::StepFailed {
-                retry_in_ms: Some(_),
-                ..
-            } => retries += 1,
-            wf_engine::model::EventKind::Recovered {
-                checkpoint,
-                invalidated,
-            } => recoveries.push(format!("from {checkpoint} ({invalidated} steps re-run)")),
-            _ => {}
-        }
-    }
+    let (retries, recoveries) = retries_and_recoveries(events);
     let phases = st
         .steps
         .iter()
@@ -198,6 +153,62 @@ pub fn build_from(
         next,
         raw_pii_on_disk: crate::purge::holds_raw(engine, run),
     }
+}
+
+/// Rows per table (extracted, anonymized, loaded) and the rules checked in the load
+/// transactions, from the step outputs.
+fn rows_and_checks(
+    outputs: &[(String, wf_engine::model::StepOutput)],
+) -> (BTreeMap<String, TableRows>, Vec<LoadCheck>) {
+    let out = |id: &str| outputs.iter().find(|(s, _)| s == id).map(|(_, o)| o);
+    let mut tables: BTreeMap<String, TableRows> = BTreeMap::new();
+    if let Some(ex) = out("extract").and_then(|o| o.value_as::<ExtractOut>().ok()) {
+        for f in ex.all_files() {
+            tables.entry(f.table.clone()).or_default().extracted = f.rows;
+        }
+    }
+    if let Some(an) = out("anonymize").and_then(|o| o.value_as::<AnonymizeOut>().ok()) {
+        for f in &an.files {
+            tables.entry(f.table.clone()).or_default().anonymized = f.rows;
+        }
+    }
+    let mut load_checks = Vec::new();
+    let loads = outputs.iter().filter(|(s, _)| s.starts_with("load/"));
+    for l in loads.filter_map(|(_, o)| o.value_as::<LoadOut>().ok()) {
+        let Some(r) = &l.report else { continue };
+        for t in &r.tables {
+            tables.entry(t.table.clone()).or_default().loaded = Some(t.inserted);
+        }
+        for c in &r.checks {
+            load_checks.push(LoadCheck {
+                store: l.store.clone(),
+                rule: c.name.clone(),
+                severity: c.severity.clone(),
+                violations: c.violations,
+            });
+        }
+    }
+    (tables, load_checks)
+}
+
+/// The attempts that were retried and the recoveries, from the run's events.
+fn retries_and_recoveries(events: &[wf_engine::model::Event]) -> (u64, Vec<String>) {
+    let mut retries = 0;
+    let mut recoveries = Vec::new();
+    for e in events {
+        match &e.kind {
+            wf_engine::model::EventKind::StepFailed {
+                retry_in_ms: Some(_),
+                ..
+            } => retries += 1,
+            wf_engine::model::EventKind::Recovered {
+                checkpoint,
+                invalidated,
+            } => recoveries.push(format!("from {checkpoint} ({invalidated} steps re-run)")),
+            _ => {}
+        }
+    }
+    (retries, recoveries)
 }
 
 fn anon_summary(a: &serde_json::Value) -> AnonSummary {
@@ -305,34 +316,45 @@ pub fn markdown(r: &RunReport) -> String {
                 .unwrap_or_else(|| "-".into())
         );
     }
+    md_anonymization(&mut m, r);
+    md_validation(&mut m, r);
+    m
+}
+
+/// The report's anonymization section.
+fn md_anonymization(m: &mut String, r: &RunReport) {
     if let Some(a) = &r.anonymization {
-        m += "\n## Anonymization\n\n";
-        m += &format!(
+        *m += "\n## Anonymization\n\n";
+        *m += &format!(
             "- Key fingerprint `{}` (the key itself is never written)\n- {} fields, {} with a rule, {} values changed\n- Leak scan: {}\n",
             a.key_fingerprint, a.fields, a.fields_with_rules, a.values_changed, a.leak_scan
         );
         if !a.kept_on_purpose.is_empty() {
-            m += &format!("- Kept on purpose: {}\n", a.kept_on_purpose.join(", "));
+            *m += &format!("- Kept on purpose: {}\n", a.kept_on_purpose.join(", "));
         }
         if !a.detector_findings.is_empty() {
-            m += &format!(
+            *m += &format!(
                 "- Detector findings (all covered by rules): {}\n",
                 a.detector_findings.join(", ")
             );
         }
     }
+}
+
+/// The report's validation section and the rules checked in the load transactions.
+fn md_validation(m: &mut String, r: &RunReport) {
     if let Some(v) = &r.validation {
-        m += &format!(
+        *m += &format!(
             "\n## Validation: {}\n\n{} tables, {} rows checked in {:.2} s.\n\n| Category | Run | Passed | Failed |\n|---|---:|---:|---:|\n",
             v.status.as_str(), v.tables, v.rows, v.seconds
         );
         for (c, n) in &v.categories {
-            m += &format!("| {c} | {} | {} | {} |\n", n.run, n.passed, n.failed);
+            *m += &format!("| {c} | {} | {} | {} |\n", n.run, n.passed, n.failed);
         }
         if !v.findings.is_empty() {
-            m += "\n| Severity | Category | Table | Check | Rows | Examples (anonymized keys) |\n|---|---|---|---|---:|---|\n";
+            *m += "\n| Severity | Category | Table | Check | Rows | Examples (anonymized keys) |\n|---|---|---|---|---:|---|\n";
             for f in &v.findings {
-                m += &format!(
+                *m += &format!(
                     "| {:?} | {} | {} | {} | {} | {} |\n",
                     f.severity,
                     f.category,
@@ -345,15 +367,14 @@ pub fn markdown(r: &RunReport) -> String {
         }
     }
     if !r.load_checks.is_empty() {
-        m += "\n## Rules checked in the load transaction\n\n| Store | Rule | Severity | Violations |\n|---|---|---|---:|\n";
+        *m += "\n## Rules checked in the load transaction\n\n| Store | Rule | Severity | Violations |\n|---|---|---|---:|\n";
         for c in &r.load_checks {
-            m += &format!(
+            *m += &format!(
                 "| {} | {} | {} | {} |\n",
                 c.store, c.rule, c.severity, c.violations
             );
         }
     }
-    m
 }
 
 /// Writes `reports/<run>.md` and `.json`; returns the Markdown path.

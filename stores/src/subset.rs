@@ -199,8 +199,6 @@ pub async fn select_with_limit<S: SnapshotReader>(
 ) -> Result<Subset, StoreError> {
     let by_id: HashMap<String, &Table> = tables.iter().map(|t| (t.id(), t)).collect();
     let e = edges(tables, cfg);
-    let reference: BTreeSet<String> = cfg.reference_tables.iter().cloned().collect();
-    let spill = Spill::new()?;
     let mut st = State {
         subset: Subset {
             keys: BTreeMap::new(),
@@ -208,34 +206,84 @@ pub async fn select_with_limit<S: SnapshotReader>(
             seed_only: BTreeSet::new(),
             counted: BTreeMap::new(),
         },
-        spill,
+        spill: Spill::new()?,
         limit,
     };
     let mut frontier: BTreeMap<String, KeyQueue> = BTreeMap::new();
+    let leaf_parents = seed(readers, &mut st, &mut frontier, tables, cfg, district, &e).await?;
+    for (fk, values) in leaf_parents {
+        let parent = by_id[&fk.ref_table];
+        if st.subset.whole.contains(&parent.id()) {
+            continue;
+        }
+        let refs_key = fk.ref_columns == key_columns(parent);
+        for chunk in values.chunks(KEY_BATCH) {
+            let wanted = st.unknown(parent, refs_key, chunk.iter().cloned())?;
+            let project = &e.project[&parent.id()];
+            fetch(
+                readers,
+                &mut st,
+                &mut frontier,
+                parent,
+                &fk.ref_columns,
+                wanted,
+                project,
+            )
+            .await?;
+        }
+    }
+    while !frontier.is_empty() {
+        let mut next: BTreeMap<String, KeyQueue> = BTreeMap::new();
+        for (id, queue) in std::mem::take(&mut frontier) {
+            for rows in queue.drain_chunks(KEY_BATCH) {
+                let step = Follow {
+                    by_id: &by_id,
+                    e: &e,
+                    id: &id,
+                };
+                step.rows(readers, &mut st, &mut next, &rows?).await?;
+            }
+        }
+        frontier = next;
+    }
+    Ok(st.subset)
+}
+
+/// The seed rows: every reference table whole, and the district's rows of every table with the
+/// district column. Seeded leaves (tables nothing references or follows) are only counted; the
+/// distinct values of their FKs are returned, to be followed to their parents.
+async fn seed<'a, S: SnapshotReader>(
+    readers: &mut HashMap<String, S>,
+    st: &mut State,
+    frontier: &mut BTreeMap<String, KeyQueue>,
+    tables: &[Table],
+    cfg: &Config,
+    district: &str,
+    e: &Edges<'a>,
+) -> Result<Vec<(&'a ForeignKey, Vec<Key>)>, StoreError> {
+    let reference: BTreeSet<String> = cfg.reference_tables.iter().cloned().collect();
     let referenced: HashSet<String> = e
         .parents
         .values()
         .flatten()
         .map(|fk| fk.ref_table.clone())
         .collect();
-    let mut leaf_parents: Vec<(&ForeignKey, Vec<Key>)> = Vec::new();
+    let mut leaf_parents = Vec::new();
     for t in tables {
         let id = t.id();
         let project = &e.project[&id];
         let r = reader(readers, &t.store)?;
         let leaf = !referenced.contains(&id) && !e.children.contains_key(&id);
         if leaf && !reference.contains(&id) && t.column(&cfg.district_column).is_some() {
-            // A seeded leaf: count it, and follow its parents through distinct FK values only.
             let n = r.count_eq(t, &cfg.district_column, district).await?;
             if n > 0 {
                 st.subset.seed_only.insert(id.clone());
                 st.subset.counted.insert(id.clone(), n);
                 for fk in e.parents.get(&id).map(Vec::as_slice).unwrap_or(&[]) {
-                    leaf_parents.push((
-                        fk,
-                        r.distinct_eq(t, &cfg.district_column, district, &fk.columns)
-                            .await?,
-                    ));
+                    let values = r
+                        .distinct_eq(t, &cfg.district_column, district, &fk.columns)
+                        .await?;
+                    leaf_parents.push((*fk, values));
                 }
             }
             continue;
@@ -250,7 +298,7 @@ pub async fn select_with_limit<S: SnapshotReader>(
             st.subset.seed_only.insert(id.clone());
         }
         let key_len = key_columns(t).len();
-        let (keys, queue) = st.slot(&mut frontier, &id)?;
+        let (keys, queue) = st.slot(frontier, &id)?;
         let mut sink = |row: Key| -> Result<(), StoreError> {
             if keys.insert(row[..key_len].to_vec())? {
                 queue.push(row)?;
@@ -264,78 +312,52 @@ pub async fn select_with_limit<S: SnapshotReader>(
                 .await?;
         }
     }
-    for (fk, values) in leaf_parents {
-        let parent = by_id[&fk.ref_table];
-        if st.subset.whole.contains(&parent.id()) {
-            continue;
-        }
-        let refs_key = fk.ref_columns == key_columns(parent);
-        for chunk in values.chunks(KEY_BATCH) {
-            let wanted = st.unknown(parent, refs_key, chunk.iter().cloned())?;
-            fetch(
-                readers,
-                &mut st,
-                &mut frontier,
-                parent,
-                &fk.ref_columns,
-                wanted,
-                &e.project[&parent.id()],
-            )
-            .await?;
-        }
-    }
-    while !frontier.is_empty() {
-        let mut next: BTreeMap<String, KeyQueue> = BTreeMap::new();
-        for (id, queue) in std::mem::take(&mut frontier) {
-            let project = &e.project[&id];
-            for rows in queue.drain_chunks(KEY_BATCH) {
-                let rows = rows?;
-                // Parents, always.
-                for fk in e.parents.get(&id).map(Vec::as_slice).unwrap_or(&[]) {
-                    let parent = by_id[&fk.ref_table];
-                    if st.subset.whole.contains(&parent.id()) {
-                        continue;
-                    }
-                    let refs_key = fk.ref_columns == key_columns(parent);
-                    let wanted = st.unknown(
-                        parent,
-                        refs_key,
-                        rows.iter().filter_map(|r| pick(r, project, &fk.columns)),
-                    )?;
-                    fetch(
-                        readers,
-                        &mut st,
-                        &mut next,
-                        parent,
-                        &fk.ref_columns,
-                        wanted,
-                        &e.project[&parent.id()],
-                    )
-                    .await?;
-                }
-                // Children, where configured.
-                for (child_id, fk) in e.children.get(&id).map(Vec::as_slice).unwrap_or(&[]) {
-                    let child = by_id[child_id];
-                    let wanted: BTreeSet<Key> = rows
-                        .iter()
-                        .filter_map(|r| pick(r, project, &fk.ref_columns))
-                        .collect();
-                    fetch(
-                        readers,
-                        &mut st,
-                        &mut next,
-                        child,
-                        &fk.columns,
-                        wanted,
-                        &e.project[child_id],
-                    )
-                    .await?;
-                }
+    Ok(leaf_parents)
+}
+
+/// Following one chunk of new rows of table `id`: to their parents always, to their children
+/// where configured.
+struct Follow<'a, 'b> {
+    by_id: &'b HashMap<String, &'a Table>,
+    e: &'b Edges<'a>,
+    id: &'b str,
+}
+
+impl Follow<'_, '_> {
+    async fn rows<S: SnapshotReader>(
+        &self,
+        readers: &mut HashMap<String, S>,
+        st: &mut State,
+        next: &mut BTreeMap<String, KeyQueue>,
+        rows: &[Key],
+    ) -> Result<(), StoreError> {
+        let (e, id) = (self.e, self.id);
+        let project = &e.project[id];
+        for fk in e.parents.get(id).map(Vec::as_slice).unwrap_or(&[]) {
+            let parent = self.by_id[&fk.ref_table];
+            if st.subset.whole.contains(&parent.id()) {
+                continue;
             }
+            let refs_key = fk.ref_columns == key_columns(parent);
+            let wanted = st.unknown(
+                parent,
+                refs_key,
+                rows.iter().filter_map(|r| pick(r, project, &fk.columns)),
+            )?;
+            let pproject = &e.project[&parent.id()];
+            fetch(readers, st, next, parent, &fk.ref_columns, wanted, pproject).await?;
         }
-        frontier = next;
+        for (child_id, fk) in e.children.get(id).map(Vec::as_slice).unwrap_or(&[]) {
+            let child = self.by_id[child_id];
+            let wanted: BTreeSet<Key> = rows
+                .iter()
+                .filter_map(|r| pick(r, project, &fk.ref_columns))
+                .collect();
+            let cproject = &e.project[child_id];
+            fetch(readers, st, next, child, &fk.columns, wanted, cproject).await?;
+        }
+        Ok(())
     }
-    Ok(st.subset)
 }
 
 struct State {

@@ -13,7 +13,6 @@ use rand_chacha::ChaCha8Rng;
 /// A cell of a generated row.
 #[derive(Debug, Clone)]
 pub enum Cell {
-    Null,
     Int(i64),
     Float(f64),
     Text(String),
@@ -127,7 +126,6 @@ fn district(
     (d, name, year): (i64, &str, i32),
     n_students: u64,
 ) -> Result<(), String> {
-    let dc = || ("district_id", Cell::Int(d));
     sink.row(
         "ids.districts",
         &[
@@ -136,7 +134,40 @@ fn district(
             ("state", "CA".into()),
         ],
     )?;
-    // Schools and their staff; the first staff member of a school is its principal (the cycle).
+    let (schools, staff_ids) = schools_and_staff(sink, rng, ids, d, n_students)?;
+    let sections = courses_and_sections(sink, ids, d, n_students, &staff_ids)?;
+    let assessments = assessments(sink, ids, d, year)?;
+    let district = DistrictRows {
+        d,
+        year,
+        schools,
+        sections,
+        assessments,
+    };
+    for i in 0..n_students {
+        student(sink, rng, ids, &district, i)?;
+    }
+    Ok(())
+}
+
+/// What a district's students refer to.
+struct DistrictRows {
+    d: i64,
+    year: i32,
+    schools: Vec<i64>,
+    sections: Vec<i64>,
+    assessments: Vec<i64>,
+}
+
+/// Schools and their staff; the first staff member of a school is its principal (the cycle).
+fn schools_and_staff(
+    sink: &mut dyn Sink,
+    rng: &mut ChaCha8Rng,
+    ids: &mut Ids,
+    d: i64,
+    n_students: u64,
+) -> Result<(Vec<i64>, Vec<i64>), String> {
+    let dc = || ("district_id", Cell::Int(d));
     let n_schools = (n_students / 300).max(1);
     let mut staff_ids = Vec::new();
     let mut schools = Vec::new();
@@ -205,7 +236,18 @@ fn district(
             )?;
         }
     }
-    // Courses and sections (hcp1), each section taught by a staff member (a virtual FK to ids).
+    Ok((schools, staff_ids))
+}
+
+/// Courses and sections (hcp1), each section taught by a staff member (a virtual FK to ids).
+fn courses_and_sections(
+    sink: &mut dyn Sink,
+    ids: &mut Ids,
+    d: i64,
+    n_students: u64,
+    staff_ids: &[i64],
+) -> Result<Vec<i64>, String> {
+    let dc = || ("district_id", Cell::Int(d));
     let mut courses = Vec::new();
     for (i, subject) in SUBJECTS.iter().enumerate() {
         let id = ids.take();
@@ -246,10 +288,16 @@ fn district(
         )?;
         sink.rel("TEACHES", ("Teacher", teacher), ("Section", id))?;
     }
-    // Assessments (adb): district 4 has none (an incomplete district).
-    let assessments: Vec<i64> = if d == 4 {
-        Vec::new()
-    } else {
+    Ok(sections)
+}
+
+/// Assessments (adb): district 4 has none (an incomplete district).
+fn assessments(sink: &mut dyn Sink, ids: &mut Ids, d: i64, year: i32) -> Result<Vec<i64>, String> {
+    let dc = || ("district_id", Cell::Int(d));
+    if d == 4 {
+        return Ok(Vec::new());
+    }
+    let assessments: Vec<i64> = {
         (0..6)
             .map(|i| {
                 let id = ids.take();
@@ -267,33 +315,21 @@ fn district(
             })
             .collect::<Result<_, _>>()?
     };
-    for i in 0..n_students {
-        student(
-            sink,
-            rng,
-            ids,
-            (d, year),
-            i,
-            &schools,
-            &sections,
-            &assessments,
-        )?;
-    }
-    Ok(())
+    Ok(assessments)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Student `i` of a district: the row and node, guardians, enrollments, attendance, grades and
+/// assessment results.
 fn student(
     sink: &mut dyn Sink,
     rng: &mut ChaCha8Rng,
     ids: &mut Ids,
-    (d, year): (i64, i32),
+    dr: &DistrictRows,
     i: u64,
-    schools: &[i64],
-    sections: &[i64],
-    assessments: &[i64],
 ) -> Result<(), String> {
+    let (d, year) = (dr.d, dr.year);
     let dc = || ("district_id", Cell::Int(d));
+    let schools = &dr.schools;
     let id = ids.take();
     let school = schools[i as usize % schools.len()];
     let g = rng.random_range(0..GRADES.len());
@@ -365,6 +401,20 @@ fn student(
         ],
     )?;
     sink.rel("ATTENDS", ("Student", id), ("School", school))?;
+    guardians(sink, rng, ids, d, (id, i, &l))?;
+    enrollments(sink, rng, ids, dr, (id, &f))?;
+    results(sink, rng, ids, dr, id)
+}
+
+/// One or two guardians of student `id` (the `i`th of the district, last name `l`).
+fn guardians(
+    sink: &mut dyn Sink,
+    rng: &mut ChaCha8Rng,
+    ids: &mut Ids,
+    d: i64,
+    (id, i, l): (i64, u64, &str),
+) -> Result<(), String> {
+    let dc = || ("district_id", Cell::Int(d));
     for k in 0..(1 + (i % 2)) {
         let gid = ids.take();
         let gname = format!("{} {l}", FirstName().fake_with_rng::<String, _>(rng));
@@ -393,6 +443,19 @@ fn student(
         sink.node("Guardian", &[("id", gid.into()), ("name", gname.into())])?;
         sink.rel("GUARDIAN_OF", ("Guardian", gid), ("Student", id))?;
     }
+    Ok(())
+}
+
+/// Student `id`'s enrollments in sections, with attendance and grades (`f`: first name).
+fn enrollments(
+    sink: &mut dyn Sink,
+    rng: &mut ChaCha8Rng,
+    ids: &mut Ids,
+    dr: &DistrictRows,
+    (id, f): (i64, &str),
+) -> Result<(), String> {
+    let (d, year, sections) = (dr.d, dr.year, &dr.sections);
+    let dc = || ("district_id", Cell::Int(d));
     let first = rng.random_range(0..sections.len());
     for s in 0..SECTIONS_PER_STUDENT.min(sections.len()) {
         let section = sections[(first + s * 7) % sections.len()];
@@ -440,7 +503,20 @@ fn student(
             ],
         )?;
     }
-    for a in assessments.iter().take(4) {
+    Ok(())
+}
+
+/// Student `id`'s results in the district's first four assessments.
+fn results(
+    sink: &mut dyn Sink,
+    rng: &mut ChaCha8Rng,
+    ids: &mut Ids,
+    dr: &DistrictRows,
+    id: i64,
+) -> Result<(), String> {
+    let dc = || ("district_id", Cell::Int(dr.d));
+    let year = dr.year;
+    for a in dr.assessments.iter().take(4) {
         sink.row(
             "adb.results",
             &[
@@ -453,6 +529,5 @@ fn student(
             ],
         )?;
     }
-    let _ = Cell::Null;
     Ok(())
 }

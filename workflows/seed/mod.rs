@@ -82,7 +82,7 @@ impl Sink for Writers {
         }
         for (i, v) in row.iter().enumerate() {
             let value = match v {
-                None | Some(Cell::Null) => Value::Null,
+                None => Value::Null,
                 Some(Cell::Int(x)) => Value::Int(*x),
                 Some(Cell::Float(x)) => Value::Float(*x),
                 Some(Cell::Text(t)) => Value::Text(t),
@@ -122,7 +122,6 @@ impl Sink for Writers {
 
 fn cell_json(c: &Cell) -> serde_json::Value {
     match c {
-        Cell::Null => serde_json::Value::Null,
         Cell::Int(i) => (*i).into(),
         Cell::Float(f) => (*f).into(),
         Cell::Text(t) => t.clone().into(),
@@ -150,6 +149,38 @@ pub async fn cert_schema(cfg: &Config) -> anyhow::Result<Vec<String>> {
 /// Seeds every PROD store of `cfg` at `scale`, staging in `work` (deleted afterwards).
 pub async fn seed(cfg: &Config, scale: u64, work: &Path) -> anyhow::Result<Seeded> {
     std::fs::create_dir_all(work)?;
+    let schemas = create_prod_schemas(cfg).await?;
+    let (mut writers, graph_spool) = open_writers(cfg, &schemas, work)?;
+    let mut writers =
+        tokio::task::spawn_blocking(move || data::generate(scale, &mut writers).map(|_| writers))
+            .await?
+            .map_err(|e| anyhow::anyhow!("seed: {e}"))?;
+    let mut files = Vec::new();
+    for (id, (w, _, _)) in writers.tables.drain() {
+        files.push(TableFile {
+            table: id,
+            file: w.finish()?,
+        });
+    }
+    if let Some(g) = writers.graph.take() {
+        g.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    }
+    load_prod(cfg, &schemas, &files, work).await?;
+    if let Some(g) = &cfg.graph {
+        seed_graph(g, &graph_spool).await?;
+    }
+    let out = Seeded {
+        rows: writers.counts,
+        nodes: writers.nodes,
+        rels: writers.rels,
+    };
+    std::fs::remove_dir_all(work)?;
+    Ok(out)
+}
+
+/// Creates wf's seed schema in every PROD store, after making sure each store (and the graph) is
+/// empty: wf seed makes synthetic PROD, it never touches real data.
+async fn create_prod_schemas(cfg: &Config) -> anyhow::Result<Vec<wf_stores::schema::StoreSchema>> {
     let mut schemas = Vec::new();
     for s in &cfg.stores {
         let w = prod_writable(s);
@@ -188,6 +219,16 @@ pub async fn seed(cfg: &Config, scale: u64, work: &Path) -> anyhow::Result<Seede
             }
         }
     }
+    Ok(schemas)
+}
+
+/// A staging writer per seed table and, with a graph, the spool file of its nodes and
+/// relationships.
+fn open_writers(
+    cfg: &Config,
+    schemas: &[wf_stores::schema::StoreSchema],
+    work: &Path,
+) -> anyhow::Result<(Writers, PathBuf)> {
     let mut writers = Writers {
         tables: HashMap::new(),
         graph: None,
@@ -195,8 +236,7 @@ pub async fn seed(cfg: &Config, scale: u64, work: &Path) -> anyhow::Result<Seede
         nodes: 0,
         rels: 0,
     };
-    let mut paths: HashMap<String, PathBuf> = HashMap::new();
-    for (s, schema) in cfg.stores.iter().zip(&schemas) {
+    for (s, schema) in cfg.stores.iter().zip(schemas) {
         for t in &schema.tables {
             let cols = staged_columns(s.kind, t);
             let path = work.join(format!("{}.arrow", t.id()));
@@ -207,7 +247,6 @@ pub async fn seed(cfg: &Config, scale: u64, work: &Path) -> anyhow::Result<Seede
                 .collect();
             let w = StagingWriter::create(&path, arrow_schema(&s.name, &t.name, &cols), 8192)?;
             writers.tables.insert(t.id(), (w, idx, cols.len()));
-            paths.insert(t.id(), path);
         }
     }
     let graph_spool = work.join("graph.jsonl");
@@ -216,24 +255,20 @@ pub async fn seed(cfg: &Config, scale: u64, work: &Path) -> anyhow::Result<Seede
             &graph_spool,
         )?));
     }
-    let mut writers =
-        tokio::task::spawn_blocking(move || data::generate(scale, &mut writers).map(|_| writers))
-            .await?
-            .map_err(|e| anyhow::anyhow!("seed: {e}"))?;
-    let mut files = Vec::new();
-    for (id, (w, _, _)) in writers.tables.drain() {
-        files.push(TableFile {
-            table: id,
-            file: w.finish()?,
-        });
-    }
-    if let Some(g) = writers.graph.take() {
-        g.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    }
-    // Load with the loaders wf uses for CERT, pointed at PROD (the one place wf writes PROD).
+    Ok((writers, graph_spool))
+}
+
+/// Loads the generated tables into PROD with the loaders wf uses for CERT (the one place wf
+/// writes PROD).
+async fn load_prod(
+    cfg: &Config,
+    schemas: &[wf_stores::schema::StoreSchema],
+    files: &[TableFile],
+    work: &Path,
+) -> anyhow::Result<()> {
     let mut writable = cfg.clone();
     writable.stores = cfg.stores.iter().map(prod_writable).collect();
-    let mut with_virtual = schemas.clone();
+    let mut with_virtual = schemas.to_vec();
     add_virtual_fks(&mut with_virtual, cfg).map_err(|e| anyhow::anyhow!(e))?;
     let analysis = analyze(&with_virtual, &cfg.cycle_breaks);
     let opts = LoadOptions {
@@ -242,7 +277,7 @@ pub async fn seed(cfg: &Config, scale: u64, work: &Path) -> anyhow::Result<Seede
         strategy: Strategy::Insert,
         dry_run: false,
     };
-    for job in plan_loads(&writable, &schemas, &analysis, &files, &opts) {
+    for job in plan_loads(&writable, schemas, &analysis, files, &opts) {
         let store = writable
             .store(&job.store)
             .ok_or_else(|| anyhow::anyhow!("store {} vanished", job.store))?;
@@ -252,16 +287,7 @@ pub async fn seed(cfg: &Config, scale: u64, work: &Path) -> anyhow::Result<Seede
             .execute("drop table if exists wf_loads")
             .await?;
     }
-    if let Some(g) = &cfg.graph {
-        seed_graph(g, &graph_spool).await?;
-    }
-    let out = Seeded {
-        rows: writers.counts,
-        nodes: writers.nodes,
-        rels: writers.rels,
-    };
-    std::fs::remove_dir_all(work)?;
-    Ok(out)
+    Ok(())
 }
 
 async fn open_prod_writer(g: &GraphConfig) -> anyhow::Result<Box<dyn GraphWrite>> {

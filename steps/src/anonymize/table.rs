@@ -60,51 +60,7 @@ pub fn anonymize(
     out_dir: &Path,
 ) -> Result<Report, AnonError> {
     // 1. Classify every field from its name and a sample of its values.
-    let mut detected: HashMap<String, Vec<Detector>> = HashMap::new();
-    let mut lookup: HashMap<String, String> = HashMap::new();
-    for t in inputs {
-        let (cols, samples) = sample(&t.file)?;
-        let found: Vec<(String, Vec<Detector>)> = cols
-            .par_iter()
-            .zip(samples)
-            .map(|(c, s)| {
-                let field = format!("{}.{}", t.table, c.name);
-                let mut d = detect_values(s.iter().map(String::as_str));
-                // A column's name flags it only when it holds text: an integer `name_id` or a
-                // `zip` number key is no name (its values are still sampled).
-                let text = c.col_type == ColType::Text;
-                if text && credential_flags(&field) && !d.contains(&Detector::Credential) {
-                    d.push(Detector::Credential);
-                }
-                if text && name_flags(&field) {
-                    d.insert(0, Detector::Name);
-                }
-                (field, d)
-            })
-            .collect();
-        for (c, (field, d)) in cols.iter().zip(found) {
-            lookup.insert(field.clone(), rule_field(t, rules, &c.name));
-            detected.insert(field, d);
-        }
-    }
-    let mut missing: Vec<String> = detected
-        .iter()
-        .filter(|(f, d)| !d.is_empty() && rules.rule_for(lookup.get(*f).unwrap_or(f), d).is_none())
-        .map(|(f, d)| {
-            format!(
-                "{f} ({})",
-                d.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(", ")
-            )
-        })
-        .collect();
-    if !missing.is_empty() {
-        missing.sort();
-        return Err(AnonError::Unclassified {
-            count: missing.len(),
-            list: missing.join(", "),
-            rules: rules_file.display().to_string(),
-        });
-    }
+    let detected = classify(inputs, rules, rules_file)?;
     // 2. Transform, collecting keyed hashes of the originals that must not survive.
     std::fs::create_dir_all(out_dir).map_err(|e| StoreError::Staging {
         path: out_dir.to_path_buf(),
@@ -152,6 +108,61 @@ pub fn anonymize(
         leaks,
         original_hashes: originals,
     })
+}
+
+/// Classifies every field of `inputs` from its name and a sample of its values; refuses (naming
+/// them) the fields that look like PII and that no rule covers.
+fn classify(
+    inputs: &[TableInput],
+    rules: &Rules,
+    rules_file: &Path,
+) -> Result<HashMap<String, Vec<Detector>>, AnonError> {
+    let mut detected: HashMap<String, Vec<Detector>> = HashMap::new();
+    let mut lookup: HashMap<String, String> = HashMap::new();
+    for t in inputs {
+        let (cols, samples) = sample(&t.file)?;
+        let found: Vec<(String, Vec<Detector>)> = cols
+            .par_iter()
+            .zip(samples)
+            .map(|(c, s)| {
+                let field = format!("{}.{}", t.table, c.name);
+                let mut d = detect_values(s.iter().map(String::as_str));
+                // A column's name flags it only when it holds text: an integer `name_id` or a
+                // `zip` number key is no name (its values are still sampled).
+                let text = c.col_type == ColType::Text;
+                if text && credential_flags(&field) && !d.contains(&Detector::Credential) {
+                    d.push(Detector::Credential);
+                }
+                if text && name_flags(&field) {
+                    d.insert(0, Detector::Name);
+                }
+                (field, d)
+            })
+            .collect();
+        for (c, (field, d)) in cols.iter().zip(found) {
+            lookup.insert(field.clone(), rule_field(t, rules, &c.name));
+            detected.insert(field, d);
+        }
+    }
+    let mut missing: Vec<String> = detected
+        .iter()
+        .filter(|(f, d)| !d.is_empty() && rules.rule_for(lookup.get(*f).unwrap_or(f), d).is_none())
+        .map(|(f, d)| {
+            format!(
+                "{f} ({})",
+                d.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(", ")
+            )
+        })
+        .collect();
+    if !missing.is_empty() {
+        missing.sort();
+        return Err(AnonError::Unclassified {
+            count: missing.len(),
+            list: missing.join(", "),
+            rules: rules_file.display().to_string(),
+        });
+    }
+    Ok(detected)
 }
 
 /// The columns of a staging file and up to `SAMPLE` non-null values of each text column, read

@@ -243,51 +243,13 @@ impl Step for AnonymizeStep {
                 ),
             });
         }
-        let rules = Rules::load(&p.rules_file).map_err(StepError::Fatal)?;
-        let key = AnonKey::from_env(&rules.key_env).map_err(|e| StepError::Fatal(e.to_string()))?;
-        if key.fingerprint() != p.key_fingerprint {
-            return Err(StepError::Fatal(format!(
-                "the anonymization key in {} is not the one this run started with (fingerprint {} vs {}): outputs would not join; use the original key or start a new run",
-                rules.key_env,
-                key.fingerprint(),
-                p.key_fingerprint
-            )));
-        }
-        let mut inputs: Vec<TableInput> = ex
-            .files
-            .iter()
-            .map(|f| {
-                let table = ex
-                    .schemas
-                    .iter()
-                    .flat_map(|s| &s.tables)
-                    .find(|t| t.id() == f.table);
-                let mut unique: Vec<String> = Vec::new();
-                if let Some(t) = table {
-                    if t.primary_key.len() == 1 {
-                        unique.push(t.primary_key[0].clone());
-                    }
-                    unique.extend(
-                        t.uniques
-                            .iter()
-                            .filter(|u| u.columns.len() == 1)
-                            .map(|u| u.columns[0].clone()),
-                    );
-                }
-                TableInput {
-                    table: f.table.clone(),
-                    file: f.path.clone(),
-                    sha256: Some(f.sha256.clone()),
-                    unique,
-                    rule_as: table.map(|t| fk_aliases(t, &p.config)).unwrap_or_default(),
-                }
-            })
-            .collect();
+        let (rules, key) = rules_and_key(&p)?;
+        let mut inputs: Vec<TableInput> =
+            ex.files.iter().map(|f| table_input(&ex, f, &p)).collect();
         if let Some(g) = &p.config.graph {
             inputs.extend(ex.graph.iter().map(|f| graph_input(g, f)));
         }
         let out_dir = cx.artifact_dir.join("anon");
-        let report_path = cx.artifact_dir.join("anonymization-report.json");
         let rules_file = p.rules_file.clone();
         let report = tokio::task::spawn_blocking(move || {
             anonymize(&inputs, &rules, &rules_file, &key, &out_dir)
@@ -299,44 +261,97 @@ impl Step for AnonymizeStep {
             AnonError::Staging(s) => input_err("extract")(s),
             other => StepError::Fatal(other.to_string()),
         })?;
-        let json =
-            serde_json::to_vec_pretty(&report).map_err(|e| StepError::Fatal(e.to_string()))?;
-        std::fs::write(&report_path, json)
-            .map_err(|e| StepError::Retryable(format!("{}: {e}", report_path.display())))?;
-        let hashes: Vec<u8> = report
-            .original_hashes
-            .iter()
-            .flat_map(|h| h.to_le_bytes())
-            .collect();
-        let hashes_path = cx.artifact_dir.join("leak-hashes.bin");
-        std::fs::write(&hashes_path, hashes)
-            .map_err(|e| StepError::Retryable(format!("{}: {e}", hashes_path.display())))?;
-        let files: Vec<StagedTable> = report
-            .files
-            .iter()
-            .map(|(t, f): &(String, FileInfo)| StagedTable {
-                table: t.clone(),
-                path: f.path.clone(),
-                rows: f.rows,
-                bytes: f.bytes,
-                sha256: f.sha256.clone(),
-            })
-            .collect();
-        let mut output = StepOutput::with_value(&AnonymizeOut {
-            files: files.clone(),
-            key_fingerprint: report.key_fingerprint.clone(),
-        })?;
-        for f in &files {
-            output.artifacts.push(
-                Artifact::from_file(&f.path)
-                    .map_err(|e| StepError::Retryable(format!("{}: {e}", f.path.display())))?,
-            );
-        }
-        output
-            .metrics
-            .insert("rows".into(), files.iter().map(|f| f.rows).sum());
-        Ok(output)
+        anonymize_output(cx, &report)
     }
+}
+
+/// The rules of the run and the key of the environment, refused unless it is the run's key.
+fn rules_and_key(p: &MigrateParams) -> Result<(Rules, AnonKey), StepError> {
+    let rules = Rules::load(&p.rules_file).map_err(StepError::Fatal)?;
+    let key = AnonKey::from_env(&rules.key_env).map_err(|e| StepError::Fatal(e.to_string()))?;
+    if key.fingerprint() != p.key_fingerprint {
+        return Err(StepError::Fatal(format!(
+            "the anonymization key in {} is not the one this run started with (fingerprint {} vs {}): outputs would not join; use the original key or start a new run",
+            rules.key_env,
+            key.fingerprint(),
+            p.key_fingerprint
+        )));
+    }
+    Ok((rules, key))
+}
+
+/// What anonymize needs of one extracted table: its file and the columns that must stay unique
+/// (a one-column primary key or unique constraint).
+fn table_input(ex: &ExtractOut, f: &StagedTable, p: &MigrateParams) -> TableInput {
+    let table = ex
+        .schemas
+        .iter()
+        .flat_map(|s| &s.tables)
+        .find(|t| t.id() == f.table);
+    let mut unique: Vec<String> = Vec::new();
+    if let Some(t) = table {
+        if t.primary_key.len() == 1 {
+            unique.push(t.primary_key[0].clone());
+        }
+        unique.extend(
+            t.uniques
+                .iter()
+                .filter(|u| u.columns.len() == 1)
+                .map(|u| u.columns[0].clone()),
+        );
+    }
+    TableInput {
+        table: f.table.clone(),
+        file: f.path.clone(),
+        sha256: Some(f.sha256.clone()),
+        unique,
+        rule_as: table.map(|t| fk_aliases(t, &p.config)).unwrap_or_default(),
+    }
+}
+
+/// Writes the anonymization report and the leak hashes beside the step, and journals the
+/// anonymized files as the step's output and artifacts.
+fn anonymize_output(
+    cx: &StepContext,
+    report: &crate::anonymize::Report,
+) -> Result<StepOutput, StepError> {
+    let report_path = cx.artifact_dir.join("anonymization-report.json");
+    let json = serde_json::to_vec_pretty(report).map_err(|e| StepError::Fatal(e.to_string()))?;
+    std::fs::write(&report_path, json)
+        .map_err(|e| StepError::Retryable(format!("{}: {e}", report_path.display())))?;
+    let hashes: Vec<u8> = report
+        .original_hashes
+        .iter()
+        .flat_map(|h| h.to_le_bytes())
+        .collect();
+    let hashes_path = cx.artifact_dir.join("leak-hashes.bin");
+    std::fs::write(&hashes_path, hashes)
+        .map_err(|e| StepError::Retryable(format!("{}: {e}", hashes_path.display())))?;
+    let files: Vec<StagedTable> = report
+        .files
+        .iter()
+        .map(|(t, f): &(String, FileInfo)| StagedTable {
+            table: t.clone(),
+            path: f.path.clone(),
+            rows: f.rows,
+            bytes: f.bytes,
+            sha256: f.sha256.clone(),
+        })
+        .collect();
+    let mut output = StepOutput::with_value(&AnonymizeOut {
+        files: files.clone(),
+        key_fingerprint: report.key_fingerprint.clone(),
+    })?;
+    for f in &files {
+        output.artifacts.push(
+            Artifact::from_file(&f.path)
+                .map_err(|e| StepError::Retryable(format!("{}: {e}", f.path.display())))?,
+        );
+    }
+    output
+        .metrics
+        .insert("rows".into(), files.iter().map(|f| f.rows).sum());
+    Ok(output)
 }
 
 /// `purge-raw`: deletes the raw (PII) staging once the anonymized files are journaled, unless the

@@ -8,6 +8,7 @@ use super::Tally;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use wf_stores::config::ColumnRef;
 use wf_stores::graph::stage::{GraphBatch, GraphFileKind, GraphFileReader};
+use wf_stores::graph::GraphConfig;
 use wf_stores::subset::Key;
 use wf_stores::StoreError;
 
@@ -23,115 +24,143 @@ pub(super) fn graph_checks(
     let mut nodes: HashMap<String, HashSet<String>> = HashMap::new();
     let mut rel_files = Vec::new();
     for path in &inp.graph_files {
-        let mut rd = GraphFileReader::open(path)?;
+        let rd = GraphFileReader::open(path)?;
         let GraphFileKind::Nodes { label } = rd.kind.clone() else {
-            rel_files.push(path.clone());
+            rel_files.push(path);
             continue;
         };
-        let table = format!("{}.{label}", g.name);
-        let links: Vec<(String, ColumnRef)> = g
-            .links
-            .iter()
-            .filter_map(|l| {
-                l.from
-                    .split_once('.')
-                    .filter(|(lab, _)| *lab == label)
-                    .map(|(_, p)| (p.to_string(), ColumnRef::parse(&l.to)))
-            })
-            .filter_map(|(p, r)| r.map(|r| (p, r)))
-            .collect();
         let keys = nodes.entry(label.clone()).or_default();
-        let (mut dup, mut dex) = (0u64, Vec::new());
-        let mut dangling: BTreeMap<String, (u64, Vec<String>)> = BTreeMap::new();
-        while let Some(b) = rd.next_batch()? {
-            let GraphBatch::Nodes(ns) = b else { continue };
-            for n in ns {
-                let k = n
-                    .props
-                    .get(&g.key_property)
-                    .map(|v| v.key_text())
-                    .unwrap_or_default();
-                if !keys.insert(k.clone()) {
-                    dup += 1;
-                    if dex.len() < super::EXAMPLES {
-                        dex.push(k.clone());
-                    }
-                }
-                for (prop, r) in &links {
-                    let Some(v) = n.props.get(prop) else { continue };
-                    let key: Key = vec![Some(v.staging_text())];
-                    if !sets
-                        .get(&set_id(&r.table_id(), std::slice::from_ref(&r.column)))
-                        .is_some_and(|s| s.contains(&hash_key(&key)))
-                    {
-                        let e = dangling.entry(prop.clone()).or_default();
-                        e.0 += 1;
-                        if e.1.len() < super::EXAMPLES {
-                            e.1.push(k.clone());
-                        }
-                    }
-                }
-            }
-        }
-        tally.check(
-            "graph",
-            "node key unique",
-            &table,
-            Severity::Error,
-            dup,
-            dex,
-            format!("{dup} {label} nodes share a key"),
-        );
-        for (prop, r) in &links {
-            let (n, ex) = dangling.remove(prop).unwrap_or_default();
-            tally.check(
-                "referential_integrity",
-                &format!("link {label}.{prop} -> {}.{}", r.table_id(), r.column),
-                &table,
-                Severity::Error,
-                n,
-                ex,
-                format!(
-                    "{n} {label} nodes link to {} rows that are not in the subset",
-                    r.table_id()
-                ),
-            );
-        }
+        node_file(tally, g, &label, rd, keys, sets)?;
     }
     for path in rel_files {
-        let mut rd = GraphFileReader::open(&path)?;
-        let GraphFileKind::Rels { start, end, .. } = rd.kind.clone() else {
-            continue;
-        };
-        let table = format!("{}.{}", g.name, rd.kind.table());
-        let (mut n, mut ex) = (0u64, Vec::new());
-        while let Some(b) = rd.next_batch()? {
-            let GraphBatch::Rels(rs) = b else { continue };
-            for r in rs {
-                let ok = |label: &str, v: &wf_stores::graph::GValue| {
-                    nodes.get(label).is_some_and(|s| s.contains(&v.key_text()))
-                };
-                if !ok(&start, &r.start.1) || !ok(&end, &r.end.1) {
-                    n += 1;
-                    if ex.len() < super::EXAMPLES {
-                        ex.push(format!(
-                            "{} -> {}",
-                            r.start.1.key_text(),
-                            r.end.1.key_text()
-                        ));
+        rel_file(tally, g, GraphFileReader::open(path)?, &nodes)?;
+    }
+    Ok(())
+}
+
+/// The links of `label`'s nodes to relational rows: (property, referenced column).
+fn links_of(g: &GraphConfig, label: &str) -> Vec<(String, ColumnRef)> {
+    g.links
+        .iter()
+        .filter_map(|l| {
+            l.from
+                .split_once('.')
+                .filter(|(lab, _)| *lab == label)
+                .map(|(_, p)| (p.to_string(), ColumnRef::parse(&l.to)))
+        })
+        .filter_map(|(p, r)| r.map(|r| (p, r)))
+        .collect()
+}
+
+/// One node file: keys unique within the label (collected into `keys`), links resolve inside
+/// the subset's key `sets`.
+fn node_file(
+    tally: &mut Tally,
+    g: &GraphConfig,
+    label: &str,
+    mut rd: GraphFileReader,
+    keys: &mut HashSet<String>,
+    sets: &HashMap<String, HashSet<u64>>,
+) -> Result<(), StoreError> {
+    let table = format!("{}.{label}", g.name);
+    let links = links_of(g, label);
+    let (mut dup, mut dex) = (0u64, Vec::new());
+    let mut dangling: BTreeMap<String, (u64, Vec<String>)> = BTreeMap::new();
+    while let Some(b) = rd.next_batch()? {
+        let GraphBatch::Nodes(ns) = b else { continue };
+        for n in ns {
+            let k = n
+                .props
+                .get(&g.key_property)
+                .map(|v| v.key_text())
+                .unwrap_or_default();
+            if !keys.insert(k.clone()) {
+                dup += 1;
+                if dex.len() < super::EXAMPLES {
+                    dex.push(k.clone());
+                }
+            }
+            for (prop, r) in &links {
+                let Some(v) = n.props.get(prop) else { continue };
+                let key: Key = vec![Some(v.staging_text())];
+                if !sets
+                    .get(&set_id(&r.table_id(), std::slice::from_ref(&r.column)))
+                    .is_some_and(|s| s.contains(&hash_key(&key)))
+                {
+                    let e = dangling.entry(prop.clone()).or_default();
+                    e.0 += 1;
+                    if e.1.len() < super::EXAMPLES {
+                        e.1.push(k.clone());
                     }
                 }
             }
         }
+    }
+    tally.check(
+        "graph",
+        "node key unique",
+        &table,
+        Severity::Error,
+        dup,
+        dex,
+        format!("{dup} {label} nodes share a key"),
+    );
+    for (prop, r) in &links {
+        let (n, ex) = dangling.remove(prop).unwrap_or_default();
         tally.check(
-            "graph",
-            "relationship ends present",
+            "referential_integrity",
+            &format!("link {label}.{prop} -> {}.{}", r.table_id(), r.column),
             &table,
             Severity::Error,
             n,
             ex,
-            format!("{n} relationships have an end node missing from the subgraph"),
+            format!(
+                "{n} {label} nodes link to {} rows that are not in the subset",
+                r.table_id()
+            ),
         );
     }
+    Ok(())
+}
+
+/// One relationship file: both ends of every relationship are among the staged `nodes`.
+fn rel_file(
+    tally: &mut Tally,
+    g: &GraphConfig,
+    mut rd: GraphFileReader,
+    nodes: &HashMap<String, HashSet<String>>,
+) -> Result<(), StoreError> {
+    let GraphFileKind::Rels { start, end, .. } = rd.kind.clone() else {
+        return Ok(());
+    };
+    let table = format!("{}.{}", g.name, rd.kind.table());
+    let (mut n, mut ex) = (0u64, Vec::new());
+    let ok = |label: &str, v: &wf_stores::graph::GValue| {
+        nodes.get(label).is_some_and(|s| s.contains(&v.key_text()))
+    };
+    while let Some(b) = rd.next_batch()? {
+        let GraphBatch::Rels(rs) = b else { continue };
+        for r in rs {
+            if !ok(&start, &r.start.1) || !ok(&end, &r.end.1) {
+                n += 1;
+                if ex.len() < super::EXAMPLES {
+                    ex.push(format!(
+                        "{} -> {}",
+                        r.start.1.key_text(),
+                        r.end.1.key_text()
+                    ));
+                }
+            }
+        }
+    }
+    tally.check(
+        "graph",
+        "relationship ends present",
+        &table,
+        Severity::Error,
+        n,
+        ex,
+        format!("{n} relationships have an end node missing from the subgraph"),
+    );
     Ok(())
 }

@@ -5,6 +5,7 @@
 
 mod business;
 mod cells;
+mod checks;
 mod conflicts;
 mod graph_checks;
 mod input;

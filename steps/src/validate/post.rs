@@ -74,11 +74,11 @@ pub async fn validate_loaded(inp: PostInput<'_>) -> Result<ValidationReport, Sto
     let mut rows_total = 0;
     for (table, path) in &inp.files {
         let (store, name) = table.split_once('.').unwrap_or(("", table));
-        let Some(ct) = cert
-            .get(store)
-            .and_then(|(s, _)| s.tables.iter().find(|t| t.name == name))
-            .cloned()
-        else {
+        let found = cert.get_mut(store).and_then(|(schema, snap)| {
+            let ct = schema.tables.iter().find(|t| t.name == name).cloned();
+            ct.map(|ct| (ct, snap))
+        });
+        let Some((ct, snap)) = found else {
             tally.check(
                 "cert_contents",
                 "table exists",
@@ -90,144 +90,23 @@ pub async fn validate_loaded(inp: PostInput<'_>) -> Result<ValidationReport, Sto
             );
             continue;
         };
-        let reader = open(path)?;
-        let cols = columns_of(&reader.schema()).map_err(|m| StoreError::Staging {
+        let cols = columns_of(&open(path)?.schema()).map_err(|m| StoreError::Staging {
             path: path.clone(),
             message: m,
         })?;
-        let names: Vec<String> = cols.iter().map(|c| c.name.clone()).collect();
-        let types: Vec<ColType> = cols.iter().map(|c| c.col_type).collect();
-        // Per column: the tag ids of its leak-scan domains (None: not scanned).
-        let scan_tags: Vec<Option<Vec<u64>>> = match inp.key {
-            Some(key) => names
-                .iter()
-                .map(|n| {
-                    inp.scanned_fields
-                        .get(&format!("{table}.{n}"))
-                        .map(|tags| tags.iter().map(|t| tag_id(key, t)).collect())
-                })
-                .collect(),
-            None => vec![None; names.len()],
+        let t = Loaded {
+            table,
+            ct: &ct,
+            path,
+            names: cols.iter().map(|c| c.name.clone()).collect(),
+            types: cols.iter().map(|c| c.col_type).collect(),
         };
-        let pk: Vec<usize> = ct
-            .primary_key
-            .iter()
-            .filter_map(|k| names.iter().position(|n| n == k))
-            .collect();
-        if pk.is_empty() || pk.len() != ct.primary_key.len() {
-            tally.check(
-                "cert_contents",
-                "rows comparable by primary key",
-                table,
-                Severity::Warning,
-                1,
-                vec![],
-                format!("{table} has no primary key: its rows are not compared"),
-            );
+        let Some(rows) = compare_rows(&mut tally, &inp, snap, &t, &originals).await? else {
             continue;
-        }
-        let (mut staged_sum, mut cert_sum, mut staged_n, mut found_n) = (0u64, 0u64, 0u64, 0u64);
-        let mut leaks = 0u64;
-        let mut chunk: Vec<Key> = Vec::new();
-        let mut batches = reader.peekable();
-        let snap = &mut cert.get_mut(store).expect("opened above").1;
-        while let Some(b) = batches.next() {
-            let b = b.map_err(|e| wf_stores::staging::damaged(path, e))?;
-            let last_batch = batches.peek().is_none();
-            for r in 0..b.num_rows() {
-                let row: Vec<Option<String>> = (0..names.len())
-                    .map(|i| super::cells::text(&value_at(b.column(i).as_ref(), r)))
-                    .collect();
-                staged_sum = staged_sum.wrapping_add(row_hash(&types, &row));
-                staged_n += 1;
-                chunk.push(pk.iter().map(|&i| row[i].clone()).collect());
-                if chunk.len() >= LOOKUP || (last_batch && r + 1 == b.num_rows()) {
-                    for got in snap.rows_in(&ct, &ct.primary_key, &chunk, &names).await? {
-                        found_n += 1;
-                        cert_sum = cert_sum.wrapping_add(row_hash(&types, &got));
-                        if let Some(key) = inp.key {
-                            leaks += leaks_in(key, &got, &scan_tags, &originals);
-                        }
-                    }
-                    chunk.clear();
-                }
-            }
-        }
-        rows_total += staged_n;
-        tally.check(
-            "cert_contents",
-            "row count",
-            table,
-            Severity::Error,
-            staged_n.saturating_sub(found_n),
-            vec![],
-            format!(
-                "{} of {staged_n} staged rows are missing from CERT",
-                staged_n.saturating_sub(found_n)
-            ),
-        );
-        tally.check("cert_contents", "checksum", table, Severity::Error, u64::from(staged_sum != cert_sum), vec![],
-            format!("CERT rows differ from the anonymized staging (checksum {cert_sum:016x} vs {staged_sum:016x})"));
-        tally.check(
-            "pii",
-            "no original value in CERT",
-            table,
-            Severity::Critical,
-            leaks,
-            vec![],
-            format!("{leaks} original values found in CERT"),
-        );
-        // References of the loaded rows resolve in CERT.
-        if let Some(pt) = prod.iter().find(|t| t.id() == *table) {
-            for f in &pt.foreign_keys {
-                let idx: Vec<usize> = f
-                    .columns
-                    .iter()
-                    .filter_map(|c| names.iter().position(|n| n == c))
-                    .collect();
-                if idx.len() != f.columns.len() {
-                    continue;
-                }
-                let mut values: HashSet<Key> = HashSet::new();
-                for b in open(path)? {
-                    let b = b.map_err(|e| wf_stores::staging::damaged(path, e))?;
-                    for r in 0..b.num_rows() {
-                        let k: Option<Key> = idx
-                            .iter()
-                            .map(|&i| {
-                                super::cells::text(&value_at(b.column(i).as_ref(), r)).map(Some)
-                            })
-                            .collect();
-                        if let Some(k) = k {
-                            values.insert(k);
-                        }
-                    }
-                }
-                let (ps, pn) = f.ref_table.split_once('.').unwrap_or(("", &f.ref_table));
-                let Some((pschema, psnap)) = cert.get_mut(ps) else {
-                    continue;
-                };
-                let Some(ptable) = pschema.tables.iter().find(|t| t.name == pn).cloned() else {
-                    continue;
-                };
-                let keys: Vec<Key> = values.into_iter().collect();
-                let mut missing = keys.len() as u64;
-                for c in keys.chunks(LOOKUP) {
-                    missing -= psnap
-                        .rows_in(&ptable, &f.ref_columns, c, &f.ref_columns)
-                        .await?
-                        .len() as u64;
-                }
-                tally.check(
-                    "referential_integrity",
-                    &format!("{} -> {}", f.name, f.ref_table),
-                    table,
-                    Severity::Error,
-                    missing,
-                    vec![],
-                    format!("{missing} referenced {} keys are not in CERT", f.ref_table),
-                );
-            }
+        };
+        rows_total += rows;
+        if let Some(pt) = prod.iter().find(|pt| pt.id() == *table) {
+            references_resolve(&mut tally, &mut cert, &t, pt).await?;
         }
     }
     if let Some(g) = &inp.config.graph {
@@ -235,6 +114,171 @@ pub async fn validate_loaded(inp: PostInput<'_>) -> Result<ValidationReport, Sto
     }
     let n = inp.files.len() as u64;
     Ok(tally.finish(n, rows_total, started.elapsed().as_secs_f64()))
+}
+
+/// One staged table that the run loaded, with its CERT definition and staged columns.
+struct Loaded<'a> {
+    table: &'a str,
+    ct: &'a Table,
+    path: &'a PathBuf,
+    names: Vec<String>,
+    types: Vec<ColType>,
+}
+
+/// Per column of `t`: the tag ids of its leak-scan domains (`None`: not scanned).
+fn scan_tags(inp: &PostInput<'_>, t: &Loaded<'_>) -> Vec<Option<Vec<u64>>> {
+    let Some(key) = inp.key else {
+        return vec![None; t.names.len()];
+    };
+    t.names
+        .iter()
+        .map(|n| {
+            inp.scanned_fields
+                .get(&format!("{}.{n}", t.table))
+                .map(|tags| tags.iter().map(|tag| tag_id(key, tag)).collect())
+        })
+        .collect()
+}
+
+/// Compares `t`'s staged rows with CERT's by primary key: row count, checksum, and the leak scan
+/// of what CERT holds. Returns the staged row count, or `None` for a table without a primary
+/// key (reported as not comparable).
+async fn compare_rows(
+    tally: &mut Tally,
+    inp: &PostInput<'_>,
+    snap: &mut Snap,
+    t: &Loaded<'_>,
+    originals: &LeakSet,
+) -> Result<Option<u64>, StoreError> {
+    let (table, ct, path) = (t.table, t.ct, t.path);
+    let pk: Vec<usize> = ct
+        .primary_key
+        .iter()
+        .filter_map(|k| t.names.iter().position(|n| n == k))
+        .collect();
+    if pk.is_empty() || pk.len() != ct.primary_key.len() {
+        tally.check(
+            "cert_contents",
+            "rows comparable by primary key",
+            table,
+            Severity::Warning,
+            1,
+            vec![],
+            format!("{table} has no primary key: its rows are not compared"),
+        );
+        return Ok(None);
+    }
+    let scan_tags = scan_tags(inp, t);
+    let (mut staged_sum, mut cert_sum, mut staged_n, mut found_n) = (0u64, 0u64, 0u64, 0u64);
+    let mut leaks = 0u64;
+    let mut chunk: Vec<Key> = Vec::new();
+    let mut batches = open(path)?.peekable();
+    while let Some(b) = batches.next() {
+        let b = b.map_err(|e| wf_stores::staging::damaged(path, e))?;
+        let last_batch = batches.peek().is_none();
+        for r in 0..b.num_rows() {
+            let row: Vec<Option<String>> = (0..t.names.len())
+                .map(|i| super::cells::text(&value_at(b.column(i).as_ref(), r)))
+                .collect();
+            staged_sum = staged_sum.wrapping_add(row_hash(&t.types, &row));
+            staged_n += 1;
+            chunk.push(pk.iter().map(|&i| row[i].clone()).collect());
+            if chunk.len() >= LOOKUP || (last_batch && r + 1 == b.num_rows()) {
+                for got in snap.rows_in(ct, &ct.primary_key, &chunk, &t.names).await? {
+                    found_n += 1;
+                    cert_sum = cert_sum.wrapping_add(row_hash(&t.types, &got));
+                    if let Some(key) = inp.key {
+                        leaks += leaks_in(key, &got, &scan_tags, originals);
+                    }
+                }
+                chunk.clear();
+            }
+        }
+    }
+    let missing = staged_n.saturating_sub(found_n);
+    tally.check(
+        "cert_contents",
+        "row count",
+        table,
+        Severity::Error,
+        missing,
+        vec![],
+        format!("{missing} of {staged_n} staged rows are missing from CERT"),
+    );
+    tally.check("cert_contents", "checksum", table, Severity::Error, u64::from(staged_sum != cert_sum), vec![],
+        format!("CERT rows differ from the anonymized staging (checksum {cert_sum:016x} vs {staged_sum:016x})"));
+    tally.check(
+        "pii",
+        "no original value in CERT",
+        table,
+        Severity::Critical,
+        leaks,
+        vec![],
+        format!("{leaks} original values found in CERT"),
+    );
+    Ok(Some(staged_n))
+}
+
+/// Every foreign key of the loaded rows of `t` (PROD definition `pt`) resolves in CERT.
+async fn references_resolve(
+    tally: &mut Tally,
+    cert: &mut HashMap<String, (StoreSchema, Snap)>,
+    t: &Loaded<'_>,
+    pt: &Table,
+) -> Result<(), StoreError> {
+    for f in &pt.foreign_keys {
+        let idx: Vec<usize> = f
+            .columns
+            .iter()
+            .filter_map(|c| t.names.iter().position(|n| n == c))
+            .collect();
+        if idx.len() != f.columns.len() {
+            continue;
+        }
+        let (ps, pn) = f.ref_table.split_once('.').unwrap_or(("", &f.ref_table));
+        let Some((pschema, psnap)) = cert.get_mut(ps) else {
+            continue;
+        };
+        let Some(ptable) = pschema.tables.iter().find(|t| t.name == pn).cloned() else {
+            continue;
+        };
+        let keys: Vec<Key> = staged_keys(t.path, &idx)?.into_iter().collect();
+        let mut missing = keys.len() as u64;
+        for c in keys.chunks(LOOKUP) {
+            missing -= psnap
+                .rows_in(&ptable, &f.ref_columns, c, &f.ref_columns)
+                .await?
+                .len() as u64;
+        }
+        tally.check(
+            "referential_integrity",
+            &format!("{} -> {}", f.name, f.ref_table),
+            t.table,
+            Severity::Error,
+            missing,
+            vec![],
+            format!("{missing} referenced {} keys are not in CERT", f.ref_table),
+        );
+    }
+    Ok(())
+}
+
+/// The distinct non-NULL key tuples of columns `idx` in a staged file.
+fn staged_keys(path: &std::path::Path, idx: &[usize]) -> Result<HashSet<Key>, StoreError> {
+    let mut values: HashSet<Key> = HashSet::new();
+    for b in open(path)? {
+        let b = b.map_err(|e| wf_stores::staging::damaged(path, e))?;
+        for r in 0..b.num_rows() {
+            let k: Option<Key> = idx
+                .iter()
+                .map(|&i| super::cells::text(&value_at(b.column(i).as_ref(), r)).map(Some))
+                .collect();
+            if let Some(k) = k {
+                values.insert(k);
+            }
+        }
+    }
+    Ok(values)
 }
 
 /// Every staged node (with its properties) and relationship is in the CERT graph.

@@ -6,7 +6,7 @@
 
 use super::extract::CHUNK;
 use super::stage::{GraphBatch, GraphFileKind, GraphFileReader};
-use super::{open_write, GValue, GraphConfig, GraphWrite};
+use super::{open_write, GValue, GraphConfig, GraphWrite, NodeRec, RelRec};
 use crate::error::StoreError;
 use crate::load::{LoadReport, Strategy, TableReport};
 use serde::{Deserialize, Serialize};
@@ -82,6 +82,8 @@ pub async fn load_graph(cfg: &GraphConfig, job: &GraphLoad) -> Result<LoadReport
     }
 }
 
+/// Loads every staged file inside the open transaction of `w`; `None` if the run's marker is
+/// already there (loaded before).
 async fn load_in(
     w: &mut dyn GraphWrite,
     cfg: &GraphConfig,
@@ -100,61 +102,28 @@ async fn load_in(
             w.ensure_index(label, &r.key).await?;
         }
     }
-    let partial = job.manifest.with_extension("partial");
-    if let Some(dir) = partial.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-    }
-    let mut manifest =
-        std::io::BufWriter::new(std::fs::File::create(&partial).map_err(|e| io_err(&partial, e))?);
-    let mut line = |c: Created| -> Result<(), StoreError> {
-        let text = serde_json::to_string(&c).map_err(|e| io_err(&partial, e))?;
-        writeln!(manifest, "{text}").map_err(|e| io_err(&partial, e))
-    };
+    let mut manifest = Partial::create(&job.manifest)?;
     let mut tables = Vec::new();
     for mut rd in readers {
-        let table = format!("{}.{}", cfg.name, rd.kind.table());
-        let (mut rows_in_file, mut inserted) = (0u64, 0u64);
-        let key = rd.key.clone();
+        let mut file = FileLoad {
+            w: &mut *w,
+            cfg,
+            strategy: job.strategy,
+            table: format!("{}.{}", cfg.name, rd.kind.table()),
+            key: rd.key.clone(),
+            manifest: &mut manifest,
+            report: TableReport {
+                table: String::new(),
+                rows_in_file: 0,
+                inserted: 0,
+            },
+        };
+        let kind = rd.kind.clone();
         while let Some(batch) = rd.next_batch()? {
-            match (batch, &rd.kind) {
+            match (batch, &kind) {
                 (GraphBatch::Nodes(rows), GraphFileKind::Nodes { label }) => {
                     for chunk in rows.chunks(CHUNK) {
-                        rows_in_file += chunk.len() as u64;
-                        let keys: Vec<GValue> = chunk
-                            .iter()
-                            .map(|n| n.props.get(&key).cloned().unwrap_or(GValue::Null))
-                            .collect();
-                        if keys.iter().any(|k| matches!(k, GValue::Null)) {
-                            return Err(StoreError::Query {
-                                store: cfg.name.clone(),
-                                message: format!("{table}: a node has no {key}; every node needs its key property"),
-                            });
-                        }
-                        let existing: HashSet<String> = w
-                            .existing_nodes(label, &key, &keys)
-                            .await?
-                            .iter()
-                            .map(GValue::key_text)
-                            .collect();
-                        conflict(cfg, &table, job.strategy, &existing)?;
-                        let fresh: Vec<_> = chunk
-                            .iter()
-                            .zip(&keys)
-                            .filter(|(_, k)| !existing.contains(&k.key_text()))
-                            .collect();
-                        let write: Vec<_> = if job.strategy == Strategy::Upsert {
-                            chunk.to_vec()
-                        } else {
-                            fresh.iter().map(|(n, _)| (*n).clone()).collect()
-                        };
-                        w.merge_nodes(label, &key, &write).await?;
-                        for (_, k) in &fresh {
-                            line(Created::Node {
-                                label: label.clone(),
-                                key: k.to_json(),
-                            })?;
-                        }
-                        inserted += fresh.len() as u64;
+                        file.nodes(label, chunk).await?;
                     }
                 }
                 (
@@ -166,62 +135,160 @@ async fn load_in(
                     },
                 ) => {
                     for chunk in rows.chunks(CHUNK) {
-                        rows_in_file += chunk.len() as u64;
-                        let pairs: Vec<(GValue, GValue)> = chunk
-                            .iter()
-                            .map(|r| (r.start.1.clone(), r.end.1.clone()))
-                            .collect();
-                        let pair_text = |p: &(GValue, GValue)| (p.0.key_text(), p.1.key_text());
-                        let existing: HashSet<(String, String)> = w
-                            .existing_rels(rel_type, (start, end), &key, &pairs)
-                            .await?
-                            .iter()
-                            .map(pair_text)
-                            .collect();
-                        let existing_text: HashSet<String> = existing
-                            .iter()
-                            .map(|(s, e)| format!("{s} -> {e}"))
-                            .collect();
-                        conflict(cfg, &table, job.strategy, &existing_text)?;
-                        let fresh: Vec<_> = chunk
-                            .iter()
-                            .zip(&pairs)
-                            .filter(|(_, p)| !existing.contains(&pair_text(p)))
-                            .collect();
-                        let write: Vec<_> = if job.strategy == Strategy::Upsert {
-                            chunk.to_vec()
-                        } else {
-                            fresh.iter().map(|(r, _)| (*r).clone()).collect()
-                        };
-                        w.merge_rels(rel_type, (start, end), &key, &write).await?;
-                        for (_, (s, e)) in &fresh {
-                            line(Created::Rel {
-                                rel: rel_type.clone(),
-                                start: start.clone(),
-                                end: end.clone(),
-                                s: s.to_json(),
-                                e: e.to_json(),
-                            })?;
-                        }
-                        inserted += fresh.len() as u64;
+                        file.rels(rel_type, (start, end), chunk).await?;
                     }
                 }
                 _ => {}
             }
         }
-        tables.push(TableReport {
-            table,
-            rows_in_file,
-            inserted,
-        });
+        let mut report = file.report;
+        report.table = file.table;
+        tables.push(report);
     }
-    let file = manifest
-        .into_inner()
-        .map_err(|e| io_err(&partial, e.error()))?;
-    file.sync_all().map_err(|e| io_err(&partial, e))?;
-    std::fs::rename(&partial, &job.manifest).map_err(|e| io_err(&job.manifest, e))?;
+    manifest.finish(&job.manifest)?;
     w.write_marker(&job.run_key).await?;
     Ok(Some(tables))
+}
+
+/// The manifest being written beside its final name, synced and renamed when the load is done.
+struct Partial {
+    path: PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+}
+
+impl Partial {
+    fn create(manifest: &Path) -> Result<Partial, StoreError> {
+        let path = manifest.with_extension("partial");
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        }
+        let f = std::fs::File::create(&path).map_err(|e| io_err(&path, e))?;
+        Ok(Partial {
+            out: std::io::BufWriter::new(f),
+            path,
+        })
+    }
+
+    fn line(&mut self, c: Created) -> Result<(), StoreError> {
+        let text = serde_json::to_string(&c).map_err(|e| io_err(&self.path, e))?;
+        writeln!(self.out, "{text}").map_err(|e| io_err(&self.path, e))
+    }
+
+    fn finish(self, manifest: &Path) -> Result<(), StoreError> {
+        let path = self.path;
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| io_err(&path, e.error()))?;
+        file.sync_all().map_err(|e| io_err(&path, e))?;
+        std::fs::rename(&path, manifest).map_err(|e| io_err(manifest, e))
+    }
+}
+
+/// The load of one staged file: chunks of nodes or relationships, each checked against what CERT
+/// holds, written, and recorded in the manifest.
+struct FileLoad<'a> {
+    w: &'a mut dyn GraphWrite,
+    cfg: &'a GraphConfig,
+    strategy: Strategy,
+    table: String,
+    key: String,
+    manifest: &'a mut Partial,
+    report: TableReport,
+}
+
+impl FileLoad<'_> {
+    async fn nodes(&mut self, label: &str, chunk: &[NodeRec]) -> Result<(), StoreError> {
+        let (table, key) = (&self.table, &self.key);
+        self.report.rows_in_file += chunk.len() as u64;
+        let keys: Vec<GValue> = chunk
+            .iter()
+            .map(|n| n.props.get(key).cloned().unwrap_or(GValue::Null))
+            .collect();
+        if keys.iter().any(|k| matches!(k, GValue::Null)) {
+            return Err(StoreError::Query {
+                store: self.cfg.name.clone(),
+                message: format!("{table}: a node has no {key}; every node needs its key property"),
+            });
+        }
+        let existing: HashSet<String> = self
+            .w
+            .existing_nodes(label, key, &keys)
+            .await?
+            .iter()
+            .map(GValue::key_text)
+            .collect();
+        conflict(self.cfg, table, self.strategy, &existing)?;
+        let fresh: Vec<_> = chunk
+            .iter()
+            .zip(&keys)
+            .filter(|(_, k)| !existing.contains(&k.key_text()))
+            .collect();
+        let write: Vec<_> = if self.strategy == Strategy::Upsert {
+            chunk.to_vec()
+        } else {
+            fresh.iter().map(|(n, _)| (*n).clone()).collect()
+        };
+        self.w.merge_nodes(label, key, &write).await?;
+        for (_, k) in &fresh {
+            self.manifest.line(Created::Node {
+                label: label.to_string(),
+                key: k.to_json(),
+            })?;
+        }
+        self.report.inserted += fresh.len() as u64;
+        Ok(())
+    }
+
+    async fn rels(
+        &mut self,
+        rel_type: &str,
+        (start, end): (&String, &String),
+        chunk: &[RelRec],
+    ) -> Result<(), StoreError> {
+        self.report.rows_in_file += chunk.len() as u64;
+        let pairs: Vec<(GValue, GValue)> = chunk
+            .iter()
+            .map(|r| (r.start.1.clone(), r.end.1.clone()))
+            .collect();
+        let pair_text = |p: &(GValue, GValue)| (p.0.key_text(), p.1.key_text());
+        let existing: HashSet<(String, String)> = self
+            .w
+            .existing_rels(rel_type, (start, end), &self.key, &pairs)
+            .await?
+            .iter()
+            .map(pair_text)
+            .collect();
+        let existing_text: HashSet<String> = existing
+            .iter()
+            .map(|(s, e)| format!("{s} -> {e}"))
+            .collect();
+        conflict(self.cfg, &self.table, self.strategy, &existing_text)?;
+        let fresh: Vec<_> = chunk
+            .iter()
+            .zip(&pairs)
+            .filter(|(_, p)| !existing.contains(&pair_text(p)))
+            .collect();
+        let write: Vec<_> = if self.strategy == Strategy::Upsert {
+            chunk.to_vec()
+        } else {
+            fresh.iter().map(|(r, _)| (*r).clone()).collect()
+        };
+        self.w
+            .merge_rels(rel_type, (start, end), &self.key, &write)
+            .await?;
+        for (_, (s, e)) in &fresh {
+            self.manifest.line(Created::Rel {
+                rel: rel_type.to_string(),
+                start: start.clone(),
+                end: end.clone(),
+                s: s.to_json(),
+                e: e.to_json(),
+            })?;
+        }
+        self.report.inserted += fresh.len() as u64;
+        Ok(())
+    }
 }
 
 fn conflict(

@@ -281,29 +281,7 @@ async fn load_table(
     let found = existing(conn, table, &file_keys).await?;
     let inserted = new_keys(file_keys, &found);
     let names: Vec<String> = schema.fields().iter().map(|f| ident(f.name())).collect();
-    let pk: Vec<String> = key_columns(table).iter().map(|c| ident(c)).collect();
-    let conflict = match t.strategy {
-        Strategy::Insert => String::new(),
-        Strategy::SkipExisting => " on conflict do nothing".into(),
-        Strategy::Upsert => {
-            let sets: Vec<String> = schema
-                .fields()
-                .iter()
-                .map(|f| f.name())
-                .filter(|c| !key_columns(table).contains(c))
-                .map(|c| format!("{0} = excluded.{0}", ident(c)))
-                .collect();
-            if sets.is_empty() {
-                " on conflict do nothing".into()
-            } else {
-                format!(
-                    " on conflict ({}) do update set {}",
-                    pk.join(", "),
-                    sets.join(", ")
-                )
-            }
-        }
-    };
+    let conflict = on_conflict(table, t.strategy, &schema);
     let head = format!(
         "insert into {} ({}) values ",
         ident(&table.name),
@@ -322,37 +300,13 @@ async fn load_table(
                 "{head}{}{conflict}",
                 vec![row.as_str(); end - start].join(", ")
             );
-            sqlx::raw_sql("savepoint wf_batch")
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| StoreError::from_sqlx(store, e))?;
-            let batch = bind_rows(sqlx::query(sqlx::AssertSqlSafe(sql)), b, start..end)
-                .execute(&mut *conn)
-                .await;
-            match batch {
-                Ok(_) => {
-                    sqlx::raw_sql("release wf_batch")
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(|e| StoreError::from_sqlx(store, e))?;
-                }
-                Err(e) => {
-                    // Replay the batch row by row to name the row that broke a constraint.
-                    sqlx::raw_sql("rollback to wf_batch")
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(|e| StoreError::from_sqlx(store, e))?;
-                    let one = format!("{head}{row}{conflict}");
-                    for r in start..end {
-                        let q =
-                            bind_rows(sqlx::query(sqlx::AssertSqlSafe(one.clone())), b, r..r + 1);
-                        if let Err(e) = q.execute(&mut *conn).await {
-                            return Err(load_error(store, &table.name, &key_of(b, &key_idx, r), e));
-                        }
-                    }
-                    return Err(load_error(store, &table.name, &Vec::new(), e));
-                }
-            }
+            let stmt = Insert {
+                store,
+                table: &table.name,
+                key_idx: &key_idx,
+                one: format!("{head}{row}{conflict}"),
+            };
+            stmt.rows(conn, &sql, b, start..end).await?;
             start = end;
         }
     }
@@ -362,6 +316,91 @@ async fn load_table(
         rows_in_file,
         inserted: inserted.len() as u64,
     })
+}
+
+/// The `on conflict` clause of the strategy: none for insert, nothing done for skip-existing, the
+/// non-key columns set from the new row for upsert.
+fn on_conflict(table: &Table, strategy: Strategy, schema: &arrow_schema::Schema) -> String {
+    match strategy {
+        Strategy::Insert => String::new(),
+        Strategy::SkipExisting => " on conflict do nothing".into(),
+        Strategy::Upsert => {
+            let keys = key_columns(table);
+            let sets: Vec<String> = schema
+                .fields()
+                .iter()
+                .map(|f| f.name())
+                .filter(|c| !keys.contains(c))
+                .map(|c| format!("{0} = excluded.{0}", ident(c)))
+                .collect();
+            if sets.is_empty() {
+                return " on conflict do nothing".into();
+            }
+            let pk: Vec<String> = keys.iter().map(|c| ident(c)).collect();
+            format!(
+                " on conflict ({}) do update set {}",
+                pk.join(", "),
+                sets.join(", ")
+            )
+        }
+    }
+}
+
+/// One multi-row insert statement of a table, with the one-row form to name a failing row.
+struct Insert<'a> {
+    store: &'a str,
+    table: &'a str,
+    key_idx: &'a [usize],
+    one: String,
+}
+
+impl Insert<'_> {
+    /// Inserts rows `rows` of `b` with `sql` inside a savepoint; on failure, replays them one by
+    /// one to name the row that broke a constraint.
+    async fn rows(
+        &self,
+        conn: &mut SqliteConnection,
+        sql: &str,
+        b: &arrow_array::RecordBatch,
+        rows: std::ops::Range<usize>,
+    ) -> Result<(), StoreError> {
+        let store = self.store;
+        let exec = |sql: &'static str| sqlx::raw_sql(sql);
+        exec("savepoint wf_batch")
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| StoreError::from_sqlx(store, e))?;
+        let batch = bind_rows(
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_string())),
+            b,
+            rows.clone(),
+        )
+        .execute(&mut *conn)
+        .await;
+        let Err(e) = batch else {
+            return exec("release wf_batch")
+                .execute(&mut *conn)
+                .await
+                .map(|_| ())
+                .map_err(|e| StoreError::from_sqlx(store, e));
+        };
+        exec("rollback to wf_batch")
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| StoreError::from_sqlx(store, e))?;
+        for r in rows {
+            let q = bind_rows(
+                sqlx::query(sqlx::AssertSqlSafe(self.one.clone())),
+                b,
+                r..r + 1,
+            );
+            if let Err(e) = q.execute(&mut *conn).await {
+                let key = key_of(b, self.key_idx, r);
+                return Err(load_error(store, self.table, &key, e));
+            }
+        }
+        Err(load_error(store, self.table, &Vec::new(), e))
+    }
 }
 
 /// Binds every column of rows `rows` of `batch`, row after row.

@@ -1,20 +1,21 @@
 //! SQLite stores through sqlx: the embedded default for demos and quick tests. PROD files are opened
 //! read-only; CERT files are created when missing.
 
+mod introspect;
+use introspect::quote_ident;
 pub mod snapshot;
 
-use crate::config::{Side, StoreKind, Triggers};
+use crate::config::{Side, Triggers};
 use crate::error::StoreError;
 use crate::load::{LoadReport, StoreLoad};
 use crate::marker::{
     file_identity, read_marker, Enrollment, Identity, CREATE_MARKER, INSERT_MARKER,
 };
 use crate::relational::{DistrictRow, RelationalStore};
-use crate::schema::{Column, ForeignKey, StoreSchema, Table, Unique};
+use crate::schema::StoreSchema;
 use crate::snapshot::Snap;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::Row;
-use std::collections::BTreeMap;
 use std::str::FromStr;
 
 /// One SQLite database file of a store.
@@ -32,10 +33,6 @@ pub(crate) fn sqlite_path(url: &str) -> std::path::PathBuf {
         .or_else(|| url.strip_prefix("sqlite:"))
         .unwrap_or(url);
     std::path::PathBuf::from(p.split('?').next().unwrap_or(p))
-}
-
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 impl SqliteStore {
@@ -79,111 +76,7 @@ impl RelationalStore for SqliteStore {
     }
 
     async fn introspect(&self) -> Result<StoreSchema, StoreError> {
-        let err = |e| StoreError::from_sqlx(&self.name, e);
-        let names: Vec<String> = sqlx::query_scalar(
-            "select name from sqlite_master where type = 'table' and name not like 'sqlite_%' \
-             and name not in ('wf_loads', 'wf_enrollment') order by name",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(err)?;
-        let mut tables = Vec::new();
-        for name in names {
-            let q = quote_ident(&name);
-            let info = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "select name, type, \"notnull\", dflt_value, pk from pragma_table_info({})",
-                sql_string(&name)
-            )))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(err)?;
-            let mut columns = Vec::new();
-            let mut pk: Vec<(i64, String)> = Vec::new();
-            for r in info {
-                let col: String = r.get(0);
-                let pk_pos: i64 = r.get(4);
-                if pk_pos > 0 {
-                    pk.push((pk_pos, col.clone()));
-                }
-                columns.push(Column {
-                    name: col,
-                    data_type: r.get::<String, _>(1).to_lowercase(),
-                    nullable: r.get::<i64, _>(2) == 0 && pk_pos == 0,
-                    default: r.get(3),
-                });
-            }
-            pk.sort();
-            let fk_rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "select id, seq, \"table\", \"from\", \"to\" from pragma_foreign_key_list({}) order by id, seq",
-                sql_string(&name)
-            )))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(err)?;
-            let mut fks: BTreeMap<i64, ForeignKey> = BTreeMap::new();
-            for r in fk_rows {
-                let id: i64 = r.get(0);
-                let parent: String = r.get(2);
-                let fk = fks.entry(id).or_insert_with(|| ForeignKey {
-                    name: format!("{name}_fk{id}"),
-                    columns: Vec::new(),
-                    ref_table: format!("{}.{parent}", self.name),
-                    ref_columns: Vec::new(),
-                    deferrable: false,
-                    is_virtual: false,
-                });
-                fk.columns.push(r.get(3));
-                // A NULL `to` means the parent's primary key (single column assumed).
-                fk.ref_columns
-                    .push(r.get::<Option<String>, _>(4).unwrap_or_else(|| "id".into()));
-            }
-            let idx = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "select name, origin, \"partial\" from pragma_index_list({}) where \"unique\" = 1",
-                sql_string(&name)
-            )))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(err)?;
-            let mut uniques = Vec::new();
-            for r in idx {
-                let idx_name: String = r.get(0);
-                let origin: String = r.get(1);
-                if origin == "pk" {
-                    continue;
-                }
-                let cols: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                    "select name from pragma_index_info({}) order by seqno",
-                    sql_string(&idx_name)
-                )))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(err)?;
-                uniques.push(Unique {
-                    name: idx_name,
-                    columns: cols,
-                    partial: r.get::<i64, _>(2) != 0,
-                });
-            }
-            let count: i64 =
-                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("select count(*) from {q}")))
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(err)?;
-            tables.push(Table {
-                store: self.name.clone(),
-                name,
-                columns,
-                primary_key: pk.into_iter().map(|(_, c)| c).collect(),
-                uniques,
-                foreign_keys: fks.into_values().collect(),
-                row_count: count.max(0) as u64,
-            });
-        }
-        Ok(StoreSchema {
-            store: self.name.clone(),
-            kind: StoreKind::Sqlite,
-            tables,
-        })
+        introspect::schema(&self.pool, &self.name).await
     }
 
     async fn execute(&self, sql: &str) -> Result<u64, StoreError> {
@@ -266,11 +159,6 @@ impl RelationalStore for SqliteStore {
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect())
     }
-}
-
-/// A SQL string literal.
-fn sql_string(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 #[cfg(test)]
