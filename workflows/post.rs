@@ -112,9 +112,7 @@ type ScannedFields = HashMap<String, Vec<String>>;
 /// The fields the run's leak scan covered, with their domains, and the sorted keyed hashes of the
 /// originals. A report from before domains has neither: its passed-through fields are scanned
 /// against every original, as then.
-fn leak_scan_inputs(
-    anon_dir: &std::path::Path,
-) -> anyhow::Result<(ScannedFields, Vec<u64>)> {
+fn leak_scan_inputs(anon_dir: &std::path::Path) -> anyhow::Result<(ScannedFields, Vec<u64>)> {
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(anon_dir.join("anonymization-report.json"))?)?;
     let scanned_fields: HashMap<String, Vec<String>> = report["fields"]

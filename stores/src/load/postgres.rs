@@ -1,6 +1,6 @@
 //! Loading into and rolling back PostgreSQL CERT databases (`COPY … FROM STDIN`).
 
-use super::protocol::{self, Dialect, Written};
+use super::protocol::{self, Conn, Dialect, Written};
 use super::{
     batches, copy_manifest, key_of, key_positions, new_keys, write_manifest, LoadReport, StoreLoad,
     Strategy, TableLoad, TableReport,
@@ -14,7 +14,7 @@ use crate::staging::open;
 use crate::subset::{key_columns, Key, KEY_BATCH};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgDatabaseError;
-use sqlx::{PgConnection, PgPool, Postgres, Row};
+use sqlx::{PgConnection, PgPool, Postgres};
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -74,17 +74,7 @@ async fn existing(
         for i in 0..cols.len() {
             q = q.bind(chunk.iter().map(|k| k[i].clone()).collect::<Vec<_>>());
         }
-        for r in q
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(|e| StoreError::from_sqlx(&table.store, e))?
-        {
-            found.insert(
-                (0..cols.len())
-                    .map(|i| r.get::<Option<String>, _>(i))
-                    .collect(),
-            );
-        }
+        found.extend(protocol::fetch_keys(q, conn, cols.len(), &table.store).await?);
     }
     Ok(found)
 }
@@ -116,12 +106,7 @@ struct PgDialect {
 
 impl PgDialect {
     async fn open(pool: &PgPool, store: &str, triggers: Triggers) -> Result<PgDialect, StoreError> {
-        let mut conn = pool
-            .acquire()
-            .await
-            .map_err(|e| StoreError::from_sqlx(store, e))?;
-        // A load abandoned mid-transaction must not hand its connection back to the pool.
-        conn.close_on_drop();
+        let conn = protocol::acquire(pool, store).await?;
         Ok(PgDialect {
             store: store.to_string(),
             conn,
@@ -130,11 +115,8 @@ impl PgDialect {
     }
 
     async fn raw(&mut self, sql: &str) -> Result<(), StoreError> {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
-            .execute(&mut *self.conn)
-            .await
-            .map(|_| ())
-            .map_err(|e| StoreError::from_sqlx(&self.store, e))
+        let r = Conn::run(&mut self.conn, sql).await;
+        r.map_err(|e| StoreError::from_sqlx(&self.store, e))
     }
 
     /// The `insert` strategy: the file straight into `COPY`; its manifest is the file's keys.
@@ -264,63 +246,19 @@ fn merge_sql(t: &TableLoad, schema: &arrow_schema::Schema, cols: &[String], stag
 
 #[async_trait::async_trait]
 impl Dialect for PgDialect {
-    fn store(&self) -> &str {
-        &self.store
+    fn conn(&mut self) -> &mut dyn Conn {
+        &mut self.conn
     }
 
     /// Deferrable FKs (a cycle without a nullable column needs them) are checked at commit.
-    async fn begin(&mut self) -> Result<(), StoreError> {
-        self.raw("begin").await?;
-        self.raw("set constraints all deferred").await
-    }
+    const BEGIN: &'static [&'static str] = &["begin", "set constraints all deferred"];
 
-    async fn end(&mut self, commit: bool) -> Result<(), StoreError> {
-        let sql = if commit { "commit" } else { "rollback" };
-        sqlx::raw_sql(sql)
-            .execute(&mut *self.conn)
-            .await
-            .map(|_| ())
-            .map_err(|e| load_error(&self.store, "(commit)", e))
-    }
+    const COMMIT_ERROR: fn(&str, sqlx::Error) -> StoreError =
+        |store, e| load_error(store, "(commit)", e);
 
-    async fn markers(&mut self, run_key: &str) -> Result<Vec<(String, i64)>, StoreError> {
-        let err = |e| StoreError::from_sqlx(&self.store, e);
-        let has: bool = sqlx::query_scalar("select to_regclass('wf_loads') is not null")
-            .fetch_one(&mut *self.conn)
-            .await
-            .map_err(err)?;
-        if !has {
-            return Ok(Vec::new());
-        }
-        protocol::select_markers(&mut *self.conn, run_key)
-            .await
-            .map_err(err)
-    }
-
-    async fn create_markers(&mut self) -> Result<(), StoreError> {
-        self.raw(MARKERS).await
-    }
-
-    async fn add_marker(
-        &mut self,
-        run_key: &str,
-        table: &str,
-        rows: u64,
-        sha256: &str,
-    ) -> Result<(), StoreError> {
-        let texts = [run_key, self.store.as_str(), table, sha256];
-        let sql = protocol::INSERT_MARKER;
-        protocol::marker_statement(&mut *self.conn, sql, &texts, Some(rows as i64))
-            .await
-            .map_err(|e| StoreError::from_sqlx(&self.store, e))
-    }
-
-    async fn drop_markers(&mut self, run_key: &str) -> Result<(), StoreError> {
-        let sql = protocol::DELETE_MARKERS;
-        protocol::marker_statement(&mut *self.conn, sql, &[run_key], None)
-            .await
-            .map_err(|e| StoreError::from_sqlx(&self.store, e))
-    }
+    const CREATE_MARKERS: &'static str = MARKERS;
+    const HAS_MARKERS: &'static str =
+        "select 'wf_loads'::text, count(*) from pg_class where oid = to_regclass('wf_loads')";
 
     async fn before_tables(&mut self, job: &StoreLoad) -> Result<(), StoreError> {
         user_triggers(&mut self.conn, job, self.triggers, "disable").await
@@ -356,16 +294,6 @@ impl Dialect for PgDialect {
             }
         }
         Ok(())
-    }
-
-    async fn count(&mut self, rule: &str, sql: &str) -> Result<i64, StoreError> {
-        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
-            .fetch_one(&mut *self.conn)
-            .await
-            .map_err(|e| StoreError::Query {
-                store: self.store.clone(),
-                message: format!("validation rule `{rule}`: {e}"),
-            })
     }
 
     async fn null_break_columns(&mut self, t: &TableLoad, keys: &[Key]) -> Result<(), StoreError> {

@@ -24,26 +24,18 @@ pub(crate) struct Written {
 /// What one engine does inside the protocol's transaction.
 #[async_trait::async_trait]
 pub(crate) trait Dialect: Send {
-    /// The store's name, for errors.
-    fn store(&self) -> &str;
-    /// Opens the transaction, foreign-key checks deferred to commit as far as the engine allows.
-    async fn begin(&mut self) -> Result<(), StoreError>;
-    /// Commits (deferred checks run here) or rolls back.
-    async fn end(&mut self, commit: bool) -> Result<(), StoreError>;
-    /// The marker rows `(table, rows)` of `run_key`; none when no load ever ran here.
-    async fn markers(&mut self, run_key: &str) -> Result<Vec<(String, i64)>, StoreError>;
-    /// Creates the marker table if it is missing.
-    async fn create_markers(&mut self) -> Result<(), StoreError>;
-    /// Records that `run_key` loaded `rows` rows of `table` from the file with `sha256`.
-    async fn add_marker(
-        &mut self,
-        run_key: &str,
-        table: &str,
-        rows: u64,
-        sha256: &str,
-    ) -> Result<(), StoreError>;
-    /// Deletes the marker rows of `run_key`.
-    async fn drop_markers(&mut self, run_key: &str) -> Result<(), StoreError>;
+    /// The connection holding the transaction.
+    fn conn(&mut self) -> &mut dyn Conn;
+    /// The statements that open the transaction, foreign-key checks deferred to commit as far
+    /// as the engine allows.
+    const BEGIN: &'static [&'static str];
+    /// The error of a failed commit of store `.0` (deferred checks run there), naming what broke.
+    const COMMIT_ERROR: fn(&str, sqlx::Error) -> StoreError;
+    /// Creates the marker table `wf_loads` if it is missing.
+    const CREATE_MARKERS: &'static str;
+    /// One row `(name, n)`, `n` > 0 when the marker table exists (no load ever ran here when it
+    /// does not).
+    const HAS_MARKERS: &'static str;
     /// Before the first table: CERT's user triggers, as configured.
     async fn before_tables(&mut self, _job: &StoreLoad) -> Result<(), StoreError> {
         Ok(())
@@ -67,8 +59,6 @@ pub(crate) trait Dialect: Send {
     async fn after_tables(&mut self, _job: &StoreLoad) -> Result<(), StoreError> {
         Ok(())
     }
-    /// The single number a business rule's count query returns.
-    async fn count(&mut self, rule: &str, sql: &str) -> Result<i64, StoreError>;
     /// Sets the break columns of rows `keys` of `t` NULL (rollback of a cycle).
     async fn null_break_columns(
         &mut self,
@@ -83,24 +73,25 @@ pub(crate) trait Dialect: Send {
 
 /// Loads `job` through `d` in one transaction; see the module docs.
 pub(crate) async fn load<D: Dialect>(d: &mut D, job: &StoreLoad) -> Result<LoadReport, StoreError> {
-    d.begin().await?;
+    begin(d, &job.store).await?;
     let result = load_in_tx(d, job).await;
     let commit = !job.dry_run && result.as_ref().is_ok_and(|r| !r.already_loaded);
-    let ended = d.end(commit).await;
+    let ended = end(d, &job.store, commit).await;
     let report = result?;
     ended?;
     Ok(report)
 }
 
 async fn load_in_tx<D: Dialect>(d: &mut D, job: &StoreLoad) -> Result<LoadReport, StoreError> {
-    if !d.markers(&job.run_key).await?.is_empty() {
+    if !markers(d, &job.store, &job.run_key).await?.is_empty() {
         return Ok(LoadReport {
             already_loaded: true,
             tables: Vec::new(),
             checks: Vec::new(),
         });
     }
-    d.create_markers().await?;
+    let created = d.conn().run(D::CREATE_MARKERS).await;
+    created.map_err(|e| StoreError::from_sqlx(&job.store, e))?;
     d.before_tables(job).await?;
     let mut reports = Vec::new();
     let mut breaks = Vec::new();
@@ -116,14 +107,21 @@ async fn load_in_tx<D: Dialect>(d: &mut D, job: &StoreLoad) -> Result<LoadReport
     }
     d.after_tables(job).await?;
     for (t, r) in job.tables.iter().zip(&reports) {
-        d.add_marker(&job.run_key, &t.table.name, r.inserted, &t.sha256)
-            .await?;
+        let texts = [job.run_key.as_str(), &job.store, &t.table.name, &t.sha256];
+        let rows = Some(r.inserted as i64);
+        let added = d.conn().rows(INSERT_MARKER, &texts, rows).await;
+        added.map_err(|e| StoreError::from_sqlx(&job.store, e))?;
     }
     let mut counted = Vec::new();
     for c in &job.checks {
-        counted.push((c, d.count(&c.name, &check_count_sql(c)).await?));
+        let n = d.conn().scalar(&check_count_sql(c)).await;
+        let n = n.map_err(|e| StoreError::Query {
+            store: job.store.clone(),
+            message: format!("validation rule `{}`: {e}", c.name),
+        })?;
+        counted.push((c, n));
     }
-    let checks = check_outcome(d.store(), counted)?;
+    let checks = check_outcome(&job.store, counted)?;
     Ok(LoadReport {
         already_loaded: false,
         tables: reports,
@@ -136,10 +134,10 @@ pub(crate) async fn rollback<D: Dialect>(
     d: &mut D,
     job: &StoreLoad,
 ) -> Result<Vec<(String, u64)>, StoreError> {
-    d.begin().await?;
+    begin(d, &job.store).await?;
     let result = rollback_in_tx(d, job).await;
     let commit = result.as_ref().is_ok_and(|r| !r.is_empty());
-    let ended = d.end(commit).await;
+    let ended = end(d, &job.store, commit).await;
     let deleted = result?;
     ended?;
     Ok(deleted)
@@ -149,13 +147,13 @@ async fn rollback_in_tx<D: Dialect>(
     d: &mut D,
     job: &StoreLoad,
 ) -> Result<Vec<(String, u64)>, StoreError> {
-    let marked = d.markers(&job.run_key).await?;
+    let marked = markers(d, &job.store, &job.run_key).await?;
     if marked.is_empty() {
         return Ok(Vec::new());
     }
     let (tables, dir) = (&job.tables, &job.manifest_dir);
     // Nothing is deleted (and the markers stay) unless every manifest matches its marker.
-    check_manifests(d.store(), tables, dir, &marked)?;
+    check_manifests(&job.store, tables, dir, &marked)?;
     // Break the cycles first: NULL the break columns of the rows about to go.
     for t in tables.iter().filter(|t| !t.deferred.is_empty()) {
         for chunk in read_manifest(dir, &t.table)?.chunks(KEY_BATCH) {
@@ -170,55 +168,141 @@ async fn rollback_in_tx<D: Dialect>(
         }
         deleted.push((t.table.id(), n));
     }
-    d.drop_markers(&job.run_key).await?;
+    let dropped = d.conn().rows(DELETE_MARKERS, &[&job.run_key], None).await;
+    dropped.map_err(|e| StoreError::from_sqlx(&job.store, e))?;
     Ok(deleted)
 }
 
 /// The marker statements, in `$n` placeholders, which SQLite accepts as well as PostgreSQL.
-pub(crate) const SELECT_MARKERS: &str = "select tbl, rows from wf_loads where run_key = $1";
-pub(crate) const INSERT_MARKER: &str =
+const SELECT_MARKERS: &str = "select tbl, rows from wf_loads where run_key = $1";
+const INSERT_MARKER: &str =
     "insert into wf_loads (run_key, store, tbl, sha256, rows) values ($1, $2, $3, $4, $5)";
-pub(crate) const DELETE_MARKERS: &str = "delete from wf_loads where run_key = $1";
+const DELETE_MARKERS: &str = "delete from wf_loads where run_key = $1";
 
-/// The marker rows `(table, rows)` of `run_key` through `exec` (the table exists).
-pub(crate) async fn select_markers<'e, DB, E>(
-    exec: E,
+/// The marker rows `(table, rows)` of `run_key`; none when no load ever ran here.
+async fn markers<D: Dialect>(
+    d: &mut D,
+    store: &str,
     run_key: &str,
-) -> Result<Vec<(String, i64)>, sqlx::Error>
-where
-    DB: sqlx::Database,
-    E: sqlx::Executor<'e, Database = DB>,
-    String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    (String, i64): for<'r> sqlx::FromRow<'r, DB::Row>,
-    for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
-{
-    sqlx::query_as(SELECT_MARKERS)
-        .bind(run_key.to_string())
-        .fetch_all(exec)
-        .await
+) -> Result<Vec<(String, i64)>, StoreError> {
+    let err = |e| StoreError::from_sqlx(store, e);
+    let has = d.conn().rows(D::HAS_MARKERS, &[], None).await;
+    if !has.map_err(err)?.iter().any(|(_, n)| *n > 0) {
+        return Ok(Vec::new());
+    }
+    let rows = d.conn().rows(SELECT_MARKERS, &[run_key], None).await;
+    rows.map_err(err)
 }
 
-/// Runs a marker statement binding `texts`, then `rows` if given (`INSERT_MARKER`,
-/// `DELETE_MARKERS`).
-pub(crate) async fn marker_statement<'e, DB, E>(
-    exec: E,
-    sql: &'static str,
-    texts: &[&str],
-    rows: Option<i64>,
-) -> Result<(), sqlx::Error>
+/// A pooled connection for one load or rollback transaction: closed, not handed back to the
+/// pool, if the transaction is abandoned.
+pub(crate) async fn acquire<DB: sqlx::Database>(
+    pool: &sqlx::Pool<DB>,
+    store: &str,
+) -> Result<sqlx::pool::PoolConnection<DB>, StoreError> {
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(|e| StoreError::from_sqlx(store, e))?;
+    conn.close_on_drop();
+    Ok(conn)
+}
+
+/// The key tuples (`ncols` text columns) that query `q` returns on `conn`: how each dialect reads
+/// which staged keys CERT has already.
+pub(crate) async fn fetch_keys<'q, DB>(
+    q: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>,
+    conn: &mut DB::Connection,
+    ncols: usize,
+    store: &str,
+) -> Result<Vec<Key>, StoreError>
 where
     DB: sqlx::Database,
-    E: sqlx::Executor<'e, Database = DB>,
-    String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    Option<String>: for<'r> sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
 {
-    let mut q = sqlx::query(sql);
-    for t in texts {
-        q = q.bind(t.to_string());
-    }
-    if let Some(n) = rows {
-        q = q.bind(n);
-    }
-    q.execute(exec).await.map(|_| ())
+    use sqlx::Row;
+    let rows = q
+        .fetch_all(conn)
+        .await
+        .map_err(|e| StoreError::from_sqlx(store, e))?;
+    let key = |r: &DB::Row| {
+        (0..ncols)
+            .map(|i| r.try_get::<Option<String>, _>(i))
+            .collect()
+    };
+    let keys: Result<Vec<Key>, sqlx::Error> = rows.iter().map(key).collect();
+    keys.map_err(|e| StoreError::from_sqlx(store, e))
 }
+
+/// Opens the transaction with the dialect's statements.
+async fn begin<D: Dialect>(d: &mut D, store: &str) -> Result<(), StoreError> {
+    for sql in D::BEGIN {
+        let r = d.conn().run(sql).await;
+        r.map_err(|e| StoreError::from_sqlx(store, e))?;
+    }
+    Ok(())
+}
+
+/// Commits (deferred checks run here) or rolls back.
+async fn end<D: Dialect>(d: &mut D, store: &str, commit: bool) -> Result<(), StoreError> {
+    let r = d
+        .conn()
+        .run(if commit { "commit" } else { "rollback" })
+        .await;
+    r.map_err(|e| D::COMMIT_ERROR(store, e))
+}
+
+/// What the protocol runs on a dialect's connection: the same calls on every sqlx engine.
+#[async_trait::async_trait]
+pub(crate) trait Conn: Send {
+    /// Runs statements without parameters.
+    async fn run(&mut self, sql: &str) -> Result<(), sqlx::Error>;
+    /// Runs `sql` binding `texts`, then `rows` if given; the `(text, number)` rows it returns
+    /// (none for a write).
+    async fn rows(
+        &mut self,
+        sql: &'static str,
+        texts: &[&str],
+        rows: Option<i64>,
+    ) -> Result<Vec<(String, i64)>, sqlx::Error>;
+    /// The single number `sql` returns.
+    async fn scalar(&mut self, sql: &str) -> Result<i64, sqlx::Error>;
+}
+
+/// `Conn` for the pooled connections of the sqlx engines named, written once.
+macro_rules! sqlx_conn {
+    ($($db:ty),*) => {$(
+        #[async_trait::async_trait]
+        impl Conn for sqlx::pool::PoolConnection<$db> {
+            async fn run(&mut self, sql: &str) -> Result<(), sqlx::Error> {
+                let sql = sqlx::AssertSqlSafe(sql.to_string());
+                sqlx::raw_sql(sql).execute(&mut **self).await.map(|_| ())
+            }
+
+            async fn rows(
+                &mut self,
+                sql: &'static str,
+                texts: &[&str],
+                rows: Option<i64>,
+            ) -> Result<Vec<(String, i64)>, sqlx::Error> {
+                let mut q = sqlx::query_as(sql);
+                for t in texts {
+                    q = q.bind(t.to_string());
+                }
+                if let Some(n) = rows {
+                    q = q.bind(n);
+                }
+                q.fetch_all(&mut **self).await
+            }
+
+            async fn scalar(&mut self, sql: &str) -> Result<i64, sqlx::Error> {
+                let sql = sqlx::AssertSqlSafe(sql.to_string());
+                sqlx::query_scalar(sql).fetch_one(&mut **self).await
+            }
+        }
+    )*};
+}
+sqlx_conn!(sqlx::Postgres, sqlx::Sqlite);

@@ -2,7 +2,7 @@
 //! to name the row that broke a constraint. Foreign keys are checked at commit
 //! (`defer_foreign_keys`), so cycles load in one pass.
 
-use super::protocol::{self, Dialect, Written};
+use super::protocol::{self, Conn, Dialect, Written};
 use super::{
     batches, key_of, key_positions, new_keys, write_manifest, LoadReport, StoreLoad, Strategy,
     TableLoad, TableReport,
@@ -14,7 +14,7 @@ use crate::staging::{value_at, Value};
 use crate::subset::{key_columns, Key, KEY_BATCH};
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::SqliteConnection;
-use sqlx::{Row, Sqlite, SqlitePool};
+use sqlx::{Sqlite, SqlitePool};
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -87,23 +87,13 @@ async fn existing(
             ident(&table.name),
             where_keys(&cols, chunk.len())
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut q = sqlx::query::<Sqlite>(sqlx::AssertSqlSafe(sql));
         for k in chunk {
             for v in k {
                 q = q.bind(v.clone());
             }
         }
-        for r in q
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(|e| StoreError::from_sqlx(&table.store, e))?
-        {
-            found.insert(
-                (0..cols.len())
-                    .map(|i| r.get::<Option<String>, _>(i))
-                    .collect(),
-            );
-        }
+        found.extend(protocol::fetch_keys(q, conn, cols.len(), &table.store).await?);
     }
     Ok(found)
 }
@@ -131,87 +121,29 @@ struct SqliteDialect {
 
 impl SqliteDialect {
     async fn open(pool: &SqlitePool, store: &str) -> Result<SqliteDialect, StoreError> {
-        let mut conn = pool
-            .acquire()
-            .await
-            .map_err(|e| StoreError::from_sqlx(store, e))?;
-        // A load abandoned mid-transaction must not hand its connection back to the pool.
-        conn.close_on_drop();
+        let conn = protocol::acquire(pool, store).await?;
         Ok(SqliteDialect {
             store: store.to_string(),
             conn,
         })
     }
-
-    async fn raw(&mut self, sql: &str) -> Result<(), StoreError> {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
-            .execute(&mut *self.conn)
-            .await
-            .map(|_| ())
-            .map_err(|e| StoreError::from_sqlx(&self.store, e))
-    }
 }
 
 #[async_trait::async_trait]
 impl Dialect for SqliteDialect {
-    fn store(&self) -> &str {
-        &self.store
+    fn conn(&mut self) -> &mut dyn Conn {
+        &mut self.conn
     }
 
     /// A write transaction with every FK check deferred to commit, so cycles load in one pass.
-    async fn begin(&mut self) -> Result<(), StoreError> {
-        self.raw("begin immediate").await?;
-        self.raw("pragma defer_foreign_keys = on").await
-    }
+    const BEGIN: &'static [&'static str] = &["begin immediate", "pragma defer_foreign_keys = on"];
 
-    async fn end(&mut self, commit: bool) -> Result<(), StoreError> {
-        let sql = if commit { "commit" } else { "rollback" };
-        sqlx::raw_sql(sql)
-            .execute(&mut *self.conn)
-            .await
-            .map(|_| ())
-            .map_err(|e| load_error(&self.store, "(commit)", &Vec::new(), e))
-    }
+    const COMMIT_ERROR: fn(&str, sqlx::Error) -> StoreError =
+        |store, e| load_error(store, "(commit)", &Vec::new(), e);
 
-    async fn markers(&mut self, run_key: &str) -> Result<Vec<(String, i64)>, StoreError> {
-        let err = |e| StoreError::from_sqlx(&self.store, e);
-        let has: i64 =
-            sqlx::query_scalar("select count(*) from sqlite_master where name = 'wf_loads'")
-                .fetch_one(&mut *self.conn)
-                .await
-                .map_err(err)?;
-        if has == 0 {
-            return Ok(Vec::new());
-        }
-        protocol::select_markers(&mut *self.conn, run_key)
-            .await
-            .map_err(err)
-    }
-
-    async fn create_markers(&mut self) -> Result<(), StoreError> {
-        self.raw(MARKERS).await
-    }
-
-    async fn add_marker(
-        &mut self,
-        run_key: &str,
-        table: &str,
-        rows: u64,
-        sha256: &str,
-    ) -> Result<(), StoreError> {
-        let texts = [run_key, self.store.as_str(), table, sha256];
-        let sql = protocol::INSERT_MARKER;
-        protocol::marker_statement(&mut *self.conn, sql, &texts, Some(rows as i64))
-            .await
-            .map_err(|e| StoreError::from_sqlx(&self.store, e))
-    }
-
-    async fn drop_markers(&mut self, run_key: &str) -> Result<(), StoreError> {
-        let sql = protocol::DELETE_MARKERS;
-        protocol::marker_statement(&mut *self.conn, sql, &[run_key], None)
-            .await
-            .map_err(|e| StoreError::from_sqlx(&self.store, e))
-    }
+    const CREATE_MARKERS: &'static str = MARKERS;
+    const HAS_MARKERS: &'static str =
+        "select name, count(*) from sqlite_master where name = 'wf_loads' group by name";
 
     async fn write_table(
         &mut self,
@@ -224,16 +156,6 @@ impl Dialect for SqliteDialect {
             report,
             touched: None,
         })
-    }
-
-    async fn count(&mut self, rule: &str, sql: &str) -> Result<i64, StoreError> {
-        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
-            .fetch_one(&mut *self.conn)
-            .await
-            .map_err(|e| StoreError::Query {
-                store: self.store.clone(),
-                message: format!("validation rule `{rule}`: {e}"),
-            })
     }
 
     async fn delete_keys(&mut self, table: &Table, keys: &[Key]) -> Result<u64, StoreError> {
