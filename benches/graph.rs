@@ -2,7 +2,9 @@
 //! (default 200,000: half Student with the district property, half Section reached through
 //! ENROLLED_IN) and twice as many relationships, on the Bolt server (ArcadeDB) started by
 //! `scripts/services.sh start && source /tmp/wf-services/env`; `cargo bench --bench graph`.
-//! Reports nodes/s and relationships/s each way. It measures, asserts nothing.
+//! Reports nodes/s and relationships/s each way, and runs the plain loader `benches/graph_peer.py`
+//! (the official Neo4j Python driver, installed with pip if missing) on the same shape in the same
+//! run, so the load is quoted as a ratio. It measures, asserts nothing.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -177,4 +179,46 @@ async fn main() {
         "load:    {nodes} nodes, {rels} relationships in {secs:.2}s (one transaction, marker, manifest): {:.0} nodes/s, {:.0} relationships/s (elements/s {:.0})",
         nodes as f64 / secs, rels as f64 / secs, (nodes + rels) as f64 / secs
     );
+    let peer = peer_load(n);
+    println!(
+        "plain loader (Python neo4j driver, UNWIND CREATE, one transaction): {peer:.2}s: {:.0} elements/s; wf's load rate = {:.2}x the plain loader's",
+        (nodes + rels) as f64 / peer,
+        peer / secs
+    );
+}
+
+/// Seconds the plain loader takes for the same shape, into a fresh database.
+fn peer_load(n: i64) -> f64 {
+    use std::process::Command;
+    let python = "python3";
+    let has = Command::new(python).args(["-c", "import neo4j"]).status();
+    if !has.is_ok_and(|s| s.success()) {
+        let pip = Command::new(python)
+            .args(["-m", "pip", "install", "--quiet", "neo4j==6.4.1"])
+            .status()
+            .expect("pip");
+        assert!(pip.success(), "pip install neo4j failed");
+    }
+    http_db("drop database wf_bench_peer_sp");
+    http_db("create database wf_bench_peer_sp");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/graph_peer.py");
+    let out = Command::new(python)
+        .arg(script)
+        .args([
+            env("WF_TEST_BOLT_URL"),
+            env("WF_TEST_BOLT_USER"),
+            env("WF_TEST_BOLT_PASSWORD"),
+        ])
+        .args(["wf_bench_peer_sp".to_string(), n.to_string()])
+        .output()
+        .expect("peer loader");
+    assert!(
+        out.status.success(),
+        "peer loader: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("peer seconds")
 }

@@ -9,6 +9,7 @@
 //! - `validation`: the gate on crafted bad inputs, sql rules in the load transaction, `wf validate`.
 //! - `recover`: a rule change applied with `wf recover`, replacing the run's rows in CERT.
 //! - `e2e`: PostgreSQL + Bolt, SIGKILL inside every phase, CERT equal to an uninterrupted run.
+//! - `graph_cert`: a wrong CERT graph database stops the run before any store commits.
 //! - `guard`: the CERT guard on PostgreSQL: aliases of PROD, unenrolled CERT, PROD enrolled as CERT.
 //! - `safety`: rollback refuses missing or damaged manifests; raw PII purged at every terminal state.
 //! - `integrity`: a flipped byte in raw, anonymized or graph staging is caught and its producer re-run.
@@ -29,6 +30,7 @@ mod control;
 mod crash;
 mod demo;
 mod e2e;
+mod graph_cert;
 mod guard;
 mod integrity;
 mod journal_format;

@@ -395,3 +395,68 @@ fn an_original_planted_in_an_anonymized_cert_column_fails_wf_validate() {
         v.stdout
     );
 }
+
+#[test]
+fn a_graph_node_already_in_cert_stops_the_run_at_validate_with_every_store_unchanged() {
+    let sb = Sandbox::new();
+    let cfg = setup(&sb, "");
+    let config = wf_stores::Config::load(&cfg).unwrap();
+    let g = config.graph.clone().expect("the demo config has a graph");
+    // A student of district 1, already in the CERT graph (loaded by someone else).
+    let db = prod(&cfg, "ids.db");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let id: i64 = rt.block_on(async {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        sqlx::query_scalar("select min(id) from students where district_id = 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    });
+    let planted = wf_stores::graph::NodeRec {
+        labels: vec!["Student".into()],
+        props: std::collections::BTreeMap::from([
+            ("id".to_string(), wf_stores::graph::GValue::Int(id)),
+            ("district_id".to_string(), wf_stores::graph::GValue::Int(1)),
+        ]),
+    };
+    let cert_students = |g: &wf_stores::graph::GraphConfig| {
+        rt.block_on(async {
+            let mut r = wf_stores::graph::open_read(g, wf_stores::Side::Cert)
+                .await
+                .unwrap();
+            let counts = r.label_counts().await.unwrap();
+            r.finish().await.unwrap();
+            counts
+                .into_iter()
+                .filter(|(l, _)| l == "Student")
+                .map(|(_, n)| n)
+                .sum::<u64>()
+        })
+    };
+    rt.block_on(async {
+        let mut w = wf_stores::graph::open_write(&g).await.unwrap();
+        w.merge_nodes("Student", "id", std::slice::from_ref(&planted))
+            .await
+            .unwrap();
+        w.commit().await.unwrap();
+    });
+    assert_eq!(cert_students(&g), 1);
+    let rep = expect_failure(&sb, &cfg, "cert_conflicts", &format!("{}.Student", g.name));
+    let f = rep["validation"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == "nodes not yet in CERT")
+        .unwrap()
+        .clone();
+    assert_eq!(f["violations"], 1, "{f:#?}");
+    assert_eq!(f["examples"][0], id.to_string(), "{f:#?}");
+    assert!(
+        f["message"].as_str().unwrap().contains("skip-existing"),
+        "the finding says what to do: {f:#?}"
+    );
+    // The graph was not loaded either: only the planted node is there.
+    assert_eq!(cert_students(&g), 1);
+}

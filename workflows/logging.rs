@@ -62,8 +62,11 @@ impl<'a> MakeWriter<'a> for RunLog {
 /// Installs the subscriber; returns the handle that later points the file layer at a run's log.
 pub fn init() -> RunLog {
     let run_log = RunLog::default();
-    let stderr_filter =
-        EnvFilter::try_from_env("WF_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    // sqlx warns of every statement slower than a second ("slow statement"); a night's batched
+    // loads and rollbacks run many such statements on purpose, so those go to the run's log
+    // file only, not the terminal.
+    let stderr_filter = EnvFilter::try_from_env("WF_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("warn,sqlx::query=error"));
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)

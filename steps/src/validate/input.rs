@@ -23,4 +23,6 @@ pub struct ValidateInput<'a> {
     /// Keys (hashed) this run loaded in earlier generations, per table: not conflicts, since the
     /// load replaces them.
     pub owned: HashMap<String, HashSet<u64>>,
+    /// Graph nodes (label, key text) this run loaded in earlier generations: not conflicts either.
+    pub graph_owned: HashSet<(String, String)>,
 }

@@ -47,6 +47,7 @@ impl Step for ValidateStep {
             strategy: p.strategy,
             leaks: Vec::new(),
             owned: owned_keys(cx, p)?,
+            graph_owned: graph_owned(cx, p)?,
         };
         let mut report = super::validate(input)
             .await
@@ -222,6 +223,27 @@ fn owned_keys(
                 }
             }
         }
+    }
+    Ok(out)
+}
+
+/// The graph nodes this run's earlier generations loaded (from their manifests): the graph load
+/// replaces them, so they are no conflict.
+fn graph_owned(
+    cx: &StepContext,
+    p: &MigrateParams,
+) -> Result<HashSet<(String, String)>, StepError> {
+    let mut out = HashSet::new();
+    let (Some(g), Some(steps)) = (&p.config.graph, cx.artifact_dir.parent()) else {
+        return Ok(out);
+    };
+    for gen in 0..cx.generation {
+        let manifest = steps
+            .join(format!("load~{}", g.name))
+            .join("manifests")
+            .join(format!("g{gen}"))
+            .join(format!("{}.created.jsonl", g.name));
+        out.extend(wf_stores::graph::load::created_nodes(&manifest).map_err(store_err)?);
     }
     Ok(out)
 }

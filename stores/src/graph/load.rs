@@ -14,6 +14,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
+/// Elements per statement where no lookup comes first: CREATE (`insert`) and a rollback's deletes.
+const BIG_CHUNK: usize = 10_000;
+
 /// One graph load.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GraphLoad {
@@ -103,6 +106,11 @@ async fn load_in(
         }
     }
     let mut manifest = Partial::create(&job.manifest)?;
+    // CREATE statements carry a whole staged batch; MERGE with its lookups goes by CHUNK.
+    let size = match job.strategy {
+        Strategy::Insert => BIG_CHUNK,
+        _ => CHUNK,
+    };
     let mut tables = Vec::new();
     for mut rd in readers {
         let mut file = FileLoad {
@@ -122,7 +130,7 @@ async fn load_in(
         while let Some(batch) = rd.next_batch()? {
             match (batch, &kind) {
                 (GraphBatch::Nodes(rows), GraphFileKind::Nodes { label }) => {
-                    for chunk in rows.chunks(CHUNK) {
+                    for chunk in rows.chunks(size) {
                         file.nodes(label, chunk).await?;
                     }
                 }
@@ -134,7 +142,7 @@ async fn load_in(
                         end,
                     },
                 ) => {
-                    for chunk in rows.chunks(CHUNK) {
+                    for chunk in rows.chunks(size) {
                         file.rels(rel_type, (start, end), chunk).await?;
                     }
                 }
@@ -211,6 +219,27 @@ impl FileLoad<'_> {
                 message: format!("{table}: a node has no {key}; every node needs its key property"),
             });
         }
+        if self.strategy == Strategy::Insert {
+            // The validation gate found none of the staged nodes in CERT; one lookup per 10,000
+            // keys makes sure, inside this transaction, before CREATE.
+            let existing: HashSet<String> = self
+                .w
+                .existing_nodes(label, key, &keys)
+                .await?
+                .iter()
+                .map(GValue::key_text)
+                .collect();
+            conflict(self.cfg, table, self.strategy, &existing)?;
+            self.w.create_nodes(label, key, chunk).await?;
+            for k in &keys {
+                self.manifest.line(Created::Node {
+                    label: label.to_string(),
+                    key: k.to_json(),
+                })?;
+            }
+            self.report.inserted += chunk.len() as u64;
+            return Ok(());
+        }
         let existing: HashSet<String> = self
             .w
             .existing_nodes(label, key, &keys)
@@ -247,6 +276,23 @@ impl FileLoad<'_> {
         chunk: &[RelRec],
     ) -> Result<(), StoreError> {
         self.report.rows_in_file += chunk.len() as u64;
+        if self.strategy == Strategy::Insert {
+            // Both ends are nodes this load created (see `nodes`): the relationships are new too.
+            self.w
+                .create_rels(rel_type, (start, end), &self.key, chunk)
+                .await?;
+            for r in chunk {
+                self.manifest.line(Created::Rel {
+                    rel: rel_type.to_string(),
+                    start: start.clone(),
+                    end: end.clone(),
+                    s: r.start.1.to_json(),
+                    e: r.end.1.to_json(),
+                })?;
+            }
+            self.report.inserted += chunk.len() as u64;
+            return Ok(());
+        }
         let pairs: Vec<(GValue, GValue)> = chunk
             .iter()
             .map(|r| (r.start.1.clone(), r.end.1.clone()))
@@ -314,6 +360,23 @@ fn conflict(
     })
 }
 
+/// The nodes a load's manifest says it created, as (label, key text); none if the manifest is not
+/// there (that load never got as far as writing it).
+pub fn created_nodes(manifest: &Path) -> Result<Vec<(String, String)>, StoreError> {
+    let Ok(f) = std::fs::File::open(manifest) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for l in std::io::BufReader::new(f).lines() {
+        let l = l.map_err(|e| io_err(manifest, e))?;
+        let c = serde_json::from_str::<Created>(&l).map_err(|e| io_err(manifest, e))?;
+        if let Created::Node { label, key } = c {
+            out.push((label, GValue::from_json(&key).key_text()));
+        }
+    }
+    Ok(out)
+}
+
 /// Deletes from CERT what `job` created, if it committed; counts deleted per table.
 pub async fn rollback_graph(
     cfg: &GraphConfig,
@@ -361,7 +424,7 @@ pub async fn rollback_graph(
     let res: Result<(), StoreError> = async {
         for ((rel, start, end), pairs) in &rels {
             let mut n = 0;
-            for c in pairs.chunks(CHUNK) {
+            for c in pairs.chunks(BIG_CHUNK) {
                 n += w
                     .delete_rels(rel, (start, end), &cfg.key_property, c)
                     .await?;
@@ -370,7 +433,7 @@ pub async fn rollback_graph(
         }
         for (label, keys) in &nodes {
             let mut n = 0;
-            for c in keys.chunks(CHUNK) {
+            for c in keys.chunks(BIG_CHUNK) {
                 n += w.delete_nodes(label, &cfg.key_property, c).await?;
             }
             out.push((format!("{}.{label}", cfg.name), n));

@@ -144,6 +144,16 @@ pub trait GraphWrite: Send {
         key: &str,
         rows: &[NodeRec],
     ) -> Result<(), StoreError>;
+    /// CREATEs the nodes without looking for them first: the `insert` strategy, once the
+    /// validation gate has found none of them in CERT. Engines without a faster path merge.
+    async fn create_nodes(
+        &mut self,
+        label: &str,
+        key: &str,
+        rows: &[NodeRec],
+    ) -> Result<(), StoreError> {
+        self.merge_nodes(label, key, rows).await
+    }
     /// Which of these (start, end) pairs already have a `rel_type` relationship.
     async fn existing_rels(
         &mut self,
@@ -160,6 +170,16 @@ pub trait GraphWrite: Send {
         key: &str,
         rows: &[RelRec],
     ) -> Result<(), StoreError>;
+    /// CREATEs the relationships between their (existing) ends, as `create_nodes`.
+    async fn create_rels(
+        &mut self,
+        rel_type: &str,
+        ends: (&str, &str),
+        key: &str,
+        rows: &[RelRec],
+    ) -> Result<(), StoreError> {
+        self.merge_rels(rel_type, ends, key, rows).await
+    }
     /// Deletes these relationships; how many went.
     async fn delete_rels(
         &mut self,

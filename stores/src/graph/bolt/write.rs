@@ -77,31 +77,16 @@ impl crate::graph::GraphWrite for BoltWrite {
         key: &str,
         rows: &[NodeRec],
     ) -> Result<(), StoreError> {
-        // Extra labels cannot be parameters: one statement per distinct label set.
-        let mut groups: BTreeMap<Vec<String>, Vec<&NodeRec>> = BTreeMap::new();
-        for r in rows {
-            let extra: Vec<String> = r.labels.iter().filter(|l| *l != label).cloned().collect();
-            groups.entry(extra).or_default().push(r);
-        }
-        for (extra, group) in groups {
-            let set_labels: String = extra.iter().map(|l| format!(", n:{}", ident(l))).collect();
-            let q = format!(
-                "UNWIND $rows AS r MERGE (n:{} {{{}: r.k}}) SET n += r.p{set_labels} RETURN count(n) AS c",
-                ident(label),
-                ident(key)
-            );
-            let param = list(group.iter().map(|r| {
-                let mut m = BoltMap::new();
-                m.put(
-                    "k".into(),
-                    to_bolt(r.props.get(key).unwrap_or(&GValue::Null)),
-                );
-                m.put("p".into(), BoltType::Map(props_map(&r.props)));
-                BoltType::Map(m)
-            }));
-            self.0.rows(query(&q).param("rows", param)).await?;
-        }
-        Ok(())
+        self.write_nodes(Write::Merge, label, key, rows).await
+    }
+
+    async fn create_nodes(
+        &mut self,
+        label: &str,
+        key: &str,
+        rows: &[NodeRec],
+    ) -> Result<(), StoreError> {
+        self.write_nodes(Write::Create, label, key, rows).await
     }
 
     async fn existing_rels(
@@ -132,32 +117,19 @@ impl crate::graph::GraphWrite for BoltWrite {
         key: &str,
         rows: &[RelRec],
     ) -> Result<(), StoreError> {
-        let k = ident(key);
-        let q = format!(
-            "UNWIND $rows AS r MATCH (a:{} {{{k}: r.s}}) MATCH (b:{} {{{k}: r.e}}) MERGE (a)-[x:{}]->(b) SET x += r.p RETURN count(x) AS c",
-            ident(ends.0),
-            ident(ends.1),
-            ident(rel_type)
-        );
-        let param = list(rows.iter().map(|r| {
-            let mut m = BoltMap::new();
-            m.put("s".into(), to_bolt(&r.start.1));
-            m.put("e".into(), to_bolt(&r.end.1));
-            m.put("p".into(), BoltType::Map(props_map(&r.props)));
-            BoltType::Map(m)
-        }));
-        let out = self.0.rows(query(&q).param("rows", param)).await?;
-        let merged = out.first().map(count).unwrap_or(0);
-        if merged < rows.len() as u64 {
-            return Err(crate::graph::missing_ends(
-                &self.0.store,
-                rel_type,
-                ends,
-                rows.len() as u64 - merged,
-                rows.len(),
-            ));
-        }
-        Ok(())
+        self.write_rels(Write::Merge, rel_type, ends, key, rows)
+            .await
+    }
+
+    async fn create_rels(
+        &mut self,
+        rel_type: &str,
+        ends: (&str, &str),
+        key: &str,
+        rows: &[RelRec],
+    ) -> Result<(), StoreError> {
+        self.write_rels(Write::Create, rel_type, ends, key, rows)
+            .await
     }
 
     async fn delete_rels(
@@ -217,5 +189,95 @@ impl crate::graph::GraphWrite for BoltWrite {
 
     async fn rollback(self: Box<Self>) -> Result<(), StoreError> {
         self.0.end(false).await
+    }
+}
+
+/// How a load writes: MERGE finds what is there (upsert, skip-existing); CREATE does not look
+/// (insert, once the validation gate has found none of the nodes in CERT).
+#[derive(Clone, Copy, PartialEq)]
+enum Write {
+    Merge,
+    Create,
+}
+
+impl BoltWrite {
+    async fn write_nodes(
+        &mut self,
+        how: Write,
+        label: &str,
+        key: &str,
+        rows: &[NodeRec],
+    ) -> Result<(), StoreError> {
+        // Extra labels cannot be parameters: one statement per distinct label set.
+        let mut groups: BTreeMap<Vec<String>, Vec<&NodeRec>> = BTreeMap::new();
+        for r in rows {
+            let extra: Vec<String> = r.labels.iter().filter(|l| *l != label).cloned().collect();
+            groups.entry(extra).or_default().push(r);
+        }
+        for (extra, group) in groups {
+            let set_labels: String = extra.iter().map(|l| format!(", n:{}", ident(l))).collect();
+            let q = match how {
+                Write::Merge => format!(
+                    "UNWIND $rows AS r MERGE (n:{} {{{}: r.k}}) SET n += r.p{set_labels} RETURN count(n) AS c",
+                    ident(label),
+                    ident(key)
+                ),
+                Write::Create => format!(
+                    "UNWIND $rows AS r CREATE (n:{}) SET n = r.p{set_labels} RETURN count(n) AS c",
+                    ident(label)
+                ),
+            };
+            let param = list(group.iter().map(|r| {
+                let mut m = BoltMap::new();
+                if how == Write::Merge {
+                    let k = r.props.get(key).unwrap_or(&GValue::Null);
+                    m.put("k".into(), to_bolt(k));
+                }
+                m.put("p".into(), BoltType::Map(props_map(&r.props)));
+                BoltType::Map(m)
+            }));
+            self.0.rows(query(&q).param("rows", param)).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_rels(
+        &mut self,
+        how: Write,
+        rel_type: &str,
+        ends: (&str, &str),
+        key: &str,
+        rows: &[RelRec],
+    ) -> Result<(), StoreError> {
+        let k = ident(key);
+        let (verb, set) = match how {
+            Write::Merge => ("MERGE", "+="),
+            Write::Create => ("CREATE", "="),
+        };
+        let q = format!(
+            "UNWIND $rows AS r MATCH (a:{} {{{k}: r.s}}) MATCH (b:{} {{{k}: r.e}}) {verb} (a)-[x:{}]->(b) SET x {set} r.p RETURN count(x) AS c",
+            ident(ends.0),
+            ident(ends.1),
+            ident(rel_type)
+        );
+        let param = list(rows.iter().map(|r| {
+            let mut m = BoltMap::new();
+            m.put("s".into(), to_bolt(&r.start.1));
+            m.put("e".into(), to_bolt(&r.end.1));
+            m.put("p".into(), BoltType::Map(props_map(&r.props)));
+            BoltType::Map(m)
+        }));
+        let out = self.0.rows(query(&q).param("rows", param)).await?;
+        let written = out.first().map(count).unwrap_or(0);
+        if written < rows.len() as u64 {
+            return Err(crate::graph::missing_ends(
+                &self.0.store,
+                rel_type,
+                ends,
+                rows.len() as u64 - written,
+                rows.len(),
+            ));
+        }
+        Ok(())
     }
 }

@@ -1,0 +1,49 @@
+//! The CERT graph is checked before any store commits: a wrong CERT database name stops the run at
+//! the validate step (PostgreSQL + Bolt), with every store, relational ones included, unchanged.
+
+use crate::e2e::{cert_contents, wf, Env};
+use crate::util::Sandbox;
+
+#[test]
+fn a_wrong_cert_graph_database_stops_the_run_at_validate_with_every_store_unchanged() {
+    let sb = Sandbox::new();
+    let Some(env) = Env::get(&sb) else { return };
+    env.create(&["prod", "w"]);
+    let cfg = env.config(&sb.out("w"), "w");
+    let c = cfg.to_str().unwrap();
+    for side in ["prod", "cert"] {
+        crate::e2e::ok(&sb, &["--config", c, "seed", "--env", side]);
+    }
+    let before = cert_contents(&env, "w");
+    // Enrolled CERT, then a typo in the database name: the server has no such database.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let right = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("cert_database"))
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        &cfg,
+        text.replace(&right, "cert_database = \"wf_no_such_cert_db\""),
+    )
+    .unwrap();
+    let r = crate::util::ran(
+        wf(
+            &sb,
+            &["run", "migrate", "--district", "3", "--config-file", c],
+        )
+        .output()
+        .unwrap(),
+    );
+    // The CERT guard opens every CERT target at the start of the validate step, before the load
+    // rehearsal and before any load: the run stops there, naming the database.
+    assert_eq!(r.code, Some(3), "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("failed at step validate")
+            && r.stderr.contains("wf_no_such_cert_db")
+            && r.stderr.contains("check the graph's CERT database name"),
+        "the error names the step and the database: {}",
+        r.stderr
+    );
+    assert_eq!(cert_contents(&env, "w"), before, "CERT unchanged");
+}
