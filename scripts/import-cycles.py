@@ -75,7 +75,7 @@ def resolve(mod, kind, rest, files):
 def edges(root):
     files = {}
     for p in sorted(pathlib.Path(root).rglob("*.rs")):
-        if "tests" in p.parts or "benches" in p.parts:
+        if "tests" in p.parts or "benches" in p.parts or "vendor" in p.parts:
             continue
         files[module_of(pathlib.Path(root), p)] = p
     graph = {m: set() for m in files}
