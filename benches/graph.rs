@@ -79,6 +79,7 @@ async fn main() {
         }],
         max_depth: None,
         links: vec![],
+        without_key: Default::default(),
     };
     // PROD: `half` students, `half` sections, 4 enrollments per student.
     let t = Instant::now();

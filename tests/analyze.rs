@@ -139,3 +139,22 @@ fn unreadable_prod_database_names_the_store() {
         r.stderr
     );
 }
+
+#[test]
+fn the_dependency_graph_draws_the_graph_labels_and_relationship_types() {
+    let sb = Sandbox::new();
+    let cfg = crate::validation::setup(&sb, "");
+    let r = sb.run(["--config", &cfg.to_string_lossy(), "analyze"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let dot = std::fs::read_to_string(sb.data().join("analysis").join("dependency-graph.dot"))
+        .expect("dot");
+    assert!(dot.contains("subgraph \"cluster_sp\""), "{dot}");
+    assert!(dot.contains("\"sp:Student\" [label=\"Student\\n"), "{dot}");
+    assert!(
+        dot.contains("\"sp:Student\" -> \"sp:Section\" [label=\"ENROLLED_IN ("),
+        "{dot}"
+    );
+    // Still one drawing: the relational tables are in it, and it closes once.
+    assert!(dot.contains("\"ids.students\""), "{dot}");
+    assert!(dot.trim_end().ends_with('}') && dot.matches("digraph").count() == 1);
+}

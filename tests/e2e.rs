@@ -212,6 +212,7 @@ pub(crate) fn cert_contents(env: &Env, side: &str) -> BTreeMap<String, String> {
             follow: vec![],
             max_depth: None,
             links: vec![],
+            without_key: Default::default(),
         };
         let mut r = wf_stores::graph::open_read(&g, wf_stores::Side::Cert).await.unwrap();
         for (l, c) in r.label_counts().await.unwrap() {

@@ -460,3 +460,57 @@ fn a_graph_node_already_in_cert_stops_the_run_at_validate_with_every_store_uncha
     // The graph was not loaded either: only the planted node is there.
     assert_eq!(cert_students(&g), 1);
 }
+
+#[test]
+fn graph_nodes_without_their_key_skipped_when_configured_are_counted_in_the_gate_and_report() {
+    let sb = Sandbox::new();
+    let cfg = setup(&sb, "");
+    let config = wf_stores::Config::load(&cfg).unwrap();
+    let g = config.graph.clone().expect("the demo config has a graph");
+    // PROD holds a district-1 student node without its key property.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", g.prod))
+            .await
+            .unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO nodes VALUES ('Student', 's-nokey', '[\"Student\"]', '{\"district_id\": 1, \"name\": \"No key\"}')",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+    });
+    // Refused by default, naming the option.
+    let (r, _) = migrate(&sb, &cfg);
+    assert_ne!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("1 Student nodes of the district") && r.stderr.contains("without_key"),
+        "{}",
+        r.stderr
+    );
+    // Configured to skip: the run loads, and the gate and the report count what was left out.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("[graph]\n", "[graph]\nwithout_key = \"skip\"\n"),
+    )
+    .unwrap();
+    let (r, run) = migrate(&sb, &cfg);
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    let rep = report(&sb, &run, &r.stderr);
+    assert_eq!(rep["validation_status"], "PASSED_WITH_WARNINGS", "{rep:#?}");
+    let f = rep["validation"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == "nodes without their key skipped")
+        .unwrap_or_else(|| panic!("{rep:#?}"))
+        .clone();
+    assert_eq!(f["violations"], 1, "{f:#?}");
+    assert_eq!(
+        f["examples"][0], "1 Student nodes of the district",
+        "{f:#?}"
+    );
+    let md = std::fs::read_to_string(sb.data().join("reports").join(format!("{run}.md"))).unwrap();
+    assert!(md.contains("nodes without their key skipped"), "{md}");
+}

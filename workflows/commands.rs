@@ -618,7 +618,12 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(exit::ERROR);
         }
     };
-    match runtime.block_on(dispatch(cli, log)) {
+    let outcome = runtime.block_on(dispatch(cli, log));
+    // Everything the command writes is durable before `dispatch` returns. Shutdown is bounded: a
+    // sqlx 0.9 pool maintenance task was seen spinning without yielding after a run had ended,
+    // and a plain drop of the runtime waits for its worker forever.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    match outcome {
         Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             let code = report_error(&e);

@@ -57,7 +57,10 @@ pub async fn discover(cfg: &Config, out: &Path) -> Result<Discovery, StoreError>
     let mut files = Vec::new();
     for (name, bytes) in [
         ("schema-analysis.json", schema_json),
-        ("dependency-graph.dot", to_dot(&analysis).into_bytes()),
+        (
+            "dependency-graph.dot",
+            dot(&analysis, graph.as_ref()).into_bytes(),
+        ),
         ("extraction-order.json", order_json),
     ] {
         let path = out.join(name);
@@ -72,4 +75,15 @@ pub async fn discover(cfg: &Config, out: &Path) -> Result<Discovery, StoreError>
         analysis,
         files,
     })
+}
+
+/// The relational dependency graph and, with a graph store, its labels and relationship types as
+/// a cluster of the same drawing.
+fn dot(analysis: &Analysis, graph: Option<&GraphSchema>) -> String {
+    let mut s = to_dot(analysis);
+    if let Some(g) = graph {
+        let end = s.rfind('}').unwrap_or(s.len());
+        s.insert_str(end, &wf_stores::graph::discover::dot_cluster(g));
+    }
+    s
 }

@@ -183,6 +183,7 @@ fn graph_config(kind: GraphKind, prod: String, cert: String) -> GraphConfig {
         ],
         max_depth: None,
         links: vec![],
+        without_key: Default::default(),
     }
 }
 
@@ -338,7 +339,17 @@ async fn whole_story(cfg: GraphConfig) {
     let e = rels.iter().find(|x| x.end.1 == int(5000)).unwrap();
     assert_eq!(e.props.get("since"), Some(&int(2023)));
     r.finish().await.unwrap();
-    assert!(load_graph(&cfg, &job).await.unwrap().already_loaded);
+    let again = load_graph(&cfg, &job).await.unwrap();
+    assert!(again.already_loaded);
+    let sorted = |mut t: Vec<wf_stores::load::TableReport>| {
+        t.sort_by(|a, b| a.table.cmp(&b.table));
+        t
+    };
+    assert_eq!(
+        sorted(again.tables),
+        sorted(rep.tables.clone()),
+        "a load found committed reports what it loaded, from its manifest"
+    );
     assert_eq!(counts(&cfg, Side::Cert).await, expect);
 
     // Another run inserting the same nodes is refused as a whole.
@@ -481,6 +492,34 @@ async fn keyless_story(cfg: GraphConfig, plant: impl FnOnce(&GraphConfig)) {
     );
     // District 2 neither holds nor reaches them.
     extract_graph(&cfg, "2", dir.path(), 100).await.unwrap();
+    // Configured to skip them: the district is copied without them, and the counts say so.
+    let skip = GraphConfig {
+        without_key: wf_stores::graph::WithoutKey::Skip,
+        ..cfg.clone()
+    };
+    let ex = extract_graph(&skip, "1", dir.path(), 100).await.unwrap();
+    assert_eq!(
+        ex.skipped,
+        BTreeMap::from([
+            ("Person nodes of the district".to_string(), 1),
+            ("nodes reached along ENROLLED_IN from Person".to_string(), 1),
+        ])
+    );
+    let mut staged_names = Vec::new();
+    for f in ex.files.iter().filter(|f| f.table == "sp.Person") {
+        let mut rd = GraphFileReader::open(&f.file.path).unwrap();
+        while let Some(GraphBatch::Nodes(n)) = rd.next_batch().unwrap() {
+            staged_names.extend(n.into_iter().map(|n| n.props.get("name").cloned()));
+        }
+    }
+    assert!(
+        !staged_names.contains(&Some(text("No key"))),
+        "the keyless node is not staged: {staged_names:?}"
+    );
+    assert!(
+        staged_names.contains(&student_1000().props.get("name").cloned()),
+        "the district's keyed nodes are: {staged_names:?}"
+    );
 }
 
 #[tokio::test]

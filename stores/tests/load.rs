@@ -102,11 +102,13 @@ async fn scenario(mut cfg: Config, ids_schema: &str) {
         "a dry run leaves CERT as it was"
     );
 
+    let mut first = Vec::new();
     for job in &jobs {
         let r = load_store(cfg.store(&job.store).expect("store"), job)
             .await
             .expect("load");
         assert!(!r.already_loaded);
+        first.push(r.tables.clone());
         if job.store == "ids" {
             let gl = r
                 .tables
@@ -152,11 +154,16 @@ async fn scenario(mut cfg: Config, ids_schema: &str) {
     );
 
     // Executed again (e.g. after a crash right after commit): the marker makes it a no-op.
-    for job in &jobs {
+    for (job, tables) in jobs.iter().zip(&first) {
         let r = load_store(cfg.store(&job.store).expect("store"), job)
             .await
             .expect("reload");
         assert!(r.already_loaded);
+        // What it loaded then, from its marker rows (the report of a resumed run shows it).
+        let inserted = |t: &[wf_stores::load::TableReport]| -> Vec<(String, u64)> {
+            t.iter().map(|t| (t.table.clone(), t.inserted)).collect()
+        };
+        assert_eq!(inserted(&r.tables), inserted(tables));
     }
     assert_eq!(counts(&cfg).await, after);
 

@@ -156,6 +156,9 @@ pub(crate) fn input_err(producer: &'static str) -> impl Fn(StoreError) -> StepEr
     }
 }
 
+/// The prefix of the extract metrics that count graph nodes left out for lacking their key.
+pub const SKIPPED: &str = "graph_skipped_without_key:";
+
 /// `extract`: the district's subset from every PROD store into raw staging (a 0700 directory).
 pub struct ExtractStep(pub Arc<MigrateParams>);
 
@@ -174,11 +177,12 @@ impl Step for ExtractStep {
         let mut rows: u64 = ex.files.iter().map(|f| f.file.rows).sum();
         let mut graph = Vec::new();
         let (mut nodes, mut rels) = (0, 0);
+        let mut skipped = BTreeMap::new();
         if let Some(g) = &p.config.graph {
             let gx = extract_graph(g, &p.district, &raw, p.batch_rows)
                 .await
                 .map_err(store_err)?;
-            (nodes, rels) = (gx.nodes, gx.rels);
+            (nodes, rels, skipped) = (gx.nodes, gx.rels, gx.skipped);
             for f in gx.files {
                 graph.push(GraphStaged {
                     staged: StagedTable {
@@ -208,6 +212,10 @@ impl Step for ExtractStep {
         if p.config.graph.is_some() {
             output.metrics.insert("nodes".into(), nodes);
             output.metrics.insert("relationships".into(), rels);
+        }
+        // `without_key = "skip"`: what was left out, for the gate and the report.
+        for (what, n) in skipped {
+            output.metrics.insert(format!("{SKIPPED}{what}"), n);
         }
         // The raw files are not artifacts: purge-raw deletes them on purpose.
         Ok(output)

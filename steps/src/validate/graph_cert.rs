@@ -84,3 +84,33 @@ async fn absent_nodes(
     );
     Ok(())
 }
+
+/// Nodes extract left out for lacking their key (`without_key = "skip"`): a warning with the
+/// count, so the gate says PASSED_WITH_WARNINGS and the report shows them.
+pub(super) fn skipped(tally: &mut Tally, inp: &ValidateInput<'_>) {
+    let Some(g) = inp.config.graph.as_ref() else {
+        return;
+    };
+    if g.without_key != wf_stores::graph::WithoutKey::Skip {
+        return;
+    }
+    let n: u64 = inp.graph_skipped.iter().map(|(_, n)| n).sum();
+    let ex: Vec<String> = inp
+        .graph_skipped
+        .iter()
+        .map(|(w, n)| format!("{n} {w}"))
+        .collect();
+    tally.check(
+        "graph",
+        "nodes without their key skipped",
+        &g.name,
+        Severity::Warning,
+        n,
+        ex.clone(),
+        format!(
+            "{n} nodes have no key property `{}` and were left out with their relationships ([graph] without_key = \"skip\"): {}",
+            g.key_property,
+            ex.join(", ")
+        ),
+    );
+}

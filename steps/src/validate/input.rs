@@ -25,4 +25,7 @@ pub struct ValidateInput<'a> {
     pub owned: HashMap<String, HashSet<u64>>,
     /// Graph nodes (label, key text) this run loaded in earlier generations: not conflicts either.
     pub graph_owned: HashSet<(String, String)>,
+    /// Graph nodes extract left out for lacking their key (`without_key = "skip"`), by where
+    /// they were met.
+    pub graph_skipped: Vec<(String, u64)>,
 }

@@ -48,6 +48,17 @@ impl Step for ValidateStep {
             leaks: Vec::new(),
             owned: owned_keys(cx, p)?,
             graph_owned: graph_owned(cx, p)?,
+            graph_skipped: cx
+                .inputs
+                .get("extract")
+                .map(|o| {
+                    let skipped = o.metrics.iter().filter_map(|(k, n)| {
+                        let what = k.strip_prefix(crate::migrate::SKIPPED)?;
+                        Some((what.to_string(), *n))
+                    });
+                    skipped.collect()
+                })
+                .unwrap_or_default(),
         };
         let mut report = super::validate(input)
             .await

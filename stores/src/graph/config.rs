@@ -89,6 +89,21 @@ pub struct GraphConfig {
     /// Node properties that hold relational keys.
     #[serde(default)]
     pub links: Vec<GraphLink>,
+    /// What a migrate does with district nodes that lack `key_property`: refuse the district
+    /// (default), or skip them, counted in the validation gate and the report.
+    #[serde(default)]
+    pub without_key: WithoutKey,
+}
+
+/// `[graph] without_key`: nodes without their key cannot be keyed, copied or rolled back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WithoutKey {
+    /// The district is refused with the counts, before anything is loaded.
+    #[default]
+    Refuse,
+    /// They (and their relationships) are left out, and the counts reported.
+    Skip,
 }
 
 fn default_name() -> String {

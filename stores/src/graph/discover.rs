@@ -105,3 +105,40 @@ pub async fn discover_graph(cfg: &GraphConfig) -> Result<GraphSchema, StoreError
         rel_types,
     })
 }
+
+/// The graph as a Graphviz cluster for `dependency-graph.dot`: a node per label (with its count)
+/// and an edge per relationship type and pair of end labels seen in the sample.
+pub fn dot_cluster(g: &GraphSchema) -> String {
+    let q = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    let id = |label: &str| format!("\"{}:{}\"", q(&g.store), q(label));
+    let mut s = format!(
+        "  subgraph \"cluster_{}\" {{\n    label=\"graph {} (key {})\";\n    node [shape=ellipse];\n",
+        q(&g.store),
+        q(&g.store),
+        q(&g.key_property)
+    );
+    for l in &g.labels {
+        s.push_str(&format!(
+            "    {} [label=\"{}\\n{} nodes\"];\n",
+            id(&l.label),
+            q(&l.label),
+            l.count
+        ));
+    }
+    for r in &g.rel_types {
+        for ends in r.ends.keys() {
+            let Some((a, b)) = ends.split_once(" -> ") else {
+                continue;
+            };
+            s.push_str(&format!(
+                "    {} -> {} [label=\"{} ({})\"];\n",
+                id(a),
+                id(b),
+                q(&r.rel_type),
+                r.count
+            ));
+        }
+    }
+    s.push_str("  }\n");
+    s
+}

@@ -4,7 +4,7 @@
 //! set spills to disk like the relational subset's.
 
 use super::stage::{GraphFileKind, Spooler};
-use super::{open_read, GValue, GraphConfig, GraphRead};
+use super::{open_read, GValue, GraphConfig, GraphRead, WithoutKey};
 use crate::error::StoreError;
 use crate::keyset::{memory_limit, KeySet, Spill};
 use crate::refs::Side;
@@ -33,19 +33,23 @@ pub struct GraphExtract {
     pub files: Vec<GraphFile>,
     pub nodes: u64,
     pub rels: u64,
+    /// With `without_key = "skip"`: the nodes left out for lacking their key, by where they were
+    /// met (`Person nodes of the district`, `nodes reached along ENROLLED_IN from Person`).
+    pub skipped: BTreeMap<String, u64>,
 }
 
 fn node_key(label: &str, k: &GValue) -> Key {
     vec![Some(label.to_string()), Some(k.key_text())]
 }
 
-/// The selected (label, key) set of the district.
+/// The selected (label, key) set of the district, and the nodes without their key that were met
+/// (refused unless `without_key = "skip"`).
 async fn select(
     r: &mut dyn GraphRead,
     cfg: &GraphConfig,
     district: &str,
     spill: &Spill,
-) -> Result<KeySet, StoreError> {
+) -> Result<(KeySet, BTreeMap<String, u64>), StoreError> {
     let mut selected = KeySet::new(spill, memory_limit());
     let mut frontier: BTreeMap<String, Vec<GValue>> = BTreeMap::new();
     let labels: Vec<String> = if cfg.district_labels.is_empty() {
@@ -114,17 +118,17 @@ async fn select(
         frontier = next;
         depth += 1;
     }
-    if !keyless.is_empty() {
+    if !keyless.is_empty() && cfg.without_key == WithoutKey::Refuse {
         let found: Vec<String> = keyless.iter().map(|(w, n)| format!("{n} {w}")).collect();
         return Err(StoreError::Query {
             store: cfg.name.clone(),
             message: format!(
-                "district {district}: {} have no key property `{key}`, so wf cannot key, copy or roll them back; it copies nothing rather than drop them: give those nodes `{key}`, or set [graph] key_property to a property every node has",
+                "district {district}: {} have no key property `{key}`, so wf cannot key, copy or roll them back; it copies nothing rather than drop them: give those nodes `{key}`, set [graph] key_property to a property every node has, or set [graph] without_key = \"skip\" to leave them out, counted in the report",
                 found.join(", ")
             ),
         });
     }
-    Ok(selected)
+    Ok((selected, keyless))
 }
 
 /// Extracts the district subgraph of PROD into `dir`.
@@ -136,7 +140,7 @@ pub async fn extract_graph(
 ) -> Result<GraphExtract, StoreError> {
     let mut r = open_read(cfg, Side::Prod).await?;
     let spill = Spill::new()?;
-    let selected = select(r.as_mut(), cfg, district, &spill).await?;
+    let (selected, skipped) = select(r.as_mut(), cfg, district, &spill).await?;
     let key = &cfg.key_property;
     let mut nodes: BTreeMap<String, Spooler> = BTreeMap::new();
     let mut rels: BTreeMap<(String, String, String), Spooler> = BTreeMap::new();
@@ -204,5 +208,6 @@ pub async fn extract_graph(
         files,
         nodes: n_nodes,
         rels: n_rels,
+        skipped,
     })
 }

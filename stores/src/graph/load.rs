@@ -60,9 +60,10 @@ pub async fn load_graph(cfg: &GraphConfig, job: &GraphLoad) -> Result<LoadReport
     match load_in(w.as_mut(), cfg, job).await {
         Ok(None) => {
             w.rollback().await?;
+            // Loaded before (a resume after the commit): the manifest says what went in.
             Ok(LoadReport {
                 already_loaded: true,
-                tables: Vec::new(),
+                tables: loaded_before(cfg, job)?,
                 checks: Vec::new(),
             })
         }
@@ -358,6 +359,42 @@ fn conflict(
             existing.len()
         ),
     })
+}
+
+/// What a committed load created, per staged file, counted from its manifest.
+fn loaded_before(cfg: &GraphConfig, job: &GraphLoad) -> Result<Vec<TableReport>, StoreError> {
+    let mut created: BTreeMap<String, u64> = BTreeMap::new();
+    if let Ok(f) = std::fs::File::open(&job.manifest) {
+        for l in std::io::BufReader::new(f).lines() {
+            let l = l.map_err(|e| io_err(&job.manifest, e))?;
+            let table = match serde_json::from_str::<Created>(&l) {
+                Ok(Created::Node { label, .. }) => label,
+                Ok(Created::Rel {
+                    rel, start, end, ..
+                }) => format!("{start}-{rel}-{end}"),
+                Err(e) => return Err(io_err(&job.manifest, e)),
+            };
+            *created.entry(table).or_default() += 1;
+        }
+    }
+    let mut tables = Vec::new();
+    for f in &job.files {
+        let mut rd = GraphFileReader::open(f)?;
+        let name = rd.kind.table();
+        let mut rows_in_file = 0u64;
+        while let Some(b) = rd.next_batch()? {
+            rows_in_file += match b {
+                GraphBatch::Nodes(n) => n.len() as u64,
+                GraphBatch::Rels(r) => r.len() as u64,
+            };
+        }
+        tables.push(TableReport {
+            table: format!("{}.{name}", cfg.name),
+            rows_in_file,
+            inserted: created.get(&name).copied().unwrap_or(0),
+        });
+    }
+    Ok(tables)
 }
 
 /// The nodes a load's manifest says it created, as (label, key text); none if the manifest is not

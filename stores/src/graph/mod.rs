@@ -12,7 +12,7 @@ pub mod load;
 pub mod stage;
 pub mod value;
 
-pub use config::{Direction, Follow, GraphConfig, GraphKind, GraphLink};
+pub use config::{Direction, Follow, GraphConfig, GraphKind, GraphLink, WithoutKey};
 pub use value::GValue;
 
 use crate::error::StoreError;

@@ -83,10 +83,25 @@ pub(crate) async fn load<D: Dialect>(d: &mut D, job: &StoreLoad) -> Result<LoadR
 }
 
 async fn load_in_tx<D: Dialect>(d: &mut D, job: &StoreLoad) -> Result<LoadReport, StoreError> {
-    if !markers(d, &job.store, &job.run_key).await?.is_empty() {
+    let marked = markers(d, &job.store, &job.run_key).await?;
+    if !marked.is_empty() {
+        // Loaded before (a resume after the commit): the marker rows say what went in.
+        let tables = job
+            .tables
+            .iter()
+            .filter_map(|t| {
+                let (_, rows) = marked.iter().find(|(name, _)| *name == t.table.name)?;
+                let rows = u64::try_from(*rows).unwrap_or(0);
+                Some(TableReport {
+                    table: t.table.id(),
+                    rows_in_file: rows,
+                    inserted: rows,
+                })
+            })
+            .collect();
         return Ok(LoadReport {
             already_loaded: true,
-            tables: Vec::new(),
+            tables,
             checks: Vec::new(),
         });
     }
