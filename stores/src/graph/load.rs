@@ -220,27 +220,6 @@ impl FileLoad<'_> {
                 message: format!("{table}: a node has no {key}; every node needs its key property"),
             });
         }
-        if self.strategy == Strategy::Insert {
-            // The validation gate found none of the staged nodes in CERT; one lookup per 10,000
-            // keys makes sure, inside this transaction, before CREATE.
-            let existing: HashSet<String> = self
-                .w
-                .existing_nodes(label, key, &keys)
-                .await?
-                .iter()
-                .map(GValue::key_text)
-                .collect();
-            conflict(self.cfg, table, self.strategy, &existing)?;
-            self.w.create_nodes(label, key, chunk).await?;
-            for k in &keys {
-                self.manifest.line(Created::Node {
-                    label: label.to_string(),
-                    key: k.to_json(),
-                })?;
-            }
-            self.report.inserted += chunk.len() as u64;
-            return Ok(());
-        }
         let existing: HashSet<String> = self
             .w
             .existing_nodes(label, key, &keys)
@@ -254,12 +233,16 @@ impl FileLoad<'_> {
             .zip(&keys)
             .filter(|(_, k)| !existing.contains(&k.key_text()))
             .collect();
-        let write: Vec<_> = if self.strategy == Strategy::Upsert {
-            chunk.to_vec()
-        } else {
-            fresh.iter().map(|(n, _)| (*n).clone()).collect()
-        };
-        self.w.merge_nodes(label, key, &write).await?;
+        match self.strategy {
+            // The gate found none of the staged nodes in CERT and the lookup above made sure
+            // (`conflict` refuses any under insert): CREATE, by BIG_CHUNK.
+            Strategy::Insert => self.w.create_nodes(label, key, chunk).await?,
+            Strategy::Upsert => self.w.merge_nodes(label, key, chunk).await?,
+            Strategy::SkipExisting => {
+                let write: Vec<_> = fresh.iter().map(|(n, _)| (*n).clone()).collect();
+                self.w.merge_nodes(label, key, &write).await?
+            }
+        }
         for (_, k) in &fresh {
             self.manifest.line(Created::Node {
                 label: label.to_string(),
