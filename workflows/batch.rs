@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use wf_engine::{EngineError, Plan, Step, StepContext, StepError, StepOutput, StepSpec, Workflow};
 
-/// Arguments of `wf run batch` / `wf batch`.
-#[derive(Debug, Clone, Parser)]
+/// Arguments of `wf run batch` / `wf batch`; once checked (districts resolved from the manifest,
+/// config file absolute) they are the run's journaled parameters.
+#[derive(Debug, Clone, Parser, Serialize, Deserialize)]
 #[command(
     name = "wf batch",
     about = "Migrate several districts, one run each, unattended"
@@ -53,6 +54,8 @@ pub struct Batch {
     migrate: Vec<String>,
     runner: RunnerArgs,
     hash: String,
+    /// The checked arguments, journaled as the run's `params` attribute.
+    args: BatchArgs,
 }
 
 fn usage(msg: String) -> clap::Error {
@@ -98,11 +101,12 @@ fn from_manifest(path: &Path) -> Result<Vec<String>, String> {
 }
 
 impl Batch {
+    /// Parses and checks `args` (a new batch): districts resolved, config file made absolute.
     pub fn from_args(
         args: &[String],
         default_config: &Path,
     ) -> Result<(Self, Vec<String>), clap::Error> {
-        let parsed = BatchArgs::try_parse_from(
+        let mut parsed = BatchArgs::try_parse_from(
             std::iter::once("wf batch".to_string()).chain(args.iter().cloned()),
         )?;
         let mut districts = match &parsed.manifest {
@@ -133,44 +137,56 @@ impl Batch {
             .clone()
             .unwrap_or_else(|| default_config.to_path_buf());
         let config_file = std::path::absolute(&config_file).unwrap_or(config_file);
+        // The manifest is read once: a resumed batch runs the districts it started with.
+        parsed.districts = districts;
+        parsed.manifest = None;
+        parsed.config_file = Some(config_file);
+        parsed.parallel = parsed.parallel.max(1);
+        let batch = Self::from_checked(parsed);
+        let mut recorded: Vec<String> = vec![
+            "--districts".into(),
+            batch.districts.join(","),
+            "--parallel".into(),
+            batch.args.parallel.to_string(),
+        ];
+        recorded.push("--config-file".into());
+        recorded.push(batch.config_file.to_string_lossy().into_owned());
+        if !batch.migrate.is_empty() {
+            recorded.push("--".into());
+            recorded.extend(batch.migrate.iter().cloned());
+        }
+        Ok((batch, recorded))
+    }
+
+    /// Builds the batch from checked arguments (a new batch's, or a resumed one's journaled
+    /// parameters).
+    pub fn from_checked(args: BatchArgs) -> Self {
+        let config_file = args.config_file.clone().unwrap_or_default();
         let hash = hex::encode(Sha256::digest(
             format!(
-                "{districts:?}\u{0}{}\u{0}{:?}",
+                "{:?}\u{0}{}\u{0}{:?}",
+                args.districts,
                 config_file.display(),
-                parsed.migrate
+                args.migrate
             )
             .as_bytes(),
         ));
-        let mut recorded: Vec<String> = vec![
-            "--districts".into(),
-            districts.join(","),
-            "--parallel".into(),
-            parsed.parallel.max(1).to_string(),
-        ];
-        recorded.push("--config-file".into());
-        recorded.push(config_file.to_string_lossy().into_owned());
-        if !parsed.migrate.is_empty() {
-            recorded.push("--".into());
-            recorded.extend(parsed.migrate.iter().cloned());
-        }
         let runner = RunnerArgs {
-            jobs: parsed.parallel.max(1),
+            jobs: args.parallel.max(1),
             max_attempts: 1000,
             backoff_ms: 1000,
             max_backoff_ms: 10_000,
             step_timeout_ms: None,
             retry_for: None,
         };
-        Ok((
-            Batch {
-                districts,
-                config_file,
-                migrate: parsed.migrate,
-                runner,
-                hash,
-            },
-            recorded,
-        ))
+        Batch {
+            districts: args.districts.clone(),
+            config_file,
+            migrate: args.migrate.clone(),
+            runner,
+            hash,
+            args,
+        }
     }
 
     pub fn runner(&self) -> &RunnerArgs {
@@ -202,6 +218,12 @@ impl Workflow for Batch {
             steps,
             checkpoints: vec![],
         })
+    }
+    fn attrs(&self) -> std::collections::BTreeMap<String, String> {
+        std::collections::BTreeMap::from([(
+            crate::params::ATTR.to_string(),
+            crate::params::encode("batch", &self.args),
+        )])
     }
     fn step(&self, spec: &StepSpec) -> Result<Arc<dyn Step>, EngineError> {
         Ok(Arc::new(DistrictStep {

@@ -79,7 +79,11 @@ pub async fn dispatch(cli: Cli, log: RunLog) -> anyhow::Result<u8> {
 }
 
 fn build(name: &str, args: &[String], config: &std::path::Path) -> anyhow::Result<Built> {
-    match registry::build(name, args, config) {
+    built(registry::build(name, args, config))
+}
+
+fn built(result: Result<Built, BuildError>) -> anyhow::Result<Built> {
+    match result {
         Ok(b) => Ok(b),
         Err(BuildError::Args(e)) => Err(e.into()),
         Err(BuildError::Failed(m)) => Err(anyhow::anyhow!(m)),
@@ -122,7 +126,7 @@ async fn resume(
     log: &RunLog,
 ) -> anyhow::Result<u8> {
     let mut open = engine.open(run)?;
-    let built = build(&open.run.workflow, &open.run.args, config)?;
+    let built = built(registry::rebuild(&open.run, config))?;
     // Another anonymization key would produce outputs that do not join with those already made.
     let (was, now) = (
         open.run.attrs.get("key_fingerprint"),

@@ -18,8 +18,9 @@ use wf_stores::Config;
 /// Run ids of migrate runs start with this (`wf batch` allocates them too).
 pub(crate) const RUN_PREFIX: &str = "mig";
 
-/// Arguments of `wf run migrate`.
-#[derive(Debug, Clone, Parser)]
+/// Arguments of `wf run migrate`; once checked (config file absolute, retry window set) they are
+/// the run's journaled parameters.
+#[derive(Debug, Clone, Parser, serde::Serialize, serde::Deserialize)]
 #[command(
     name = "wf run migrate",
     about = "Copy one district from PROD into CERT, anonymized"
@@ -71,16 +72,15 @@ pub struct Migrate {
     params: Arc<MigrateParams>,
     /// The configuration file, journaled as the run's `config_file` attribute.
     config_file: std::path::PathBuf,
-    runner: RunnerArgs,
-    skip_load: bool,
-    keep_raw: bool,
+    /// The checked arguments, journaled as the run's `params` attribute.
+    args: MigrateArgs,
     hash: String,
 }
 
 impl Migrate {
     /// True when the run keeps its raw (PII) staging after it ends (`--keep-raw`).
     pub fn keeps_raw(&self) -> bool {
-        self.keep_raw
+        self.args.keep_raw
     }
 
     /// The run's checked parameters (config, rule files, district).
@@ -154,7 +154,7 @@ fn recorded_args(args: &[String], config_file: &Path) -> Vec<String> {
 }
 
 impl Migrate {
-    /// Parses `args`, reads the config and rules, and reads the key (no key, no run).
+    /// Parses and checks `args` (a new run), then builds the workflow from them.
     /// Returns the arguments to record, with the config file made absolute.
     pub fn from_args(
         args: &[String],
@@ -174,6 +174,22 @@ impl Migrate {
             .clone()
             .unwrap_or_else(|| default_config.to_path_buf());
         let config_file = std::path::absolute(&config_file).unwrap_or(config_file);
+        parsed.config_file = Some(config_file.clone());
+        if parsed.district.trim().is_empty() {
+            return Err(BuildFailure::Usage(usage(
+                "--district must not be empty".into(),
+            )));
+        }
+        let recorded = recorded_args(args, &config_file);
+        Ok((Self::from_checked(parsed)?, recorded))
+    }
+
+    /// Builds the workflow from checked arguments (a new run's, or a resumed run's journaled
+    /// parameters): reads the config and rules, and the key (no key, no run).
+    pub fn from_checked(parsed: MigrateArgs) -> Result<Self, BuildFailure> {
+        let config_file = parsed.config_file.clone().ok_or_else(|| {
+            BuildFailure::Failed("the run's parameters name no configuration file".into())
+        })?;
         let config_text = std::fs::read_to_string(&config_file).map_err(|e| {
             BuildFailure::Failed(format!(
                 "config {}: cannot read it ({e}); pass --config or set WF_CONFIG",
@@ -188,11 +204,6 @@ impl Migrate {
             AnonKey::from_env(&rules.key_env).map_err(|e| BuildFailure::Failed(e.to_string()))?;
         let validation_file = config.validation_rules.as_ref().map(|v| base.join(v));
         let validation_text = read_validation(validation_file.as_deref())?;
-        if parsed.district.trim().is_empty() {
-            return Err(BuildFailure::Usage(usage(
-                "--district must not be empty".into(),
-            )));
-        }
         let hash = hex::encode(Sha256::digest(
             format!(
                 "{config_text}\u{0}{rules_text}\u{0}{validation_text}\u{0}{}\u{0}{}\u{0}{}\u{0}{:?}\u{0}{}",
@@ -204,7 +215,6 @@ impl Migrate {
             )
             .as_bytes(),
         ));
-        let recorded = recorded_args(args, &config_file);
         let params = MigrateParams {
             config,
             rules_file,
@@ -216,21 +226,16 @@ impl Migrate {
             key_fingerprint: key.fingerprint(),
             from_run: parsed.from_run.clone(),
         };
-        Ok((
-            Migrate {
-                params: Arc::new(params),
-                config_file: config_file.clone(),
-                runner: parsed.runner,
-                skip_load: parsed.skip_load,
-                keep_raw: parsed.keep_raw,
-                hash,
-            },
-            recorded,
-        ))
+        Ok(Migrate {
+            params: Arc::new(params),
+            config_file,
+            args: parsed,
+            hash,
+        })
     }
 
     pub fn runner(&self) -> &RunnerArgs {
-        &self.runner
+        &self.args.runner
     }
 
     pub fn config(&self) -> &Config {
@@ -286,7 +291,7 @@ impl Workflow for Migrate {
                 steps: vec!["validate".into()],
             },
         ];
-        if !self.skip_load {
+        if !self.args.skip_load {
             let cfg = &self.params.config;
             let graph = cfg.graph.iter().map(|g| &g.name);
             for name in cfg.stores.iter().map(|s| &s.name).chain(graph) {
@@ -324,7 +329,7 @@ impl Workflow for Migrate {
             "migrate.extract" => Arc::new(ExtractStep(self.params.clone())),
             "migrate.anonymize" => Arc::new(AnonymizeStep(self.params.clone())),
             "migrate.purge" => Arc::new(PurgeRawStep {
-                keep: self.keep_raw,
+                keep: self.args.keep_raw,
             }),
             "migrate.validate" => Arc::new(ValidateStep(self.params.clone())),
             "migrate.report" => Arc::new(crate::report::ReportStep),
@@ -348,10 +353,14 @@ impl Workflow for Migrate {
                 "key_fingerprint".to_string(),
                 self.params.key_fingerprint.clone(),
             ),
-            ("keep_raw".to_string(), self.keep_raw.to_string()),
+            ("keep_raw".to_string(), self.args.keep_raw.to_string()),
             (
                 "config_file".to_string(),
                 self.config_file.to_string_lossy().into_owned(),
+            ),
+            (
+                crate::params::ATTR.to_string(),
+                crate::params::encode("migrate", &self.args),
             ),
         ])
     }

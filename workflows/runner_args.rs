@@ -8,7 +8,7 @@ use wf_engine::{RetryPolicy, RunOptions};
 pub const UNATTENDED_RETRY: Duration = Duration::from_secs(180);
 
 /// How a run is executed; not part of the plan, so a resume may change them.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Args, serde::Serialize, serde::Deserialize)]
 pub struct RunnerArgs {
     /// Steps running at once.
     #[arg(long, default_value_t = 4)]

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use wf_engine::{Checkpoint, EngineError, Plan, Step, StepSpec, Workflow};
 use wf_steps::selftest::SelftestNode;
 
-/// Arguments of `wf run selftest`.
-#[derive(Debug, Clone, Parser)]
+/// Arguments of `wf run selftest` (checked: the run's journaled parameters).
+#[derive(Debug, Clone, Parser, serde::Serialize, serde::Deserialize)]
 #[command(
     name = "wf run selftest",
     about = "A synthetic DAG that exercises the engine"
@@ -67,6 +67,11 @@ impl Selftest {
             normalized = replace_value(&normalized, "--out", &abs.to_string_lossy());
         }
         Ok((Selftest { args: parsed }, normalized))
+    }
+
+    /// The workflow from a resumed run's journaled parameters.
+    pub fn from_checked(args: SelftestArgs) -> Self {
+        Selftest { args }
     }
 
     pub fn out_dir(&self) -> &PathBuf {
@@ -179,6 +184,13 @@ impl Workflow for Selftest {
             });
         }
         Ok(Plan { steps, checkpoints })
+    }
+
+    fn attrs(&self) -> std::collections::BTreeMap<String, String> {
+        std::collections::BTreeMap::from([(
+            crate::params::ATTR.to_string(),
+            crate::params::encode("selftest", &self.args),
+        )])
     }
 
     fn step(&self, spec: &StepSpec) -> Result<Arc<dyn Step>, EngineError> {

@@ -57,7 +57,8 @@ impl RunStatus {
 pub struct RunRecord {
     pub id: String,
     pub workflow: String,
-    /// The workflow's arguments as given, so `resume` rebuilds the same workflow.
+    /// The workflow's arguments as given, for people (`resume` rebuilds the workflow from the
+    /// typed `params` attribute; runs from before it, from these).
     pub args: Vec<String>,
     pub status: RunStatus,
     /// Bumped by every `recover`; step records of older generations live in the history tree.
