@@ -87,12 +87,13 @@ pub fn anonymize(
             (f.field.clone(), tags)
         })
         .collect();
-    let leaks = if originals.is_empty() {
+    let set = LeakSet::from_sorted(originals);
+    let leaks = if set.is_empty() {
         Vec::new()
     } else {
-        let set: LeakSet = originals.iter().copied().collect();
         scan_outputs(&files, &scanned, key, &set)?
     };
+    let originals = set.into_sorted();
     if !leaks.is_empty() {
         let list = leaks
             .iter()

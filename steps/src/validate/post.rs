@@ -62,14 +62,14 @@ fn row_hash(types: &[ColType], row: &[Option<String>]) -> u64 {
 }
 
 /// Checks CERT against the run's anonymized staging.
-pub async fn validate_loaded(inp: PostInput<'_>) -> Result<ValidationReport, StoreError> {
+pub async fn validate_loaded(mut inp: PostInput<'_>) -> Result<ValidationReport, StoreError> {
     let started = std::time::Instant::now();
     let mut tally = Tally::default();
     let mut cert: HashMap<String, (StoreSchema, Snap)> = HashMap::new();
     for s in &inp.config.stores {
         cert.insert(s.name.clone(), open_snapshot(s, Side::Cert).await?);
     }
-    let originals: LeakSet = inp.originals.iter().copied().collect();
+    let originals = LeakSet::from_sorted(std::mem::take(&mut inp.originals));
     let prod: Vec<&Table> = inp.schemas.iter().flat_map(|s| &s.tables).collect();
     let mut rows_total = 0;
     for (table, path) in &inp.files {
@@ -388,7 +388,7 @@ fn leaks_in(
         .zip(scan_tags)
         .filter(|(v, tags)| match (v, tags) {
             (Some(v), Some(tags)) if tags.is_empty() => {
-                v.len() >= 4 && originals.contains(&leak_hash(key, v))
+                v.len() >= 4 && originals.contains(leak_hash(key, v))
             }
             (Some(v), Some(tags)) => is_original(key, v, tags, originals),
             _ => false,
