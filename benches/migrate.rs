@@ -2,7 +2,9 @@
 //! default 25: about 1,100,000 rows for that district across the four PostgreSQL stores, plus
 //! its subgraph on the Bolt server) against the raw copy of the same relational rows with
 //! `psql \copy` out and in (no processing), in one run on the same servers. Also reports the
-//! validate step against the extract step (issue 6: validation must take less time).
+//! validate step against the extract step (issue 6: validation must take less time), and per step
+//! its seconds, rows/s, CPU seconds and peak resident memory (issue 17). `WF_BENCH_GRAPH=0` leaves
+//! the graph out (seeding and runs), for the larger scales.
 //!
 //! Needs `scripts/services.sh start && source /tmp/wf-services/env`; `cargo bench --bench migrate`.
 //! It measures, asserts nothing. It uses the release `wf` binary Cargo builds for benches.
@@ -129,6 +131,30 @@ fn step_ms(data: &Path, run: &str, step: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// One line per step of `run`: seconds, rows/s, CPU seconds and peak resident MB (the process's
+/// while the step ran, from the step's journaled metrics); then the run's peak.
+fn phases(data: &Path, run: &str) {
+    let v: serde_json::Value =
+        serde_json::from_str(&wf(data, &["status", run, "--json"])).expect("status");
+    let mut peak = 0u64;
+    for s in v["steps"].as_array().into_iter().flatten() {
+        let m = &s["metrics"];
+        let secs = s["duration_ms"].as_f64().unwrap_or(f64::NAN) / 1000.0;
+        let rows = m["rows"].as_u64();
+        let rss = m["peak_rss_kb"].as_u64().unwrap_or(0);
+        peak = peak.max(rss);
+        println!(
+            "    {:<14} {secs:>7.2} s {:>12} {:>6.2} s CPU {:>6} MB peak",
+            s["id"].as_str().unwrap_or("?"),
+            rows.map(|r| format!("{:.0} rows/s", r as f64 / secs))
+                .unwrap_or_default(),
+            m["cpu_ms"].as_f64().unwrap_or(f64::NAN) / 1000.0,
+            rss / 1024
+        );
+    }
+    println!("    peak resident memory of the run: {} MB", peak / 1024);
+}
+
 fn main() {
     let scale = std::env::var("WF_BENCH_SCALE").unwrap_or_else(|_| "25".into());
     let work = tempfile::tempdir().expect("temp");
@@ -152,6 +178,9 @@ fn main() {
     let full = config(&work.path().join("full"), "full", true);
     let rel = config(&work.path().join("rel"), "rel", false);
     let raw = config(&work.path().join("psql"), "psql", false);
+    // WF_BENCH_GRAPH=0: relational stores only (seeding and runs), for the larger scales.
+    let graph = std::env::var("WF_BENCH_GRAPH").as_deref() != Ok("0");
+    let seed_cfg = if graph { &full } else { &rel };
     let t = Instant::now();
     print!(
         "{}",
@@ -159,7 +188,7 @@ fn main() {
             &data,
             &[
                 "--config",
-                full.to_str().expect("path"),
+                seed_cfg.to_str().expect("path"),
                 "seed",
                 "--env",
                 "prod",
@@ -221,7 +250,12 @@ fn main() {
     }
     // wf, relational stores only (the same rows as psql), then with the graph.
     let mut results = Vec::new();
-    for (what, cfg) in [("relational only", &rel), ("with the graph", &full)] {
+    let runs: &[(&str, &PathBuf)] = if graph {
+        &[("relational only", &rel), ("with the graph", &full)]
+    } else {
+        &[("relational only", &rel)]
+    };
+    for &(what, cfg) in runs {
         let t = Instant::now();
         let out = wf(
             &data,
@@ -259,5 +293,6 @@ fn main() {
             checks["seconds"].as_f64().unwrap_or(f64::NAN),
             checks["rows"],
         );
+        phases(&data, run);
     }
 }

@@ -374,6 +374,53 @@ fn migrate_loads_the_district_anonymized_and_rollback_restores_cert() {
     assert_eq!(rb.code, Some(0), "{}", rb.stderr);
     assert!(rb.stdout.contains("rolled back"), "{}", rb.stdout);
     assert_eq!(counts(&sb), before, "CERT is exactly as before the run");
+    // The saved report is rewritten: it no longer says the rows are in CERT.
+    let md = std::fs::read_to_string(sb.data().join("reports").join(format!("{run}.md")))
+        .expect("report");
+    assert!(
+        md.contains("**rolled_back**") && md.contains("This run was rolled back"),
+        "{md}"
+    );
+    assert!(!md.contains(&format!("wf rollback {run}")), "{md}");
+}
+
+#[test]
+fn a_dry_run_says_so_everywhere_and_commits_nothing() {
+    let sb = Sandbox::new();
+    let config = setup(&sb, RULES);
+    let before = counts(&sb);
+    let cfg = config.to_string_lossy().to_string();
+    let r = migrate_with(&sb, &cfg, &["--dry-run"], &[("WF_ANON_KEY", KEY)]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let run = r.stdout.lines().next().expect("run id").to_string();
+    assert_eq!(counts(&sb), before, "a dry run commits nothing");
+    let runs = sb.run(["runs"]);
+    let line = runs
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&run))
+        .expect("listed");
+    assert!(line.contains("done_dry_run"), "{}", runs.stdout);
+    let st = sb.run(["status", &run]);
+    assert!(st.stdout.contains(": done_dry_run,"), "{}", st.stdout);
+    let md = std::fs::read_to_string(sb.data().join("reports").join(format!("{run}.md")))
+        .expect("report");
+    assert!(
+        md.starts_with(&format!("# Dry-run report: {run}"))
+            && md.contains("Nothing was committed")
+            && md.contains("| Would load |")
+            && md.contains("**done_dry_run**"),
+        "{md}"
+    );
+    assert!(
+        !md.contains("wf rollback"),
+        "no rollback hint for a dry run: {md}"
+    );
+    let json: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(sb.data().join("reports").join(format!("{run}.json"))).expect("json"),
+    )
+    .expect("json");
+    assert_eq!(json["status"], "done_dry_run");
 }
 
 #[test]

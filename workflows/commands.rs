@@ -180,6 +180,7 @@ async fn execute(
     let is_migrate = built.workflow.name() == "migrate";
     let is_batch = built.workflow.name() == "batch";
     let keep_raw = built.keep_raw;
+    let dry_run = built.preflight.as_ref().is_some_and(|p| p.dry_run);
     let outcome = engine
         .execute(open, built.workflow, options, Arc::new(Bars::new()), stop)
         .await;
@@ -198,6 +199,12 @@ async fn execute(
         return batch_summary(engine, &id, &outcome);
     }
     Ok(match outcome {
+        Outcome::Done if dry_run => {
+            say(&format!(
+                "run {id} done_dry_run: nothing was committed to CERT"
+            ));
+            exit::DONE
+        }
         Outcome::Done => {
             say(&format!("run {id} done"));
             exit::DONE

@@ -354,6 +354,7 @@ impl Workflow for Migrate {
                 self.params.key_fingerprint.clone(),
             ),
             ("keep_raw".to_string(), self.args.keep_raw.to_string()),
+            ("dry_run".to_string(), self.args.dry_run.to_string()),
             (
                 "config_file".to_string(),
                 self.config_file.to_string_lossy().into_owned(),

@@ -16,6 +16,10 @@ pub struct Phase {
     pub attempts: u32,
     pub seconds: Option<f64>,
     pub rows: Option<u64>,
+    /// CPU seconds of the process while the step ran (shared by steps running at once).
+    pub cpu_seconds: Option<f64>,
+    /// Peak resident memory of the process while the step ran, in MB.
+    pub peak_rss_mb: Option<f64>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -70,6 +74,15 @@ pub struct RunReport {
     pub raw_pii_on_disk: bool,
 }
 
+/// The status to show for a run: a migrate run that finished under `--dry-run` committed
+/// nothing, so it reads `done_dry_run`, never plain `done`.
+pub fn shown_status(status: &str, attrs: &BTreeMap<String, String>) -> String {
+    if status == "done" && attrs.get("dry_run").map(String::as_str) == Some("true") {
+        return "done_dry_run".into();
+    }
+    status.to_string()
+}
+
 fn step_dir(engine: &Engine, run: &str, step: &str) -> PathBuf {
     engine
         .data()
@@ -121,9 +134,18 @@ pub fn build_from(
             attempts: s.attempts,
             seconds: s.duration_ms.map(|d| d as f64 / 1000.0),
             rows: s.metrics.get("rows").copied(),
+            cpu_seconds: s
+                .metrics
+                .get(wf_engine::resources::CPU_MS)
+                .map(|c| *c as f64 / 1000.0),
+            peak_rss_mb: s
+                .metrics
+                .get(wf_engine::resources::PEAK_RSS_KB)
+                .map(|k| *k as f64 / 1024.0),
         })
         .collect();
-    let next = match st.status.as_str() {
+    let status = shown_status(&st.status, &st.attrs);
+    let next = match status.as_str() {
         "done" => vec![format!("wf validate {run}"), format!("wf rollback {run}")],
         "failed_validation" => vec![format!("wf recover {run} anonymized")],
         "done_dry_run" | "rolled_back" | "cancelled" => vec![],
@@ -131,7 +153,7 @@ pub fn build_from(
     };
     RunReport {
         run: st.id.clone(),
-        status: st.status.clone(),
+        status,
         district: st.attrs.get("district").cloned(),
         validation_status,
         started_ms: st.created_ms,
@@ -259,7 +281,16 @@ fn anon_summary(a: &serde_json::Value) -> AnonSummary {
 pub fn markdown(r: &RunReport) -> String {
     let mut m = String::new();
     let gate = r.validation_status.map(|g| g.as_str()).unwrap_or("not run");
-    m += &format!("# Migration report: {}\n\n", r.run);
+    let dry = r.status == "done_dry_run";
+    if dry {
+        m += &format!("# Dry-run report: {}\n\n", r.run);
+        m += "Nothing was committed: every CERT transaction was rolled back at its end. The \"Would load\" column says what a real run would have loaded.\n\n";
+    } else {
+        m += &format!("# Migration report: {}\n\n", r.run);
+    }
+    if r.status == "rolled_back" {
+        m += "This run was rolled back: the rows, nodes and relationships it loaded were deleted from CERT. The \"Loaded\" column says what it had loaded.\n\n";
+    }
     m += "| | |\n|---|---|\n";
     m += &format!("| Status | **{}** |\n", r.status);
     m += &format!("| District | {} |\n", r.district.as_deref().unwrap_or("-"));
@@ -290,22 +321,27 @@ pub fn markdown(r: &RunReport) -> String {
     if r.next.is_empty() {
         m += "Nothing to do.\n";
     }
-    m += "\n## Phases\n\n| Step | Status | Attempts | Seconds | Rows |\n|---|---|---:|---:|---:|\n";
+    m += "\n## Phases\n\nCPU and peak memory are the process's while the step ran (steps that ran at once share them).\n\n| Step | Status | Attempts | Seconds | Rows | CPU s | Peak MB |\n|---|---|---:|---:|---:|---:|---:|\n";
     for p in &r.phases {
         m += &format!(
-            "| {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
             p.step,
             p.status,
             p.attempts,
             p.seconds.map(|s| format!("{s:.2}")).unwrap_or_default(),
-            p.rows.map(|x| x.to_string()).unwrap_or_default()
+            p.rows.map(|x| x.to_string()).unwrap_or_default(),
+            p.cpu_seconds.map(|s| format!("{s:.2}")).unwrap_or_default(),
+            p.peak_rss_mb.map(|s| format!("{s:.0}")).unwrap_or_default()
         );
     }
     m += "\n## Checkpoints\n\n";
     for (c, reached) in &r.checkpoints {
         m += &format!("- [{}] {c}\n", if *reached { "x" } else { " " });
     }
-    m += "\n## Rows per store and table\n\n| Table | Extracted | Anonymized | Loaded |\n|---|---:|---:|---:|\n";
+    m += &format!(
+        "\n## Rows per store and table\n\n| Table | Extracted | Anonymized | {} |\n|---|---:|---:|---:|\n",
+        if dry { "Would load" } else { "Loaded" }
+    );
     for (t, x) in &r.tables {
         m += &format!(
             "| {t} | {} | {} | {} |\n",

@@ -75,6 +75,11 @@ pub(crate) async fn rollback(
         &format!("{total} rows, nodes and relationships deleted from CERT"),
     )?;
     say(&format!("run {run} rolled back"));
+    // The saved report must not go on saying the rows are in CERT.
+    match crate::report::write(engine, run) {
+        Ok(p) => say(&format!("report: {}", p.display())),
+        Err(e) => eprintln!("wf: run {run}: could not rewrite its report: {e}"),
+    }
     Ok(exit::DONE)
 }
 

@@ -57,10 +57,11 @@ pub fn runs(engine: &Engine, as_json: bool) -> anyhow::Result<u8> {
         "RUN", "WORKFLOW", "STATUS", "GEN", "STEPS", "RAW PII"
     )?;
     for v in &list {
+        let shown = crate::report::shown_status(&v.status, &v.attrs);
         let status = if v.live {
-            format!("{} (live)", v.status)
+            format!("{shown} (live)")
         } else {
-            v.status.clone()
+            shown
         };
         let steps = format!("{}/{}", v.counts.done, v.counts.total);
         writeln!(
@@ -90,7 +91,10 @@ pub fn status(engine: &Engine, run: &str, as_json: bool, all: bool) -> anyhow::R
     writeln!(
         o,
         "run {} ({}): {}{live}, generation {}",
-        v.id, v.workflow, v.status, v.generation
+        v.id,
+        v.workflow,
+        crate::report::shown_status(&v.status, &v.attrs),
+        v.generation
     )?;
     if let Some(m) = &v.message {
         writeln!(o, "  {m}")?;
@@ -112,14 +116,29 @@ pub fn status(engine: &Engine, run: &str, as_json: bool, all: bool) -> anyhow::R
         .filter(|s| all || s.status != "done")
         .collect();
     if !shown.is_empty() {
-        writeln!(o, "{:<32} {:<8} {:>8}  ERROR", "STEP", "STATUS", "ATTEMPTS")?;
+        writeln!(
+            o,
+            "{:<32} {:<8} {:>8} {:>8} {:>7} {:>8}  ERROR",
+            "STEP", "STATUS", "ATTEMPTS", "SECONDS", "CPU_S", "PEAK_MB"
+        )?;
         for s in shown.iter().take(if all { usize::MAX } else { 30 }) {
+            let metric = |k: &str, div: f64, digits: usize| {
+                s.metrics
+                    .get(k)
+                    .map(|x| format!("{:.*}", digits, *x as f64 / div))
+                    .unwrap_or_default()
+            };
             writeln!(
                 o,
-                "{:<32} {:<8} {:>8}  {}",
+                "{:<32} {:<8} {:>8} {:>8} {:>7} {:>8}  {}",
                 s.id,
                 s.status,
                 s.attempts,
+                s.duration_ms
+                    .map(|d| format!("{:.1}", d as f64 / 1000.0))
+                    .unwrap_or_default(),
+                metric(wf_engine::resources::CPU_MS, 1000.0, 1),
+                metric(wf_engine::resources::PEAK_RSS_KB, 1024.0, 0),
                 s.error.as_deref().unwrap_or("")
             )?;
         }

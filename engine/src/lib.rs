@@ -10,6 +10,7 @@ pub mod failpoint;
 pub mod graph;
 pub mod journal;
 pub mod model;
+pub mod resources;
 pub mod retry;
 mod runner;
 pub mod status;

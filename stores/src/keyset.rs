@@ -16,6 +16,9 @@ pub fn memory_limit() -> usize {
         .unwrap_or(250_000)
 }
 
+/// Page cache of the spill database (sled's default is 1 GB).
+const SPILL_CACHE_BYTES: u64 = 16 << 20;
+
 fn spill_err(e: sled::Error) -> StoreError {
     StoreError::Staging {
         path: std::env::temp_dir(),
@@ -39,8 +42,11 @@ impl Spill {
         let db = match self.db.get() {
             Some(db) => db,
             None => {
+                // sled caches up to 1 GB of pages by default: a spill that kept its keys in
+                // that cache would hold in memory what it spilled to stay out of it.
                 let opened = sled::Config::new()
                     .temporary(true)
+                    .cache_capacity(SPILL_CACHE_BYTES)
                     .open()
                     .map_err(spill_err)?;
                 self.db.get_or_init(|| opened)

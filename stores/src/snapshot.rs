@@ -74,8 +74,9 @@ impl<T: SnapshotReader + ?Sized> SnapshotReader for Box<T> {
         c: &str,
         v: &str,
         cols: &[String],
-    ) -> Result<Vec<Key>, StoreError> {
-        (**self).distinct_eq(t, c, v, cols).await
+        sink: &mut Sink<'_>,
+    ) -> Result<(), StoreError> {
+        (**self).distinct_eq(t, c, v, cols, sink).await
     }
     async fn has_rows(&mut self, t: &Table) -> Result<bool, StoreError> {
         (**self).has_rows(t).await

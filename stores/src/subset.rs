@@ -60,7 +60,8 @@ pub trait SnapshotReader: Send {
         column: &str,
         value: &str,
         columns: &[String],
-    ) -> Result<Vec<Key>, StoreError>;
+        sink: &mut Sink<'_>,
+    ) -> Result<(), StoreError>;
     /// Whether `table` has any row (validation skips key lookups in an empty CERT table).
     async fn has_rows(&mut self, table: &Table) -> Result<bool, StoreError>;
     /// How many rows of `table` have `column` equal to `value`.
@@ -217,8 +218,12 @@ pub async fn select_with_limit<S: SnapshotReader>(
             continue;
         }
         let refs_key = fk.ref_columns == key_columns(parent);
-        for chunk in values.chunks(KEY_BATCH) {
-            let wanted = st.unknown(parent, refs_key, chunk.iter().cloned())?;
+        let mut after: Option<Key> = None;
+        loop {
+            let chunk = values.chunk_after(after.as_ref(), KEY_BATCH)?;
+            let Some(last) = chunk.last() else { break };
+            after = Some(last.clone());
+            let wanted = st.unknown(parent, refs_key, chunk.into_iter())?;
             let project = &e.project[&parent.id()];
             fetch(
                 readers,
@@ -260,7 +265,7 @@ async fn seed<'a, S: SnapshotReader>(
     cfg: &Config,
     district: &str,
     e: &Edges<'a>,
-) -> Result<Vec<(&'a ForeignKey, Vec<Key>)>, StoreError> {
+) -> Result<Vec<(&'a ForeignKey, KeySet)>, StoreError> {
     let reference: BTreeSet<String> = cfg.reference_tables.iter().cloned().collect();
     let referenced: HashSet<String> = e
         .parents
@@ -280,8 +285,11 @@ async fn seed<'a, S: SnapshotReader>(
                 st.subset.seed_only.insert(id.clone());
                 st.subset.counted.insert(id.clone(), n);
                 for fk in e.parents.get(&id).map(Vec::as_slice).unwrap_or(&[]) {
-                    let values = r
-                        .distinct_eq(t, &cfg.district_column, district, &fk.columns)
+                    // Streamed into a set that spills past the memory limit: a large
+                    // district's distinct references are not held in one vector.
+                    let mut values = KeySet::new(&st.spill, st.limit);
+                    let mut sink = |k: Key| values.insert(k).map(|_| ());
+                    r.distinct_eq(t, &cfg.district_column, district, &fk.columns, &mut sink)
                         .await?;
                     leaf_parents.push((*fk, values));
                 }

@@ -56,6 +56,9 @@ impl SledJournal {
             match sled::Config::new()
                 .path(path)
                 .flush_every_ms(Some(500))
+                // A journal is small (records, events, outputs: paths and counts); sled's
+                // default page cache of 1 GB would only grow the runner with its history.
+                .cache_capacity(32 << 20)
                 .open()
             {
                 // sled reports its busy lock as ErrorKind::Other with this text (config.rs).

@@ -95,23 +95,7 @@ pub(crate) async fn run_attempts(t: TaskInput) -> TaskResult {
         if let Some(d) = failpoint::delay(&t.step_id) {
             tokio::time::sleep(d).await;
         }
-        let cx = StepContext {
-            run_id: t.run_id.clone(),
-            step_id: t.step_id.clone(),
-            generation: t.generation,
-            attempt,
-            idempotency_key: format!("{}/g{}/{}", t.run_id, t.generation, t.step_id),
-            inputs: t.inputs.clone(),
-            artifact_dir: t.artifact_dir.clone(),
-            progress: Progress::new(&t.step_id, t.observer.clone()),
-            cancel: t.abort.clone(),
-            host: t.host.clone(),
-        };
-        let end = tokio::select! {
-            biased;
-            _ = t.abort.cancelled() => AttemptEnd::Aborted,
-            r = attempt_with_timeout(t.step.as_ref(), &cx, t.timeout) => AttemptEnd::Finished(r),
-        };
+        let end = one_attempt(&t, attempt).await;
         let result = match end {
             AttemptEnd::Aborted => return interrupted(&t, attempt),
             AttemptEnd::Finished(r) => r,
@@ -158,6 +142,41 @@ pub(crate) async fn run_attempts(t: TaskInput) -> TaskResult {
                 }
             }
         }
+    }
+}
+
+/// One attempt: its context, the step under its timeout (or an abort), and what it cost the
+/// process (CPU, peak memory), added to a finished step's metrics.
+async fn one_attempt(t: &TaskInput, attempt: u32) -> AttemptEnd {
+    let cx = StepContext {
+        run_id: t.run_id.clone(),
+        step_id: t.step_id.clone(),
+        generation: t.generation,
+        attempt,
+        idempotency_key: format!("{}/g{}/{}", t.run_id, t.generation, t.step_id),
+        inputs: t.inputs.clone(),
+        artifact_dir: t.artifact_dir.clone(),
+        progress: Progress::new(&t.step_id, t.observer.clone()),
+        cancel: t.abort.clone(),
+        host: t.host.clone(),
+    };
+    let meter = crate::resources::Meter::start();
+    let end = tokio::select! {
+        biased;
+        _ = t.abort.cancelled() => AttemptEnd::Aborted,
+        r = attempt_with_timeout(t.step.as_ref(), &cx, t.timeout) => AttemptEnd::Finished(r),
+    };
+    match end {
+        AttemptEnd::Finished(Ok(mut output)) => {
+            if let Some((cpu, rss)) = meter.finish() {
+                output.metrics.insert(crate::resources::CPU_MS.into(), cpu);
+                output
+                    .metrics
+                    .insert(crate::resources::PEAK_RSS_KB.into(), rss);
+            }
+            AttemptEnd::Finished(Ok(output))
+        }
+        other => other,
     }
 }
 

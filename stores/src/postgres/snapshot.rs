@@ -167,24 +167,6 @@ impl PgSnapshot {
         Ok(())
     }
 
-    /// Rows of a query binding one text value, as keys of `width` columns.
-    async fn rows_by_value(
-        &mut self,
-        sql: String,
-        value: &str,
-        width: usize,
-    ) -> Result<Vec<Key>, StoreError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(value.to_string())
-            .fetch_all(&mut *self.conn)
-            .await
-            .map_err(|e| StoreError::from_sqlx(&self.store, e))?;
-        Ok(rows
-            .iter()
-            .map(|r| (0..width).map(|i| r.get::<Option<String>, _>(i)).collect())
-            .collect())
-    }
-
     async fn rows(
         &mut self,
         sql: String,
@@ -314,7 +296,8 @@ impl SnapshotReader for PgSnapshot {
         column: &str,
         value: &str,
         columns: &[String],
-    ) -> Result<Vec<Key>, StoreError> {
+        sink: &mut Sink<'_>,
+    ) -> Result<(), StoreError> {
         let t = col_type(table, column)?;
         let not_null: Vec<String> = columns
             .iter()
@@ -327,7 +310,7 @@ impl SnapshotReader for PgSnapshot {
             ident(column),
             not_null.join(" and ")
         );
-        self.rows_by_value(sql, value, columns.len()).await
+        self.stream(sql, Some(value), columns.len(), sink).await
     }
 
     async fn has_rows(&mut self, table: &Table) -> Result<bool, StoreError> {

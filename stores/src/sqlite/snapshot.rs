@@ -234,7 +234,8 @@ impl SnapshotReader for SqliteSnapshot {
         column: &str,
         value: &str,
         columns: &[String],
-    ) -> Result<Vec<Key>, StoreError> {
+        sink: &mut Sink<'_>,
+    ) -> Result<(), StoreError> {
         let not_null: Vec<String> = columns
             .iter()
             .map(|c| format!("{} is not null", ident(c)))
@@ -246,8 +247,7 @@ impl SnapshotReader for SqliteSnapshot {
             ident(column),
             not_null.join(" and ")
         );
-        self.rows(sql, vec![Some(value.to_string())], columns.len())
-            .await
+        self.stream(sql, Some(value), columns.len(), sink).await
     }
 
     async fn has_rows(&mut self, table: &Table) -> Result<bool, StoreError> {
