@@ -109,6 +109,19 @@ fn expect_failure(sb: &Sandbox, cfg: &Path, category: &str, table: &str) -> serd
             && f["violations"].as_u64().unwrap() > 0),
         "{category} on {table}: {findings:#?}"
     );
+    // The run's error says what went wrong: each blocking finding's own message.
+    let blocking = |f: &&serde_json::Value| {
+        (f["severity"] == "error" || f["severity"] == "critical")
+            && f["violations"].as_u64().unwrap_or(0) > 0
+    };
+    for f in findings.iter().filter(blocking) {
+        let said = format!(
+            "{}: {}",
+            f["table"].as_str().unwrap(),
+            f["message"].as_str().unwrap()
+        );
+        assert!(r.stderr.contains(&said), "{said} not in: {}", r.stderr);
+    }
     for (db, t) in [
         ("ids.db", "students"),
         ("hcp1.db", "enrollments"),

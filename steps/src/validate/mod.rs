@@ -140,13 +140,14 @@ impl Tally {
 }
 
 impl ValidationReport {
-    /// One line naming the blocking findings, for the run's error.
+    /// One line saying what the blocking findings found (their messages, not the checks'
+    /// names), for the run's error.
     pub fn summary(&self) -> String {
         let blocking: Vec<String> = self
             .findings
             .iter()
             .filter(|f| f.severity.blocks())
-            .map(|f| format!("{} on {} ({} rows)", f.check, f.table, f.violations))
+            .map(|f| format!("{}: {}", f.table, f.message))
             .collect();
         format!(
             "validation {}: {} blocking findings: {}",
