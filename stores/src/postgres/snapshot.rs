@@ -124,6 +124,17 @@ pub use crate::snapshot::Selection;
 const COPY_KEYS: usize = 5000;
 
 impl PgSnapshot {
+    /// Sets a planner setting for the rest of the snapshot's transaction.
+    async fn set_local(&mut self, name: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query("select set_config($1, $2, true)")
+            .bind(name)
+            .bind(value)
+            .execute(&mut *self.conn)
+            .await
+            .map_err(|e| StoreError::from_sqlx(&self.store, e))?;
+        Ok(())
+    }
+
     /// Takes a connection from `pool` and starts the read-only snapshot on it.
     pub async fn begin(store: &str, pool: &PgPool) -> Result<PgSnapshot, StoreError> {
         let err = |e| StoreError::from_sqlx(store, e);
@@ -310,7 +321,13 @@ impl SnapshotReader for PgSnapshot {
             ident(column),
             not_null.join(" and ")
         );
-        self.stream(sql, Some(value), columns.len(), sink).await
+        // Sorted, not hashed: on a 9.6M-row district, PostgreSQL 15's hash aggregate, run
+        // through the extended protocol, spent over ten minutes resetting its spilled hash
+        // table (tuplehash_iterate and memset at 100 % CPU) where a sort takes seconds.
+        self.set_local("enable_hashagg", "off").await?;
+        let streamed = self.stream(sql, Some(value), columns.len(), sink).await;
+        self.set_local("enable_hashagg", "on").await?;
+        streamed
     }
 
     async fn has_rows(&mut self, table: &Table) -> Result<bool, StoreError> {
