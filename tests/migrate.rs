@@ -421,6 +421,18 @@ fn a_dry_run_says_so_everywhere_and_commits_nothing() {
     )
     .expect("json");
     assert_eq!(json["status"], "done_dry_run");
+    // Wall time is split into time with steps running and idle time.
+    let (wall, busy, idle) = (
+        json["seconds"].as_f64().unwrap(),
+        json["busy_seconds"].as_f64().unwrap(),
+        json["idle_seconds"].as_f64().unwrap(),
+    );
+    assert!(busy > 0.0 && busy <= wall + 0.001, "{busy} of {wall}");
+    assert!(
+        (wall - busy - idle).abs() < 0.01,
+        "{wall} = {busy} + {idle}"
+    );
+    assert!(md.contains("s with steps running,"), "{md}");
 }
 
 #[test]

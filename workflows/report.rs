@@ -58,7 +58,14 @@ pub struct RunReport {
     pub validation_status: Option<Gate>,
     pub started_ms: u64,
     pub updated_ms: u64,
+    /// From the run's creation to its last update, idle time included.
     pub seconds: f64,
+    /// Time at least one step of the current generation was running.
+    #[serde(default)]
+    pub busy_seconds: f64,
+    /// Wall time with no step running (a pause, a dead runner, waiting for a resume).
+    #[serde(default)]
+    pub idle_seconds: f64,
     pub phases: Vec<Phase>,
     pub tables: BTreeMap<String, TableRows>,
     pub anonymization: Option<AnonSummary>,
@@ -72,6 +79,24 @@ pub struct RunReport {
     /// Raw (PII) staging is still on disk (a run kept with `--keep-raw`, or not purged yet).
     #[serde(default)]
     pub raw_pii_on_disk: bool,
+}
+
+/// How long at least one of these (start, end) intervals was open, in ms: their union's length.
+fn busy_ms(intervals: impl Iterator<Item = (u64, u64)>) -> u64 {
+    let mut v: Vec<(u64, u64)> = intervals.filter(|(s, e)| e > s).collect();
+    v.sort_unstable();
+    let (mut total, mut open): (u64, Option<(u64, u64)>) = (0, None);
+    for (s, e) in v {
+        open = match open {
+            Some((os, oe)) if s <= oe => Some((os, oe.max(e))),
+            Some((os, oe)) => {
+                total += oe - os;
+                Some((s, e))
+            }
+            None => Some((s, e)),
+        };
+    }
+    total + open.map_or(0, |(s, e)| e - s)
 }
 
 /// The status to show for a run: a migrate run that finished under `--dry-run` committed
@@ -145,6 +170,13 @@ pub fn build_from(
         })
         .collect();
     let status = shown_status(&st.status, &st.attrs);
+    let wall = st.updated_ms.saturating_sub(st.created_ms) as f64 / 1000.0;
+    let busy = busy_ms(
+        st.steps
+            .iter()
+            .filter_map(|s| Some((s.started_ms?, s.started_ms? + s.duration_ms?))),
+    ) as f64
+        / 1000.0;
     let next = match status.as_str() {
         "done" => vec![format!("wf validate {run}"), format!("wf rollback {run}")],
         "failed_validation" => vec![format!("wf recover {run} anonymized")],
@@ -158,7 +190,9 @@ pub fn build_from(
         validation_status,
         started_ms: st.created_ms,
         updated_ms: st.updated_ms,
-        seconds: st.updated_ms.saturating_sub(st.created_ms) as f64 / 1000.0,
+        seconds: wall,
+        busy_seconds: busy,
+        idle_seconds: (wall - busy).max(0.0),
         phases,
         tables,
         anonymization,
@@ -295,7 +329,10 @@ pub fn markdown(r: &RunReport) -> String {
     m += &format!("| Status | **{}** |\n", r.status);
     m += &format!("| District | {} |\n", r.district.as_deref().unwrap_or("-"));
     m += &format!("| Validation | **{gate}** |\n");
-    m += &format!("| Wall time | {:.1} s |\n", r.seconds);
+    m += &format!(
+        "| Wall time | {:.1} s: {:.1} s with steps running, {:.1} s idle |\n",
+        r.seconds, r.busy_seconds, r.idle_seconds
+    );
     m += &format!("| Retries | {} |\n", r.retries);
     m += &format!(
         "| Recoveries | {} |\n",
@@ -466,5 +503,18 @@ impl wf_engine::Step for ReportStep {
         let md = write_report(&engine, &cx.run_id, &report)
             .map_err(|e| wf_engine::StepError::Retryable(e.to_string()))?;
         wf_engine::StepOutput::with_value(&md.to_string_lossy().into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::busy_ms;
+
+    #[test]
+    fn busy_time_is_the_union_of_the_steps_intervals() {
+        // Two overlapping loads, a gap (a pause), then one more step; an empty interval.
+        let steps = [(0, 10), (5, 20), (100, 130), (40, 40), (120, 125)];
+        assert_eq!(busy_ms(steps.into_iter()), 20 + 30);
+        assert_eq!(busy_ms(std::iter::empty()), 0);
     }
 }

@@ -13,6 +13,9 @@ pub struct StepView {
     pub attempts: u32,
     pub deps: Vec<String>,
     pub generation: Option<u32>,
+    /// When its last attempt started (ms since the epoch).
+    #[serde(default)]
+    pub started_ms: Option<u64>,
     pub duration_ms: Option<u64>,
     pub error: Option<String>,
     pub metrics: BTreeMap<String, u64>,
@@ -96,6 +99,7 @@ impl StatusView {
                         .map(|&d| graph.spec(d).id.clone())
                         .collect(),
                     generation: rec.map(|r| r.generation),
+                    started_ms: rec.map(|r| r.started_ms),
                     duration_ms: rec
                         .and_then(|r| r.finished_ms.map(|f| f.saturating_sub(r.started_ms))),
                     error: rec.and_then(|r| r.error.clone()),

@@ -156,10 +156,19 @@ fn write_keys<'k>(
     spill: &Spill,
     keys: impl Iterator<Item = &'k Key>,
 ) -> Result<PathBuf, StoreError> {
+    write_stream(spill, keys.map(|k| Ok(std::borrow::Cow::Borrowed(k))))
+}
+
+/// `write_keys` for keys read as they are written (a merge streams through, never held).
+fn write_stream<'k>(
+    spill: &Spill,
+    keys: impl Iterator<Item = Result<std::borrow::Cow<'k, Key>, StoreError>>,
+) -> Result<PathBuf, StoreError> {
     let (path, f) = spill.file()?;
     let mut w = BufWriter::new(f);
     for k in keys {
-        let b = encode(k);
+        let k = k?;
+        let b = encode(k.as_ref());
         w.write_all(&(b.len() as u32).to_le_bytes())
             .and_then(|()| w.write_all(&b))
             .map_err(|e| io_err(&path, e))?;
@@ -303,8 +312,8 @@ impl KeySet {
                 .iter()
                 .map(|p| FileKeys::open(p).map(|f| Box::new(f) as Source))
                 .collect::<Result<Vec<_>, _>>()?;
-            let merged: Vec<Key> = Merge::new(sources)?.collect::<Result<_, _>>()?;
-            let path = write_keys(&self.spill, merged.iter())?;
+            let merged = Merge::new(sources)?.map(|k| k.map(std::borrow::Cow::Owned));
+            let path = write_stream(&self.spill, merged)?;
             for p in &same {
                 let _ = std::fs::remove_file(p);
             }
