@@ -8,7 +8,7 @@ use crate::error::StoreError;
 use crate::schema::{StoreSchema, Table};
 use crate::snapshot::Selection;
 use crate::staging::{arrow_schema, ColType, StagedColumn, StagingWriter};
-use crate::subset::{key_columns, select_with_limit, Key};
+use crate::subset::{key_columns, select_with_limit};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -130,23 +130,17 @@ pub async fn extract_district_with_limit(
                 snap.extract(t, sel, &cols, &mut w).await?;
             } else if let Some(keys) = subset.keys.get(&id) {
                 // Key by key range, a chunk at a time, so the key set may live on disk.
-                let mut after: Option<Key> = None;
-                loop {
-                    let chunk = keys.chunk_after(after.as_ref(), EXTRACT_KEYS)?;
-                    let Some(last) = chunk.last().cloned() else {
-                        break;
-                    };
+                for chunk in keys.chunks(EXTRACT_KEYS)? {
                     snap.extract(
                         t,
                         Selection::Keys {
                             columns: &key_cols,
-                            keys: &chunk,
+                            keys: &chunk?,
                         },
                         &cols,
                         &mut w,
                     )
                     .await?;
-                    after = Some(last);
                 }
             }
             let file = w.finish()?;

@@ -13,7 +13,7 @@ use std::hash::Hasher;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 /// Column values of one row, as text (`None` for NULL), in the order of the projection asked for.
 pub type Key = Vec<Option<String>>;
@@ -212,16 +212,16 @@ impl Iterator for FileKeys {
     }
 }
 
-type Source = Box<dyn Iterator<Item = Result<Key, StoreError>> + Send>;
+type Source<'a> = Box<dyn Iterator<Item = Result<Key, StoreError>> + Send + 'a>;
 
 /// The sorted union of sorted sources with no key in two of them.
-struct Merge {
-    sources: Vec<Source>,
+struct Merge<'a> {
+    sources: Vec<Source<'a>>,
     heads: Vec<Option<Key>>,
 }
 
-impl Merge {
-    fn new(mut sources: Vec<Source>) -> Result<Merge, StoreError> {
+impl<'a> Merge<'a> {
+    fn new(mut sources: Vec<Source<'a>>) -> Result<Merge<'a>, StoreError> {
         let heads = sources
             .iter_mut()
             .map(|s| s.next().transpose())
@@ -230,7 +230,7 @@ impl Merge {
     }
 }
 
-impl Iterator for Merge {
+impl Iterator for Merge<'_> {
     type Item = Result<Key, StoreError>;
     fn next(&mut self) -> Option<Self::Item> {
         let (i, _) = self
@@ -257,8 +257,6 @@ pub struct KeySet {
     spill: Spill,
     limit: usize,
     len: usize,
-    /// The iteration `chunk_after` is in, and the last key it gave.
-    cursor: Mutex<Option<(Key, Merge)>>,
 }
 
 impl KeySet {
@@ -270,7 +268,6 @@ impl KeySet {
             spill: spill.clone(),
             limit: limit.max(1),
             len: 0,
-            cursor: Mutex::new(None),
         }
     }
 
@@ -336,51 +333,19 @@ impl KeySet {
         self.len == 0
     }
 
-    /// Up to `n` keys following `after` (from the start when `None`), in key order. Reading on
-    /// from the last key returned continues one merge of the runs; another `after` starts over.
-    pub fn chunk_after(&self, after: Option<&Key>, n: usize) -> Result<Vec<Key>, StoreError> {
-        let mut cursor = self.cursor.lock().unwrap_or_else(|e| e.into_inner());
-        let resume = matches!((&*cursor, after), (Some((last, _)), Some(a)) if last == a);
-        if !resume {
-            let mut sources: Vec<Source> = self
-                .runs
-                .iter()
-                .map(|(_, p)| FileKeys::open(p).map(|f| Box::new(f) as Source))
-                .collect::<Result<_, _>>()?;
-            sources.push(Box::new(
-                self.mem
-                    .iter()
-                    .cloned()
-                    .map(Ok)
-                    .collect::<Vec<_>>()
-                    .into_iter(),
-            ));
-            let mut merge = Merge::new(sources)?;
-            let mut last = Vec::new();
-            if let Some(a) = after {
-                // Skip to the key after `a` (a cursor from elsewhere, rare).
-                let mut peek = Vec::new();
-                for k in merge.by_ref() {
-                    let k = k?;
-                    if &k > a {
-                        peek.push(k);
-                        break;
-                    }
-                }
-                let rest: Source = Box::new(peek.into_iter().map(Ok).chain(merge));
-                merge = Merge::new(vec![rest])?;
-                last = a.clone();
-            }
-            *cursor = Some((last, merge));
-        }
-        let Some((last, merge)) = cursor.as_mut() else {
-            return Ok(Vec::new());
-        };
-        let chunk: Vec<Key> = merge.by_ref().take(n).collect::<Result<_, _>>()?;
-        if let Some(k) = chunk.last() {
-            *last = k.clone();
-        }
-        Ok(chunk)
+    /// Every key, in key order, `n` at a time: one merge of the runs on disk and the keys in
+    /// memory, read as the chunks are taken.
+    pub fn chunks(&self, n: usize) -> Result<Chunks<'_>, StoreError> {
+        let mut sources: Vec<Source<'_>> = self
+            .runs
+            .iter()
+            .map(|(_, p)| FileKeys::open(p).map(|f| Box::new(f) as Source<'_>))
+            .collect::<Result<_, _>>()?;
+        sources.push(Box::new(self.mem.iter().cloned().map(Ok)));
+        Ok(Chunks {
+            inner: Box::new(Merge::new(sources)?),
+            n,
+        })
     }
 }
 
@@ -434,10 +399,10 @@ impl KeyQueue {
     }
 
     /// Takes every queued row out, `n` at a time, in order: those written to disk first.
-    pub fn drain_chunks(mut self, n: usize) -> impl Iterator<Item = Result<Vec<Key>, StoreError>> {
+    pub fn drain_chunks(mut self, n: usize) -> Chunks<'static> {
         let mem = std::mem::take(&mut self.mem);
         self.spill.release(mem.len());
-        let disk: Source = match self.disk.take() {
+        let disk: Source<'static> = match self.disk.take() {
             Some((path, mut w)) => match w.flush().map_err(|e| io_err(&path, e)) {
                 Ok(()) => match FileKeys::open(&path) {
                     // Unlinked now: the open handle keeps it readable until dropped.
@@ -467,12 +432,13 @@ impl Drop for KeyQueue {
     }
 }
 
-struct Chunks {
-    inner: Box<dyn Iterator<Item = Result<Key, StoreError>> + Send>,
+/// Keys `n` at a time, from a set or a drained queue.
+pub struct Chunks<'a> {
+    inner: Source<'a>,
     n: usize,
 }
 
-impl Iterator for Chunks {
+impl Iterator for Chunks<'_> {
     type Item = Result<Vec<Key>, StoreError>;
     fn next(&mut self) -> Option<Self::Item> {
         let mut chunk = Vec::with_capacity(self.n);
@@ -517,16 +483,8 @@ mod tests {
         assert!(!set.runs.is_empty() && queue.disk.is_some(), "both spilled");
         assert_eq!(set.len(), 50);
         assert!(set.contains(&key(7)).unwrap() && !set.contains(&key(70)).unwrap());
-        let (mut seen, mut after) = (0, None);
-        loop {
-            let chunk = set.chunk_after(after.as_ref(), 8).unwrap();
-            let Some(last) = chunk.last().cloned() else {
-                break;
-            };
-            seen += chunk.len();
-            after = Some(last);
-        }
-        assert_eq!(seen, 50, "the cursor visits every key once");
+        let seen: usize = set.chunks(8).unwrap().map(|c| c.unwrap().len()).sum();
+        assert_eq!(seen, 50, "every key once");
         let drained: Vec<Key> = queue.drain_chunks(7).flat_map(|c| c.unwrap()).collect();
         assert_eq!(
             drained,
@@ -552,26 +510,12 @@ mod tests {
         for i in 0..7_000 {
             assert_eq!(set.contains(&key(i)).unwrap(), oracle.contains(&key(i)));
         }
-        let mut all = Vec::new();
-        let mut after: Option<Key> = None;
-        loop {
-            let chunk = set.chunk_after(after.as_ref(), 333).unwrap();
-            let Some(last) = chunk.last().cloned() else {
-                break;
-            };
-            all.extend(chunk);
-            after = Some(last);
-        }
+        let all: Vec<Key> = set.chunks(333).unwrap().flat_map(|c| c.unwrap()).collect();
         assert_eq!(
             all,
             oracle.iter().cloned().collect::<Vec<_>>(),
             "sorted, each once"
         );
-        // A cursor from elsewhere starts over at the right place.
-        let mid = oracle.iter().nth(1000).cloned().unwrap();
-        let next = set.chunk_after(Some(&mid), 2).unwrap();
-        let want: Vec<Key> = oracle.iter().skip(1001).take(2).cloned().collect();
-        assert_eq!(next, want);
         let dir = spill.inner.dir.get().expect("spilled").path().to_path_buf();
         drop(set);
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "runs removed");

@@ -218,12 +218,8 @@ pub async fn select_with_limit<S: SnapshotReader>(
             continue;
         }
         let refs_key = fk.ref_columns == key_columns(parent);
-        let mut after: Option<Key> = None;
-        loop {
-            let chunk = values.chunk_after(after.as_ref(), KEY_BATCH)?;
-            let Some(last) = chunk.last() else { break };
-            after = Some(last.clone());
-            let wanted = st.unknown(parent, refs_key, chunk.into_iter())?;
+        for chunk in values.chunks(KEY_BATCH)? {
+            let wanted = st.unknown(parent, refs_key, chunk?.into_iter())?;
             let project = &e.project[&parent.id()];
             fetch(
                 readers,

@@ -145,15 +145,9 @@ pub async fn extract_graph(
     let mut nodes: BTreeMap<String, Spooler> = BTreeMap::new();
     let mut rels: BTreeMap<(String, String, String), Spooler> = BTreeMap::new();
     let (mut n_nodes, mut n_rels) = (0u64, 0u64);
-    let mut after: Option<Key> = None;
-    loop {
-        let chunk = selected.chunk_after(after.as_ref(), CHUNK)?;
-        let Some(last) = chunk.last().cloned() else {
-            break;
-        };
-        after = Some(last);
+    for chunk in selected.chunks(CHUNK)? {
         let mut by_label: BTreeMap<String, Vec<GValue>> = BTreeMap::new();
-        for k in chunk {
+        for k in chunk? {
             if let [Some(l), Some(t)] = k.as_slice() {
                 by_label
                     .entry(l.clone())
