@@ -120,16 +120,9 @@ fn staging_copy(input: &Path, output: &Path) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-/// CPU seconds used by this process so far (user + system, from /proc/self/stat; 0 elsewhere).
+/// CPU seconds used by this process so far (the engine's own reading; 0 where /proc is missing).
 fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<f64> = after
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0.0))
-        .collect();
-    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the command name, in ticks.
-    (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
+    wf_engine::resources::cpu_ms().unwrap_or(0) as f64 / 1000.0
 }
 
 /// Runs `f` (which returns its wall time, outputs removed beforehand so every run writes new

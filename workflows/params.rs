@@ -21,13 +21,15 @@ struct Envelope<T> {
 }
 
 /// The parameters of workflow `workflow` as the text of the `params` attribute.
+/// The parameters of workflow `workflow` as the text of the `params` attribute; empty when they
+/// cannot be written as JSON (a path that is not UTF-8), which `registry::build` refuses before
+/// the run exists.
 pub fn encode<T: Serialize>(workflow: &str, params: &T) -> String {
     let envelope = Envelope {
         version: VERSION,
         workflow: workflow.to_string(),
         params,
     };
-    // Serializing plain structs of strings, numbers and paths to JSON cannot fail.
     serde_json::to_string(&envelope).unwrap_or_default()
 }
 

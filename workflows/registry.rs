@@ -35,6 +35,18 @@ pub enum BuildError {
 /// Builds workflow `name` for a new run from `args`; `config` is the global --config (migrate and
 /// batch record their own).
 pub fn build(name: &str, args: &[String], config: &std::path::Path) -> Result<Built, BuildError> {
+    let built = build_new(name, args, config)?;
+    // A run whose parameters cannot be journaled could not be resumed: refuse it now.
+    let attrs = built.workflow.attrs();
+    if attrs.get(crate::params::ATTR).is_none_or(|p| p.is_empty()) {
+        return Err(BuildError::Failed(format!(
+            "the {name} run's parameters cannot be journaled (a path that is not UTF-8?): use UTF-8 paths"
+        )));
+    }
+    Ok(built)
+}
+
+fn build_new(name: &str, args: &[String], config: &std::path::Path) -> Result<Built, BuildError> {
     match name {
         "migrate" => {
             let (wf, args) = Migrate::from_args(args, config).map_err(failure)?;
@@ -189,6 +201,16 @@ mod tests {
         match rebuild(&record("selftest", &[], attrs), config) {
             Err(BuildError::Failed(m)) => assert!(m.contains("newer wf"), "{m}"),
             _ => panic!("a newer parameter version must be refused"),
+        }
+    }
+
+    #[test]
+    fn a_run_whose_parameters_cannot_be_journaled_is_refused_before_it_exists() {
+        use std::os::unix::ffi::OsStrExt;
+        let config = std::path::Path::new(std::ffi::OsStr::from_bytes(b"/tmp/wf-\xff.toml"));
+        match build("batch", &["--districts".into(), "a".into()], config) {
+            Err(BuildError::Failed(m)) => assert!(m.contains("cannot be journaled"), "{m}"),
+            _ => panic!("a config path that is not UTF-8 must be refused"),
         }
     }
 }
