@@ -118,6 +118,7 @@ async fn run(admin: &str, rows: u64, dir: &Path) {
         anonymization_rules: None,
         validation_rules: None,
         graph: None,
+        snapshot: Default::default(),
     };
     reset_peak_rss();
     let t = Instant::now();

@@ -83,7 +83,7 @@ impl Env {
         }
     }
 
-    fn pg_url(&self, side: &str, store: &str) -> String {
+    pub(crate) fn pg_url(&self, side: &str, store: &str) -> String {
         let base = self.admin_of(side).rsplit_once('/').unwrap().0;
         format!("{base}/e2e_{}_{side}_{store}", self.tag)
     }

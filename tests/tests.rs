@@ -19,6 +19,7 @@
 //! - `control`: recover from a checkpoint, pause, cancel, SIGTERM, concurrent resumes.
 //! - `audit`: the audit trail of PROD reads and CERT writes, and its tamper checks.
 //! - `journal_format`: a journal of the previous step output format is read by this wf.
+//! - `snapshots`: per-table extract steps killed mid-store, resumed in `strict` and `closure` mode.
 
 mod util;
 
@@ -40,4 +41,5 @@ mod realschema;
 mod recover;
 mod restart;
 mod safety;
+mod snapshots;
 mod validation;

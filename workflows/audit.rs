@@ -155,8 +155,8 @@ pub fn run_details(
 ) -> serde_json::Value {
     use wf_steps::migrate::{ExtractOut, LoadOut};
     let out = |id: &str| outputs.iter().find(|(s, _)| s == id).map(|(_, o)| o);
-    let read: serde_json::Map<String, serde_json::Value> = out("extract")
-        .and_then(|o| o.value_as::<ExtractOut>().ok())
+    let read: serde_json::Map<String, serde_json::Value> = ExtractOut::from_outputs(outputs)
+        .and_then(Result::ok)
         .map(|ex| {
             ex.all_files()
                 .map(|f| (f.table.clone(), f.rows.into()))

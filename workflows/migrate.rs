@@ -10,10 +10,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use wf_engine::{Checkpoint, EngineError, Plan, Step, StepSpec, Workflow};
 use wf_steps::anonymize::{AnonKey, Rules};
-use wf_steps::migrate::{AnonymizeStep, ExtractStep, LoadStep, MigrateParams, PurgeRawStep};
+use wf_steps::migrate::{
+    AnonymizeStep, ExtractGraphStep, ExtractStep, ExtractTableStep, LoadStep, MigrateParams,
+    PurgeRawStep, TableTask, GRAPH_KIND, TABLE_KIND,
+};
 use wf_steps::validate::ValidateStep;
 use wf_stores::load::Strategy;
-use wf_stores::Config;
+use wf_stores::{Config, SnapshotMode};
 
 /// Run ids of migrate runs start with this (`wf batch` allocates them too).
 pub(crate) const RUN_PREFIX: &str = "mig";
@@ -327,6 +330,15 @@ impl Workflow for Migrate {
     fn step(&self, spec: &StepSpec) -> Result<Arc<dyn Step>, EngineError> {
         Ok(match spec.kind.as_str() {
             "migrate.extract" => Arc::new(ExtractStep(self.params.clone())),
+            TABLE_KIND => Arc::new(ExtractTableStep {
+                params: self.params.clone(),
+                task: TableTask::decode(&spec.params)
+                    .map_err(|e| EngineError::Workflow(format!("step {}: {e}", spec.id)))?,
+            }),
+            GRAPH_KIND => Arc::new(ExtractGraphStep {
+                params: self.params.clone(),
+                raw: PathBuf::from(String::from_utf8_lossy(&spec.params).into_owned()),
+            }),
             "migrate.anonymize" => Arc::new(AnonymizeStep(self.params.clone())),
             "migrate.purge" => Arc::new(PurgeRawStep {
                 keep: self.args.keep_raw,
@@ -344,6 +356,22 @@ impl Workflow for Migrate {
                 )))
             }
         })
+    }
+
+    /// With `snapshot = "strict"`, the plan's open PROD snapshots die with the runner: a store
+    /// with tables still to extract is planned and extracted again, whole.
+    fn session_bound(&self, spec: &StepSpec) -> bool {
+        spec.kind == "migrate.extract"
+            && self.params.from_run.is_none()
+            && self.params.config.snapshot == SnapshotMode::Strict
+    }
+
+    /// A table's extract step belongs to its store's cohort: one store, one snapshot.
+    fn cohort(&self, spec: &StepSpec) -> Option<String> {
+        (spec.kind == TABLE_KIND)
+            .then(|| TableTask::decode(&spec.params).ok())
+            .flatten()
+            .map(|t| t.table.store)
     }
 
     fn attrs(&self) -> BTreeMap<String, String> {

@@ -46,9 +46,8 @@ pub async fn validate(
     let (path, cfg) = run_config(engine, run, config)?;
     let (_, outputs) = engine.outputs(run)?;
     let get = |id: &str| outputs.iter().find(|(s, _)| s == id).map(|(_, o)| o);
-    let ex: ExtractOut = get("extract")
+    let ex: ExtractOut = ExtractOut::from_outputs(&outputs)
         .ok_or_else(|| anyhow::anyhow!("run {run} has not extracted yet: nothing to validate"))?
-        .value_as()
         .map_err(anyhow::Error::msg)?;
     let anon: AnonymizeOut = get("anonymize")
         .ok_or_else(|| anyhow::anyhow!("run {run} has not anonymized yet: nothing to validate"))?

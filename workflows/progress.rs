@@ -11,6 +11,13 @@ use wf_engine::Observer;
 pub struct Bars {
     bar: ProgressBar,
     running: Mutex<BTreeMap<String, u64>>,
+    /// Per-table phases (`extract/…`): steps done and steps in all, by phase.
+    phases: Mutex<BTreeMap<String, (usize, usize)>>,
+}
+
+/// The phase of a per-table step (`extract` of `extract/ids.students`).
+fn phase(step: &str) -> Option<&str> {
+    step.split_once('/').map(|(p, _)| p)
 }
 
 impl Bars {
@@ -30,6 +37,7 @@ impl Bars {
         Bars {
             bar,
             running: Mutex::new(BTreeMap::new()),
+            phases: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -52,7 +60,14 @@ impl Bars {
             if running.len() > 3 {
                 parts.push(format!("+{}", running.len() - 3));
             }
-            self.bar.set_message(parts.join(", "));
+            let mut msg = String::new();
+            if let Ok(phases) = self.phases.lock() {
+                for (p, (done, all)) in phases.iter().filter(|(_, (d, a))| d < a) {
+                    msg += &format!("{p} {done}/{all} tables · ");
+                }
+            }
+            msg += &parts.join(", ");
+            self.bar.set_message(msg);
         }
     }
 }
@@ -69,8 +84,13 @@ impl Observer for Bars {
         self.bar.set_position(done as u64);
     }
 
-    fn steps_added(&self, count: usize) {
-        self.bar.inc_length(count as u64);
+    fn steps_added(&self, ids: &[String]) {
+        self.bar.inc_length(ids.len() as u64);
+        if let Ok(mut phases) = self.phases.lock() {
+            for p in ids.iter().filter_map(|id| phase(id)) {
+                phases.entry(p.to_string()).or_default().1 += 1;
+            }
+        }
     }
 
     fn step_started(&self, step: &str, _attempt: u32) {
@@ -83,6 +103,11 @@ impl Observer for Bars {
     fn step_finished(&self, step: &str, ok: bool) {
         if ok {
             self.bar.inc(1);
+            if let (Some(p), Ok(mut phases)) = (phase(step), self.phases.lock()) {
+                if let Some(e) = phases.get_mut(p) {
+                    e.0 += 1;
+                }
+            }
         }
         if let Ok(mut r) = self.running.lock() {
             r.remove(step);

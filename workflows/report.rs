@@ -27,6 +27,9 @@ pub struct TableRows {
     pub extracted: u64,
     pub anonymized: u64,
     pub loaded: Option<u64>,
+    /// The PROD snapshot the table was read in (PostgreSQL `pg_current_snapshot()`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -218,9 +221,19 @@ fn rows_and_checks(
 ) -> (BTreeMap<String, TableRows>, Vec<LoadCheck>) {
     let out = |id: &str| outputs.iter().find(|(s, _)| s == id).map(|(_, o)| o);
     let mut tables: BTreeMap<String, TableRows> = BTreeMap::new();
-    if let Some(ex) = out("extract").and_then(|o| o.value_as::<ExtractOut>().ok()) {
+    if let Some(ex) = ExtractOut::from_outputs(outputs).and_then(Result::ok) {
         for f in ex.all_files() {
-            tables.entry(f.table.clone()).or_default().extracted = f.rows;
+            let row = tables.entry(f.table.clone()).or_default();
+            row.extracted = f.rows;
+            let store = f.table.split('.').next().unwrap_or_default();
+            row.snapshot = ex.snapshots.get(store).cloned();
+        }
+    }
+    // Per-table steps record the snapshot each table was read in.
+    let parts = outputs.iter().filter(|(s, _)| s.starts_with("extract/"));
+    for part in parts.filter_map(|(_, o)| o.value_as::<wf_steps::migrate::ExtractPart>().ok()) {
+        for f in &part.files {
+            tables.entry(f.table.clone()).or_default().snapshot = part.snapshot.clone();
         }
     }
     if let Some(an) = out("anonymize").and_then(|o| o.value_as::<AnonymizeOut>().ok()) {
@@ -376,17 +389,18 @@ pub fn markdown(r: &RunReport) -> String {
         m += &format!("- [{}] {c}\n", if *reached { "x" } else { " " });
     }
     m += &format!(
-        "\n## Rows per store and table\n\n| Table | Extracted | Anonymized | {} |\n|---|---:|---:|---:|\n",
+        "\n## Rows per store and table\n\n| Table | Extracted | Anonymized | {} | PROD snapshot |\n|---|---:|---:|---:|---|\n",
         if dry { "Would load" } else { "Loaded" }
     );
     for (t, x) in &r.tables {
         m += &format!(
-            "| {t} | {} | {} | {} |\n",
+            "| {t} | {} | {} | {} | {} |\n",
             x.extracted,
             x.anonymized,
             x.loaded
                 .map(|l| l.to_string())
-                .unwrap_or_else(|| "-".into())
+                .unwrap_or_else(|| "-".into()),
+            x.snapshot.as_deref().unwrap_or("-")
         );
     }
     md_anonymization(&mut m, r);

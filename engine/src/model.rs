@@ -278,6 +278,12 @@ pub enum EventKind {
     RolledBack {
         detail: String,
     },
+    /// A new runner found a session-bound step's state gone (the process that held it died): the
+    /// step and the listed steps it had spawned run again (appended last: journals are bincode).
+    SessionLost {
+        step: String,
+        rerun: Vec<String>,
+    },
 }
 
 impl EventKind {
@@ -333,6 +339,11 @@ impl EventKind {
             }
             EventKind::CheckpointReached { name } => format!("checkpoint {name} reached"),
             EventKind::RolledBack { detail } => format!("rolled back: {detail}"),
+            EventKind::SessionLost { step, rerun } => format!(
+                "{step}: the process that held its state is gone; it runs again with {} of the steps it added ({})",
+                rerun.len(),
+                rerun.join(", ")
+            ),
             EventKind::Recovered {
                 checkpoint,
                 invalidated,

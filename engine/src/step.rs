@@ -42,7 +42,8 @@ pub trait Step: Send + Sync {
 /// Receives progress from running steps (the CLI draws bars from it); every method defaults to nothing.
 pub trait Observer: Send + Sync {
     fn run_started(&self, _run: &str, _total: usize, _done: usize) {}
-    fn steps_added(&self, _count: usize) {}
+    /// Steps a finished step spawned (dynamic fan-out), by id.
+    fn steps_added(&self, _ids: &[String]) {}
     fn step_started(&self, _step: &str, _attempt: u32) {}
     fn step_finished(&self, _step: &str, _ok: bool) {}
     fn rows(&self, _step: &str, _rows: u64) {}

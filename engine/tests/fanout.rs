@@ -29,12 +29,16 @@ impl Counts {
 struct Fan {
     counts: Arc<Counts>,
     fail: Arc<Mutex<Option<String>>>,
+    /// `discover` is session-bound; `extract/a` is cohort x, `extract/b` and `extract/c` cohort y.
+    session: bool,
 }
 
 struct Node {
     counts: Arc<Counts>,
     fail: Arc<Mutex<Option<String>>>,
     kind: String,
+    /// c after b too (the session test needs b done before c fails).
+    chain: bool,
 }
 
 #[async_trait::async_trait]
@@ -58,6 +62,9 @@ impl Step for Node {
                 }
                 // b after a, to check deps among spawned steps.
                 out.spawn[1].deps.push("extract/a".into());
+                if self.chain {
+                    out.spawn[2].deps.push("extract/b".into());
+                }
                 Ok(out)
             }
             _ => {
@@ -102,11 +109,22 @@ impl Workflow for Fan {
             ],
         })
     }
+    fn session_bound(&self, spec: &StepSpec) -> bool {
+        self.session && spec.id == "discover"
+    }
+    fn cohort(&self, spec: &StepSpec) -> Option<String> {
+        match spec.id.as_str() {
+            "extract/a" => Some("x".into()),
+            "extract/b" | "extract/c" => Some("y".into()),
+            _ => None,
+        }
+    }
     fn step(&self, spec: &StepSpec) -> Result<Arc<dyn Step>, EngineError> {
         Ok(Arc::new(Node {
             counts: self.counts.clone(),
             fail: self.fail.clone(),
             kind: spec.kind.clone(),
+            chain: self.session,
         }))
     }
 }
@@ -117,6 +135,7 @@ fn setup() -> (tempfile::TempDir, Engine, Arc<Fan>) {
     let wf = Arc::new(Fan {
         counts: Arc::new(Counts::default()),
         fail: Arc::new(Mutex::new(None)),
+        session: false,
     });
     (dir, engine, wf)
 }
@@ -251,4 +270,60 @@ async fn a_run_created_under_an_id_allocated_beforehand() {
         let e = engine.create_as(wf.as_ref(), vec![], bad);
         assert!(matches!(e, Err(EngineError::UnknownRun(_))), "{bad}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_session_re_runs_a_session_bound_spawner_and_its_broken_cohorts_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::new(DataDir::new(dir.path()));
+    let wf = Arc::new(Fan {
+        counts: Arc::new(Counts::default()),
+        fail: Arc::new(Mutex::new(Some("extract/c".into()))),
+        session: true,
+    });
+    let open = engine.create(wf.as_ref(), vec![]).expect("create");
+    let id = open.run.id.clone();
+    let outcome = execute(&engine, open, &wf).await.expect("execute");
+    assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
+    assert_eq!(wf.counts.get("extract/b"), 1, "b finished before c failed");
+    *wf.fail.lock().expect("lock") = None;
+    // A new runner: discover's state is gone; cohort y (b done, c not) runs again, x keeps a.
+    let open = engine.open(&id).expect("open");
+    let outcome = execute(&engine, open, &wf).await.expect("resume");
+    assert_eq!(outcome, Outcome::Done);
+    assert_eq!(wf.counts.get("discover"), 2);
+    assert_eq!(
+        wf.counts.get("extract/a"),
+        1,
+        "a whole cohort keeps its steps"
+    );
+    assert_eq!(
+        wf.counts.get("extract/b"),
+        2,
+        "a broken cohort runs again whole"
+    );
+    assert_eq!(wf.counts.get("extract/c"), 2);
+    assert_eq!(wf.counts.get("report"), 1);
+    let lost: Vec<Vec<String>> = engine
+        .events(&id)
+        .expect("events")
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            wf_engine::model::EventKind::SessionLost { step, rerun } if step == "discover" => {
+                Some(rerun)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lost, vec![vec!["extract/b".to_string()]]);
+    let status = engine.status(&id).expect("status");
+    assert_eq!(status.counts.done, 5);
+    assert!(status.checkpoints.iter().all(|c| c.reached));
+    // A session whose spawned steps all finished changes nothing.
+    let open = engine.open(&id).expect("open");
+    assert_eq!(
+        execute(&engine, open, &wf).await.expect("again"),
+        Outcome::AlreadyDone
+    );
+    assert_eq!(wf.counts.get("discover"), 2);
 }

@@ -94,6 +94,23 @@ pub struct Config {
     /// The graph store (sp), if there is one.
     #[serde(default)]
     pub graph: Option<crate::graph::config::GraphConfig>,
+    /// What a resume does when the runner that held the extraction's snapshots died.
+    #[serde(default)]
+    pub snapshot: SnapshotMode,
+}
+
+/// What a resume does about a store whose tables were partly extracted when the runner died (its
+/// snapshot died with it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotMode {
+    /// The store is planned and extracted again, whole, in a new snapshot: one store never mixes
+    /// two moments. Stores whose tables were all extracted keep them.
+    #[default]
+    Strict,
+    /// The store's remaining tables are read in a new snapshot; validation's referential checks
+    /// catch a reference the change left dangling (for very large districts).
+    Closure,
 }
 
 fn default_district_column() -> String {

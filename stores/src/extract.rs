@@ -41,6 +41,39 @@ pub struct Extracted {
     pub snapshots: BTreeMap<String, String>,
 }
 
+/// How a planned table's rows are chosen when it is extracted.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Chosen {
+    /// The whole table.
+    All,
+    /// The rows whose district column holds the district.
+    District,
+    /// The rows whose keys are in `file` (written by the plan, in key order).
+    Keys { file: std::path::PathBuf },
+}
+
+/// One table of a plan: which rows of it the district needs.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PlannedTable {
+    /// `store.table`.
+    pub table: String,
+    pub store: String,
+    pub chosen: Chosen,
+    /// Rows the subset selected.
+    pub rows: u64,
+}
+
+/// The district's subset, selected in one snapshot per store; the snapshots stay open so the
+/// tables can be extracted from the same moments.
+pub struct Planned {
+    pub schemas: Vec<StoreSchema>,
+    /// Tables with at least one selected row, in schema order.
+    pub tables: Vec<PlannedTable>,
+    pub snaps: HashMap<String, Snap>,
+    /// Snapshot ids per store (PostgreSQL `pg_current_snapshot()`), for the journal.
+    pub snapshots: BTreeMap<String, String>,
+}
+
 /// Extracts `district` from every configured store's PROD side into `out`.
 pub async fn extract_district(
     cfg: &Config,
@@ -66,6 +99,62 @@ pub async fn extract_district_with_limit(
     batch_rows: usize,
     key_limit: usize,
 ) -> Result<Extracted, StoreError> {
+    let keys = tempfile::tempdir().map_err(|e| StoreError::Staging {
+        path: std::env::temp_dir(),
+        message: e.to_string(),
+    })?;
+    let mut plan = plan_district(cfg, district, keys.path(), key_limit).await?;
+    let mut files = Vec::new();
+    for t in &plan.tables {
+        let table = find_table(&plan.schemas, &t.table)?;
+        let kind = store_kind(&plan.schemas, &t.store);
+        let snap = plan
+            .snaps
+            .get_mut(&t.store)
+            .ok_or_else(|| StoreError::Query {
+                store: t.store.clone(),
+                message: "no snapshot".into(),
+            })?;
+        let file =
+            extract_table(snap, kind, table, &t.chosen, cfg, district, out, batch_rows).await?;
+        files.push(file);
+    }
+    Ok(Extracted {
+        schemas: plan.schemas,
+        files,
+        snapshots: plan.snapshots,
+    })
+}
+
+/// The table `id` (`store.table`) of `schemas`.
+pub fn find_table<'a>(schemas: &'a [StoreSchema], id: &str) -> Result<&'a Table, StoreError> {
+    schemas
+        .iter()
+        .flat_map(|s| &s.tables)
+        .find(|t| t.id() == id)
+        .ok_or_else(|| StoreError::Query {
+            store: id.split('.').next().unwrap_or(id).to_string(),
+            message: format!("the plan names table {id}, which the schema does not have"),
+        })
+}
+
+/// The engine of store `name` in `schemas` (PostgreSQL when unknown).
+pub fn store_kind(schemas: &[StoreSchema], name: &str) -> StoreKind {
+    schemas
+        .iter()
+        .find(|s| s.tables.first().is_some_and(|t| t.store == name))
+        .map(|s| s.kind)
+        .unwrap_or(StoreKind::Postgres)
+}
+
+/// Opens a snapshot of every PROD store and selects `district`'s subset in them; each table's
+/// keys go to a file in `key_dir`. The snapshots are returned open, for the extraction.
+pub async fn plan_district(
+    cfg: &Config,
+    district: &str,
+    key_dir: &Path,
+    key_limit: usize,
+) -> Result<Planned, StoreError> {
     let mut opened = Vec::new();
     let mut schemas = Vec::new();
     for s in &cfg.stores {
@@ -98,60 +187,92 @@ pub async fn extract_district_with_limit(
             ),
         });
     }
+    std::fs::create_dir_all(key_dir).map_err(|e| StoreError::Staging {
+        path: key_dir.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let mut planned = Vec::new();
+    for t in &tables {
+        let id = t.id();
+        let rows = subset.rows(&id) as u64;
+        if rows == 0 {
+            continue;
+        }
+        let chosen = if subset.whole.contains(&id) {
+            Chosen::All
+        } else if subset.seed_only.contains(&id) {
+            Chosen::District
+        } else if let Some(keys) = subset.keys.get(&id) {
+            let file = key_dir.join(format!("{id}.keys"));
+            crate::keyset::write_key_file(keys, &file)?;
+            Chosen::Keys { file }
+        } else {
+            continue;
+        };
+        planned.push(PlannedTable {
+            table: id,
+            store: t.store.clone(),
+            chosen,
+            rows,
+        });
+    }
+    Ok(Planned {
+        schemas,
+        tables: planned,
+        snaps,
+        snapshots,
+    })
+}
+
+/// Streams the rows of `table` that `chosen` names from `snap` into `<out>/<store.table>.arrow`.
+#[allow(clippy::too_many_arguments)]
+pub async fn extract_table(
+    snap: &mut Snap,
+    kind: StoreKind,
+    table: &Table,
+    chosen: &Chosen,
+    cfg: &Config,
+    district: &str,
+    out: &Path,
+    batch_rows: usize,
+) -> Result<TableFile, StoreError> {
     std::fs::create_dir_all(out).map_err(|e| StoreError::Staging {
         path: out.to_path_buf(),
         message: e.to_string(),
     })?;
-    let mut files = Vec::new();
-    for schema in &schemas {
-        for t in &schema.tables {
-            let id = t.id();
-            if subset.rows(&id) == 0 {
-                continue;
-            }
-            let key_cols = key_columns(t);
-            let cols = staged_columns(schema.kind, t);
-            let path = out.join(format!("{id}.arrow"));
-            let mut w =
-                StagingWriter::create(&path, arrow_schema(&t.store, &t.name, &cols), batch_rows)?;
-            let snap = snaps.get_mut(&t.store).ok_or_else(|| StoreError::Query {
-                store: t.store.clone(),
-                message: "no snapshot".into(),
-            })?;
-            if subset.whole.contains(&id) || subset.seed_only.contains(&id) {
-                let sel = if subset.whole.contains(&id) {
-                    Selection::All
-                } else {
-                    Selection::Eq {
-                        column: &cfg.district_column,
-                        value: district,
-                    }
+    let id = table.id();
+    let cols = staged_columns(kind, table);
+    let path = out.join(format!("{id}.arrow"));
+    let mut w = StagingWriter::create(
+        &path,
+        arrow_schema(&table.store, &table.name, &cols),
+        batch_rows,
+    )?;
+    match chosen {
+        Chosen::All => {
+            snap.extract(table, Selection::All, &cols, &mut w).await?;
+        }
+        Chosen::District => {
+            let sel = Selection::Eq {
+                column: &cfg.district_column,
+                value: district,
+            };
+            snap.extract(table, sel, &cols, &mut w).await?;
+        }
+        Chosen::Keys { file } => {
+            // A chunk of keys at a time, so the key set never has to be in memory.
+            let key_cols = key_columns(table);
+            for chunk in crate::keyset::key_file_chunks(file, EXTRACT_KEYS)? {
+                let sel = Selection::Keys {
+                    columns: &key_cols,
+                    keys: &chunk?,
                 };
-                snap.extract(t, sel, &cols, &mut w).await?;
-            } else if let Some(keys) = subset.keys.get(&id) {
-                // Key by key range, a chunk at a time, so the key set may live on disk.
-                for chunk in keys.chunks(EXTRACT_KEYS)? {
-                    snap.extract(
-                        t,
-                        Selection::Keys {
-                            columns: &key_cols,
-                            keys: &chunk?,
-                        },
-                        &cols,
-                        &mut w,
-                    )
-                    .await?;
-                }
+                snap.extract(table, sel, &cols, &mut w).await?;
             }
-            let file = w.finish()?;
-            files.push(TableFile { table: id, file });
         }
     }
-    Ok(Extracted {
-        schemas,
-        files,
-        snapshots,
-    })
+    let file = w.finish()?;
+    Ok(TableFile { table: id, file })
 }
 
 /// Opens `store` on `side` read-only: its schema and a snapshot to read rows by key (validation

@@ -432,6 +432,35 @@ impl Drop for KeyQueue {
     }
 }
 
+/// Writes every key of `set` to `path` (a planned table's key file, read back by its extract
+/// step): the same framing as a spill run, in key order; returns how many were written.
+pub fn write_key_file(set: &KeySet, path: &std::path::Path) -> Result<u64, StoreError> {
+    let f = std::fs::File::create(path).map_err(|e| io_err(path, e))?;
+    let mut w = BufWriter::new(f);
+    let mut n = 0u64;
+    for chunk in set.chunks(4096)? {
+        for k in chunk? {
+            let b = encode(&k);
+            w.write_all(&(b.len() as u32).to_le_bytes())
+                .and_then(|()| w.write_all(&b))
+                .map_err(|e| io_err(path, e))?;
+            n += 1;
+        }
+    }
+    w.flush()
+        .and_then(|()| w.get_ref().sync_all())
+        .map_err(|e| io_err(path, e))?;
+    Ok(n)
+}
+
+/// The keys of a file [`write_key_file`] wrote, `n` at a time, in order.
+pub fn key_file_chunks(path: &std::path::Path, n: usize) -> Result<Chunks<'static>, StoreError> {
+    Ok(Chunks {
+        inner: Box::new(FileKeys::open(path)?),
+        n: n.max(1),
+    })
+}
+
 /// Keys `n` at a time, from a set or a drained queue.
 pub struct Chunks<'a> {
     inner: Source<'a>,

@@ -24,7 +24,7 @@ pub mod subset;
 mod syncer;
 pub mod verified;
 
-pub use config::{Config, Side, StoreConfig, StoreKind};
+pub use config::{Config, Side, SnapshotMode, StoreConfig, StoreKind};
 pub use connect::connect;
 pub use error::StoreError;
 pub use relational::RelationalStore;

@@ -26,6 +26,14 @@ pub trait RelationalStore: Send + Sync {
     async fn execute(&self, sql: &str) -> Result<u64, StoreError>;
     /// A read snapshot: one transaction for the subset's lookups and the extraction.
     async fn snapshot(&self) -> Result<Snap, StoreError>;
+    /// A snapshot of the moment another snapshot exported (`Snapshot::export`), readable while
+    /// the exporting one stays open; refused by engines that cannot share a snapshot.
+    async fn snapshot_at(&self, exported: &str) -> Result<Snap, StoreError> {
+        Err(StoreError::Query {
+            store: self.name().to_string(),
+            message: format!("this engine cannot attach to snapshot {exported}"),
+        })
+    }
     /// Loads `job` into this (CERT) database in one transaction, exactly once.
     async fn load(&self, job: &StoreLoad, triggers: Triggers) -> Result<LoadReport, StoreError>;
     /// Deletes what `job` loaded, if it committed; rows deleted per table.

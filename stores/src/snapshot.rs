@@ -26,6 +26,11 @@ pub trait Snapshot: SnapshotReader {
     /// The engine's name for the snapshot (PostgreSQL's `pg_current_snapshot()`), journaled with
     /// the extract; `None` where the engine has none to give.
     fn snapshot_id(&self) -> Option<String>;
+    /// Publishes this snapshot so other connections can read the same moment while this one stays
+    /// open (PostgreSQL's `pg_export_snapshot()`); `None` where the engine cannot.
+    async fn export(&mut self) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
     /// Streams the rows `sel` chooses from `table` into `w`, as `cols` are staged; rows written.
     async fn extract(
         &mut self,

@@ -274,6 +274,7 @@ async fn postgres_deferrable_cycle_without_nullable_columns_loads() {
         anonymization_rules: None,
         validation_rules: None,
         graph: None,
+        snapshot: Default::default(),
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let ex = extract_district(&cfg, "7", dir.path(), 100)

@@ -5,6 +5,7 @@
 //! flushed goes into the next transaction, so one fsync serves many steps when `jobs` > 1.
 
 mod sched;
+mod session;
 mod task;
 
 pub(crate) use sched::load_graph;
@@ -112,6 +113,7 @@ struct Loop {
 impl Runner {
     /// Runs the run until it is done, fails, or is paused or cancelled.
     pub async fn execute(mut self, stop: Stop, resumed: bool) -> Result<Outcome> {
+        self.renew_sessions()?;
         let sched = self.prepare()?;
         let lease = self.take_lease()?;
         let mut lp = Loop {

@@ -153,8 +153,21 @@ impl Sched {
         self.graph = graph;
         self.outputs.resize(self.graph.len(), None);
         self.waiting.resize(self.graph.len(), 0);
+        // A step spawned again by a session-bound step that ran again keeps its record when it
+        // was done and not sent back (its cohort was whole): see `renew_sessions`.
+        for &n in added {
+            let kept = self
+                .records
+                .get(&self.graph.spec(n).id)
+                .filter(|r| r.status == StepStatus::Done)
+                .and_then(|r| r.output.clone());
+            self.outputs[n] = kept.map(Arc::new);
+        }
         for &n in added {
             self.waiting[n] = self.open_deps(n);
+            if self.is_done(n) {
+                continue;
+            }
             for &c in self.graph.checkpoints_of(n) {
                 self.cp_left[c] += 1;
             }

@@ -33,7 +33,11 @@ impl Runner {
                         match trial.add_spawned(index, &output.spawn) {
                             Ok(added) => {
                                 lp.sched.adopt_spawned(trial, &added, index);
-                                self.observer.steps_added(added.len());
+                                let ids: Vec<String> = added
+                                    .iter()
+                                    .map(|&i| lp.sched.graph.spec(i).id.clone())
+                                    .collect();
+                                self.observer.steps_added(&ids);
                                 commit.events.push((
                                     generation,
                                     EventKind::StepsSpawned {

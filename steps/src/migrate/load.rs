@@ -24,7 +24,7 @@ pub struct LoadStep {
 impl Step for LoadStep {
     async fn run(&self, cx: &StepContext) -> Result<StepOutput, StepError> {
         let p = &self.params;
-        let ex: ExtractOut = cx.input("extract")?;
+        let ex = ExtractOut::input(cx)?;
         let anon: AnonymizeOut = cx.input("anonymize")?;
         anon.expect_files();
         let graph = p.config.graph.as_ref().filter(|g| g.name == self.store);

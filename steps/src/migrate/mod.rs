@@ -3,7 +3,13 @@
 //! per CERT store, in `load.rs`). Each is safe to run again: files are written by temp-and-rename, loads are
 //! exactly-once through their marker rows, purge deletes what is there.
 
+mod extract;
+mod held;
 mod load;
+pub use extract::{
+    extract_metrics, ExtractGraphStep, ExtractPart, ExtractStep, ExtractTableStep, TableTask,
+    GRAPH_KIND, TABLE_KIND,
+};
 pub(crate) use load::store_jobs;
 pub use load::LoadStep;
 
@@ -13,8 +19,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use wf_engine::{Artifact, Step, StepContext, StepError, StepOutput};
-use wf_stores::extract::{extract_district, TableFile};
-use wf_stores::graph::extract::extract_graph;
+use wf_stores::extract::TableFile;
 use wf_stores::graph::load::GraphLoad;
 use wf_stores::graph::stage::GraphFileKind;
 use wf_stores::load::{LoadReport, StoreLoad, Strategy};
@@ -159,70 +164,7 @@ pub(crate) fn input_err(producer: &'static str) -> impl Fn(StoreError) -> StepEr
 /// The prefix of the extract metrics that count graph nodes left out for lacking their key.
 pub const SKIPPED: &str = "graph_skipped_without_key:";
 
-/// `extract`: the district's subset from every PROD store into raw staging (a 0700 directory).
-pub struct ExtractStep(pub Arc<MigrateParams>);
-
-#[async_trait::async_trait]
-impl Step for ExtractStep {
-    async fn run(&self, cx: &StepContext) -> Result<StepOutput, StepError> {
-        let raw = cx.artifact_dir.join("raw");
-        private_dir(&raw)?;
-        let p = &self.0;
-        if let Some(src) = &p.from_run {
-            return reuse_extract(cx, p, src, &raw);
-        }
-        let ex = extract_district(&p.config, &p.district, &raw, p.batch_rows)
-            .await
-            .map_err(store_err)?;
-        let mut rows: u64 = ex.files.iter().map(|f| f.file.rows).sum();
-        let mut graph = Vec::new();
-        let (mut nodes, mut rels) = (0, 0);
-        let mut skipped = BTreeMap::new();
-        if let Some(g) = &p.config.graph {
-            let gx = extract_graph(g, &p.district, &raw, p.batch_rows)
-                .await
-                .map_err(store_err)?;
-            (nodes, rels, skipped) = (gx.nodes, gx.rels, gx.skipped);
-            for f in gx.files {
-                graph.push(GraphStaged {
-                    staged: StagedTable {
-                        table: f.table,
-                        path: f.file.path,
-                        rows: f.file.rows,
-                        bytes: f.file.bytes,
-                        sha256: f.file.sha256,
-                    },
-                    kind: f.kind,
-                });
-            }
-            rows += nodes + rels;
-        }
-        cx.progress.rows(rows);
-        let out = ExtractOut {
-            schemas: ex.schemas,
-            files: ex.files.iter().map(StagedTable::from).collect(),
-            snapshots: ex.snapshots,
-            graph,
-        };
-        let mut output = StepOutput::with_value(&out)?;
-        output.metrics.insert("rows".into(), rows);
-        output
-            .metrics
-            .insert("tables".into(), out.files.len() as u64);
-        if p.config.graph.is_some() {
-            output.metrics.insert("nodes".into(), nodes);
-            output.metrics.insert("relationships".into(), rels);
-        }
-        // `without_key = "skip"`: what was left out, for the gate and the report.
-        for (what, n) in skipped {
-            output.metrics.insert(format!("{SKIPPED}{what}"), n);
-        }
-        // The raw files are not artifacts: purge-raw deletes them on purpose.
-        Ok(output)
-    }
-}
-
-fn private_dir(dir: &Path) -> Result<(), StepError> {
+pub(crate) fn private_dir(dir: &Path) -> Result<(), StepError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -239,7 +181,7 @@ pub struct AnonymizeStep(pub Arc<MigrateParams>);
 impl Step for AnonymizeStep {
     async fn run(&self, cx: &StepContext) -> Result<StepOutput, StepError> {
         let p = self.0.clone();
-        let ex: ExtractOut = cx.input("extract")?;
+        let ex = ExtractOut::input(cx)?;
         if let Some(gone) = ex.all_files().find(|f| !f.path.exists()) {
             // Purged (the run ended, or `wf purge`): extract again, in this run's snapshot rules.
             return Err(StepError::Redo {
@@ -371,11 +313,25 @@ pub struct PurgeRawStep {
 #[async_trait::async_trait]
 impl Step for PurgeRawStep {
     async fn run(&self, cx: &StepContext) -> Result<StepOutput, StepError> {
-        let ex: ExtractOut = cx.input("extract")?;
+        let ex = ExtractOut::input(cx)?;
         if self.keep {
             return StepOutput::with_value(&0u64);
         }
         let mut removed = 0u64;
+        // The plan's key files, beside the raw tables.
+        let dirs: std::collections::BTreeSet<&Path> =
+            ex.all_files().filter_map(|f| f.path.parent()).collect();
+        let keys = dirs
+            .iter()
+            .filter_map(|d| std::fs::read_dir(d).ok())
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "keys"));
+        for k in keys {
+            if std::fs::remove_file(&k).is_ok() {
+                removed += 1;
+            }
+        }
         for f in ex.all_files() {
             match std::fs::remove_file(&f.path) {
                 Ok(()) => removed += 1,
@@ -455,7 +411,7 @@ pub(crate) fn validation_rules(
 
 /// `--from-run`: the raw extract of an earlier migrate run of the same district, checked against
 /// its journaled checksums and linked into this run's raw directory (PROD is not read again).
-fn reuse_extract(
+pub(super) fn reuse_extract(
     cx: &StepContext,
     p: &MigrateParams,
     src: &str,
@@ -469,13 +425,12 @@ fn reuse_extract(
             p.district
         )));
     }
-    let mut ex: ExtractOut = outputs
-        .iter()
-        .find(|(s, _)| s == "extract")
-        .ok_or_else(|| fatal("it has not finished extracting".into()))?
-        .1
-        .value_as()
-        .map_err(fatal)?;
+    let extracted = record_extracted(&outputs);
+    let mut ex: ExtractOut = match ExtractOut::from_outputs(&outputs) {
+        Some(Ok(ex)) if extracted => ex,
+        Some(Err(e)) => return Err(fatal(e)),
+        _ => return Err(fatal("it has not finished extracting".into())),
+    };
     let relink = |f: &mut StagedTable| -> Result<(), StepError> {
         if !f.path.exists() {
             return Err(fatal(format!(
@@ -509,4 +464,14 @@ fn reuse_extract(
     let mut output = StepOutput::with_value(&ex)?;
     output.metrics.insert("rows".into(), rows);
     Ok(output)
+}
+
+/// True when a run's outputs hold its whole extract stage: `extract` and every step it spawned.
+fn record_extracted(outputs: &[(String, StepOutput)]) -> bool {
+    let Some((_, plan)) = outputs.iter().find(|(s, _)| s == "extract") else {
+        return false;
+    };
+    plan.spawn
+        .iter()
+        .all(|spec| outputs.iter().any(|(s, _)| *s == spec.id))
 }

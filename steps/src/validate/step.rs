@@ -26,7 +26,7 @@ pub struct ValidateStep(pub Arc<MigrateParams>);
 impl Step for ValidateStep {
     async fn run(&self, cx: &StepContext) -> Result<StepOutput, StepError> {
         let p = &self.0;
-        let ex: ExtractOut = cx.input("extract")?;
+        let ex = ExtractOut::input(cx)?;
         let anon: AnonymizeOut = cx.input("anonymize")?;
         // Before the rehearsal writes (and before any store's load commits): every CERT target is
         // enrolled and none is a PROD source.
@@ -48,17 +48,15 @@ impl Step for ValidateStep {
             leaks: Vec::new(),
             owned: owned_keys(cx, p)?,
             graph_owned: graph_owned(cx, p)?,
-            graph_skipped: cx
-                .inputs
-                .get("extract")
-                .map(|o| {
-                    let skipped = o.metrics.iter().filter_map(|(k, n)| {
-                        let what = k.strip_prefix(crate::migrate::SKIPPED)?;
-                        Some((what.to_string(), *n))
-                    });
-                    skipped.collect()
-                })
-                .unwrap_or_default(),
+            graph_skipped: crate::migrate::extract_metrics(
+                cx.inputs.iter().map(|(id, o)| (id.as_str(), o.as_ref())),
+            )
+            .into_iter()
+            .filter_map(|(k, n)| {
+                let what = k.strip_prefix(crate::migrate::SKIPPED)?;
+                Some((what.to_string(), n))
+            })
+            .collect(),
         };
         let mut report = super::validate(input)
             .await

@@ -108,6 +108,12 @@ impl RelationalStore for PgStore {
         ))
     }
 
+    async fn snapshot_at(&self, exported: &str) -> Result<Snap, StoreError> {
+        Ok(Box::new(
+            snapshot::PgSnapshot::attach(&self.name, &self.pool, exported).await?,
+        ))
+    }
+
     async fn load(&self, job: &StoreLoad, triggers: Triggers) -> Result<LoadReport, StoreError> {
         crate::load::postgres::load(&self.pool, job, triggers).await
     }

@@ -154,6 +154,37 @@ impl PgSnapshot {
         })
     }
 
+    /// Takes a connection from `pool` and reads the moment another transaction exported
+    /// (`pg_export_snapshot()`), while that transaction is still open.
+    pub async fn attach(
+        store: &str,
+        pool: &PgPool,
+        exported: &str,
+    ) -> Result<PgSnapshot, StoreError> {
+        let err = |e| StoreError::from_sqlx(store, e);
+        let mut conn = pool.acquire().await.map_err(err)?;
+        sqlx::raw_sql("begin isolation level repeatable read read only")
+            .execute(&mut *conn)
+            .await
+            .map_err(err)?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "set transaction snapshot {}",
+            literal(exported)
+        )))
+        .execute(&mut *conn)
+        .await
+        .map_err(err)?;
+        let snapshot_id: String = sqlx::query_scalar("select pg_current_snapshot()::text")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(err)?;
+        Ok(PgSnapshot {
+            store: store.into(),
+            conn,
+            snapshot_id,
+        })
+    }
+
     /// Streams the rows of `sql` (binding `value` if given) into `sink`, one at a time.
     async fn stream(
         &mut self,
@@ -367,6 +398,13 @@ impl SnapshotReader for PgSnapshot {
 impl crate::snapshot::Snapshot for PgSnapshot {
     fn snapshot_id(&self) -> Option<String> {
         Some(self.snapshot_id.clone())
+    }
+    async fn export(&mut self) -> Result<Option<String>, StoreError> {
+        let id: String = sqlx::query_scalar("select pg_export_snapshot()")
+            .fetch_one(&mut *self.conn)
+            .await
+            .map_err(|e| StoreError::from_sqlx(&self.store, e))?;
+        Ok(Some(id))
     }
     async fn extract(
         &mut self,

@@ -104,6 +104,7 @@ pub fn rostering_config(kind: StoreKind, urls: [(String, String); 2]) -> Config 
         anonymization_rules: None,
         validation_rules: None,
         graph: None,
+        snapshot: Default::default(),
     }
 }
 

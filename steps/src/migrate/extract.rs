@@ -1,0 +1,337 @@
+//! The extract stage, one step per table: `extract` plans (selects the district's subset in one
+//! snapshot per PROD store, writes each table's keys to a file, keeps the snapshots open) and
+//! spawns `extract/<store.table>` for each table and `extract/<graph>` for the graph. A table's
+//! step reads its rows in its store's planning snapshot: attached by its exported id
+//! (PostgreSQL, so one store's tables are read in parallel) or through the held snapshot itself.
+
+use super::{held, private_dir, store_err, ExtractOut, GraphStaged, MigrateParams, StagedTable};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+use wf_engine::{Step, StepContext, StepError, StepOutput, StepSpec};
+use wf_stores::extract::{extract_table, find_table, plan_district, store_kind, PlannedTable};
+use wf_stores::graph::extract::extract_graph;
+use wf_stores::{Side, SnapshotMode};
+
+/// Step kind of a table's extract step.
+pub const TABLE_KIND: &str = "migrate.extract_table";
+/// Step kind of the graph's extract step.
+pub const GRAPH_KIND: &str = "migrate.extract_graph";
+
+/// What a table's extract step is given by the plan (its spec's parameters, JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TableTask {
+    /// Names the plan attempt whose snapshots this table must be read in.
+    pub epoch: String,
+    pub table: PlannedTable,
+    /// The raw staging directory (the plan's, 0700).
+    pub raw: PathBuf,
+}
+
+/// Output of one `extract/…` step: its staged files and the snapshot they were read in.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ExtractPart {
+    pub files: Vec<StagedTable>,
+    pub graph: Vec<GraphStaged>,
+    /// The store's snapshot id the rows come from (PostgreSQL `pg_current_snapshot()`).
+    pub snapshot: Option<String>,
+}
+
+impl TableTask {
+    /// Decodes a spawned spec's parameters.
+    pub fn decode(params: &[u8]) -> Result<TableTask, String> {
+        serde_json::from_slice(params).map_err(|e| format!("extract step parameters: {e}"))
+    }
+}
+
+/// `extract`: plans the district and spawns one extract step per table (and one for the graph).
+pub struct ExtractStep(pub Arc<MigrateParams>);
+
+#[async_trait::async_trait]
+impl Step for ExtractStep {
+    async fn run(&self, cx: &StepContext) -> Result<StepOutput, StepError> {
+        let raw = cx.artifact_dir.join("raw");
+        private_dir(&raw)?;
+        let p = &self.0;
+        if let Some(src) = &p.from_run {
+            return super::reuse_extract(cx, p, src, &raw);
+        }
+        // An earlier attempt's snapshots (this session) are replaced by this attempt's.
+        held::release(&cx.idempotency_key);
+        let epoch = format!(
+            "{}#{}@{}",
+            cx.idempotency_key,
+            cx.attempt,
+            std::process::id()
+        );
+        let mut out = ExtractOut {
+            schemas: Vec::new(),
+            files: Vec::new(),
+            snapshots: Default::default(),
+            graph: Vec::new(),
+        };
+        let mut spawn = Vec::new();
+        let mut planned_rows = 0u64;
+        if !p.config.stores.is_empty() {
+            // Key files sit beside the raw tables (`<store.table>.keys`): PII too, purged with them.
+            let limit = wf_stores::keyset::memory_limit();
+            let mut plan = plan_district(&p.config, &p.district, &raw, limit)
+                .await
+                .map_err(store_err)?;
+            for (store, mut snap) in plan.snaps.drain() {
+                let n = plan.tables.iter().filter(|t| t.store == store).count();
+                if n > 0 {
+                    let exported = snap.export().await.map_err(store_err)?;
+                    held::hold(&epoch, &store, snap, exported, n);
+                }
+            }
+            for t in plan.tables {
+                planned_rows += t.rows;
+                let task = TableTask {
+                    epoch: epoch.clone(),
+                    table: t,
+                    raw: raw.clone(),
+                };
+                let mut spec =
+                    StepSpec::new(format!("extract/{}", task.table.table), TABLE_KIND, vec![]);
+                spec.params =
+                    serde_json::to_vec(&task).map_err(|e| StepError::Fatal(e.to_string()))?;
+                spawn.push(spec);
+            }
+            out.schemas = plan.schemas;
+            out.snapshots = plan.snapshots;
+        }
+        if let Some(g) = &p.config.graph {
+            let mut spec = StepSpec::new(format!("extract/{}", g.name), GRAPH_KIND, vec![]);
+            spec.params = raw.to_string_lossy().as_bytes().to_vec();
+            spawn.push(spec);
+        }
+        let mut output = StepOutput::with_value(&out)?;
+        output.metrics.insert("tables".into(), spawn.len() as u64);
+        output.metrics.insert("planned_rows".into(), planned_rows);
+        output.spawn = spawn;
+        Ok(output)
+    }
+}
+
+/// `extract/<store.table>`: one table's rows, in its store's planning snapshot.
+pub struct ExtractTableStep {
+    pub params: Arc<MigrateParams>,
+    pub task: TableTask,
+}
+
+#[async_trait::async_trait]
+impl Step for ExtractTableStep {
+    async fn run(&self, cx: &StepContext) -> Result<StepOutput, StepError> {
+        let p = &self.params;
+        let t = &self.task.table;
+        let plan: ExtractOut = cx.input("extract")?;
+        let table = find_table(&plan.schemas, &t.table).map_err(store_err)?;
+        let kind = store_kind(&plan.schemas, &t.store);
+        let (cfg, district) = (&p.config, p.district.as_str());
+        let (raw, rows) = (&self.task.raw, p.batch_rows);
+        let (file, snapshot) = match held::get(&self.task.epoch, &t.store) {
+            Some(h) => match &h.exported {
+                Some(id) => {
+                    let mut snap = attach(p, &t.store, id).await?;
+                    let sid = snap.snapshot_id();
+                    let f =
+                        extract_table(&mut snap, kind, table, &t.chosen, cfg, district, raw, rows)
+                            .await
+                            .map_err(store_err)?;
+                    (f, sid)
+                }
+                None => {
+                    let mut snap = h.snap.lock().await;
+                    let sid = snap.snapshot_id();
+                    let f =
+                        extract_table(&mut snap, kind, table, &t.chosen, cfg, district, raw, rows)
+                            .await
+                            .map_err(store_err)?;
+                    (f, sid)
+                }
+            },
+            None if p.config.snapshot == SnapshotMode::Closure => {
+                tracing::warn!(table = %t.table, "the planning snapshot is gone; reading the table in a new snapshot (snapshot = \"closure\")");
+                let store = store_config(p, &t.store)?;
+                let db = wf_stores::connect(store, Side::Prod)
+                    .await
+                    .map_err(store_err)?;
+                let mut snap = db.snapshot().await.map_err(store_err)?;
+                let sid = snap.snapshot_id();
+                let f = extract_table(&mut snap, kind, table, &t.chosen, cfg, district, raw, rows)
+                    .await
+                    .map_err(store_err)?;
+                (f, sid)
+            }
+            None => return Err(lost(&t.store, raw)),
+        };
+        held::table_done(&self.task.epoch, &t.store);
+        cx.progress.rows(file.file.rows);
+        let part = ExtractPart {
+            files: vec![StagedTable::from(&file)],
+            graph: Vec::new(),
+            snapshot,
+        };
+        let mut output = StepOutput::with_value(&part)?;
+        output.metrics.insert("rows".into(), file.file.rows);
+        // The raw files are not artifacts: purge-raw deletes them on purpose.
+        Ok(output)
+    }
+}
+
+/// The planning snapshot of `store` is gone (the PROD server restarted, or the plan ran in
+/// another process): the plan runs again, with every table after it.
+fn lost(store: &str, raw: &std::path::Path) -> StepError {
+    StepError::Redo {
+        producer: "extract".into(),
+        path: raw.to_path_buf(),
+        message: format!(
+            "the PROD snapshot of store {store} is gone (its server restarted or the runner that planned it died); planning the district again"
+        ),
+    }
+}
+
+fn store_config<'a>(
+    p: &'a MigrateParams,
+    name: &str,
+) -> Result<&'a wf_stores::StoreConfig, StepError> {
+    p.config
+        .stores
+        .iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| {
+            StepError::Fatal(format!(
+                "the plan names store {name}, which wf.toml does not have"
+            ))
+        })
+}
+
+/// A new connection reading the snapshot `exported`; one the server no longer knows means the
+/// planning connection is gone, and the plan runs again.
+async fn attach(
+    p: &MigrateParams,
+    store: &str,
+    exported: &str,
+) -> Result<wf_stores::extract::Snap, StepError> {
+    let db = wf_stores::connect(store_config(p, store)?, Side::Prod)
+        .await
+        .map_err(store_err)?;
+    match db.snapshot_at(exported).await {
+        Ok(s) => Ok(s),
+        Err(e) if e.is_retryable() => Err(store_err(e)),
+        Err(e) => {
+            tracing::warn!(store, error = %e, "cannot attach to the planning snapshot");
+            Err(lost(store, std::path::Path::new(exported)))
+        }
+    }
+}
+
+/// `extract/<graph>`: the district's subgraph into raw staging.
+pub struct ExtractGraphStep {
+    pub params: Arc<MigrateParams>,
+    pub raw: PathBuf,
+}
+
+#[async_trait::async_trait]
+impl Step for ExtractGraphStep {
+    async fn run(&self, cx: &StepContext) -> Result<StepOutput, StepError> {
+        let p = &self.params;
+        let Some(g) = &p.config.graph else {
+            return Err(StepError::Fatal("wf.toml has no [graph] to extract".into()));
+        };
+        let gx = extract_graph(g, &p.district, &self.raw, p.batch_rows)
+            .await
+            .map_err(store_err)?;
+        let graph: Vec<GraphStaged> = gx
+            .files
+            .into_iter()
+            .map(|f| GraphStaged {
+                staged: StagedTable {
+                    table: f.table,
+                    path: f.file.path,
+                    rows: f.file.rows,
+                    bytes: f.file.bytes,
+                    sha256: f.file.sha256,
+                },
+                kind: f.kind,
+            })
+            .collect();
+        cx.progress.rows(gx.nodes + gx.rels);
+        let part = ExtractPart {
+            files: Vec::new(),
+            graph,
+            snapshot: None,
+        };
+        let mut output = StepOutput::with_value(&part)?;
+        output.metrics.insert("rows".into(), gx.nodes + gx.rels);
+        output.metrics.insert("nodes".into(), gx.nodes);
+        output.metrics.insert("relationships".into(), gx.rels);
+        // `without_key = "skip"`: what was left out, for the gate and the report.
+        for (what, n) in gx.skipped {
+            output
+                .metrics
+                .insert(format!("{}{what}", super::SKIPPED), n);
+        }
+        Ok(output)
+    }
+}
+
+impl ExtractOut {
+    /// The plan's output (`extract`) completed with its tables' outputs (`extract/…`), in schema
+    /// order. Runs from before per-table steps have everything in `extract`.
+    pub fn assemble<'a>(
+        plan: &StepOutput,
+        parts: impl Iterator<Item = (&'a str, &'a StepOutput)>,
+    ) -> Result<ExtractOut, String> {
+        let mut ex: ExtractOut = plan.value_as()?;
+        let order: std::collections::HashMap<String, usize> = ex
+            .schemas
+            .iter()
+            .flat_map(|s| &s.tables)
+            .enumerate()
+            .map(|(i, t)| (t.id(), i))
+            .collect();
+        let mut parts: Vec<(&str, &StepOutput)> =
+            parts.filter(|(id, _)| id.starts_with("extract/")).collect();
+        parts.sort_by_key(|(id, _)| *id);
+        for (id, o) in parts {
+            let part: ExtractPart = o.value_as().map_err(|e| format!("{id}: {e}"))?;
+            ex.files.extend(part.files);
+            ex.graph.extend(part.graph);
+        }
+        ex.files
+            .sort_by_key(|f| order.get(&f.table).copied().unwrap_or(usize::MAX));
+        Ok(ex)
+    }
+
+    /// The extract stage as a step's inputs hold it (`extract` and the steps it spawned).
+    pub fn input(cx: &StepContext) -> Result<ExtractOut, StepError> {
+        let plan = cx.inputs.get("extract").ok_or_else(|| {
+            StepError::Fatal(format!("step {} has no input from `extract`", cx.step_id))
+        })?;
+        let parts = cx.inputs.iter().map(|(id, o)| (id.as_str(), o.as_ref()));
+        ExtractOut::assemble(plan, parts)
+            .map_err(|e| StepError::Fatal(format!("input `extract` of {}: {e}", cx.step_id)))
+    }
+
+    /// The extract stage from a run's done outputs; `None` before `extract` is done.
+    pub fn from_outputs(outputs: &[(String, StepOutput)]) -> Option<Result<ExtractOut, String>> {
+        let plan = outputs.iter().find(|(s, _)| s == "extract")?;
+        let parts = outputs.iter().map(|(id, o)| (id.as_str(), o));
+        Some(ExtractOut::assemble(&plan.1, parts))
+    }
+}
+
+/// The extract stage's metrics summed over `extract` and its table steps (rows, nodes, skipped).
+pub fn extract_metrics<'a>(
+    outputs: impl Iterator<Item = (&'a str, &'a StepOutput)>,
+) -> std::collections::BTreeMap<String, u64> {
+    let mut m = std::collections::BTreeMap::new();
+    for (_, o) in outputs.filter(|(id, _)| *id == "extract" || id.starts_with("extract/")) {
+        for (k, v) in &o.metrics {
+            *m.entry(k.clone()).or_insert(0) += v;
+        }
+    }
+    m
+}
