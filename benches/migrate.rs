@@ -119,16 +119,29 @@ fn subset(store: &str) -> Vec<(&'static str, String)> {
     }
 }
 
+/// Wall time of phase `step`: from the start of `step` (or the first of its `step/…` steps) to
+/// the end of the last one, so per-table steps that overlap count once.
 fn step_ms(data: &Path, run: &str, step: &str) -> f64 {
     let v: serde_json::Value =
         serde_json::from_str(&wf(data, &["status", run, "--json"])).expect("status");
-    v["steps"]
+    let prefix = format!("{step}/");
+    let spans: Vec<(f64, f64)> = v["steps"]
         .as_array()
         .into_iter()
         .flatten()
-        .find(|s| s["id"] == step)
-        .and_then(|s| s["duration_ms"].as_f64())
-        .unwrap_or(f64::NAN)
+        .filter(|s| s["id"] == step || s["id"].as_str().is_some_and(|i| i.starts_with(&prefix)))
+        .filter_map(|s| {
+            let start = s["started_ms"].as_f64()?;
+            Some((start, start + s["duration_ms"].as_f64()?))
+        })
+        .collect();
+    let first = spans.iter().map(|s| s.0).fold(f64::INFINITY, f64::min);
+    let last = spans.iter().map(|s| s.1).fold(f64::NEG_INFINITY, f64::max);
+    if spans.is_empty() {
+        f64::NAN
+    } else {
+        last - first
+    }
 }
 
 /// One line per step of `run`: seconds, rows/s, CPU seconds and peak resident MB (the process's
@@ -144,7 +157,7 @@ fn phases(data: &Path, run: &str) {
         let rss = m["peak_rss_kb"].as_u64().unwrap_or(0);
         peak = peak.max(rss);
         println!(
-            "    {:<14} {secs:>7.2} s {:>12} {:>6.2} s CPU {:>6} MB peak",
+            "    {:<28} {secs:>7.2} s {:>12} {:>6.2} s CPU {:>6} MB peak",
             s["id"].as_str().unwrap_or("?"),
             rows.map(|r| format!("{:.0} rows/s", r as f64 / secs))
                 .unwrap_or_default(),

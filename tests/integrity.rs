@@ -120,7 +120,7 @@ fn a_flipped_byte_in_any_staged_file_makes_its_producer_run_again() {
     let cases = [
         (
             "raw table",
-            "anonymize:before",
+            "anonymize/ids.students:before",
             "extract",
             "raw",
             "ids.students.arrow",
@@ -128,7 +128,7 @@ fn a_flipped_byte_in_any_staged_file_makes_its_producer_run_again() {
         ),
         (
             "raw graph",
-            "anonymize:before",
+            "anonymize/sp:before",
             "extract",
             "raw",
             "Student.arrow",
@@ -137,18 +137,18 @@ fn a_flipped_byte_in_any_staged_file_makes_its_producer_run_again() {
         (
             "anonymized table",
             "load/ids:before",
-            "anonymize",
+            "anonymize~ids.students",
             "anon",
             "ids.students.arrow",
-            "anonymize",
+            "anonymize/ids.students",
         ),
         (
             "anonymized graph",
             "validate:before",
-            "anonymize",
+            "anonymize~sp",
             "anon",
             "sp.Student-ENROLLED_IN-Section.arrow",
-            "anonymize",
+            "anonymize/sp",
         ),
     ];
     for (what, fp, step, dir, name, producer) in cases {

@@ -4,6 +4,8 @@
 //! - `strict` (default): `adb` is planned and extracted again, whole; no other store's table runs
 //!   again; CERT equals an uninterrupted run, also when PROD changed in `adb` meanwhile;
 //! - `closure`: no finished table runs again; CERT has no dangling reference after PROD changed.
+//!
+//! A kill while one table is anonymized re-runs that table's step only.
 
 use crate::e2e::{cert_contents, ok, status, wf, Env};
 use crate::util::Sandbox;
@@ -55,6 +57,13 @@ fn migrate(sb: &Sandbox, cfg: &Path) -> String {
 /// Starts a migrate whose `KILLED` step holds 20 s before it reads, waits until every other
 /// extract step is done, and SIGKILLs the process. Returns the run id.
 fn kill_inside_the_last_table(sb: &Sandbox, cfg: &Path) -> String {
+    kill_inside(sb, cfg, KILLED)
+}
+
+/// Starts a migrate whose step `held` holds 20 s before it runs, waits until every other step of
+/// its phase (`extract/…`, `anonymize/…`) is done, and SIGKILLs the process. Returns the run id.
+fn kill_inside(sb: &Sandbox, cfg: &Path, held: &str) -> String {
+    let phase = format!("{}/", held.split('/').next().unwrap());
     let mut child = wf(
         sb,
         &[
@@ -66,7 +75,7 @@ fn kill_inside_the_last_table(sb: &Sandbox, cfg: &Path) -> String {
             cfg.to_str().unwrap(),
         ],
     )
-    .env("WF_FAILPOINT_DELAY", format!("{KILLED}=20000"))
+    .env("WF_FAILPOINT_DELAY", format!("{held}=20000"))
     .stdout(std::process::Stdio::piped())
     .stderr(std::process::Stdio::null())
     .spawn()
@@ -89,15 +98,15 @@ fn kill_inside_the_last_table(sb: &Sandbox, cfg: &Path) -> String {
         let steps: Vec<&Value> = st["steps"].as_array().into_iter().flatten().collect();
         let extracts: Vec<&&Value> = steps
             .iter()
-            .filter(|s| s["id"].as_str().is_some_and(|i| i.starts_with("extract/")))
+            .filter(|s| s["id"].as_str().is_some_and(|i| i.starts_with(&phase)))
             .collect();
         let others_done = extracts
             .iter()
-            .filter(|s| s["id"] != KILLED)
+            .filter(|s| s["id"] != held)
             .all(|s| s["status"] == "done");
         let killed_running = extracts
             .iter()
-            .any(|s| s["id"] == KILLED && s["status"] == "running");
+            .any(|s| s["id"] == held && s["status"] == "running");
         if extracts.len() > 2 && others_done && killed_running {
             break;
         }
@@ -273,4 +282,31 @@ fn closure_a_crash_re_runs_no_finished_table_and_leaves_no_dangling_reference() 
     assert_eq!(dangling, 0);
     let moved = scalar(&cert, "select count(*) from results where district_id <> 3");
     assert_eq!(moved, 0, "the result moved to district 1 is not in CERT");
+}
+
+#[test]
+fn a_kill_during_anonymize_re_runs_only_the_unfinished_tables() {
+    let sb = Sandbox::new();
+    let Some(env) = Env::get(&sb) else { return };
+    let cfgs = setup(&sb, &env, &["a", "b"]);
+    migrate(&sb, &cfgs[0]);
+    let held = "anonymize/hcp2.attendance";
+    let run = kill_inside(&sb, &cfgs[1], held);
+    let (before, _) = journal(&sb, &run);
+    assert!(
+        before
+            .keys()
+            .filter(|s| s.starts_with("anonymize/"))
+            .count()
+            > 3,
+        "{before:?}"
+    );
+    resume(&sb, &run);
+    let (after, rerun) = journal(&sb, &run);
+    assert!(rerun.is_empty(), "no snapshot was needed: {rerun:?}");
+    for (s, n) in &before {
+        assert_eq!(after.get(s), Some(n), "{s} ran again");
+    }
+    assert_eq!(after.get(held), Some(&1));
+    assert_eq!(cert_contents(&env, "a"), cert_contents(&env, "b"));
 }

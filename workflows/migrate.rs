@@ -11,8 +11,9 @@ use std::sync::Arc;
 use wf_engine::{Checkpoint, EngineError, Plan, Step, StepSpec, Workflow};
 use wf_steps::anonymize::{AnonKey, Rules};
 use wf_steps::migrate::{
-    AnonymizeStep, ExtractGraphStep, ExtractStep, ExtractTableStep, LoadStep, MigrateParams,
-    PurgeRawStep, TableTask, GRAPH_KIND, TABLE_KIND,
+    AnonTableStep, AnonTask, AnonymizeStep, ExtractGraphStep, ExtractStep, ExtractTableStep,
+    FixesStep, LoadStep, MigrateParams, PurgeRawStep, TableTask, ANON_KIND, FIXES_KIND, GRAPH_KIND,
+    TABLE_KIND,
 };
 use wf_steps::validate::ValidateStep;
 use wf_stores::load::Strategy;
@@ -281,13 +282,14 @@ impl Workflow for Migrate {
             ),
         ];
         let mut checkpoints = vec![
+            // The plan spawns the per-table anonymize steps too: `extracted` names it alone.
             Checkpoint {
                 name: "extracted".into(),
-                steps: vec!["extract".into()],
+                steps: vec!["=extract".into(), "extract/*".into()],
             },
             Checkpoint {
                 name: "anonymized".into(),
-                steps: vec!["anonymize".into()],
+                steps: vec!["anonymize".into(), "anonymize/*".into()],
             },
             Checkpoint {
                 name: "validated".into(),
@@ -333,6 +335,12 @@ impl Workflow for Migrate {
             TABLE_KIND => Arc::new(ExtractTableStep {
                 params: self.params.clone(),
                 task: TableTask::decode(&spec.params)
+                    .map_err(|e| EngineError::Workflow(format!("step {}: {e}", spec.id)))?,
+            }),
+            FIXES_KIND => Arc::new(FixesStep(self.params.clone())),
+            ANON_KIND => Arc::new(AnonTableStep {
+                params: self.params.clone(),
+                task: AnonTask::decode(&spec.params)
                     .map_err(|e| EngineError::Workflow(format!("step {}: {e}", spec.id)))?,
             }),
             GRAPH_KIND => Arc::new(ExtractGraphStep {

@@ -23,6 +23,9 @@ pub struct Graph {
 }
 
 fn pattern_matches(pattern: &str, id: &str) -> bool {
+    if let Some(exact) = pattern.strip_prefix('=') {
+        return exact == id;
+    }
     match pattern.strip_suffix('*') {
         Some(prefix) => id.starts_with(prefix),
         None => pattern == id,
@@ -130,7 +133,11 @@ impl Graph {
                 .steps
                 .iter()
                 .any(|p| pattern_matches(p, &self.specs[i].id));
-            let inherited = spawner.is_some_and(|s| self.members[c].contains(&s));
+            // `=step` names the step alone, not what it spawns.
+            let inherited = spawner.is_some_and(|s| {
+                let alone = format!("={}", self.specs[s].id);
+                self.members[c].contains(&s) && !self.checkpoints[c].steps.contains(&alone)
+            });
             if direct || inherited {
                 self.members[c].push(i);
                 self.cps_of[i].push(c);

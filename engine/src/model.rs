@@ -108,7 +108,8 @@ impl StepSpec {
 }
 
 /// A named set of steps; reached when all of them (and whatever they spawned) are done.
-/// A pattern ending in `*` matches every step id with that prefix.
+/// A pattern ending in `*` matches every step id with that prefix; `=id` names step `id` without
+/// the steps it spawns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub name: String,

@@ -25,13 +25,14 @@ pub trait Workflow: Send + Sync {
     }
     /// True for a spawning step whose output is only good within the process that produced it
     /// (it holds a database snapshot open for the steps it spawned). When a new runner finds such
-    /// a step done but some of its spawned steps not, the step runs again, and with it every
-    /// cohort (see `cohort`) that has an unfinished member.
+    /// a step done but a spawned step of some cohort (see `cohort`) not, the step runs again, and
+    /// with it every cohort that has an unfinished member.
     fn session_bound(&self, _spec: &StepSpec) -> bool {
         false
     }
     /// The cohort of a spawned step: steps that must all come from one session of their
-    /// session-bound spawner (one store's tables, read in one snapshot). `None`: the step alone.
+    /// session-bound spawner (one store's tables, read in one snapshot). `None`: the step does not
+    /// read the session's state.
     fn cohort(&self, _spec: &StepSpec) -> Option<String> {
         None
     }

@@ -1,8 +1,9 @@
 //! Session-bound steps (see `Workflow::session_bound`): their output holds state of the process
 //! that ran them, such as an open database snapshot the steps they spawned read from. A new
 //! runner cannot have that state, so before it schedules anything, each such step that is done
-//! while some of its spawned steps are not runs again, together with every cohort of its spawned
-//! steps that has an unfinished member. Finished steps of whole cohorts keep their outputs.
+//! while a spawned step of some cohort is not runs again, together with every cohort that has an
+//! unfinished member. Finished steps of whole cohorts keep their outputs; spawned steps of no
+//! cohort do not read the state and never make the spawner run again.
 
 use super::sched::load_graph;
 use super::Runner;
@@ -33,7 +34,7 @@ impl Runner {
                 .filter(|&&i| !done(i))
                 .filter_map(|&i| self.workflow.cohort(graph.spec(i)))
                 .collect();
-            if spawned.iter().all(|&i| done(i)) {
+            if broken.is_empty() {
                 continue;
             }
             let rerun: Vec<usize> = spawned

@@ -15,4 +15,7 @@ mod unique;
 
 pub use key::{AnonKey, KeyError};
 pub use rules::Rules;
-pub use table::{anonymize, AnonError, Report, TableInput};
+pub use table::{
+    anonymize, anonymize_table, collision_fixes, scan, AnonError, Fixes, Report, TableInput,
+    TableOut,
+};

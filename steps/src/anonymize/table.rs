@@ -9,7 +9,8 @@ use super::key::AnonKey;
 use super::leak::{outputs_scanned, scan_outputs, tag_id, LeakSet};
 use super::pipeline::ordered_map;
 use super::rules::{Rule, Rules};
-use super::unique::{unique_fixes, Fixes};
+use super::unique::unique_fixes;
+pub use super::unique::Fixes;
 use arrow_array::{RecordBatch, StringArray};
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -20,7 +21,7 @@ use wf_stores::staging::{
 use wf_stores::StoreError;
 
 /// What happened to one field.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FieldReport {
     pub field: String,
     pub rule: Option<String>,
@@ -62,23 +63,90 @@ pub fn anonymize(
     // 1. Classify every field from its name and a sample of its values.
     let detected = classify(inputs, rules, rules_file)?;
     // 2. Transform, collecting keyed hashes of the originals that must not survive.
+    let fixes = unique_fixes(inputs, rules, &detected, key)?;
+    let mut tables = Vec::new();
+    for t in inputs {
+        tables.push(transform_table(t, rules, key, &detected, &fixes, out_dir)?);
+    }
+    // 3. Leak scan.
+    scan(tables, key)
+}
+
+/// One table anonymized: its output file, what happened to each field, and the keyed hashes of
+/// its originals (sorted), which the leak scan over every table needs.
+#[derive(Debug, Clone)]
+pub struct TableOut {
+    pub table: String,
+    pub info: FileInfo,
+    pub fields: Vec<FieldReport>,
+    pub originals: Vec<u64>,
+}
+
+/// The unique-collision fixes of `inputs` (the tables with a unique text column; see `unique`),
+/// after refusing a PII-looking field of theirs without a rule.
+pub fn collision_fixes(
+    inputs: &[TableInput],
+    rules: &Rules,
+    rules_file: &Path,
+    key: &AnonKey,
+) -> Result<Fixes, AnonError> {
+    let detected = classify(inputs, rules, rules_file)?;
+    unique_fixes(inputs, rules, &detected, key)
+}
+
+/// Anonymizes one table into `out_dir` under `fixes` (from `collision_fixes` over every table
+/// with a unique text column), after refusing a PII-looking field without a rule.
+pub fn anonymize_table(
+    t: &TableInput,
+    rules: &Rules,
+    rules_file: &Path,
+    key: &AnonKey,
+    fixes: &Fixes,
+    out_dir: &Path,
+) -> Result<TableOut, AnonError> {
+    let detected = classify(std::slice::from_ref(t), rules, rules_file)?;
+    transform_table(t, rules, key, &detected, fixes, out_dir)
+}
+
+fn transform_table(
+    t: &TableInput,
+    rules: &Rules,
+    key: &AnonKey,
+    detected: &HashMap<String, Vec<Detector>>,
+    fixes: &Fixes,
+    out_dir: &Path,
+) -> Result<TableOut, AnonError> {
     std::fs::create_dir_all(out_dir).map_err(|e| StoreError::Staging {
         path: out_dir.to_path_buf(),
         message: e.to_string(),
     })?;
-    let fixes = unique_fixes(inputs, rules, &detected, key)?;
     let mut originals = Hashes::default();
+    let (info, fields) = anonymize_file(t, rules, key, detected, fixes, out_dir, &mut originals)?;
+    Ok(TableOut {
+        table: t.table.clone(),
+        info,
+        fields,
+        originals: originals.into_sorted(),
+    })
+}
+
+/// The leak scan, domain by domain, over every field passed through unchanged (no rule, or
+/// `keep`) and every field whose originals were collected (see `leak`), in every table; the
+/// report of the whole set, or the leaks found.
+pub fn scan(tables: Vec<TableOut>, key: &AnonKey) -> Result<Report, AnonError> {
     let mut fields = Vec::new();
     let mut files = Vec::new();
-    for t in inputs {
-        let (info, reports) =
-            anonymize_file(t, rules, key, &detected, &fixes, out_dir, &mut originals)?;
-        files.push((t.table.clone(), info));
-        fields.extend(reports);
+    let mut originals = Vec::new();
+    for t in tables {
+        fields.extend(t.fields);
+        files.push((t.table, t.info));
+        originals.extend(t.originals);
     }
-    let originals = originals.into_sorted();
-    // 3. Leak scan, domain by domain, over every field passed through unchanged (no rule, or
-    // `keep`) and every field whose originals were collected (see `leak`).
+    {
+        use rayon::slice::ParallelSliceMut;
+        originals.par_sort_unstable();
+        originals.dedup();
+    }
     let scanned: HashMap<String, Vec<u64>> = fields
         .iter()
         .filter(|f| f.scanned)

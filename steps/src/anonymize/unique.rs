@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use wf_stores::staging::{columns_of, damaged, open, ColType};
 
 /// Per rule (by index): the suffix number of each original (by keyed hash) that collided.
-pub(super) type Fixes = HashMap<usize, HashMap<u64, usize>>;
+pub type Fixes = HashMap<usize, HashMap<u64, usize>>;
 
 /// Finds the collisions of every rule that generates values (`fake`, `mask`, `hmac`) over the
 /// unique text columns it applies to. Suffixes are assigned in the order of the originals' keyed

@@ -72,6 +72,7 @@ impl Step for ExtractStep {
         };
         let mut spawn = Vec::new();
         let mut planned_rows = 0u64;
+        let mut anon_tables = Vec::new();
         if !p.config.stores.is_empty() {
             // Key files sit beside the raw tables (`<store.table>.keys`): PII too, purged with them.
             let limit = wf_stores::keyset::memory_limit();
@@ -84,6 +85,11 @@ impl Step for ExtractStep {
                     let exported = snap.export().await.map_err(store_err)?;
                     held::hold(&epoch, &store, snap, exported, n);
                 }
+            }
+            for t in &plan.tables {
+                let table = find_table(&plan.schemas, &t.table).map_err(store_err)?;
+                let kind = store_kind(&plan.schemas, &t.store);
+                anon_tables.push((t.table.clone(), super::anon::unique_text(table, kind)));
             }
             for t in plan.tables {
                 planned_rows += t.rows;
@@ -106,8 +112,11 @@ impl Step for ExtractStep {
             spec.params = raw.to_string_lossy().as_bytes().to_vec();
             spawn.push(spec);
         }
+        let tables = spawn.len() as u64;
+        let graph = p.config.graph.as_ref().map(|g| g.name.as_str());
+        spawn.extend(super::anon::specs(&anon_tables, graph)?);
         let mut output = StepOutput::with_value(&out)?;
-        output.metrics.insert("tables".into(), spawn.len() as u64);
+        output.metrics.insert("tables".into(), tables);
         output.metrics.insert("planned_rows".into(), planned_rows);
         output.spawn = spawn;
         Ok(output)

@@ -3,9 +3,11 @@
 //! per CERT store, in `load.rs`). Each is safe to run again: files are written by temp-and-rename, loads are
 //! exactly-once through their marker rows, purge deletes what is there.
 
+mod anon;
 mod extract;
 mod held;
 mod load;
+pub use anon::{AnonPart, AnonTableStep, AnonTask, FixesStep, ANON_KIND, FIXES_KIND, FIXES_STEP};
 pub use extract::{
     extract_metrics, ExtractGraphStep, ExtractPart, ExtractStep, ExtractTableStep, TableTask,
     GRAPH_KIND, TABLE_KIND,
@@ -153,12 +155,21 @@ pub(crate) fn store_err(e: StoreError) -> StepError {
 pub(crate) fn input_err(producer: &'static str) -> impl Fn(StoreError) -> StepError {
     move |e| match e {
         StoreError::Corrupt { ref path, .. } => StepError::Redo {
-            producer: producer.to_string(),
+            producer: producer_of(path).unwrap_or_else(|| producer.to_string()),
             path: path.clone(),
             message: e.to_string(),
         },
         other => store_err(other),
     }
+}
+
+/// The per-table step that wrote `path`, from its artifact directory
+/// (`…/steps/anonymize~ids.students/anon/…` was written by `anonymize/ids.students`).
+fn producer_of(path: &Path) -> Option<String> {
+    let parts: Vec<&std::ffi::OsStr> = path.iter().collect();
+    let at = parts.iter().rposition(|c| *c == "steps")?;
+    let dir = parts.get(at + 1)?.to_str()?;
+    dir.contains('~').then(|| dir.replace('~', "/"))
 }
 
 /// The prefix of the extract metrics that count graph nodes left out for lacking their key.
@@ -181,6 +192,19 @@ pub struct AnonymizeStep(pub Arc<MigrateParams>);
 impl Step for AnonymizeStep {
     async fn run(&self, cx: &StepContext) -> Result<StepOutput, StepError> {
         let p = self.0.clone();
+        // Per-table steps did the work: the leak scan over all of them is what is left.
+        if let Some(tables) = anon::parts(cx)? {
+            let (_, key) = rules_and_key(&p)?;
+            let report = tokio::task::spawn_blocking(move || crate::anonymize::scan(tables, &key))
+                .await
+                .map_err(|e| StepError::Fatal(format!("leak scan task failed: {e}")))?
+                .map_err(|e| match e {
+                    AnonError::Leak(_) => StepError::Gate(e.to_string()),
+                    AnonError::Staging(s) => input_err("anonymize")(s),
+                    other => StepError::Fatal(other.to_string()),
+                })?;
+            return anonymize_output(cx, &report);
+        }
         let ex = ExtractOut::input(cx)?;
         if let Some(gone) = ex.all_files().find(|f| !f.path.exists()) {
             // Purged (the run ended, or `wf purge`): extract again, in this run's snapshot rules.
@@ -216,7 +240,7 @@ impl Step for AnonymizeStep {
 }
 
 /// The rules of the run and the key of the environment, refused unless it is the run's key.
-fn rules_and_key(p: &MigrateParams) -> Result<(Rules, AnonKey), StepError> {
+pub(super) fn rules_and_key(p: &MigrateParams) -> Result<(Rules, AnonKey), StepError> {
     let rules = Rules::load(&p.rules_file).map_err(StepError::Fatal)?;
     let key = AnonKey::from_env(&rules.key_env).map_err(|e| StepError::Fatal(e.to_string()))?;
     if key.fingerprint() != p.key_fingerprint {
@@ -232,7 +256,7 @@ fn rules_and_key(p: &MigrateParams) -> Result<(Rules, AnonKey), StepError> {
 
 /// What anonymize needs of one extracted table: its file and the columns that must stay unique
 /// (a one-column primary key or unique constraint).
-fn table_input(ex: &ExtractOut, f: &StagedTable, p: &MigrateParams) -> TableInput {
+pub(super) fn table_input(ex: &ExtractOut, f: &StagedTable, p: &MigrateParams) -> TableInput {
     let table = ex
         .schemas
         .iter()
@@ -265,6 +289,8 @@ fn anonymize_output(
     cx: &StepContext,
     report: &crate::anonymize::Report,
 ) -> Result<StepOutput, StepError> {
+    std::fs::create_dir_all(&cx.artifact_dir)
+        .map_err(|e| StepError::Retryable(format!("{}: {e}", cx.artifact_dir.display())))?;
     let report_path = cx.artifact_dir.join("anonymization-report.json");
     let json = serde_json::to_vec_pretty(report).map_err(|e| StepError::Fatal(e.to_string()))?;
     std::fs::write(&report_path, json)
@@ -372,7 +398,7 @@ fn fk_aliases(t: &wf_stores::schema::Table, cfg: &Config) -> BTreeMap<String, St
 
 /// The anonymizer's view of a graph file: the key is unique per label; relationship ends take the
 /// rule of their nodes' key; linked properties take their relational column's rule.
-fn graph_input(g: &wf_stores::graph::GraphConfig, f: &GraphStaged) -> TableInput {
+pub(super) fn graph_input(g: &wf_stores::graph::GraphConfig, f: &GraphStaged) -> TableInput {
     let key = &g.key_property;
     let mut rule_as = BTreeMap::new();
     let mut unique = Vec::new();

@@ -1,0 +1,297 @@
+//! The anonymize stage, one step per table: the plan adds `anonymize/collisions` (the
+//! unique-collision fixes, over the tables with a unique text column), one `anonymize/<store.table>`
+//! per table and `anonymize/<graph>`; a table's step starts as soon as its extract and the fixes
+//! are done. The static `anonymize` step then runs the leak scan over every table (an original
+//! value must not survive in any table) and writes the stage's report and output.
+
+use super::{
+    input_err, rules_and_key, table_input, ExtractOut, GraphStaged, MigrateParams, StagedTable,
+};
+use crate::anonymize::{anonymize_table, collision_fixes, AnonError, Fixes, TableInput, TableOut};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use wf_engine::{Artifact, Step, StepContext, StepError, StepOutput, StepSpec};
+use wf_stores::staging::{ColType, FileInfo};
+
+/// Step kind of the collision fixes.
+pub const FIXES_KIND: &str = "migrate.anonymize_fixes";
+/// Step kind of a table's (or the graph's) anonymize step.
+pub const ANON_KIND: &str = "migrate.anonymize_table";
+/// Id of the collision-fixes step.
+pub const FIXES_STEP: &str = "anonymize/collisions";
+
+/// What an anonymize step covers: one relational table, or every graph file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum AnonTask {
+    Table(String),
+    Graph,
+}
+
+impl AnonTask {
+    pub fn decode(params: &[u8]) -> Result<AnonTask, String> {
+        serde_json::from_slice(params).map_err(|e| format!("anonymize step parameters: {e}"))
+    }
+}
+
+/// Output of one `anonymize/…` step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AnonPart {
+    pub files: Vec<StagedTable>,
+    pub fields: Vec<crate::anonymize::table::FieldReport>,
+    /// The keyed hashes of the originals (sorted u64, little-endian), for the leak scan.
+    pub originals: PathBuf,
+}
+
+/// The anonymize steps the plan adds: the fixes first (after the extracts of the tables with a
+/// unique text column, and of the graph), then one per table and one for the graph.
+pub(crate) fn specs(
+    tables: &[(String, bool)],
+    graph: Option<&str>,
+) -> Result<Vec<StepSpec>, StepError> {
+    let json = |t: &AnonTask| serde_json::to_vec(t).map_err(|e| StepError::Fatal(e.to_string()));
+    let mut fix_deps: Vec<String> = tables
+        .iter()
+        .filter(|(_, unique_text)| *unique_text)
+        .map(|(t, _)| format!("extract/{t}"))
+        .collect();
+    fix_deps.extend(graph.map(|g| format!("extract/{g}")));
+    let mut out = vec![StepSpec::new(FIXES_STEP, FIXES_KIND, fix_deps)];
+    for (t, _) in tables {
+        let deps = vec![format!("extract/{t}"), FIXES_STEP.to_string()];
+        let mut spec = StepSpec::new(format!("anonymize/{t}"), ANON_KIND, deps);
+        spec.params = json(&AnonTask::Table(t.clone()))?;
+        out.push(spec);
+    }
+    if let Some(g) = graph {
+        let deps = vec![format!("extract/{g}"), FIXES_STEP.to_string()];
+        let mut spec = StepSpec::new(format!("anonymize/{g}"), ANON_KIND, deps);
+        spec.params = json(&AnonTask::Graph)?;
+        out.push(spec);
+    }
+    Ok(out)
+}
+
+/// True when `t` has a one-column unique key of text: its anonymized values may collide, and
+/// the fixes must see it before any table under the same rule is written.
+pub(crate) fn unique_text(t: &wf_stores::schema::Table, kind: wf_stores::StoreKind) -> bool {
+    let mut unique: Vec<&String> = Vec::new();
+    if t.primary_key.len() == 1 {
+        unique.push(&t.primary_key[0]);
+    }
+    unique.extend(
+        t.uniques
+            .iter()
+            .filter(|u| u.columns.len() == 1)
+            .map(|u| &u.columns[0]),
+    );
+    unique.iter().any(|c| {
+        t.column(c)
+            .is_some_and(|c| ColType::of(kind, &c.data_type) == ColType::Text)
+    })
+}
+
+/// The anonymizer's inputs among the extract stage's files: the relational table `table` (every
+/// one for `None`), and every graph file with `graph`.
+fn inputs(ex: &ExtractOut, p: &MigrateParams, table: Option<&str>, graph: bool) -> Vec<TableInput> {
+    let mut out: Vec<TableInput> = ex
+        .files
+        .iter()
+        .filter(|f| table.is_none_or(|t| f.table == t))
+        .map(|f| table_input(ex, f, p))
+        .collect();
+    if let (true, Some(g)) = (graph, &p.config.graph) {
+        out.extend(
+            ex.graph
+                .iter()
+                .map(|f: &GraphStaged| super::graph_input(g, f)),
+        );
+    }
+    out
+}
+
+/// The inputs of one anonymize step.
+fn task_inputs(ex: &ExtractOut, p: &MigrateParams, task: &AnonTask) -> Vec<TableInput> {
+    match task {
+        AnonTask::Table(t) => inputs(ex, p, Some(t), false),
+        AnonTask::Graph => inputs(
+            &ExtractOut {
+                files: Vec::new(),
+                ..ex.clone()
+            },
+            p,
+            None,
+            true,
+        ),
+    }
+}
+
+/// Raw files purged since they were extracted (the run ended, or `wf purge`) are extracted again.
+fn present(ins: &[TableInput]) -> Result<(), StepError> {
+    match ins.iter().find(|i| !i.file.exists()) {
+        None => Ok(()),
+        Some(gone) => Err(StepError::Redo {
+            producer: "extract".into(),
+            path: gone.file.clone(),
+            message: format!(
+                "raw staging {} is gone (purged); extracting again",
+                gone.file.display()
+            ),
+        }),
+    }
+}
+
+fn anon_err(e: AnonError) -> StepError {
+    match e {
+        AnonError::Leak(_) => StepError::Gate(e.to_string()),
+        AnonError::Staging(s) => input_err("extract")(s),
+        other => StepError::Fatal(other.to_string()),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, AnonError> + Send + 'static,
+) -> Result<T, StepError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StepError::Fatal(format!("anonymization task failed: {e}")))?
+        .map_err(anon_err)
+}
+
+/// `anonymize/collisions`: which originals of unique text columns need a suffix.
+pub struct FixesStep(pub Arc<MigrateParams>);
+
+#[async_trait::async_trait]
+impl Step for FixesStep {
+    async fn run(&self, cx: &StepContext) -> Result<StepOutput, StepError> {
+        let p = self.0.clone();
+        let ex = ExtractOut::input(cx)?;
+        let (rules, key) = rules_and_key(&p)?;
+        // Only the tables this step waits for are in its inputs: those with a unique text column.
+        let ins = inputs(&ex, &p, None, true);
+        present(&ins)?;
+        let rules_file = p.rules_file.clone();
+        let fixes: Fixes =
+            blocking(move || collision_fixes(&ins, &rules, &rules_file, &key)).await?;
+        let mut out = StepOutput::with_value(&fixes)?;
+        out.metrics.insert(
+            "collisions".into(),
+            fixes.values().map(|f| f.len() as u64).sum(),
+        );
+        Ok(out)
+    }
+}
+
+/// `anonymize/<store.table>` or `anonymize/<graph>`.
+pub struct AnonTableStep {
+    pub params: Arc<MigrateParams>,
+    pub task: AnonTask,
+}
+
+#[async_trait::async_trait]
+impl Step for AnonTableStep {
+    async fn run(&self, cx: &StepContext) -> Result<StepOutput, StepError> {
+        let p = self.params.clone();
+        let ex = ExtractOut::input(cx)?;
+        let fixes: Fixes = cx.input(FIXES_STEP)?;
+        let (rules, key) = rules_and_key(&p)?;
+        let ins = task_inputs(&ex, &p, &self.task);
+        present(&ins)?;
+        let (rules_file, out_dir) = (p.rules_file.clone(), cx.artifact_dir.join("anon"));
+        let done: Vec<TableOut> = blocking(move || {
+            ins.iter()
+                .map(|t| anonymize_table(t, &rules, &rules_file, &key, &fixes, &out_dir))
+                .collect()
+        })
+        .await?;
+        part_output(cx, done)
+    }
+}
+
+/// Journals a part: its files and the originals' hashes as artifacts, its field reports.
+fn part_output(cx: &StepContext, done: Vec<TableOut>) -> Result<StepOutput, StepError> {
+    let retry = |p: &Path, e: std::io::Error| StepError::Retryable(format!("{}: {e}", p.display()));
+    let mut hashes: Vec<u64> = done
+        .iter()
+        .flat_map(|t| t.originals.iter().copied())
+        .collect();
+    hashes.sort_unstable();
+    hashes.dedup();
+    let originals = cx.artifact_dir.join("originals.bin");
+    let bytes: Vec<u8> = hashes.iter().flat_map(|h| h.to_le_bytes()).collect();
+    std::fs::write(&originals, bytes).map_err(|e| retry(&originals, e))?;
+    let mut part = AnonPart {
+        files: Vec::new(),
+        fields: Vec::new(),
+        originals: originals.clone(),
+    };
+    for t in done {
+        part.files.push(StagedTable {
+            table: t.table,
+            path: t.info.path,
+            rows: t.info.rows,
+            bytes: t.info.bytes,
+            sha256: t.info.sha256,
+        });
+        part.fields.extend(t.fields);
+    }
+    let mut output = StepOutput::with_value(&part)?;
+    for path in part.files.iter().map(|f| &f.path).chain([&originals]) {
+        output
+            .artifacts
+            .push(Artifact::from_file(path).map_err(|e| retry(path, e))?);
+    }
+    output
+        .metrics
+        .insert("rows".into(), part.files.iter().map(|f| f.rows).sum());
+    cx.progress.rows(part.files.iter().map(|f| f.rows).sum());
+    Ok(output)
+}
+
+/// The parts of the stage in `cx`'s inputs, as the leak scan takes them; `None` for a run whose
+/// plan added no anonymize steps (`--from-run`, or a run from before them).
+pub(crate) fn parts(cx: &StepContext) -> Result<Option<Vec<TableOut>>, StepError> {
+    let mut ids: Vec<&String> = cx
+        .inputs
+        .keys()
+        .filter(|id| id.starts_with("anonymize/") && *id != FIXES_STEP)
+        .collect();
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    ids.sort();
+    let mut out = Vec::new();
+    for id in ids {
+        let part: AnonPart = cx.input(id)?;
+        let bytes = std::fs::read(&part.originals).map_err(|e| StepError::Redo {
+            producer: id.clone(),
+            path: part.originals.clone(),
+            message: format!("{}: {e}", part.originals.display()),
+        })?;
+        let originals: Vec<u64> = bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect();
+        let mut fields = part.fields;
+        for (i, f) in part.files.into_iter().enumerate() {
+            let info = FileInfo {
+                path: f.path,
+                rows: f.rows,
+                bytes: f.bytes,
+                sha256: f.sha256,
+            };
+            // Every table of a part carries the part's originals once (the scan merges them).
+            out.push(TableOut {
+                table: f.table,
+                info,
+                fields: std::mem::take(&mut fields),
+                originals: if i == 0 {
+                    originals.clone()
+                } else {
+                    Vec::new()
+                },
+            });
+        }
+    }
+    Ok(Some(out))
+}
