@@ -10,6 +10,7 @@
 //! - `recover`: a rule change applied with `wf recover`, replacing the run's rows in CERT.
 //! - `e2e`: PostgreSQL + Bolt, SIGKILL inside every phase, CERT equal to an uninterrupted run.
 //! - `graph_cert`: a wrong CERT graph database stops the run before any store commits.
+//! - `graph_only`: a wf.toml with only `[graph]`, embedded and on ArcadeDB: select, migrate, validate, rollback, batch.
 //! - `guard`: the CERT guard on PostgreSQL: aliases of PROD, unenrolled CERT, PROD enrolled as CERT.
 //! - `safety`: rollback refuses missing or damaged manifests; raw PII purged at every terminal state.
 //! - `integrity`: a flipped byte in raw, anonymized or graph staging is caught and its producer re-run.
@@ -32,6 +33,7 @@ mod crash;
 mod demo;
 mod e2e;
 mod graph_cert;
+mod graph_only;
 mod guard;
 mod integrity;
 mod journal_format;

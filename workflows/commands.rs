@@ -512,7 +512,7 @@ async fn select_districts(
         .map(|d| {
             serde_json::json!({
                 "district": d.district, "rows": d.rows, "district_rows": d.district_rows,
-                "child_rows": d.child_rows, "latest": d.latest,
+                "child_rows": d.child_rows, "nodes": d.nodes, "latest": d.latest,
                 "tables_present": d.tables_present, "tables_total": d.tables_total,
                 "completeness": (d.completeness() * 1000.0).round() / 1000.0,
             })
@@ -538,15 +538,16 @@ async fn select_districts(
         )));
     }
     let mut out = format!(
-        "{:<16} {:>12} {:>12} {:>13} {:>10}  LATEST\n",
-        "DISTRICT", "ROWS", "CHILD ROWS", "COMPLETENESS", "TABLES"
+        "{:<16} {:>12} {:>12} {:>10} {:>13} {:>10}  LATEST\n",
+        "DISTRICT", "ROWS", "CHILD ROWS", "NODES", "COMPLETENESS", "TABLES"
     );
     for d in stats {
         out.push_str(&format!(
-            "{:<16} {:>12} {:>12} {:>12.0}% {:>10}  {}\n",
+            "{:<16} {:>12} {:>12} {:>10} {:>12.0}% {:>10}  {}\n",
             d.district,
             d.rows,
             d.child_rows,
+            d.nodes,
             d.completeness() * 100.0,
             format!("{}/{}", d.tables_present, d.tables_total),
             d.latest.as_deref().unwrap_or("-")

@@ -24,6 +24,8 @@ pub struct DistrictStats {
     pub tables_present: usize,
     /// How many tables have the district column.
     pub tables_total: usize,
+    /// Graph nodes of the district labels whose district property holds the district.
+    pub nodes: u64,
 }
 
 impl DistrictStats {
@@ -88,6 +90,9 @@ pub async fn district_stats(cfg: &Config) -> Result<Sizing, StoreError> {
         }
     }
     let mut not_sized = Vec::new();
+    if let Some(g) = &cfg.graph {
+        tables_total += graph_counts(g, &mut by).await?;
+    }
     for f in &cfg.follow_children {
         match crate::sizing::chain(f, &cfg.follow_children, &schemas, &cfg.district_column) {
             Ok(None) => {}
@@ -110,14 +115,41 @@ pub async fn district_stats(cfg: &Config) -> Result<Sizing, StoreError> {
         })
         .collect();
     out.sort_by(|a, b| {
-        b.rows
-            .cmp(&a.rows)
+        (b.rows + b.nodes)
+            .cmp(&(a.rows + a.nodes))
             .then_with(|| a.district.cmp(&b.district))
     });
     Ok(Sizing {
         districts: out,
         not_sized,
     })
+}
+
+/// Adds each district's graph nodes (district labels, or every label) to `by`; returns how many
+/// labels were counted (they count as district tables for completeness).
+async fn graph_counts(
+    g: &crate::graph::GraphConfig,
+    by: &mut BTreeMap<String, DistrictStats>,
+) -> Result<usize, StoreError> {
+    let mut r = crate::graph::open_read(g, Side::Prod).await?;
+    let labels: Vec<String> = if g.district_labels.is_empty() {
+        r.label_counts()
+            .await?
+            .into_iter()
+            .map(|(l, _)| l)
+            .collect()
+    } else {
+        g.district_labels.clone()
+    };
+    for l in &labels {
+        for (district, n) in r.district_counts(l, &g.district_property).await? {
+            let d = entry(by, district);
+            d.nodes += n;
+            d.tables_present += 1;
+        }
+    }
+    r.finish().await?;
+    Ok(labels.len())
 }
 
 fn entry(by: &mut BTreeMap<String, DistrictStats>, district: String) -> &mut DistrictStats {
@@ -161,9 +193,11 @@ pub fn recommend(stats: &[DistrictStats]) -> BTreeMap<&'static str, String> {
     }
     // `stats` is largest first; walk sizes ascending. A near-empty district (under 1 % of the
     // largest one's rows, or in under half of the district tables) is no pilot while real ones exist.
-    let largest = stats.iter().map(|s| s.rows).max().unwrap_or(0);
+    // Size counts relational rows and graph nodes, so a graph-only district is sized too.
+    let size = |s: &DistrictStats| s.rows + s.nodes;
+    let largest = stats.iter().map(size).max().unwrap_or(0);
     let real =
-        |s: &&DistrictStats| s.rows > 0 && s.rows * 100 >= largest && s.completeness() >= 0.5;
+        |s: &&DistrictStats| size(s) > 0 && size(s) * 100 >= largest && s.completeness() >= 0.5;
     let mut ascending: Vec<&DistrictStats> = stats.iter().rev().filter(real).collect();
     if ascending.is_empty() {
         ascending = stats.iter().rev().collect();
@@ -198,6 +232,7 @@ mod pilot_tests {
             latest: None,
             tables_present: present,
             tables_total: 4,
+            nodes: 0,
         }
     }
 

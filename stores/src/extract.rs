@@ -72,6 +72,8 @@ pub struct Planned {
     pub snaps: HashMap<String, Snap>,
     /// Snapshot ids per store (PostgreSQL `pg_current_snapshot()`), for the journal.
     pub snapshots: BTreeMap<String, String>,
+    /// True when some table has a row of the district (not only reference tables).
+    pub found: bool,
 }
 
 /// Extracts `district` from every configured store's PROD side into `out`.
@@ -155,6 +157,18 @@ pub async fn plan_district(
     key_dir: &Path,
     key_limit: usize,
 ) -> Result<Planned, StoreError> {
+    plan_stores(cfg, district, key_dir, key_limit, true).await
+}
+
+/// `plan_district`, where `required = false` lets the relational stores hold nothing of the
+/// district (it may exist only in the graph, which is checked when it is extracted).
+pub async fn plan_stores(
+    cfg: &Config,
+    district: &str,
+    key_dir: &Path,
+    key_limit: usize,
+    required: bool,
+) -> Result<Planned, StoreError> {
     let mut opened = Vec::new();
     let mut schemas = Vec::new();
     for s in &cfg.stores {
@@ -178,7 +192,7 @@ pub async fn plan_district(
     let tables: Vec<Table> = schemas.iter().flat_map(|s| s.tables.clone()).collect();
     let subset = select_with_limit(&mut snaps, &tables, cfg, district, key_limit).await?;
     let seeded = subset.seed_only.iter().any(|t| subset.rows(t) > 0);
-    if !seeded {
+    if !seeded && required {
         return Err(StoreError::Query {
             store: cfg.stores.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(","),
             message: format!(
@@ -221,6 +235,7 @@ pub async fn plan_district(
         tables: planned,
         snaps,
         snapshots,
+        found: seeded,
     })
 }
 

@@ -217,6 +217,7 @@ fn part_output(cx: &StepContext, done: Vec<TableOut>) -> Result<StepOutput, Step
         .collect();
     hashes.sort_unstable();
     hashes.dedup();
+    std::fs::create_dir_all(&cx.artifact_dir).map_err(|e| retry(&cx.artifact_dir, e))?;
     let originals = cx.artifact_dir.join("originals.bin");
     let bytes: Vec<u8> = hashes.iter().flat_map(|h| h.to_le_bytes()).collect();
     std::fs::write(&originals, bytes).map_err(|e| retry(&originals, e))?;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
 use wf_engine::{Step, StepContext, StepError, StepOutput, StepSpec};
-use wf_stores::extract::{extract_table, find_table, plan_district, store_kind, PlannedTable};
+use wf_stores::extract::{extract_table, find_table, plan_stores, store_kind, PlannedTable};
 use wf_stores::graph::extract::extract_graph;
 use wf_stores::{Side, SnapshotMode};
 
@@ -17,6 +17,9 @@ use wf_stores::{Side, SnapshotMode};
 pub const TABLE_KIND: &str = "migrate.extract_table";
 /// Step kind of the graph's extract step.
 pub const GRAPH_KIND: &str = "migrate.extract_graph";
+
+/// The plan's metric: 1 when a relational table holds a row of the district.
+const FOUND: &str = "district_rows_found";
 
 /// What a table's extract step is given by the plan (its spec's parameters, JSON).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,10 +76,13 @@ impl Step for ExtractStep {
         let mut spawn = Vec::new();
         let mut planned_rows = 0u64;
         let mut anon_tables = Vec::new();
+        let mut found = false;
         if !p.config.stores.is_empty() {
             // Key files sit beside the raw tables (`<store.table>.keys`): PII too, purged with them.
             let limit = wf_stores::keyset::memory_limit();
-            let mut plan = plan_district(&p.config, &p.district, &raw, limit)
+            // With a graph, the district may live in the graph alone (checked by its extract).
+            let required = p.config.graph.is_none();
+            let mut plan = plan_stores(&p.config, &p.district, &raw, limit, required)
                 .await
                 .map_err(store_err)?;
             for (store, mut snap) in plan.snaps.drain() {
@@ -104,6 +110,7 @@ impl Step for ExtractStep {
                     serde_json::to_vec(&task).map_err(|e| StepError::Fatal(e.to_string()))?;
                 spawn.push(spec);
             }
+            found = plan.found;
             out.schemas = plan.schemas;
             out.snapshots = plan.snapshots;
         }
@@ -118,6 +125,7 @@ impl Step for ExtractStep {
         let mut output = StepOutput::with_value(&out)?;
         output.metrics.insert("tables".into(), tables);
         output.metrics.insert("planned_rows".into(), planned_rows);
+        output.metrics.insert(FOUND.into(), u64::from(found));
         output.spawn = spawn;
         Ok(output)
     }
@@ -252,6 +260,25 @@ impl Step for ExtractGraphStep {
         let gx = extract_graph(g, &p.district, &self.raw, p.batch_rows)
             .await
             .map_err(store_err)?;
+        let found = cx
+            .inputs
+            .get("extract")
+            .and_then(|o| o.metrics.get(FOUND).copied())
+            .unwrap_or(0);
+        if gx.nodes == 0 && found == 0 {
+            let labels = if g.district_labels.is_empty() {
+                "any label".to_string()
+            } else {
+                g.district_labels.join(", ")
+            };
+            return Err(StepError::Fatal(format!(
+                "district {d} not found: no row of any table has {} = {d} and no node of {labels} in graph {} has {} = {d}; `wf select-districts` lists the districts",
+                p.config.district_column,
+                g.name,
+                g.district_property,
+                d = p.district
+            )));
+        }
         let graph: Vec<GraphStaged> = gx
             .files
             .into_iter()

@@ -211,6 +211,25 @@ impl super::GraphRead for EmbeddedRead {
         Ok(rows.iter().map(rel_row).collect())
     }
 
+    async fn district_counts(
+        &mut self,
+        label: &str,
+        prop: &str,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT CAST(json_extract(props, '$.\"' || ?2 || '\"') AS TEXT) AS d, count(*) AS c FROM nodes WHERE label = ?1 AND json_extract(props, '$.\"' || ?2 || '\"') IS NOT NULL GROUP BY d ORDER BY d",
+        )
+        .bind(label)
+        .bind(prop)
+        .fetch_all(&mut self.0.conn)
+        .await
+        .map_err(|e| self.0.err(e))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get("d"), r.get::<i64, _>("c") as u64))
+            .collect())
+    }
+
     async fn district_keys(
         &mut self,
         label: &str,

@@ -66,6 +66,13 @@ pub trait GraphRead: Send {
         key: &str,
         limit: u64,
     ) -> Result<Vec<RelRec>, StoreError>;
+    /// How many `label` nodes hold each value of `prop` (a district's nodes, for
+    /// `wf select-districts`); values as text, so `2` and `"2"` count together.
+    async fn district_counts(
+        &mut self,
+        label: &str,
+        prop: &str,
+    ) -> Result<Vec<(String, u64)>, StoreError>;
     /// Keys of the `label` nodes whose `prop` equals the district (as text or integer), by page.
     async fn district_keys(
         &mut self,

@@ -353,6 +353,29 @@ impl super::GraphRead for BoltRead {
         Ok(rows.iter().filter_map(rel_of).collect())
     }
 
+    async fn district_counts(
+        &mut self,
+        label: &str,
+        prop: &str,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let q = format!(
+            "MATCH (n:{}) WHERE n.{p} IS NOT NULL RETURN n.{p} AS d, count(*) AS c",
+            ident(label),
+            p = ident(prop)
+        );
+        let rows = self.0.rows(query(&q)).await?;
+        let mut out: BTreeMap<String, u64> = BTreeMap::new();
+        for r in &rows {
+            let d = match get(r, "d") {
+                GValue::Text(t) => t,
+                GValue::Int(i) => i.to_string(),
+                other => other.key_text(),
+            };
+            *out.entry(d).or_default() += count(r);
+        }
+        Ok(out.into_iter().collect())
+    }
+
     async fn district_keys(
         &mut self,
         label: &str,
