@@ -119,6 +119,7 @@ async fn run(admin: &str, rows: u64, dir: &Path) {
         validation_rules: None,
         graph: None,
         snapshot: Default::default(),
+        notify: Vec::new(),
     };
     reset_peak_rss();
     let t = Instant::now();

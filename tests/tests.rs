@@ -19,6 +19,7 @@
 //! - `preflight`: misspelled names and unset variables refused, with the closest name, before a run.
 //! - `control`: recover from a checkpoint, pause, cancel, SIGTERM, concurrent resumes.
 //! - `audit`: the audit trail of PROD reads and CERT writes, and its tamper checks.
+//! - `notify`: `[[notify]]` webhooks and commands for a batch with a failing district; receiver down.
 //! - `journal_format`: a journal of the previous step output format is read by this wf.
 //! - `snapshots`: per-table extract steps killed mid-store, resumed in `strict` and `closure` mode.
 
@@ -38,6 +39,7 @@ mod guard;
 mod integrity;
 mod journal_format;
 mod migrate;
+mod notify;
 mod preflight;
 mod realschema;
 mod recover;

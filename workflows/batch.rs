@@ -189,6 +189,13 @@ impl Batch {
         }
     }
 
+    /// `[[notify]]` of the batch's configuration (none when it cannot be read: the runs say why).
+    pub fn notify_targets(&self) -> Vec<wf_stores::notify::Notify> {
+        wf_stores::Config::load(&self.config_file)
+            .map(|c| c.notify)
+            .unwrap_or_default()
+    }
+
     pub fn runner(&self) -> &RunnerArgs {
         &self.runner
     }

@@ -181,9 +181,18 @@ async fn execute(
     let is_batch = built.workflow.name() == "batch";
     let keep_raw = built.keep_raw;
     let dry_run = built.preflight.as_ref().is_some_and(|p| p.dry_run);
+    let notifier = crate::notify::Notifier::new(built.notify.clone(), engine.data().root());
+    let base = crate::notify::Event::new(
+        "",
+        &id,
+        built.workflow.name(),
+        built.workflow.attrs().get("district").cloned(),
+    );
+    let watch = crate::notify::Watch::start(Arc::new(Bars::new()), notifier.clone(), base.clone());
     let outcome = engine
-        .execute(open, built.workflow, options, Arc::new(Bars::new()), stop)
+        .execute(open, built.workflow, options, watch.clone(), stop)
         .await;
+    watch.end();
     signals.abort();
     let outcome = outcome?;
     tracing::info!(run = %id, ?outcome, "Runner finished");
@@ -195,10 +204,60 @@ async fn execute(
             Err(e) => eprintln!("wf: run {id}: could not write its report: {e}"),
         }
     }
-    if is_batch {
-        return batch_summary(engine, &id, &outcome);
+    let code = if is_batch {
+        batch_summary(engine, &id, &outcome)?
+    } else {
+        run_summary(&id, &outcome, dry_run)
+    };
+    if let Some(e) = ended_event(&base, &outcome, code) {
+        notifier.send(&e);
     }
-    Ok(match outcome {
+    notifier.flush();
+    Ok(code)
+}
+
+/// The `[[notify]]` event of a run or batch that ended (a batch with a failed district failed).
+fn ended_event(
+    base: &crate::notify::Event,
+    outcome: &Outcome,
+    code: u8,
+) -> Option<crate::notify::Event> {
+    let id = &base.run;
+    let (event, message, next) = match outcome {
+        Outcome::Done if code == exit::DONE => ("done", None, None),
+        Outcome::Done => (
+            "failed",
+            Some("a district did not finish".to_string()),
+            Some(format!("wf resume {id}")),
+        ),
+        Outcome::AlreadyDone => return None,
+        Outcome::Failed { step, error } => (
+            "failed",
+            Some(format!("step {step}: {error}")),
+            Some(format!("wf resume {id}")),
+        ),
+        Outcome::FailedGate { step, error } => (
+            "failed_validation",
+            Some(format!("step {step}: {error}")),
+            Some(format!("wf recover {id} <checkpoint>")),
+        ),
+        Outcome::Paused { reason } => (
+            "paused",
+            Some(reason.clone()),
+            Some(format!("wf resume {id}")),
+        ),
+        Outcome::Cancelled => ("cancelled", None, None),
+    };
+    let e = crate::notify::Event {
+        event: event.into(),
+        ..base.clone()
+    };
+    Some(e.with(message, next))
+}
+
+/// The end of a run on the terminal; its exit code.
+fn run_summary(id: &str, outcome: &Outcome, dry_run: bool) -> u8 {
+    match outcome {
         Outcome::Done if dry_run => {
             say(&format!(
                 "run {id} done_dry_run: nothing was committed to CERT"
@@ -233,7 +292,7 @@ async fn execute(
             say(&format!("run {id} cancelled"));
             exit::CANCELLED
         }
-    })
+    }
 }
 
 /// One audit line per store a rollback committed in (each store is its own transaction, so a

@@ -11,6 +11,7 @@ pub use commands::main;
 pub mod demo;
 pub mod logging;
 pub mod migrate;
+pub mod notify;
 pub mod params;
 mod post;
 pub mod progress;

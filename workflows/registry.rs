@@ -22,6 +22,8 @@ pub struct Built {
     pub keep_raw: bool,
     /// A migrate run's parameters, for the checks made before the run is created.
     pub preflight: Option<std::sync::Arc<wf_steps::migrate::MigrateParams>>,
+    /// `[[notify]]` of the run's configuration.
+    pub notify: Vec<wf_stores::notify::Notify>,
 }
 
 /// Why a workflow could not be built.
@@ -104,6 +106,7 @@ fn migrate(wf: Migrate, args: Vec<String>) -> Built {
         dirs: vec![],
         keep_raw: wf.keeps_raw(),
         preflight: Some(wf.params()),
+        notify: wf.config().notify.clone(),
         workflow: Arc::new(wf),
         args,
     }
@@ -115,6 +118,7 @@ fn batch(wf: crate::batch::Batch, args: Vec<String>) -> Built {
         dirs: vec![],
         keep_raw: false,
         preflight: None,
+        notify: wf.notify_targets(),
         workflow: Arc::new(wf),
         args,
     }
@@ -126,6 +130,7 @@ fn selftest(wf: Selftest, args: Vec<String>) -> Built {
         dirs: vec![wf.out_dir().clone()],
         keep_raw: false,
         preflight: None,
+        notify: Vec::new(),
         workflow: Arc::new(wf),
         args,
     }

@@ -97,6 +97,9 @@ pub struct Config {
     /// What a resume does when the runner that held the extraction's snapshots died.
     #[serde(default)]
     pub snapshot: SnapshotMode,
+    /// Who is told when a run or batch ends, retries a step often, or goes silent.
+    #[serde(default)]
+    pub notify: Vec<crate::notify::Notify>,
 }
 
 /// What a resume does about a store whose tables were partly extracted when the runner died (its
@@ -189,6 +192,9 @@ impl Config {
                     format!("store `{}`: the CERT connection equals the PROD one; CERT must be another database", s.name),
                 ));
             }
+        }
+        if let Some(p) = self.notify.iter().find_map(|n| n.problem()) {
+            return Err(invalid(file, p));
         }
         let known = |store: &str| names.contains(store);
         if let Some(g) = &self.graph {

@@ -12,6 +12,7 @@ pub mod guard;
 pub mod keyset;
 pub mod load;
 pub mod marker;
+pub mod notify;
 pub mod postgres;
 pub mod refs;
 pub mod relational;

@@ -275,6 +275,7 @@ async fn postgres_deferrable_cycle_without_nullable_columns_loads() {
         validation_rules: None,
         graph: None,
         snapshot: Default::default(),
+        notify: Vec::new(),
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let ex = extract_district(&cfg, "7", dir.path(), 100)

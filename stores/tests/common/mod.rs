@@ -105,6 +105,7 @@ pub fn rostering_config(kind: StoreKind, urls: [(String, String); 2]) -> Config 
         validation_rules: None,
         graph: None,
         snapshot: Default::default(),
+        notify: Vec::new(),
     }
 }
 
