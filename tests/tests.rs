@@ -20,6 +20,7 @@
 //! - `control`: recover from a checkpoint, pause, cancel, SIGTERM, concurrent resumes.
 //! - `audit`: the audit trail of PROD reads and CERT writes, and its tamper checks.
 //! - `notify`: `[[notify]]` webhooks and commands for a batch with a failing district; receiver down.
+//! - `serve`: the dashboard API follows a live run; pages embedded; `/metrics` parses; tokens.
 //! - `journal_format`: a journal of the previous step output format is read by this wf.
 //! - `snapshots`: per-table extract steps killed mid-store, resumed in `strict` and `closure` mode.
 
@@ -45,5 +46,6 @@ mod realschema;
 mod recover;
 mod restart;
 mod safety;
+mod serve;
 mod snapshots;
 mod validation;

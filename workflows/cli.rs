@@ -107,6 +107,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A read-only dashboard of the runs and Prometheus metrics (`/metrics`), on 127.0.0.1:8737.
+    Serve(ServeArgs),
     /// Show a run's event log.
     Log {
         run: String,
@@ -194,4 +196,19 @@ pub fn emit(text: &str) -> u8 {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
     exit::DONE
+}
+
+/// Arguments of `wf serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to bind; anything but loopback needs a token.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: String,
+    /// Port (0: any free port; the first line printed says which).
+    #[arg(long, default_value_t = 8737)]
+    pub port: u16,
+    /// Token every request must carry (`Authorization: Bearer …` or `?token=…`); default
+    /// from WF_SERVE_TOKEN.
+    #[arg(long, env = "WF_SERVE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }

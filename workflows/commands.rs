@@ -48,6 +48,7 @@ pub async fn dispatch(cli: Cli, log: RunLog) -> anyhow::Result<u8> {
         Command::Status { run, json, all } => show::status(&engine, &run, json, all),
         Command::Checkpoints { run, json } => show::checkpoints(&engine, &run, json),
         Command::Log { run, json } => show::log(&engine, &run, json),
+        Command::Serve(args) => crate::serve::serve(engine, args).await,
         Command::Batch { args } => start(&engine, "batch", &args, &cli.config, &log, None).await,
         Command::Validate { run, json } => {
             crate::post::validate(&engine, &run, &cli.config, json).await

@@ -22,4 +22,6 @@ mod rollback;
 pub mod runner_args;
 pub mod seed;
 pub mod selftest;
+pub mod serve;
+mod serve_page;
 mod show;
