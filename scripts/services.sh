@@ -115,6 +115,15 @@ stop_arcade() {
   fi
 }
 
+# Debian's Chromium, for the dashboard's headless-browser test.
+install_chromium() {
+  if ! command -v chromium >/dev/null 2>&1; then
+    echo "services: installing Chromium (Debian) for the browser test" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+}
+
 write_env() {
   (umask 077; : > "$DIR/env"); chmod 600 "$DIR/env"
   cat > "$DIR/env" <<ENV
@@ -126,11 +135,12 @@ export WF_TEST_BOLT_PASSWORD=$ARCADE_PW
 export WF_TEST_ARCADE_HTTP=http://127.0.0.1:$HTTP_PORT
 export WF_TEST_ARCADE_PKG=$(arcade_pkg)
 export WF_TEST_PG_BIN=$PG_BIN
+export WF_TEST_CHROMIUM=$(command -v chromium || true)
 ENV
 }
 
 case "${1:-start}" in
-  start) start_pg; start_arcade; write_env ;;
+  start) start_pg; start_arcade; install_chromium; write_env ;;
   stop) stop_pg; stop_arcade ;;
   status) as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" status; arcade_ready && echo "ArcadeDB up" ;;
   *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;

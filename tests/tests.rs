@@ -21,6 +21,7 @@
 //! - `audit`: the audit trail of PROD reads and CERT writes, and its tamper checks.
 //! - `notify`: `[[notify]]` webhooks and commands for a batch with a failing district; receiver down.
 //! - `serve`: the dashboard API follows a live run; pages embedded; `/metrics` parses; tokens.
+//! - `browser`: the dashboard in headless Chromium, a run followed to done; screenshots.
 //! - `journal_format`: a journal of the previous step output format is read by this wf.
 //! - `snapshots`: per-table extract steps killed mid-store, resumed in `strict` and `closure` mode.
 
@@ -29,6 +30,7 @@ mod util;
 mod analyze;
 mod audit;
 mod batch;
+mod browser;
 mod cli;
 mod control;
 mod crash;

@@ -67,6 +67,7 @@ async function refresh(){
   document.getElementById('message').textContent = v.message || '';
   document.getElementById('next').innerHTML = v.next ? 'Next: <code>' + esc(v.next) + '</code>' : '';
   const now = Date.now();
+  v.steps.sort((a, b) => (a.started_ms || Infinity) - (b.started_ms || Infinity));
   const starts = v.steps.filter(s => s.started_ms).map(s => s.started_ms);
   const t0 = starts.length ? Math.min(...starts) : now;
   const t1 = Math.max(now * (v.live ? 1 : 0), ...v.steps.map(s => (s.started_ms || 0) + (s.duration_ms || 0)), t0 + 1);
@@ -88,7 +89,8 @@ async function refresh(){
   }
   if (!v.live) {
     const rep = await fetch('/api/runs/' + encodeURIComponent(id) + '/report' + q);
-    if (rep.ok) document.getElementById('report').textContent = await rep.text();
+    document.getElementById('report').textContent = rep.ok ? await rep.text()
+      : (v.workflow === 'batch' ? '(a batch reports through its runs: follow the links above)' : '(no report was written)');
   }
 }
 refresh(); setInterval(refresh, 1000);
