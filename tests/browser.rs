@@ -5,7 +5,6 @@
 
 use crate::util::Sandbox;
 use crate::validation::{setup, KEY};
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -83,37 +82,9 @@ fn the_dashboard_in_chromium_follows_a_run_to_done_and_shows_a_batch() {
     let Some(bin) = chromium() else { return };
     let sb = Sandbox::new();
     let cfg = setup(&sb, "");
-    let mut server = sb
-        .cmd(["serve", "--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().strip_prefix("wf serve: ").unwrap().to_string();
-    let mut run = sb
-        .cmd([
-            "run",
-            "migrate",
-            "--district",
-            "1",
-            "--config-file",
-            cfg.to_str().unwrap(),
-        ])
-        .env("WF_ANON_KEY", KEY)
-        .env("WF_FAILPOINT_DELAY", "validate=6000")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut id = String::new();
-    BufReader::new(run.stdout.take().unwrap())
-        .read_line(&mut id)
-        .unwrap();
-    let id = id.trim().to_string();
+    let server = crate::serve::serve(&sb, &[]);
+    let url = server.url.clone();
+    let (mut run, id) = crate::serve::held_migrate(&sb, &cfg, 6000);
     let page = format!("{url}runs/{id}");
     let start = Instant::now();
     let mut running = None;
@@ -158,6 +129,5 @@ fn the_dashboard_in_chromium_follows_a_run_to_done_and_shows_a_batch() {
         "the batch page lists its runs"
     );
     screenshot(&bin, &format!("{url}runs/{batch}"), "batch.png");
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 }

@@ -9,9 +9,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for Server {
@@ -21,7 +21,7 @@ impl Drop for Server {
     }
 }
 
-fn serve(sb: &Sandbox, extra: &[&str]) -> Server {
+pub(crate) fn serve(sb: &Sandbox, extra: &[&str]) -> Server {
     let mut args = vec!["serve", "--port", "0"];
     args.extend_from_slice(extra);
     let mut child = sb
@@ -56,12 +56,8 @@ fn json(url: &str) -> Value {
     serde_json::from_str(&body).unwrap()
 }
 
-#[test]
-fn the_api_follows_a_run_and_metrics_parse() {
-    let sb = Sandbox::new();
-    let cfg = setup(&sb, "");
-    let s = serve(&sb, &[]);
-    // A migrate held 3 s in its validate step: the API shows it live, then done.
+/// Starts a migrate of district 1 whose validate step holds `ms` first; the child and its run id.
+pub(crate) fn held_migrate(sb: &Sandbox, cfg: &std::path::Path, ms: u64) -> (Child, String) {
     let mut run = sb
         .cmd([
             "run",
@@ -72,7 +68,7 @@ fn the_api_follows_a_run_and_metrics_parse() {
             cfg.to_str().unwrap(),
         ])
         .env("WF_ANON_KEY", KEY)
-        .env("WF_FAILPOINT_DELAY", "validate=3000")
+        .env("WF_FAILPOINT_DELAY", format!("validate={ms}"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -81,7 +77,16 @@ fn the_api_follows_a_run_and_metrics_parse() {
     BufReader::new(run.stdout.take().unwrap())
         .read_line(&mut id)
         .unwrap();
-    let id = id.trim().to_string();
+    (run, id.trim().to_string())
+}
+
+#[test]
+fn the_api_follows_a_run_and_metrics_parse() {
+    let sb = Sandbox::new();
+    let cfg = setup(&sb, "");
+    let s = serve(&sb, &[]);
+    // A migrate held 3 s in its validate step: the API shows it live, then done.
+    let (mut run, id) = held_migrate(&sb, &cfg, 3000);
     let start = Instant::now();
     let mut seen_live = None;
     while start.elapsed() < Duration::from_secs(60) {

@@ -257,6 +257,25 @@ impl Graph {
         self.closure(set, &self.deps)
     }
 
+    /// What sending the steps `down` back to pending touches: the ids among them that have a
+    /// record (`recorded`), and the checkpoints with a member among them.
+    pub fn invalidation(
+        &self,
+        down: &HashSet<usize>,
+        recorded: impl Fn(&str) -> bool,
+    ) -> (Vec<String>, Vec<String>) {
+        let ids = down
+            .iter()
+            .map(|&i| self.specs[i].id.clone())
+            .filter(|id| recorded(id))
+            .collect();
+        let cps = (0..self.checkpoints.len())
+            .filter(|&c| self.members[c].iter().any(|m| down.contains(m)))
+            .map(|c| self.checkpoints[c].name.clone())
+            .collect();
+        (ids, cps)
+    }
+
     /// `set` and every step that transitively depends on it.
     pub fn descendants(&self, set: &[usize]) -> HashSet<usize> {
         self.closure(set, &self.dependents)

@@ -194,15 +194,7 @@ impl Runner {
             return Ok(false);
         }
         let down = graph.descendants(&[p]);
-        let ids: Vec<String> = down
-            .iter()
-            .map(|&i| graph.spec(i).id.clone())
-            .filter(|id| lp.sched.records.contains_key(id))
-            .collect();
-        let cps: Vec<String> = (0..graph.checkpoints().len())
-            .filter(|&c| graph.members(c).iter().any(|m| down.contains(m)))
-            .map(|c| graph.checkpoints()[c].name.clone())
-            .collect();
+        let (ids, cps) = graph.invalidation(&down, |id| lp.sched.records.contains_key(id));
         tracing::warn!(run = %self.run.id, step = producer, path = %path.display(), "Damaged input; its producer runs again");
         // A new generation, as `wf recover` makes: steps that already had effects (a store's load
         // that committed) replace them instead of colliding with them.
@@ -232,15 +224,7 @@ impl Runner {
                 return Ok(Sched::new(graph, records, reached));
             }
             let down = graph.descendants(&damaged);
-            let ids: Vec<String> = down
-                .iter()
-                .map(|&i| graph.spec(i).id.clone())
-                .filter(|id| records.contains_key(id))
-                .collect();
-            let cps: Vec<String> = (0..graph.checkpoints().len())
-                .filter(|&c| graph.members(c).iter().any(|m| down.contains(m)))
-                .map(|c| graph.checkpoints()[c].name.clone())
-                .collect();
+            let (ids, cps) = graph.invalidation(&down, |id| records.contains_key(id));
             tracing::warn!(run = %self.run.id, steps = ids.len(), "Damaged artifacts; steps run again");
             self.run.updated_ms = now_ms();
             self.journal.invalidate(&ids, &cps, &self.run, events)?;

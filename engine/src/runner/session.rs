@@ -49,15 +49,7 @@ impl Runner {
                 .collect();
             let mut down = graph.descendants(&rerun);
             down.insert(v);
-            let ids: Vec<String> = down
-                .iter()
-                .map(|&i| graph.spec(i).id.clone())
-                .filter(|id| records.contains_key(id))
-                .collect();
-            let cps: Vec<String> = (0..graph.checkpoints().len())
-                .filter(|&c| graph.members(c).iter().any(|m| down.contains(m)))
-                .map(|c| graph.checkpoints()[c].name.clone())
-                .collect();
+            let (ids, cps) = graph.invalidation(&down, |id| records.contains_key(id));
             let mut names: Vec<String> = rerun.iter().map(|&i| graph.spec(i).id.clone()).collect();
             names.sort();
             tracing::warn!(run = %self.run.id, step = %spec.id, rerun = names.len(), "The session that held this step's state is gone; it runs again");

@@ -145,28 +145,11 @@ impl Step for ExtractTableStep {
         let plan: ExtractOut = cx.input("extract")?;
         let table = find_table(&plan.schemas, &t.table).map_err(store_err)?;
         let kind = store_kind(&plan.schemas, &t.store);
-        let (cfg, district) = (&p.config, p.district.as_str());
-        let (raw, rows) = (&self.task.raw, p.batch_rows);
+        let read = |snap| self.read(snap, table, kind);
         let (file, snapshot) = match held::get(&self.task.epoch, &t.store) {
             Some(h) => match &h.exported {
-                Some(id) => {
-                    let mut snap = attach(p, &t.store, id).await?;
-                    let sid = snap.snapshot_id();
-                    let f =
-                        extract_table(&mut snap, kind, table, &t.chosen, cfg, district, raw, rows)
-                            .await
-                            .map_err(store_err)?;
-                    (f, sid)
-                }
-                None => {
-                    let mut snap = h.snap.lock().await;
-                    let sid = snap.snapshot_id();
-                    let f =
-                        extract_table(&mut snap, kind, table, &t.chosen, cfg, district, raw, rows)
-                            .await
-                            .map_err(store_err)?;
-                    (f, sid)
-                }
+                Some(id) => read(&mut attach(p, &t.store, id).await?).await?,
+                None => read(&mut *h.snap.lock().await).await?,
             },
             None if p.config.snapshot == SnapshotMode::Closure => {
                 tracing::warn!(table = %t.table, "the planning snapshot is gone; reading the table in a new snapshot (snapshot = \"closure\")");
@@ -174,14 +157,9 @@ impl Step for ExtractTableStep {
                 let db = wf_stores::connect(store, Side::Prod)
                     .await
                     .map_err(store_err)?;
-                let mut snap = db.snapshot().await.map_err(store_err)?;
-                let sid = snap.snapshot_id();
-                let f = extract_table(&mut snap, kind, table, &t.chosen, cfg, district, raw, rows)
-                    .await
-                    .map_err(store_err)?;
-                (f, sid)
+                read(&mut db.snapshot().await.map_err(store_err)?).await?
             }
-            None => return Err(lost(&t.store, raw)),
+            None => return Err(lost(&t.store, &self.task.raw)),
         };
         held::table_done(&self.task.epoch, &t.store);
         cx.progress.rows(file.file.rows);
@@ -194,6 +172,32 @@ impl Step for ExtractTableStep {
         output.metrics.insert("rows".into(), file.file.rows);
         // The raw files are not artifacts: purge-raw deletes them on purpose.
         Ok(output)
+    }
+}
+
+impl ExtractTableStep {
+    /// The table's rows from `snap` into raw staging, with the snapshot's id.
+    async fn read(
+        &self,
+        snap: &mut wf_stores::extract::Snap,
+        table: &wf_stores::schema::Table,
+        kind: wf_stores::StoreKind,
+    ) -> Result<(wf_stores::extract::TableFile, Option<String>), StepError> {
+        let (p, t) = (&self.params, &self.task);
+        let sid = snap.snapshot_id();
+        let f = extract_table(
+            snap,
+            kind,
+            table,
+            &t.table.chosen,
+            &p.config,
+            &p.district,
+            &t.raw,
+            p.batch_rows,
+        )
+        .await
+        .map_err(store_err)?;
+        Ok((f, sid))
     }
 }
 

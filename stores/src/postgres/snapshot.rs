@@ -137,21 +137,7 @@ impl PgSnapshot {
 
     /// Takes a connection from `pool` and starts the read-only snapshot on it.
     pub async fn begin(store: &str, pool: &PgPool) -> Result<PgSnapshot, StoreError> {
-        let err = |e| StoreError::from_sqlx(store, e);
-        let mut conn = pool.acquire().await.map_err(err)?;
-        sqlx::raw_sql("begin isolation level repeatable read read only")
-            .execute(&mut *conn)
-            .await
-            .map_err(err)?;
-        let snapshot_id: String = sqlx::query_scalar("select pg_current_snapshot()::text")
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(err)?;
-        Ok(PgSnapshot {
-            store: store.into(),
-            conn,
-            snapshot_id,
-        })
+        Self::open(store, pool, None).await
     }
 
     /// Takes a connection from `pool` and reads the moment another transaction exported
@@ -161,19 +147,27 @@ impl PgSnapshot {
         pool: &PgPool,
         exported: &str,
     ) -> Result<PgSnapshot, StoreError> {
+        Self::open(store, pool, Some(exported)).await
+    }
+
+    async fn open(
+        store: &str,
+        pool: &PgPool,
+        exported: Option<&str>,
+    ) -> Result<PgSnapshot, StoreError> {
         let err = |e| StoreError::from_sqlx(store, e);
         let mut conn = pool.acquire().await.map_err(err)?;
         sqlx::raw_sql("begin isolation level repeatable read read only")
             .execute(&mut *conn)
             .await
             .map_err(err)?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "set transaction snapshot {}",
-            literal(exported)
-        )))
-        .execute(&mut *conn)
-        .await
-        .map_err(err)?;
+        if let Some(id) = exported {
+            let set = format!("set transaction snapshot {}", literal(id));
+            sqlx::raw_sql(sqlx::AssertSqlSafe(set))
+                .execute(&mut *conn)
+                .await
+                .map_err(err)?;
+        }
         let snapshot_id: String = sqlx::query_scalar("select pg_current_snapshot()::text")
             .fetch_one(&mut *conn)
             .await
