@@ -174,7 +174,7 @@ fn a_run_completes_when_the_receiver_is_down() {
         .port();
     add_notify(
         &cfg,
-        &format!("[[notify]]\nwebhook = \"http://127.0.0.1:{port}/hook\"\nevents = [\"done\"]\n"),
+        &format!("[[notify]]\nwebhook = \"http://127.0.0.1:{port}/hook/secret-path\"\nevents = [\"done\"]\n"),
     );
     let t = std::time::Instant::now();
     let out = crate::util::ran(
@@ -199,6 +199,10 @@ fn a_run_completes_when_the_receiver_is_down() {
     assert!(
         line["error"].as_str().unwrap().contains("webhook"),
         "{line}"
+    );
+    assert!(
+        !log.contains("secret-path"),
+        "the URL stays out of the record: {log}"
     );
 }
 

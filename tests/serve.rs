@@ -119,6 +119,8 @@ fn the_api_follows_a_run_and_metrics_parse() {
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     let none = json(&format!("{}api/runs?district=2", s.url));
     assert_eq!(none.as_array().unwrap().len(), 0, "{none}");
+    let (code, _) = get(&format!("{}api/runs/..%2F..%2Fwf-data%2Fx/report", s.url));
+    assert_eq!(code, 404, "a path is no run id");
     let (code, report) = get(&format!("{}api/runs/{id}/report", s.url));
     assert!(code == 200 && report.contains(&id), "{code}");
     for page in ["", &format!("runs/{id}")] {

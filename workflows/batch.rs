@@ -191,9 +191,13 @@ impl Batch {
 
     /// `[[notify]]` of the batch's configuration (none when it cannot be read: the runs say why).
     pub fn notify_targets(&self) -> Vec<wf_stores::notify::Notify> {
-        wf_stores::Config::load(&self.config_file)
-            .map(|c| c.notify)
-            .unwrap_or_default()
+        match wf_stores::Config::load(&self.config_file) {
+            Ok(c) => c.notify,
+            Err(e) => {
+                tracing::warn!(error = %e, "The batch's [[notify]] targets cannot be read; it notifies no one");
+                Vec::new()
+            }
+        }
     }
 
     pub fn runner(&self) -> &RunnerArgs {

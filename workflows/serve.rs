@@ -77,10 +77,29 @@ async fn guard(
         .unwrap_or_default()
         .split('&')
         .find_map(|kv| kv.strip_prefix("token="));
-    if bearer == Some(want.as_str()) || query == Some(want.as_str()) {
+    let same = |got: Option<&str>| got.is_some_and(|g| same_secret(g, want));
+    if same(bearer) || same(query) {
         return next.run(req).await;
     }
     (StatusCode::UNAUTHORIZED, "wf serve: a token is required\n").into_response()
+}
+
+/// Compares a token in time that does not depend on where it first differs.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+/// A run id from a URL, refused unless it is one (`../…` would name a file outside the reports).
+fn run_id(id: &str) -> anyhow::Result<&str> {
+    let ok = !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(id)
+    } else {
+        anyhow::bail!("`{id}` is not a run id")
+    }
 }
 
 /// The blocking journal reads, off the async threads.
@@ -130,7 +149,7 @@ async fn api_runs(State(app): Shared, Query(q): Query<HashMap<String, String>>) 
 /// the command to type next.
 async fn api_run(State(app): Shared, UrlPath(id): UrlPath<String>) -> Response {
     let r = blocking(move || {
-        let v = app.engine.status(&id)?;
+        let v = app.engine.status(run_id(&id)?)?;
         let shown = crate::report::shown_status(&v.status, &v.attrs);
         let next = match v.status.as_str() {
             "failed" | "paused" | "interrupted" => Some(format!("wf resume {id}")),
@@ -184,7 +203,7 @@ async fn api_report(State(app): Shared, UrlPath(id): UrlPath<String>) -> Respons
             .data()
             .root()
             .join("reports")
-            .join(format!("{id}.md"));
+            .join(format!("{}.md", run_id(&id)?));
         std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     })
     .await;

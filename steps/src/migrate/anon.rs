@@ -127,7 +127,7 @@ fn task_inputs(ex: &ExtractOut, p: &MigrateParams, task: &AnonTask) -> Vec<Table
 }
 
 /// Raw files purged since they were extracted (the run ended, or `wf purge`) are extracted again.
-fn present(ins: &[TableInput]) -> Result<(), StepError> {
+pub(super) fn present(ins: &[TableInput]) -> Result<(), StepError> {
     match ins.iter().find(|i| !i.file.exists()) {
         None => Ok(()),
         Some(gone) => Err(StepError::Redo {
@@ -149,7 +149,9 @@ fn anon_err(e: AnonError) -> StepError {
     }
 }
 
-async fn blocking<T: Send + 'static>(
+/// Runs anonymizer work off the async threads; a leak stops the run at the gate, a damaged
+/// input makes the step that wrote it run again.
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, AnonError> + Send + 'static,
 ) -> Result<T, StepError> {
     tokio::task::spawn_blocking(f)
@@ -269,6 +271,13 @@ pub(crate) fn parts(cx: &StepContext) -> Result<Option<Vec<TableOut>>, StepError
             path: part.originals.clone(),
             message: format!("{}: {e}", part.originals.display()),
         })?;
+        if bytes.len() % 8 != 0 {
+            return Err(StepError::Redo {
+                producer: id.clone(),
+                path: part.originals.clone(),
+                message: format!("{} is cut short", part.originals.display()),
+            });
+        }
         let originals: Vec<u64> = bytes
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))

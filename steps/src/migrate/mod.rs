@@ -15,7 +15,7 @@ pub use extract::{
 pub(crate) use load::store_jobs;
 pub use load::LoadStep;
 
-use crate::anonymize::{anonymize, AnonError, AnonKey, Rules, TableInput};
+use crate::anonymize::{anonymize, AnonKey, Rules, TableInput};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -195,46 +195,22 @@ impl Step for AnonymizeStep {
         // Per-table steps did the work: the leak scan over all of them is what is left.
         if let Some(tables) = anon::parts(cx)? {
             let (_, key) = rules_and_key(&p)?;
-            let report = tokio::task::spawn_blocking(move || crate::anonymize::scan(tables, &key))
-                .await
-                .map_err(|e| StepError::Fatal(format!("leak scan task failed: {e}")))?
-                .map_err(|e| match e {
-                    AnonError::Leak(_) => StepError::Gate(e.to_string()),
-                    AnonError::Staging(s) => input_err("anonymize")(s),
-                    other => StepError::Fatal(other.to_string()),
-                })?;
+            let report = anon::blocking(move || crate::anonymize::scan(tables, &key)).await?;
             return anonymize_output(cx, &report);
         }
         let ex = ExtractOut::input(cx)?;
-        if let Some(gone) = ex.all_files().find(|f| !f.path.exists()) {
-            // Purged (the run ended, or `wf purge`): extract again, in this run's snapshot rules.
-            return Err(StepError::Redo {
-                producer: "extract".into(),
-                path: gone.path.clone(),
-                message: format!(
-                    "raw staging {} is gone (purged); extracting again",
-                    gone.path.display()
-                ),
-            });
-        }
         let (rules, key) = rules_and_key(&p)?;
         let mut inputs: Vec<TableInput> =
             ex.files.iter().map(|f| table_input(&ex, f, &p)).collect();
         if let Some(g) = &p.config.graph {
             inputs.extend(ex.graph.iter().map(|f| graph_input(g, f)));
         }
+        // Purged (the run ended, or `wf purge`): extract again.
+        anon::present(&inputs)?;
         let out_dir = cx.artifact_dir.join("anon");
         let rules_file = p.rules_file.clone();
-        let report = tokio::task::spawn_blocking(move || {
-            anonymize(&inputs, &rules, &rules_file, &key, &out_dir)
-        })
-        .await
-        .map_err(|e| StepError::Fatal(format!("anonymization task failed: {e}")))?
-        .map_err(|e| match e {
-            AnonError::Leak(_) => StepError::Gate(e.to_string()),
-            AnonError::Staging(s) => input_err("extract")(s),
-            other => StepError::Fatal(other.to_string()),
-        })?;
+        let report =
+            anon::blocking(move || anonymize(&inputs, &rules, &rules_file, &key, &out_dir)).await?;
         anonymize_output(cx, &report)
     }
 }
