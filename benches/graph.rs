@@ -73,6 +73,8 @@ async fn main() {
         district_property: "district_id".into(),
         district_labels: vec!["Student".into()],
         key_property: "id".into(),
+        keys: Default::default(),
+        maps: Default::default(),
         follow: vec![Follow {
             rel_type: "ENROLLED_IN".into(),
             direction: Direction::Out,
@@ -89,7 +91,7 @@ async fn main() {
             .expect("PROD graph"),
     );
     for l in ["Student", "Section"] {
-        w.ensure_index(l, "id").await.expect("index");
+        w.ensure_index(l).await.expect("index");
     }
     w.commit().await.expect("commit");
     for start in (0..half).step_by(10_000) {
@@ -104,10 +106,10 @@ async fn main() {
             .map(|i| node("Section", half + i, None))
             .collect();
         for c in students.chunks(2000) {
-            w.merge_nodes("Student", "id", c).await.expect("students");
+            w.merge_nodes("Student", c).await.expect("students");
         }
         for c in sections.chunks(2000) {
-            w.merge_nodes("Section", "id", c).await.expect("sections");
+            w.merge_nodes("Section", c).await.expect("sections");
         }
         w.commit().await.expect("commit");
     }
@@ -132,7 +134,7 @@ async fn main() {
             })
             .collect();
         for c in rels.chunks(2000) {
-            w.merge_rels("ENROLLED_IN", ("Student", "Section"), "id", c)
+            w.merge_rels("ENROLLED_IN", ("Student", "Section"), c)
                 .await
                 .expect("rels");
         }

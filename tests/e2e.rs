@@ -75,12 +75,17 @@ impl Env {
         }
     }
 
-    fn bolt_of(&self, side: &str) -> &(String, String, String, String) {
+    pub(crate) fn bolt_of(&self, side: &str) -> &(String, String, String, String) {
         if side == "prod" {
             &self.bolt
         } else {
             &self.cert_bolt
         }
+    }
+
+    /// A name part unique to the test's sandbox (for databases of its own).
+    pub(crate) fn tag(&self) -> &str {
+        &self.tag
     }
 
     pub(crate) fn pg_url(&self, side: &str, store: &str) -> String {
@@ -209,6 +214,8 @@ pub(crate) fn cert_contents(env: &Env, side: &str) -> BTreeMap<String, String> {
             district_property: "district_id".into(),
             district_labels: vec![],
             key_property: "id".into(),
+            keys: Default::default(),
+            maps: Default::default(),
             follow: vec![],
             max_depth: None,
             links: vec![],

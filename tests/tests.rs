@@ -42,6 +42,7 @@ mod guard;
 mod integrity;
 mod journal_format;
 mod migrate;
+mod natural_keys;
 mod notify;
 mod preflight;
 mod realschema;

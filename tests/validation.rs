@@ -450,7 +450,7 @@ fn a_graph_node_already_in_cert_stops_the_run_at_validate_with_every_store_uncha
     };
     rt.block_on(async {
         let mut w = wf_stores::graph::open_write(&g).await.unwrap();
-        w.merge_nodes("Student", "id", std::slice::from_ref(&planted))
+        w.merge_nodes("Student", std::slice::from_ref(&planted))
             .await
             .unwrap();
         w.commit().await.unwrap();

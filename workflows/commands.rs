@@ -463,9 +463,17 @@ async fn analyze(config: &std::path::Path, engine: &Engine, json: bool) -> anyho
             g.rel_types.len()
         ));
         for l in g.labels.iter().filter(|l| l.without_key > 0) {
+            let hint = match l.key_candidates.as_slice() {
+                [] => String::new(),
+                c => format!(
+                    "; every sampled node has, uniquely, {}: name one in [graph] keys = {{ {} = \"…\" }}",
+                    c.join(", "),
+                    l.label
+                ),
+            };
             say(&format!(
-                "graph {}: {} of {} {} nodes have no key property `{}`: a migrate of a district that holds or reaches one is refused, naming the count",
-                g.store, l.without_key, l.count, l.label, g.key_property
+                "graph {}: {} of {} {} nodes lack their key `{}`: a migrate of a district that holds or reaches one is refused, naming the count{hint}",
+                g.store, l.without_key, l.count, l.label, l.key
             ));
         }
     }

@@ -71,21 +71,18 @@ async fn seed_prod(w: &mut dyn GraphWrite) {
     };
     w.merge_nodes(
         "School",
-        "id",
         &[n("School", 10, Some(1)), n("School", 20, Some(2))],
     )
     .await
     .unwrap();
     w.merge_nodes(
         "Teacher",
-        "id",
         &[n("Teacher", 100, Some(1)), n("Teacher", 200, Some(2))],
     )
     .await
     .unwrap();
     w.merge_nodes(
         "Person",
-        "id",
         &[student_1000(), {
             let mut s = n("Student", 1001, Some(1));
             s.labels = vec!["Person".into(), "Student".into()];
@@ -98,10 +95,9 @@ async fn seed_prod(w: &mut dyn GraphWrite) {
     let mut s2 = n("Student", 2000, None);
     s2.props.insert("district_id".into(), text("2"));
     s2.labels = vec!["Person".into(), "Student".into()];
-    w.merge_nodes("Person", "id", &[s2]).await.unwrap();
+    w.merge_nodes("Person", &[s2]).await.unwrap();
     w.merge_nodes(
         "Section",
-        "id",
         &[
             n("Section", 5000, None),
             n("Section", 5001, None),
@@ -110,7 +106,7 @@ async fn seed_prod(w: &mut dyn GraphWrite) {
     )
     .await
     .unwrap();
-    w.merge_nodes("Guardian", "id", &[n("Guardian", 9000, None)])
+    w.merge_nodes("Guardian", &[n("Guardian", 9000, None)])
         .await
         .unwrap();
     let mut enrolled = rel("ENROLLED_IN", ("Person", 1000), ("Section", 5000));
@@ -148,9 +144,7 @@ async fn seed_prod(w: &mut dyn GraphWrite) {
     ];
     for (t, rows) in rels {
         let ends = (rows[0].start.0.clone(), rows[0].end.0.clone());
-        w.merge_rels(t, (&ends.0, &ends.1), "id", &rows)
-            .await
-            .unwrap();
+        w.merge_rels(t, (&ends.0, &ends.1), &rows).await.unwrap();
     }
 }
 
@@ -167,6 +161,8 @@ fn graph_config(kind: GraphKind, prod: String, cert: String) -> GraphConfig {
         district_property: "district_id".into(),
         district_labels: vec!["School".into(), "Teacher".into(), "Person".into()],
         key_property: "id".into(),
+        keys: Default::default(),
+        maps: Default::default(),
         follow: vec![
             Follow {
                 rel_type: "ENROLLED_IN".into(),
@@ -215,7 +211,6 @@ async fn whole_story(cfg: GraphConfig) {
     let mut w = open_side(&cfg, Side::Cert).await;
     w.merge_nodes(
         "School",
-        "id",
         &[node(
             &["School"],
             vec![("id", int(99)), ("name", text("CERT's own"))],
@@ -329,13 +324,13 @@ async fn whole_story(cfg: GraphConfig) {
     );
     assert_eq!(after, expect);
     let mut r = open_read(&cfg, Side::Cert).await.unwrap();
-    let got = r.nodes("Person", "id", &[int(1000)]).await.unwrap();
+    let got = r.nodes("Person", &[int(1000)]).await.unwrap();
     assert_eq!(
         got,
         vec![student_1000()],
         "every property type round-trips into CERT"
     );
-    let rels = r.out_rels("Person", "id", &[int(1000)]).await.unwrap();
+    let rels = r.out_rels("Person", &[int(1000)]).await.unwrap();
     let e = rels.iter().find(|x| x.end.1 == int(5000)).unwrap();
     assert_eq!(e.props.get("since"), Some(&int(2023)));
     r.finish().await.unwrap();
@@ -487,7 +482,7 @@ async fn keyless_story(cfg: GraphConfig, plant: impl FnOnce(&GraphConfig)) {
         .expect_err("keyless nodes refuse the district")
         .to_string();
     assert!(
-        e.contains("1 Person nodes of the district, 1 nodes reached along ENROLLED_IN from Person have no key property `id`"),
+        e.contains("1 Person nodes of the district, 1 nodes reached along ENROLLED_IN from Person lack their key (Person by id)"),
         "{e}"
     );
     // District 2 neither holds nor reaches them.

@@ -305,7 +305,7 @@ async fn open_prod_writer(g: &GraphConfig) -> anyhow::Result<Box<dyn GraphWrite>
 async fn seed_graph(g: &GraphConfig, spool: &Path) -> anyhow::Result<()> {
     let mut w = open_prod_writer(g).await?;
     for label in ["School", "Teacher", "Section", "Student", "Guardian"] {
-        w.ensure_index(label, &g.key_property).await?;
+        w.ensure_index(label).await?;
     }
     for pass in ["n", "r"] {
         let mut nodes: BTreeMap<String, Vec<NodeRec>> = BTreeMap::new();
@@ -325,7 +325,7 @@ async fn seed_graph(g: &GraphConfig, spool: &Path) -> anyhow::Result<()> {
                         props,
                     });
                     if batch.len() >= 2000 {
-                        w.merge_nodes(l, &g.key_property, batch).await?;
+                        w.merge_nodes(l, batch).await?;
                         batch.clear();
                     }
                 }
@@ -346,18 +346,16 @@ async fn seed_graph(g: &GraphConfig, spool: &Path) -> anyhow::Result<()> {
                     props: BTreeMap::new(),
                 });
                 if batch.len() >= 2000 {
-                    w.merge_rels(&key.0, (&key.1, &key.2), &g.key_property, batch)
-                        .await?;
+                    w.merge_rels(&key.0, (&key.1, &key.2), batch).await?;
                     batch.clear();
                 }
             }
         }
         for (l, batch) in nodes.iter().filter(|(_, b)| !b.is_empty()) {
-            w.merge_nodes(l, &g.key_property, batch).await?;
+            w.merge_nodes(l, batch).await?;
         }
         for (k, batch) in rels.iter().filter(|(_, b)| !b.is_empty()) {
-            w.merge_rels(&k.0, (&k.1, &k.2), &g.key_property, batch)
-                .await?;
+            w.merge_rels(&k.0, (&k.1, &k.2), batch).await?;
         }
     }
     w.commit().await?;

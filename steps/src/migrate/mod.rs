@@ -375,12 +375,15 @@ fn fk_aliases(t: &wf_stores::schema::Table, cfg: &Config) -> BTreeMap<String, St
 /// The anonymizer's view of a graph file: the key is unique per label; relationship ends take the
 /// rule of their nodes' key; linked properties take their relational column's rule.
 pub(super) fn graph_input(g: &wf_stores::graph::GraphConfig, f: &GraphStaged) -> TableInput {
-    let key = &g.key_property;
+    let keys = g.key_map();
     let mut rule_as = BTreeMap::new();
     let mut unique = Vec::new();
     match &f.kind {
         GraphFileKind::Nodes { label } => {
-            unique.push(key.clone());
+            // A composite key is unique as a whole, not part by part.
+            if let [one] = keys.of(label).props() {
+                unique.push(one.clone());
+            }
             for (from, to) in g.link_aliases() {
                 if let Some(prop) = from.strip_prefix(&format!("{}.{label}.", g.name)) {
                     rule_as.insert(prop.to_string(), to);
@@ -388,8 +391,18 @@ pub(super) fn graph_input(g: &wf_stores::graph::GraphConfig, f: &GraphStaged) ->
             }
         }
         GraphFileKind::Rels { start, end, .. } => {
-            rule_as.insert("_start".into(), format!("{}.{start}.{key}", g.name));
-            rule_as.insert("_end".into(), format!("{}.{end}.{key}", g.name));
+            // Each end column takes the rule of its node's key part, so ends still match.
+            for (col, label) in [("_start", start), ("_end", end)] {
+                let key = keys.of(label);
+                for p in key.props() {
+                    let name = if key.is_composite() {
+                        format!("{col}.{p}")
+                    } else {
+                        col.to_string()
+                    };
+                    rule_as.insert(name, format!("{}.{label}.{p}", g.name));
+                }
+            }
         }
     }
     TableInput {

@@ -45,20 +45,16 @@ async fn absent_nodes(
     let GraphFileKind::Nodes { label } = rd.kind.clone() else {
         return Ok(());
     };
-    let key = rd.key.clone();
+    let key = g.key_map().of(&label).clone();
     let (mut n, mut ex) = (0u64, Vec::new());
     while let Some(b) = rd.next_batch()? {
         let GraphBatch::Nodes(ns) = b else { continue };
-        let keys: Vec<GValue> = ns
-            .iter()
-            .filter_map(|n| n.props.get(&key).cloned())
-            .collect();
+        let keys: Vec<GValue> = ns.iter().filter_map(|n| key.value(&n.props)).collect();
         for chunk in keys.chunks(LOOKUP) {
-            for found in r.nodes(&label, &key, chunk).await? {
-                let k = found
-                    .props
-                    .get(&key)
-                    .map(GValue::key_text)
+            for found in r.nodes(&label, chunk).await? {
+                let k = key
+                    .value(&found.props)
+                    .map(|v| v.key_text())
                     .unwrap_or_default();
                 // The load replaces what the run's earlier generations loaded.
                 if owned.contains(&(label.clone(), k.clone())) {
@@ -108,8 +104,7 @@ pub(super) fn skipped(tally: &mut Tally, inp: &ValidateInput<'_>) {
         n,
         ex.clone(),
         format!(
-            "{n} nodes have no key property `{}` and were left out with their relationships ([graph] without_key = \"skip\"): {}",
-            g.key_property,
+            "{n} nodes lack their key and were left out with their relationships ([graph] without_key = \"skip\"): {}",
             ex.join(", ")
         ),
     );

@@ -65,15 +65,19 @@ fn node_file(
     let table = format!("{}.{label}", g.name);
     let links = links_of(g, label);
     let (mut dup, mut dex) = (0u64, Vec::new());
+    let mut keyless = 0u64;
+    let mut unportable = Unportable::default();
+    let key = g.key_map().of(label).clone();
     let mut dangling: BTreeMap<String, (u64, Vec<String>)> = BTreeMap::new();
     while let Some(b) = rd.next_batch()? {
         let GraphBatch::Nodes(ns) = b else { continue };
         for n in ns {
-            let k = n
-                .props
-                .get(&g.key_property)
-                .map(|v| v.key_text())
-                .unwrap_or_default();
+            unportable.note(&n.props);
+            let Some(k) = key.value(&n.props).map(|v| v.key_text()) else {
+                // A rule that nulls a key part leaves a node CERT cannot identify.
+                keyless += 1;
+                continue;
+            };
             if !keys.insert(k.clone()) {
                 dup += 1;
                 if dex.len() < super::EXAMPLES {
@@ -105,6 +109,16 @@ fn node_file(
         dex,
         format!("{dup} {label} nodes share a key"),
     );
+    tally.check(
+        "graph",
+        "node key present",
+        &table,
+        Severity::Error,
+        keyless,
+        vec![],
+        format!("{keyless} staged {label} nodes lack their key `{key}` (a rule nulled or removed it); give the key's properties a rule that keeps a value (hmac, fake)"),
+    );
+    unportable.check(tally, g, &table);
     for (prop, r) in &links {
         let (n, ex) = dangling.remove(prop).unwrap_or_default();
         tally.check(
@@ -135,12 +149,14 @@ fn rel_file(
     };
     let table = format!("{}.{}", g.name, rd.kind.table());
     let (mut n, mut ex) = (0u64, Vec::new());
+    let mut unportable = Unportable::default();
     let ok = |label: &str, v: &wf_stores::graph::GValue| {
         nodes.get(label).is_some_and(|s| s.contains(&v.key_text()))
     };
     while let Some(b) = rd.next_batch()? {
         let GraphBatch::Rels(rs) = b else { continue };
         for r in rs {
+            unportable.note(&r.props);
             if !ok(&start, &r.start.1) || !ok(&end, &r.end.1) {
                 n += 1;
                 if ex.len() < super::EXAMPLES {
@@ -162,5 +178,41 @@ fn rel_file(
         ex,
         format!("{n} relationships have an end node missing from the subgraph"),
     );
+    unportable.check(tally, g, &table);
     Ok(())
+}
+
+/// Properties of one staged file whose values a Bolt server may refuse (maps, nested or mixed
+/// lists), counted per property; a gate error under `[graph] maps = "refuse"`.
+#[derive(Default)]
+struct Unportable(BTreeMap<String, u64>);
+
+impl Unportable {
+    fn note(&mut self, props: &BTreeMap<String, wf_stores::graph::GValue>) {
+        for (k, v) in props {
+            if !v.is_portable() {
+                *self.0.entry(k.clone()).or_default() += 1;
+            }
+        }
+    }
+
+    fn check(self, tally: &mut Tally, g: &GraphConfig, table: &str) {
+        if g.maps != wf_stores::graph::Maps::Refuse {
+            return;
+        }
+        let n: u64 = self.0.values().sum();
+        let ex: Vec<String> = self.0.iter().map(|(p, c)| format!("{p} ({c})")).collect();
+        tally.check(
+            "graph",
+            "property types the server accepts",
+            table,
+            Severity::Error,
+            n,
+            ex.clone(),
+            format!(
+                "{n} values are maps, nested lists or lists of mixed kinds, which Neo4j refuses: {}; set [graph] maps = \"json\" to load them as JSON text, or \"keep\" if the CERT server stores them",
+                ex.join(", ")
+            ),
+        );
+    }
 }

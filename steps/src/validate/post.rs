@@ -298,30 +298,18 @@ async fn graph_present(
                 (GraphBatch::Nodes(ns), GraphFileKind::Nodes { label }) => {
                     for chunk in ns.chunks(LOOKUP) {
                         total += chunk.len() as u64;
-                        let keys: Vec<GValue> = chunk
-                            .iter()
-                            .filter_map(|n| n.props.get(&g.key_property).cloned())
-                            .collect();
+                        let key = g.key_map().of(label).clone();
+                        let text = |p: &_| key.value(p).map(|v| v.key_text()).unwrap_or_default();
+                        let keys: Vec<GValue> =
+                            chunk.iter().filter_map(|n| key.value(&n.props)).collect();
                         let got: HashMap<String, _> = r
-                            .nodes(label, &g.key_property, &keys)
+                            .nodes(label, &keys)
                             .await?
                             .into_iter()
-                            .map(|n| {
-                                (
-                                    n.props
-                                        .get(&g.key_property)
-                                        .map(GValue::key_text)
-                                        .unwrap_or_default(),
-                                    n.props,
-                                )
-                            })
+                            .map(|n| (text(&n.props), n.props))
                             .collect();
                         for n in chunk {
-                            let k = n
-                                .props
-                                .get(&g.key_property)
-                                .map(GValue::key_text)
-                                .unwrap_or_default();
+                            let k = text(&n.props);
                             match got.get(&k) {
                                 None => missing += 1,
                                 Some(p) if *p != n.props => differ += 1,
@@ -340,7 +328,7 @@ async fn graph_present(
                         total += chunk.len() as u64;
                         let keys: Vec<GValue> = chunk.iter().map(|x| x.start.1.clone()).collect();
                         let have: HashSet<(String, String)> = r
-                            .out_rels(start, &g.key_property, &keys)
+                            .out_rels(start, &keys)
                             .await?
                             .into_iter()
                             .filter(|x| &x.rel_type == rel_type)

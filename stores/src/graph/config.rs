@@ -1,9 +1,11 @@
 //! The `[graph]` section of `wf.toml`: the graph store (sp), how its district subgraph is chosen,
 //! and which node properties point at relational rows.
 
+use super::key::{KeyMap, KeySpec};
 use crate::error::StoreError;
 use crate::refs::{ColumnRef, Side};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Where the graph lives.
@@ -77,9 +79,12 @@ pub struct GraphConfig {
     /// Labels whose nodes are selected by the district property (empty: every label).
     #[serde(default)]
     pub district_labels: Vec<String>,
-    /// Property that identifies a node within its label.
+    /// Property that identifies a node within its label, for labels `keys` does not name.
     #[serde(default = "default_key_property")]
     pub key_property: String,
+    /// Keys per label: `{ Book = "isbn", Edition = ["isbn", "lang"] }` (a list is a composite key).
+    #[serde(default)]
+    pub keys: BTreeMap<String, KeySpec>,
     /// Relationship types followed from selected nodes.
     #[serde(default)]
     pub follow: Vec<Follow>,
@@ -93,6 +98,23 @@ pub struct GraphConfig {
     /// (default), or skip them, counted in the validation gate and the report.
     #[serde(default)]
     pub without_key: WithoutKey,
+    /// Property values a Bolt server may refuse (maps, nested lists, lists of mixed kinds):
+    /// loaded as JSON text (default), refused by the validation gate, or kept as they are.
+    #[serde(default)]
+    pub maps: Maps,
+}
+
+/// `[graph] maps`: what becomes of map, nested-list and mixed-list properties.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Maps {
+    /// Staged and loaded as their JSON text (what Neo4j can store).
+    #[default]
+    Json,
+    /// Each one is a validation-gate error, before any store commits.
+    Refuse,
+    /// Loaded as they are (servers that store maps, such as ArcadeDB or Memgraph).
+    Keep,
 }
 
 /// `[graph] without_key`: nodes without their key cannot be keyed, copied or rolled back.
@@ -157,6 +179,28 @@ impl GraphConfig {
                     file,
                     format!("graph {what} `{n}` must be letters, digits or _"),
                 ));
+            }
+        }
+        for (label, k) in &self.keys {
+            let props = k.props();
+            let mut seen = props.clone();
+            seen.sort();
+            seen.dedup();
+            if props.is_empty() || seen.len() != props.len() {
+                return Err(invalid(
+                    file,
+                    format!(
+                        "graph keys: `{label}` needs one property or a list of distinct properties"
+                    ),
+                ));
+            }
+            for n in std::iter::once(label).chain(&props) {
+                if !is_ident(n) {
+                    return Err(invalid(
+                        file,
+                        format!("graph keys: `{n}` must be letters, digits or _"),
+                    ));
+                }
             }
         }
         for l in &self.links {
@@ -227,6 +271,11 @@ impl GraphConfig {
             Side::Prod => self.prod_database.as_deref(),
             Side::Cert => self.cert_database.as_deref(),
         }
+    }
+
+    /// Every label's key: `keys`, else `key_property`.
+    pub fn key_map(&self) -> KeyMap {
+        KeyMap::new(&self.key_property, &self.keys)
     }
 
     /// Field-rule aliases from the links: `sp.Label.property` → `store.table.column`.

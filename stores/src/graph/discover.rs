@@ -22,9 +22,15 @@ pub struct PropertyStat {
 pub struct LabelStat {
     pub label: String,
     pub count: u64,
-    /// Nodes without the key property: no migrate can carry them.
+    /// The label's key (`[graph] keys`, else `key_property`).
+    #[serde(default)]
+    pub key: String,
+    /// Nodes without their key: no migrate can carry them.
     #[serde(default)]
     pub without_key: u64,
+    /// Properties every sampled node has, with no value twice: what `[graph] keys` could name.
+    #[serde(default)]
+    pub key_candidates: Vec<String>,
     pub sampled: u64,
     pub properties: Vec<PropertyStat>,
 }
@@ -65,14 +71,33 @@ fn stats<'a>(
         .collect()
 }
 
+/// Properties present on every sampled node with no value repeated, in name order.
+fn key_candidates(sample: &[super::NodeRec]) -> Vec<String> {
+    let mut seen: BTreeMap<&str, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for n in sample {
+        for (k, v) in &n.props {
+            seen.entry(k).or_default().insert(v.key_text());
+        }
+    }
+    seen.into_iter()
+        .filter(|(_, vals)| !sample.is_empty() && vals.len() == sample.len())
+        .map(|(k, _)| k.to_string())
+        .collect()
+}
+
 /// Discovers the PROD side of the graph (read only).
 pub async fn discover_graph(cfg: &GraphConfig) -> Result<GraphSchema, StoreError> {
     let mut r = open_read(cfg, Side::Prod).await?;
     let mut labels = Vec::new();
-    for (label, count) in r.label_counts().await? {
+    let counts = r.label_counts().await?;
+    let names: Vec<String> = counts.iter().map(|(l, _)| l.clone()).collect();
+    super::extract::check_key_labels(cfg, &names)?;
+    for (label, count) in counts {
         let sample = r.sample_nodes(&label, SAMPLE).await?;
-        let without_key = r.keyless(&label, &cfg.key_property, None).await?;
+        let without_key = r.keyless(&label, None).await?;
         labels.push(LabelStat {
+            key: r.keys().of(&label).to_string(),
+            key_candidates: key_candidates(&sample),
             label,
             count,
             without_key,
@@ -82,7 +107,7 @@ pub async fn discover_graph(cfg: &GraphConfig) -> Result<GraphSchema, StoreError
     }
     let mut rel_types = Vec::new();
     for (rel_type, count) in r.rel_type_counts().await? {
-        let sample = r.sample_rels(&rel_type, &cfg.key_property, SAMPLE).await?;
+        let sample = r.sample_rels(&rel_type, SAMPLE).await?;
         let mut ends: BTreeMap<String, u64> = BTreeMap::new();
         for s in &sample {
             *ends
@@ -112,16 +137,17 @@ pub fn dot_cluster(g: &GraphSchema) -> String {
     let q = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
     let id = |label: &str| format!("\"{}:{}\"", q(&g.store), q(label));
     let mut s = format!(
-        "  subgraph \"cluster_{}\" {{\n    label=\"graph {} (key {})\";\n    node [shape=ellipse];\n",
+        "  subgraph \"cluster_{}\" {{\n    label=\"graph {} (default key {})\";\n    node [shape=ellipse];\n",
         q(&g.store),
         q(&g.store),
         q(&g.key_property)
     );
     for l in &g.labels {
         s.push_str(&format!(
-            "    {} [label=\"{}\\n{} nodes\"];\n",
+            "    {} [label=\"{}\\nkey {}\\n{} nodes\"];\n",
             id(&l.label),
             q(&l.label),
+            q(&l.key),
             l.count
         ));
     }

@@ -4,7 +4,7 @@
 //! set spills to disk like the relational subset's.
 
 use super::stage::{GraphFileKind, Spooler};
-use super::{open_read, GValue, GraphConfig, GraphRead, WithoutKey};
+use super::{open_read, GValue, GraphConfig, GraphRead, Maps, NodeRec, RelRec, WithoutKey};
 use crate::error::StoreError;
 use crate::keyset::{memory_limit, KeySet, Spill};
 use crate::refs::Side;
@@ -52,32 +52,37 @@ async fn select(
 ) -> Result<(KeySet, BTreeMap<String, u64>), StoreError> {
     let mut selected = KeySet::new(spill, memory_limit());
     let mut frontier: BTreeMap<String, Vec<GValue>> = BTreeMap::new();
+    let all: Vec<String> = r
+        .label_counts()
+        .await?
+        .into_iter()
+        .map(|(l, _)| l)
+        .collect();
+    check_key_labels(cfg, &all)?;
     let labels: Vec<String> = if cfg.district_labels.is_empty() {
-        r.label_counts()
-            .await?
-            .into_iter()
-            .map(|(l, _)| l)
-            .collect()
+        all
     } else {
         cfg.district_labels.clone()
     };
-    let key = &cfg.key_property;
+    let keys = r.keys().clone();
     // Nodes without the key cannot be selected, staged or loaded: counted, and the district is
     // refused rather than copied without them.
     let mut keyless: BTreeMap<String, u64> = BTreeMap::new();
+    let mut keyed: Vec<String> = Vec::new();
     for l in &labels {
         let n = r
-            .keyless(l, key, Some((&cfg.district_property, district)))
+            .keyless(l, Some((&cfg.district_property, district)))
             .await?;
         if n > 0 {
             keyless.insert(format!("{l} nodes of the district"), n);
+            keyed.push(format!("{l} by {}", keys.of(l)));
         }
     }
     for l in &labels {
         let mut skip = 0;
         loop {
             let page = r
-                .district_keys(l, &cfg.district_property, district, key, skip, PAGE)
+                .district_keys(l, &cfg.district_property, district, skip, PAGE)
                 .await?;
             for k in &page {
                 if selected.insert(node_key(l, k))? {
@@ -98,16 +103,13 @@ async fn select(
             for chunk in keys.chunks(CHUNK) {
                 for f in &cfg.follow {
                     let n = r
-                        .keyless_neighbours(label, key, chunk, &f.rel_type, f.direction)
+                        .keyless_neighbours(label, chunk, &f.rel_type, f.direction)
                         .await?;
                     if n > 0 {
                         let what = format!("nodes reached along {} from {label}", f.rel_type);
                         *keyless.entry(what).or_default() += n;
                     }
-                    for (l, k) in r
-                        .neighbours(label, key, chunk, &f.rel_type, f.direction)
-                        .await?
-                    {
+                    for (l, k) in r.neighbours(label, chunk, &f.rel_type, f.direction).await? {
                         if selected.insert(node_key(&l, &k))? {
                             next.entry(l).or_default().push(k);
                         }
@@ -123,12 +125,49 @@ async fn select(
         return Err(StoreError::Query {
             store: cfg.name.clone(),
             message: format!(
-                "district {district}: {} have no key property `{key}`, so wf cannot key, copy or roll them back; it copies nothing rather than drop them: give those nodes `{key}`, set [graph] key_property to a property every node has, or set [graph] without_key = \"skip\" to leave them out, counted in the report",
-                found.join(", ")
+                "district {district}: {} lack their key ({}), so wf cannot key, copy or roll them back; it copies nothing rather than drop them: give those nodes their key, set [graph] keys (per label) or key_property to properties every node has, or set [graph] without_key = \"skip\" to leave them out, counted in the report",
+                found.join(", "),
+                if keyed.is_empty() { format!("default key {}", keys.of("")) } else { keyed.join(", ") }
             ),
         });
     }
     Ok((selected, keyless))
+}
+
+/// Refuses `[graph] keys` entries that name a label the PROD graph does not have (a misspelling
+/// would otherwise key that label by `key_property` without a word).
+pub fn check_key_labels(cfg: &GraphConfig, labels: &[String]) -> Result<(), StoreError> {
+    let unknown: Vec<&String> = cfg.keys.keys().filter(|l| !labels.contains(l)).collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(StoreError::Query {
+        store: cfg.name.clone(),
+        message: format!(
+            "[graph] keys names {} that the PROD graph does not have (its labels: {}); fix the label's spelling in wf.toml",
+            unknown
+                .iter()
+                .map(|l| format!("label `{l}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            labels.join(", ")
+        ),
+    })
+}
+
+/// Properties as `[graph] maps` stages them: under `json`, unportable values become JSON text.
+fn portable(cfg: &GraphConfig, props: BTreeMap<String, GValue>) -> BTreeMap<String, GValue> {
+    if cfg.maps != Maps::Json {
+        return props;
+    }
+    props.into_iter().map(|(k, v)| (k, v.portable())).collect()
+}
+
+fn portable_node(cfg: &GraphConfig, n: NodeRec) -> NodeRec {
+    NodeRec {
+        props: portable(cfg, n.props),
+        labels: n.labels,
+    }
 }
 
 /// Extracts the district subgraph of PROD into `dir`.
@@ -141,7 +180,7 @@ pub async fn extract_graph(
     let mut r = open_read(cfg, Side::Prod).await?;
     let spill = Spill::new()?;
     let (selected, skipped) = select(r.as_mut(), cfg, district, &spill).await?;
-    let key = &cfg.key_property;
+    let keys = r.keys().clone();
     let mut nodes: BTreeMap<String, Spooler> = BTreeMap::new();
     let mut rels: BTreeMap<(String, String, String), Spooler> = BTreeMap::new();
     let (mut n_nodes, mut n_rels) = (0u64, 0u64);
@@ -155,20 +194,21 @@ pub async fn extract_graph(
                     .push(GValue::from_key_text(t));
             }
         }
-        for (label, keys) in by_label {
-            for n in r.nodes(&label, key, &keys).await? {
+        for (label, chunk_keys) in by_label {
+            for n in r.nodes(&label, &chunk_keys).await? {
                 if !nodes.contains_key(&label) {
                     let kind = GraphFileKind::Nodes {
                         label: label.clone(),
                     };
-                    nodes.insert(label.clone(), Spooler::create(dir, kind)?);
+                    nodes.insert(label.clone(), Spooler::create(dir, kind, &keys)?);
                 }
+                let n = portable_node(cfg, n);
                 if let Some(s) = nodes.get_mut(&label) {
                     s.push_node(&n)?;
                     n_nodes += 1;
                 }
             }
-            for rel in r.out_rels(&label, key, &keys).await? {
+            for rel in r.out_rels(&label, &chunk_keys).await? {
                 if !selected.contains(&node_key(&rel.end.0, &rel.end.1))? {
                     continue;
                 }
@@ -179,8 +219,12 @@ pub async fn extract_graph(
                         start: id.1.clone(),
                         end: id.2.clone(),
                     };
-                    rels.insert(id.clone(), Spooler::create(dir, kind)?);
+                    rels.insert(id.clone(), Spooler::create(dir, kind, &keys)?);
                 }
+                let rel = RelRec {
+                    props: portable(cfg, rel.props),
+                    ..rel
+                };
                 if let Some(s) = rels.get_mut(&id) {
                     s.push_rel(&rel)?;
                     n_rels += 1;
@@ -191,7 +235,7 @@ pub async fn extract_graph(
     r.finish().await?;
     let mut files = Vec::new();
     for s in nodes.into_values().chain(rels.into_values()) {
-        let (kind, file) = s.finish(&cfg.name, key, dir, batch_rows)?;
+        let (kind, file) = s.finish(&cfg.name, &keys, dir, batch_rows)?;
         files.push(GraphFile {
             table: format!("{}.{}", cfg.name, kind.table()),
             kind,

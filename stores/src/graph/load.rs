@@ -102,8 +102,28 @@ async fn load_in(
     }
     readers.sort_by_key(|r| matches!(r.kind, GraphFileKind::Rels { .. }));
     for r in &readers {
+        let keys = w.keys();
+        let now = match &r.kind {
+            GraphFileKind::Nodes { label } => keys.of(label).to_string(),
+            GraphFileKind::Rels { start, end, .. } => {
+                format!("{} {}", keys.of(start), keys.of(end))
+            }
+        };
+        if now != r.key {
+            return Err(StoreError::Query {
+                store: cfg.name.clone(),
+                message: format!(
+                    "{}.{} was staged keyed by `{}` but [graph] now keys it by `{now}`; extract the district again before loading",
+                    cfg.name,
+                    r.kind.table(),
+                    r.key
+                ),
+            });
+        }
+    }
+    for r in &readers {
         if let GraphFileKind::Nodes { label } = &r.kind {
-            w.ensure_index(label, &r.key).await?;
+            w.ensure_index(label).await?;
         }
     }
     let mut manifest = Partial::create(&job.manifest)?;
@@ -119,7 +139,6 @@ async fn load_in(
             cfg,
             strategy: job.strategy,
             table: format!("{}.{}", cfg.name, rd.kind.table()),
-            key: rd.key.clone(),
             manifest: &mut manifest,
             report: TableReport {
                 table: String::new(),
@@ -201,28 +220,28 @@ struct FileLoad<'a> {
     cfg: &'a GraphConfig,
     strategy: Strategy,
     table: String,
-    key: String,
     manifest: &'a mut Partial,
     report: TableReport,
 }
 
 impl FileLoad<'_> {
     async fn nodes(&mut self, label: &str, chunk: &[NodeRec]) -> Result<(), StoreError> {
-        let (table, key) = (&self.table, &self.key);
+        let table = &self.table;
+        let key = self.w.keys().of(label).clone();
         self.report.rows_in_file += chunk.len() as u64;
         let keys: Vec<GValue> = chunk
             .iter()
-            .map(|n| n.props.get(key).cloned().unwrap_or(GValue::Null))
+            .map(|n| key.value(&n.props).unwrap_or(GValue::Null))
             .collect();
         if keys.iter().any(|k| matches!(k, GValue::Null)) {
             return Err(StoreError::Query {
                 store: self.cfg.name.clone(),
-                message: format!("{table}: a node has no {key}; every node needs its key property"),
+                message: format!("{table}: a node lacks its key `{key}`; every node needs its key"),
             });
         }
         let existing: HashSet<String> = self
             .w
-            .existing_nodes(label, key, &keys)
+            .existing_nodes(label, &keys)
             .await?
             .iter()
             .map(GValue::key_text)
@@ -236,11 +255,11 @@ impl FileLoad<'_> {
         match self.strategy {
             // The gate found none of the staged nodes in CERT and the lookup above made sure
             // (`conflict` refuses any under insert): CREATE, by BIG_CHUNK.
-            Strategy::Insert => self.w.create_nodes(label, key, chunk).await?,
-            Strategy::Upsert => self.w.merge_nodes(label, key, chunk).await?,
+            Strategy::Insert => self.w.create_nodes(label, chunk).await?,
+            Strategy::Upsert => self.w.merge_nodes(label, chunk).await?,
             Strategy::SkipExisting => {
                 let write: Vec<_> = fresh.iter().map(|(n, _)| (*n).clone()).collect();
-                self.w.merge_nodes(label, key, &write).await?
+                self.w.merge_nodes(label, &write).await?
             }
         }
         for (_, k) in &fresh {
@@ -262,9 +281,7 @@ impl FileLoad<'_> {
         self.report.rows_in_file += chunk.len() as u64;
         if self.strategy == Strategy::Insert {
             // Both ends are nodes this load created (see `nodes`): the relationships are new too.
-            self.w
-                .create_rels(rel_type, (start, end), &self.key, chunk)
-                .await?;
+            self.w.create_rels(rel_type, (start, end), chunk).await?;
             for r in chunk {
                 self.manifest.line(Created::Rel {
                     rel: rel_type.to_string(),
@@ -284,7 +301,7 @@ impl FileLoad<'_> {
         let pair_text = |p: &(GValue, GValue)| (p.0.key_text(), p.1.key_text());
         let existing: HashSet<(String, String)> = self
             .w
-            .existing_rels(rel_type, (start, end), &self.key, &pairs)
+            .existing_rels(rel_type, (start, end), &pairs)
             .await?
             .iter()
             .map(pair_text)
@@ -304,9 +321,7 @@ impl FileLoad<'_> {
         } else {
             fresh.iter().map(|(r, _)| (*r).clone()).collect()
         };
-        self.w
-            .merge_rels(rel_type, (start, end), &self.key, &write)
-            .await?;
+        self.w.merge_rels(rel_type, (start, end), &write).await?;
         for (_, (s, e)) in &fresh {
             self.manifest.line(Created::Rel {
                 rel: rel_type.to_string(),
@@ -445,16 +460,14 @@ pub async fn rollback_graph(
         for ((rel, start, end), pairs) in &rels {
             let mut n = 0;
             for c in pairs.chunks(BIG_CHUNK) {
-                n += w
-                    .delete_rels(rel, (start, end), &cfg.key_property, c)
-                    .await?;
+                n += w.delete_rels(rel, (start, end), c).await?;
             }
             out.push((format!("{}.{start}-{rel}-{end}", cfg.name), n));
         }
         for (label, keys) in &nodes {
             let mut n = 0;
             for c in keys.chunks(BIG_CHUNK) {
-                n += w.delete_nodes(label, &cfg.key_property, c).await?;
+                n += w.delete_nodes(label, c).await?;
             }
             out.push((format!("{}.{label}", cfg.name), n));
         }

@@ -1,5 +1,5 @@
 //! The graph store (sp): a property graph in Neo4j over Bolt (neo4rs) or in an embedded file, behind
-//! `GraphRead` / `GraphWrite`. Nodes are identified by (label, key property); a node's label is its
+//! `GraphRead` / `GraphWrite`. Nodes are identified by (label, key) (see `key`); a node's label is its
 //! first label in name order, and all its labels travel with it. Relationships are identified by
 //! (type, start node, end node): loads MERGE them, so parallel relationships of one type collapse.
 
@@ -8,11 +8,13 @@ pub mod config;
 pub mod discover;
 pub mod embedded;
 pub mod extract;
+pub mod key;
 pub mod load;
 pub mod stage;
 pub mod value;
 
-pub use config::{Direction, Follow, GraphConfig, GraphKind, GraphLink, WithoutKey};
+pub use config::{Direction, Follow, GraphConfig, GraphKind, GraphLink, Maps, WithoutKey};
+pub use key::{KeyMap, KeySpec, NodeKey};
 pub use value::GValue;
 
 use crate::error::StoreError;
@@ -53,6 +55,8 @@ pub fn primary_of(labels: &[String]) -> Option<String> {
 /// Reads one side of a graph, inside one read transaction where the server has them.
 #[async_trait::async_trait]
 pub trait GraphRead: Send {
+    /// Every label's key (from the configuration the store was opened with).
+    fn keys(&self) -> &KeyMap;
     /// Node counts per primary label (counted, not taken from a catalog that may list empty labels).
     async fn label_counts(&mut self) -> Result<Vec<(String, u64)>, StoreError>;
     /// Relationship counts per type.
@@ -60,12 +64,7 @@ pub trait GraphRead: Send {
     /// Up to `limit` nodes of `label` (for discovery).
     async fn sample_nodes(&mut self, label: &str, limit: u64) -> Result<Vec<NodeRec>, StoreError>;
     /// Up to `limit` relationships of `rel_type` (for discovery); ends by `key`.
-    async fn sample_rels(
-        &mut self,
-        rel_type: &str,
-        key: &str,
-        limit: u64,
-    ) -> Result<Vec<RelRec>, StoreError>;
+    async fn sample_rels(&mut self, rel_type: &str, limit: u64) -> Result<Vec<RelRec>, StoreError>;
     /// How many `label` nodes hold each value of `prop` (a district's nodes, for
     /// `wf select-districts`); values as text, so `2` and `"2"` count together.
     async fn district_counts(
@@ -79,7 +78,6 @@ pub trait GraphRead: Send {
         label: &str,
         prop: &str,
         district: &str,
-        key: &str,
         skip: u64,
         limit: u64,
     ) -> Result<Vec<GValue>, StoreError>;
@@ -87,7 +85,6 @@ pub trait GraphRead: Send {
     async fn neighbours(
         &mut self,
         label: &str,
-        key: &str,
         keys: &[GValue],
         rel_type: &str,
         dir: Direction,
@@ -97,32 +94,20 @@ pub trait GraphRead: Send {
     async fn keyless(
         &mut self,
         label: &str,
-        key: &str,
         district: Option<(&str, &str)>,
     ) -> Result<u64, StoreError>;
     /// How many nodes one `rel_type` hop away from the given `label` nodes lack `key`.
     async fn keyless_neighbours(
         &mut self,
         label: &str,
-        key: &str,
         keys: &[GValue],
         rel_type: &str,
         dir: Direction,
     ) -> Result<u64, StoreError>;
     /// The `label` nodes with these keys.
-    async fn nodes(
-        &mut self,
-        label: &str,
-        key: &str,
-        keys: &[GValue],
-    ) -> Result<Vec<NodeRec>, StoreError>;
+    async fn nodes(&mut self, label: &str, keys: &[GValue]) -> Result<Vec<NodeRec>, StoreError>;
     /// Every relationship leaving the `label` nodes with these keys.
-    async fn out_rels(
-        &mut self,
-        label: &str,
-        key: &str,
-        keys: &[GValue],
-    ) -> Result<Vec<RelRec>, StoreError>;
+    async fn out_rels(&mut self, label: &str, keys: &[GValue]) -> Result<Vec<RelRec>, StoreError>;
     /// The CERT enrollment marker, if this graph carries one (see `crate::guard`).
     async fn enrollment(&mut self) -> Result<Option<crate::marker::Enrollment>, StoreError>;
     /// Ends the read transaction.
@@ -132,6 +117,8 @@ pub trait GraphRead: Send {
 /// Writes one side of a graph (CERT only) inside one transaction.
 #[async_trait::async_trait]
 pub trait GraphWrite: Send {
+    /// Every label's key (from the configuration the store was opened with).
+    fn keys(&self) -> &KeyMap;
     /// Writes the CERT enrollment marker (see `crate::guard`).
     async fn enroll(&mut self, e: &crate::marker::Enrollment) -> Result<(), StoreError>;
     async fn has_marker(&mut self, run: &str) -> Result<bool, StoreError>;
@@ -141,32 +128,20 @@ pub trait GraphWrite: Send {
     async fn existing_nodes(
         &mut self,
         label: &str,
-        key: &str,
         keys: &[GValue],
     ) -> Result<Vec<GValue>, StoreError>;
     /// MERGE by (label, key), then add the properties (and extra labels).
-    async fn merge_nodes(
-        &mut self,
-        label: &str,
-        key: &str,
-        rows: &[NodeRec],
-    ) -> Result<(), StoreError>;
+    async fn merge_nodes(&mut self, label: &str, rows: &[NodeRec]) -> Result<(), StoreError>;
     /// CREATEs the nodes without looking for them first: the `insert` strategy, once the
     /// validation gate has found none of them in CERT. Engines without a faster path merge.
-    async fn create_nodes(
-        &mut self,
-        label: &str,
-        key: &str,
-        rows: &[NodeRec],
-    ) -> Result<(), StoreError> {
-        self.merge_nodes(label, key, rows).await
+    async fn create_nodes(&mut self, label: &str, rows: &[NodeRec]) -> Result<(), StoreError> {
+        self.merge_nodes(label, rows).await
     }
     /// Which of these (start, end) pairs already have a `rel_type` relationship.
     async fn existing_rels(
         &mut self,
         rel_type: &str,
         ends: (&str, &str),
-        key: &str,
         pairs: &[(GValue, GValue)],
     ) -> Result<Vec<(GValue, GValue)>, StoreError>;
     /// MERGE each relationship between its (existing) ends, then add its properties.
@@ -174,7 +149,6 @@ pub trait GraphWrite: Send {
         &mut self,
         rel_type: &str,
         ends: (&str, &str),
-        key: &str,
         rows: &[RelRec],
     ) -> Result<(), StoreError>;
     /// CREATEs the relationships between their (existing) ends, as `create_nodes`.
@@ -182,29 +156,22 @@ pub trait GraphWrite: Send {
         &mut self,
         rel_type: &str,
         ends: (&str, &str),
-        key: &str,
         rows: &[RelRec],
     ) -> Result<(), StoreError> {
-        self.merge_rels(rel_type, ends, key, rows).await
+        self.merge_rels(rel_type, ends, rows).await
     }
     /// Deletes these relationships; how many went.
     async fn delete_rels(
         &mut self,
         rel_type: &str,
         ends: (&str, &str),
-        key: &str,
         pairs: &[(GValue, GValue)],
     ) -> Result<u64, StoreError>;
     /// Deletes these nodes and any relationship still attached; how many went.
-    async fn delete_nodes(
-        &mut self,
-        label: &str,
-        key: &str,
-        keys: &[GValue],
-    ) -> Result<u64, StoreError>;
-    /// Makes sure a lookup index on (label, key) exists (outside the transaction on servers that
+    async fn delete_nodes(&mut self, label: &str, keys: &[GValue]) -> Result<u64, StoreError>;
+    /// Makes sure a lookup index on `label`'s key exists (outside the transaction on servers that
     /// need it); best effort.
-    async fn ensure_index(&mut self, label: &str, key: &str) -> Result<(), StoreError>;
+    async fn ensure_index(&mut self, label: &str) -> Result<(), StoreError>;
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
     async fn rollback(self: Box<Self>) -> Result<(), StoreError>;
 }

@@ -1,9 +1,10 @@
 //! Graph staging files (Arrow IPC): one per label (`_labels`, then the properties as typed columns)
-//! and one per relationship type and end labels (`_start`, `_end`, then properties). Lists, maps and
+//! and one per relationship type and end labels (`_start`, `_end`, then properties; an end with a
+//! composite key has a column per part, `_start.isbn`, `_start.lang`). Lists, maps and
 //! mixed-type properties are JSON text; dates and datetimes are ISO text. `wf.type` keeps the kind.
 
 use super::value::{column_kind, GValue};
-use super::{NodeRec, RelRec};
+use super::{KeyMap, NodeKey, NodeRec, RelRec};
 use crate::error::StoreError;
 use crate::staging::{open, value_at, ColType, FileInfo, StagingWriter, Value};
 use arrow_schema::{Field, Schema, SchemaRef};
@@ -39,11 +40,17 @@ impl GraphFileKind {
         }
     }
 
-    fn meta(&self, store: &str, key: &str) -> HashMap<String, String> {
+    fn meta(&self, store: &str, keys: &KeyMap) -> HashMap<String, String> {
+        let key = match self {
+            GraphFileKind::Nodes { label } => keys.of(label).to_string(),
+            GraphFileKind::Rels { start, end, .. } => {
+                format!("{} {}", keys.of(start), keys.of(end))
+            }
+        };
         let mut m = HashMap::from([
             ("wf.store".to_string(), store.to_string()),
             ("wf.table".to_string(), self.table()),
-            ("wf.key".to_string(), key.to_string()),
+            ("wf.key".to_string(), key),
         ]);
         match self {
             GraphFileKind::Nodes { label } => {
@@ -98,10 +105,27 @@ pub struct Spooler {
     out: BufWriter<std::fs::File>,
     kinds: BTreeMap<String, BTreeSet<&'static str>>,
     rows: u64,
+    /// The keys of a relationship file's start and end labels.
+    ends: Option<(NodeKey, NodeKey)>,
+}
+
+/// The staging columns of a relationship end (`_start` / `_end`) keyed by `key`.
+fn end_columns(end: &str, key: &NodeKey) -> Vec<String> {
+    if key.is_composite() {
+        key.props().iter().map(|p| format!("{end}.{p}")).collect()
+    } else {
+        vec![end.to_string()]
+    }
 }
 
 impl Spooler {
-    pub fn create(dir: &Path, kind: GraphFileKind) -> Result<Spooler, StoreError> {
+    pub fn create(dir: &Path, kind: GraphFileKind, keys: &KeyMap) -> Result<Spooler, StoreError> {
+        let ends = match &kind {
+            GraphFileKind::Rels { start, end, .. } => {
+                Some((keys.of(start).clone(), keys.of(end).clone()))
+            }
+            GraphFileKind::Nodes { .. } => None,
+        };
         use std::os::unix::fs::OpenOptionsExt;
         let spill = dir.join(format!("{}.jsonl.partial", kind.table()));
         let f = std::fs::OpenOptions::new()
@@ -117,6 +141,7 @@ impl Spooler {
             out: BufWriter::new(f),
             kinds: BTreeMap::new(),
             rows: 0,
+            ends,
         })
     }
 
@@ -141,8 +166,13 @@ impl Spooler {
     }
 
     pub fn push_rel(&mut self, r: &RelRec) -> Result<(), StoreError> {
-        self.note("_start", &r.start.1);
-        self.note("_end", &r.end.1);
+        if let Some((sk, ek)) = self.ends.clone() {
+            for (end, key, v) in [("_start", &sk, &r.start.1), ("_end", &ek, &r.end.1)] {
+                for (col, (_, part)) in end_columns(end, key).iter().zip(key.parts(v)) {
+                    self.note(col, part);
+                }
+            }
+        }
         for (k, v) in &r.props {
             self.note(k, v);
         }
@@ -163,7 +193,7 @@ impl Spooler {
     pub fn finish(
         mut self,
         store: &str,
-        key: &str,
+        keys: &KeyMap,
         dir: &Path,
         batch_rows: usize,
     ) -> Result<(GraphFileKind, FileInfo), StoreError> {
@@ -173,12 +203,16 @@ impl Spooler {
         let mut names: Vec<String> = Vec::new();
         if is_nodes {
             names.push("_labels".into());
-        } else {
-            names.push("_start".into());
-            names.push("_end".into());
+        } else if let Some((sk, ek)) = &self.ends {
+            names.extend(end_columns("_start", sk));
+            names.extend(end_columns("_end", ek));
         }
-        if is_nodes && self.kinds.contains_key(key) {
-            names.push(key.to_string());
+        if let GraphFileKind::Nodes { label } = &self.kind {
+            for p in keys.of(label).props() {
+                if self.kinds.contains_key(p) {
+                    names.push(p.clone());
+                }
+            }
         }
         for n in self.kinds.keys() {
             if !names.contains(n) {
@@ -205,7 +239,7 @@ impl Spooler {
             .collect();
         let schema: SchemaRef = Arc::new(Schema::new_with_metadata(
             fields,
-            self.kind.meta(store, key),
+            self.kind.meta(store, keys),
         ));
         let path = dir.join(format!("{}.arrow", self.kind.table()));
         let mut w = StagingWriter::create(&path, schema, batch_rows)?;
@@ -223,6 +257,12 @@ impl Spooler {
                     "_labels" if is_nodes => GValue::Text(row["l"].to_string()),
                     "_start" if !is_nodes => GValue::from_json(&row["s"]),
                     "_end" if !is_nodes => GValue::from_json(&row["e"]),
+                    other if !is_nodes && other.starts_with("_start.") => {
+                        part_of(&row["s"], other, "_start", &names)
+                    }
+                    other if !is_nodes && other.starts_with("_end.") => {
+                        part_of(&row["e"], other, "_end", &names)
+                    }
                     other => props.get(other).cloned().unwrap_or(GValue::Null),
                 };
                 push_cell(&mut w, i, kind, &v)?;
@@ -232,6 +272,20 @@ impl Spooler {
         let info = w.finish()?;
         std::fs::remove_file(&self.spill).map_err(|e| io_err(&self.spill, e))?;
         Ok((self.kind, info))
+    }
+}
+
+/// The part of a composite end value (a JSON list) that column `name` holds: parts are in key
+/// order, as their columns are.
+fn part_of(v: &serde_json::Value, name: &str, end: &str, names: &[String]) -> GValue {
+    let prefix = format!("{end}.");
+    let i = names
+        .iter()
+        .filter(|n| n.starts_with(&prefix))
+        .position(|n| n == name);
+    match (v, i) {
+        (serde_json::Value::Array(a), Some(i)) => a.get(i).map_or(GValue::Null, GValue::from_json),
+        _ => GValue::Null,
     }
 }
 
@@ -278,7 +332,8 @@ pub enum GraphBatch {
 /// Reads a graph staging file batch by batch (memory holds one batch).
 pub struct GraphFileReader {
     pub kind: GraphFileKind,
-    /// The key property of the graph the file came from.
+    /// The key the file was staged with: its label's (`isbn`, `[isbn, lang]`), or for a
+    /// relationship file its start's and end's, space-separated.
     pub key: String,
     path: PathBuf,
     reader: crate::verified::Staged,
@@ -320,6 +375,7 @@ impl GraphFileReader {
         for r in 0..b.num_rows() {
             let mut props = BTreeMap::new();
             let (mut labels, mut s, mut e) = (Vec::new(), GValue::Null, GValue::Null);
+            let (mut s_parts, mut e_parts) = (Vec::new(), Vec::new());
             for (i, name) in self.names.iter().enumerate() {
                 let v = value_at(b.column(i).as_ref(), r);
                 if self.kinds[i] == "labels" {
@@ -333,11 +389,19 @@ impl GraphFileReader {
                 match name.as_str() {
                     "_start" => s = g,
                     "_end" => e = g,
+                    n if n.starts_with("_start.") => s_parts.push(g),
+                    n if n.starts_with("_end.") => e_parts.push(g),
                     _ if matches!(g, GValue::Null) => {}
                     _ => {
                         props.insert(name.clone(), g);
                     }
                 }
+            }
+            if !s_parts.is_empty() {
+                s = GValue::List(s_parts);
+            }
+            if !e_parts.is_empty() {
+                e = GValue::List(e_parts);
             }
             match &self.kind {
                 GraphFileKind::Nodes { .. } => nodes.push(NodeRec { labels, props }),

@@ -111,6 +111,35 @@ impl GValue {
         }
     }
 
+    /// Whether a Bolt server stores the value as a property as it is: scalars, and lists of one
+    /// scalar kind. Neo4j refuses maps, nested lists, lists of mixed kinds and nulls in lists.
+    pub fn is_portable(&self) -> bool {
+        match self {
+            GValue::Map(_) => false,
+            GValue::List(items) => {
+                let mut kinds = items.iter().map(|v| match v {
+                    GValue::Map(_) | GValue::List(_) | GValue::Null => None,
+                    other => Some(other.kind()),
+                });
+                match kinds.next() {
+                    None => true,
+                    Some(None) => false,
+                    Some(Some(first)) => kinds.all(|k| k == Some(first)),
+                }
+            }
+            _ => true,
+        }
+    }
+
+    /// The value as `[graph] maps = "json"` stores it: an unportable value as its JSON text.
+    pub fn portable(self) -> GValue {
+        if self.is_portable() {
+            self
+        } else {
+            GValue::Text(self.to_json().to_string())
+        }
+    }
+
     /// The value of a text staging cell whose column has source kind `kind`.
     pub fn from_staging_text(kind: &str, text: &str) -> Result<GValue, String> {
         match kind {
@@ -182,6 +211,20 @@ mod tests {
             GValue::Int(42).key_text(),
             GValue::Text("42".into()).key_text()
         );
+    }
+
+    #[test]
+    fn maps_nested_and_mixed_lists_are_not_portable() {
+        let t = |s: &str| GValue::Text(s.into());
+        assert!(GValue::List(vec![t("a"), t("b")]).is_portable());
+        assert!(GValue::List(vec![]).is_portable());
+        assert!(!GValue::List(vec![t("a"), GValue::Int(1)]).is_portable());
+        assert!(!GValue::List(vec![GValue::List(vec![])]).is_portable());
+        assert!(!GValue::List(vec![GValue::Null]).is_portable());
+        let m = GValue::Map(BTreeMap::from([("k".to_string(), GValue::Int(1))]));
+        assert!(!m.is_portable());
+        assert_eq!(m.portable(), t(r#"{"k":1}"#));
+        assert_eq!(t("x").portable(), t("x"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Neo4j (or any Bolt + OpenCypher server, ArcadeDB in the tests) through neo4rs. Portable Cypher
 //! only: no APOC, no internal ids, labels counted rather than listed.
 
-use super::{ident, primary_of, Direction, GValue, GraphConfig, NodeRec, RelRec, MARKER_LABEL};
+use super::{Direction, GValue, GraphConfig, KeyMap};
 use crate::error::StoreError;
 use crate::refs::Side;
 use neo4rs::{
@@ -190,6 +190,7 @@ pub(crate) struct Session {
     side: Side,
     pub(crate) graph: Graph,
     txn: Option<Txn>,
+    pub(crate) keys: KeyMap,
 }
 
 impl Session {
@@ -236,6 +237,7 @@ impl Session {
             side,
             graph,
             txn: Some(txn),
+            keys: cfg.key_map(),
         })
     }
 
@@ -286,276 +288,7 @@ pub(crate) fn pairs_param(pairs: &[(GValue, GValue)]) -> BoltType {
     }))
 }
 
-/// Reads PROD (or CERT, for validation) over Bolt; only MATCH queries are sent.
-pub struct BoltRead(Session);
-
-impl BoltRead {
-    pub async fn open(cfg: &GraphConfig, side: Side) -> Result<BoltRead, StoreError> {
-        Ok(BoltRead(Session::open(cfg, side).await?))
-    }
-}
-
-#[async_trait::async_trait]
-impl super::GraphRead for BoltRead {
-    async fn label_counts(&mut self) -> Result<Vec<(String, u64)>, StoreError> {
-        let rows = self
-            .0
-            .rows(query("MATCH (n) RETURN labels(n) AS l, count(*) AS c"))
-            .await?;
-        let mut out: BTreeMap<String, u64> = BTreeMap::new();
-        for r in &rows {
-            if let Some(l) = primary_of(&labels(r, "l")) {
-                if l != MARKER_LABEL && l != crate::marker::ENROLL_LABEL {
-                    *out.entry(l).or_default() += count(r);
-                }
-            }
-        }
-        Ok(out.into_iter().collect())
-    }
-
-    async fn rel_type_counts(&mut self) -> Result<Vec<(String, u64)>, StoreError> {
-        let rows = self
-            .0
-            .rows(query("MATCH ()-[r]->() RETURN type(r) AS t, count(*) AS c"))
-            .await?;
-        let mut out: Vec<(String, u64)> = rows
-            .iter()
-            .filter_map(|r| match get(r, "t") {
-                GValue::Text(t) => Some((t, count(r))),
-                _ => None,
-            })
-            .collect();
-        out.sort();
-        Ok(out)
-    }
-
-    async fn sample_nodes(&mut self, label: &str, limit: u64) -> Result<Vec<NodeRec>, StoreError> {
-        let q = format!(
-            "MATCH (n:{}) RETURN labels(n) AS l, properties(n) AS p LIMIT $lim",
-            ident(label)
-        );
-        let rows = self.0.rows(query(&q).param("lim", limit as i64)).await?;
-        Ok(rows.iter().map(node_of).collect())
-    }
-
-    async fn sample_rels(
-        &mut self,
-        rel_type: &str,
-        key: &str,
-        limit: u64,
-    ) -> Result<Vec<RelRec>, StoreError> {
-        let k = ident(key);
-        let q = format!(
-            "MATCH (a)-[r:{}]->(b) RETURN labels(a) AS al, a.{k} AS ak, type(r) AS t, labels(b) AS bl, b.{k} AS bk, properties(r) AS p LIMIT $lim",
-            ident(rel_type)
-        );
-        let rows = self.0.rows(query(&q).param("lim", limit as i64)).await?;
-        Ok(rows.iter().filter_map(rel_of).collect())
-    }
-
-    async fn district_counts(
-        &mut self,
-        label: &str,
-        prop: &str,
-    ) -> Result<Vec<(String, u64)>, StoreError> {
-        let q = format!(
-            "MATCH (n:{}) WHERE n.{p} IS NOT NULL RETURN n.{p} AS d, count(*) AS c",
-            ident(label),
-            p = ident(prop)
-        );
-        let rows = self.0.rows(query(&q)).await?;
-        let mut out: BTreeMap<String, u64> = BTreeMap::new();
-        for r in &rows {
-            let d = match get(r, "d") {
-                GValue::Text(t) => t,
-                GValue::Int(i) => i.to_string(),
-                other => other.key_text(),
-            };
-            *out.entry(d).or_default() += count(r);
-        }
-        Ok(out.into_iter().collect())
-    }
-
-    async fn district_keys(
-        &mut self,
-        label: &str,
-        prop: &str,
-        district: &str,
-        key: &str,
-        skip: u64,
-        limit: u64,
-    ) -> Result<Vec<GValue>, StoreError> {
-        let mut wanted = vec![BoltType::from(district)];
-        if let Ok(i) = district.trim().parse::<i64>() {
-            wanted.push(BoltType::from(i));
-        }
-        let q = format!(
-            "MATCH (n:{}) WHERE n.{} IN $d AND n.{k} IS NOT NULL RETURN n.{k} AS k ORDER BY k SKIP $skip LIMIT $lim",
-            ident(label),
-            ident(prop),
-            k = ident(key)
-        );
-        let rows = self
-            .0
-            .rows(
-                query(&q)
-                    .param("d", list(wanted))
-                    .param("skip", skip as i64)
-                    .param("lim", limit as i64),
-            )
-            .await?;
-        Ok(rows.iter().map(|r| get(r, "k")).collect())
-    }
-
-    async fn neighbours(
-        &mut self,
-        label: &str,
-        key: &str,
-        keys: &[GValue],
-        rel_type: &str,
-        dir: Direction,
-    ) -> Result<Vec<(String, GValue)>, StoreError> {
-        let (l, r) = arrows(dir);
-        let k = ident(key);
-        let q = format!(
-            "UNWIND $keys AS key MATCH (n:{} {{{k}: key}}){l}[:{}]{r}(m) WHERE m.{k} IS NOT NULL RETURN DISTINCT labels(m) AS l, m.{k} AS k",
-            ident(label),
-            ident(rel_type)
-        );
-        let rows = self
-            .0
-            .rows(query(&q).param("keys", keys_param(keys)))
-            .await?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| primary_of(&labels(r, "l")).map(|l| (l, get(r, "k"))))
-            .collect())
-    }
-
-    async fn keyless(
-        &mut self,
-        label: &str,
-        key: &str,
-        district: Option<(&str, &str)>,
-    ) -> Result<u64, StoreError> {
-        let mut q = format!("MATCH (n:{}) WHERE n.{} IS NULL", ident(label), ident(key));
-        let mut wanted = Vec::new();
-        if let Some((prop, d)) = district {
-            q.push_str(&format!(" AND n.{} IN $d", ident(prop)));
-            wanted.push(BoltType::from(d));
-            if let Ok(i) = d.trim().parse::<i64>() {
-                wanted.push(BoltType::from(i));
-            }
-        }
-        q.push_str(" RETURN count(n) AS c");
-        let rows = self.0.rows(query(&q).param("d", list(wanted))).await?;
-        Ok(rows.first().map(count).unwrap_or(0))
-    }
-
-    async fn keyless_neighbours(
-        &mut self,
-        label: &str,
-        key: &str,
-        keys: &[GValue],
-        rel_type: &str,
-        dir: Direction,
-    ) -> Result<u64, StoreError> {
-        let (l, r) = arrows(dir);
-        let k = ident(key);
-        let q = format!(
-            "UNWIND $keys AS key MATCH (n:{} {{{k}: key}}){l}[:{}]{r}(m) WHERE m.{k} IS NULL RETURN count(DISTINCT m) AS c",
-            ident(label),
-            ident(rel_type)
-        );
-        let rows = self
-            .0
-            .rows(query(&q).param("keys", keys_param(keys)))
-            .await?;
-        Ok(rows.first().map(count).unwrap_or(0))
-    }
-
-    async fn nodes(
-        &mut self,
-        label: &str,
-        key: &str,
-        keys: &[GValue],
-    ) -> Result<Vec<NodeRec>, StoreError> {
-        let q = format!(
-            "UNWIND $keys AS key MATCH (n:{} {{{}: key}}) RETURN labels(n) AS l, properties(n) AS p",
-            ident(label),
-            ident(key)
-        );
-        let rows = self
-            .0
-            .rows(query(&q).param("keys", keys_param(keys)))
-            .await?;
-        Ok(rows.iter().map(node_of).collect())
-    }
-
-    async fn out_rels(
-        &mut self,
-        label: &str,
-        key: &str,
-        keys: &[GValue],
-    ) -> Result<Vec<RelRec>, StoreError> {
-        let k = ident(key);
-        let q = format!(
-            "UNWIND $keys AS key MATCH (a:{} {{{k}: key}})-[r]->(b) RETURN labels(a) AS al, a.{k} AS ak, type(r) AS t, labels(b) AS bl, b.{k} AS bk, properties(r) AS p",
-            ident(label)
-        );
-        let rows = self
-            .0
-            .rows(query(&q).param("keys", keys_param(keys)))
-            .await?;
-        Ok(rows.iter().filter_map(rel_of).collect())
-    }
-
-    async fn enrollment(&mut self) -> Result<Option<crate::marker::Enrollment>, StoreError> {
-        let q = format!(
-            "MATCH (n:{}) RETURN n.environment AS e, n.token AS t, n.enrolled_at AS a, n.enrolled_by AS b LIMIT 1",
-            crate::marker::ENROLL_LABEL
-        );
-        let rows = self.0.rows(query(&q)).await?;
-        let text = |r: &Row, c: &str| match get(r, c) {
-            GValue::Text(t) => t,
-            _ => String::new(),
-        };
-        Ok(rows.first().map(|r| crate::marker::Enrollment {
-            environment: text(r, "e"),
-            token: text(r, "t"),
-            enrolled_at: text(r, "a"),
-            enrolled_by: text(r, "b"),
-        }))
-    }
-
-    async fn finish(self: Box<Self>) -> Result<(), StoreError> {
-        self.0.end(false).await
-    }
-}
-
-fn node_of(r: &Row) -> NodeRec {
-    NodeRec {
-        labels: labels(r, "l"),
-        props: props(r, "p"),
-    }
-}
-
-fn rel_of(r: &Row) -> Option<RelRec> {
-    let t = match get(r, "t") {
-        GValue::Text(t) => t,
-        _ => return None,
-    };
-    let (ak, bk) = (get(r, "ak"), get(r, "bk"));
-    if matches!(ak, GValue::Null) || matches!(bk, GValue::Null) {
-        return None;
-    }
-    Some(RelRec {
-        rel_type: t,
-        start: (primary_of(&labels(r, "al"))?, ak),
-        end: (primary_of(&labels(r, "bl"))?, bk),
-        props: props(r, "p"),
-    })
-}
-
+mod read;
 mod write;
+pub use read::BoltRead;
 pub use write::BoltWrite;

@@ -2,7 +2,7 @@
 
 use super::{count, get, keys_param, list, pairs_param, props_map, to_bolt, Session};
 use crate::error::StoreError;
-use crate::graph::{ident, GValue, GraphConfig, NodeRec, RelRec, MARKER_LABEL};
+use crate::graph::{ident, GValue, GraphConfig, KeyMap, NodeRec, RelRec, MARKER_LABEL};
 use crate::refs::Side;
 use neo4rs::{query, BoltMap, BoltType};
 use std::collections::BTreeMap;
@@ -23,6 +23,10 @@ impl BoltWrite {
 
 #[async_trait::async_trait]
 impl crate::graph::GraphWrite for BoltWrite {
+    fn keys(&self) -> &KeyMap {
+        &self.0.keys
+    }
+
     async fn enroll(&mut self, e: &crate::marker::Enrollment) -> Result<(), StoreError> {
         let q = format!(
             "CREATE (n:{} {{environment: $e, token: $t, enrolled_at: $a, enrolled_by: $b}}) RETURN count(n) AS c",
@@ -56,13 +60,14 @@ impl crate::graph::GraphWrite for BoltWrite {
     async fn existing_nodes(
         &mut self,
         label: &str,
-        key: &str,
         keys: &[GValue],
     ) -> Result<Vec<GValue>, StoreError> {
+        let key = self.0.keys.of(label);
         let q = format!(
-            "UNWIND $keys AS key MATCH (n:{} {{{k}: key}}) RETURN n.{k} AS k",
+            "UNWIND $keys AS key MATCH (n:{} {}) RETURN {} AS k",
             ident(label),
-            k = ident(key)
+            key.pattern("key"),
+            key.expr("n")
         );
         let rows = self
             .0
@@ -71,37 +76,27 @@ impl crate::graph::GraphWrite for BoltWrite {
         Ok(rows.iter().map(|r| get(r, "k")).collect())
     }
 
-    async fn merge_nodes(
-        &mut self,
-        label: &str,
-        key: &str,
-        rows: &[NodeRec],
-    ) -> Result<(), StoreError> {
-        self.write_nodes(Write::Merge, label, key, rows).await
+    async fn merge_nodes(&mut self, label: &str, rows: &[NodeRec]) -> Result<(), StoreError> {
+        self.write_nodes(Write::Merge, label, rows).await
     }
 
-    async fn create_nodes(
-        &mut self,
-        label: &str,
-        key: &str,
-        rows: &[NodeRec],
-    ) -> Result<(), StoreError> {
-        self.write_nodes(Write::Create, label, key, rows).await
+    async fn create_nodes(&mut self, label: &str, rows: &[NodeRec]) -> Result<(), StoreError> {
+        self.write_nodes(Write::Create, label, rows).await
     }
 
     async fn existing_rels(
         &mut self,
         rel_type: &str,
         ends: (&str, &str),
-        key: &str,
         pairs: &[(GValue, GValue)],
     ) -> Result<Vec<(GValue, GValue)>, StoreError> {
-        let k = ident(key);
         let q = format!(
-            "UNWIND $pairs AS p MATCH (a:{} {{{k}: p.s}})-[:{}]->(b:{} {{{k}: p.e}}) RETURN DISTINCT p.s AS s, p.e AS e",
+            "UNWIND $pairs AS p MATCH (a:{} {})-[:{}]->(b:{} {}) RETURN DISTINCT p.s AS s, p.e AS e",
             ident(ends.0),
+            self.0.keys.of(ends.0).pattern("p.s"),
             ident(rel_type),
-            ident(ends.1)
+            ident(ends.1),
+            self.0.keys.of(ends.1).pattern("p.e")
         );
         let rows = self
             .0
@@ -114,37 +109,33 @@ impl crate::graph::GraphWrite for BoltWrite {
         &mut self,
         rel_type: &str,
         ends: (&str, &str),
-        key: &str,
         rows: &[RelRec],
     ) -> Result<(), StoreError> {
-        self.write_rels(Write::Merge, rel_type, ends, key, rows)
-            .await
+        self.write_rels(Write::Merge, rel_type, ends, rows).await
     }
 
     async fn create_rels(
         &mut self,
         rel_type: &str,
         ends: (&str, &str),
-        key: &str,
         rows: &[RelRec],
     ) -> Result<(), StoreError> {
-        self.write_rels(Write::Create, rel_type, ends, key, rows)
-            .await
+        self.write_rels(Write::Create, rel_type, ends, rows).await
     }
 
     async fn delete_rels(
         &mut self,
         rel_type: &str,
         ends: (&str, &str),
-        key: &str,
         pairs: &[(GValue, GValue)],
     ) -> Result<u64, StoreError> {
-        let k = ident(key);
         let q = format!(
-            "UNWIND $pairs AS p MATCH (a:{} {{{k}: p.s}})-[x:{}]->(b:{} {{{k}: p.e}}) DELETE x RETURN count(*) AS c",
+            "UNWIND $pairs AS p MATCH (a:{} {})-[x:{}]->(b:{} {}) DELETE x RETURN count(*) AS c",
             ident(ends.0),
+            self.0.keys.of(ends.0).pattern("p.s"),
             ident(rel_type),
-            ident(ends.1)
+            ident(ends.1),
+            self.0.keys.of(ends.1).pattern("p.e")
         );
         let rows = self
             .0
@@ -153,16 +144,11 @@ impl crate::graph::GraphWrite for BoltWrite {
         Ok(rows.first().map(count).unwrap_or(0))
     }
 
-    async fn delete_nodes(
-        &mut self,
-        label: &str,
-        key: &str,
-        keys: &[GValue],
-    ) -> Result<u64, StoreError> {
+    async fn delete_nodes(&mut self, label: &str, keys: &[GValue]) -> Result<u64, StoreError> {
         let q = format!(
-            "UNWIND $keys AS key MATCH (n:{} {{{}: key}}) DETACH DELETE n RETURN count(*) AS c",
+            "UNWIND $keys AS key MATCH (n:{} {}) DETACH DELETE n RETURN count(*) AS c",
             ident(label),
-            ident(key)
+            self.0.keys.of(label).pattern("key")
         );
         let rows = self
             .0
@@ -171,11 +157,17 @@ impl crate::graph::GraphWrite for BoltWrite {
         Ok(rows.first().map(count).unwrap_or(0))
     }
 
-    async fn ensure_index(&mut self, label: &str, key: &str) -> Result<(), StoreError> {
+    async fn ensure_index(&mut self, label: &str) -> Result<(), StoreError> {
+        let key = self.0.keys.of(label).clone();
+        let on: Vec<String> = key
+            .props()
+            .iter()
+            .map(|p| format!("n.{}", ident(p)))
+            .collect();
         let q = format!(
-            "CREATE INDEX IF NOT EXISTS FOR (n:{}) ON (n.{})",
+            "CREATE INDEX IF NOT EXISTS FOR (n:{}) ON ({})",
             ident(label),
-            ident(key)
+            on.join(", ")
         );
         if let Err(e) = self.0.graph.run(query(&q)).await {
             tracing::warn!(store = %self.0.store, label, "no lookup index on {label}.{key}: {e}; loads will be slow");
@@ -205,9 +197,9 @@ impl BoltWrite {
         &mut self,
         how: Write,
         label: &str,
-        key: &str,
         rows: &[NodeRec],
     ) -> Result<(), StoreError> {
+        let key = self.0.keys.of(label).clone();
         // Extra labels cannot be parameters: one statement per distinct label set.
         let mut groups: BTreeMap<Vec<String>, Vec<&NodeRec>> = BTreeMap::new();
         for r in rows {
@@ -218,9 +210,9 @@ impl BoltWrite {
             let set_labels: String = extra.iter().map(|l| format!(", n:{}", ident(l))).collect();
             let q = match how {
                 Write::Merge => format!(
-                    "UNWIND $rows AS r MERGE (n:{} {{{}: r.k}}) SET n += r.p{set_labels} RETURN count(n) AS c",
+                    "UNWIND $rows AS r MERGE (n:{} {}) SET n += r.p{set_labels} RETURN count(n) AS c",
                     ident(label),
-                    ident(key)
+                    key.pattern("r.k")
                 ),
                 Write::Create => format!(
                     "UNWIND $rows AS r CREATE (n:{}) SET n = r.p{set_labels} RETURN count(n) AS c",
@@ -230,8 +222,8 @@ impl BoltWrite {
             let param = list(group.iter().map(|r| {
                 let mut m = BoltMap::new();
                 if how == Write::Merge {
-                    let k = r.props.get(key).unwrap_or(&GValue::Null);
-                    m.put("k".into(), to_bolt(k));
+                    let k = key.value(&r.props).unwrap_or(GValue::Null);
+                    m.put("k".into(), to_bolt(&k));
                 }
                 m.put("p".into(), BoltType::Map(props_map(&r.props)));
                 BoltType::Map(m)
@@ -246,18 +238,18 @@ impl BoltWrite {
         how: Write,
         rel_type: &str,
         ends: (&str, &str),
-        key: &str,
         rows: &[RelRec],
     ) -> Result<(), StoreError> {
-        let k = ident(key);
         let (verb, set) = match how {
             Write::Merge => ("MERGE", "+="),
             Write::Create => ("CREATE", "="),
         };
         let q = format!(
-            "UNWIND $rows AS r MATCH (a:{} {{{k}: r.s}}) MATCH (b:{} {{{k}: r.e}}) {verb} (a)-[x:{}]->(b) SET x {set} r.p RETURN count(x) AS c",
+            "UNWIND $rows AS r MATCH (a:{} {}) MATCH (b:{} {}) {verb} (a)-[x:{}]->(b) SET x {set} r.p RETURN count(x) AS c",
             ident(ends.0),
+            self.0.keys.of(ends.0).pattern("r.s"),
             ident(ends.1),
+            self.0.keys.of(ends.1).pattern("r.e"),
             ident(rel_type)
         );
         let param = list(rows.iter().map(|r| {

@@ -1,7 +1,7 @@
 //! The embedded graph: a property graph in one SQLite file (nodes, relationships, load markers),
 //! properties as JSON. The demo and quick tests use it; it offers what the Bolt store offers.
 
-use super::{Direction, GValue, GraphConfig, NodeRec, RelRec};
+use super::{Direction, GValue, GraphConfig, KeyMap, NodeKey, NodeRec, RelRec};
 use crate::error::StoreError;
 use crate::refs::Side;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
@@ -29,6 +29,7 @@ pub fn path_of(url: &str) -> &str {
 struct Session {
     store: String,
     conn: SqliteConnection,
+    keys: KeyMap,
 }
 
 impl Session {
@@ -71,6 +72,7 @@ impl Session {
         Ok(Session {
             store: cfg.name.clone(),
             conn,
+            keys: cfg.key_map(),
         })
     }
 
@@ -85,6 +87,47 @@ impl Session {
             .await
             .map_err(|e| StoreError::from_sqlx(&self.store, e))?;
         Ok(())
+    }
+}
+
+/// SQL condition: the JSON properties in `props` lack a part of `key`.
+fn missing_sql(key: &NodeKey, props: &str) -> String {
+    let parts: Vec<String> = key
+        .props()
+        .iter()
+        .map(|p| {
+            format!(
+                "json_extract({props}, '$.\"{}\"') IS NULL",
+                p.replace('\'', "''")
+            )
+        })
+        .collect();
+    format!("({})", parts.join(" OR "))
+}
+
+/// SQL condition: the node in columns `label`, `props` lacks its label's key.
+fn keyless_sql(keys: &KeyMap, label: &str, props: &str) -> String {
+    if keys.labelled().is_empty() {
+        return missing_sql(keys.of(""), props);
+    }
+    let mut s = format!("CASE {label}");
+    for (l, k) in keys.labelled() {
+        s.push_str(&format!(
+            " WHEN '{}' THEN {}",
+            l.replace('\'', "''"),
+            missing_sql(k, props)
+        ));
+    }
+    s.push_str(&format!(" ELSE {} END", missing_sql(keys.of(""), props)));
+    s
+}
+
+/// A stored key that stands for "no key" (a node merged without its key).
+fn is_keyless(k: &GValue) -> bool {
+    match k {
+        GValue::Null => true,
+        GValue::List(parts) => parts.iter().any(|p| matches!(p, GValue::Null)),
+        _ => false,
     }
 }
 
@@ -163,6 +206,10 @@ impl EmbeddedRead {
 
 #[async_trait::async_trait]
 impl super::GraphRead for EmbeddedRead {
+    fn keys(&self) -> &KeyMap {
+        &self.0.keys
+    }
+
     async fn label_counts(&mut self) -> Result<Vec<(String, u64)>, StoreError> {
         let rows =
             sqlx::query("SELECT label, count(*) AS c FROM nodes GROUP BY label ORDER BY label")
@@ -196,12 +243,7 @@ impl super::GraphRead for EmbeddedRead {
         Ok(rows.iter().map(node_row).collect())
     }
 
-    async fn sample_rels(
-        &mut self,
-        rel_type: &str,
-        _key: &str,
-        limit: u64,
-    ) -> Result<Vec<RelRec>, StoreError> {
+    async fn sample_rels(&mut self, rel_type: &str, limit: u64) -> Result<Vec<RelRec>, StoreError> {
         let rows = sqlx::query("SELECT * FROM rels WHERE type = ? LIMIT ?")
             .bind(rel_type)
             .bind(limit as i64)
@@ -235,7 +277,6 @@ impl super::GraphRead for EmbeddedRead {
         label: &str,
         prop: &str,
         district: &str,
-        _key: &str,
         skip: u64,
         limit: u64,
     ) -> Result<Vec<GValue>, StoreError> {
@@ -255,13 +296,13 @@ impl super::GraphRead for EmbeddedRead {
         Ok(rows
             .iter()
             .map(|r| GValue::from_key_text(r.get::<&str, _>("key")))
+            .filter(|k| !is_keyless(k))
             .collect())
     }
 
     async fn neighbours(
         &mut self,
         label: &str,
-        _key: &str,
         keys: &[GValue],
         rel_type: &str,
         dir: Direction,
@@ -286,45 +327,46 @@ impl super::GraphRead for EmbeddedRead {
             .map(|r| (r.get::<String, _>("l"), r.get::<String, _>("k")))
             .filter(|p| seen.insert(p.clone()))
             .map(|(l, k)| (l, GValue::from_key_text(&k)))
+            .filter(|(_, k)| !is_keyless(k))
             .collect())
     }
 
     async fn keyless(
         &mut self,
         label: &str,
-        key: &str,
         district: Option<(&str, &str)>,
     ) -> Result<u64, StoreError> {
         let (prop, d) = district.unwrap_or(("", ""));
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM nodes WHERE label = ?1 AND json_extract(props, '$.\"' || ?2 || '\"') IS NULL \
-             AND (?3 = '' OR json_extract(props, '$.\"' || ?3 || '\"') = ?4 OR json_extract(props, '$.\"' || ?3 || '\"') = ?5)",
-        )
-        .bind(label)
-        .bind(key)
-        .bind(prop)
-        .bind(d)
-        .bind(d.trim().parse::<i64>().ok())
-        .fetch_one(&mut self.0.conn)
-        .await
-        .map_err(|e| self.0.err(e))?;
+        let sql = format!(
+            "SELECT count(*) FROM nodes WHERE label = ?1 AND {} \
+             AND (?2 = '' OR json_extract(props, '$.\"' || ?2 || '\"') = ?3 OR json_extract(props, '$.\"' || ?2 || '\"') = ?4)",
+            missing_sql(self.0.keys.of(label), "props")
+        );
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(label)
+            .bind(prop)
+            .bind(d)
+            .bind(d.trim().parse::<i64>().ok())
+            .fetch_one(&mut self.0.conn)
+            .await
+            .map_err(|e| self.0.err(e))?;
         Ok(n.max(0) as u64)
     }
 
     async fn keyless_neighbours(
         &mut self,
         label: &str,
-        key: &str,
         keys: &[GValue],
         rel_type: &str,
         dir: Direction,
     ) -> Result<u64, StoreError> {
-        let out = "SELECT DISTINCT n.label, n.key FROM rels r JOIN nodes n ON n.label = r.end_label AND n.key = r.end_key \
+        let missing = keyless_sql(&self.0.keys, "n.label", "n.props");
+        let out = format!("SELECT DISTINCT n.label, n.key FROM rels r JOIN nodes n ON n.label = r.end_label AND n.key = r.end_key \
             WHERE r.type = ?1 AND r.start_label = ?2 AND r.start_key IN (SELECT value FROM json_each(?3)) \
-            AND json_extract(n.props, '$.\"' || ?4 || '\"') IS NULL";
-        let inn = "SELECT DISTINCT n.label, n.key FROM rels r JOIN nodes n ON n.label = r.start_label AND n.key = r.start_key \
+            AND {missing}");
+        let inn = format!("SELECT DISTINCT n.label, n.key FROM rels r JOIN nodes n ON n.label = r.start_label AND n.key = r.start_key \
             WHERE r.type = ?1 AND r.end_label = ?2 AND r.end_key IN (SELECT value FROM json_each(?3)) \
-            AND json_extract(n.props, '$.\"' || ?4 || '\"') IS NULL";
+            AND {missing}");
         let sql = match dir {
             Direction::Out => format!("SELECT count(*) FROM ({out})"),
             Direction::In => format!("SELECT count(*) FROM ({inn})"),
@@ -334,19 +376,13 @@ impl super::GraphRead for EmbeddedRead {
             .bind(rel_type)
             .bind(label)
             .bind(keys_json(keys))
-            .bind(key)
             .fetch_one(&mut self.0.conn)
             .await
             .map_err(|e| self.0.err(e))?;
         Ok(n.max(0) as u64)
     }
 
-    async fn nodes(
-        &mut self,
-        label: &str,
-        _key: &str,
-        keys: &[GValue],
-    ) -> Result<Vec<NodeRec>, StoreError> {
+    async fn nodes(&mut self, label: &str, keys: &[GValue]) -> Result<Vec<NodeRec>, StoreError> {
         let rows = sqlx::query(
             "SELECT labels, props FROM nodes WHERE label = ? AND key IN (SELECT value FROM json_each(?))",
         )
@@ -358,12 +394,7 @@ impl super::GraphRead for EmbeddedRead {
         Ok(rows.iter().map(node_row).collect())
     }
 
-    async fn out_rels(
-        &mut self,
-        label: &str,
-        _key: &str,
-        keys: &[GValue],
-    ) -> Result<Vec<RelRec>, StoreError> {
+    async fn out_rels(&mut self, label: &str, keys: &[GValue]) -> Result<Vec<RelRec>, StoreError> {
         let rows = sqlx::query(
             "SELECT * FROM rels WHERE start_label = ? AND start_key IN (SELECT value FROM json_each(?))",
         )
@@ -372,7 +403,11 @@ impl super::GraphRead for EmbeddedRead {
         .fetch_all(&mut self.0.conn)
         .await
         .map_err(|e| self.0.err(e))?;
-        Ok(rows.iter().map(rel_row).collect())
+        Ok(rows
+            .iter()
+            .map(rel_row)
+            .filter(|r| !is_keyless(&r.start.1) && !is_keyless(&r.end.1))
+            .collect())
     }
 
     async fn enrollment(&mut self) -> Result<Option<crate::marker::Enrollment>, StoreError> {
@@ -405,240 +440,5 @@ impl super::GraphRead for EmbeddedRead {
     }
 }
 
-/// Writes an embedded graph file in one transaction (CERT; PROD only for `wf seed`).
-pub struct EmbeddedWrite(Session);
-
-impl EmbeddedWrite {
-    pub async fn open(cfg: &GraphConfig) -> Result<EmbeddedWrite, StoreError> {
-        Self::open_side(cfg, Side::Cert).await
-    }
-
-    /// Opens `side` for writing: CERT for loads; PROD only for `wf seed`'s synthetic data.
-    pub async fn open_side(cfg: &GraphConfig, side: Side) -> Result<EmbeddedWrite, StoreError> {
-        Ok(EmbeddedWrite(Session::open(cfg, side, true).await?))
-    }
-}
-
-#[async_trait::async_trait]
-impl super::GraphWrite for EmbeddedWrite {
-    async fn enroll(&mut self, e: &crate::marker::Enrollment) -> Result<(), StoreError> {
-        let (a, b, c, d) = (&e.environment, &e.token, &e.enrolled_at, &e.enrolled_by);
-        sqlx::query("INSERT INTO enrollment (environment, token, enrolled_at, enrolled_by) VALUES (?, ?, ?, ?)")
-            .bind(a)
-            .bind(b)
-            .bind(c)
-            .bind(d)
-            .execute(&mut self.0.conn)
-            .await
-            .map_err(|e| self.0.err(e))?;
-        Ok(())
-    }
-
-    async fn has_marker(&mut self, run: &str) -> Result<bool, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM markers WHERE run = ?")
-            .bind(run)
-            .fetch_one(&mut self.0.conn)
-            .await
-            .map_err(|e| self.0.err(e))?;
-        Ok(n > 0)
-    }
-
-    async fn write_marker(&mut self, run: &str) -> Result<(), StoreError> {
-        self.exec("INSERT INTO markers (run) VALUES (?)", &[run])
-            .await
-    }
-
-    async fn delete_marker(&mut self, run: &str) -> Result<(), StoreError> {
-        self.exec("DELETE FROM markers WHERE run = ?", &[run]).await
-    }
-
-    async fn existing_nodes(
-        &mut self,
-        label: &str,
-        _key: &str,
-        keys: &[GValue],
-    ) -> Result<Vec<GValue>, StoreError> {
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT key FROM nodes WHERE label = ? AND key IN (SELECT value FROM json_each(?))",
-        )
-        .bind(label)
-        .bind(keys_json(keys))
-        .fetch_all(&mut self.0.conn)
-        .await
-        .map_err(|e| self.0.err(e))?;
-        Ok(rows.iter().map(|k| GValue::from_key_text(k)).collect())
-    }
-
-    async fn merge_nodes(
-        &mut self,
-        label: &str,
-        key: &str,
-        rows: &[NodeRec],
-    ) -> Result<(), StoreError> {
-        for r in rows {
-            let k = r.props.get(key).unwrap_or(&GValue::Null).key_text();
-            let mut labels = r.labels.clone();
-            labels.sort();
-            sqlx::query(
-                "INSERT INTO nodes (label, key, labels, props) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (label, key) DO UPDATE SET props = json_patch(props, excluded.props), labels = excluded.labels",
-            )
-            .bind(label)
-            .bind(k)
-            .bind(serde_json::to_string(&labels).unwrap_or_else(|_| "[]".into()))
-            .bind(props_json(&r.props))
-            .execute(&mut self.0.conn)
-            .await
-            .map_err(|e| self.0.err(e))?;
-        }
-        Ok(())
-    }
-
-    async fn existing_rels(
-        &mut self,
-        rel_type: &str,
-        ends: (&str, &str),
-        _key: &str,
-        pairs: &[(GValue, GValue)],
-    ) -> Result<Vec<(GValue, GValue)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT start_key, end_key FROM rels WHERE type = ?1 AND start_label = ?2 AND end_label = ?3 AND (start_key, end_key) IN (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?4))",
-        )
-        .bind(rel_type)
-        .bind(ends.0)
-        .bind(ends.1)
-        .bind(pairs_json(pairs))
-        .fetch_all(&mut self.0.conn)
-        .await
-        .map_err(|e| self.0.err(e))?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                (
-                    GValue::from_key_text(r.get::<&str, _>("start_key")),
-                    GValue::from_key_text(r.get::<&str, _>("end_key")),
-                )
-            })
-            .collect())
-    }
-
-    async fn merge_rels(
-        &mut self,
-        rel_type: &str,
-        ends: (&str, &str),
-        _key: &str,
-        rows: &[RelRec],
-    ) -> Result<(), StoreError> {
-        // One query for the whole chunk: relationships whose start or end node is not in CERT.
-        let pairs: Vec<(GValue, GValue)> = rows
-            .iter()
-            .map(|r| (r.start.1.clone(), r.end.1.clone()))
-            .collect();
-        let missing: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM json_each(?3) p WHERE NOT EXISTS (SELECT 1 FROM nodes WHERE label = ?1 AND key = json_extract(p.value, '$[0]')) OR NOT EXISTS (SELECT 1 FROM nodes WHERE label = ?2 AND key = json_extract(p.value, '$[1]'))",
-        )
-        .bind(ends.0)
-        .bind(ends.1)
-        .bind(pairs_json(&pairs))
-        .fetch_one(&mut self.0.conn)
-        .await
-        .map_err(|e| self.0.err(e))?;
-        if missing > 0 {
-            return Err(super::missing_ends(
-                &self.0.store,
-                rel_type,
-                ends,
-                missing as u64,
-                rows.len(),
-            ));
-        }
-        for r in rows {
-            sqlx::query(
-                "INSERT INTO rels (type, start_label, start_key, end_label, end_key, props) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO UPDATE SET props = json_patch(props, excluded.props)",
-            )
-            .bind(rel_type)
-            .bind(ends.0)
-            .bind(r.start.1.key_text())
-            .bind(ends.1)
-            .bind(r.end.1.key_text())
-            .bind(props_json(&r.props))
-            .execute(&mut self.0.conn)
-            .await
-            .map_err(|e| self.0.err(e))?;
-        }
-        Ok(())
-    }
-
-    async fn delete_rels(
-        &mut self,
-        rel_type: &str,
-        ends: (&str, &str),
-        _key: &str,
-        pairs: &[(GValue, GValue)],
-    ) -> Result<u64, StoreError> {
-        let r = sqlx::query(
-            "DELETE FROM rels WHERE type = ?1 AND start_label = ?2 AND end_label = ?3 AND (start_key, end_key) IN (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?4))",
-        )
-        .bind(rel_type)
-        .bind(ends.0)
-        .bind(ends.1)
-        .bind(pairs_json(pairs))
-        .execute(&mut self.0.conn)
-        .await
-        .map_err(|e| self.0.err(e))?;
-        Ok(r.rows_affected())
-    }
-
-    async fn delete_nodes(
-        &mut self,
-        label: &str,
-        _key: &str,
-        keys: &[GValue],
-    ) -> Result<u64, StoreError> {
-        let k = keys_json(keys);
-        for sql in [
-            "DELETE FROM rels WHERE start_label = ?1 AND start_key IN (SELECT value FROM json_each(?2))",
-            "DELETE FROM rels WHERE end_label = ?1 AND end_key IN (SELECT value FROM json_each(?2))",
-        ] {
-            sqlx::query(sql)
-                .bind(label)
-                .bind(&k)
-                .execute(&mut self.0.conn)
-                .await
-                .map_err(|e| self.0.err(e))?;
-        }
-        let r = sqlx::query(
-            "DELETE FROM nodes WHERE label = ?1 AND key IN (SELECT value FROM json_each(?2))",
-        )
-        .bind(label)
-        .bind(&k)
-        .execute(&mut self.0.conn)
-        .await
-        .map_err(|e| self.0.err(e))?;
-        Ok(r.rows_affected())
-    }
-
-    async fn ensure_index(&mut self, _label: &str, _key: &str) -> Result<(), StoreError> {
-        Ok(()) // (label, key) is the primary key.
-    }
-
-    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        self.0.end(true).await
-    }
-
-    async fn rollback(self: Box<Self>) -> Result<(), StoreError> {
-        self.0.end(false).await
-    }
-}
-
-impl EmbeddedWrite {
-    async fn exec(&mut self, sql: &'static str, binds: &[&str]) -> Result<(), StoreError> {
-        let mut q = sqlx::query(sql);
-        for b in binds {
-            q = q.bind(*b);
-        }
-        q.execute(&mut self.0.conn)
-            .await
-            .map_err(|e| self.0.err(e))?;
-        Ok(())
-    }
-}
+mod write;
+pub use write::EmbeddedWrite;
