@@ -100,8 +100,16 @@ fn the_dashboard_in_chromium_follows_a_run_to_done_and_shows_a_batch() {
         "the run is listed"
     );
     assert!(run.wait().unwrap().success());
-    let (status, done_now) = header(&dom(&bin, &page));
+    let finished = dom(&bin, &page);
+    let (status, done_now) = header(&finished);
     assert_eq!(status, "done");
+    // The dependency drawing has a box per step and arrows between them.
+    let boxes = finished.matches("data-node=").count();
+    assert!(
+        boxes > 10 && boxes == finished.matches("data-step=").count(),
+        "{boxes} boxes in the dependency graph"
+    );
+    assert!(finished.contains("<line"), "dependency arrows drawn");
     assert!(
         done_now > done_then,
         "progress advanced: {done_then} then {done_now}"

@@ -56,7 +56,8 @@ fn json(url: &str) -> Value {
     serde_json::from_str(&body).unwrap()
 }
 
-/// Starts a migrate of district 1 whose validate step holds `ms` first; the child and its run id.
+/// Starts a migrate of district 1 whose validate step holds `ms` first (and `extract/ids.students`
+/// 1.5 s once it said how many rows it expects); the child and its run id.
 pub(crate) fn held_migrate(sb: &Sandbox, cfg: &std::path::Path, ms: u64) -> (Child, String) {
     let mut run = sb
         .cmd([
@@ -68,7 +69,10 @@ pub(crate) fn held_migrate(sb: &Sandbox, cfg: &std::path::Path, ms: u64) -> (Chi
             cfg.to_str().unwrap(),
         ])
         .env("WF_ANON_KEY", KEY)
-        .env("WF_FAILPOINT_DELAY", format!("validate={ms}"))
+        .env(
+            "WF_FAILPOINT_DELAY",
+            format!("validate={ms},extract/ids.students:expected=1500"),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -88,6 +92,17 @@ fn the_api_follows_a_run_and_metrics_parse() {
     // A migrate held 3 s in its validate step: the API shows it live, then done.
     let (mut run, id) = held_migrate(&sb, &cfg, 3000);
     let start = Instant::now();
+    let mut expected = None;
+    while start.elapsed() < Duration::from_secs(60) && expected.is_none() {
+        let (_, body) = get(&format!("{}api/runs/{id}", s.url));
+        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+        expected = v["live_steps"]["extract/ids.students"]["expected"].as_u64();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        expected.is_some_and(|n| n > 0),
+        "a running step shows the rows it expects"
+    );
     let mut seen_live = None;
     while start.elapsed() < Duration::from_secs(60) {
         // Until the runner has written its first snapshot the run may not be readable yet.
@@ -103,6 +118,14 @@ fn the_api_follows_a_run_and_metrics_parse() {
     assert!(run.wait().unwrap().success());
     let v = json(&format!("{}api/runs/{id}", s.url));
     assert_eq!(v["shown_status"], "done");
+    assert!(
+        v["live_steps"].is_null(),
+        "no live steps once the run ended"
+    );
+    assert_eq!(
+        json(&format!("{}api/notifications", s.url)),
+        serde_json::json!([])
+    );
     assert!(
         v["counts"]["done"].as_u64().unwrap() > done_while_running,
         "progress advanced"
@@ -147,6 +170,18 @@ fn the_api_follows_a_run_and_metrics_parse() {
             })
     };
     assert_eq!(value("wf_runs", ("status", "done")), Some(1.0), "{text}");
+    let commits = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "wf_journal_commit_seconds")
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Histogram(h) => h.last().map_or(0.0, |b| b.count),
+            _ => 0.0,
+        });
+    assert!(
+        commits.is_some_and(|n| n > 10.0),
+        "journal commit latency histogram: {text}"
+    );
     assert!(
         value("wf_rows_total", ("phase", "load")).unwrap() > 0.0,
         "{text}"

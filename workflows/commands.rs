@@ -189,7 +189,8 @@ async fn execute(
         built.workflow.name(),
         built.workflow.attrs().get("district").cloned(),
     );
-    let watch = crate::notify::Watch::start(Arc::new(Bars::new()), notifier.clone(), base.clone());
+    let live = crate::live::Live::new(Arc::new(Bars::new()), &engine.data().run_dir(&id));
+    let watch = crate::notify::Watch::start(Arc::new(live), notifier.clone(), base.clone());
     let outcome = engine
         .execute(open, built.workflow, options, watch.clone(), stop)
         .await;

@@ -9,6 +9,7 @@ pub mod cli;
 mod commands;
 pub use commands::main;
 pub mod demo;
+pub mod live;
 pub mod logging;
 pub mod migrate;
 pub mod notify;

@@ -221,6 +221,26 @@ fn run_command(cmd: &[String], payload: &str) -> Result<(), String> {
     }
 }
 
+/// The last `limit` deliveries recorded in `notifications.jsonl` under `root` (no URLs or
+/// secrets are in it), of `run` only when given, failed ones only when `failed`; oldest first.
+pub fn deliveries(
+    root: &Path,
+    run: Option<&str>,
+    failed: bool,
+    limit: usize,
+) -> Vec<serde_json::Value> {
+    let log = std::fs::read_to_string(root.join("notifications.jsonl")).unwrap_or_default();
+    let mut out: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| run.is_none_or(|r| v["run"] == r))
+        .filter(|v| !failed || v["delivered"] == false)
+        .collect();
+    let skip = out.len().saturating_sub(limit);
+    out.drain(..skip);
+    out
+}
+
 /// Watches a run's progress for the `retried` and `silent` events, passing every callback on to
 /// the observer it wraps (the terminal's bars).
 pub struct Watch {
@@ -339,6 +359,9 @@ impl wf_engine::Observer for Watch {
     fn rows(&self, step: &str, rows: u64) {
         self.touch();
         self.inner.rows(step, rows);
+    }
+    fn expected(&self, step: &str, rows: u64) {
+        self.inner.expected(step, rows);
     }
     fn run_finished(&self) {
         self.end();

@@ -43,6 +43,7 @@ pub async fn serve(engine: Engine, args: ServeArgs) -> anyhow::Result<u8> {
         .route("/api/runs", get(api_runs))
         .route("/api/runs/{id}", get(api_run))
         .route("/api/runs/{id}/report", get(api_report))
+        .route("/api/notifications", get(api_notifications))
         .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app);
@@ -183,10 +184,33 @@ async fn api_run(State(app): Shared, UrlPath(id): UrlPath<String>) -> Response {
             serde_json::Value::Null
         };
         let mut out = serde_json::to_value(&v)?;
+        if v.live {
+            let dir = app.engine.data().run_dir(&v.id);
+            out["live_steps"] = serde_json::to_value(crate::live::read(&dir))?;
+        }
+        let root = app.engine.data().root();
+        out["notifications"] = crate::notify::deliveries(root, Some(&v.id), false, 20).into();
         out["shown_status"] = shown.into();
         out["next"] = next.into();
         out["districts"] = districts;
         Ok(out)
+    })
+    .await;
+    match r {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => e,
+    }
+}
+
+/// `/api/notifications`: the last notifications that could not be delivered, oldest first.
+async fn api_notifications(State(app): Shared) -> Response {
+    let r = blocking(move || {
+        Ok(crate::notify::deliveries(
+            app.engine.data().root(),
+            None,
+            true,
+            20,
+        ))
     })
     .await;
     match r {
@@ -239,7 +263,11 @@ fn render_metrics(engine: &Engine) -> anyhow::Result<String> {
     let mut secs: BTreeMap<(String, String), (f64, u64)> = BTreeMap::new();
     let mut rows: BTreeMap<String, u64> = BTreeMap::new();
     let mut retried = 0u64;
+    let mut latency = wf_engine::journal::latency::CommitLatency::default();
     for v in &list {
+        if let Some(l) = engine.commit_latency(&v.id) {
+            latency.add(&l);
+        }
         let shown = crate::report::shown_status(&v.status, &v.attrs);
         *runs.entry((v.workflow.clone(), shown)).or_default() += 1;
         let Ok(full) = engine.status(&v.id) else {
@@ -305,6 +333,7 @@ fn render_metrics(engine: &Engine) -> anyhow::Result<String> {
     )?;
     writeln!(o, "# TYPE wf_step_retries_total counter")?;
     writeln!(o, "wf_step_retries_total {retried}")?;
+    commit_latency(&mut o, &latency)?;
     let log = std::fs::read_to_string(engine.data().root().join("notifications.jsonl"))
         .unwrap_or_default();
     let failed = log
@@ -318,4 +347,35 @@ fn render_metrics(engine: &Engine) -> anyhow::Result<String> {
     writeln!(o, "# TYPE wf_notifications_failed_total counter")?;
     writeln!(o, "wf_notifications_failed_total {failed}")?;
     Ok(o)
+}
+
+/// The journal's durable commits over all runs: a histogram of their seconds and the slowest.
+fn commit_latency(
+    o: &mut String,
+    l: &wf_engine::journal::latency::CommitLatency,
+) -> std::fmt::Result {
+    use wf_engine::journal::latency::BOUNDS;
+    writeln!(
+        o,
+        "# HELP wf_journal_commit_seconds Durable journal commits (sled flush and fdatasync), all runs."
+    )?;
+    writeln!(o, "# TYPE wf_journal_commit_seconds histogram")?;
+    let mut below = 0u64;
+    for (i, b) in BOUNDS.iter().enumerate() {
+        below += l.buckets.get(i).copied().unwrap_or(0);
+        writeln!(o, "wf_journal_commit_seconds_bucket{{le=\"{b}\"}} {below}")?;
+    }
+    writeln!(
+        o,
+        "wf_journal_commit_seconds_bucket{{le=\"+Inf\"}} {}",
+        l.commits
+    )?;
+    writeln!(o, "wf_journal_commit_seconds_sum {}", l.sum_seconds)?;
+    writeln!(o, "wf_journal_commit_seconds_count {}", l.commits)?;
+    writeln!(
+        o,
+        "# HELP wf_journal_commit_seconds_max The slowest durable journal commit, all runs."
+    )?;
+    writeln!(o, "# TYPE wf_journal_commit_seconds_max gauge")?;
+    writeln!(o, "wf_journal_commit_seconds_max {}", l.max_seconds)
 }

@@ -45,6 +45,12 @@ impl Engine {
         &self.data
     }
 
+    /// How long `run`'s durable journal commits took, read without opening the journal (so while
+    /// its runner holds it); `None` for a run that never committed or predates the measurement.
+    pub fn commit_latency(&self, run: &str) -> Option<crate::journal::latency::CommitLatency> {
+        crate::journal::latency::CommitLatency::read(&self.data.journal_path(run))
+    }
+
     /// Creates a run of `workflow`: validates its plan, allocates an id and journals run and plan.
     pub fn create(&self, workflow: &dyn Workflow, args: Vec<String>) -> Result<OpenRun> {
         Self::check(workflow)?;

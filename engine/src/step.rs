@@ -47,6 +47,8 @@ pub trait Observer: Send + Sync {
     fn step_started(&self, _step: &str, _attempt: u32) {}
     fn step_finished(&self, _step: &str, _ok: bool) {}
     fn rows(&self, _step: &str, _rows: u64) {}
+    /// The rows a step expects to handle, when it knows (for rows done / expected and an ETA).
+    fn expected(&self, _step: &str, _rows: u64) {}
     fn run_finished(&self) {}
 }
 
@@ -72,6 +74,16 @@ impl Progress {
     /// Reports the rows handled so far by this step.
     pub fn rows(&self, rows: u64) {
         self.observer.rows(&self.step, rows);
+    }
+
+    /// Reports how many rows this step expects to handle.
+    pub fn expect(&self, rows: u64) {
+        self.observer.expected(&self.step, rows);
+        // Test hook: `WF_FAILPOINT_DELAY=<step>:expected=<ms>` holds the step right after it said
+        // what it expects, so a test sees a running step with its expected rows.
+        if let Some(d) = crate::failpoint::delay(&format!("{}:expected", self.step)) {
+            std::thread::sleep(d);
+        }
     }
 }
 

@@ -15,6 +15,7 @@
 //!   from the journal, and its artifacts are checked (size, mtime, else SHA-256): a damaged one makes the
 //!   step, and everything downstream of it, run again.
 
+pub mod latency;
 mod sled_journal;
 
 pub use sled_journal::SledJournal;

@@ -30,6 +30,8 @@ pub struct SledJournal {
     /// `wf-commits` beside sled's files: the number of durable commits, written after each flush.
     /// sled never holds fewer; if it does on open, it lost committed records (see `open`).
     mirror: std::fs::File,
+    /// Durable commits' durations, written beside the journal (see `latency`).
+    latency: std::sync::Mutex<super::latency::CommitLatency>,
 }
 
 /// Key of the commit counter in the `runs` tree (u64 BE), bumped by every commit and invalidation.
@@ -117,6 +119,9 @@ impl SledJournal {
         Ok(SledJournal {
             sync_file,
             mirror,
+            latency: std::sync::Mutex::new(
+                super::latency::CommitLatency::read(path).unwrap_or_default(),
+            ),
             runs,
             steps: tree("steps")?,
             history: tree("history")?,
@@ -172,7 +177,13 @@ impl SledJournal {
     /// Flushes, then records `commits` as durable in the mirror (not synced: after a power cut
     /// the mirror may lag sled, never lead it).
     fn flush_counted(&self, commits: u64) -> Result<()> {
+        let started = std::time::Instant::now();
         self.flush()?;
+        if let Ok(mut l) = self.latency.lock() {
+            l.record(started.elapsed());
+            // A measurement only: a failed write loses it, not the commit.
+            let _ = l.write(&self.path);
+        }
         std::os::unix::fs::FileExt::write_all_at(&self.mirror, &commits.to_be_bytes(), 0)
             .map_err(|e| EngineError::io(self.path.join(MIRROR), e))
     }

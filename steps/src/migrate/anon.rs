@@ -199,6 +199,14 @@ impl Step for AnonTableStep {
         let (rules, key) = rules_and_key(&p)?;
         let ins = task_inputs(&ex, &p, &self.task);
         present(&ins)?;
+        let staged = ex.files.iter().map(|f| (&f.table, f.rows));
+        let graph = ex.graph.iter().map(|g| (&g.staged.table, g.staged.rows));
+        let expected = staged
+            .chain(graph)
+            .filter(|(t, _)| ins.iter().any(|i| &i.table == *t))
+            .map(|(_, r)| r)
+            .sum();
+        cx.progress.expect(expected);
         let (rules_file, out_dir) = (p.rules_file.clone(), cx.artifact_dir.join("anon"));
         let done: Vec<TableOut> = blocking(move || {
             ins.iter()

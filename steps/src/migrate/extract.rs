@@ -143,6 +143,7 @@ impl Step for ExtractTableStep {
         let p = &self.params;
         let t = &self.task.table;
         let plan: ExtractOut = cx.input("extract")?;
+        cx.progress.expect(t.rows);
         let table = find_table(&plan.schemas, &t.table).map_err(store_err)?;
         let kind = store_kind(&plan.schemas, &t.store);
         let read = |snap| self.read(snap, table, kind);

@@ -53,6 +53,9 @@ impl Step for LoadStep {
         )?
         .into_iter()
         .find(|j| j.store == self.store);
+        if let Some(j) = &job {
+            cx.progress.expect(staged_rows(&anon, j));
+        }
         let store = p.config.store(&self.store).ok_or_else(|| {
             StepError::Fatal(format!("store {} is not in the config", self.store))
         })?;
@@ -203,4 +206,13 @@ async fn replace_earlier_generations(
         rollback_store(store, &earlier).await.map_err(store_err)?;
     }
     Ok(())
+}
+
+/// The rows `job` will load: its tables' anonymized files' row counts.
+fn staged_rows(anon: &AnonymizeOut, job: &wf_stores::load::StoreLoad) -> u64 {
+    anon.files
+        .iter()
+        .filter(|f| job.tables.iter().any(|t| t.file == f.path))
+        .map(|f| f.rows)
+        .sum()
 }
