@@ -308,4 +308,99 @@ fn main() {
         );
         phases(&data, run);
     }
+    // Rollback of each run, against the time its loads took (issue 18: no longer than the load).
+    for (what, run, _) in &results {
+        let load = step_ms(&data, run, "load") / 1000.0;
+        let t = Instant::now();
+        wf(&data, &["rollback", run, "--yes"]);
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "wf rollback, {what}: {secs:.2}s = {:.2}x its loads ({load:.2}s, first load step to last)",
+            secs / load
+        );
+    }
+    serve_cost(&data, &rel);
+}
+
+/// The dashboard's cost (issue 15): the relational migrate again, alternately without and with
+/// `wf serve` on the data directory polled as an open run page does (the run, the runs list and
+/// `/metrics` every second), each run rolled back after; two pairs.
+fn serve_cost(data: &Path, rel: &Path) {
+    let migrate = || {
+        let t = Instant::now();
+        let out = wf(
+            data,
+            &[
+                "run",
+                "migrate",
+                "--district",
+                "3",
+                "--config-file",
+                rel.to_str().expect("path"),
+            ],
+        );
+        let secs = t.elapsed().as_secs_f64();
+        let run = out.lines().next().unwrap_or_default().to_string();
+        wf(data, &["rollback", &run, "--yes"]);
+        secs
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        without.push(migrate());
+        let mut server = Command::new(env!("CARGO_BIN_EXE_wf"))
+            .arg("--data-dir")
+            .arg(data)
+            .args(["serve", "--port", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("wf serve");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let poll = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let base = format!("http://127.0.0.1:{port}");
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let runs = Command::new("curl")
+                        .args(["-fsS", &format!("{base}/api/runs")])
+                        .output();
+                    let latest = runs
+                        .ok()
+                        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+                        .and_then(|v| v[0]["id"].as_str().map(String::from));
+                    for path in latest
+                        .map(|id| format!("/api/runs/{id}"))
+                        .into_iter()
+                        .chain(["/metrics".into()])
+                    {
+                        let _ = Command::new("curl")
+                            .args(["-fsS", "-o", "/dev/null", &format!("{base}{path}")])
+                            .output();
+                    }
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+            })
+        };
+        with.push(migrate());
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = poll.join();
+        let _ = server.kill();
+        let _ = server.wait();
+    }
+    let fmt = |v: &[f64]| {
+        v.iter()
+            .map(|s| format!("{s:.2}s"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let sum = |v: &[f64]| v.iter().sum::<f64>();
+    println!(
+        "wf run migrate, relational only, without / with wf serve polled every second: {} / {} ({:.3}x)",
+        fmt(&without),
+        fmt(&with),
+        sum(&with) / sum(&without)
+    );
 }

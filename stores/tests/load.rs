@@ -197,7 +197,13 @@ async fn scenario(mut cfg: Config, ids_schema: &str) {
         "a failed load leaves CERT as it was"
     );
 
-    // Rollback deletes exactly what run1 inserted, and keeps CERT's own rows.
+    // Rollback deletes exactly what run1 inserted, and keeps CERT's own rows; the lookup indexes
+    // a PostgreSQL rollback makes for unindexed foreign keys are gone with it.
+    let indexes = match cfg.stores[0].kind {
+        StoreKind::Postgres => "select count(*) from pg_indexes where schemaname not in ('pg_catalog', 'information_schema')",
+        StoreKind::Sqlite => "select count(*) from sqlite_master where type = 'index'",
+    };
+    let indexes_before = scalar(&cfg, 0, indexes).await;
     for job in jobs.iter().rev() {
         let deleted = rollback_store(cfg.store(&job.store).expect("store"), job)
             .await
@@ -205,6 +211,11 @@ async fn scenario(mut cfg: Config, ids_schema: &str) {
         assert!(!deleted.is_empty());
     }
     assert_eq!(counts(&cfg).await, before);
+    assert_eq!(
+        scalar(&cfg, 0, indexes).await,
+        indexes_before,
+        "CERT's schema is unchanged"
+    );
     assert_eq!(
         scalar(&cfg, 0, "select principal_id from schools where id = 90").await,
         [Some(900)]

@@ -9,6 +9,7 @@
 //! trusted only once the marker committed), children first, in one transaction per store.
 
 mod job;
+mod pg_fk_index;
 pub mod postgres;
 mod protocol;
 pub mod sqlite;

@@ -246,6 +246,8 @@ fn merge_sql(t: &TableLoad, schema: &arrow_schema::Schema, cols: &[String], stag
 
 #[async_trait::async_trait]
 impl Dialect for PgDialect {
+    /// Keys travel as one array per key column (`= any($1)`, `unnest`): large chunks.
+    const DELETE_BATCH: usize = 10_000;
     fn conn(&mut self) -> &mut dyn Conn {
         &mut self.conn
     }
@@ -294,6 +296,14 @@ impl Dialect for PgDialect {
             }
         }
         Ok(())
+    }
+
+    async fn before_deletes(&mut self, tables: &[&Table]) -> Result<Vec<String>, StoreError> {
+        super::pg_fk_index::create(&mut self.conn, &self.store, tables).await
+    }
+
+    async fn after_deletes(&mut self, made: &[String]) -> Result<(), StoreError> {
+        super::pg_fk_index::drop(&mut self.conn, &self.store, made).await
     }
 
     async fn null_break_columns(&mut self, t: &TableLoad, keys: &[Key]) -> Result<(), StoreError> {

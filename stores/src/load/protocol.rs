@@ -67,7 +67,19 @@ pub(crate) trait Dialect: Send {
     ) -> Result<(), StoreError> {
         Ok(())
     }
-    /// Deletes the rows of `table` with keys `keys` (at most `KEY_BATCH`); rows deleted.
+    /// Before a rollback's deletes from `tables`: what makes them fast (see `pg_fk_index`); the
+    /// names of what `after_deletes` must undo.
+    async fn before_deletes(&mut self, _tables: &[&Table]) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// After a rollback's deletes, undoes `before_deletes`.
+    async fn after_deletes(&mut self, _made: &[String]) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Keys per `delete_keys` call: statements binding one parameter per key value stay at
+    /// `KEY_BATCH`; engines that bind whole arrays take more at once.
+    const DELETE_BATCH: usize = KEY_BATCH;
+    /// Deletes the rows of `table` with keys `keys` (at most `DELETE_BATCH`); rows deleted.
     async fn delete_keys(&mut self, table: &Table, keys: &[Key]) -> Result<u64, StoreError>;
 }
 
@@ -175,14 +187,18 @@ async fn rollback_in_tx<D: Dialect>(
             d.null_break_columns(t, chunk).await?;
         }
     }
+    let made = d
+        .before_deletes(&tables.iter().map(|t| &t.table).collect::<Vec<_>>())
+        .await?;
     let mut deleted = Vec::new();
     for t in tables.iter().rev() {
         let mut n = 0;
-        for chunk in read_manifest(dir, &t.table)?.chunks(KEY_BATCH) {
+        for chunk in read_manifest(dir, &t.table)?.chunks(D::DELETE_BATCH) {
             n += d.delete_keys(&t.table, chunk).await?;
         }
         deleted.push((t.table.id(), n));
     }
+    d.after_deletes(&made).await?;
     let dropped = d.conn().rows(DELETE_MARKERS, &[&job.run_key], None).await;
     dropped.map_err(|e| StoreError::from_sqlx(&job.store, e))?;
     Ok(deleted)
