@@ -162,6 +162,7 @@ async fn main() {
         manifest: dir.path().join("manifest.jsonl"),
         strategy: Strategy::Insert,
         dry_run: false,
+        replaces: None,
     };
     let t = Instant::now();
     let r = load_graph(&cfg, &job).await.expect("load");

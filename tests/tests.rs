@@ -47,6 +47,7 @@ mod notify;
 mod preflight;
 mod realschema;
 mod recover;
+mod refresh;
 mod restart;
 mod safety;
 mod serve;

@@ -76,6 +76,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Replace a district in CERT with PROD's current data: a migrate whose loads delete the rows
+    /// of the run that loaded it last, in the same transaction per store; that run becomes
+    /// `superseded`. Takes `wf run migrate`'s arguments.
+    Refresh {
+        /// The district to refresh.
+        #[arg(long)]
+        district: String,
+        /// `wf run migrate` arguments (`--dry-run`, `--config-file`, `--jobs`, …).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Delete from CERT exactly the rows a migrate run inserted (children first); asks first.
     Rollback {
         run: String,

@@ -29,6 +29,26 @@ pub async fn dispatch(cli: Cli, log: RunLog) -> anyhow::Result<u8> {
             )
             .await
         }
+        Command::Refresh { district, args } => {
+            let config = args
+                .iter()
+                .position(|a| a == "--config-file")
+                .and_then(|i| args.get(i + 1))
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| cli.config.clone());
+            let prev = crate::refresh::current_run(&engine, &district, &config)?;
+            say(&format!(
+                "refresh of district {district}: replaces run {prev}"
+            ));
+            let mut all = vec![
+                "--district".to_string(),
+                district,
+                "--replaces".into(),
+                prev,
+            ];
+            all.extend(args);
+            start(&engine, "migrate", &all, &cli.config, &log, None).await
+        }
         Command::Resume { run, jobs } => resume(&engine, &run, None, jobs, &cli.config, &log).await,
         Command::Recover {
             run,
@@ -181,6 +201,7 @@ async fn execute(
     let is_migrate = built.workflow.name() == "migrate";
     let is_batch = built.workflow.name() == "batch";
     let keep_raw = built.keep_raw;
+    let replaces = built.workflow.attrs().get("replaces").cloned();
     let dry_run = built.preflight.as_ref().is_some_and(|p| p.dry_run);
     let notifier = crate::notify::Notifier::new(built.notify.clone(), engine.data().root());
     let base = crate::notify::Event::new(
@@ -199,6 +220,7 @@ async fn execute(
     let outcome = outcome?;
     tracing::info!(run = %id, ?outcome, "Runner finished");
     if is_migrate {
+        crate::refresh::after_run(engine, &id, &outcome, dry_run, replaces.as_deref());
         crate::purge::after_run(engine, &id, &outcome, keep_raw);
         audit_session(engine, &id);
         match crate::report::write(engine, &id) {

@@ -17,6 +17,7 @@ pub mod params;
 mod post;
 pub mod progress;
 pub mod purge;
+mod refresh;
 pub mod registry;
 pub mod report;
 mod rollback;

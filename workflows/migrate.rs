@@ -43,6 +43,11 @@ pub struct MigrateArgs {
     /// --keep-raw) instead of reading PROD again.
     #[arg(long)]
     pub from_run: Option<String>,
+    /// Replace the district an earlier run loaded, store by store in the loads' transactions
+    /// (what `wf refresh` passes).
+    #[arg(long, hide = true)]
+    #[serde(default)]
+    pub replaces: Option<String>,
     /// Keep the raw (PII) extract after anonymization, so `wf recover <run> extracted` can
     /// anonymize again under changed rules. It stays 0600 in a 0700 directory.
     #[arg(long)]
@@ -208,17 +213,18 @@ impl Migrate {
             AnonKey::from_env(&rules.key_env).map_err(|e| BuildFailure::Failed(e.to_string()))?;
         let validation_file = config.validation_rules.as_ref().map(|v| base.join(v));
         let validation_text = read_validation(validation_file.as_deref())?;
-        let hash = hex::encode(Sha256::digest(
-            format!(
-                "{config_text}\u{0}{rules_text}\u{0}{validation_text}\u{0}{}\u{0}{}\u{0}{}\u{0}{:?}\u{0}{}",
-                key.fingerprint(),
-                parsed.district,
-                parsed.dry_run,
-                parsed.strategy,
-                parsed.batch_rows
-            )
-            .as_bytes(),
-        ));
+        let mut hashed = format!(
+            "{config_text}\u{0}{rules_text}\u{0}{validation_text}\u{0}{}\u{0}{}\u{0}{}\u{0}{:?}\u{0}{}",
+            key.fingerprint(),
+            parsed.district,
+            parsed.dry_run,
+            parsed.strategy,
+            parsed.batch_rows
+        );
+        if let Some(r) = &parsed.replaces {
+            hashed.push_str(&format!("\u{0}replaces {r}"));
+        }
+        let hash = hex::encode(Sha256::digest(hashed.as_bytes()));
         let params = MigrateParams {
             config,
             rules_file,
@@ -229,6 +235,7 @@ impl Migrate {
             dry_run: parsed.dry_run,
             key_fingerprint: key.fingerprint(),
             from_run: parsed.from_run.clone(),
+            replaces: parsed.replaces.clone(),
         };
         Ok(Migrate {
             params: Arc::new(params),
@@ -383,7 +390,7 @@ impl Workflow for Migrate {
     }
 
     fn attrs(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([
+        let mut a = BTreeMap::from([
             ("district".to_string(), self.params.district.clone()),
             (
                 "key_fingerprint".to_string(),
@@ -399,6 +406,10 @@ impl Workflow for Migrate {
                 crate::params::ATTR.to_string(),
                 crate::params::encode("migrate", &self.args),
             ),
-        ])
+        ]);
+        if let Some(r) = &self.args.replaces {
+            a.insert("replaces".into(), r.clone());
+        }
+        a
     }
 }

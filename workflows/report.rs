@@ -108,6 +108,9 @@ pub fn shown_status(status: &str, attrs: &BTreeMap<String, String>) -> String {
     if status == "done" && attrs.get("dry_run").map(String::as_str) == Some("true") {
         return "done_dry_run".into();
     }
+    if status == "done" && attrs.contains_key("superseded_by") {
+        return "superseded".into();
+    }
     status.to_string()
 }
 

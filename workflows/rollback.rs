@@ -25,6 +25,11 @@ pub(crate) async fn rollback(
         say(&format!("run {run} is already rolled back: nothing to do"));
         return Ok(exit::DONE);
     }
+    if let Some(by) = record.attrs.get(crate::refresh::SUPERSEDED_BY) {
+        anyhow::bail!(
+            "run {run} was superseded by refresh {by}, which replaced its rows in CERT: nothing of {run} is left to delete; to remove the district, roll back {by}"
+        );
+    }
     if record.workflow != "migrate" {
         anyhow::bail!(
             "run {run} is a {} run: only migrate runs load CERT",

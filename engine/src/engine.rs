@@ -257,6 +257,28 @@ impl Engine {
 
     /// Records that `wf rollback` deleted what `run` loaded: status `rolled_back` and an event.
     /// Refused while a runner holds the run.
+    /// Sets attribute `key` of a finished run (`superseded_by` when a refresh replaced it).
+    pub fn set_attr(&self, run: &str, key: &str, value: &str) -> Result<()> {
+        match self.data.access(run, false)? {
+            Access::Exclusive(_lock) => {
+                let journal = SledJournal::open(&self.data.journal_path(run), false)?;
+                let mut record = journal.run()?;
+                record.attrs.insert(key.to_string(), value.to_string());
+                record.updated_ms = now_ms();
+                journal.commit(&crate::journal::Commit {
+                    run: Some(record),
+                    ..Default::default()
+                })
+            }
+            Access::Live(lease) => Err(EngineError::Busy {
+                run: run.to_string(),
+                holder: lease
+                    .map(|l| l.describe())
+                    .unwrap_or_else(|| "another wf process".into()),
+            }),
+        }
+    }
+
     pub fn mark_rolled_back(&self, run: &str, detail: &str) -> Result<()> {
         match self.data.access(run, false)? {
             Access::Exclusive(_lock) => {

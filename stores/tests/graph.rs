@@ -301,6 +301,7 @@ async fn whole_story(cfg: GraphConfig) {
         manifest: dir.path().join("sp.manifest.jsonl"),
         strategy: Strategy::Insert,
         dry_run: false,
+        replaces: None,
     };
     let rep = load_graph(&cfg, &job).await.unwrap();
     assert!(!rep.already_loaded);

@@ -53,6 +53,27 @@ impl Step for LoadStep {
         )?
         .into_iter()
         .find(|j| j.store == self.store);
+        let replaced = super::replaced_loads(cx, p)?
+            .into_iter()
+            .find(|l| l.store == self.store)
+            .and_then(|l| l.job);
+        // A refresh whose new subset has no rows in this store still removes the old ones.
+        let job = match (job, replaced) {
+            (Some(j), r) => Some(StoreLoad {
+                replaces: r.map(Box::new),
+                ..j
+            }),
+            (None, Some(r)) => Some(StoreLoad {
+                run_key: format!("{}/{}", cx.idempotency_key, self.store),
+                tables: Vec::new(),
+                manifest_dir: manifest_dir(cx, cx.generation),
+                dry_run: p.dry_run,
+                checks: Vec::new(),
+                replaces: Some(Box::new(r.clone())),
+                ..r
+            }),
+            (None, None) => None,
+        };
         if let Some(j) = &job {
             cx.progress.expect(staged_rows(&anon, j));
         }
@@ -98,13 +119,20 @@ async fn load_graph_step(
         .map(|f| f.path.clone())
         .collect();
     let manifest = |gen: u32| manifest_dir(cx, gen).join(format!("{}.created.jsonl", g.name));
-    let job = (!files.is_empty()).then(|| GraphLoad {
+    let replaces = super::replaced_loads(cx, p)?
+        .into_iter()
+        .find(|l| l.store == g.name)
+        .and_then(|l| l.graph_job)
+        .map(Box::new);
+    // A refresh whose new subgraph is empty still removes the old one.
+    let job = (!files.is_empty() || replaces.is_some()).then(|| GraphLoad {
         run_key: cx.idempotency_key.clone(),
         store: g.name.clone(),
         files,
         manifest: manifest(cx.generation),
         strategy: p.strategy,
         dry_run: p.dry_run,
+        replaces,
     });
     let report = match &job {
         Some(j) => {

@@ -45,6 +45,9 @@ pub struct MigrateParams {
     pub key_fingerprint: String,
     /// Reuse this earlier run's extract of the same district instead of reading PROD again.
     pub from_run: Option<String>,
+    /// A refresh: the earlier run whose district this run replaces; each load deletes that run's
+    /// rows in the transaction that loads the new ones.
+    pub replaces: Option<String>,
 }
 
 /// A staged table as journaled.
@@ -422,6 +425,33 @@ pub(crate) fn validation_rules(
         Some(f) => crate::validate::ValidationRules::load(f).map_err(StepError::Fatal),
         None => Ok(Default::default()),
     }
+}
+
+/// The loads of `p.replaces` (the run a refresh replaces), by store; none for a plain migrate.
+/// Their own `replaces` are dropped: rows an even earlier run loaded are gone already.
+pub(crate) fn replaced_loads(
+    cx: &StepContext,
+    p: &MigrateParams,
+) -> Result<Vec<LoadOut>, StepError> {
+    let Some(run) = &p.replaces else {
+        return Ok(Vec::new());
+    };
+    let fatal = |m: String| StepError::Fatal(format!("the run this refresh replaces, {run}: {m}"));
+    let (_, outputs) = cx.host.outputs(run).map_err(|e| fatal(e.to_string()))?;
+    let mut out = Vec::new();
+    for (id, o) in outputs.iter().filter(|(id, _)| id.starts_with("load/")) {
+        let mut l: LoadOut = o
+            .value_as()
+            .map_err(|e| fatal(format!("output of {id}: {e}")))?;
+        if let Some(j) = l.job.as_mut() {
+            j.replaces = None;
+        }
+        if let Some(g) = l.graph_job.as_mut() {
+            g.replaces = None;
+        }
+        out.push(l);
+    }
+    Ok(out)
 }
 
 /// `--from-run`: the raw extract of an earlier migrate run of the same district, checked against

@@ -107,6 +107,15 @@ async fn rehearse(
     let key = format!("{}/rehearsal", cx.idempotency_key);
     let dir = cx.artifact_dir.join("rehearsal");
     let mut jobs = store_jobs(p, ex, anon, &key, &dir, true)?;
+    // A refresh's rehearsal replaces the earlier run's rows, as its load will.
+    let replaced = crate::migrate::replaced_loads(cx, p)?;
+    for j in &mut jobs {
+        j.replaces = replaced
+            .iter()
+            .find(|l| l.store == j.store)
+            .and_then(|l| l.job.clone())
+            .map(Box::new);
+    }
     if cx.generation > 0 {
         // After a recover, CERT may hold this run's rows from an earlier generation, which the
         // real load replaces; the rehearsal overwrites them instead (it is rolled back anyway).
@@ -200,12 +209,23 @@ fn owned_keys(
     let Some(steps) = cx.artifact_dir.parent() else {
         return Ok(out);
     };
+    // A refresh replaces the earlier run's rows too: its manifests name them.
+    let replaced: Vec<(String, std::path::PathBuf)> = crate::migrate::replaced_loads(cx, p)?
+        .into_iter()
+        .filter_map(|l| l.job.map(|j| (l.store, j.manifest_dir)))
+        .collect();
     for s in &p.config.stores {
-        for gen in 0..cx.generation {
-            let dir = steps
+        let own = (0..cx.generation).map(|gen| {
+            steps
                 .join(format!("load~{}", s.name))
                 .join("manifests")
-                .join(format!("g{gen}"));
+                .join(format!("g{gen}"))
+        });
+        let theirs = replaced
+            .iter()
+            .filter(|r| r.0 == s.name)
+            .map(|r| r.1.clone());
+        for dir in own.chain(theirs) {
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
             };
@@ -246,12 +266,17 @@ fn graph_owned(
     let (Some(g), Some(steps)) = (&p.config.graph, cx.artifact_dir.parent()) else {
         return Ok(out);
     };
-    for gen in 0..cx.generation {
-        let manifest = steps
+    let replaced = crate::migrate::replaced_loads(cx, p)?
+        .into_iter()
+        .filter_map(|l| l.graph_job.map(|j| j.manifest));
+    let own = (0..cx.generation).map(|gen| {
+        steps
             .join(format!("load~{}", g.name))
             .join("manifests")
             .join(format!("g{gen}"))
-            .join(format!("{}.created.jsonl", g.name));
+            .join(format!("{}.created.jsonl", g.name))
+    });
+    for manifest in own.chain(replaced) {
         out.extend(wf_stores::graph::load::created_nodes(&manifest).map_err(store_err)?);
     }
     Ok(out)

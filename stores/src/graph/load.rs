@@ -29,6 +29,10 @@ pub struct GraphLoad {
     pub manifest: PathBuf,
     pub strategy: Strategy,
     pub dry_run: bool,
+    /// A refresh: the earlier run's graph load, whose nodes and relationships are deleted in the
+    /// same transaction before the new ones go in. Not journaled, as `StoreLoad::replaces`.
+    #[serde(skip)]
+    pub replaces: Option<Box<GraphLoad>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -95,6 +99,9 @@ async fn load_in(
 ) -> Result<Option<Vec<TableReport>>, StoreError> {
     if w.has_marker(&job.run_key).await? {
         return Ok(None);
+    }
+    if let Some(earlier) = &job.replaces {
+        delete_created(w, cfg, earlier).await?;
     }
     let mut readers = Vec::new();
     for f in &job.files {
@@ -418,9 +425,31 @@ pub async fn rollback_graph(
     job: &GraphLoad,
 ) -> Result<Vec<(String, u64)>, StoreError> {
     let mut w = open_write(cfg).await?;
+    match delete_created(w.as_mut(), cfg, job).await {
+        Ok(Some(out)) => {
+            w.commit().await?;
+            Ok(out)
+        }
+        Ok(None) => {
+            w.rollback().await?;
+            Ok(Vec::new())
+        }
+        Err(e) => {
+            let _ = w.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+/// Deletes, inside `w`'s transaction, what `job` created if it committed (its marker is there),
+/// relationships first, then its marker; counts deleted per table (`None` when not committed).
+async fn delete_created(
+    w: &mut dyn GraphWrite,
+    cfg: &GraphConfig,
+    job: &GraphLoad,
+) -> Result<Option<Vec<(String, u64)>>, StoreError> {
     if !w.has_marker(&job.run_key).await? {
-        w.rollback().await?;
-        return Ok(Vec::new());
+        return Ok(None);
     }
     let refuse = |message: String| StoreError::Manifest {
         store: job.store.clone(),
@@ -456,7 +485,7 @@ pub async fn rollback_graph(
         }
     }
     let mut out = Vec::new();
-    let res: Result<(), StoreError> = async {
+    {
         for ((rel, start, end), pairs) in &rels {
             let mut n = 0;
             for c in pairs.chunks(BIG_CHUNK) {
@@ -471,17 +500,7 @@ pub async fn rollback_graph(
             }
             out.push((format!("{}.{label}", cfg.name), n));
         }
-        w.delete_marker(&job.run_key).await
+        w.delete_marker(&job.run_key).await?;
     }
-    .await;
-    match res {
-        Ok(()) => {
-            w.commit().await?;
-            Ok(out)
-        }
-        Err(e) => {
-            let _ = w.rollback().await;
-            Err(e)
-        }
-    }
+    Ok(Some(out))
 }

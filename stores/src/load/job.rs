@@ -42,6 +42,12 @@ pub struct StoreLoad {
     /// Business rules run in the transaction before commit.
     #[serde(default)]
     pub checks: Vec<SqlCheck>,
+    /// A refresh: the earlier run's load of this store, whose rows (by its manifests) are deleted
+    /// in the same transaction before the new ones go in, so CERT holds one or the other. Not
+    /// journaled (outputs are bincode, which has no optional trailing fields): the load step
+    /// sets it each time it runs.
+    #[serde(skip)]
+    pub replaces: Option<Box<StoreLoad>>,
 }
 
 /// A business rule run inside the load transaction before commit: a query returning the violating

@@ -373,6 +373,7 @@ pub fn plan_loads(
                 manifest_dir: manifest_dir.to_path_buf(),
                 dry_run,
                 checks: Vec::new(),
+                replaces: None,
             });
         }
     }

@@ -119,6 +119,11 @@ async fn load_in_tx<D: Dialect>(d: &mut D, job: &StoreLoad) -> Result<LoadReport
     }
     let created = d.conn().run(D::CREATE_MARKERS).await;
     created.map_err(|e| StoreError::from_sqlx(&job.store, e))?;
+    if let Some(earlier) = &job.replaces {
+        // A refresh: the earlier run's rows go in this transaction (nothing if it is not here,
+        // say rolled back meanwhile), so readers see the old district or the new, never both.
+        rollback_in_tx(d, earlier).await?;
+    }
     d.before_tables(job).await?;
     let mut reports = Vec::new();
     let mut breaks = Vec::new();

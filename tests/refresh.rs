@@ -1,0 +1,264 @@
+//! `wf refresh` on PostgreSQL + ArcadeDB. District 3 is migrated; PROD then changes at random (a
+//! seeded generator: `WF_TEST_SEED` replays a failure) with updates, inserts, deletes, a row moved
+//! to another district and a new parent; the refresh must leave CERT equal, table by table and
+//! label by label, to a migrate of the new PROD into an empty CERT. A reader on another connection
+//! counts the district's students all along: it sees the old count or the new, never neither nor
+//! both. The replaced run shows `superseded` and its rollback is refused, naming the refresh. A
+//! second refresh is SIGKILLed at random moments (at least 20 times) and resumed each time: the
+//! same CERT.
+
+use crate::e2e::{cert_contents, ok, status, wf, Env};
+use crate::util::Sandbox;
+use rand::{RngExt, SeedableRng};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const KILLS: usize = 20;
+
+fn exec(url: &str, sql: &str) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    });
+}
+
+fn first_line(s: String) -> String {
+    s.lines().next().unwrap_or_default().to_string()
+}
+
+fn run(sb: &Sandbox, args: &[&str], cfg: &Path) -> String {
+    let mut all = args.to_vec();
+    all.extend(["--district", "3", "--config-file", cfg.to_str().unwrap()]);
+    first_line(ok(sb, &all))
+}
+
+/// Changes PROD at random, with `seed`: names updated, students added (so the district's count
+/// changes), results deleted and one moved to district 1, a new assessment with results.
+fn change_prod(env: &Env, seed: u64) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let pick = |rng: &mut rand_chacha::ChaCha8Rng| rng.random_range(0..1_000_000u32);
+    let ids = env.pg_url("prod", "ids");
+    exec(
+        &ids,
+        &format!(
+            "update students set last_name = last_name || '-x' where id in (select id from students where district_id = 3 order by md5(id::text || '{a}') limit 5); \
+             insert into students (id, district_id, school_id, first_name, last_name, email, state_id) \
+               select m + k, 3, (select min(id) from schools where district_id = 3), 'Neo', 'Newcomer' || k, 'neo' || (m + k) || '@example.org', 'NEO-' || (m + k) \
+               from (select max(id) m from students) s, generate_series(1, 2) k;",
+            a = pick(&mut rng)
+        ),
+    );
+    let adb = env.pg_url("prod", "adb");
+    exec(
+        &adb,
+        &format!(
+            "delete from results where id in (select id from results where district_id = 3 order by md5(id::text || '{a}') limit 3); \
+             update results set district_id = 1 where id = (select id from results where district_id = 3 order by md5(id::text || '{b}') limit 1); \
+             insert into assessments (id, district_id, title, subject, given_on) select max(id) + 1, 3, 'Refresh quiz', 'math', date '2026-11-30' from assessments; \
+             insert into results (id, district_id, assessment_id, student_id, score) \
+               select (select max(id) from results) + row_number() over (), 3, (select max(id) from assessments), id, 7.5 \
+               from (select distinct student_id id from results where district_id = 3 order by 1 limit 4) s;",
+            a = pick(&mut rng),
+            b = pick(&mut rng)
+        ),
+    );
+}
+
+/// Counts district 3's students in CERT `side` on its own connection until `stop`; every count
+/// seen.
+fn reader(env: &Env, side: &str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<i64>> {
+    let url = env.pg_url(side, "ids");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let n: i64 =
+                    sqlx::query_scalar("select count(*) from students where district_id = 3")
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap();
+                if seen.last() != Some(&n) {
+                    seen.push(n);
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            seen
+        })
+    })
+}
+
+#[test]
+fn a_refresh_replaces_the_district_at_once_and_equals_a_fresh_migrate() {
+    let sb = Sandbox::new();
+    let Some(env) = Env::get(&sb) else { return };
+    let seed: u64 = std::env::var("WF_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20261202);
+    eprintln!("refresh test seed {seed} (WF_TEST_SEED replays it)");
+    env.create(&["prod", "a", "b"]);
+    let (a, b) = (env.config(&sb.out("a"), "a"), env.config(&sb.out("b"), "b"));
+    ok(
+        &sb,
+        &["--config", a.to_str().unwrap(), "seed", "--env", "prod"],
+    );
+    for c in [&a, &b] {
+        ok(
+            &sb,
+            &["--config", c.to_str().unwrap(), "seed", "--env", "cert"],
+        );
+    }
+    let first = run(&sb, &["run", "migrate"], &a);
+    let old = cert_contents(&env, "a");
+    change_prod(&env, seed);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let watching = reader(&env, "a", stop.clone());
+    let out = ok(
+        &sb,
+        &[
+            "refresh",
+            "--district",
+            "3",
+            "--config-file",
+            a.to_str().unwrap(),
+        ],
+    );
+    stop.store(true, Ordering::Relaxed);
+    let seen = watching.join().unwrap();
+    assert!(out.contains(&format!("replaces run {first}")), "{out}");
+    let second = out
+        .lines()
+        .find(|l| l.starts_with("mig-"))
+        .unwrap()
+        .to_string();
+    run(&sb, &["run", "migrate"], &b);
+    let fresh = cert_contents(&env, "b");
+    assert_eq!(
+        cert_contents(&env, "a"),
+        fresh,
+        "refresh equals a fresh migrate"
+    );
+    assert_ne!(old, fresh, "PROD did change");
+    let (before, after) = (
+        old["ids.students"]
+            .split(':')
+            .next()
+            .unwrap()
+            .parse::<i64>()
+            .unwrap(),
+        fresh["ids.students"]
+            .split(':')
+            .next()
+            .unwrap()
+            .parse::<i64>()
+            .unwrap(),
+    );
+    // Every student in these CERTs is district 3's (CERT starts empty).
+    assert_eq!(after, before + 2);
+    assert!(
+        seen.iter().all(|n| *n == before || *n == after) && seen.first() == Some(&before),
+        "a reader saw only the old or the new district: {seen:?} (old {before}, new {after})"
+    );
+    assert_eq!(
+        status(&sb, &first)["attrs"]["superseded_by"],
+        second.as_str()
+    );
+    let runs = ok(&sb, &["runs"]);
+    assert!(
+        runs.lines()
+            .any(|l| l.starts_with(&first) && l.contains("superseded")),
+        "{runs}"
+    );
+    let refused = crate::util::ran(wf(&sb, &["rollback", &first, "--yes"]).output().unwrap());
+    assert_ne!(refused.code, Some(0));
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("superseded by refresh {second}")),
+        "{}",
+        refused.stderr
+    );
+    killed_refresh(&sb, &env, &a, &fresh, seed);
+}
+
+/// Refreshes SIGKILLed at random moments, resumed after each kill, one refresh after another
+/// until `KILLS` kills: CERT as fresh after each (every refresh replaces the one before).
+fn killed_refresh(
+    sb: &Sandbox,
+    env: &Env,
+    cfg: &Path,
+    fresh: &std::collections::BTreeMap<String, String>,
+    seed: u64,
+) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+    let mut kills = 0;
+    let mut refreshes = 0;
+    while kills < KILLS {
+        refreshes += 1;
+        let mut child = wf(
+            sb,
+            &[
+                "refresh",
+                "--district",
+                "3",
+                "--config-file",
+                cfg.to_str().unwrap(),
+            ],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+        let run = {
+            use std::io::BufRead;
+            let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+            lines
+                .find_map(|l| l.ok().filter(|l| l.starts_with("mig-")))
+                .expect("the refresh's run id")
+        };
+        let mut resumes = 0;
+        loop {
+            std::thread::sleep(Duration::from_millis(rng.random_range(30..700)));
+            if child.try_wait().unwrap().is_none() {
+                if kills < KILLS {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    kills += 1;
+                } else {
+                    let code = child.wait().unwrap();
+                    let log =
+                        std::fs::read_to_string(sb.out(&format!("resume-{run}-{resumes}.log")))
+                            .unwrap_or_default();
+                    assert!(code.success(), "{run}: {log}");
+                }
+            }
+            if status(sb, &run)["status"] == "done" {
+                break;
+            }
+            resumes += 1;
+            assert!(resumes < 200, "refresh {run} never finished");
+            let log =
+                std::fs::File::create(sb.out(&format!("resume-{run}-{resumes}.log"))).unwrap();
+            child = wf(sb, &["resume", &run])
+                .stdout(std::process::Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+        }
+        assert_eq!(
+            &cert_contents(env, "a"),
+            fresh,
+            "refresh {run} after {kills} kills in all"
+        );
+    }
+    eprintln!("{kills} SIGKILLs over {refreshes} refreshes");
+}
