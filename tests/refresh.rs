@@ -187,7 +187,25 @@ fn a_refresh_replaces_the_district_at_once_and_equals_a_fresh_migrate() {
         "{}",
         refused.stderr
     );
-    killed_refresh(&sb, &env, &a, &fresh, seed);
+    let last = killed_refresh(&sb, &env, &a, &fresh, seed);
+    // The monthly refresh of a manifest's districts: a batch of refreshes.
+    let out = ok(
+        &sb,
+        &[
+            "batch",
+            "--refresh",
+            "--districts",
+            "3",
+            "--config-file",
+            a.to_str().unwrap(),
+        ],
+    );
+    assert!(out.contains("done"), "{out}");
+    assert_eq!(cert_contents(&env, "a"), fresh, "a batch refresh");
+    assert!(
+        status(&sb, &last)["attrs"]["superseded_by"].is_string(),
+        "the batch's refresh replaced {last}"
+    );
 }
 
 /// Refreshes SIGKILLed at random moments, resumed after each kill, one refresh after another
@@ -198,10 +216,11 @@ fn killed_refresh(
     cfg: &Path,
     fresh: &std::collections::BTreeMap<String, String>,
     seed: u64,
-) {
+) -> String {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
     let mut kills = 0;
     let mut refreshes = 0;
+    let mut last = String::new();
     while kills < KILLS {
         refreshes += 1;
         let mut child = wf(
@@ -259,6 +278,8 @@ fn killed_refresh(
             fresh,
             "refresh {run} after {kills} kills in all"
         );
+        last = run;
     }
     eprintln!("{kills} SIGKILLs over {refreshes} refreshes");
+    last
 }

@@ -32,6 +32,11 @@ pub struct BatchArgs {
     /// The configuration file (recorded so children and resumes use the same one).
     #[arg(long = "config-file")]
     pub config_file: Option<PathBuf>,
+    /// Refresh each district (`wf refresh`: replace the run that holds it in CERT) instead of
+    /// migrating it: the monthly overnight refresh of a manifest's districts.
+    #[arg(long)]
+    #[serde(default)]
+    pub refresh: bool,
     /// Arguments passed to every `wf run migrate` (e.g. `--dry-run`, `--strategy upsert`).
     #[arg(last = true)]
     pub migrate: Vec<String>,
@@ -52,6 +57,7 @@ pub struct Batch {
     districts: Vec<String>,
     config_file: PathBuf,
     migrate: Vec<String>,
+    refresh: bool,
     runner: RunnerArgs,
     hash: String,
     /// The checked arguments, journaled as the run's `params` attribute.
@@ -171,6 +177,12 @@ impl Batch {
             )
             .as_bytes(),
         ));
+        // A refreshing batch is another batch (older batches keep their hash).
+        let hash = if args.refresh {
+            format!("{hash}-refresh")
+        } else {
+            hash
+        };
         let runner = RunnerArgs {
             jobs: args.parallel.max(1),
             max_attempts: 1000,
@@ -183,6 +195,7 @@ impl Batch {
             districts: args.districts.clone(),
             config_file,
             migrate: args.migrate.clone(),
+            refresh: args.refresh,
             runner,
             hash,
             args,
@@ -241,6 +254,7 @@ impl Workflow for Batch {
             district: String::from_utf8_lossy(&spec.params).into_owned(),
             config_file: self.config_file.clone(),
             migrate: self.migrate.clone(),
+            refresh: self.refresh,
         }))
     }
 }
@@ -249,6 +263,7 @@ struct DistrictStep {
     district: String,
     config_file: PathBuf,
     migrate: Vec<String>,
+    refresh: bool,
 }
 
 /// How a child `wf run migrate` ended, by its exit code.
@@ -305,6 +320,11 @@ impl DistrictStep {
         cmd.arg("--data-dir").arg(data.root());
         if data.has_run(run) {
             cmd.args(["resume", run]);
+        } else if self.refresh {
+            cmd.args(["refresh", "--run-id", run, "--district", &self.district])
+                .arg("--config-file")
+                .arg(&self.config_file)
+                .args(&self.migrate);
         } else {
             cmd.args([
                 "run",

@@ -83,6 +83,9 @@ pub enum Command {
         /// The district to refresh.
         #[arg(long)]
         district: String,
+        /// Use this id, allocated beforehand (by `wf batch --refresh`).
+        #[arg(long = "run-id", hide = true)]
+        run_id: Option<String>,
         /// `wf run migrate` arguments (`--dry-run`, `--config-file`, `--jobs`, …).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,

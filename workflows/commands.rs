@@ -29,7 +29,11 @@ pub async fn dispatch(cli: Cli, log: RunLog) -> anyhow::Result<u8> {
             )
             .await
         }
-        Command::Refresh { district, args } => {
+        Command::Refresh {
+            district,
+            args,
+            run_id,
+        } => {
             let config = args
                 .iter()
                 .position(|a| a == "--config-file")
@@ -47,7 +51,15 @@ pub async fn dispatch(cli: Cli, log: RunLog) -> anyhow::Result<u8> {
                 prev,
             ];
             all.extend(args);
-            start(&engine, "migrate", &all, &cli.config, &log, None).await
+            start(
+                &engine,
+                "migrate",
+                &all,
+                &cli.config,
+                &log,
+                run_id.as_deref(),
+            )
+            .await
         }
         Command::Resume { run, jobs } => resume(&engine, &run, None, jobs, &cli.config, &log).await,
         Command::Recover {
