@@ -25,5 +25,6 @@ pub mod runner_args;
 pub mod seed;
 pub mod selftest;
 pub mod serve;
+mod serve_cache;
 mod serve_page;
 mod show;

@@ -17,6 +17,7 @@ use wf_engine::Engine;
 struct App {
     engine: Engine,
     token: Option<String>,
+    statuses: crate::serve_cache::Statuses,
 }
 
 type Shared = State<Arc<App>>;
@@ -33,7 +34,11 @@ pub async fn serve(engine: Engine, args: ServeArgs) -> anyhow::Result<u8> {
             "--bind {ip} is reachable from other machines: give a token with --token or WF_SERVE_TOKEN (or bind 127.0.0.1)"
         );
     }
-    let app = Arc::new(App { engine, token });
+    let app = Arc::new(App {
+        engine,
+        token,
+        statuses: Default::default(),
+    });
     let router = Router::new()
         .route("/", get(|| async { Html(crate::serve_page::RUNS) }))
         .route(
@@ -117,7 +122,7 @@ async fn blocking<T: Send + 'static>(
 async fn api_runs(State(app): Shared, Query(q): Query<HashMap<String, String>>) -> Response {
     let r =
         blocking(move || {
-            let (list, _) = app.engine.list()?;
+            let (list, _) = app.statuses.all(&app.engine)?;
             let mut rows: Vec<serde_json::Value> = list
             .iter()
             .map(|v| {
@@ -150,7 +155,7 @@ async fn api_runs(State(app): Shared, Query(q): Query<HashMap<String, String>>) 
 /// the command to type next.
 async fn api_run(State(app): Shared, UrlPath(id): UrlPath<String>) -> Response {
     let r = blocking(move || {
-        let v = app.engine.status(run_id(&id)?)?;
+        let v = app.statuses.get(&app.engine, run_id(&id)?)?;
         let shown = crate::report::shown_status(&v.status, &v.attrs);
         let next = match v.status.as_str() {
             "failed" | "paused" | "interrupted" => Some(format!("wf resume {id}")),
@@ -162,7 +167,7 @@ async fn api_run(State(app): Shared, UrlPath(id): UrlPath<String>) -> Response {
             let rows: Vec<serde_json::Value> = crate::batch::results(&outputs)
                 .into_iter()
                 .map(|d| {
-                    let child = app.engine.status(&d.run).ok();
+                    let child = app.statuses.get(&app.engine, &d.run).ok();
                     let rows = child.as_ref().map(|c| {
                         c.steps
                             .iter()
@@ -243,7 +248,7 @@ async fn api_report(State(app): Shared, UrlPath(id): UrlPath<String>) -> Respons
 
 /// `/metrics`: Prometheus text format 0.0.4.
 async fn metrics(State(app): Shared) -> Response {
-    let r = blocking(move || render_metrics(&app.engine)).await;
+    let r = blocking(move || render_metrics(&app.engine, &app.statuses)).await;
     match r {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         Err(e) => e,
@@ -257,8 +262,11 @@ fn label(v: &str) -> String {
 }
 
 /// Runs by status, step seconds and rows by phase, retried attempts, failed notifications.
-fn render_metrics(engine: &Engine) -> anyhow::Result<String> {
-    let (list, unreadable) = engine.list()?;
+fn render_metrics(
+    engine: &Engine,
+    statuses: &crate::serve_cache::Statuses,
+) -> anyhow::Result<String> {
+    let (list, unreadable) = statuses.all(engine)?;
     let mut runs: BTreeMap<(String, String), u64> = BTreeMap::new();
     let mut secs: BTreeMap<(String, String), (f64, u64)> = BTreeMap::new();
     let mut rows: BTreeMap<String, u64> = BTreeMap::new();
@@ -270,9 +278,7 @@ fn render_metrics(engine: &Engine) -> anyhow::Result<String> {
         }
         let shown = crate::report::shown_status(&v.status, &v.attrs);
         *runs.entry((v.workflow.clone(), shown)).or_default() += 1;
-        let Ok(full) = engine.status(&v.id) else {
-            continue;
-        };
+        let full = v;
         for s in &full.steps {
             let phase = s.id.split('/').next().unwrap_or(&s.id).to_string();
             if let Some(ms) = s.duration_ms {
@@ -311,7 +317,7 @@ fn render_metrics(engine: &Engine) -> anyhow::Result<String> {
         "# HELP wf_runs_unreadable Runs whose journal cannot be read."
     )?;
     writeln!(o, "# TYPE wf_runs_unreadable gauge")?;
-    writeln!(o, "wf_runs_unreadable {}", unreadable.len())?;
+    writeln!(o, "wf_runs_unreadable {}", unreadable)?;
     writeln!(
         o,
         "# HELP wf_step_seconds Time steps took, by workflow and phase."
