@@ -202,9 +202,49 @@ fn a_refresh_replaces_the_district_at_once_and_equals_a_fresh_migrate() {
     );
     assert!(out.contains("done"), "{out}");
     assert_eq!(cert_contents(&env, "a"), fresh, "a batch refresh");
+    let holder = status(&sb, &last)["attrs"]["superseded_by"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the batch's refresh replaced {last}"))
+        .to_string();
+    preview_counts_what_is_in_cert(&sb, &env, &holder);
+}
+
+/// `wf rollback` without `--yes` says how many of the run's rows are in CERT now (after a tester
+/// deleted two of its results) and, answered no, changes nothing.
+fn preview_counts_what_is_in_cert(sb: &Sandbox, env: &Env, run: &str) {
+    exec(
+        &env.pg_url("a", "adb"),
+        "delete from results where id in (select id from results order by id limit 2)",
+    );
+    let before = cert_contents(env, "a");
+    let mut child = wf(sb, &["rollback", run])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"n\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let results: u64 = before["adb.results"]
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(
-        status(&sb, &last)["attrs"]["superseded_by"].is_string(),
-        "the batch's refresh replaced {last}"
+        stdout.contains(&format!("adb.results {results}")) && stdout.contains("will be deleted"),
+        "the preview counts the {results} results left: {stdout}"
+    );
+    assert!(stdout.contains("rollback cancelled"), "{stdout}");
+    assert_eq!(
+        cert_contents(env, "a"),
+        before,
+        "answered no, nothing changed"
     );
 }
 

@@ -64,7 +64,7 @@ pub(crate) async fn rollback(
         return Ok(exit::DONE);
     }
     manifests(run, &loads, rebuild)?;
-    if !confirm(run, &loads, yes)? {
+    if !confirm(run, &loads, yes, &cfg).await? {
         say("rollback cancelled; nothing changed");
         return Ok(exit::DONE);
     }
@@ -109,8 +109,14 @@ fn manifests(run: &str, loads: &[LoadOut], rebuild: bool) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Shows what will be deleted and, unless `yes`, asks; whether to go on.
-fn confirm(run: &str, loads: &[LoadOut], yes: bool) -> anyhow::Result<bool> {
+/// Shows what will be deleted and, unless `yes`, asks; whether to go on. Asking, it first counts
+/// in CERT what the rollback would really delete now (a tester may have deleted rows since).
+async fn confirm(
+    run: &str,
+    loads: &[LoadOut],
+    yes: bool,
+    cfg: &wf_stores::Config,
+) -> anyhow::Result<bool> {
     for l in loads {
         if let Some(r) = &l.report {
             let rows: u64 = r.tables.iter().map(|t| t.inserted).sum();
@@ -123,6 +129,25 @@ fn confirm(run: &str, loads: &[LoadOut], yes: bool) -> anyhow::Result<bool> {
     }
     if yes {
         return Ok(true);
+    }
+    for l in loads {
+        let now = match (&l.job, &l.graph_job, cfg.graph.as_ref()) {
+            (Some(j), _, _) if !j.dry_run => match cfg.store(&j.store) {
+                Some(s) => wf_stores::connect::preview_rollback_store(s, j).await?,
+                None => continue,
+            },
+            (_, Some(j), Some(g)) if !j.dry_run && g.name == j.store => {
+                wf_stores::graph::rollback::preview_rollback_graph(g, j).await?
+            }
+            _ => continue,
+        };
+        let n: u64 = now.iter().map(|(_, n)| n).sum();
+        let by: Vec<String> = now.iter().map(|(t, n)| format!("{t} {n}")).collect();
+        say(&format!(
+            "store {}: {n} of them are in CERT now and will be deleted ({})",
+            l.store,
+            by.join(", ")
+        ));
     }
     eprint!("Delete these rows from CERT? Rows CERT had before the run are kept. [y/N] ");
     let mut answer = String::new();

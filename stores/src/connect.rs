@@ -28,6 +28,15 @@ pub async fn load_store(store: &StoreConfig, job: &StoreLoad) -> Result<LoadRepo
     db.load(job, store.triggers).await
 }
 
+/// What a rollback of `job` would delete from the CERT side of `store` now, per table.
+pub async fn preview_rollback_store(
+    store: &StoreConfig,
+    job: &StoreLoad,
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let db = connect(store, Side::Cert).await?;
+    db.preview_rollback(job).await
+}
+
 /// Deletes from the CERT side of `store` what `job` loaded (if it committed); rows deleted per table.
 pub async fn rollback_store(
     store: &StoreConfig,

@@ -38,6 +38,8 @@ pub trait RelationalStore: Send + Sync {
     async fn load(&self, job: &StoreLoad, triggers: Triggers) -> Result<LoadReport, StoreError>;
     /// Deletes what `job` loaded, if it committed; rows deleted per table.
     async fn rollback(&self, job: &StoreLoad) -> Result<Vec<(String, u64)>, StoreError>;
+    /// What `rollback` would delete now, per table, without deleting anything.
+    async fn preview_rollback(&self, job: &StoreLoad) -> Result<Vec<(String, u64)>, StoreError>;
     /// What the database is, as its server or file system says (for the CERT guard).
     async fn identity(&self) -> Result<Identity, StoreError>;
     /// The CERT marker the database carries, if enrolled.

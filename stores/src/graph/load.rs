@@ -9,47 +9,13 @@ use super::stage::{GraphBatch, GraphFileKind, GraphFileReader};
 use super::{open_write, GValue, GraphConfig, GraphWrite, NodeRec, RelRec};
 use crate::error::StoreError;
 use crate::load::{LoadReport, Strategy, TableReport};
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
-/// Elements per statement where no lookup comes first: CREATE (`insert`) and a rollback's deletes.
-const BIG_CHUNK: usize = 10_000;
-
-/// One graph load.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GraphLoad {
-    /// Idempotency key of the load (`run/g<generation>/load/sp`).
-    pub run_key: String,
-    pub store: String,
-    /// Staging files; node files are loaded before relationship files whatever the order here.
-    pub files: Vec<PathBuf>,
-    /// Where the list of created nodes and relationships goes.
-    pub manifest: PathBuf,
-    pub strategy: Strategy,
-    pub dry_run: bool,
-    /// A refresh: the earlier run's graph load, whose nodes and relationships are deleted in the
-    /// same transaction before the new ones go in. Not journaled, as `StoreLoad::replaces`.
-    #[serde(skip)]
-    pub replaces: Option<Box<GraphLoad>>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(untagged)]
-enum Created {
-    Node {
-        label: String,
-        key: serde_json::Value,
-    },
-    Rel {
-        rel: String,
-        start: String,
-        end: String,
-        s: serde_json::Value,
-        e: serde_json::Value,
-    },
-}
+pub use super::job::GraphLoad;
+use super::job::{Created, BIG_CHUNK};
+pub use super::rollback::rollback_graph;
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
     StoreError::Staging {
@@ -101,7 +67,7 @@ async fn load_in(
         return Ok(None);
     }
     if let Some(earlier) = &job.replaces {
-        delete_created(w, cfg, earlier).await?;
+        super::rollback::delete_created(w, cfg, earlier).await?;
     }
     let mut readers = Vec::new();
     for f in &job.files {
@@ -417,90 +383,4 @@ pub fn created_nodes(manifest: &Path) -> Result<Vec<(String, String)>, StoreErro
         }
     }
     Ok(out)
-}
-
-/// Deletes from CERT what `job` created, if it committed; counts deleted per table.
-pub async fn rollback_graph(
-    cfg: &GraphConfig,
-    job: &GraphLoad,
-) -> Result<Vec<(String, u64)>, StoreError> {
-    let mut w = open_write(cfg).await?;
-    match delete_created(w.as_mut(), cfg, job).await {
-        Ok(Some(out)) => {
-            w.commit().await?;
-            Ok(out)
-        }
-        Ok(None) => {
-            w.rollback().await?;
-            Ok(Vec::new())
-        }
-        Err(e) => {
-            let _ = w.rollback().await;
-            Err(e)
-        }
-    }
-}
-
-/// Deletes, inside `w`'s transaction, what `job` created if it committed (its marker is there),
-/// relationships first, then its marker; counts deleted per table (`None` when not committed).
-async fn delete_created(
-    w: &mut dyn GraphWrite,
-    cfg: &GraphConfig,
-    job: &GraphLoad,
-) -> Result<Option<Vec<(String, u64)>>, StoreError> {
-    if !w.has_marker(&job.run_key).await? {
-        return Ok(None);
-    }
-    let refuse = |message: String| StoreError::Manifest {
-        store: job.store.clone(),
-        table: "(graph)".into(),
-        message: format!("{message} ({})", job.manifest.display()),
-    };
-    let f = std::fs::File::open(&job.manifest).map_err(|e| {
-        refuse(format!(
-            "the load committed but its manifest cannot be opened ({e}), so wf cannot tell its nodes from CERT's own"
-        ))
-    })?;
-    let mut nodes: BTreeMap<String, Vec<GValue>> = BTreeMap::new();
-    let mut rels: BTreeMap<(String, String, String), Vec<(GValue, GValue)>> = BTreeMap::new();
-    for l in std::io::BufReader::new(f).lines() {
-        let l = l.map_err(|e| refuse(format!("the manifest cannot be read ({e})")))?;
-        match serde_json::from_str::<Created>(&l)
-            .map_err(|e| refuse(format!("the manifest is damaged ({e})")))?
-        {
-            Created::Node { label, key } => nodes
-                .entry(label)
-                .or_default()
-                .push(GValue::from_json(&key)),
-            Created::Rel {
-                rel,
-                start,
-                end,
-                s,
-                e,
-            } => rels
-                .entry((rel, start, end))
-                .or_default()
-                .push((GValue::from_json(&s), GValue::from_json(&e))),
-        }
-    }
-    let mut out = Vec::new();
-    {
-        for ((rel, start, end), pairs) in &rels {
-            let mut n = 0;
-            for c in pairs.chunks(BIG_CHUNK) {
-                n += w.delete_rels(rel, (start, end), c).await?;
-            }
-            out.push((format!("{}.{start}-{rel}-{end}", cfg.name), n));
-        }
-        for (label, keys) in &nodes {
-            let mut n = 0;
-            for c in keys.chunks(BIG_CHUNK) {
-                n += w.delete_nodes(label, c).await?;
-            }
-            out.push((format!("{}.{label}", cfg.name), n));
-        }
-        w.delete_marker(&job.run_key).await?;
-    }
-    Ok(Some(out))
 }

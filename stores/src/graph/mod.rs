@@ -8,8 +8,10 @@ pub mod config;
 pub mod discover;
 pub mod embedded;
 pub mod extract;
+mod job;
 pub mod key;
 pub mod load;
+pub mod rollback;
 pub mod stage;
 pub mod value;
 

@@ -97,6 +97,15 @@ pub async fn rollback(pool: &PgPool, job: &StoreLoad) -> Result<Vec<(String, u64
     protocol::rollback(&mut d, job).await
 }
 
+/// What a rollback of `job` would delete now (see `protocol::preview`).
+pub async fn preview_rollback(
+    pool: &PgPool,
+    job: &StoreLoad,
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let mut d = PgDialect::open(pool, &job.store, Triggers::Keep).await?;
+    protocol::preview(&mut d, job).await
+}
+
 /// PostgreSQL in the load protocol: one pooled connection holding the transaction.
 struct PgDialect {
     store: String,
@@ -296,6 +305,10 @@ impl Dialect for PgDialect {
             }
         }
         Ok(())
+    }
+
+    async fn count_keys(&mut self, table: &Table, keys: &[Key]) -> Result<u64, StoreError> {
+        Ok(existing(&mut self.conn, table, keys).await?.len() as u64)
     }
 
     async fn before_deletes(&mut self, tables: &[&Table]) -> Result<Vec<String>, StoreError> {

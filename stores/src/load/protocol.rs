@@ -81,6 +81,29 @@ pub(crate) trait Dialect: Send {
     const DELETE_BATCH: usize = KEY_BATCH;
     /// Deletes the rows of `table` with keys `keys` (at most `DELETE_BATCH`); rows deleted.
     async fn delete_keys(&mut self, table: &Table, keys: &[Key]) -> Result<u64, StoreError>;
+    /// How many of `keys` are rows of `table` now.
+    async fn count_keys(&mut self, table: &Table, keys: &[Key]) -> Result<u64, StoreError>;
+}
+
+/// What a rollback of `job` would delete now, per table: the keys of its manifests still in
+/// CERT (a tester may have deleted some); nothing when its load never committed here.
+pub(crate) async fn preview<D: Dialect>(
+    d: &mut D,
+    job: &StoreLoad,
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let marked = markers(d, &job.store, &job.run_key).await?;
+    if marked.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for t in &job.tables {
+        let mut n = 0;
+        for chunk in read_manifest(&job.manifest_dir, &t.table)?.chunks(D::DELETE_BATCH) {
+            n += d.count_keys(&t.table, chunk).await?;
+        }
+        out.push((t.table.id(), n));
+    }
+    Ok(out)
 }
 
 /// Loads `job` through `d` in one transaction; see the module docs.
@@ -192,9 +215,18 @@ async fn rollback_in_tx<D: Dialect>(
             d.null_break_columns(t, chunk).await?;
         }
     }
-    let made = d
-        .before_deletes(&tables.iter().map(|t| &t.table).collect::<Vec<_>>())
-        .await?;
+    // Lookup indexes pay off for parents with many rows to go; a handful (a district, its
+    // schools) is cheaper to check by scanning the child than to index a large child for.
+    let many: Vec<&Table> = tables
+        .iter()
+        .filter(|t| {
+            marked
+                .iter()
+                .any(|(n, rows)| *n == t.table.name && *rows >= INDEX_FROM)
+        })
+        .map(|t| &t.table)
+        .collect();
+    let made = d.before_deletes(&many).await?;
     let mut deleted = Vec::new();
     for t in tables.iter().rev() {
         let mut n = 0;
@@ -208,6 +240,9 @@ async fn rollback_in_tx<D: Dialect>(
     dropped.map_err(|e| StoreError::from_sqlx(&job.store, e))?;
     Ok(deleted)
 }
+
+/// Rows a rollback deletes from a table before its unindexed referencing columns get an index.
+const INDEX_FROM: i64 = 100;
 
 /// The marker statements, in `$n` placeholders, which SQLite accepts as well as PostgreSQL.
 const SELECT_MARKERS: &str = "select tbl, rows from wf_loads where run_key = $1";

@@ -113,6 +113,15 @@ pub async fn rollback(
     protocol::rollback(&mut d, job).await
 }
 
+/// What a rollback of `job` would delete now (see `protocol::preview`).
+pub async fn preview_rollback(
+    pool: &SqlitePool,
+    job: &StoreLoad,
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let mut d = SqliteDialect::open(pool, &job.store).await?;
+    protocol::preview(&mut d, job).await
+}
+
 /// SQLite in the load protocol: one pooled connection holding the write transaction.
 struct SqliteDialect {
     store: String,
@@ -156,6 +165,10 @@ impl Dialect for SqliteDialect {
             report,
             touched: None,
         })
+    }
+
+    async fn count_keys(&mut self, table: &Table, keys: &[Key]) -> Result<u64, StoreError> {
+        Ok(existing(&mut self.conn, table, keys).await?.len() as u64)
     }
 
     async fn delete_keys(&mut self, table: &Table, keys: &[Key]) -> Result<u64, StoreError> {

@@ -122,6 +122,10 @@ impl RelationalStore for PgStore {
         crate::load::postgres::rollback(&self.pool, job).await
     }
 
+    async fn preview_rollback(&self, job: &StoreLoad) -> Result<Vec<(String, u64)>, StoreError> {
+        crate::load::postgres::preview_rollback(&self.pool, job).await
+    }
+
     async fn identity(&self) -> Result<Identity, StoreError> {
         let row = sqlx::query(
             "select (select system_identifier::text from pg_control_system()), \

@@ -103,6 +103,10 @@ impl RelationalStore for SqliteStore {
         crate::load::sqlite::rollback(&self.pool, job).await
     }
 
+    async fn preview_rollback(&self, job: &StoreLoad) -> Result<Vec<(String, u64)>, StoreError> {
+        crate::load::sqlite::preview_rollback(&self.pool, job).await
+    }
+
     async fn identity(&self) -> Result<Identity, StoreError> {
         file_identity(&self.path).map_err(|e| StoreError::Guard {
             message: format!(
