@@ -42,13 +42,15 @@ fn graph_only(full: &str, dir: &Path) -> PathBuf {
     cfg
 }
 
-fn wf(sb: &Sandbox, cfg: &Path, args: &[&str]) -> crate::util::Ran {
+/// `wf --config cfg args…` with the test key; what it printed and its exit code.
+pub(crate) fn wf(sb: &Sandbox, cfg: &Path, args: &[&str]) -> crate::util::Ran {
     let mut c = crate::e2e::wf(sb, &["--config", cfg.to_str().unwrap()]);
     c.args(args).env("WF_ANON_KEY", KEY);
     crate::util::ran(c.output().unwrap())
 }
 
-fn ok(sb: &Sandbox, cfg: &Path, args: &[&str]) -> String {
+/// `wf` that must succeed; its standard output.
+pub(crate) fn ok(sb: &Sandbox, cfg: &Path, args: &[&str]) -> String {
     let r = wf(sb, cfg, args);
     assert_eq!(r.code, Some(0), "wf {args:?}\n{}\n{}", r.stdout, r.stderr);
     r.stdout

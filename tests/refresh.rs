@@ -8,6 +8,7 @@
 //! same CERT.
 
 use crate::e2e::{cert_contents, ok, status, wf, Env};
+use crate::snapshots::exec;
 use crate::util::Sandbox;
 use rand::{RngExt, SeedableRng};
 use std::path::Path;
@@ -16,17 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const KILLS: usize = 20;
-
-fn exec(url: &str, sql: &str) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let pool = sqlx::PgPool::connect(url).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
-            .execute(&pool)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    });
-}
 
 fn first_line(s: String) -> String {
     s.lines().next().unwrap_or_default().to_string()

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 /// The table whose extraction is killed.
 const KILLED: &str = "extract/adb.results";
 
-fn exec(url: &str, sql: &str) {
+/// Runs `sql` on the database at `url`.
+pub(crate) fn exec(url: &str, sql: &str) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let pool = sqlx::PgPool::connect(url).await.unwrap();
