@@ -1,16 +1,16 @@
 //! A graph wf did not design, keyed by natural keys: authors by `name` (text, anonymized),
-//! books by `isbn`, editions by the composite `[isbn, lang]`; no `id` anywhere, some nodes missing
+//! books by `isbn`, editions (label `Livre Édition`: a space and a non-ASCII letter) by the composite
+//! `[isbn, lang code]`, reached along `HAS EDITION`; no `id` anywhere, some nodes missing
 //! properties, one author missing its key. On ArcadeDB (the graph written with plain Cypher over
 //! HTTP, not by wf) and on the embedded graph, with a graph-only wf.toml: analyze, a migrate
 //! refused for the keyless author, the same migrate with `without_key = "skip"`, validate,
 //! relationships that still connect after the key was anonymized, rollback.
 
+use crate::graph_only::{ok, wf};
 use crate::util::Sandbox;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-const KEY: &str = "natural-keys-key-0123456789abcdef";
 
 const RULES: &str = r#"key_env = "WF_ANON_KEY"
 
@@ -24,7 +24,7 @@ pattern = '^lib\.'
 strategy = "keep"
 "#;
 
-/// Authors (key `name`), books (`isbn`) and editions (`[isbn, lang]`) of two districts.
+/// Authors (key `name`), books (`isbn`) and editions (`[isbn, lang code]`) of two districts.
 fn authors() -> Vec<Value> {
     vec![
         json!({"name": "Ada Lovelace", "country": "UK", "district_id": 1}),
@@ -44,10 +44,10 @@ fn books() -> Vec<Value> {
 
 fn editions() -> Vec<Value> {
     vec![
-        json!({"isbn": "111", "lang": "en", "pages": 120}),
-        json!({"isbn": "111", "lang": "fr"}),
-        json!({"isbn": "222", "lang": "en", "pages": 300}),
-        json!({"isbn": "333", "lang": "en", "pages": 90}),
+        json!({"isbn": "111", "lang code": "en", "pages": 120}),
+        json!({"isbn": "111", "lang code": "fr"}),
+        json!({"isbn": "222", "lang code": "en", "pages": 300}),
+        json!({"isbn": "333", "lang code": "en", "pages": 90}),
     ]
 }
 
@@ -64,9 +64,9 @@ fn expected() -> BTreeMap<String, u64> {
     [
         ("Author", 2),
         ("Book", 2),
-        ("Edition", 3),
+        ("Livre Édition", 3),
         ("WROTE", 2),
-        ("HAS_EDITION", 3),
+        ("HAS EDITION", 3),
         ("TRANSLATED_BY", 1),
     ]
     .into_iter()
@@ -78,8 +78,8 @@ fn graph_section(kind: &str, prod: &str, cert: &str, extra: &str) -> String {
     format!(
         "anonymization_rules = \"rules.toml\"\n\n[graph]\nname = \"lib\"\nkind = \"{kind}\"\nprod = \"{prod}\"\ncert = \"{cert}\"\n{extra}\
          district_labels = [\"Author\", \"Book\"]\n\
-         keys = {{ Author = \"name\", Book = \"isbn\", Edition = [\"isbn\", \"lang\"] }}\n\
-         [[graph.follow]]\ntype = \"HAS_EDITION\"\n"
+         keys = {{ Author = \"name\", Book = \"isbn\", \"Livre Édition\" = [\"isbn\", \"lang code\"] }}\n\
+         [[graph.follow]]\ntype = \"HAS EDITION\"\n"
     )
 }
 
@@ -89,18 +89,6 @@ fn write_config(dir: &Path, text: &str) -> PathBuf {
     let cfg = dir.join("wf.toml");
     std::fs::write(&cfg, text).unwrap();
     cfg
-}
-
-fn wf(sb: &Sandbox, cfg: &Path, args: &[&str]) -> crate::util::Ran {
-    let mut c = crate::e2e::wf(sb, &["--config", cfg.to_str().unwrap()]);
-    c.args(args).env("WF_ANON_KEY", KEY);
-    crate::util::ran(c.output().unwrap())
-}
-
-fn ok(sb: &Sandbox, cfg: &Path, args: &[&str]) -> String {
-    let r = wf(sb, cfg, args);
-    assert_eq!(r.code, Some(0), "wf {args:?}\n{}\n{}", r.stdout, r.stderr);
-    r.stdout
 }
 
 /// How a test reads CERT: label and type counts, and the translator of edition (111, fr) with
@@ -123,7 +111,10 @@ fn whole_path(sb: &Sandbox, c: &Configs, cert: Cert<'_>) {
     );
     let analysis =
         std::fs::read_to_string(sb.data().join("analysis/schema-analysis.json")).unwrap();
-    assert!(analysis.contains(r#""key": "[isbn, lang]""#), "{analysis}");
+    assert!(
+        analysis.contains(r#""key": "[isbn, lang code]""#),
+        "{analysis}"
+    );
     let refused = wf(sb, refuse, &["run", "migrate", "--district", "1"]);
     assert_ne!(refused.code, Some(0), "{}", refused.stdout);
     assert!(
@@ -228,7 +219,7 @@ fn natural_and_composite_keys_on_arcadedb() {
     );
     q(
         &prod_db,
-        "UNWIND $rows AS r CREATE (n:Edition) SET n = r",
+        "UNWIND $rows AS r CREATE (n:`Livre Édition`) SET n = r",
         json!({"rows": editions()}),
     );
     q(
@@ -250,12 +241,12 @@ fn natural_and_composite_keys_on_arcadedb() {
     .unwrap();
     q(
         &prod_db,
-        "MATCH (b:Book) MATCH (e:Edition) WHERE e.isbn = b.isbn CREATE (b)-[:HAS_EDITION]->(e)",
+        "MATCH (b:Book) MATCH (e:`Livre Édition`) WHERE e.isbn = b.isbn CREATE (b)-[:`HAS EDITION`]->(e)",
         json!({}),
     );
     q(
         &prod_db,
-        "UNWIND $rows AS r MATCH (e:Edition {isbn: r[0], lang: r[1]}) MATCH (a:Author {name: r[2]}) CREATE (e)-[:TRANSLATED_BY]->(a)",
+        "UNWIND $rows AS r MATCH (e:`Livre Édition` {isbn: r[0], `lang code`: r[1]}) MATCH (a:Author {name: r[2]}) CREATE (e)-[:TRANSLATED_BY]->(a)",
         json!({"rows": TRANSLATED.iter().map(|(i, l, a)| json!([i, l, a])).collect::<Vec<_>>()}),
     );
     let extra = format!(
@@ -266,21 +257,21 @@ fn natural_and_composite_keys_on_arcadedb() {
     let configs = Configs::new(&dir, &text);
     let counts = || {
         let mut out = BTreeMap::new();
-        for l in ["Author", "Book", "Edition"] {
+        for l in ["Author", "Book", "`Livre Édition`"] {
             let r = q(
                 &cert_db,
                 &format!("MATCH (n:{l}) RETURN count(n) AS c"),
                 json!({}),
             );
-            out.insert(l.to_string(), r[0]["c"].as_u64().unwrap());
+            out.insert(l.trim_matches('`').to_string(), r[0]["c"].as_u64().unwrap());
         }
-        for t in ["WROTE", "HAS_EDITION", "TRANSLATED_BY"] {
+        for t in ["WROTE", "`HAS EDITION`", "TRANSLATED_BY"] {
             let r = q(
                 &cert_db,
                 &format!("MATCH ()-[x:{t}]->() RETURN count(x) AS c"),
                 json!({}),
             );
-            out.insert(t.to_string(), r[0]["c"].as_u64().unwrap());
+            out.insert(t.trim_matches('`').to_string(), r[0]["c"].as_u64().unwrap());
         }
         out
     };
@@ -288,7 +279,7 @@ fn natural_and_composite_keys_on_arcadedb() {
         let all = q(&cert_db, "MATCH (a:Author) RETURN a.name AS n", json!({}));
         let t = q(
             &cert_db,
-            "MATCH (:Edition {isbn: '111', lang: 'fr'})-[:TRANSLATED_BY]->(a:Author) RETURN a.name AS n",
+            "MATCH (:`Livre Édition` {isbn: '111', `lang code`: 'fr'})-[:TRANSLATED_BY]->(a:Author) RETURN a.name AS n",
             json!({}),
         );
         let w = q(
@@ -360,7 +351,7 @@ fn natural_and_composite_keys_on_the_embedded_graph() {
         for (label, rows) in [
             ("Author", authors()),
             ("Book", books.clone()),
-            ("Edition", editions()),
+            ("Livre Édition", editions()),
         ] {
             let rows: Vec<NodeRec> = rows.iter().map(|v| node(label, v)).collect();
             w.merge_nodes(label, &rows).await.unwrap();
@@ -375,22 +366,25 @@ fn natural_and_composite_keys_on_the_embedded_graph() {
         let has: Vec<RelRec> = editions()
             .iter()
             .map(|e| {
-                let (i, l) = (e["isbn"].as_str().unwrap(), e["lang"].as_str().unwrap());
+                let (i, l) = (
+                    e["isbn"].as_str().unwrap(),
+                    e["lang code"].as_str().unwrap(),
+                );
                 let k = GValue::List(vec![t(i), t(l)]);
-                rel("HAS_EDITION", ("Book", t(i)), ("Edition", k))
+                rel("HAS EDITION", ("Book", t(i)), ("Livre Édition", k))
             })
             .collect();
-        w.merge_rels("HAS_EDITION", ("Book", "Edition"), &has)
+        w.merge_rels("HAS EDITION", ("Book", "Livre Édition"), &has)
             .await
             .unwrap();
         let tr: Vec<RelRec> = TRANSLATED
             .iter()
             .map(|(i, l, a)| {
                 let k = GValue::List(vec![t(i), t(l)]);
-                rel("TRANSLATED_BY", ("Edition", k), ("Author", t(a)))
+                rel("TRANSLATED_BY", ("Livre Édition", k), ("Author", t(a)))
             })
             .collect();
-        w.merge_rels("TRANSLATED_BY", ("Edition", "Author"), &tr)
+        w.merge_rels("TRANSLATED_BY", ("Livre Édition", "Author"), &tr)
             .await
             .unwrap();
         Box::new(w).commit().await.unwrap();

@@ -149,11 +149,11 @@ impl Config {
             });
             invalid(file, format!("{msg}{}", at.unwrap_or_default()))
         })?;
-        cfg.validate(file)?;
+        cfg.validate(file).map_err(|e| with_line(e, text))?;
         Ok(cfg)
     }
 
-    /// Checks what can be checked without I/O.
+    /// Checks what can be checked without I/O (errors name the setting; `parse` adds the line).
     pub fn validate(&self, file: &Path) -> Result<(), StoreError> {
         if self.district_column.trim().is_empty() {
             return Err(invalid(file, "district_column is empty".into()));
@@ -375,5 +375,58 @@ mod tests {
             c.stores[1].url(Side::Cert).unwrap(),
             "sqlite://cert/hcp1.db"
         );
+    }
+}
+
+/// A validation error with the line of the value it names in backticks, when exactly one line of
+/// the file holds that value (as a quoted string or a key); otherwise as it was.
+fn with_line(e: StoreError, text: &str) -> StoreError {
+    let StoreError::Config { file, message } = e else {
+        return e;
+    };
+    let token = message.split('`').nth(1).filter(|t| !t.is_empty());
+    let lines: Vec<usize> = match token {
+        Some(t) => text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| {
+                let l = l.split('#').next().unwrap_or_default();
+                [
+                    format!("\"{t}\""),
+                    format!("'{t}'"),
+                    format!("{t} ="),
+                    format!("{t}="),
+                ]
+                .iter()
+                .any(|p| l.contains(p.as_str()))
+            })
+            .map(|(i, _)| i + 1)
+            .collect(),
+        None => Vec::new(),
+    };
+    let message = match lines.as_slice() {
+        [one] => format!("line {one}: {message}"),
+        _ => message,
+    };
+    StoreError::Config { file, message }
+}
+
+#[cfg(test)]
+mod line_tests {
+    use super::with_line;
+    use crate::error::StoreError;
+
+    #[test]
+    fn a_validation_error_names_the_line_of_its_value_when_it_is_unambiguous() {
+        let text = "[graph]\nname = \"sp\"\nkeys = { Book = \"is.bn\" }\n";
+        let e = |m: &str| StoreError::Config {
+            file: "wf.toml".into(),
+            message: m.into(),
+        };
+        let got = with_line(e("graph keys name `is.bn` may not hold ."), text).to_string();
+        assert!(got.contains("line 3: graph keys name `is.bn`"), "{got}");
+        let twice = format!("{text}other = \"is.bn\"\n");
+        let got = with_line(e("graph keys name `is.bn` may not hold ."), &twice).to_string();
+        assert!(!got.contains("line "), "ambiguous: no line: {got}");
     }
 }

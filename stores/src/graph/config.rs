@@ -138,9 +138,28 @@ fn default_key_property() -> String {
     "id".into()
 }
 
-/// Labels, types and property names go into Cypher text, so they are kept to identifier characters.
+/// The graph store's own name goes into file names and field ids: identifier characters only.
 pub fn is_ident(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Characters a label, relationship type or property name may not hold: `.` separates the parts
+/// of a field id (`sp.Label.property`), `/` and `\` would reach file names, quotes the embedded
+/// graph's JSON paths. Everything else (spaces, backticks, non-ASCII) is quoted in every query.
+const NOT_IN_NAMES: &[char] = &['.', '/', '\\', '"', '\''];
+
+/// A label, relationship type or property name wf can quote everywhere it goes.
+pub fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.trim() == s
+        && !s
+            .chars()
+            .any(|c| c.is_control() || NOT_IN_NAMES.contains(&c))
+}
+
+/// The error text for a name `is_name` refuses.
+fn bad_name(what: &str, n: &str) -> String {
+    format!("graph {what} `{n}` may not be empty, start or end with a space, or hold . / \\ \" ' or control characters (spaces, backticks and non-ASCII letters are fine)")
 }
 
 fn invalid(file: &Path, msg: String) -> StoreError {
@@ -174,11 +193,8 @@ impl GraphConfig {
             .chain(self.district_labels.iter().map(|l| ("district_labels", l)))
             .chain(self.follow.iter().map(|f| ("follow type", &f.rel_type)));
         for (what, n) in names {
-            if !is_ident(n) {
-                return Err(invalid(
-                    file,
-                    format!("graph {what} `{n}` must be letters, digits or _"),
-                ));
+            if !is_name(n) {
+                return Err(invalid(file, bad_name(what, n)));
             }
         }
         for (label, k) in &self.keys {
@@ -195,11 +211,8 @@ impl GraphConfig {
                 ));
             }
             for n in std::iter::once(label).chain(&props) {
-                if !is_ident(n) {
-                    return Err(invalid(
-                        file,
-                        format!("graph keys: `{n}` must be letters, digits or _"),
-                    ));
+                if !is_name(n) {
+                    return Err(invalid(file, bad_name("keys name", n)));
                 }
             }
         }
@@ -207,7 +220,7 @@ impl GraphConfig {
             let ok_from = l
                 .from
                 .split_once('.')
-                .is_some_and(|(a, b)| is_ident(a) && is_ident(b));
+                .is_some_and(|(a, b)| is_name(a) && is_name(b));
             if !ok_from {
                 return Err(invalid(
                     file,
@@ -284,5 +297,20 @@ impl GraphConfig {
             .iter()
             .map(|l| (format!("{}.{}", self.name, l.from), l.to.clone()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_name;
+
+    #[test]
+    fn names_with_spaces_backticks_and_non_ascii_are_accepted_separators_and_quotes_not() {
+        for ok in ["Livre Édition", "lang code", "a`b", "名前", "HAS EDITION"] {
+            assert!(is_name(ok), "{ok}");
+        }
+        for bad in ["", " x", "x ", "a.b", "a/b", "a\\b", "a\"b", "a'b", "a\nb"] {
+            assert!(!is_name(bad), "{bad:?}");
+        }
     }
 }
