@@ -259,52 +259,34 @@ impl Engine {
     /// Refused while a runner holds the run.
     /// Sets attribute `key` of a finished run (`superseded_by` when a refresh replaced it).
     pub fn set_attr(&self, run: &str, key: &str, value: &str) -> Result<()> {
-        match self.data.access(run, false)? {
-            Access::Exclusive(_lock) => {
-                let journal = SledJournal::open(&self.data.journal_path(run), false)?;
-                let mut record = journal.run()?;
-                record.attrs.insert(key.to_string(), value.to_string());
-                record.updated_ms = now_ms();
-                journal.commit(&crate::journal::Commit {
-                    run: Some(record),
-                    ..Default::default()
-                })
-            }
-            Access::Live(lease) => Err(EngineError::Busy {
-                run: run.to_string(),
-                holder: lease
-                    .map(|l| l.describe())
-                    .unwrap_or_else(|| "another wf process".into()),
-            }),
-        }
+        self.with_journal(run, |journal| {
+            let mut record = journal.run()?;
+            record.attrs.insert(key.to_string(), value.to_string());
+            record.updated_ms = now_ms();
+            journal.commit(&crate::journal::Commit {
+                run: Some(record),
+                ..Default::default()
+            })
+        })
     }
 
     pub fn mark_rolled_back(&self, run: &str, detail: &str) -> Result<()> {
-        match self.data.access(run, false)? {
-            Access::Exclusive(_lock) => {
-                let journal = SledJournal::open(&self.data.journal_path(run), false)?;
-                let mut record = journal.run()?;
-                record.status = RunStatus::RolledBack;
-                record.message = Some(format!("rolled back: {detail}"));
-                record.updated_ms = now_ms();
-                journal.commit(&crate::journal::Commit {
-                    run: Some(record.clone()),
-                    events: vec![(
-                        record.generation,
-                        EventKind::RolledBack {
-                            detail: detail.to_string(),
-                        },
-                    )],
-                    ..Default::default()
-                })
-            }
-            Access::Live(lease) => Err(EngineError::Busy {
-                run: run.to_string(),
-                holder: lease
-                    .map(|l| l.describe())
-                    .unwrap_or_else(|| "another wf process".into()),
-            }),
-        }
+        self.with_journal(run, |journal| {
+            let mut record = journal.run()?;
+            record.status = RunStatus::RolledBack;
+            record.message = Some(format!("rolled back: {detail}"));
+            record.updated_ms = now_ms();
+            journal.commit(&crate::journal::Commit {
+                run: Some(record.clone()),
+                events: vec![(
+                    record.generation,
+                    EventKind::RolledBack {
+                        detail: detail.to_string(),
+                    },
+                )],
+                ..Default::default()
+            })
+        })
     }
 
     /// The status of `run`: from its journal, or from the live runner's snapshot. A run recorded
@@ -373,7 +355,8 @@ impl Engine {
         self.with_journal(run, |journal| journal.events(None))
     }
 
-    /// Runs `read` on the journal of `run`, which no runner may hold.
+    /// Runs `read` (or a write of a finished run's record) on the journal of `run`, which no
+    /// runner may hold.
     fn with_journal<T>(
         &self,
         run: &str,
