@@ -2,7 +2,7 @@
 //! After every kill the steps recorded done are noted; no later execution may name one of them.
 
 use crate::util::{assert_outputs_correct, executions, Sandbox};
-use rand::RngExt;
+use rand::{RngExt, SeedableRng};
 use std::collections::HashSet;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -59,7 +59,13 @@ fn repeats(out: &Path, from: usize, done: &HashSet<String>) -> Vec<(String, u32)
 #[test]
 fn sigkill_at_random_moments_then_resume_redoes_nothing_done() {
     let sb = Sandbox::new();
-    let mut rng = rand::rng();
+    // Seeded, so a failure can be replayed: WF_TEST_SEED=<the seed printed>.
+    let seed: u64 = std::env::var("WF_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("crash test seed {seed} (WF_TEST_SEED replays it)");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut kills = 0;
     let mut run_no = 0;
     let mut progress = Vec::new();
