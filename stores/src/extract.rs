@@ -117,8 +117,12 @@ pub async fn extract_district_with_limit(
                 store: t.store.clone(),
                 message: "no snapshot".into(),
             })?;
-        let file =
-            extract_table(snap, kind, table, &t.chosen, cfg, district, out, batch_rows).await?;
+        let sink = TableSink {
+            dir: out,
+            batch_rows,
+            progress: None,
+        };
+        let file = extract_table(snap, kind, table, &t.chosen, cfg, district, sink).await?;
         files.push(file);
     }
     Ok(Extracted {
@@ -239,7 +243,15 @@ pub async fn plan_stores(
     })
 }
 
-/// Streams the rows of `table` that `chosen` names from `snap` into `<out>/<store.table>.arrow`.
+/// Where an extracted table goes: `<dir>/<store.table>.arrow`, in batches of `batch_rows`, with
+/// `progress` told the rows written after each batch.
+pub struct TableSink<'a> {
+    pub dir: &'a Path,
+    pub batch_rows: usize,
+    pub progress: Option<Box<dyn Fn(u64) + Send>>,
+}
+
+/// Streams the rows of `table` that `chosen` names from `snap` into the sink's file.
 #[allow(clippy::too_many_arguments)]
 pub async fn extract_table(
     snap: &mut Snap,
@@ -248,9 +260,9 @@ pub async fn extract_table(
     chosen: &Chosen,
     cfg: &Config,
     district: &str,
-    out: &Path,
-    batch_rows: usize,
+    sink: TableSink<'_>,
 ) -> Result<TableFile, StoreError> {
+    let (out, batch_rows) = (sink.dir, sink.batch_rows);
     std::fs::create_dir_all(out).map_err(|e| StoreError::Staging {
         path: out.to_path_buf(),
         message: e.to_string(),
@@ -263,6 +275,9 @@ pub async fn extract_table(
         arrow_schema(&table.store, &table.name, &cols),
         batch_rows,
     )?;
+    if let Some(p) = sink.progress {
+        w.on_rows(p);
+    }
     match chosen {
         Chosen::All => {
             snap.extract(table, Selection::All, &cols, &mut w).await?;

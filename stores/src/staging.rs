@@ -186,6 +186,8 @@ pub struct StagingWriter {
     pending: usize,
     rows: u64,
     syncer: crate::syncer::Syncer,
+    /// Told the rows written so far after each batch (a step's live progress).
+    progress: Option<Box<dyn Fn(u64) + Send>>,
 }
 
 fn staging_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
@@ -238,11 +240,20 @@ impl StagingWriter {
             pending: 0,
             rows: 0,
             syncer: crate::syncer::Syncer::default(),
+            progress: None,
         })
     }
 
     /// Lets the background syncer know how far the file has grown.
+    /// Calls `f` with the rows written so far after each batch.
+    pub fn on_rows(&mut self, f: Box<dyn Fn(u64) + Send>) {
+        self.progress = Some(f);
+    }
+
     fn wrote(&mut self) -> Result<(), StoreError> {
+        if let Some(p) = &self.progress {
+            p(self.rows);
+        }
         let sink = self.writer.get_ref();
         self.syncer
             .wrote(sink.inner.get_ref(), sink.bytes)
@@ -472,6 +483,9 @@ mod tests {
         let schema = arrow_schema("ids", "t", &cols);
         let path = dir.path().join("t.arrow");
         let mut w = StagingWriter::create(&path, schema, 2).unwrap();
+        let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let t2 = told.clone();
+        w.on_rows(Box::new(move |n| t2.lock().unwrap().push(n)));
         for i in 0..5 {
             w.push(0, Value::Int(i)).unwrap();
             w.push(
@@ -486,6 +500,7 @@ mod tests {
             w.push(2, Value::Bool(i % 2 == 0)).unwrap();
             w.end_row().unwrap();
         }
+        assert_eq!(*told.lock().unwrap(), vec![2, 4], "progress after each full batch");
         assert!(w.push(0, Value::Text("no")).is_err());
         let info = w.finish().unwrap();
         assert_eq!(info.rows, 5);

@@ -146,7 +146,7 @@ impl Step for ExtractTableStep {
         cx.progress.expect(t.rows);
         let table = find_table(&plan.schemas, &t.table).map_err(store_err)?;
         let kind = store_kind(&plan.schemas, &t.store);
-        let read = |snap| self.read(snap, table, kind);
+        let read = |snap| self.read(snap, table, kind, cx.progress.clone());
         let (file, snapshot) = match held::get(&self.task.epoch, &t.store) {
             Some(h) => match &h.exported {
                 Some(id) => read(&mut attach(p, &t.store, id).await?).await?,
@@ -183,6 +183,7 @@ impl ExtractTableStep {
         snap: &mut wf_stores::extract::Snap,
         table: &wf_stores::schema::Table,
         kind: wf_stores::StoreKind,
+        progress: wf_engine::Progress,
     ) -> Result<(wf_stores::extract::TableFile, Option<String>), StepError> {
         let (p, t) = (&self.params, &self.task);
         let sid = snap.snapshot_id();
@@ -193,8 +194,11 @@ impl ExtractTableStep {
             &t.table.chosen,
             &p.config,
             &p.district,
-            &t.raw,
-            p.batch_rows,
+            wf_stores::extract::TableSink {
+                dir: &t.raw,
+                batch_rows: p.batch_rows,
+                progress: Some(Box::new(move |n| progress.rows(n))),
+            },
         )
         .await
         .map_err(store_err)?;
