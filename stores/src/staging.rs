@@ -500,7 +500,11 @@ mod tests {
             w.push(2, Value::Bool(i % 2 == 0)).unwrap();
             w.end_row().unwrap();
         }
-        assert_eq!(*told.lock().unwrap(), vec![2, 4], "progress after each full batch");
+        assert_eq!(
+            *told.lock().unwrap(),
+            vec![2, 4],
+            "progress after each full batch"
+        );
         assert!(w.push(0, Value::Text("no")).is_err());
         let info = w.finish().unwrap();
         assert_eq!(info.rows, 5);
