@@ -110,6 +110,13 @@ fn the_dashboard_in_chromium_follows_a_run_to_done_and_shows_a_batch() {
         "{boxes} boxes in the dependency graph"
     );
     assert!(finished.contains("<line"), "dependency arrows drawn");
+    // Each finished step shows the CPU seconds and peak memory its attempt recorded.
+    let cpu = finished.matches("<td class=\"cpu\">0.").count()
+        + finished.matches("<td class=\"cpu\">1").count();
+    assert!(
+        cpu > 10 && finished.contains("<td class=\"rss\">"),
+        "CPU and peak memory per step: {cpu} cells"
+    );
     assert!(
         done_now > done_then,
         "progress advanced: {done_then} then {done_now}"

@@ -52,7 +52,7 @@ pre{background:#f6f8fa;padding:1em;overflow:auto;max-width:70em}code{background:
 <p>Status: <b id=status></b> · generation <span id=gen></span> · steps <span id=steps></span></p>
 <p id=message></p><p id=next></p>
 <div id=districts></div>
-<h2>Steps</h2><table id=timeline><thead><tr><th>Step</th><th>Status</th><th>Attempts</th><th>Timeline</th><th>Seconds</th><th>Rows</th><th>Rows/s</th><th>ETA</th></tr></thead><tbody></tbody></table>
+<h2>Steps</h2><table id=timeline><thead><tr><th>Step</th><th>Status</th><th>Attempts</th><th>Timeline</th><th>Seconds</th><th>Rows</th><th>Rows/s</th><th>ETA</th><th>CPU s</th><th>Peak MB</th></tr></thead><tbody></tbody></table>
 <h2>Checkpoints</h2><ul id=checkpoints></ul>
 <h2>Dependencies</h2><div id=graph></div>
 <h2>Notifications</h2><ul id=notifications><li>(none sent)</li></ul>
@@ -126,8 +126,10 @@ async function refresh(){
     const cls = s.status + (s.attempts > 1 ? ' retried' : '');
     return `<tr data-step="${esc(s.id)}"><td>${esc(s.id)}</td><td class="${esc(s.status)}">${esc(s.status)}</td><td>${s.attempts}</td>` +
       `<td><div class=track>${start ? `<div class="bar ${esc(cls)}" style="left:${left}%;width:${width}%"></div>` : ''}</div></td>` +
-      `<td>${dur ? (dur / 1000).toFixed(2) : ''}</td><td class=rows>${rows}</td><td>${rate}</td><td class=eta>${eta}</td></tr>` +
-      (s.error ? `<tr><td></td><td colspan=7 class=failed>${esc(s.error)}</td></tr>` : '');
+      `<td>${dur ? (dur / 1000).toFixed(2) : ''}</td><td class=rows>${rows}</td><td>${rate}</td><td class=eta>${eta}</td>` +
+      `<td class=cpu>${s.metrics.cpu_ms != null ? (s.metrics.cpu_ms / 1000).toFixed(2) : ''}</td>` +
+      `<td class=rss>${s.metrics.peak_rss_kb != null ? Math.round(s.metrics.peak_rss_kb / 1024) : ''}</td></tr>` +
+      (s.error ? `<tr><td></td><td colspan=9 class=failed>${esc(s.error)}</td></tr>` : '');
   }).join('');
   document.getElementById('graph').innerHTML = depGraph(v.steps);
   const sent = v.notifications || [];
