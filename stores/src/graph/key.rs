@@ -115,16 +115,27 @@ impl std::fmt::Display for NodeKey {
 pub struct KeyMap {
     default: NodeKey,
     labels: BTreeMap<String, NodeKey>,
+    /// Every key property, each once, in name order (see `union`).
+    union: Vec<String>,
 }
 
 impl KeyMap {
     pub fn new(default: &str, labels: &BTreeMap<String, KeySpec>) -> KeyMap {
+        let default = NodeKey::new(vec![default.to_string()]);
+        let labels: BTreeMap<String, NodeKey> = labels
+            .iter()
+            .map(|(l, k)| (l.clone(), NodeKey::new(k.props())))
+            .collect();
+        let mut union: Vec<String> = std::iter::once(&default)
+            .chain(labels.values())
+            .flat_map(|k| k.props.iter().cloned())
+            .collect();
+        union.sort();
+        union.dedup();
         KeyMap {
-            default: NodeKey::new(vec![default.to_string()]),
-            labels: labels
-                .iter()
-                .map(|(l, k)| (l.clone(), NodeKey::new(k.props())))
-                .collect(),
+            default,
+            labels,
+            union,
         }
     }
 
@@ -139,14 +150,8 @@ impl KeyMap {
     }
 
     /// Every property that is part of some label's key, each once, in name order.
-    pub fn union(&self) -> Vec<String> {
-        let mut all: Vec<String> = std::iter::once(&self.default)
-            .chain(self.labels.values())
-            .flat_map(|k| k.props.iter().cloned())
-            .collect();
-        all.sort();
-        all.dedup();
-        all
+    pub fn union(&self) -> &[String] {
+        &self.union
     }
 
     /// Cypher list of node `n`'s values of `union()`, for nodes whose label is not known before
@@ -160,14 +165,24 @@ impl KeyMap {
         format!("[{}]", parts.join(", "))
     }
 
-    /// The key value of a `label` node from its `union_expr` values.
+    /// The key value of a `label` node from its `union_expr` values (called per row read, so
+    /// it looks the parts up in the sorted union instead of building a map).
     pub fn from_union(&self, label: &str, values: &[GValue]) -> Option<GValue> {
-        let props: BTreeMap<String, GValue> = self
-            .union()
-            .into_iter()
-            .zip(values.iter().cloned())
-            .collect();
-        self.of(label).value(&props)
+        let part = |p: &String| {
+            let i = self.union.binary_search(p).ok()?;
+            values
+                .get(i)
+                .filter(|v| !matches!(v, GValue::Null))
+                .cloned()
+        };
+        match self.of(label).props.as_slice() {
+            [one] => part(one),
+            many => many
+                .iter()
+                .map(part)
+                .collect::<Option<Vec<_>>>()
+                .map(GValue::List),
+        }
     }
 }
 
