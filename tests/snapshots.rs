@@ -311,3 +311,32 @@ fn a_kill_during_anonymize_re_runs_only_the_unfinished_tables() {
     assert_eq!(after.get(held), Some(&1));
     assert_eq!(cert_contents(&env, "a"), cert_contents(&env, "b"));
 }
+
+#[test]
+fn a_kill_during_validate_re_runs_only_the_unfinished_tables() {
+    let sb = Sandbox::new();
+    let Some(env) = Env::get(&sb) else { return };
+    let cfgs = setup(&sb, &env, &["a", "b"]);
+    migrate(&sb, &cfgs[0]);
+    let held = "validate/hcp2.attendance";
+    let run = kill_inside(&sb, &cfgs[1], held);
+    let (before, _) = journal(&sb, &run);
+    let validated: Vec<&String> = before
+        .keys()
+        .filter(|s| s.starts_with("validate/"))
+        .collect();
+    assert!(validated.len() > 3, "{before:?}");
+    assert!(
+        !before.contains_key("validate"),
+        "the gate waits for every table's checks"
+    );
+    resume(&sb, &run);
+    let (after, rerun) = journal(&sb, &run);
+    assert!(rerun.is_empty(), "no snapshot was needed: {rerun:?}");
+    for (s, n) in &before {
+        assert_eq!(after.get(s), Some(n), "{s} ran again");
+    }
+    assert_eq!(after.get(held), Some(&1));
+    assert_eq!(after.get("validate"), Some(&1));
+    assert_eq!(cert_contents(&env, "a"), cert_contents(&env, "b"));
+}

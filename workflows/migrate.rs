@@ -1,6 +1,7 @@
 //! The `migrate` workflow: one district from PROD into CERT, anonymized.
-//! Steps: `extract` → `anonymize` → `purge-raw` and `load/<store>` (one per store), with checkpoints
-//! `extracted`, `anonymized` and `loaded`. Validation and the report plug in between (next issues).
+//! Steps: `extract` (the plan, spawning `extract/…`, `anonymize/…` and `validate/…` per table) →
+//! `anonymize` (the leak scan) → `validate` (the gate) → `load/<store>` (one per store) →
+//! `report`, with checkpoints `extracted`, `anonymized`, `validated`, `loaded` and `reported`.
 
 use crate::runner_args::RunnerArgs;
 use clap::Parser;
@@ -15,7 +16,7 @@ use wf_steps::migrate::{
     FixesStep, LoadStep, MigrateParams, PurgeRawStep, TableTask, ANON_KIND, FIXES_KIND, GRAPH_KIND,
     TABLE_KIND,
 };
-use wf_steps::validate::ValidateStep;
+use wf_steps::validate::{ValidateStep, ValidateTableStep, ValidateTask, VALIDATE_KIND};
 use wf_stores::load::Strategy;
 use wf_stores::{Config, SnapshotMode};
 
@@ -300,7 +301,7 @@ impl Workflow for Migrate {
             },
             Checkpoint {
                 name: "validated".into(),
-                steps: vec!["validate".into()],
+                steps: vec!["validate".into(), "validate/*".into()],
             },
         ];
         if !self.args.skip_load {
@@ -345,6 +346,11 @@ impl Workflow for Migrate {
                     .map_err(|e| EngineError::Workflow(format!("step {}: {e}", spec.id)))?,
             }),
             FIXES_KIND => Arc::new(FixesStep(self.params.clone())),
+            VALIDATE_KIND => Arc::new(ValidateTableStep {
+                params: self.params.clone(),
+                task: ValidateTask::decode(&spec.params)
+                    .map_err(|e| EngineError::Workflow(format!("step {}: {e}", spec.id)))?,
+            }),
             ANON_KIND => Arc::new(AnonTableStep {
                 params: self.params.clone(),
                 task: AnonTask::decode(&spec.params)

@@ -222,8 +222,7 @@ impl Engine {
                 total: members.len(),
             });
         }
-        let keep: HashSet<String> = graph
-            .ancestors(members)
+        let keep: HashSet<String> = kept_upstream(&graph, c)
             .into_iter()
             .map(|i| graph.spec(i).id.clone())
             .collect();
@@ -467,4 +466,30 @@ fn done_outputs(journal: &SledJournal) -> Result<Vec<(String, crate::model::Step
         .filter(|r| r.status == StepStatus::Done)
         .filter_map(|r| r.output.map(|o| (r.id, o)))
         .collect())
+}
+
+/// What recovering to checkpoint `c` keeps: its steps and everything upstream, except steps of
+/// later checkpoints that are upstream only because a fan-out made a step wait for them (a
+/// pipelined `validate/<table>` that the leak scan waited for is redone on `recover anonymized`);
+/// a step some kept step names among its declared dependencies stays.
+fn kept_upstream(graph: &crate::graph::Graph, c: usize) -> HashSet<usize> {
+    let members = graph.members(c);
+    let mut keep = graph.ancestors(members);
+    let earlier: HashSet<usize> = (0..=c)
+        .flat_map(|k| graph.members(k).iter().copied())
+        .collect();
+    let later: HashSet<usize> = (c + 1..graph.checkpoints().len())
+        .flat_map(|k| graph.members(k).iter().copied())
+        .filter(|i| keep.contains(i) && !earlier.contains(i))
+        .collect();
+    if later.is_empty() {
+        return keep;
+    }
+    let declared: HashSet<&str> = keep
+        .iter()
+        .filter(|i| !later.contains(i))
+        .flat_map(|&i| graph.spec(i).deps.iter().map(String::as_str))
+        .collect();
+    keep.retain(|i| !later.contains(i) || declared.contains(graph.spec(*i).id.as_str()));
+    keep
 }

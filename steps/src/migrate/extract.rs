@@ -77,6 +77,7 @@ impl Step for ExtractStep {
         let mut planned_rows = 0u64;
         let mut anon_tables = Vec::new();
         let mut found = false;
+        let mut validate_specs = Vec::new();
         if !p.config.stores.is_empty() {
             // Key files sit beside the raw tables (`<store.table>.keys`): PII too, purged with them.
             let limit = wf_stores::keyset::memory_limit();
@@ -111,6 +112,11 @@ impl Step for ExtractStep {
                 spawn.push(spec);
             }
             found = plan.found;
+            let mut fk_schemas = plan.schemas.clone();
+            wf_stores::analysis::add_virtual_fks(&mut fk_schemas, &p.config)
+                .map_err(StepError::Fatal)?;
+            let planned: Vec<String> = anon_tables.iter().map(|(t, _)| t.clone()).collect();
+            validate_specs = crate::validate::table_specs(&planned, &fk_schemas)?;
             out.schemas = plan.schemas;
             out.snapshots = plan.snapshots;
         }
@@ -122,6 +128,7 @@ impl Step for ExtractStep {
         let tables = spawn.len() as u64;
         let graph = p.config.graph.as_ref().map(|g| g.name.as_str());
         spawn.extend(super::anon::specs(&anon_tables, graph)?);
+        spawn.extend(validate_specs);
         let mut output = StepOutput::with_value(&out)?;
         output.metrics.insert("tables".into(), tables);
         output.metrics.insert("planned_rows".into(), planned_rows);

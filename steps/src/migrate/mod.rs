@@ -511,12 +511,14 @@ pub(super) fn reuse_extract(
     Ok(output)
 }
 
-/// True when a run's outputs hold its whole extract stage: `extract` and every step it spawned.
+/// True when a run's outputs hold its whole extract stage: `extract` and every extract step it
+/// spawned (its anonymize and validate steps may have failed: that is why runs are reused).
 fn record_extracted(outputs: &[(String, StepOutput)]) -> bool {
     let Some((_, plan)) = outputs.iter().find(|(s, _)| s == "extract") else {
         return false;
     };
     plan.spawn
         .iter()
+        .filter(|spec| spec.kind == TABLE_KIND || spec.kind == GRAPH_KIND)
         .all(|spec| outputs.iter().any(|(s, _)| *s == spec.id))
 }

@@ -10,14 +10,18 @@ mod conflicts;
 mod graph_cert;
 mod graph_checks;
 mod input;
+mod owned;
 pub mod post;
 pub mod rules;
 mod scan;
 pub mod step;
+mod table_step;
 
 pub use rules::{Severity, ValidationRules};
 pub use scan::{validate, ValidateInput};
 pub use step::{ValidateOut, ValidateStep};
+pub(crate) use table_step::specs as table_specs;
+pub use table_step::{ValidatePart, ValidateTableStep, ValidateTask, VALIDATE_KIND};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -111,6 +115,17 @@ impl Tally {
             examples: examples.into_iter().take(EXAMPLES).collect(),
             message,
         });
+    }
+
+    /// Adds checks counted elsewhere (a per-table step, the load rehearsal).
+    pub fn absorb(&mut self, categories: BTreeMap<String, CategoryCount>, findings: Vec<Finding>) {
+        for (c, n) in categories {
+            let e = self.categories.entry(c).or_default();
+            e.run += n.run;
+            e.passed += n.passed;
+            e.failed += n.failed;
+        }
+        self.findings.extend(findings);
     }
 
     /// The verdict and the report.

@@ -24,46 +24,70 @@ pub async fn validate(inp: ValidateInput<'_>) -> Result<ValidationReport, StoreE
     let files: BTreeMap<&str, &PathBuf> = inp.files.iter().map(|(t, p)| (t.as_str(), p)).collect();
     let mut cert = open_cert(&inp, &files).await?;
     let fks = foreign_keys(&inp, &files);
-    let sets = key_sets(&inp, &files, &fks)?;
+    let sets = key_sets(&inp, &files, &fks, true)?;
     let mut rows_total = 0u64;
     for (table, path) in &files {
-        let (store, name) = table.split_once('.').unwrap_or(("", table));
-        let Some((schema, snap)) = cert.get_mut(store) else {
-            continue;
-        };
-        let kind = inp.config.store(store).map(|s| s.kind);
-        let Some(ct) = schema.tables.iter().find(|t| t.name == name).cloned() else {
-            tally.check(
-                "schema",
-                "table exists in CERT",
-                table,
-                Severity::Error,
-                1,
-                vec![],
-                format!("CERT store {store} has no table {name}; create it with PROD's definition"),
-            );
-            continue;
-        };
-        if !columns_match(&mut tally, table, &ct, path, kind)? {
-            continue;
-        }
-        let same_store: HashMap<String, Table> =
-            schema.tables.iter().map(|t| (t.id(), t.clone())).collect();
-        let scan = ScanInput {
-            rules: inp.rules,
-            fks: &fks,
-            sets: &sets,
-            same_store: &same_store,
-            strategy: inp.strategy,
-            reference: inp.config.reference_tables.contains(&table.to_string()),
-            owned: inp.owned.get(*table),
-        };
-        rows_total += scan_table(&mut tally, &scan, table, &ct, path, snap).await?;
+        rows_total += check_table(&mut tally, &inp, &fks, &sets, &mut cert, table, path).await?;
     }
-    super::business::row_counts(&mut tally, inp.rules, &files)?;
-    super::graph_checks::graph_checks(&mut tally, &inp, &sets)?;
-    super::graph_cert::skipped(&mut tally, &inp);
+    drop(cert);
+    whole_run(&mut tally, &inp, &files, &sets)?;
     super::graph_cert::graph_cert(&mut tally, &inp).await?;
+    Ok(tally.finish(
+        files.len() as u64,
+        rows_total,
+        started.elapsed().as_secs_f64(),
+    ))
+}
+
+/// The checks of one table (`validate/<store.table>`): `inp.files` holds it and the parents its
+/// references point at. Returns the findings and the table's row count.
+pub async fn validate_table(
+    inp: &ValidateInput<'_>,
+    table: &str,
+) -> Result<(Tally, u64), StoreError> {
+    let mut tally = Tally::default();
+    let files: BTreeMap<&str, &PathBuf> = inp.files.iter().map(|(t, p)| (t.as_str(), p)).collect();
+    let Some(path) = files.get(table).copied() else {
+        return Err(StoreError::Staging {
+            path: PathBuf::from(table),
+            message: format!("validate/{table}: its anonymized file is not among the inputs"),
+        });
+    };
+    let mut cert = open_cert(inp, &BTreeMap::from([(table, path)])).await?;
+    let fks: Vec<Fk> = foreign_keys(inp, &files)
+        .into_iter()
+        .filter(|f| f.child == table)
+        .collect();
+    let sets = key_sets(inp, &files, &fks, false)?;
+    let rows = check_table(&mut tally, inp, &fks, &sets, &mut cert, table, path).await?;
+    Ok((tally, rows))
+}
+
+/// What the per-table steps leave to the whole run (`tally` holds their findings): row counts
+/// across tables, the graph's checks, the leak scan's verdict, CERT's graph.
+pub async fn validate_rest(
+    mut tally: Tally,
+    inp: ValidateInput<'_>,
+    rows: u64,
+    started: std::time::Instant,
+) -> Result<ValidationReport, StoreError> {
+    let files: BTreeMap<&str, &PathBuf> = inp.files.iter().map(|(t, p)| (t.as_str(), p)).collect();
+    let sets = key_sets(&inp, &files, &[], true)?;
+    whole_run(&mut tally, &inp, &files, &sets)?;
+    super::graph_cert::graph_cert(&mut tally, &inp).await?;
+    Ok(tally.finish(files.len() as u64, rows, started.elapsed().as_secs_f64()))
+}
+
+/// The checks that look at several tables or at none: row counts, the graph, the leak scan.
+fn whole_run(
+    tally: &mut Tally,
+    inp: &ValidateInput<'_>,
+    files: &BTreeMap<&str, &PathBuf>,
+    sets: &HashMap<String, HashSet<u64>>,
+) -> Result<(), StoreError> {
+    super::business::row_counts(tally, inp.rules, files)?;
+    super::graph_checks::graph_checks(tally, inp, sets)?;
+    super::graph_cert::skipped(tally, inp);
     let leaks: u64 = inp.leaks.iter().map(|(_, n)| n).sum();
     tally.check(
         "pii",
@@ -74,12 +98,51 @@ pub async fn validate(inp: ValidateInput<'_>) -> Result<ValidationReport, StoreE
         inp.leaks.iter().map(|(f, n)| format!("{f}: {n}")).collect(),
         "the leak scan found original values".into(),
     );
-    drop(cert);
-    Ok(tally.finish(
-        files.len() as u64,
-        rows_total,
-        started.elapsed().as_secs_f64(),
-    ))
+    Ok(())
+}
+
+/// One staged table's checks against its CERT store's snapshot; returns its row count.
+async fn check_table(
+    tally: &mut Tally,
+    inp: &ValidateInput<'_>,
+    fks: &[Fk],
+    sets: &HashMap<String, HashSet<u64>>,
+    cert: &mut HashMap<String, (StoreSchema, Snap)>,
+    table: &str,
+    path: &Path,
+) -> Result<u64, StoreError> {
+    let (store, name) = table.split_once('.').unwrap_or(("", table));
+    let Some((schema, snap)) = cert.get_mut(store) else {
+        return Ok(0);
+    };
+    let kind = inp.config.store(store).map(|s| s.kind);
+    let Some(ct) = schema.tables.iter().find(|t| t.name == name).cloned() else {
+        tally.check(
+            "schema",
+            "table exists in CERT",
+            table,
+            Severity::Error,
+            1,
+            vec![],
+            format!("CERT store {store} has no table {name}; create it with PROD's definition"),
+        );
+        return Ok(0);
+    };
+    if !columns_match(tally, table, &ct, path, kind)? {
+        return Ok(0);
+    }
+    let same_store: HashMap<String, Table> =
+        schema.tables.iter().map(|t| (t.id(), t.clone())).collect();
+    let scan = ScanInput {
+        rules: inp.rules,
+        fks,
+        sets,
+        same_store: &same_store,
+        strategy: inp.strategy,
+        reference: inp.config.reference_tables.contains(&table.to_string()),
+        owned: inp.owned.get(table),
+    };
+    scan_table(tally, &scan, table, &ct, path, snap).await
 }
 
 /// A CERT snapshot of every store that has a staged table.
@@ -117,24 +180,26 @@ fn foreign_keys(inp: &ValidateInput<'_>, files: &BTreeMap<&str, &PathBuf>) -> Ve
         .collect()
 }
 
-/// Pass A: the key sets that references point at (FK parents, row_count parents, graph links),
-/// by `set_id`.
+/// Pass A: the key sets that references point at (FK parents, and graph links `with_links`), by
+/// `set_id`.
 fn key_sets(
     inp: &ValidateInput<'_>,
     files: &BTreeMap<&str, &PathBuf>,
     fks: &[Fk],
+    with_links: bool,
 ) -> Result<HashMap<String, HashSet<u64>>, StoreError> {
     let mut wanted: BTreeMap<String, Vec<Vec<String>>> = BTreeMap::new();
     for f in fks {
-        wanted
-            .entry(f.parent.clone())
-            .or_default()
-            .push(f.parent_cols.clone());
+        let sets = wanted.entry(f.parent.clone()).or_default();
+        if !sets.contains(&f.parent_cols) {
+            sets.push(f.parent_cols.clone());
+        }
     }
     let links = inp
         .config
         .graph
         .iter()
+        .filter(|_| with_links)
         .flat_map(|g| g.links.iter().filter_map(|l| ColumnRef::parse(&l.to)));
     for r in links {
         wanted

@@ -7,7 +7,7 @@ use super::rules::Severity;
 use super::{Gate, Tally, ValidationReport};
 use crate::migrate::{store_err, store_jobs, AnonymizeOut, ExtractOut, MigrateParams};
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use wf_engine::{Step, StepContext, StepError, StepOutput};
 use wf_stores::analysis::add_virtual_fks;
@@ -38,6 +38,8 @@ impl Step for ValidateStep {
         let mut schemas = ex.schemas.clone();
         add_virtual_fks(&mut schemas, &p.config).map_err(StepError::Fatal)?;
         let (files, graph_files) = anon.split(p.config.graph.as_ref());
+        // The tables' own checks ran in `validate/<store.table>` steps, unless the run has none.
+        let parts = super::table_step::merged(cx)?;
         let input = super::ValidateInput {
             config: &p.config,
             schemas: &schemas,
@@ -46,8 +48,11 @@ impl Step for ValidateStep {
             rules: &rules,
             strategy: p.strategy,
             leaks: Vec::new(),
-            owned: owned_keys(cx, p)?,
-            graph_owned: graph_owned(cx, p)?,
+            owned: match parts {
+                Some(_) => HashMap::new(),
+                None => super::owned::owned_keys(cx, p, None)?,
+            },
+            graph_owned: super::owned::graph_owned(cx, p)?,
             graph_skipped: crate::migrate::extract_metrics(
                 cx.inputs.iter().map(|(id, o)| (id.as_str(), o.as_ref())),
             )
@@ -58,9 +63,12 @@ impl Step for ValidateStep {
             })
             .collect(),
         };
-        let mut report = super::validate(input)
-            .await
-            .map_err(crate::migrate::input_err("anonymize"))?;
+        let started = std::time::Instant::now();
+        let mut report = match parts {
+            Some((tally, rows)) => super::scan::validate_rest(tally, input, rows, started).await,
+            None => super::validate(input).await,
+        }
+        .map_err(crate::migrate::input_err("anonymize"))?;
         if report.status != Gate::Failed {
             rehearse(cx, p, &ex, &anon, &mut report).await?;
         }
@@ -175,19 +183,11 @@ async fn rehearse(
         }
     }
     if any {
-        let extra = tally.finish(0, 0, 0.0);
-        for (c, n) in extra.categories {
-            let e = report.categories.entry(c).or_default();
-            e.run += n.run;
-            e.passed += n.passed;
-            e.failed += n.failed;
-        }
-        report.findings.extend(extra.findings);
-        let again = Tally {
-            categories: std::mem::take(&mut report.categories),
-            findings: std::mem::take(&mut report.findings),
-        };
-        *report = again.finish(report.tables, report.rows, report.seconds);
+        tally.absorb(
+            std::mem::take(&mut report.categories),
+            std::mem::take(&mut report.findings),
+        );
+        *report = tally.finish(report.tables, report.rows, report.seconds);
     }
     Ok(())
 }
@@ -198,86 +198,4 @@ fn rules_severity(p: &MigrateParams, rule: &str) -> Severity {
         .and_then(|r| r.rules.into_iter().find(|x| x.spec.name == rule))
         .map(|r| r.spec.severity)
         .unwrap_or(Severity::Error)
-}
-
-/// The keys this run loaded in its earlier generations (their load manifests), per table.
-fn owned_keys(
-    cx: &StepContext,
-    p: &MigrateParams,
-) -> Result<HashMap<String, HashSet<u64>>, StepError> {
-    let mut out: HashMap<String, HashSet<u64>> = HashMap::new();
-    let Some(steps) = cx.artifact_dir.parent() else {
-        return Ok(out);
-    };
-    // A refresh replaces the earlier run's rows too: its manifests name them.
-    let replaced: Vec<(String, std::path::PathBuf)> = crate::migrate::replaced_loads(cx, p)?
-        .into_iter()
-        .filter_map(|l| l.job.map(|j| (l.store, j.manifest_dir)))
-        .collect();
-    for s in &p.config.stores {
-        let own = (0..cx.generation).map(|gen| {
-            steps
-                .join(format!("load~{}", s.name))
-                .join("manifests")
-                .join(format!("g{gen}"))
-        });
-        let theirs = replaced
-            .iter()
-            .filter(|r| r.0 == s.name)
-            .map(|r| r.1.clone());
-        for dir in own.chain(theirs) {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let Some(table) = name.strip_suffix(".keys.arrow") else {
-                    continue;
-                };
-                let set = out.entry(table.to_string()).or_default();
-                let reader = wf_stores::staging::open(&e.path()).map_err(store_err)?;
-                for b in reader {
-                    let b = b.map_err(|e| StepError::Fatal(format!("{name}: {e}")))?;
-                    for r in 0..b.num_rows() {
-                        let k: Vec<Option<String>> = (0..b.num_columns())
-                            .map(|i| {
-                                super::cells::text(&wf_stores::staging::value_at(
-                                    b.column(i).as_ref(),
-                                    r,
-                                ))
-                            })
-                            .collect();
-                        set.insert(super::cells::hash_key(&k));
-                    }
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// The graph nodes this run's earlier generations loaded (from their manifests): the graph load
-/// replaces them, so they are no conflict.
-fn graph_owned(
-    cx: &StepContext,
-    p: &MigrateParams,
-) -> Result<HashSet<(String, String)>, StepError> {
-    let mut out = HashSet::new();
-    let (Some(g), Some(steps)) = (&p.config.graph, cx.artifact_dir.parent()) else {
-        return Ok(out);
-    };
-    let replaced = crate::migrate::replaced_loads(cx, p)?
-        .into_iter()
-        .filter_map(|l| l.graph_job.map(|j| j.manifest));
-    let own = (0..cx.generation).map(|gen| {
-        steps
-            .join(format!("load~{}", g.name))
-            .join("manifests")
-            .join(format!("g{gen}"))
-            .join(format!("{}.created.jsonl", g.name))
-    });
-    for manifest in own.chain(replaced) {
-        out.extend(wf_stores::graph::load::created_nodes(&manifest).map_err(store_err)?);
-    }
-    Ok(out)
 }

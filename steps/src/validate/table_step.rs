@@ -1,0 +1,154 @@
+//! `validate/<store.table>`: one table's pre-load checks (columns against CERT, NOT NULL,
+//! uniqueness, references into its parents and CERT, conflicts with CERT rows, its business
+//! rules), run as soon as the table and its parents are anonymized. The findings are journaled;
+//! the static `validate` step adds the whole-run checks and decides the gate.
+
+use super::{CategoryCount, Finding, Tally};
+use crate::migrate::{input_err, AnonPart, ExtractOut, MigrateParams, StagedTable};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use wf_engine::{Step, StepContext, StepError, StepOutput, StepSpec};
+use wf_stores::schema::StoreSchema;
+
+/// Step kind of a table's validation.
+pub const VALIDATE_KIND: &str = "migrate.validate_table";
+
+/// What a `validate/<store.table>` step checks: the table, and the parents its references need.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ValidateTask {
+    pub table: String,
+    pub parents: Vec<String>,
+}
+
+impl ValidateTask {
+    pub fn decode(params: &[u8]) -> Result<ValidateTask, String> {
+        serde_json::from_slice(params).map_err(|e| format!("validate step parameters: {e}"))
+    }
+}
+
+/// Output of one `validate/<store.table>` step: its checks' counts and findings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ValidatePart {
+    pub categories: BTreeMap<String, CategoryCount>,
+    pub findings: Vec<Finding>,
+    pub rows: u64,
+}
+
+/// One validate step per planned table, waiting for its own anonymize step and its parents'
+/// (FK parents in `schemas`, virtual ones included, that the plan stages too).
+pub(crate) fn specs(
+    tables: &[String],
+    schemas: &[StoreSchema],
+) -> Result<Vec<StepSpec>, StepError> {
+    let planned: BTreeSet<&String> = tables.iter().collect();
+    let mut out = Vec::new();
+    for t in tables {
+        let parents: BTreeSet<String> = schemas
+            .iter()
+            .flat_map(|s| &s.tables)
+            .filter(|x| &x.id() == t)
+            .flat_map(|x| x.foreign_keys.iter().map(|f| f.ref_table.clone()))
+            .filter(|p| p != t && planned.contains(p))
+            .collect();
+        let mut deps = vec![format!("anonymize/{t}")];
+        deps.extend(parents.iter().map(|p| format!("anonymize/{p}")));
+        let mut spec = StepSpec::new(format!("validate/{t}"), VALIDATE_KIND, deps);
+        let task = ValidateTask {
+            table: t.clone(),
+            parents: parents.into_iter().collect(),
+        };
+        spec.params = serde_json::to_vec(&task).map_err(|e| StepError::Fatal(e.to_string()))?;
+        out.push(spec);
+    }
+    Ok(out)
+}
+
+/// `validate/<store.table>`.
+pub struct ValidateTableStep {
+    pub params: Arc<MigrateParams>,
+    pub task: ValidateTask,
+}
+
+#[async_trait::async_trait]
+impl Step for ValidateTableStep {
+    async fn run(&self, cx: &StepContext) -> Result<StepOutput, StepError> {
+        let p = &self.params;
+        let t = &self.task.table;
+        let ex = ExtractOut::input(cx)?;
+        let mut schemas = ex.schemas.clone();
+        wf_stores::analysis::add_virtual_fks(&mut schemas, &p.config).map_err(StepError::Fatal)?;
+        let mut files = Vec::new();
+        for name in std::iter::once(t).chain(&self.task.parents) {
+            let part: AnonPart = cx.input(&format!("anonymize/{name}"))?;
+            for f in part.files.iter().filter(|f| &f.table == name) {
+                wf_stores::verified::expect(&f.path, &f.sha256);
+                files.push((f.table.clone(), f.path.clone()));
+            }
+        }
+        let expected = part_rows(cx, t)?;
+        cx.progress.expect(expected);
+        let rules = crate::migrate::validation_rules(p)?;
+        let mut owned = super::owned::owned_keys(cx, p, Some(t))?;
+        let input = super::ValidateInput {
+            config: &p.config,
+            schemas: &schemas,
+            files,
+            graph_files: Vec::new(),
+            rules: &rules,
+            strategy: p.strategy,
+            leaks: Vec::new(),
+            owned: owned
+                .remove(t)
+                .map(|s| [(t.clone(), s)].into())
+                .unwrap_or_default(),
+            graph_owned: Default::default(),
+            graph_skipped: Vec::new(),
+        };
+        // A damaged anonymized file makes the step that wrote it (named by its path) run again.
+        let (tally, rows) = super::scan::validate_table(&input, t)
+            .await
+            .map_err(input_err("anonymize"))?;
+        cx.progress.rows(rows);
+        let mut out = StepOutput::with_value(&ValidatePart {
+            categories: tally.categories,
+            findings: tally.findings,
+            rows,
+        })?;
+        out.metrics.insert("rows".into(), rows);
+        Ok(out)
+    }
+}
+
+/// The rows of `table` its anonymize step wrote.
+fn part_rows(cx: &StepContext, table: &str) -> Result<u64, StepError> {
+    let part: AnonPart = cx.input(&format!("anonymize/{table}"))?;
+    Ok(part
+        .files
+        .iter()
+        .filter(|f: &&StagedTable| f.table == table)
+        .map(|f| f.rows)
+        .sum())
+}
+
+/// The per-table parts among a step's inputs, merged into one tally; `None` when the run has
+/// none (`--from-run`, or a run planned before them).
+pub(crate) fn merged(cx: &StepContext) -> Result<Option<(Tally, u64)>, StepError> {
+    let mut ids: Vec<&String> = cx
+        .inputs
+        .keys()
+        .filter(|id| id.starts_with("validate/"))
+        .collect();
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    ids.sort();
+    let mut tally = Tally::default();
+    let mut rows = 0;
+    for id in ids {
+        let part: ValidatePart = cx.input(id)?;
+        rows += part.rows;
+        tally.absorb(part.categories, part.findings);
+    }
+    Ok(Some((tally, rows)))
+}
