@@ -15,9 +15,9 @@ use std::path::Path;
 
 /// Keys per query (IN lists, UNWIND lists).
 pub const CHUNK: usize = 1000;
-/// Seed keys per page (each page is one sorted query; fewer pages, fewer sorts).
-const PAGE: u64 = 50_000;
-
+/// Keys per read query of the extract (fewer round trips; ArcadeDB runs a 5,000-key UNWIND as
+/// fast per key as a 1,000-key one).
+const READ_CHUNK: usize = 5000;
 /// One staged graph file.
 #[derive(Debug, Clone)]
 pub struct GraphFile {
@@ -79,37 +79,30 @@ async fn select(
         }
     }
     for l in &labels {
-        let mut skip = 0;
-        loop {
-            let page = r
-                .district_keys(l, &cfg.district_property, district, skip, PAGE)
-                .await?;
-            for k in &page {
-                if selected.insert(node_key(l, k))? {
-                    frontier.entry(l.clone()).or_default().push(k.clone());
-                }
+        let seeds = frontier.entry(l.clone()).or_default();
+        let mut sink = |k: GValue| -> Result<(), StoreError> {
+            if selected.insert(node_key(l, &k))? {
+                seeds.push(k);
             }
-            if (page.len() as u64) < PAGE {
-                break;
-            }
-            skip += PAGE;
-        }
+            Ok(())
+        };
+        r.district_keys(l, &cfg.district_property, district, &mut sink)
+            .await?;
     }
+    frontier.retain(|_, keys| !keys.is_empty());
     let mut depth = 0;
     while !frontier.is_empty() && !cfg.follow.is_empty() && cfg.max_depth.is_none_or(|m| depth < m)
     {
         let mut next: BTreeMap<String, Vec<GValue>> = BTreeMap::new();
         for (label, keys) in &frontier {
-            for chunk in keys.chunks(CHUNK) {
+            for chunk in keys.chunks(READ_CHUNK) {
                 for f in &cfg.follow {
-                    let n = r
-                        .keyless_neighbours(label, chunk, &f.rel_type, f.direction)
-                        .await?;
-                    if n > 0 {
+                    let reached = r.neighbours(label, chunk, &f.rel_type, f.direction).await?;
+                    if reached.keyless > 0 {
                         let what = format!("nodes reached along {} from {label}", f.rel_type);
-                        *keyless.entry(what).or_default() += n;
+                        *keyless.entry(what).or_default() += reached.keyless;
                     }
-                    for (l, k) in r.neighbours(label, chunk, &f.rel_type, f.direction).await? {
+                    for (l, k) in reached.keyed {
                         if selected.insert(node_key(&l, &k))? {
                             next.entry(l).or_default().push(k);
                         }
@@ -184,7 +177,7 @@ pub async fn extract_graph(
     let mut nodes: BTreeMap<String, Spooler> = BTreeMap::new();
     let mut rels: BTreeMap<(String, String, String), Spooler> = BTreeMap::new();
     let (mut n_nodes, mut n_rels) = (0u64, 0u64);
-    for chunk in selected.chunks(CHUNK)? {
+    for chunk in selected.chunks(READ_CHUNK)? {
         let mut by_label: BTreeMap<String, Vec<GValue>> = BTreeMap::new();
         for k in chunk? {
             if let [Some(l), Some(t)] = k.as_slice() {

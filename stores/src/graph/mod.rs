@@ -54,6 +54,16 @@ pub fn primary_of(labels: &[String]) -> Option<String> {
     labels.iter().min().cloned()
 }
 
+/// Takes keys as a query streams them.
+pub type KeySink<'a> = dyn FnMut(GValue) -> Result<(), StoreError> + Send + 'a;
+
+/// What one hop reached: the nodes with their key, and the count of those without it.
+#[derive(Debug, Default)]
+pub struct Reached {
+    pub keyed: Vec<(String, GValue)>,
+    pub keyless: u64,
+}
+
 /// Reads one side of a graph, inside one read transaction where the server has them.
 #[async_trait::async_trait]
 pub trait GraphRead: Send {
@@ -74,37 +84,32 @@ pub trait GraphRead: Send {
         label: &str,
         prop: &str,
     ) -> Result<Vec<(String, u64)>, StoreError>;
-    /// Keys of the `label` nodes whose `prop` equals the district (as text or integer), by page.
+    /// Keys of the `label` nodes whose `prop` equals the district (as text or integer), handed
+    /// to `sink` as they arrive (one query, no sort; nodes without their key are left out and
+    /// counted by `keyless`).
     async fn district_keys(
         &mut self,
         label: &str,
         prop: &str,
         district: &str,
-        skip: u64,
-        limit: u64,
-    ) -> Result<Vec<GValue>, StoreError>;
-    /// (label, key) of the nodes one `rel_type` hop away from the given `label` nodes.
+        sink: &mut KeySink<'_>,
+    ) -> Result<(), StoreError>;
+    /// The nodes one `rel_type` hop away from the given `label` nodes: (label, key) of those
+    /// with their key, and how many lack it (one query, so a district's BFS pays one round trip
+    /// per chunk and relationship type).
     async fn neighbours(
         &mut self,
         label: &str,
         keys: &[GValue],
         rel_type: &str,
         dir: Direction,
-    ) -> Result<Vec<(String, GValue)>, StoreError>;
+    ) -> Result<Reached, StoreError>;
     /// How many `label` nodes lack the `key` property; of one district when `district` is given
     /// as (district property, district).
     async fn keyless(
         &mut self,
         label: &str,
         district: Option<(&str, &str)>,
-    ) -> Result<u64, StoreError>;
-    /// How many nodes one `rel_type` hop away from the given `label` nodes lack `key`.
-    async fn keyless_neighbours(
-        &mut self,
-        label: &str,
-        keys: &[GValue],
-        rel_type: &str,
-        dir: Direction,
     ) -> Result<u64, StoreError>;
     /// The `label` nodes with these keys.
     async fn nodes(&mut self, label: &str, keys: &[GValue]) -> Result<Vec<NodeRec>, StoreError>;

@@ -246,6 +246,21 @@ impl Session {
     }
 
     pub(crate) async fn rows(&mut self, q: Query) -> Result<Vec<Row>, StoreError> {
+        let mut out = Vec::new();
+        self.each_row(q, |r| {
+            out.push(r);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Runs `q` and hands each row to `f` as the driver fetches it (results too large to hold).
+    pub(crate) async fn each_row(
+        &mut self,
+        q: Query,
+        mut f: impl FnMut(Row) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let (store, side) = (self.store.clone(), self.side);
         let txn = self.txn.as_mut().ok_or_else(|| StoreError::Query {
             store: store.clone(),
@@ -255,15 +270,14 @@ impl Session {
             .execute(q)
             .await
             .map_err(|e| bolt_err(&store, side, e))?;
-        let mut out = Vec::new();
         while let Some(row) = stream
             .next(txn.handle())
             .await
             .map_err(|e| bolt_err(&store, side, e))?
         {
-            out.push(row);
+            f(row)?;
         }
-        Ok(out)
+        Ok(())
     }
 
     pub(crate) async fn end(mut self, commit: bool) -> Result<(), StoreError> {

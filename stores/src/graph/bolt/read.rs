@@ -3,7 +3,8 @@
 use super::{arrows, count, get, keys_param, labels, list, props, Session};
 use crate::error::StoreError;
 use crate::graph::{
-    ident, primary_of, Direction, GValue, GraphConfig, KeyMap, NodeRec, RelRec, MARKER_LABEL,
+    ident, primary_of, Direction, GValue, GraphConfig, KeyMap, KeySink, NodeRec, Reached, RelRec,
+    MARKER_LABEL,
 };
 use crate::refs::Side;
 use neo4rs::{query, BoltType, Row};
@@ -105,31 +106,23 @@ impl crate::graph::GraphRead for BoltRead {
         label: &str,
         prop: &str,
         district: &str,
-        skip: u64,
-        limit: u64,
-    ) -> Result<Vec<GValue>, StoreError> {
+        sink: &mut KeySink<'_>,
+    ) -> Result<(), StoreError> {
         let mut wanted = vec![BoltType::from(district)];
         if let Ok(i) = district.trim().parse::<i64>() {
             wanted.push(BoltType::from(i));
         }
         let key = self.0.keys.of(label);
         let q = format!(
-            "MATCH (n:{}) WHERE n.{} IN $d AND NOT {} RETURN {} AS k ORDER BY k SKIP $skip LIMIT $lim",
+            "MATCH (n:{}) WHERE n.{} IN $d AND NOT {} RETURN {} AS k",
             ident(label),
             ident(prop),
             key.missing("n"),
             key.expr("n")
         );
-        let rows = self
-            .0
-            .rows(
-                query(&q)
-                    .param("d", list(wanted))
-                    .param("skip", skip as i64)
-                    .param("lim", limit as i64),
-            )
-            .await?;
-        Ok(rows.iter().map(|r| get(r, "k")).collect())
+        self.0
+            .each_row(query(&q).param("d", list(wanted)), |r| sink(get(&r, "k")))
+            .await
     }
 
     async fn neighbours(
@@ -138,28 +131,35 @@ impl crate::graph::GraphRead for BoltRead {
         keys: &[GValue],
         rel_type: &str,
         dir: Direction,
-    ) -> Result<Vec<(String, GValue)>, StoreError> {
+    ) -> Result<Reached, StoreError> {
         let (l, r) = arrows(dir);
         let km = &self.0.keys.clone();
         let q = format!(
-            "UNWIND $keys AS key MATCH (n:{} {}){l}[:{}]{r}(m) RETURN DISTINCT labels(m) AS l, {} AS u",
+            "UNWIND $keys AS key MATCH (n:{} {}){l}[:{}]{r}(m) WITH DISTINCT m RETURN labels(m) AS l, {} AS u, ({}) AS x",
             ident(label),
             km.of(label).pattern("key"),
             ident(rel_type),
-            km.union_expr("m")
+            km.union_expr("m"),
+            keyless_cond(km, "m")
         );
         let rows = self
             .0
             .rows(query(&q).param("keys", keys_param(keys)))
             .await?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                let l = primary_of(&labels(r, "l"))?;
-                let k = km.from_union(&l, &union_of(r, "u"))?;
-                Some((l, k))
-            })
-            .collect())
+        let mut out = Reached::default();
+        for row in &rows {
+            if row.get::<bool>("x").unwrap_or(false) {
+                out.keyless += 1;
+                continue;
+            }
+            let key = primary_of(&labels(row, "l"))
+                .and_then(|l| km.from_union(&l, &union_of(row, "u")).map(|k| (l, k)));
+            match key {
+                Some(k) => out.keyed.push(k),
+                None => out.keyless += 1,
+            }
+        }
+        Ok(out)
     }
 
     async fn keyless(
@@ -179,29 +179,6 @@ impl crate::graph::GraphRead for BoltRead {
         }
         q.push_str(" RETURN count(n) AS c");
         let rows = self.0.rows(query(&q).param("d", list(wanted))).await?;
-        Ok(rows.first().map(count).unwrap_or(0))
-    }
-
-    async fn keyless_neighbours(
-        &mut self,
-        label: &str,
-        keys: &[GValue],
-        rel_type: &str,
-        dir: Direction,
-    ) -> Result<u64, StoreError> {
-        let (l, r) = arrows(dir);
-        let km = &self.0.keys.clone();
-        let q = format!(
-            "UNWIND $keys AS key MATCH (n:{} {}){l}[:{}]{r}(m) WHERE {} RETURN count(DISTINCT m) AS c",
-            ident(label),
-            km.of(label).pattern("key"),
-            ident(rel_type),
-            keyless_cond(km, "m")
-        );
-        let rows = self
-            .0
-            .rows(query(&q).param("keys", keys_param(keys)))
-            .await?;
         Ok(rows.first().map(count).unwrap_or(0))
     }
 

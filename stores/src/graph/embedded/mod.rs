@@ -1,7 +1,7 @@
 //! The embedded graph: a property graph in one SQLite file (nodes, relationships, load markers),
 //! properties as JSON. The demo and quick tests use it; it offers what the Bolt store offers.
 
-use super::{Direction, GValue, GraphConfig, KeyMap, NodeKey, NodeRec, RelRec};
+use super::{Direction, GValue, GraphConfig, KeyMap, KeySink, NodeKey, NodeRec, Reached, RelRec};
 use crate::error::StoreError;
 use crate::refs::Side;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
@@ -199,6 +199,36 @@ fn rel_row(r: &sqlx::sqlite::SqliteRow) -> RelRec {
 pub struct EmbeddedRead(Session);
 
 impl EmbeddedRead {
+    /// How many nodes one `rel_type` hop away from the given `label` nodes lack their key.
+    async fn keyless_neighbours(
+        &mut self,
+        label: &str,
+        keys: &[GValue],
+        rel_type: &str,
+        dir: Direction,
+    ) -> Result<u64, StoreError> {
+        let missing = keyless_sql(&self.0.keys, "n.label", "n.props");
+        let out = format!("SELECT DISTINCT n.label, n.key FROM rels r JOIN nodes n ON n.label = r.end_label AND n.key = r.end_key \
+            WHERE r.type = ?1 AND r.start_label = ?2 AND r.start_key IN (SELECT value FROM json_each(?3)) \
+            AND {missing}");
+        let inn = format!("SELECT DISTINCT n.label, n.key FROM rels r JOIN nodes n ON n.label = r.start_label AND n.key = r.start_key \
+            WHERE r.type = ?1 AND r.end_label = ?2 AND r.end_key IN (SELECT value FROM json_each(?3)) \
+            AND {missing}");
+        let sql = match dir {
+            Direction::Out => format!("SELECT count(*) FROM ({out})"),
+            Direction::In => format!("SELECT count(*) FROM ({inn})"),
+            Direction::Both => format!("SELECT count(*) FROM ({out} UNION {inn})"),
+        };
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(rel_type)
+            .bind(label)
+            .bind(keys_json(keys))
+            .fetch_one(&mut self.0.conn)
+            .await
+            .map_err(|e| self.0.err(e))?;
+        Ok(n.max(0) as u64)
+    }
+
     pub async fn open(cfg: &GraphConfig, side: Side) -> Result<EmbeddedRead, StoreError> {
         Ok(EmbeddedRead(Session::open(cfg, side, false).await?))
     }
@@ -277,27 +307,30 @@ impl super::GraphRead for EmbeddedRead {
         label: &str,
         prop: &str,
         district: &str,
-        skip: u64,
-        limit: u64,
-    ) -> Result<Vec<GValue>, StoreError> {
+        sink: &mut KeySink<'_>,
+    ) -> Result<(), StoreError> {
+        use futures_util::TryStreamExt;
         let as_int = district.trim().parse::<i64>().ok();
-        let rows = sqlx::query(
-            "SELECT key FROM nodes WHERE label = ?1 AND (json_extract(props, '$.\"' || ?2 || '\"') = ?3 OR json_extract(props, '$.\"' || ?2 || '\"') = ?4) ORDER BY key LIMIT ?5 OFFSET ?6",
+        let store = self.0.store.clone();
+        let mut rows = sqlx::query(
+            "SELECT key FROM nodes WHERE label = ?1 AND (json_extract(props, '$.\"' || ?2 || '\"') = ?3 OR json_extract(props, '$.\"' || ?2 || '\"') = ?4)",
         )
         .bind(label)
         .bind(prop)
         .bind(district)
         .bind(as_int)
-        .bind(limit as i64)
-        .bind(skip as i64)
-        .fetch_all(&mut self.0.conn)
-        .await
-        .map_err(|e| self.0.err(e))?;
-        Ok(rows
-            .iter()
-            .map(|r| GValue::from_key_text(r.get::<&str, _>("key")))
-            .filter(|k| !is_keyless(k))
-            .collect())
+        .fetch(&mut self.0.conn);
+        while let Some(r) = rows
+            .try_next()
+            .await
+            .map_err(|e| StoreError::from_sqlx(&store, e))?
+        {
+            let k = GValue::from_key_text(r.get::<&str, _>("key"));
+            if !is_keyless(&k) {
+                sink(k)?;
+            }
+        }
+        Ok(())
     }
 
     async fn neighbours(
@@ -306,7 +339,7 @@ impl super::GraphRead for EmbeddedRead {
         keys: &[GValue],
         rel_type: &str,
         dir: Direction,
-    ) -> Result<Vec<(String, GValue)>, StoreError> {
+    ) -> Result<Reached, StoreError> {
         let out = "SELECT end_label AS l, end_key AS k FROM rels WHERE type = ?1 AND start_label = ?2 AND start_key IN (SELECT value FROM json_each(?3))";
         let inn = "SELECT start_label AS l, start_key AS k FROM rels WHERE type = ?1 AND end_label = ?2 AND end_key IN (SELECT value FROM json_each(?3))";
         let sql = match dir {
@@ -322,13 +355,15 @@ impl super::GraphRead for EmbeddedRead {
             .await
             .map_err(|e| self.0.err(e))?;
         let mut seen = std::collections::BTreeSet::new();
-        Ok(rows
+        let keyed = rows
             .iter()
             .map(|r| (r.get::<String, _>("l"), r.get::<String, _>("k")))
             .filter(|p| seen.insert(p.clone()))
             .map(|(l, k)| (l, GValue::from_key_text(&k)))
             .filter(|(_, k)| !is_keyless(k))
-            .collect())
+            .collect();
+        let keyless = self.keyless_neighbours(label, keys, rel_type, dir).await?;
+        Ok(Reached { keyed, keyless })
     }
 
     async fn keyless(
@@ -347,35 +382,6 @@ impl super::GraphRead for EmbeddedRead {
             .bind(prop)
             .bind(d)
             .bind(d.trim().parse::<i64>().ok())
-            .fetch_one(&mut self.0.conn)
-            .await
-            .map_err(|e| self.0.err(e))?;
-        Ok(n.max(0) as u64)
-    }
-
-    async fn keyless_neighbours(
-        &mut self,
-        label: &str,
-        keys: &[GValue],
-        rel_type: &str,
-        dir: Direction,
-    ) -> Result<u64, StoreError> {
-        let missing = keyless_sql(&self.0.keys, "n.label", "n.props");
-        let out = format!("SELECT DISTINCT n.label, n.key FROM rels r JOIN nodes n ON n.label = r.end_label AND n.key = r.end_key \
-            WHERE r.type = ?1 AND r.start_label = ?2 AND r.start_key IN (SELECT value FROM json_each(?3)) \
-            AND {missing}");
-        let inn = format!("SELECT DISTINCT n.label, n.key FROM rels r JOIN nodes n ON n.label = r.start_label AND n.key = r.start_key \
-            WHERE r.type = ?1 AND r.end_label = ?2 AND r.end_key IN (SELECT value FROM json_each(?3)) \
-            AND {missing}");
-        let sql = match dir {
-            Direction::Out => format!("SELECT count(*) FROM ({out})"),
-            Direction::In => format!("SELECT count(*) FROM ({inn})"),
-            Direction::Both => format!("SELECT count(*) FROM ({out} UNION {inn})"),
-        };
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .bind(rel_type)
-            .bind(label)
-            .bind(keys_json(keys))
             .fetch_one(&mut self.0.conn)
             .await
             .map_err(|e| self.0.err(e))?;
