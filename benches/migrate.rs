@@ -4,7 +4,8 @@
 //! `psql \copy` out and in (no processing), in one run on the same servers. Also reports the
 //! validate step against the extract step (issue 6: validation must take less time), and per step
 //! its seconds, rows/s, CPU seconds and peak resident memory (issue 17). `WF_BENCH_GRAPH=0` leaves
-//! the graph out (seeding and runs), for the larger scales.
+//! the graph out (seeding and runs), for the larger scales; `WF_BENCH_SERVE=0` leaves out the
+//! dashboard's cost (four more migrates).
 //!
 //! Needs `scripts/services.sh start && source /tmp/wf-services/env`; `cargo bench --bench migrate`.
 //! It measures, asserts nothing. It uses the release `wf` binary Cargo builds for benches.
@@ -120,16 +121,26 @@ fn subset(store: &str) -> Vec<(&'static str, String)> {
 }
 
 /// Wall time of phase `step`: from the start of `step` (or the first of its `step/…` steps) to
-/// the end of the last one, so per-table steps that overlap count once.
+/// the end of the last one, so per-table steps that overlap count once; `=step` times the step
+/// alone.
 fn step_ms(data: &Path, run: &str, step: &str) -> f64 {
     let v: serde_json::Value =
         serde_json::from_str(&wf(data, &["status", run, "--json"])).expect("status");
-    let prefix = format!("{step}/");
+    // `=step` is the step alone, without its `step/…` steps.
+    let (step, prefix) = match step.strip_prefix('=') {
+        Some(alone) => (alone, None),
+        None => (step, Some(format!("{step}/"))),
+    };
     let spans: Vec<(f64, f64)> = v["steps"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|s| s["id"] == step || s["id"].as_str().is_some_and(|i| i.starts_with(&prefix)))
+        .filter(|s| {
+            s["id"] == step
+                || prefix
+                    .as_ref()
+                    .is_some_and(|p| s["id"].as_str().is_some_and(|i| i.starts_with(p)))
+        })
         .filter_map(|s| {
             let start = s["started_ms"].as_f64()?;
             Some((start, start + s["duration_ms"].as_f64()?))
@@ -298,13 +309,14 @@ fn main() {
         )
         .unwrap_or_default();
         println!(
-            "wf run migrate, {what}: {secs:.2}s = {:.2}x psql  (extract {:.2}s, anonymize {:.2}s, validate {:.2}s of which the checks {:.2}s over {} rows, the rest the rehearsal of loads with sql rules; run {run})",
+            "wf run migrate, {what}: {secs:.2}s = {:.2}x psql  (phases, first step to last, overlapping: extract {:.2}s, anonymize {:.2}s, validate {:.2}s over {} rows, of which the gate step {:.2}s: the cross-table checks {:.2}s, the rest the rehearsal of loads with sql rules; run {run})",
             secs / psql_secs,
             step_ms(&data, run, "extract") / 1000.0,
             step_ms(&data, run, "anonymize") / 1000.0,
             step_ms(&data, run, "validate") / 1000.0,
-            checks["seconds"].as_f64().unwrap_or(f64::NAN),
             checks["rows"],
+            step_ms(&data, run, "=validate") / 1000.0,
+            checks["seconds"].as_f64().unwrap_or(f64::NAN),
         );
         phases(&data, run);
     }
@@ -319,7 +331,9 @@ fn main() {
             secs / load
         );
     }
-    serve_cost(&data, &rel);
+    if std::env::var("WF_BENCH_SERVE").as_deref() != Ok("0") {
+        serve_cost(&data, &rel);
+    }
 }
 
 /// The dashboard's cost (issue 15): the relational migrate again, alternately without and with

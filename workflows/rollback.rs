@@ -155,8 +155,10 @@ async fn confirm(
     Ok(matches!(answer.trim(), "y" | "yes" | "Y"))
 }
 
-/// Deletes store by store (independent transactions; children first inside each); the total of
-/// rows, nodes and relationships deleted.
+/// Deletes every store at once (independent transactions, as the loads ran; children first
+/// inside each); the total of rows, nodes and relationships deleted. A store that fails does not
+/// stop the others: the first error is returned once all have ended (a rollback run again
+/// deletes what is left).
 async fn delete(
     engine: &Engine,
     run: &str,
@@ -165,42 +167,58 @@ async fn delete(
     jobs: &[&StoreLoad],
     graph_jobs: &[&GraphLoad],
 ) -> anyhow::Result<u64> {
+    use futures_util::future::{join_all, BoxFuture, FutureExt};
     let gone = |what: &str, store: &str| {
         anyhow::anyhow!("{what} {store} is no longer in {}", config_path.display())
     };
-    let mut total = 0u64;
+    type Deleted = anyhow::Result<Vec<(String, u64)>>;
+    let mut work: Vec<(String, &str, BoxFuture<'_, Deleted>)> = Vec::new();
     for job in graph_jobs {
         let g = cfg
             .graph
             .as_ref()
             .filter(|g| g.name == job.store)
             .ok_or_else(|| gone("graph store", &job.store))?;
-        let deleted = wf_stores::graph::load::rollback_graph(g, job).await?;
-        audit_rollback(engine, run, &job.store, &deleted);
-        let n: u64 = deleted.iter().map(|(_, n)| n).sum();
-        total += n;
-        say(&format!(
-            "graph {}: deleted {n} nodes and relationships",
-            job.store
-        ));
+        let f = async move { Ok(wf_stores::graph::load::rollback_graph(g, job).await?) };
+        work.push((job.store.clone(), "nodes and relationships", f.boxed()));
     }
     for job in jobs.iter().rev() {
         let store = cfg
             .store(&job.store)
             .ok_or_else(|| gone("store", &job.store))?;
-        let deleted = match wf_stores::connect::rollback_store(store, job).await {
-            Err(e @ wf_stores::StoreError::Manifest { .. }) => {
-                eprintln!("wf: {e}");
-                anyhow::bail!(rebuild_hint(run));
+        let f = async move {
+            match wf_stores::connect::rollback_store(store, job).await {
+                Err(e @ wf_stores::StoreError::Manifest { .. }) => {
+                    eprintln!("wf: {e}");
+                    Err(anyhow::anyhow!(rebuild_hint(run)))
+                }
+                other => Ok(other?),
             }
-            other => other?,
         };
-        audit_rollback(engine, run, &job.store, &deleted);
-        let n: u64 = deleted.iter().map(|(_, n)| n).sum();
-        total += n;
-        say(&format!("store {}: deleted {n} rows", job.store));
+        work.push((job.store.clone(), "rows", f.boxed()));
     }
-    Ok(total)
+    let (names, futures): (Vec<(String, &str)>, Vec<_>) =
+        work.into_iter().map(|(s, w, f)| ((s, w), f)).unzip();
+    let mut total = 0u64;
+    let mut first_err = None;
+    for ((store, what), res) in names.into_iter().zip(join_all(futures).await) {
+        match res {
+            Ok(deleted) => {
+                audit_rollback(engine, run, &store, &deleted);
+                let n: u64 = deleted.iter().map(|(_, n)| n).sum();
+                total += n;
+                let kind = if what == "rows" { "store" } else { "graph" };
+                say(&format!("{kind} {store}: deleted {n} {what}"));
+            }
+            // The first error ends the command (and is printed by it); the others are said here.
+            Err(e) if first_err.is_some() => eprintln!("wf: rollback of {store} failed: {e:#}"),
+            Err(e) => first_err = Some(e),
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(total),
+    }
 }
 
 /// One audit line per store rolled back: the tables and rows deleted.
