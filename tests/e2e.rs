@@ -319,6 +319,18 @@ fn sigkill_in_every_phase_then_resume_gives_the_same_cert_as_an_uninterrupted_ru
     };
     // How long each phase took uninterrupted: kills land at random moments within that span.
     let base_status = status(&sb, &base_run);
+    // hcp1 has a `sql` rule: the gate loaded it and load/hcp1 committed that transaction (on
+    // PostgreSQL), while the other stores loaded in their own steps.
+    let by_gate = |step: &str| {
+        base_status["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["id"] == step)
+            .and_then(|s| s["metrics"]["loaded_by_the_gate"].as_u64())
+    };
+    assert_eq!(by_gate("load/hcp1"), Some(1));
+    assert_eq!(by_gate("load/ids"), Some(0));
     let took = |prefix: &str| -> u64 {
         base_status["steps"]
             .as_array()

@@ -285,6 +285,20 @@ fn a_failing_sql_rule_with_severity_warning_loads_and_passes_with_warnings() {
     assert_eq!(rep["validation_status"], "PASSED_WITH_WARNINGS");
     let students = count(&prod(&cfg, "ids.db"), "students where district_id = 1");
     assert_eq!(count(&cert(&cfg, "ids.db"), "students"), students);
+    // SQLite: the rehearsal is rolled back, and load/ids loads the store itself.
+    let st = crate::util::ran(sb.cmd(["status", &run, "--json"]).output().unwrap());
+    let st: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
+    let by_gate = |step: &str| {
+        st["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == step)
+            .unwrap()["metrics"]["loaded_by_the_gate"]
+            .as_u64()
+    };
+    assert_eq!(by_gate("load/ids"), Some(0));
+    assert_eq!(by_gate("load/hcp1"), Some(0));
     let checks = rep["load_checks"].as_array().unwrap();
     assert!(
         checks

@@ -237,6 +237,7 @@ impl Migrate {
             key_fingerprint: key.fingerprint(),
             from_run: parsed.from_run.clone(),
             replaces: parsed.replaces.clone(),
+            skip_load: parsed.skip_load,
         };
         Ok(Migrate {
             params: Arc::new(params),

@@ -24,7 +24,10 @@ pub use model::{Artifact, Checkpoint, Plan, RunStatus, StepOutput, StepSpec};
 pub use retry::RetryPolicy;
 pub use runner::{Outcome, RunOptions, Stop};
 pub use status::StatusView;
-pub use step::{Host, Observer, Progress, Silent, Step, StepContext, StepError};
+pub use step::{
+    artifact_dir_name, idempotency_key, Host, Observer, Progress, Silent, Step, StepContext,
+    StepError,
+};
 pub use workflow::Workflow;
 
 /// Re-exported so steps and workflows use the same cancellation token type as the runner.

@@ -201,6 +201,18 @@ impl Artifact {
     }
 }
 
+/// The idempotency key of step `step` in `generation` of `run` (`StepContext::idempotency_key`):
+/// a step that prepares work another step finishes (a load transaction the gate hands over)
+/// names that step's key with it.
+pub fn idempotency_key(run: &str, generation: u32, step: &str) -> String {
+    format!("{run}/g{generation}/{step}")
+}
+
+/// The name of a step's artifact directory under the run's `steps/` (`load/ids` → `load~ids`).
+pub fn artifact_dir_name(step: &str) -> String {
+    step.replace(['/', '\\'], "~")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

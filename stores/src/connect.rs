@@ -28,6 +28,16 @@ pub async fn load_store(store: &StoreConfig, job: &StoreLoad) -> Result<LoadRepo
     db.load(job, store.triggers).await
 }
 
+/// Loads `job` into the CERT side of `store` and runs its rules, leaving the transaction open
+/// for the caller to commit.
+pub async fn load_store_held(
+    store: &StoreConfig,
+    job: &StoreLoad,
+) -> Result<crate::load::HeldLoad, StoreError> {
+    let db = connect(store, Side::Cert).await?;
+    db.load_held(job, store.triggers).await
+}
+
 /// What a rollback of `job` would delete from the CERT side of `store` now, per table.
 pub async fn preview_rollback_store(
     store: &StoreConfig,

@@ -36,6 +36,13 @@ pub trait RelationalStore: Send + Sync {
     }
     /// Loads `job` into this (CERT) database in one transaction, exactly once.
     async fn load(&self, job: &StoreLoad, triggers: Triggers) -> Result<LoadReport, StoreError>;
+    /// `load` without the commit: the load and its rules run in a transaction left open, to be
+    /// committed (or dropped) by the caller once every other check has passed.
+    async fn load_held(
+        &self,
+        job: &StoreLoad,
+        triggers: Triggers,
+    ) -> Result<crate::load::HeldLoad, StoreError>;
     /// Deletes what `job` loaded, if it committed; rows deleted per table.
     async fn rollback(&self, job: &StoreLoad) -> Result<Vec<(String, u64)>, StoreError>;
     /// What `rollback` would delete now, per table, without deleting anything.

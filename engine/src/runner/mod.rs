@@ -380,7 +380,7 @@ impl Runner {
                         .data
                         .run_dir(&self.run.id)
                         .join("steps")
-                        .join(spec.id.replace(['/', '\\'], "~")),
+                        .join(crate::step::artifact_dir_name(&spec.id)),
                     observer: self.observer.clone(),
                     host: self.host.clone(),
                     boundary: lp.boundary.clone(),

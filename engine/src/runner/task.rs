@@ -153,7 +153,7 @@ async fn one_attempt(t: &TaskInput, attempt: u32) -> AttemptEnd {
         step_id: t.step_id.clone(),
         generation: t.generation,
         attempt,
-        idempotency_key: format!("{}/g{}/{}", t.run_id, t.generation, t.step_id),
+        idempotency_key: crate::step::idempotency_key(&t.run_id, t.generation, &t.step_id),
         inputs: t.inputs.clone(),
         artifact_dir: t.artifact_dir.clone(),
         progress: Progress::new(&t.step_id, t.observer.clone()),

@@ -80,14 +80,23 @@ impl Step for LoadStep {
         let store = p.config.store(&self.store).ok_or_else(|| {
             StepError::Fatal(format!("store {} is not in the config", self.store))
         })?;
-        let report = match &job {
-            Some(j) => {
+        // The gate may have loaded this store already, in a transaction left open for this step.
+        let handed = match &job {
+            Some(j) => super::handover::take(&cx.run_id, j)
+                .await
+                .map_err(store_err)?,
+            None => None,
+        };
+        let handed_over = handed.is_some();
+        let report = match (&job, handed) {
+            (Some(_), Some(h)) => Some(h.commit().await.map_err(store_err)?),
+            (Some(j), None) => {
                 if !p.dry_run {
                     replace_earlier_generations(cx, store, j).await?;
                 }
                 Some(load_store(store, j).await.map_err(input_err("anonymize"))?)
             }
-            None => None,
+            (None, _) => None,
         };
         let rows = report
             .as_ref()
@@ -100,6 +109,8 @@ impl Step for LoadStep {
             graph_job: None,
         })?;
         out.metrics.insert("rows".into(), rows);
+        out.metrics
+            .insert("loaded_by_the_gate".into(), u64::from(handed_over));
         Ok(out)
     }
 }
@@ -207,9 +218,12 @@ pub(crate) fn store_jobs(
 /// Where a generation's load manifests go (one directory per generation, so a recovered run can
 /// still find what its earlier generations loaded).
 fn manifest_dir(cx: &StepContext, generation: u32) -> PathBuf {
-    cx.artifact_dir
-        .join("manifests")
-        .join(format!("g{generation}"))
+    manifest_dir_of(&cx.artifact_dir, generation)
+}
+
+/// Where a load step with artifact directory `dir` writes the manifests of `generation`.
+pub(crate) fn manifest_dir_of(dir: &Path, generation: u32) -> PathBuf {
+    dir.join("manifests").join(format!("g{generation}"))
 }
 
 /// The idempotency key this step had in `generation` (`run/g<n>/step`).

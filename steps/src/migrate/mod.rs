@@ -5,6 +5,7 @@
 
 mod anon;
 mod extract;
+pub(crate) mod handover;
 mod held;
 mod load;
 pub use anon::{AnonPart, AnonTableStep, AnonTask, FixesStep, ANON_KIND, FIXES_KIND, FIXES_STEP};
@@ -12,8 +13,8 @@ pub use extract::{
     extract_metrics, ExtractGraphStep, ExtractPart, ExtractStep, ExtractTableStep, TableTask,
     GRAPH_KIND, TABLE_KIND,
 };
-pub(crate) use load::store_jobs;
 pub use load::LoadStep;
+pub(crate) use load::{manifest_dir_of, store_jobs};
 
 use crate::anonymize::{anonymize, AnonKey, Rules, TableInput};
 use serde::{Deserialize, Serialize};
@@ -48,6 +49,8 @@ pub struct MigrateParams {
     /// A refresh: the earlier run whose district this run replaces; each load deletes that run's
     /// rows in the transaction that loads the new ones.
     pub replaces: Option<String>,
+    /// No load steps (`--skip-load`): the gate's rehearsal is rolled back, not handed over.
+    pub skip_load: bool,
 }
 
 /// A staged table as journaled.

@@ -12,6 +12,7 @@ mod graph_checks;
 mod input;
 mod owned;
 pub mod post;
+mod rehearse;
 pub mod rules;
 mod scan;
 pub mod step;

@@ -4,15 +4,13 @@
 //! either way.
 
 use super::rules::Severity;
-use super::{Gate, Tally, ValidationReport};
-use crate::migrate::{store_err, store_jobs, AnonymizeOut, ExtractOut, MigrateParams};
+use super::{Gate, ValidationReport};
+use crate::migrate::{store_err, AnonymizeOut, ExtractOut, MigrateParams};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 use wf_engine::{Step, StepContext, StepError, StepOutput};
 use wf_stores::analysis::add_virtual_fks;
-use wf_stores::connect::load_store;
-use wf_stores::StoreError;
 
 /// Output of `validate`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,7 +68,7 @@ impl Step for ValidateStep {
         }
         .map_err(crate::migrate::input_err("anonymize"))?;
         if report.status != Gate::Failed {
-            rehearse(cx, p, &ex, &anon, &mut report).await?;
+            super::rehearse::rehearse(cx, p, &ex, &anon, &mut report).await?;
         }
         std::fs::create_dir_all(&cx.artifact_dir)
             .map_err(|e| StepError::Retryable(format!("{}: {e}", cx.artifact_dir.display())))?;
@@ -101,101 +99,4 @@ impl Step for ValidateStep {
         );
         Ok(out)
     }
-}
-
-/// Loads each store that has `sql` rules inside a transaction that is rolled back, and folds the
-/// rules' results (and any load failure) into the report.
-async fn rehearse(
-    cx: &StepContext,
-    p: &MigrateParams,
-    ex: &ExtractOut,
-    anon: &AnonymizeOut,
-    report: &mut ValidationReport,
-) -> Result<(), StepError> {
-    let key = format!("{}/rehearsal", cx.idempotency_key);
-    let dir = cx.artifact_dir.join("rehearsal");
-    let mut jobs = store_jobs(p, ex, anon, &key, &dir, true)?;
-    // A refresh's rehearsal replaces the earlier run's rows, as its load will.
-    let replaced = crate::migrate::replaced_loads(cx, p)?;
-    for j in &mut jobs {
-        j.replaces = replaced
-            .iter()
-            .find(|l| l.store == j.store)
-            .and_then(|l| l.job.clone())
-            .map(Box::new);
-    }
-    if cx.generation > 0 {
-        // After a recover, CERT may hold this run's rows from an earlier generation, which the
-        // real load replaces; the rehearsal overwrites them instead (it is rolled back anyway).
-        for t in jobs.iter_mut().flat_map(|j| j.tables.iter_mut()) {
-            if t.strategy == wf_stores::load::Strategy::Insert {
-                t.strategy = wf_stores::load::Strategy::Upsert;
-            }
-        }
-    }
-    let mut tally = Tally::default();
-    let mut any = false;
-    for job in jobs.iter().filter(|j| !j.checks.is_empty()) {
-        any = true;
-        let store = p
-            .config
-            .store(&job.store)
-            .ok_or_else(|| StepError::Fatal(format!("store {} is not in the config", job.store)))?;
-        match load_store(store, job).await {
-            Ok(r) => {
-                for c in &r.checks {
-                    let sev = match c.severity.as_str() {
-                        "warning" => Severity::Warning,
-                        "info" => Severity::Info,
-                        _ => Severity::Error,
-                    };
-                    tally.check(
-                        "business_rules",
-                        &c.name,
-                        &job.store,
-                        sev,
-                        c.violations,
-                        vec![],
-                        format!("sql rule `{}`: {} violating rows", c.name, c.violations),
-                    );
-                }
-            }
-            Err(StoreError::Rule {
-                rule, violations, ..
-            }) => {
-                let sev = rules_severity(p, &rule);
-                tally.check("business_rules", &rule, &job.store, sev, violations, vec![],
-                    format!("sql rule `{rule}`: {violations} violating rows (run in a rehearsal of the load, rolled back)"));
-            }
-            Err(e) if e.is_retryable() => return Err(store_err(e)),
-            Err(e @ StoreError::Corrupt { .. }) => {
-                return Err(crate::migrate::input_err("anonymize")(e))
-            }
-            Err(e) => tally.check(
-                "load_rehearsal",
-                "the load succeeds",
-                &job.store,
-                Severity::Error,
-                1,
-                vec![],
-                format!("a rehearsal of the load failed: {e}"),
-            ),
-        }
-    }
-    if any {
-        tally.absorb(
-            std::mem::take(&mut report.categories),
-            std::mem::take(&mut report.findings),
-        );
-        *report = tally.finish(report.tables, report.rows, report.seconds);
-    }
-    Ok(())
-}
-
-fn rules_severity(p: &MigrateParams, rule: &str) -> Severity {
-    crate::migrate::validation_rules(p)
-        .ok()
-        .and_then(|r| r.rules.into_iter().find(|x| x.spec.name == rule))
-        .map(|r| r.spec.severity)
-        .unwrap_or(Severity::Error)
 }

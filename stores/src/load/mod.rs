@@ -24,6 +24,45 @@ use arrow_array::RecordBatch;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+/// A store's load done and its rules run inside a transaction still open (see
+/// `RelationalStore::load_held`): `commit` ends the load as `load` would have, `abandon` rolls it
+/// back (dropped without either, the server rolls it back when the connection closes).
+pub struct HeldLoad {
+    pub report: LoadReport,
+    tx: Option<Box<dyn protocol::HeldTx>>,
+}
+
+impl std::fmt::Debug for HeldLoad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldLoad")
+            .field("report", &self.report)
+            .field("open", &self.tx.is_some())
+            .finish()
+    }
+}
+
+impl HeldLoad {
+    fn new(report: LoadReport, tx: Option<Box<dyn protocol::HeldTx>>) -> HeldLoad {
+        HeldLoad { report, tx }
+    }
+
+    /// Commits the load (deferred checks run here); its report.
+    pub async fn commit(self) -> Result<LoadReport, StoreError> {
+        if let Some(tx) = self.tx {
+            tx.end(true).await?;
+        }
+        Ok(self.report)
+    }
+
+    /// Rolls the load back.
+    pub async fn abandon(self) -> Result<(), StoreError> {
+        match self.tx {
+            Some(tx) => tx.end(false).await,
+            None => Ok(()),
+        }
+    }
+}
+
 /// The count query of a check (its query as a subquery).
 pub(crate) fn check_count_sql(c: &SqlCheck) -> String {
     format!(

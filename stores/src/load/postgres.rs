@@ -91,6 +91,16 @@ pub async fn load(
     protocol::load(&mut d, job).await
 }
 
+/// `load`, with the transaction left open for the caller to commit (`protocol::load_held`).
+pub async fn load_held(
+    pool: &PgPool,
+    job: &StoreLoad,
+    triggers: Triggers,
+) -> Result<super::HeldLoad, StoreError> {
+    let d = PgDialect::open(pool, &job.store, triggers).await?;
+    protocol::load_held(d, job).await
+}
+
 /// Deletes what `job` loaded into this store (children first), if that load committed.
 pub async fn rollback(pool: &PgPool, job: &StoreLoad) -> Result<Vec<(String, u64)>, StoreError> {
     let mut d = PgDialect::open(pool, &job.store, Triggers::Keep).await?;

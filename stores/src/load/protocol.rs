@@ -117,6 +117,53 @@ pub(crate) async fn load<D: Dialect>(d: &mut D, job: &StoreLoad) -> Result<LoadR
     Ok(report)
 }
 
+/// Loads `job` through `d` in one transaction and runs its rules, but leaves the transaction
+/// open: the caller commits it once every other check passed (the validation gate hands it to
+/// the store's load step), or drops it. A store where the run's markers already committed gets
+/// its report and nothing to commit.
+pub(crate) async fn load_held<D: Dialect + 'static>(
+    mut d: D,
+    job: &StoreLoad,
+) -> Result<super::HeldLoad, StoreError> {
+    begin(&mut d, &job.store).await?;
+    match load_in_tx(&mut d, job).await {
+        Ok(report) if report.already_loaded => {
+            end(&mut d, &job.store, false).await?;
+            Ok(super::HeldLoad::new(report, None))
+        }
+        Ok(report) => {
+            let tx = Held {
+                d,
+                store: job.store.clone(),
+            };
+            Ok(super::HeldLoad::new(report, Some(Box::new(tx))))
+        }
+        Err(e) => {
+            let _ = end(&mut d, &job.store, false).await;
+            Err(e)
+        }
+    }
+}
+
+/// An open load transaction of one store.
+#[async_trait::async_trait]
+pub(crate) trait HeldTx: Send {
+    async fn end(self: Box<Self>, commit: bool) -> Result<(), StoreError>;
+}
+
+struct Held<D: Dialect> {
+    d: D,
+    store: String,
+}
+
+#[async_trait::async_trait]
+impl<D: Dialect + 'static> HeldTx for Held<D> {
+    async fn end(mut self: Box<Self>, commit: bool) -> Result<(), StoreError> {
+        let store = self.store.clone();
+        end(&mut self.d, &store, commit).await
+    }
+}
+
 async fn load_in_tx<D: Dialect>(d: &mut D, job: &StoreLoad) -> Result<LoadReport, StoreError> {
     let marked = markers(d, &job.store, &job.run_key).await?;
     if !marked.is_empty() {

@@ -104,6 +104,12 @@ pub async fn load(pool: &SqlitePool, job: &StoreLoad) -> Result<LoadReport, Stor
     protocol::load(&mut d, job).await
 }
 
+/// `load`, with the transaction left open for the caller to commit (`protocol::load_held`).
+pub async fn load_held(pool: &SqlitePool, job: &StoreLoad) -> Result<super::HeldLoad, StoreError> {
+    let d = SqliteDialect::open(pool, &job.store).await?;
+    protocol::load_held(d, job).await
+}
+
 /// Deletes what `job` loaded into this store (children first), if that load committed.
 pub async fn rollback(
     pool: &SqlitePool,

@@ -118,6 +118,14 @@ impl RelationalStore for PgStore {
         crate::load::postgres::load(&self.pool, job, triggers).await
     }
 
+    async fn load_held(
+        &self,
+        job: &StoreLoad,
+        triggers: Triggers,
+    ) -> Result<crate::load::HeldLoad, StoreError> {
+        crate::load::postgres::load_held(&self.pool, job, triggers).await
+    }
+
     async fn rollback(&self, job: &StoreLoad) -> Result<Vec<(String, u64)>, StoreError> {
         crate::load::postgres::rollback(&self.pool, job).await
     }

@@ -99,6 +99,14 @@ impl RelationalStore for SqliteStore {
         crate::load::sqlite::load(&self.pool, job).await
     }
 
+    async fn load_held(
+        &self,
+        job: &StoreLoad,
+        _triggers: Triggers,
+    ) -> Result<crate::load::HeldLoad, StoreError> {
+        crate::load::sqlite::load_held(&self.pool, job).await
+    }
+
     async fn rollback(&self, job: &StoreLoad) -> Result<Vec<(String, u64)>, StoreError> {
         crate::load::sqlite::rollback(&self.pool, job).await
     }

@@ -1,0 +1,57 @@
+//! Load transactions the validation gate leaves open for the load steps of the same process (see
+//! `validate::rehearse`), by run and store. A runner that dies takes them with it (the server
+//! rolls them back), and the load step then loads as usual.
+
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+use wf_stores::load::{HeldLoad, StoreLoad};
+
+/// An open load and the run key of the job it ran.
+struct Open {
+    run_key: String,
+    load: HeldLoad,
+}
+
+static OPEN: LazyLock<Mutex<HashMap<String, Open>>> = LazyLock::new(Default::default);
+
+fn open() -> std::sync::MutexGuard<'static, HashMap<String, Open>> {
+    OPEN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn key(run: &str, store: &str) -> String {
+    format!("{run}\u{0}{store}")
+}
+
+/// Leaves `load`, which ran `job`, for run `run`'s load step of `job.store`.
+pub(crate) fn give(run: &str, job: &StoreLoad, load: HeldLoad) {
+    let o = Open {
+        run_key: job.run_key.clone(),
+        load,
+    };
+    open().insert(key(run, &job.store), o);
+}
+
+/// What the gate left for `job`: the open load when it ran this very job (same run key), else
+/// nothing, with any other load of the store rolled back first, so it cannot hold the locks the
+/// step's own load needs.
+pub(crate) async fn take(
+    run: &str,
+    job: &StoreLoad,
+) -> Result<Option<HeldLoad>, wf_stores::StoreError> {
+    let found = open().remove(&key(run, &job.store));
+    match found {
+        Some(o) if o.run_key == job.run_key => Ok(Some(o.load)),
+        Some(o) => o.load.abandon().await.map(|_| None),
+        None => Ok(None),
+    }
+}
+
+/// Rolls back what an earlier attempt of the gate left for `store` (a retried gate loads again).
+pub(crate) async fn discard(run: &str, store: &str) {
+    let found = open().remove(&key(run, store));
+    if let Some(o) = found {
+        if let Err(e) = o.load.abandon().await {
+            tracing::warn!("rolling back an earlier rehearsal of {store}: {e}");
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The gate's last check: each store with `sql` rules is loaded in a transaction and its rules
+//! run there, so a violated rule stops the run before any store commits. When the run will load
+//! next in this process (not a dry run, not `--skip-load`, generation 0, not a refresh), that
+//! transaction is the store's real load: it is built as `load/<store>` builds it (its key, its
+//! manifests) and, once the gate passes, handed to that step to commit, so the store is not
+//! loaded twice. Otherwise (or when the gate fails, or the store is SQLite) it is rolled back.
+
+use super::rules::Severity;
+use super::{Gate, Tally, ValidationReport};
+use crate::migrate::{handover, store_err, store_jobs, AnonymizeOut, ExtractOut, MigrateParams};
+use wf_engine::{StepContext, StepError};
+use wf_stores::connect::{load_store, load_store_held};
+use wf_stores::load::{HeldLoad, LoadReport, StoreLoad};
+use wf_stores::StoreError;
+
+/// Runs the rehearsal of every store with `sql` rules and folds the rules' results (and any
+/// load failure) into `report`; hands the open loads over when the gate passes.
+pub(super) async fn rehearse(
+    cx: &StepContext,
+    p: &MigrateParams,
+    ex: &ExtractOut,
+    anon: &AnonymizeOut,
+    report: &mut ValidationReport,
+) -> Result<(), StepError> {
+    let hand_over = !p.dry_run && !p.skip_load && cx.generation == 0 && p.replaces.is_none();
+    let rolled = rolled_back_jobs(cx, p, ex, anon)?;
+    let real = if hand_over {
+        load_jobs(cx, p, ex, anon)?
+    } else {
+        Vec::new()
+    };
+    let mut tally = Tally::default();
+    let mut held: Vec<(StoreLoad, HeldLoad)> = Vec::new();
+    let mut any = false;
+    for job in rolled.iter().filter(|j| !j.checks.is_empty()) {
+        any = true;
+        let store = p
+            .config
+            .store(&job.store)
+            .ok_or_else(|| StepError::Fatal(format!("store {} is not in the config", job.store)))?;
+        // PostgreSQL only: an open SQLite write transaction that spilled its cache locks the
+        // file against the load step's own reads (the CERT guard) until it ends.
+        let real = real
+            .iter()
+            .find(|j| j.store == job.store)
+            .filter(|_| store.kind == wf_stores::StoreKind::Postgres);
+        let loaded = if let Some(job) = real {
+            handover::discard(&cx.run_id, &job.store).await;
+            load_store_held(store, job).await.map(|h| {
+                let r = h.report.clone();
+                held.push((job.clone(), h));
+                r
+            })
+        } else {
+            load_store(store, job).await
+        };
+        if let Err(e) = fold(&mut tally, p, &job.store, loaded) {
+            abandon(held).await;
+            return Err(e);
+        }
+    }
+    if any {
+        tally.absorb(
+            std::mem::take(&mut report.categories),
+            std::mem::take(&mut report.findings),
+        );
+        *report = tally.finish(report.tables, report.rows, report.seconds);
+    }
+    if report.status == Gate::Failed {
+        abandon(held).await;
+    } else {
+        for (job, h) in held {
+            handover::give(&cx.run_id, &job, h);
+        }
+    }
+    Ok(())
+}
+
+/// The jobs of the stores as their `load/<store>` steps of this generation build them.
+fn load_jobs(
+    cx: &StepContext,
+    p: &MigrateParams,
+    ex: &ExtractOut,
+    anon: &AnonymizeOut,
+) -> Result<Vec<StoreLoad>, StepError> {
+    let steps = cx.artifact_dir.parent().unwrap_or(&cx.artifact_dir);
+    let mut out = Vec::new();
+    for s in &p.config.stores {
+        let step = format!("load/{}", s.name);
+        let key = wf_engine::idempotency_key(&cx.run_id, cx.generation, &step);
+        let dir = crate::migrate::manifest_dir_of(
+            &steps.join(wf_engine::artifact_dir_name(&step)),
+            cx.generation,
+        );
+        let jobs = store_jobs(p, ex, anon, &key, &dir, false)?;
+        out.extend(jobs.into_iter().filter(|j| j.store == s.name));
+    }
+    Ok(out)
+}
+
+/// The jobs of a rehearsal that is rolled back: a refresh's replaces the earlier run's rows, as
+/// its load will; after a recover, rows of earlier generations are overwritten.
+fn rolled_back_jobs(
+    cx: &StepContext,
+    p: &MigrateParams,
+    ex: &ExtractOut,
+    anon: &AnonymizeOut,
+) -> Result<Vec<StoreLoad>, StepError> {
+    let key = format!("{}/rehearsal", cx.idempotency_key);
+    let dir = cx.artifact_dir.join("rehearsal");
+    let mut jobs = store_jobs(p, ex, anon, &key, &dir, true)?;
+    let replaced = crate::migrate::replaced_loads(cx, p)?;
+    for j in &mut jobs {
+        j.replaces = replaced
+            .iter()
+            .find(|l| l.store == j.store)
+            .and_then(|l| l.job.clone())
+            .map(Box::new);
+    }
+    if cx.generation > 0 {
+        // CERT may hold this run's rows from an earlier generation, which the real load
+        // replaces; the rehearsal overwrites them instead (it is rolled back anyway).
+        for t in jobs.iter_mut().flat_map(|j| j.tables.iter_mut()) {
+            if t.strategy == wf_stores::load::Strategy::Insert {
+                t.strategy = wf_stores::load::Strategy::Upsert;
+            }
+        }
+    }
+    Ok(jobs)
+}
+
+/// Records one store's rehearsal in `tally`; an error that is no finding ends the step.
+fn fold(
+    tally: &mut Tally,
+    p: &MigrateParams,
+    store: &str,
+    loaded: Result<LoadReport, StoreError>,
+) -> Result<(), StepError> {
+    match loaded {
+        Ok(r) => {
+            for c in &r.checks {
+                let sev = match c.severity.as_str() {
+                    "warning" => Severity::Warning,
+                    "info" => Severity::Info,
+                    _ => Severity::Error,
+                };
+                tally.check(
+                    "business_rules",
+                    &c.name,
+                    store,
+                    sev,
+                    c.violations,
+                    vec![],
+                    format!("sql rule `{}`: {} violating rows", c.name, c.violations),
+                );
+            }
+        }
+        Err(StoreError::Rule {
+            rule, violations, ..
+        }) => {
+            let sev = rules_severity(p, &rule);
+            tally.check("business_rules", &rule, store, sev, violations, vec![],
+                format!("sql rule `{rule}`: {violations} violating rows (run in a rehearsal of the load, rolled back)"));
+        }
+        Err(e) if e.is_retryable() => return Err(store_err(e)),
+        Err(e @ StoreError::Corrupt { .. }) => {
+            return Err(crate::migrate::input_err("anonymize")(e))
+        }
+        Err(e) => tally.check(
+            "load_rehearsal",
+            "the load succeeds",
+            store,
+            Severity::Error,
+            1,
+            vec![],
+            format!("a rehearsal of the load failed: {e}"),
+        ),
+    }
+    Ok(())
+}
+
+/// Rolls back loads that will not be handed over.
+async fn abandon(held: Vec<(StoreLoad, HeldLoad)>) {
+    for (job, h) in held {
+        if let Err(e) = h.abandon().await {
+            tracing::warn!("rolling back the rehearsal of {}: {e}", job.store);
+        }
+    }
+}
+
+fn rules_severity(p: &MigrateParams, rule: &str) -> Severity {
+    crate::migrate::validation_rules(p)
+        .ok()
+        .and_then(|r| r.rules.into_iter().find(|x| x.spec.name == rule))
+        .map(|r| r.spec.severity)
+        .unwrap_or(Severity::Error)
+}
