@@ -287,11 +287,10 @@ fn closure_a_crash_re_runs_no_finished_table_and_leaves_no_dangling_reference() 
 
 /// Kills a migrate inside step `held` once the other steps of its phase are done, resumes, and
 /// checks that no step done before the kill ran again and CERT equals a clean run's.
-fn kill_inside_then_resume(held: &str) -> BTreeMap<String, u32> {
+/// `None` only outside CI without servers (`Env::get` panics in CI).
+fn kill_inside_then_resume(held: &str) -> Option<BTreeMap<String, u32>> {
     let sb = Sandbox::new();
-    let Some(env) = Env::get(&sb) else {
-        return BTreeMap::new();
-    };
+    let env = Env::get(&sb)?;
     let cfgs = setup(&sb, &env, &["a", "b"]);
     migrate(&sb, &cfgs[0]);
     let run = kill_inside(&sb, &cfgs[1], held);
@@ -307,7 +306,7 @@ fn kill_inside_then_resume(held: &str) -> BTreeMap<String, u32> {
     }
     assert_eq!(after.get(held), Some(&1));
     assert_eq!(cert_contents(&env, "a"), cert_contents(&env, "b"));
-    before
+    Some(before)
 }
 
 #[test]
@@ -317,9 +316,11 @@ fn a_kill_during_anonymize_re_runs_only_the_unfinished_tables() {
 
 #[test]
 fn a_kill_during_validate_re_runs_only_the_unfinished_tables() {
-    let before = kill_inside_then_resume("validate/hcp2.attendance");
+    let Some(before) = kill_inside_then_resume("validate/hcp2.attendance") else {
+        return;
+    };
     assert!(
-        before.is_empty() || !before.contains_key("validate"),
+        !before.contains_key("validate"),
         "the gate waits for every table's checks"
     );
 }

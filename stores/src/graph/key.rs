@@ -44,15 +44,7 @@ impl NodeKey {
 
     /// The key value of a node with these properties; `None` when a part is missing or null.
     pub fn value(&self, props: &BTreeMap<String, GValue>) -> Option<GValue> {
-        let part = |p: &String| props.get(p).filter(|v| !matches!(v, GValue::Null)).cloned();
-        match self.props.as_slice() {
-            [one] => part(one),
-            many => many
-                .iter()
-                .map(part)
-                .collect::<Option<Vec<_>>>()
-                .map(GValue::List),
-        }
+        compose(&self.props, |p| props.get(p))
     }
 
     /// The parts of a key value, paired with their properties (a composite value is a list).
@@ -168,21 +160,23 @@ impl KeyMap {
     /// The key value of a `label` node from its `union_expr` values (called per row read, so
     /// it looks the parts up in the sorted union instead of building a map).
     pub fn from_union(&self, label: &str, values: &[GValue]) -> Option<GValue> {
-        let part = |p: &String| {
-            let i = self.union.binary_search(p).ok()?;
-            values
-                .get(i)
-                .filter(|v| !matches!(v, GValue::Null))
-                .cloned()
-        };
-        match self.of(label).props.as_slice() {
-            [one] => part(one),
-            many => many
-                .iter()
-                .map(part)
-                .collect::<Option<Vec<_>>>()
-                .map(GValue::List),
-        }
+        compose(&self.of(label).props, |p| {
+            values.get(self.union.binary_search(p).ok()?)
+        })
+    }
+}
+
+/// A key value from its properties' values (`get`): the value itself for one property, a list
+/// for a composite key; `None` when a part is missing or null.
+fn compose<'a>(props: &[String], get: impl Fn(&String) -> Option<&'a GValue>) -> Option<GValue> {
+    let part = |p: &String| get(p).filter(|v| !matches!(v, GValue::Null)).cloned();
+    match props {
+        [one] => part(one),
+        many => many
+            .iter()
+            .map(part)
+            .collect::<Option<Vec<_>>>()
+            .map(GValue::List),
     }
 }
 
