@@ -84,6 +84,49 @@ pub struct LeakSet {
     hashes: Vec<u64>,
     starts: Vec<u32>,
     shift: u32,
+    /// A blocked Bloom filter in front (see `Filter`): most values scanned are no originals, and
+    /// the filter answers those from one cache line of a structure a tenth of the list's size.
+    filter: Filter,
+}
+
+/// A blocked Bloom filter over uniform hashes: one 64-byte block per hash (its top bits), five
+/// bits set in it (from its low bits), about 10 bits per hash. A miss is certain; a hit (or
+/// about 1 % of misses) goes on to the exact list.
+struct Filter {
+    blocks: Vec<[u64; 8]>,
+    shift: u32,
+}
+
+impl Filter {
+    fn new(hashes: &[u64]) -> Filter {
+        let bits = (usize::BITS - (hashes.len() / 51).leading_zeros()).clamp(1, 40);
+        let mut f = Filter {
+            blocks: vec![[0u64; 8]; 1 << bits],
+            shift: 64 - bits,
+        };
+        for h in hashes {
+            let b = (h >> f.shift) as usize;
+            for (word, bit) in Filter::probes(*h) {
+                f.blocks[b][word] |= bit;
+            }
+        }
+        f
+    }
+
+    /// Five (word, bit) positions of a block, from five 9-bit slices of the hash's low bits.
+    #[inline]
+    fn probes(h: u64) -> impl Iterator<Item = (usize, u64)> {
+        (0..5).map(move |i| {
+            let p = (h >> (9 * i)) & 511;
+            ((p >> 6) as usize, 1u64 << (p & 63))
+        })
+    }
+
+    #[inline]
+    fn may_contain(&self, h: u64) -> bool {
+        let block = &self.blocks[(h >> self.shift) as usize];
+        Filter::probes(h).all(|(word, bit)| block[word] & bit != 0)
+    }
 }
 
 impl LeakSet {
@@ -103,6 +146,7 @@ impl LeakSet {
             starts[i] += starts[i - 1];
         }
         LeakSet {
+            filter: Filter::new(&hashes),
             hashes,
             starts,
             shift,
@@ -110,6 +154,9 @@ impl LeakSet {
     }
 
     pub fn contains(&self, h: u64) -> bool {
+        if !self.filter.may_contain(h) {
+            return false;
+        }
         let b = (h >> self.shift) as usize;
         self.hashes[self.starts[b] as usize..self.starts[b + 1] as usize]
             .binary_search(&h)

@@ -140,7 +140,13 @@ pub fn scan(tables: Vec<TableOut>, key: &AnonKey) -> Result<Report, AnonError> {
     for t in tables {
         fields.extend(t.fields);
         files.push((t.table, t.info));
-        originals.extend(t.originals);
+        // The largest list is taken as it is, not copied into a growing one.
+        if t.originals.len() > originals.len() {
+            let smaller = std::mem::replace(&mut originals, t.originals);
+            originals.extend(smaller);
+        } else {
+            originals.extend(t.originals);
+        }
     }
     {
         use rayon::slice::ParallelSliceMut;

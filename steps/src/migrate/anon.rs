@@ -271,45 +271,66 @@ pub(crate) fn parts(cx: &StepContext) -> Result<Option<Vec<TableOut>>, StepError
         return Ok(None);
     }
     ids.sort();
-    let mut out = Vec::new();
+    let mut parts = Vec::new();
     for id in ids {
         let part: AnonPart = cx.input(id)?;
-        let bytes = std::fs::read(&part.originals).map_err(|e| StepError::Redo {
+        let redo = |message: String| StepError::Redo {
+            producer: id.clone(),
+            path: part.originals.clone(),
+            message,
+        };
+        let len = std::fs::metadata(&part.originals)
+            .map_err(|e| redo(format!("{}: {e}", part.originals.display())))?
+            .len();
+        if len % 8 != 0 {
+            return Err(redo(format!("{} is cut short", part.originals.display())));
+        }
+        parts.push((id.clone(), len / 8, part));
+    }
+    // Every part's originals go into one list sized once: the scan sorts and indexes it in
+    // place, so the run's largest structure is not built twice over (issue 17: memory).
+    let total: u64 = parts.iter().map(|(_, n, _)| n).sum();
+    let mut all: Vec<u64> = Vec::with_capacity(total as usize);
+    let mut out = Vec::new();
+    for (id, _, part) in parts {
+        read_hashes(&part.originals, &mut all).map_err(|e| StepError::Redo {
             producer: id.clone(),
             path: part.originals.clone(),
             message: format!("{}: {e}", part.originals.display()),
         })?;
-        if bytes.len() % 8 != 0 {
-            return Err(StepError::Redo {
-                producer: id.clone(),
-                path: part.originals.clone(),
-                message: format!("{} is cut short", part.originals.display()),
-            });
-        }
-        let originals: Vec<u64> = bytes
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-            .collect();
         let mut fields = part.fields;
-        for (i, f) in part.files.into_iter().enumerate() {
+        for f in part.files.into_iter() {
             let info = FileInfo {
                 path: f.path,
                 rows: f.rows,
                 bytes: f.bytes,
                 sha256: f.sha256,
             };
-            // Every table of a part carries the part's originals once (the scan merges them).
             out.push(TableOut {
                 table: f.table,
                 info,
                 fields: std::mem::take(&mut fields),
-                originals: if i == 0 {
-                    originals.clone()
-                } else {
-                    Vec::new()
-                },
+                originals: Vec::new(),
             });
         }
     }
+    // The first table carries them all (the scan merges every table's).
+    if let Some(first) = out.first_mut() {
+        first.originals = all;
+    }
     Ok(Some(out))
+}
+
+/// Appends the little-endian u64s of `path` to `into`, a buffer at a time.
+fn read_hashes(path: &Path, into: &mut Vec<u64>) -> std::io::Result<()> {
+    use std::io::Read;
+    let mut f = std::io::BufReader::with_capacity(1 << 16, std::fs::File::open(path)?);
+    let mut word = [0u8; 8];
+    loop {
+        match f.read_exact(&mut word) {
+            Ok(()) => into.push(u64::from_le_bytes(word)),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
 }
