@@ -3,6 +3,7 @@
 //! whatever the number of checks.
 
 use super::cells::{hash_row, positions, set_id, show, tuple, LOOKUP};
+use super::dups::DupFinder;
 use super::rules::Severity;
 use super::Tally;
 use arrow_array::RecordBatch;
@@ -21,6 +22,13 @@ pub(super) type Example<'a> = dyn Fn(&RecordBatch, usize) -> String + 'a;
 pub(super) trait RowCheck: Send {
     /// Looks at one batch; batches come in file order.
     fn on_batch(&mut self, b: &RecordBatch, example: &Example<'_>);
+    /// After the last batch: true when the check wants the batches once more (`on_batch_again`),
+    /// to find examples of what it counted.
+    fn end_of_pass(&mut self) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+    /// One batch of the second pass.
+    fn on_batch_again(&mut self, _b: &RecordBatch) {}
     /// Records the finding for `table`.
     fn finish(self: Box<Self>, tally: &mut Tally, table: &str);
 }
@@ -90,13 +98,16 @@ impl RowCheck for NotNull {
     }
 }
 
-/// The primary key or a unique constraint holds within the subset.
+/// The primary key or a unique constraint holds within the subset. The keys' hashes are
+/// compared by sorting, in bounded memory (see `dups`); the examples of a repeated key come from
+/// a second pass, only when there is one.
 pub(super) struct Unique {
     what: String,
     idx: Vec<usize>,
-    seen: HashSet<u64>,
+    seen: Option<DupFinder>,
     buf: String,
     n: u64,
+    repeated: HashSet<u64>,
     ex: Vec<String>,
 }
 
@@ -117,9 +128,10 @@ impl Unique {
                 let check = Unique {
                     what,
                     idx: positions(first, cols)?,
-                    seen: HashSet::new(),
+                    seen: Some(DupFinder::new()),
                     buf: String::new(),
                     n: 0,
+                    repeated: HashSet::new(),
                     ex: Vec::new(),
                 };
                 Some(Box::new(check) as Box<dyn RowCheck>)
@@ -130,15 +142,44 @@ impl Unique {
 
 impl RowCheck for Unique {
     fn on_batch(&mut self, b: &RecordBatch, _: &Example<'_>) {
+        let Some(seen) = self.seen.as_mut() else {
+            return;
+        };
         for r in 0..b.num_rows() {
+            if let Some(h) = hash_row(b, &self.idx, r, &mut self.buf) {
+                seen.push(h);
+            }
+        }
+    }
+
+    fn end_of_pass(&mut self) -> Result<bool, StoreError> {
+        let Some(seen) = self.seen.take() else {
+            return Ok(false);
+        };
+        let dups = seen
+            .finish(super::EXAMPLES)
+            .map_err(|e| StoreError::Staging {
+                path: std::env::temp_dir(),
+                message: format!(
+                    "uniqueness check of {}: spilling key hashes: {e}",
+                    self.what
+                ),
+            })?;
+        self.n = dups.repeats;
+        self.repeated = dups.some.into_iter().collect();
+        Ok(!self.repeated.is_empty())
+    }
+
+    fn on_batch_again(&mut self, b: &RecordBatch) {
+        for r in 0..b.num_rows() {
+            if self.repeated.is_empty() {
+                return;
+            }
             let Some(h) = hash_row(b, &self.idx, r, &mut self.buf) else {
                 continue;
             };
-            if !self.seen.insert(h) {
-                self.n += 1;
-                if self.ex.len() < super::EXAMPLES {
-                    self.ex.extend(tuple(b, &self.idx, r).map(|k| show(&k)));
-                }
+            if self.repeated.remove(&h) {
+                self.ex.extend(tuple(b, &self.idx, r).map(|k| show(&k)));
             }
         }
     }

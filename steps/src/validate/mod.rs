@@ -7,6 +7,7 @@ mod business;
 mod cells;
 mod checks;
 mod conflicts;
+mod dups;
 mod graph_cert;
 mod graph_checks;
 mod input;

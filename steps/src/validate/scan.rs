@@ -326,6 +326,18 @@ async fn scan_table(
             c.on_batch(b, &example);
         }
     }
+    let mut again = Vec::new();
+    for (i, c) in checks.iter_mut().enumerate() {
+        if c.end_of_pass()? {
+            again.push(i);
+        }
+    }
+    if !again.is_empty() {
+        for b in batches(path)? {
+            let b = &b?;
+            again.iter().for_each(|i| checks[*i].on_batch_again(b));
+        }
+    }
     for c in checks {
         c.finish(tally, table);
     }
