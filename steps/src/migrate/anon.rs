@@ -221,16 +221,23 @@ impl Step for AnonTableStep {
 /// Journals a part: its files and the originals' hashes as artifacts, its field reports.
 fn part_output(cx: &StepContext, done: Vec<TableOut>) -> Result<StepOutput, StepError> {
     let retry = |p: &Path, e: std::io::Error| StepError::Retryable(format!("{}: {e}", p.display()));
-    let mut hashes: Vec<u64> = done
-        .iter()
-        .flat_map(|t| t.originals.iter().copied())
-        .collect();
-    hashes.sort_unstable();
-    hashes.dedup();
+    let mut done = done;
+    // One table (the usual part) gives its sorted list as it is; a part of several merges them.
+    let hashes: Vec<u64> = if done.len() == 1 {
+        std::mem::take(&mut done[0].originals)
+    } else {
+        let mut all: Vec<u64> = done
+            .iter_mut()
+            .flat_map(|t| std::mem::take(&mut t.originals))
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all
+    };
     std::fs::create_dir_all(&cx.artifact_dir).map_err(|e| retry(&cx.artifact_dir, e))?;
     let originals = cx.artifact_dir.join("originals.bin");
-    let bytes: Vec<u8> = hashes.iter().flat_map(|h| h.to_le_bytes()).collect();
-    std::fs::write(&originals, bytes).map_err(|e| retry(&originals, e))?;
+    write_hashes(&originals, &hashes).map_err(|e| retry(&originals, e))?;
+    drop(hashes);
     let mut part = AnonPart {
         files: Vec::new(),
         fields: Vec::new(),
@@ -319,6 +326,16 @@ pub(crate) fn parts(cx: &StepContext) -> Result<Option<Vec<TableOut>>, StepError
         first.originals = all;
     }
     Ok(Some(out))
+}
+
+/// Writes `hashes` as little-endian u64s, through a buffer (not a second copy of the list).
+fn write_hashes(path: &Path, hashes: &[u64]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut w = std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(path)?);
+    for h in hashes {
+        w.write_all(&h.to_le_bytes())?;
+    }
+    w.into_inner().map_err(|e| e.into_error())?.sync_all()
 }
 
 /// Appends the little-endian u64s of `path` to `into`, a buffer at a time.
