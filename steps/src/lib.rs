@@ -6,5 +6,6 @@ pub mod anonymize;
 pub mod carry;
 pub mod migrate;
 pub mod preflight;
+mod runs;
 pub mod selftest;
 pub mod validate;

@@ -59,39 +59,49 @@ pub(super) struct Worker {
     pub originals: Hashes,
 }
 
-/// Keyed hashes of originals. The list is sorted and deduplicated whenever it has doubled since
-/// the last time, so it stays near 8 bytes per distinct original at linear amortized cost.
-#[derive(Default)]
+/// Keyed hashes of originals a worker met, in sorted runs of at most `WF_ANON_MEMORY_HASHES`
+/// (1,000,000 by default: 8 MB a worker), deduplicated per run and merged at the end. A growing
+/// list per worker held up to twice a table's distinct originals (60 MB a worker for 1.1M
+/// students) while several tables were anonymized at once (issue 17).
 pub(super) struct Hashes {
-    v: Vec<u64>,
-    limit: usize,
+    runs: crate::runs::SortedRuns,
+}
+
+fn hashes_budget() -> usize {
+    std::env::var("WF_ANON_MEMORY_HASHES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n: &usize| *n > 0)
+        .unwrap_or(1_000_000)
+}
+
+impl Default for Hashes {
+    fn default() -> Hashes {
+        Hashes {
+            runs: crate::runs::SortedRuns::new(hashes_budget(), true),
+        }
+    }
 }
 
 impl Hashes {
+    #[inline]
     pub fn push(&mut self, h: u64) {
-        self.v.push(h);
+        self.runs.push(h);
     }
 
-    /// Compacts the list if it has grown past its limit (call once per batch, not per value).
-    pub fn compact(&mut self) {
-        if self.v.len() > self.limit.max(1 << 22) {
-            self.v.sort_unstable();
-            self.v.dedup();
-            self.limit = 2 * self.v.len();
-        }
-    }
-
+    /// Takes over another worker's hashes.
     pub fn append(&mut self, other: Hashes) {
-        self.v.extend(other.v);
-        self.compact();
+        self.runs.absorb(other.runs);
     }
 
-    /// The distinct hashes, sorted.
-    pub fn into_sorted(mut self) -> Vec<u64> {
-        use rayon::slice::ParallelSliceMut;
-        self.v.par_sort_unstable();
-        self.v.dedup();
-        self.v
+    /// The distinct hashes, sorted (an error of a spill file here).
+    pub fn into_sorted(self) -> Result<Vec<u64>, AnonError> {
+        self.runs.into_distinct().map_err(|e| {
+            AnonError::Staging(wf_stores::StoreError::Staging {
+                path: std::env::temp_dir(),
+                message: format!("spilling the originals' hashes: {e}"),
+            })
+        })
     }
 }
 

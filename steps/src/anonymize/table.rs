@@ -126,7 +126,7 @@ fn transform_table(
         table: t.table.clone(),
         info,
         fields,
-        originals: originals.into_sorted(),
+        originals: originals.into_sorted()?,
     })
 }
 
@@ -330,7 +330,6 @@ fn anonymize_file<'a>(
             arrays.push(a);
             counts.push(n);
         }
-        state.originals.compact();
         let out = RecordBatch::try_new(b.schema(), arrays).map_err(|e| {
             AnonError::Staging(StoreError::Staging {
                 path: out_path.clone(),

@@ -1,11 +1,9 @@
 //! Repeated values among a table's key hashes in bounded memory (issue 17). A hash set of every
-//! key of a 10-million-row table took 150-230 MB while it grew; here hashes are buffered up to a
-//! budget (`WF_VALIDATE_MEMORY_HASHES`, 4,000,000 by default: 32 MB), each full buffer is sorted
-//! and written to an unnamed temporary file, and the sorted runs are merged at the end.
+//! key of a 10-million-row table took 150-230 MB while it grew; here the hashes go into sorted
+//! runs (`runs`) of at most `WF_VALIDATE_MEMORY_HASHES` (4,000,000 by default: 32 MB) and the
+//! repeats are counted in their merge.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::io::{BufReader, BufWriter, Read, Seek, Write};
+use crate::runs::SortedRuns;
 
 /// Hashes held in memory before a sorted run goes to disk.
 fn budget() -> usize {
@@ -18,10 +16,7 @@ fn budget() -> usize {
 
 /// Counts the hashes pushed more than once; remembers up to `examples` of the repeated ones.
 pub(super) struct DupFinder {
-    buf: Vec<u64>,
-    budget: usize,
-    runs: Vec<std::fs::File>,
-    error: Option<std::io::Error>,
+    runs: SortedRuns,
 }
 
 /// What the merge found: how many pushes repeated an earlier hash, and some repeated hashes.
@@ -37,46 +32,24 @@ impl DupFinder {
 
     pub fn with_budget(budget: usize) -> DupFinder {
         DupFinder {
-            buf: Vec::new(),
-            budget: budget.max(1),
-            runs: Vec::new(),
-            error: None,
+            runs: SortedRuns::new(budget, false),
         }
     }
 
+    #[inline]
     pub fn push(&mut self, h: u64) {
-        self.buf.push(h);
-        if self.buf.len() >= self.budget && self.error.is_none() {
-            if let Err(e) = self.spill() {
-                self.error = Some(e);
-            }
-        }
-    }
-
-    fn spill(&mut self) -> std::io::Result<()> {
-        self.buf.sort_unstable();
-        let mut w = BufWriter::with_capacity(1 << 16, tempfile::tempfile()?);
-        for h in self.buf.drain(..) {
-            w.write_all(&h.to_le_bytes())?;
-        }
-        let mut f = w.into_inner().map_err(|e| e.into_error())?;
-        f.rewind()?;
-        self.runs.push(f);
-        Ok(())
+        self.runs.push(h);
     }
 
     /// Merges the runs; an error of a spill (disk full) is returned here.
-    pub fn finish(mut self, examples: usize) -> std::io::Result<Dups> {
-        if let Some(e) = self.error.take() {
-            return Err(e);
-        }
-        self.buf.sort_unstable();
+    pub fn finish(self, examples: usize) -> std::io::Result<Dups> {
         let mut dups = Dups {
             repeats: 0,
             some: Vec::new(),
         };
         let mut last: Option<u64> = None;
-        let mut note = |h: u64| {
+        for h in self.runs.merged()? {
+            let h = h?;
             if last == Some(h) {
                 dups.repeats += 1;
                 if dups.some.last() != Some(&h) && dups.some.len() < examples {
@@ -84,42 +57,9 @@ impl DupFinder {
                 }
             }
             last = Some(h);
-        };
-        if self.runs.is_empty() {
-            self.buf.iter().for_each(|h| note(*h));
-            return Ok(dups);
-        }
-        let mut readers: Vec<Box<dyn Iterator<Item = std::io::Result<u64>>>> = Vec::new();
-        for f in self.runs {
-            readers.push(Box::new(words(BufReader::with_capacity(1 << 16, f))));
-        }
-        readers.push(Box::new(std::mem::take(&mut self.buf).into_iter().map(Ok)));
-        let mut heap = BinaryHeap::new();
-        for (i, r) in readers.iter_mut().enumerate() {
-            if let Some(h) = r.next().transpose()? {
-                heap.push(Reverse((h, i)));
-            }
-        }
-        while let Some(Reverse((h, i))) = heap.pop() {
-            note(h);
-            if let Some(next) = readers[i].next().transpose()? {
-                heap.push(Reverse((next, i)));
-            }
         }
         Ok(dups)
     }
-}
-
-/// The little-endian u64s of a sorted run.
-fn words(mut r: impl Read) -> impl Iterator<Item = std::io::Result<u64>> {
-    std::iter::from_fn(move || {
-        let mut w = [0u8; 8];
-        match r.read_exact(&mut w) {
-            Ok(()) => Some(Ok(u64::from_le_bytes(w))),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => None,
-            Err(e) => Some(Err(e)),
-        }
-    })
 }
 
 #[cfg(test)]
