@@ -16,7 +16,10 @@ use wf_steps::migrate::{
     FixesStep, LoadStep, MigrateParams, PurgeRawStep, TableTask, ANON_KIND, FIXES_KIND, GRAPH_KIND,
     TABLE_KIND,
 };
-use wf_steps::validate::{ValidateStep, ValidateTableStep, ValidateTask, VALIDATE_KIND};
+use wf_steps::validate::{
+    ValidateGraphStep, ValidateStep, ValidateTableStep, ValidateTask, GRAPH_VALIDATE_KIND,
+    VALIDATE_KIND,
+};
 use wf_stores::load::Strategy;
 use wf_stores::{Config, SnapshotMode};
 
@@ -366,6 +369,7 @@ impl Workflow for Migrate {
                 keep: self.args.keep_raw,
             }),
             "migrate.validate" => Arc::new(ValidateStep(self.params.clone())),
+            GRAPH_VALIDATE_KIND => Arc::new(ValidateGraphStep(self.params.clone())),
             "migrate.report" => Arc::new(crate::report::ReportStep),
             "migrate.load" => Arc::new(LoadStep {
                 params: self.params.clone(),

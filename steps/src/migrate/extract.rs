@@ -129,6 +129,7 @@ impl Step for ExtractStep {
         let graph = p.config.graph.as_ref().map(|g| g.name.as_str());
         spawn.extend(super::anon::specs(&anon_tables, graph)?);
         spawn.extend(validate_specs);
+        spawn.extend(graph.map(crate::validate::graph_spec));
         let mut output = StepOutput::with_value(&out)?;
         output.metrics.insert("tables".into(), tables);
         output.metrics.insert("planned_rows".into(), planned_rows);

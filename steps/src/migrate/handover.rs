@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
-use wf_stores::load::{HeldLoad, StoreLoad};
+use wf_stores::load::HeldLoad;
 
 /// An open load and the run key of the job it ran.
 struct Open {
@@ -22,25 +22,26 @@ fn key(run: &str, store: &str) -> String {
     format!("{run}\u{0}{store}")
 }
 
-/// Leaves `load`, which ran `job`, for run `run`'s load step of `job.store`.
-pub(crate) fn give(run: &str, job: &StoreLoad, load: HeldLoad) {
+/// Leaves `load`, which ran the job of `run_key` into `store`, for run `run`'s load step of it.
+pub(crate) fn give(run: &str, store: &str, run_key: &str, load: HeldLoad) {
     let o = Open {
-        run_key: job.run_key.clone(),
+        run_key: run_key.to_string(),
         load,
     };
-    open().insert(key(run, &job.store), o);
+    open().insert(key(run, store), o);
 }
 
-/// What the gate left for `job`: the open load when it ran this very job (same run key), else
-/// nothing, with any other load of the store rolled back first, so it cannot hold the locks the
-/// step's own load needs.
+/// What the gate left for the job of `run_key` into `store`: the open load when it ran this very
+/// job (same run key), else nothing, with any other load of the store rolled back first, so it
+/// cannot hold the locks the step's own load needs.
 pub(crate) async fn take(
     run: &str,
-    job: &StoreLoad,
+    store: &str,
+    run_key: &str,
 ) -> Result<Option<HeldLoad>, wf_stores::StoreError> {
-    let found = open().remove(&key(run, &job.store));
+    let found = open().remove(&key(run, store));
     match found {
-        Some(o) if o.run_key == job.run_key => Ok(Some(o.load)),
+        Some(o) if o.run_key == run_key => Ok(Some(o.load)),
         Some(o) => o.load.abandon().await.map(|_| None),
         None => Ok(None),
     }

@@ -82,7 +82,7 @@ impl Step for LoadStep {
         })?;
         // The gate may have loaded this store already, in a transaction left open for this step.
         let handed = match &job {
-            Some(j) => super::handover::take(&cx.run_id, j)
+            Some(j) => super::handover::take(&cx.run_id, &j.store, &j.run_key)
                 .await
                 .map_err(store_err)?,
             None => None,
@@ -145,8 +145,17 @@ async fn load_graph_step(
         dry_run: p.dry_run,
         replaces,
     });
-    let report = match &job {
-        Some(j) => {
+    // `validate/<graph>` may have loaded the graph already, in a transaction left open for us.
+    let handed = match &job {
+        Some(j) if !p.dry_run => super::handover::take(&cx.run_id, &g.name, &j.run_key)
+            .await
+            .map_err(store_err)?,
+        _ => None,
+    };
+    let handed_over = handed.is_some();
+    let report = match (&job, handed) {
+        (Some(_), Some(h)) => Some(h.commit().await.map_err(store_err)?),
+        (Some(j), None) => {
             // After `wf recover`, what earlier generations of this run loaded is replaced.
             for gen in (0..cx.generation).filter(|_| !p.dry_run) {
                 let earlier = GraphLoad {
@@ -158,7 +167,7 @@ async fn load_graph_step(
             }
             Some(load_graph(g, j).await.map_err(input_err("anonymize"))?)
         }
-        None => None,
+        (None, _) => None,
     };
     let rows = report
         .as_ref()
@@ -171,6 +180,8 @@ async fn load_graph_step(
         graph_job: job,
     })?;
     out.metrics.insert("rows".into(), rows);
+    out.metrics
+        .insert("loaded_by_the_gate".into(), u64::from(handed_over));
     Ok(out)
 }
 

@@ -10,6 +10,7 @@ mod conflicts;
 mod dups;
 mod graph_cert;
 mod graph_checks;
+mod graph_step;
 mod input;
 mod owned;
 pub mod post;
@@ -19,6 +20,8 @@ mod scan;
 pub mod step;
 mod table_step;
 
+pub(crate) use graph_step::spec as graph_spec;
+pub use graph_step::{ValidateGraphStep, GRAPH_VALIDATE_KIND};
 pub use rules::{Severity, ValidationRules};
 pub use scan::{validate, ValidateInput};
 pub use step::{ValidateOut, ValidateStep};

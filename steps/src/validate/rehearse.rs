@@ -1,9 +1,11 @@
-//! The gate's last check: each store with `sql` rules is loaded in a transaction and its rules
-//! run there, so a violated rule stops the run before any store commits. When the run will load
-//! next in this process (not a dry run, not `--skip-load`, generation 0, not a refresh), that
-//! transaction is the store's real load: it is built as `load/<store>` builds it (its key, its
-//! manifests) and, once the gate passes, handed to that step to commit, so the store is not
-//! loaded twice. Otherwise (or when the gate fails, or the store is SQLite) it is rolled back.
+//! The gate's last check: stores are loaded in transactions (their `sql` rules run there), so a
+//! refused load or a violated rule stops the run before any store commits. When the run will load
+//! next in this process (not a dry run, not `--skip-load`, generation 0, not a refresh), every
+//! PostgreSQL store is loaded, all at once, and each transaction is the store's real load: built
+//! as `load/<store>` builds it (its key, its manifests) and, once the gate passes, handed to that
+//! step to commit, so no store is loaded twice. Otherwise only stores with `sql` rules are
+//! rehearsed, and rolled back (always on SQLite, whose open write transaction would lock the file
+//! against the load step's reads).
 
 use super::rules::Severity;
 use super::{Gate, Tally, ValidationReport};
@@ -13,8 +15,8 @@ use wf_stores::connect::{load_store, load_store_held};
 use wf_stores::load::{HeldLoad, LoadReport, StoreLoad};
 use wf_stores::StoreError;
 
-/// Runs the rehearsal of every store with `sql` rules and folds the rules' results (and any
-/// load failure) into `report`; hands the open loads over when the gate passes.
+/// Loads the stores the gate loads (see above), folds the rules' results and any refused load
+/// into `report`, and hands the open loads over when the gate passes.
 pub(super) async fn rehearse(
     cx: &StepContext,
     p: &MigrateParams,
@@ -29,35 +31,58 @@ pub(super) async fn rehearse(
     } else {
         Vec::new()
     };
-    let mut tally = Tally::default();
-    let mut held: Vec<(StoreLoad, HeldLoad)> = Vec::new();
-    let mut any = false;
-    for job in rolled.iter().filter(|j| !j.checks.is_empty()) {
-        any = true;
-        let store = p
-            .config
-            .store(&job.store)
-            .ok_or_else(|| StepError::Fatal(format!("store {} is not in the config", job.store)))?;
+    // Every PostgreSQL store's real load is held when the run loads next (its sql rules run in
+    // it); other stores with sql rules are rehearsed and rolled back. All at once: the gate's
+    // time is the slowest store's load, and the load steps only commit.
+    let mut tasks: Vec<(&StoreLoad, bool, &wf_stores::StoreConfig)> = Vec::new();
+    for s in &p.config.stores {
         // PostgreSQL only: an open SQLite write transaction that spilled its cache locks the
         // file against the load step's own reads (the CERT guard) until it ends.
-        let real = real
+        let pg = s.kind == wf_stores::StoreKind::Postgres;
+        if let Some(job) = real.iter().find(|j| j.store == s.name).filter(|_| pg) {
+            tasks.push((job, true, s));
+        } else if let Some(job) = rolled
             .iter()
-            .find(|j| j.store == job.store)
-            .filter(|_| store.kind == wf_stores::StoreKind::Postgres);
-        let loaded = if let Some(job) = real {
+            .find(|j| j.store == s.name && !j.checks.is_empty())
+        {
+            tasks.push((job, false, s));
+        }
+    }
+    let any = !tasks.is_empty();
+    for (job, hold, _) in &tasks {
+        if *hold {
             handover::discard(&cx.run_id, &job.store).await;
-            load_store_held(store, job).await.map(|h| {
-                let r = h.report.clone();
-                held.push((job.clone(), h));
-                r
-            })
-        } else {
-            load_store(store, job).await
+        }
+    }
+    let results =
+        futures_util::future::join_all(tasks.iter().map(|(job, hold, store)| async move {
+            if *hold {
+                load_store_held(store, job).await.map(Held::Open)
+            } else {
+                load_store(store, job).await.map(Held::RolledBack)
+            }
+        }))
+        .await;
+    let mut tally = Tally::default();
+    let mut held: Vec<(StoreLoad, HeldLoad)> = Vec::new();
+    let mut first_err = None;
+    for ((job, _, _), r) in tasks.iter().zip(results) {
+        let loaded = match r {
+            Ok(Held::Open(h)) => {
+                let report = h.report.clone();
+                held.push(((*job).clone(), h));
+                Ok(report)
+            }
+            Ok(Held::RolledBack(report)) => Ok(report),
+            Err(e) => Err(e),
         };
         if let Err(e) = fold(&mut tally, p, &job.store, loaded) {
-            abandon(held).await;
-            return Err(e);
+            first_err.get_or_insert(e);
         }
+    }
+    if let Some(e) = first_err {
+        abandon(held).await;
+        return Err(e);
     }
     if any {
         tally.absorb(
@@ -70,7 +95,7 @@ pub(super) async fn rehearse(
         abandon(held).await;
     } else {
         for (job, h) in held {
-            handover::give(&cx.run_id, &job, h);
+            handover::give(&cx.run_id, &job.store, &job.run_key, h);
         }
     }
     Ok(())
@@ -177,6 +202,13 @@ fn fold(
         ),
     }
     Ok(())
+}
+
+/// What one store's part of the rehearsal left: its load open for the load step, or a report
+/// of a load rolled back already.
+enum Held {
+    Open(HeldLoad),
+    RolledBack(LoadReport),
 }
 
 /// Rolls back loads that will not be handed over.

@@ -1,7 +1,7 @@
-//! The `validate` step of migrate: the pre-load checks, then a rehearsal of each store's load that
-//! has `sql` rules (loaded in a transaction, rules run, rolled back), so a violated rule stops the
-//! run before any store commits. FAILED stops the run (failed_validation); the report is written
-//! either way.
+//! The `validate` step of migrate: the pre-load checks, then the stores' loads in transactions
+//! (see `rehearse`), so a refused load or a violated `sql` rule stops the run before any store
+//! commits. FAILED stops the run (failed_validation) and rolls back what was held, the graph's
+//! load included; the report is written either way.
 
 use super::rules::Severity;
 use super::{Gate, ValidationReport};
@@ -78,6 +78,10 @@ impl Step for ValidateStep {
         std::fs::write(&path, json)
             .map_err(|e| StepError::Retryable(format!("{}: {e}", path.display())))?;
         if report.status == Gate::Failed {
+            // The graph's load, held since `validate/<graph>`, must not commit.
+            if let Some(g) = &p.config.graph {
+                crate::migrate::handover::discard(&cx.run_id, &g.name).await;
+            }
             return Err(StepError::Gate(format!(
                 "{}; details in {}; fix the data or the rules, then `wf recover {} anonymized`",
                 report.summary(),

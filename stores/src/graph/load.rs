@@ -8,7 +8,7 @@ use super::extract::CHUNK;
 use super::stage::{GraphBatch, GraphFileKind, GraphFileReader};
 use super::{open_write, GValue, GraphConfig, GraphWrite, NodeRec, RelRec};
 use crate::error::StoreError;
-use crate::load::{LoadReport, Strategy, TableReport};
+use crate::load::{HeldLoad, LoadReport, Strategy, TableReport};
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -26,32 +26,57 @@ fn io_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
 
 /// Loads `job` into CERT.
 pub async fn load_graph(cfg: &GraphConfig, job: &GraphLoad) -> Result<LoadReport, StoreError> {
+    let held = load_graph_held(cfg, job).await?;
+    if job.dry_run {
+        let report = held.report.clone();
+        held.abandon().await?;
+        return Ok(report);
+    }
+    held.commit().await
+}
+
+/// Loads `job` into CERT in a transaction left open: the caller commits or abandons it (the
+/// validation gate loads the graph while the other stores are still being checked, and its load
+/// step commits once the gate has passed). A load found committed before is not held.
+pub async fn load_graph_held(cfg: &GraphConfig, job: &GraphLoad) -> Result<HeldLoad, StoreError> {
     let mut w = open_write(cfg).await?;
     match load_in(w.as_mut(), cfg, job).await {
         Ok(None) => {
             w.rollback().await?;
             // Loaded before (a resume after the commit): the manifest says what went in.
-            Ok(LoadReport {
+            let report = LoadReport {
                 already_loaded: true,
                 tables: loaded_before(cfg, job)?,
                 checks: Vec::new(),
-            })
+            };
+            Ok(HeldLoad::new(report, None))
         }
         Ok(Some(tables)) => {
-            if job.dry_run {
-                w.rollback().await?;
-            } else {
-                w.commit().await?;
-            }
-            Ok(LoadReport {
+            let report = LoadReport {
                 already_loaded: false,
                 tables,
                 checks: Vec::new(),
-            })
+            };
+            Ok(HeldLoad::new(report, Some(Box::new(OpenGraphTx(w)))))
         }
         Err(e) => {
             let _ = w.rollback().await;
             Err(e)
+        }
+    }
+}
+
+/// The open transaction of a held graph load.
+struct OpenGraphTx(Box<dyn GraphWrite>);
+
+#[async_trait::async_trait]
+impl crate::load::HeldTx for OpenGraphTx {
+    async fn end(self: Box<Self>, commit: bool) -> Result<(), StoreError> {
+        let w = self.0;
+        if commit {
+            w.commit().await
+        } else {
+            w.rollback().await
         }
     }
 }

@@ -12,6 +12,7 @@ mod job;
 mod pg_fk_index;
 pub mod postgres;
 mod protocol;
+pub(crate) use protocol::HeldTx;
 pub mod sqlite;
 
 pub use job::{LoadReport, SqlCheck, SqlCheckResult, StoreLoad, Strategy, TableLoad, TableReport};
@@ -42,7 +43,7 @@ impl std::fmt::Debug for HeldLoad {
 }
 
 impl HeldLoad {
-    fn new(report: LoadReport, tx: Option<Box<dyn protocol::HeldTx>>) -> HeldLoad {
+    pub(crate) fn new(report: LoadReport, tx: Option<Box<dyn protocol::HeldTx>>) -> HeldLoad {
         HeldLoad { report, tx }
     }
 
