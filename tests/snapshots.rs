@@ -101,9 +101,16 @@ fn kill_inside(sb: &Sandbox, cfg: &Path, held: &str) -> String {
             .iter()
             .filter(|s| s["id"].as_str().is_some_and(|i| i.starts_with(&phase)))
             .collect();
+        // `validate/<store>` waits for its store's tables, the held one included.
+        let store_step = held
+            .split_once('/')
+            .and_then(|(_, t)| t.split_once('.'))
+            .map(|(store, _)| format!("{phase}{store}"));
         let others_done = extracts
             .iter()
-            .filter(|s| s["id"] != held)
+            .filter(|s| {
+                s["id"] != held && Some(s["id"].as_str().unwrap_or("")) != store_step.as_deref()
+            })
             .all(|s| s["status"] == "done");
         let killed_running = extracts
             .iter()

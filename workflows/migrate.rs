@@ -17,8 +17,8 @@ use wf_steps::migrate::{
     TABLE_KIND,
 };
 use wf_steps::validate::{
-    ValidateGraphStep, ValidateStep, ValidateTableStep, ValidateTask, GRAPH_VALIDATE_KIND,
-    VALIDATE_KIND,
+    ValidateGraphStep, ValidateStep, ValidateStoreStep, ValidateTableStep, ValidateTask,
+    GRAPH_VALIDATE_KIND, STORE_VALIDATE_KIND, VALIDATE_KIND,
 };
 use wf_stores::load::Strategy;
 use wf_stores::{Config, SnapshotMode};
@@ -370,6 +370,10 @@ impl Workflow for Migrate {
             }),
             "migrate.validate" => Arc::new(ValidateStep(self.params.clone())),
             GRAPH_VALIDATE_KIND => Arc::new(ValidateGraphStep(self.params.clone())),
+            STORE_VALIDATE_KIND => Arc::new(ValidateStoreStep {
+                params: self.params.clone(),
+                store: String::from_utf8_lossy(&spec.params).into_owned(),
+            }),
             "migrate.report" => Arc::new(crate::report::ReportStep),
             "migrate.load" => Arc::new(LoadStep {
                 params: self.params.clone(),

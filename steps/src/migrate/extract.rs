@@ -117,6 +117,7 @@ impl Step for ExtractStep {
                 .map_err(StepError::Fatal)?;
             let planned: Vec<String> = anon_tables.iter().map(|(t, _)| t.clone()).collect();
             validate_specs = crate::validate::table_specs(&planned, &fk_schemas)?;
+            validate_specs.extend(crate::validate::store_specs(&planned));
             out.schemas = plan.schemas;
             out.snapshots = plan.snapshots;
         }

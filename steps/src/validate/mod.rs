@@ -18,6 +18,7 @@ mod rehearse;
 pub mod rules;
 mod scan;
 pub mod step;
+mod store_step;
 mod table_step;
 
 pub(crate) use graph_step::spec as graph_spec;
@@ -25,6 +26,8 @@ pub use graph_step::{ValidateGraphStep, GRAPH_VALIDATE_KIND};
 pub use rules::{Severity, ValidationRules};
 pub use scan::{validate, ValidateInput};
 pub use step::{ValidateOut, ValidateStep};
+pub(crate) use store_step::specs as store_specs;
+pub use store_step::{ValidateStoreStep, STORE_VALIDATE_KIND};
 pub(crate) use table_step::specs as table_specs;
 pub use table_step::{ValidatePart, ValidateTableStep, ValidateTask, VALIDATE_KIND};
 

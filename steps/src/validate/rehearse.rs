@@ -15,8 +15,9 @@ use wf_stores::connect::{load_store, load_store_held};
 use wf_stores::load::{HeldLoad, LoadReport, StoreLoad};
 use wf_stores::StoreError;
 
-/// Loads the stores the gate loads (see above), folds the rules' results and any refused load
-/// into `report`, and hands the open loads over when the gate passes.
+/// The gate's part: loads the stores no `validate/<store>` step loaded (see above), folds the
+/// rules' results and any refused load into `report`, and hands the open loads over when the
+/// gate passes.
 pub(super) async fn rehearse(
     cx: &StepContext,
     p: &MigrateParams,
@@ -24,6 +25,35 @@ pub(super) async fn rehearse(
     anon: &AnonymizeOut,
     report: &mut ValidationReport,
 ) -> Result<(), StepError> {
+    let own = |store: &str| !cx.inputs.contains_key(&format!("validate/{store}"));
+    let (mut tally, held, any) = load_stores(cx, p, ex, anon, &own).await?;
+    if any {
+        tally.absorb(
+            std::mem::take(&mut report.categories),
+            std::mem::take(&mut report.findings),
+        );
+        *report = tally.finish(report.tables, report.rows, report.seconds);
+    }
+    if report.status == Gate::Failed {
+        abandon(held).await;
+    } else {
+        for (job, h) in held {
+            handover::give(&cx.run_id, &job.store, &job.run_key, h);
+        }
+    }
+    Ok(())
+}
+
+/// Loads the stores `only` accepts, at once: each PostgreSQL store's real load held when the
+/// run loads next, else a rolled-back rehearsal of the stores with `sql` rules. The findings,
+/// the open loads, and whether any store was loaded.
+pub(super) async fn load_stores(
+    cx: &StepContext,
+    p: &MigrateParams,
+    ex: &ExtractOut,
+    anon: &AnonymizeOut,
+    only: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<(Tally, Vec<(StoreLoad, HeldLoad)>, bool), StepError> {
     let hand_over = !p.dry_run && !p.skip_load && cx.generation == 0 && p.replaces.is_none();
     let rolled = rolled_back_jobs(cx, p, ex, anon)?;
     let real = if hand_over {
@@ -31,11 +61,8 @@ pub(super) async fn rehearse(
     } else {
         Vec::new()
     };
-    // Every PostgreSQL store's real load is held when the run loads next (its sql rules run in
-    // it); other stores with sql rules are rehearsed and rolled back. All at once: the gate's
-    // time is the slowest store's load, and the load steps only commit.
     let mut tasks: Vec<(&StoreLoad, bool, &wf_stores::StoreConfig)> = Vec::new();
-    for s in &p.config.stores {
+    for s in p.config.stores.iter().filter(|s| only(&s.name)) {
         // PostgreSQL only: an open SQLite write transaction that spilled its cache locks the
         // file against the load step's own reads (the CERT guard) until it ends.
         let pg = s.kind == wf_stores::StoreKind::Postgres;
@@ -48,7 +75,6 @@ pub(super) async fn rehearse(
             tasks.push((job, false, s));
         }
     }
-    let any = !tasks.is_empty();
     for (job, hold, _) in &tasks {
         if *hold {
             handover::discard(&cx.run_id, &job.store).await;
@@ -84,21 +110,7 @@ pub(super) async fn rehearse(
         abandon(held).await;
         return Err(e);
     }
-    if any {
-        tally.absorb(
-            std::mem::take(&mut report.categories),
-            std::mem::take(&mut report.findings),
-        );
-        *report = tally.finish(report.tables, report.rows, report.seconds);
-    }
-    if report.status == Gate::Failed {
-        abandon(held).await;
-    } else {
-        for (job, h) in held {
-            handover::give(&cx.run_id, &job.store, &job.run_key, h);
-        }
-    }
-    Ok(())
+    Ok((tally, held, !tasks.is_empty()))
 }
 
 /// The jobs of the stores as their `load/<store>` steps of this generation build them.

@@ -78,9 +78,10 @@ impl Step for ValidateStep {
         std::fs::write(&path, json)
             .map_err(|e| StepError::Retryable(format!("{}: {e}", path.display())))?;
         if report.status == Gate::Failed {
-            // The graph's load, held since `validate/<graph>`, must not commit.
-            if let Some(g) = &p.config.graph {
-                crate::migrate::handover::discard(&cx.run_id, &g.name).await;
+            // The loads held since `validate/<store>` and `validate/<graph>` must not commit.
+            let stores = p.config.stores.iter().map(|s| &s.name);
+            for name in stores.chain(p.config.graph.as_ref().map(|g| &g.name)) {
+                crate::migrate::handover::discard(&cx.run_id, name).await;
             }
             return Err(StepError::Gate(format!(
                 "{}; details in {}; fix the data or the rules, then `wf recover {} anonymized`",
