@@ -64,7 +64,8 @@ impl SortedRuns {
     }
 
     fn settle(&mut self) {
-        self.buf.sort_unstable();
+        use rayon::slice::ParallelSliceMut;
+        self.buf.par_sort_unstable();
         if self.dedup {
             self.buf.dedup();
         }
@@ -76,8 +77,9 @@ impl SortedRuns {
             self.error = other.error.take();
         }
         self.runs.append(&mut other.runs);
-        for h in other.buf {
-            self.push(h);
+        self.buf.extend(other.buf);
+        if self.buf.len() >= self.budget {
+            self.spill_buffer();
         }
     }
 
@@ -113,7 +115,13 @@ impl SortedRuns {
     }
 
     /// The distinct hashes, sorted, in one list.
-    pub fn into_distinct(self) -> std::io::Result<Vec<u64>> {
+    pub fn into_distinct(mut self) -> std::io::Result<Vec<u64>> {
+        if self.runs.is_empty() && self.error.is_none() {
+            // All in memory: sorted and deduplicated in place, not copied.
+            self.settle();
+            self.buf.dedup();
+            return Ok(std::mem::take(&mut self.buf));
+        }
         let mut out: Vec<u64> = Vec::new();
         for h in self.merged()? {
             let h = h?;
