@@ -93,7 +93,7 @@ impl Env {
         format!("{base}/e2e_{}_{side}_{store}", self.tag)
     }
 
-    fn graph_db(&self, side: &str) -> String {
+    pub(crate) fn graph_db(&self, side: &str) -> String {
         format!("e2e_{}_{side}_sp", self.tag)
     }
 

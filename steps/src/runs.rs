@@ -7,6 +7,15 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{BufReader, BufWriter, Read, Seek, Write};
 
+/// A budget from environment variable `var` (a positive count of hashes), else `default`.
+pub(crate) fn budget_from_env(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n: &usize| *n > 0)
+        .unwrap_or(default)
+}
+
 /// Sorted runs of hashes, some on disk, the last in memory.
 pub(crate) struct SortedRuns {
     buf: Vec<u64>,

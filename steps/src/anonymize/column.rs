@@ -68,11 +68,7 @@ pub(super) struct Hashes {
 }
 
 fn hashes_budget() -> usize {
-    std::env::var("WF_ANON_MEMORY_HASHES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n: &usize| *n > 0)
-        .unwrap_or(1_000_000)
+    crate::runs::budget_from_env("WF_ANON_MEMORY_HASHES", 1_000_000)
 }
 
 impl Default for Hashes {

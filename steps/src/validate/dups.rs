@@ -7,11 +7,7 @@ use crate::runs::SortedRuns;
 
 /// Hashes held in memory before a sorted run goes to disk.
 fn budget() -> usize {
-    std::env::var("WF_VALIDATE_MEMORY_HASHES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n: &usize| *n > 0)
-        .unwrap_or(4_000_000)
+    crate::runs::budget_from_env("WF_VALIDATE_MEMORY_HASHES", 4_000_000)
 }
 
 /// Counts the hashes pushed more than once; remembers up to `examples` of the repeated ones.
