@@ -28,14 +28,7 @@ fn a_wrong_cert_graph_database_stops_the_run_at_validate_with_every_store_unchan
         text.replace(&right, "cert_database = \"wf_no_such_cert_db\""),
     )
     .unwrap();
-    let r = crate::util::ran(
-        wf(
-            &sb,
-            &["run", "migrate", "--district", "3", "--config-file", c],
-        )
-        .output()
-        .unwrap(),
-    );
+    let r = migrate(&sb, c);
     // The CERT guard opens every CERT target at the start of the validate step, before the load
     // rehearsal and before any load: the run stops there, naming the database.
     assert_eq!(r.code, Some(3), "{}\n{}", r.stdout, r.stderr);
@@ -78,14 +71,7 @@ fn a_graph_load_cert_refuses_is_a_gate_finding_and_no_store_commits() {
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
     let before = cert_contents(&env, "u");
-    let r = crate::util::ran(
-        wf(
-            &sb,
-            &["run", "migrate", "--district", "3", "--config-file", c],
-        )
-        .output()
-        .unwrap(),
-    );
+    let r = migrate(&sb, c);
     // validate/sp met the refusal in its held load; the gate failed before any store committed.
     assert_eq!(r.code, Some(7), "{}\n{}", r.stdout, r.stderr);
     assert!(
@@ -94,4 +80,16 @@ fn a_graph_load_cert_refuses_is_a_gate_finding_and_no_store_commits() {
         r.stderr
     );
     assert_eq!(cert_contents(&env, "u"), before, "CERT unchanged");
+}
+
+/// `wf run migrate --district 3` with config `c`, run to its end.
+fn migrate(sb: &Sandbox, c: &str) -> crate::util::Ran {
+    crate::util::ran(
+        wf(
+            sb,
+            &["run", "migrate", "--district", "3", "--config-file", c],
+        )
+        .output()
+        .unwrap(),
+    )
 }

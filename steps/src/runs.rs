@@ -62,11 +62,7 @@ impl SortedRuns {
 
     fn spill(&mut self) -> std::io::Result<()> {
         self.settle();
-        let mut w = BufWriter::with_capacity(1 << 16, tempfile::tempfile()?);
-        for h in &self.buf {
-            w.write_all(&h.to_le_bytes())?;
-        }
-        let mut f = w.into_inner().map_err(|e| e.into_error())?;
+        let mut f = write_words(tempfile::tempfile()?, &self.buf)?;
         f.rewind()?;
         self.runs.push(f);
         Ok(())
@@ -143,8 +139,19 @@ impl SortedRuns {
     }
 }
 
-/// The little-endian u64s of a sorted run.
-fn words(mut r: impl Read + Send + 'static) -> impl Iterator<Item = std::io::Result<u64>> + Send {
+/// Writes `hashes` to `f` as little-endian u64s, through a buffer; the file back.
+pub(crate) fn write_words(f: std::fs::File, hashes: &[u64]) -> std::io::Result<std::fs::File> {
+    let mut w = BufWriter::with_capacity(1 << 16, f);
+    for h in hashes {
+        w.write_all(&h.to_le_bytes())?;
+    }
+    w.into_inner().map_err(|e| e.into_error())
+}
+
+/// The little-endian u64s of a reader (a sorted run, a part's originals).
+pub(crate) fn words(
+    mut r: impl Read + Send + 'static,
+) -> impl Iterator<Item = std::io::Result<u64>> + Send {
     std::iter::from_fn(move || {
         let mut w = [0u8; 8];
         match r.read_exact(&mut w) {

@@ -219,9 +219,8 @@ impl Step for AnonTableStep {
 }
 
 /// Journals a part: its files and the originals' hashes as artifacts, its field reports.
-fn part_output(cx: &StepContext, done: Vec<TableOut>) -> Result<StepOutput, StepError> {
+fn part_output(cx: &StepContext, mut done: Vec<TableOut>) -> Result<StepOutput, StepError> {
     let retry = |p: &Path, e: std::io::Error| StepError::Retryable(format!("{}: {e}", p.display()));
-    let mut done = done;
     // One table (the usual part) gives its sorted list as it is; a part of several merges them.
     let hashes: Vec<u64> = if done.len() == 1 {
         std::mem::take(&mut done[0].originals)
@@ -236,7 +235,10 @@ fn part_output(cx: &StepContext, done: Vec<TableOut>) -> Result<StepOutput, Step
     };
     std::fs::create_dir_all(&cx.artifact_dir).map_err(|e| retry(&cx.artifact_dir, e))?;
     let originals = cx.artifact_dir.join("originals.bin");
-    write_hashes(&originals, &hashes).map_err(|e| retry(&originals, e))?;
+    std::fs::File::create(&originals)
+        .and_then(|f| crate::runs::write_words(f, &hashes))
+        .and_then(|f| f.sync_all())
+        .map_err(|e| retry(&originals, e))?;
     drop(hashes);
     let mut part = AnonPart {
         files: Vec::new(),
@@ -300,7 +302,11 @@ pub(crate) fn parts(cx: &StepContext) -> Result<Option<Vec<TableOut>>, StepError
     let mut all: Vec<u64> = Vec::with_capacity(total as usize);
     let mut out = Vec::new();
     for (id, _, part) in parts {
-        read_hashes(&part.originals, &mut all).map_err(|e| StepError::Redo {
+        let read = std::fs::File::open(&part.originals).and_then(|f| {
+            crate::runs::words(std::io::BufReader::with_capacity(1 << 16, f))
+                .try_for_each(|h| h.map(|h| all.push(h)))
+        });
+        read.map_err(|e| StepError::Redo {
             producer: id.clone(),
             path: part.originals.clone(),
             message: format!("{}: {e}", part.originals.display()),
@@ -326,28 +332,4 @@ pub(crate) fn parts(cx: &StepContext) -> Result<Option<Vec<TableOut>>, StepError
         first.originals = all;
     }
     Ok(Some(out))
-}
-
-/// Writes `hashes` as little-endian u64s, through a buffer (not a second copy of the list).
-fn write_hashes(path: &Path, hashes: &[u64]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut w = std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(path)?);
-    for h in hashes {
-        w.write_all(&h.to_le_bytes())?;
-    }
-    w.into_inner().map_err(|e| e.into_error())?.sync_all()
-}
-
-/// Appends the little-endian u64s of `path` to `into`, a buffer at a time.
-fn read_hashes(path: &Path, into: &mut Vec<u64>) -> std::io::Result<()> {
-    use std::io::Read;
-    let mut f = std::io::BufReader::with_capacity(1 << 16, std::fs::File::open(path)?);
-    let mut word = [0u8; 8];
-    loop {
-        match f.read_exact(&mut word) {
-            Ok(()) => into.push(u64::from_le_bytes(word)),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e),
-        }
-    }
 }

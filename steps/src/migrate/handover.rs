@@ -1,6 +1,7 @@
-//! Load transactions the validation gate leaves open for the load steps of the same process (see
-//! `validate::rehearse`), by run and store. A runner that dies takes them with it (the server
-//! rolls them back), and the load step then loads as usual.
+//! Load transactions left open before the gate (by `validate/<store>`, `validate/<graph>`, or the
+//! gate itself; see `validate::rehearse`) for the load steps of the same process, by run and
+//! store. A runner that dies takes them with it (the server rolls them back), and the load step
+//! then loads as usual.
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
@@ -31,7 +32,7 @@ pub(crate) fn give(run: &str, store: &str, run_key: &str, load: HeldLoad) {
     open().insert(key(run, store), o);
 }
 
-/// What the gate left for the job of `run_key` into `store`: the open load when it ran this very
+/// What was left for the job of `run_key` into `store`: the open load when it ran this very
 /// job (same run key), else nothing, with any other load of the store rolled back first, so it
 /// cannot hold the locks the step's own load needs.
 pub(crate) async fn take(
@@ -47,7 +48,8 @@ pub(crate) async fn take(
     }
 }
 
-/// Rolls back what an earlier attempt of the gate left for `store` (a retried gate loads again).
+/// Rolls back what was left for `store`: by an earlier attempt of a step that loads it again, or
+/// for a gate that failed.
 pub(crate) async fn discard(run: &str, store: &str) {
     let found = open().remove(&key(run, store));
     if let Some(o) = found {

@@ -38,7 +38,7 @@ impl Step for ValidateGraphStep {
         // The part's rows count validated rows (the gate sums them): the load's go in a metric.
         let mut part = ValidatePart::default();
         let mut loaded = 0;
-        let hand_over = !p.dry_run && !p.skip_load && cx.generation == 0 && p.replaces.is_none();
+        let hand_over = super::rehearse::hands_over(cx, p);
         // Bolt servers only: the embedded graph is a SQLite file, whose open write transaction
         // would lock it against the gate's reads (as on relational SQLite stores).
         let graph = p
@@ -47,7 +47,7 @@ impl Step for ValidateGraphStep {
             .as_ref()
             .filter(|g| g.kind == wf_stores::graph::GraphKind::Bolt);
         if let (true, Some(g)) = (hand_over, graph) {
-            if let Some(job) = job(cx, p, g)? {
+            if let Some((job, staged)) = job(cx, p, g)? {
                 // Before the first write: the CERT graph is enrolled and is no PROD source.
                 let target = wf_stores::guard::Targets {
                     stores: Vec::new(),
@@ -57,7 +57,7 @@ impl Step for ValidateGraphStep {
                     .await
                     .map_err(store_err)?;
                 handover::discard(&cx.run_id, &g.name).await;
-                cx.progress.expect(job_rows(cx, g)?);
+                cx.progress.expect(staged);
                 match load_graph_held(g, &job).await {
                     Ok(held) => {
                         loaded = held.report.tables.iter().map(|t| t.inserted).sum();
@@ -77,24 +77,21 @@ impl Step for ValidateGraphStep {
     }
 }
 
-/// The job `load/<graph>` of this generation builds: its key, its manifest; `None` when the
-/// graph has nothing staged.
+/// The job `load/<graph>` of this generation builds (its key, its manifest) and the elements it
+/// loads; `None` when the graph has nothing staged.
 fn job(
     cx: &StepContext,
     p: &MigrateParams,
     g: &wf_stores::graph::GraphConfig,
-) -> Result<Option<GraphLoad>, StepError> {
+) -> Result<Option<(GraphLoad, u64)>, StepError> {
     let anon: AnonPart = cx.input(&format!("anonymize/{}", g.name))?;
     let prefix = format!("{}.", g.name);
-    let files: Vec<PathBuf> = anon
-        .files
-        .iter()
-        .filter(|f| f.table.starts_with(&prefix))
-        .map(|f| {
-            wf_stores::verified::expect(&f.path, &f.sha256);
-            f.path.clone()
-        })
-        .collect();
+    let (mut files, mut staged) = (Vec::<PathBuf>::new(), 0);
+    for f in anon.files.iter().filter(|f| f.table.starts_with(&prefix)) {
+        wf_stores::verified::expect(&f.path, &f.sha256);
+        files.push(f.path.clone());
+        staged += f.rows;
+    }
     if files.is_empty() {
         return Ok(None);
     }
@@ -104,7 +101,7 @@ fn job(
         &steps.join(wf_engine::artifact_dir_name(&step)),
         cx.generation,
     );
-    Ok(Some(GraphLoad {
+    let job = GraphLoad {
         run_key: wf_engine::idempotency_key(&cx.run_id, cx.generation, &step),
         store: g.name.clone(),
         files,
@@ -112,13 +109,8 @@ fn job(
         strategy: p.strategy,
         dry_run: false,
         replaces: None,
-    }))
-}
-
-/// The elements staged for the graph (the step's expected rows).
-fn job_rows(cx: &StepContext, g: &wf_stores::graph::GraphConfig) -> Result<u64, StepError> {
-    let anon: AnonPart = cx.input(&format!("anonymize/{}", g.name))?;
-    Ok(anon.files.iter().map(|f| f.rows).sum())
+    };
+    Ok(Some((job, staged)))
 }
 
 /// A load CERT refused: the gate's finding, named like the relational rehearsal's.

@@ -54,7 +54,7 @@ pub(super) async fn load_stores(
     anon: &AnonymizeOut,
     only: &(dyn Fn(&str) -> bool + Sync),
 ) -> Result<(Tally, Vec<(StoreLoad, HeldLoad)>, bool), StepError> {
-    let hand_over = !p.dry_run && !p.skip_load && cx.generation == 0 && p.replaces.is_none();
+    let hand_over = hands_over(cx, p);
     let rolled = rolled_back_jobs(cx, p, ex, anon)?;
     let real = if hand_over {
         load_jobs(cx, p, ex, anon)?
@@ -111,6 +111,14 @@ pub(super) async fn load_stores(
         return Err(e);
     }
     Ok((tally, held, !tasks.is_empty()))
+}
+
+/// Whether loads run before the gate are the run's real loads, handed to the load steps: only
+/// when this process loads next (not a dry run, not `--skip-load`), in generation 0 (a recovered
+/// generation replaces earlier ones in its load step) and not for a refresh (whose load deletes
+/// the replaced run's rows in the same transaction).
+pub(super) fn hands_over(cx: &StepContext, p: &MigrateParams) -> bool {
+    !p.dry_run && !p.skip_load && cx.generation == 0 && p.replaces.is_none()
 }
 
 /// The jobs of the stores as their `load/<store>` steps of this generation build them.
