@@ -132,12 +132,29 @@ fn leak_scan_inputs(anon_dir: &std::path::Path) -> anyhow::Result<(ScannedFields
             f["field"].as_str().map(|n| (n.to_string(), tags))
         })
         .collect();
-    let originals: Vec<u64> = std::fs::read(anon_dir.join("leak-hashes.bin"))
-        .unwrap_or_default()
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-        .collect();
-    Ok((scanned_fields, originals))
+    Ok((
+        scanned_fields,
+        read_originals(&anon_dir.join("leak-hashes.bin"))?,
+    ))
+}
+
+/// The sorted hashes of `path` (none when the run wrote no file), read into one list sized once.
+fn read_originals(path: &std::path::Path) -> anyhow::Result<Vec<u64>> {
+    use std::io::Read;
+    let Ok(f) = std::fs::File::open(path) else {
+        return Ok(Vec::new());
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0) as usize;
+    let mut out = Vec::with_capacity(len / 8);
+    let mut r = std::io::BufReader::with_capacity(1 << 16, f);
+    let mut w = [0u8; 8];
+    loop {
+        match r.read_exact(&mut w) {
+            Ok(()) => out.push(u64::from_le_bytes(w)),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(out),
+            Err(e) => anyhow::bail!("{}: {e}", path.display()),
+        }
+    }
 }
 
 /// The anonymization key of the environment if it is the run's; `None` (the leak scan skipped,

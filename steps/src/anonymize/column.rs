@@ -63,7 +63,7 @@ pub(super) struct Worker {
 /// (1,000,000 by default: 8 MB a worker), deduplicated per run and merged at the end. A growing
 /// list per worker held up to twice a table's distinct originals (60 MB a worker for 1.1M
 /// students) while several tables were anonymized at once (issue 17).
-pub(super) struct Hashes {
+pub struct Hashes {
     runs: crate::runs::SortedRuns,
 }
 
@@ -92,13 +92,24 @@ impl Hashes {
 
     /// The distinct hashes, sorted (an error of a spill file here).
     pub fn into_sorted(self) -> Result<Vec<u64>, AnonError> {
-        self.runs.into_distinct().map_err(|e| {
-            AnonError::Staging(wf_stores::StoreError::Staging {
-                path: std::env::temp_dir(),
-                message: format!("spilling the originals' hashes: {e}"),
-            })
-        })
+        self.runs.into_distinct().map_err(spill_err)
     }
+
+    /// The hashes in order, streamed from the runs (a repeat across runs stays repeated).
+    pub fn merged(self) -> Result<impl Iterator<Item = Result<u64, AnonError>>, AnonError> {
+        Ok(self
+            .runs
+            .merged()
+            .map_err(spill_err)?
+            .map(|h| h.map_err(spill_err)))
+    }
+}
+
+fn spill_err(e: std::io::Error) -> AnonError {
+    AnonError::Staging(wf_stores::StoreError::Staging {
+        path: std::env::temp_dir(),
+        message: format!("spilling the originals' hashes: {e}"),
+    })
 }
 
 /// Repeated values transformed once, per column and worker.

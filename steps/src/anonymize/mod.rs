@@ -7,15 +7,18 @@ pub mod detect;
 pub mod input;
 pub mod key;
 pub mod leak;
+pub mod leak_scan;
 mod pipeline;
+mod report;
 pub mod rules;
 pub mod strategy;
 pub mod table;
 mod unique;
 
+pub use column::Hashes;
 pub use key::{AnonKey, KeyError};
+pub use leak_scan::{scan, LEAK_HASHES};
 pub use rules::Rules;
 pub use table::{
-    anonymize, anonymize_table, collision_fixes, scan, AnonError, Fixes, Report, TableInput,
-    TableOut,
+    anonymize, anonymize_table, collision_fixes, AnonError, Fixes, Report, TableInput, TableOut,
 };

@@ -6,8 +6,10 @@ use super::detect::{credential_flags, detect_values, name_flags, Detector};
 use super::input::rule_field;
 pub use super::input::{AnonError, TableInput};
 use super::key::AnonKey;
-use super::leak::{outputs_scanned, scan_outputs, tag_id, LeakSet};
+use super::leak::outputs_scanned;
+use super::leak_scan::{scan, LEAK_HASHES};
 use super::pipeline::ordered_map;
+pub use super::report::{FieldReport, Report, TableOut};
 use super::rules::{Rule, Rules};
 use super::unique::unique_fixes;
 pub use super::unique::Fixes;
@@ -19,35 +21,6 @@ use wf_stores::staging::{
     columns_of, damaged, open, ColType, FileInfo, StagedColumn, StagingWriter,
 };
 use wf_stores::StoreError;
-
-/// What happened to one field.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct FieldReport {
-    pub field: String,
-    pub rule: Option<String>,
-    pub detected: Vec<Detector>,
-    pub changed: u64,
-    /// Whether the leak scan compared what was written for this field with the originals.
-    pub scanned: bool,
-    /// The field's leak-scan domains (`field:…`, `detector:…`), which `wf validate` scans CERT with.
-    pub leak_tags: Vec<String>,
-}
-
-/// The outcome of anonymizing a set of tables (written as `anonymization-report.json`).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Report {
-    pub key_fingerprint: String,
-    pub fields: Vec<FieldReport>,
-    /// Output files, per table.
-    #[serde(skip)]
-    pub files: Vec<(String, FileInfo)>,
-    /// Fields where an original value was found after anonymization, with counts (never values).
-    pub leaks: Vec<(String, u64)>,
-    /// Keyed hashes of the anonymized originals, sorted (kept for the leak scan of `wf validate`;
-    /// without the key they reveal nothing).
-    #[serde(skip)]
-    pub original_hashes: Vec<u64>,
-}
 
 const SAMPLE: usize = 1000;
 
@@ -68,18 +41,8 @@ pub fn anonymize(
     for t in inputs {
         tables.push(transform_table(t, rules, key, &detected, &fixes, out_dir)?);
     }
-    // 3. Leak scan.
-    scan(tables, key)
-}
-
-/// One table anonymized: its output file, what happened to each field, and the keyed hashes of
-/// its originals (sorted), which the leak scan over every table needs.
-#[derive(Debug, Clone)]
-pub struct TableOut {
-    pub table: String,
-    pub info: FileInfo,
-    pub fields: Vec<FieldReport>,
-    pub originals: Vec<u64>,
+    // 3. Leak scan; the originals' hashes go beside the outputs.
+    scan(tables, Vec::new(), key, &out_dir.join(LEAK_HASHES))
 }
 
 /// The unique-collision fixes of `inputs` (the tables with a unique text column; see `unique`),
@@ -126,62 +89,7 @@ fn transform_table(
         table: t.table.clone(),
         info,
         fields,
-        originals: originals.into_sorted()?,
-    })
-}
-
-/// The leak scan, domain by domain, over every field passed through unchanged (no rule, or
-/// `keep`) and every field whose originals were collected (see `leak`), in every table; the
-/// report of the whole set, or the leaks found.
-pub fn scan(tables: Vec<TableOut>, key: &AnonKey) -> Result<Report, AnonError> {
-    let mut fields = Vec::new();
-    let mut files = Vec::new();
-    let mut originals = Vec::new();
-    for t in tables {
-        fields.extend(t.fields);
-        files.push((t.table, t.info));
-        // The largest list is taken as it is, not copied into a growing one.
-        if t.originals.len() > originals.len() {
-            let smaller = std::mem::replace(&mut originals, t.originals);
-            originals.extend(smaller);
-        } else {
-            originals.extend(t.originals);
-        }
-    }
-    {
-        use rayon::slice::ParallelSliceMut;
-        originals.par_sort_unstable();
-        originals.dedup();
-    }
-    let scanned: HashMap<String, Vec<u64>> = fields
-        .iter()
-        .filter(|f| f.scanned)
-        .map(|f| {
-            let tags = f.leak_tags.iter().map(|t| tag_id(key, t)).collect();
-            (f.field.clone(), tags)
-        })
-        .collect();
-    let set = LeakSet::from_sorted(originals);
-    let leaks = if set.is_empty() {
-        Vec::new()
-    } else {
-        scan_outputs(&files, &scanned, key, &set)?
-    };
-    let originals = set.into_sorted();
-    if !leaks.is_empty() {
-        let list = leaks
-            .iter()
-            .map(|(f, n)| format!("{f} ({n} values)"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        return Err(AnonError::Leak(list));
-    }
-    Ok(Report {
-        key_fingerprint: key.fingerprint(),
-        fields,
-        files,
-        leaks,
-        original_hashes: originals,
+        originals,
     })
 }
 

@@ -4,9 +4,7 @@
 //! are done. The static `anonymize` step then runs the leak scan over every table (an original
 //! value must not survive in any table) and writes the stage's report and output.
 
-use super::{
-    input_err, rules_and_key, table_input, ExtractOut, GraphStaged, MigrateParams, StagedTable,
-};
+use super::{input_err, rules_and_key, ExtractOut, GraphStaged, MigrateParams, StagedTable};
 use crate::anonymize::{anonymize_table, collision_fixes, AnonError, Fixes, TableInput, TableOut};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -72,20 +70,10 @@ pub(crate) fn specs(
     Ok(out)
 }
 
-/// True when `t` has a one-column unique key of text: its anonymized values may collide, and
-/// the fixes must see it before any table under the same rule is written.
+/// True when a column of `t`'s keys (see `inputs::unique_columns`) holds text: its anonymized
+/// values may collide, and the fixes must see it before any table under the same rule is written.
 pub(crate) fn unique_text(t: &wf_stores::schema::Table, kind: wf_stores::StoreKind) -> bool {
-    let mut unique: Vec<&String> = Vec::new();
-    if t.primary_key.len() == 1 {
-        unique.push(&t.primary_key[0]);
-    }
-    unique.extend(
-        t.uniques
-            .iter()
-            .filter(|u| u.columns.len() == 1)
-            .map(|u| &u.columns[0]),
-    );
-    unique.iter().any(|c| {
+    super::inputs::unique_columns(t).iter().any(|c| {
         t.column(c)
             .is_some_and(|c| ColType::of(kind, &c.data_type) == ColType::Text)
     })
@@ -98,13 +86,13 @@ fn inputs(ex: &ExtractOut, p: &MigrateParams, table: Option<&str>, graph: bool) 
         .files
         .iter()
         .filter(|f| table.is_none_or(|t| f.table == t))
-        .map(|f| table_input(ex, f, p))
+        .map(|f| super::inputs::table_input(ex, f, p))
         .collect();
     if let (true, Some(g)) = (graph, &p.config.graph) {
         out.extend(
             ex.graph
                 .iter()
-                .map(|f: &GraphStaged| super::graph_input(g, f)),
+                .map(|f: &GraphStaged| super::inputs::graph_input(g, f)),
         );
     }
     out
@@ -221,25 +209,17 @@ impl Step for AnonTableStep {
 /// Journals a part: its files and the originals' hashes as artifacts, its field reports.
 fn part_output(cx: &StepContext, mut done: Vec<TableOut>) -> Result<StepOutput, StepError> {
     let retry = |p: &Path, e: std::io::Error| StepError::Retryable(format!("{}: {e}", p.display()));
-    // One table (the usual part) gives its sorted list as it is; a part of several merges them.
-    let hashes: Vec<u64> = if done.len() == 1 {
-        std::mem::take(&mut done[0].originals)
-    } else {
-        let mut all: Vec<u64> = done
-            .iter_mut()
-            .flat_map(|t| std::mem::take(&mut t.originals))
-            .collect();
-        all.sort_unstable();
-        all.dedup();
-        all
-    };
     std::fs::create_dir_all(&cx.artifact_dir).map_err(|e| retry(&cx.artifact_dir, e))?;
+    // The tables' hashes (one, or every graph file's) go to the file straight from their runs.
+    let mut hashes = crate::anonymize::Hashes::default();
+    for t in &mut done {
+        hashes.append(std::mem::take(&mut t.originals));
+    }
     let originals = cx.artifact_dir.join("originals.bin");
-    std::fs::File::create(&originals)
-        .and_then(|f| crate::runs::write_words(f, &hashes))
-        .and_then(|f| f.sync_all())
-        .map_err(|e| retry(&originals, e))?;
-    drop(hashes);
+    crate::anonymize::leak_scan::write_distinct(hashes, &originals).map_err(|e| match e {
+        AnonError::Staging(s) => StepError::Retryable(s.to_string()),
+        other => StepError::Fatal(other.to_string()),
+    })?;
     let mut part = AnonPart {
         files: Vec::new(),
         fields: Vec::new(),
@@ -268,9 +248,12 @@ fn part_output(cx: &StepContext, mut done: Vec<TableOut>) -> Result<StepOutput, 
     Ok(output)
 }
 
-/// The parts of the stage in `cx`'s inputs, as the leak scan takes them; `None` for a run whose
-/// plan added no anonymize steps (`--from-run`, or a run from before them).
-pub(crate) fn parts(cx: &StepContext) -> Result<Option<Vec<TableOut>>, StepError> {
+/// The parts of the stage in `cx`'s inputs, as the leak scan takes them (the tables, and the
+/// files of their originals' hashes); `None` for a run whose plan added no anonymize steps
+/// (`--from-run`, or a run from before them).
+pub(crate) type Parts = (Vec<TableOut>, Vec<PathBuf>);
+
+pub(crate) fn parts(cx: &StepContext) -> Result<Option<Parts>, StepError> {
     let mut ids: Vec<&String> = cx
         .inputs
         .keys()
@@ -280,7 +263,7 @@ pub(crate) fn parts(cx: &StepContext) -> Result<Option<Vec<TableOut>>, StepError
         return Ok(None);
     }
     ids.sort();
-    let mut parts = Vec::new();
+    let (mut out, mut files) = (Vec::new(), Vec::new());
     for id in ids {
         let part: AnonPart = cx.input(id)?;
         let redo = |message: String| StepError::Redo {
@@ -294,23 +277,7 @@ pub(crate) fn parts(cx: &StepContext) -> Result<Option<Vec<TableOut>>, StepError
         if len % 8 != 0 {
             return Err(redo(format!("{} is cut short", part.originals.display())));
         }
-        parts.push((id.clone(), len / 8, part));
-    }
-    // Every part's originals go into one list sized once: the scan sorts and indexes it in
-    // place, so the run's largest structure is not built twice over (issue 17: memory).
-    let total: u64 = parts.iter().map(|(_, n, _)| n).sum();
-    let mut all: Vec<u64> = Vec::with_capacity(total as usize);
-    let mut out = Vec::new();
-    for (id, _, part) in parts {
-        let read = std::fs::File::open(&part.originals).and_then(|f| {
-            crate::runs::words(std::io::BufReader::with_capacity(1 << 16, f))
-                .try_for_each(|h| h.map(|h| all.push(h)))
-        });
-        read.map_err(|e| StepError::Redo {
-            producer: id.clone(),
-            path: part.originals.clone(),
-            message: format!("{}: {e}", part.originals.display()),
-        })?;
+        files.push(part.originals);
         let mut fields = part.fields;
         for f in part.files.into_iter() {
             let info = FileInfo {
@@ -323,13 +290,9 @@ pub(crate) fn parts(cx: &StepContext) -> Result<Option<Vec<TableOut>>, StepError
                 table: f.table,
                 info,
                 fields: std::mem::take(&mut fields),
-                originals: Vec::new(),
+                originals: Default::default(),
             });
         }
     }
-    // The first table carries them all (the scan merges every table's).
-    if let Some(first) = out.first_mut() {
-        first.originals = all;
-    }
-    Ok(Some(out))
+    Ok(Some((out, files)))
 }

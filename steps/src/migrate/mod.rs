@@ -7,6 +7,7 @@ mod anon;
 mod extract;
 pub(crate) mod handover;
 mod held;
+mod inputs;
 mod load;
 pub use anon::{AnonPart, AnonTableStep, AnonTask, FixesStep, ANON_KIND, FIXES_KIND, FIXES_STEP};
 pub use extract::{
@@ -17,6 +18,7 @@ pub use load::LoadStep;
 pub(crate) use load::{manifest_dir_of, store_jobs};
 
 use crate::anonymize::{anonymize, AnonKey, Rules, TableInput};
+use inputs::{graph_input, table_input};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -199,9 +201,14 @@ impl Step for AnonymizeStep {
     async fn run(&self, cx: &StepContext) -> Result<StepOutput, StepError> {
         let p = self.0.clone();
         // Per-table steps did the work: the leak scan over all of them is what is left.
-        if let Some(tables) = anon::parts(cx)? {
+        let hashes = cx.artifact_dir.join(crate::anonymize::LEAK_HASHES);
+        if let Some((tables, files)) = anon::parts(cx)? {
             let (_, key) = rules_and_key(&p)?;
-            let report = anon::blocking(move || crate::anonymize::scan(tables, &key)).await?;
+            std::fs::create_dir_all(&cx.artifact_dir)
+                .map_err(|e| StepError::Retryable(format!("{}: {e}", cx.artifact_dir.display())))?;
+            let report =
+                anon::blocking(move || crate::anonymize::scan(tables, files, &key, &hashes))
+                    .await?;
             return anonymize_output(cx, &report);
         }
         let ex = ExtractOut::input(cx)?;
@@ -215,8 +222,11 @@ impl Step for AnonymizeStep {
         anon::present(&inputs)?;
         let out_dir = cx.artifact_dir.join("anon");
         let rules_file = p.rules_file.clone();
+        let written = out_dir.join(crate::anonymize::LEAK_HASHES);
         let report =
             anon::blocking(move || anonymize(&inputs, &rules, &rules_file, &key, &out_dir)).await?;
+        std::fs::rename(&written, &hashes)
+            .map_err(|e| StepError::Retryable(format!("{}: {e}", written.display())))?;
         anonymize_output(cx, &report)
     }
 }
@@ -236,36 +246,7 @@ pub(super) fn rules_and_key(p: &MigrateParams) -> Result<(Rules, AnonKey), StepE
     Ok((rules, key))
 }
 
-/// What anonymize needs of one extracted table: its file and the columns that must stay unique
-/// (a one-column primary key or unique constraint).
-pub(super) fn table_input(ex: &ExtractOut, f: &StagedTable, p: &MigrateParams) -> TableInput {
-    let table = ex
-        .schemas
-        .iter()
-        .flat_map(|s| &s.tables)
-        .find(|t| t.id() == f.table);
-    let mut unique: Vec<String> = Vec::new();
-    if let Some(t) = table {
-        if t.primary_key.len() == 1 {
-            unique.push(t.primary_key[0].clone());
-        }
-        unique.extend(
-            t.uniques
-                .iter()
-                .filter(|u| u.columns.len() == 1)
-                .map(|u| u.columns[0].clone()),
-        );
-    }
-    TableInput {
-        table: f.table.clone(),
-        file: f.path.clone(),
-        sha256: Some(f.sha256.clone()),
-        unique,
-        rule_as: table.map(|t| fk_aliases(t, &p.config)).unwrap_or_default(),
-    }
-}
-
-/// Writes the anonymization report and the leak hashes beside the step, and journals the
+/// Writes the anonymization report beside the step (the scan wrote the leak hashes), and journals the
 /// anonymized files as the step's output and artifacts.
 fn anonymize_output(
     cx: &StepContext,
@@ -277,14 +258,6 @@ fn anonymize_output(
     let json = serde_json::to_vec_pretty(report).map_err(|e| StepError::Fatal(e.to_string()))?;
     std::fs::write(&report_path, json)
         .map_err(|e| StepError::Retryable(format!("{}: {e}", report_path.display())))?;
-    let hashes: Vec<u8> = report
-        .original_hashes
-        .iter()
-        .flat_map(|h| h.to_le_bytes())
-        .collect();
-    let hashes_path = cx.artifact_dir.join("leak-hashes.bin");
-    std::fs::write(&hashes_path, hashes)
-        .map_err(|e| StepError::Retryable(format!("{}: {e}", hashes_path.display())))?;
     let files: Vec<StagedTable> = report
         .files
         .iter()
@@ -355,68 +328,6 @@ impl Step for PurgeRawStep {
         let mut out = StepOutput::with_value(&removed)?;
         out.metrics.insert("files".into(), removed);
         Ok(out)
-    }
-}
-
-/// Rule aliases for a table's single-column foreign keys (declared and virtual): an FK column with
-/// no exact rule of its own takes its parent column's rule, so anonymized keys still join.
-fn fk_aliases(t: &wf_stores::schema::Table, cfg: &Config) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for fk in t.foreign_keys.iter().filter(|f| f.columns.len() == 1) {
-        out.insert(
-            fk.columns[0].clone(),
-            format!("{}.{}", fk.ref_table, fk.ref_columns[0]),
-        );
-    }
-    for v in &cfg.virtual_fks {
-        if let Some((table, col)) = v.from.rsplit_once('.') {
-            if table == t.id() {
-                out.insert(col.to_string(), v.to.clone());
-            }
-        }
-    }
-    out
-}
-
-/// The anonymizer's view of a graph file: the key is unique per label; relationship ends take the
-/// rule of their nodes' key; linked properties take their relational column's rule.
-pub(super) fn graph_input(g: &wf_stores::graph::GraphConfig, f: &GraphStaged) -> TableInput {
-    let keys = g.key_map();
-    let mut rule_as = BTreeMap::new();
-    let mut unique = Vec::new();
-    match &f.kind {
-        GraphFileKind::Nodes { label } => {
-            // A composite key is unique as a whole, not part by part.
-            if let [one] = keys.of(label).props() {
-                unique.push(one.clone());
-            }
-            for (from, to) in g.link_aliases() {
-                if let Some(prop) = from.strip_prefix(&format!("{}.{label}.", g.name)) {
-                    rule_as.insert(prop.to_string(), to);
-                }
-            }
-        }
-        GraphFileKind::Rels { start, end, .. } => {
-            // Each end column takes the rule of its node's key part, so ends still match.
-            for (col, label) in [("_start", start), ("_end", end)] {
-                let key = keys.of(label);
-                for p in key.props() {
-                    let name = if key.is_composite() {
-                        format!("{col}.{p}")
-                    } else {
-                        col.to_string()
-                    };
-                    rule_as.insert(name, format!("{}.{label}.{p}", g.name));
-                }
-            }
-        }
-    }
-    TableInput {
-        table: f.staged.table.clone(),
-        file: f.staged.path.clone(),
-        sha256: Some(f.staged.sha256.clone()),
-        unique,
-        rule_as,
     }
 }
 

@@ -1,0 +1,281 @@
+//! The leak scan over every anonymized table, in bounded memory (issue 17): the originals'
+//! keyed hashes come from sorted lists (in memory, or the per-table steps' files), and when they
+//! are more than `WF_LEAK_MEMORY_HASHES` (8,000,000 by default: 64 MB of list and about 18 MB of
+//! index and filter) the hash space is cut into equal ranges and the outputs are scanned once per
+//! range, against that range's originals only. A hash outside the range is simply not in the
+//! set, so each (value, domain) pair is looked up in exactly one pass and no leak is missed.
+
+use super::column::Hashes;
+use super::input::AnonError;
+use super::key::AnonKey;
+use super::leak::{scan_outputs, tag_id, LeakSet};
+use super::report::{Report, TableOut};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// Name of the file the scan writes every distinct original's hash to, sorted (little-endian
+/// u64s), for the leak scan `wf validate` runs on CERT.
+pub const LEAK_HASHES: &str = "leak-hashes.bin";
+
+fn budget() -> usize {
+    crate::runs::budget_from_env("WF_LEAK_MEMORY_HASHES", 8_000_000)
+}
+
+fn io_err(path: &Path, what: &str, e: std::io::Error) -> AnonError {
+    AnonError::Staging(wf_stores::StoreError::Staging {
+        path: path.to_path_buf(),
+        message: format!("{what}: {e}"),
+    })
+}
+
+/// Where the originals' hashes are: each table's, and sorted files of little-endian u64s.
+struct Sources {
+    lists: Vec<Vec<u64>>,
+    files: Vec<(PathBuf, u64)>,
+}
+
+impl Sources {
+    fn total(&self) -> u64 {
+        let listed: u64 = self.lists.iter().map(|l| l.len() as u64).sum();
+        listed + self.files.iter().map(|(_, n)| n).sum::<u64>()
+    }
+
+    /// The distinct hashes in `[lo, hi]`, sorted. One range over lists only takes the largest
+    /// list as it is, not copied into a growing one.
+    fn range(&mut self, lo: u64, hi: u64, whole: bool) -> Result<Vec<u64>, AnonError> {
+        let mut out: Vec<u64> = Vec::new();
+        if whole {
+            if let Some(i) = (0..self.lists.len()).max_by_key(|i| self.lists[*i].len()) {
+                out = std::mem::take(&mut self.lists[i]);
+            }
+        }
+        for l in &self.lists {
+            let (a, b) = (
+                l.partition_point(|h| *h < lo),
+                l.partition_point(|h| *h <= hi),
+            );
+            out.extend_from_slice(&l[a..b]);
+        }
+        for (path, _) in &self.files {
+            let f = std::fs::File::open(path).map_err(|e| io_err(path, "originals", e))?;
+            for h in crate::runs::words(BufReader::with_capacity(1 << 16, f)) {
+                let h = h.map_err(|e| io_err(path, "originals", e))?;
+                if h > hi {
+                    break; // sorted: nothing further is in range
+                }
+                if h >= lo {
+                    out.push(h);
+                }
+            }
+        }
+        use rayon::slice::ParallelSliceMut;
+        out.par_sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+}
+
+/// The leak scan, domain by domain, over every field passed through unchanged (no rule, or
+/// `keep`) and every field whose originals were collected (see `leak`), in every table; the
+/// originals are each table's and those in `files` (sorted, as the per-table steps write them).
+/// Writes every distinct original's hash to `hashes_out`; the report, or the leaks found.
+///
+/// With more than one range, a value that is an original in several domains whose hashes fall
+/// in different ranges is counted once per range in a leak's count (the run fails either way).
+pub fn scan(
+    tables: Vec<TableOut>,
+    files: Vec<PathBuf>,
+    key: &AnonKey,
+    hashes_out: &Path,
+) -> Result<Report, AnonError> {
+    scan_within(tables, files, key, hashes_out, budget())
+}
+
+/// `scan`, holding at most about `budget` originals at once.
+fn scan_within(
+    tables: Vec<TableOut>,
+    files: Vec<PathBuf>,
+    key: &AnonKey,
+    hashes_out: &Path,
+    budget: usize,
+) -> Result<Report, AnonError> {
+    let mut fields = Vec::new();
+    let mut outputs = Vec::new();
+    let mut sources = Sources {
+        lists: Vec::new(),
+        files: Vec::new(),
+    };
+    for t in tables {
+        fields.extend(t.fields);
+        outputs.push((t.table, t.info));
+        sources.lists.push(t.originals.into_sorted()?);
+    }
+    for path in files {
+        let len = std::fs::metadata(&path).map_err(|e| io_err(&path, "originals", e))?;
+        sources.files.push((path, len.len() / 8));
+    }
+    let scanned: HashMap<String, Vec<u64>> = fields
+        .iter()
+        .filter(|f| f.scanned)
+        .map(|f| {
+            let tags = f.leak_tags.iter().map(|t| tag_id(key, t)).collect();
+            (f.field.clone(), tags)
+        })
+        .collect();
+    let passes = sources.total().div_ceil(budget.max(1) as u64).max(1);
+    let width = u64::MAX / passes;
+    let file = std::fs::File::create(hashes_out).map_err(|e| io_err(hashes_out, "create", e))?;
+    let mut w = BufWriter::with_capacity(1 << 16, file);
+    let (mut distinct, mut leaks) = (0u64, BTreeMap::<String, u64>::new());
+    for pass in 0..passes {
+        let lo = pass * width;
+        let hi = if pass + 1 == passes {
+            u64::MAX
+        } else {
+            lo + width - 1
+        };
+        let range = sources.range(lo, hi, passes == 1)?;
+        distinct += range.len() as u64;
+        range
+            .iter()
+            .try_for_each(|h| w.write_all(&h.to_le_bytes()))
+            .map_err(|e| io_err(hashes_out, "write", e))?;
+        let set = LeakSet::from_sorted(range);
+        if !set.is_empty() {
+            for (field, n) in scan_outputs(&outputs, &scanned, key, &set)? {
+                *leaks.entry(field).or_default() += n;
+            }
+        }
+    }
+    w.into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io_err(hashes_out, "write", e))?;
+    if !leaks.is_empty() {
+        let list = leaks
+            .iter()
+            .map(|(f, n)| format!("{f} ({n} values)"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(AnonError::Leak(list));
+    }
+    Ok(Report {
+        key_fingerprint: key.fingerprint(),
+        fields,
+        files: outputs,
+        leaks: Vec::new(),
+        originals: distinct,
+    })
+}
+
+/// Writes `hashes`' distinct values, sorted, to `path` (a per-table step's originals); how many.
+pub(crate) fn write_distinct(hashes: Hashes, path: &Path) -> Result<u64, AnonError> {
+    let file = std::fs::File::create(path).map_err(|e| io_err(path, "create", e))?;
+    let mut w = BufWriter::with_capacity(1 << 16, file);
+    let (mut n, mut last) = (0u64, None);
+    for h in hashes.merged()? {
+        let h = h?;
+        if last != Some(h) {
+            w.write_all(&h.to_le_bytes())
+                .map_err(|e| io_err(path, "write", e))?;
+            (n, last) = (n + 1, Some(h));
+        }
+    }
+    w.into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io_err(path, "write", e))?;
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::anonymize::leak::{leak_hash, tagged};
+    use crate::anonymize::report::FieldReport;
+    use wf_stores::staging::{arrow_schema, ColType, StagedColumn, StagingWriter, Value};
+
+    /// A kept column holding `rows` emails, of which every third is one of the originals; the
+    /// originals are split between an in-memory list and a file, in two domains.
+    fn fixture(dir: &Path, rows: usize) -> (PathBuf, PathBuf, Vec<u64>, Vec<u64>) {
+        let key = AnonKey::from_bytes(b"leak-scan-test");
+        let col = StagedColumn {
+            name: "contact".into(),
+            source_type: "text".into(),
+            col_type: ColType::Text,
+        };
+        let path = dir.join("hcp1.audit.arrow");
+        let schema = arrow_schema("hcp1", "audit", std::slice::from_ref(&col));
+        let mut w = StagingWriter::create(&path, schema, 64).unwrap();
+        for i in 0..rows {
+            let v = format!("person{i}@north.example");
+            w.push(0, Value::Text(&v)).unwrap();
+            w.end_row().unwrap();
+        }
+        w.finish().unwrap();
+        let (field, detector) = (tag_id(&key, "field:x"), tag_id(&key, "detector:email"));
+        let (mut list, mut file) = (Vec::new(), Vec::new());
+        for i in (0..rows).step_by(3) {
+            let h = leak_hash(&key, &format!("person{i}@north.example"));
+            list.push(tagged(h, detector));
+            file.push(tagged(h, field));
+        }
+        // Originals of no written value, so most of the set is not hit.
+        for i in 0..rows {
+            list.push(tagged(
+                leak_hash(&key, &format!("other{i}@x.example")),
+                field,
+            ));
+        }
+        list.sort_unstable();
+        file.sort_unstable();
+        let originals = dir.join("originals.bin");
+        crate::runs::write_words(std::fs::File::create(&originals).unwrap(), &file).unwrap();
+        (path, originals, list, file)
+    }
+
+    #[test]
+    fn every_budget_finds_the_same_leaks_and_writes_the_same_originals() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = AnonKey::from_bytes(b"leak-scan-test");
+        let (path, file, list, in_file) = fixture(dir.path(), 3000);
+        let mut expected: Vec<u64> = list.iter().chain(&in_file).copied().collect();
+        expected.sort_unstable();
+        for budget in [usize::MAX, 5000, 1000, 7] {
+            let mut originals = Hashes::default();
+            list.iter().for_each(|h| originals.push(*h));
+            let info = wf_stores::staging::FileInfo {
+                path: path.clone(),
+                rows: 3000,
+                bytes: 0,
+                sha256: String::new(),
+            };
+            let table = TableOut {
+                table: "hcp1.audit".into(),
+                info,
+                fields: vec![FieldReport {
+                    field: "hcp1.audit.contact".into(),
+                    rule: Some("keep".into()),
+                    detected: Vec::new(),
+                    changed: 0,
+                    scanned: true,
+                    leak_tags: vec!["detector:email".into()],
+                }],
+                originals,
+            };
+            let out = dir.path().join(format!("leak-{budget}.bin"));
+            let e = scan_within(vec![table], vec![file.clone()], &key, &out, budget)
+                .expect_err("a leak");
+            assert!(
+                e.to_string().contains("hcp1.audit.contact (1000 values)"),
+                "budget {budget}: {e}"
+            );
+            let written = std::fs::read(&out).unwrap();
+            let got: Vec<u64> = crate::runs::words(std::io::Cursor::new(written))
+                .map(|h| h.unwrap())
+                .collect();
+            assert_eq!(got, expected, "budget {budget}");
+        }
+    }
+}
