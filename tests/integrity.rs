@@ -81,7 +81,7 @@ fn cert_state(cfg: &Path) -> BTreeMap<String, String> {
 }
 
 /// Flips one byte in the middle of `file`, keeping its size and modification time.
-fn flip_byte(file: &Path) {
+pub(crate) fn flip_byte(file: &Path) {
     let meta = std::fs::metadata(file).unwrap();
     let mtime = meta.modified().unwrap();
     let mut bytes = std::fs::read(file).unwrap();

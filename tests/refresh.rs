@@ -1,11 +1,12 @@
 //! `wf refresh` on PostgreSQL + ArcadeDB. District 3 is migrated; PROD then changes at random (a
 //! seeded generator: `WF_TEST_SEED` replays a failure) with updates, inserts, deletes, a row moved
 //! to another district and a new parent; the refresh must leave CERT equal, table by table and
-//! label by label, to a migrate of the new PROD into an empty CERT. A reader on another connection
-//! counts the district's students all along: it sees the old count or the new, never neither nor
-//! both. The replaced run shows `superseded` and its rollback is refused, naming the refresh. A
-//! second refresh is SIGKILLed at random moments (at least 20 times) and resumed each time: the
-//! same CERT.
+//! label by label, to a migrate of the new PROD into an empty CERT; that first refresh is
+//! `--incremental` (only the changed rows are written). A reader on another connection counts the
+//! district's students all along: it sees the old count or the new, never neither nor both. The
+//! replaced run shows `superseded` and its rollback is refused, naming the refresh. Refreshes,
+//! whole and incremental in turn, are SIGKILLed at random moments (at least 20 times) and resumed
+//! each time: the same CERT. Then a batch of incremental refreshes.
 
 use crate::e2e::{cert_contents, ok, status, wf, Env};
 use crate::snapshots::exec;
@@ -112,12 +113,14 @@ fn a_refresh_replaces_the_district_at_once_and_equals_a_fresh_migrate() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let watching = reader(&env, "a", stop.clone());
+    // By difference: only the changed rows are written, the result is the whole refresh's.
     let out = ok(
         &sb,
         &[
             "refresh",
             "--district",
             "3",
+            "--incremental",
             "--config-file",
             a.to_str().unwrap(),
         ],
@@ -138,6 +141,7 @@ fn a_refresh_replaces_the_district_at_once_and_equals_a_fresh_migrate() {
         "refresh equals a fresh migrate"
     );
     assert_ne!(old, fresh, "PROD did change");
+    written_by_difference(&sb, &second);
     let (before, after) = (
         old["ids.students"]
             .split(':')
@@ -184,6 +188,7 @@ fn a_refresh_replaces_the_district_at_once_and_equals_a_fresh_migrate() {
         &[
             "batch",
             "--refresh",
+            "--incremental",
             "--districts",
             "3",
             "--config-file",
@@ -197,6 +202,37 @@ fn a_refresh_replaces_the_district_at_once_and_equals_a_fresh_migrate() {
         .unwrap_or_else(|| panic!("the batch's refresh replaced {last}"))
         .to_string();
     preview_counts_what_is_in_cert(&sb, &env, &holder);
+}
+
+/// The refresh `run` wrote only what changed: every store's load was held before the gate, and
+/// the load steps kept most of the district's rows as they were and wrote some (the changed
+/// students and results).
+fn written_by_difference(sb: &Sandbox, run: &str) {
+    let st = status(sb, run);
+    let metric = |step: &str, m: &str| {
+        st["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["id"] == step)
+            .and_then(|s| s["metrics"][m].as_u64())
+            .unwrap_or_else(|| panic!("{step} has no metric {m}: {st}"))
+    };
+    for store in ["ids", "hcp1", "hcp2", "adb"] {
+        // Loaded in validate/<store> while the other tables were checked, committed here.
+        assert_eq!(metric(&format!("load/{store}"), "loaded_by_the_gate"), 1);
+    }
+    for store in ["ids", "adb"] {
+        let (kept, written) = (
+            metric(&format!("load/{store}"), "unchanged_rows"),
+            metric(&format!("load/{store}"), "rows"),
+        );
+        assert!(
+            kept > 10 * written && written > 0,
+            "load/{store}: {kept} kept, {written} written; {}",
+            crate::util::grep_dir(&sb.data(), "by difference")
+        );
+    }
 }
 
 /// `wf rollback` without `--yes` says how many of the run's rows are in CERT now (after a tester
@@ -253,20 +289,17 @@ fn killed_refresh(
     let mut last = String::new();
     while kills < KILLS {
         refreshes += 1;
-        let mut child = wf(
-            sb,
-            &[
-                "refresh",
-                "--district",
-                "3",
-                "--config-file",
-                cfg.to_str().unwrap(),
-            ],
-        )
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        // Whole and by difference, one after the other.
+        let mut args = vec!["refresh", "--district", "3", "--config-file"];
+        args.push(cfg.to_str().unwrap());
+        if refreshes % 2 == 0 {
+            args.push("--incremental");
+        }
+        let mut child = wf(sb, &args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
         let run = {
             use std::io::BufRead;
             let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
@@ -312,4 +345,102 @@ fn killed_refresh(
     }
     eprintln!("{kills} SIGKILLs over {refreshes} refreshes");
     last
+}
+
+/// Where a difference cannot be trusted, an incremental refresh replaces the store whole, says
+/// why in the run's log, and CERT equals a fresh migrate all the same: PROD swapped two students'
+/// emails (unique: the in-place update is refused, so the store's transaction is written again
+/// whole), and a byte of the earlier run's anonymized results flipped (its SHA-256 no longer
+/// matches, so that store is not diffed against it).
+#[test]
+fn an_incremental_refresh_replaces_whole_what_it_cannot_diff_and_equals_a_fresh_migrate() {
+    let sb = Sandbox::new();
+    let Some(env) = Env::get(&sb) else { return };
+    env.create(&["prod", "a", "b"]);
+    let (a, b) = (env.config(&sb.out("a"), "a"), env.config(&sb.out("b"), "b"));
+    ok(
+        &sb,
+        &["--config", a.to_str().unwrap(), "seed", "--env", "prod"],
+    );
+    for c in [&a, &b] {
+        ok(
+            &sb,
+            &["--config", c.to_str().unwrap(), "seed", "--env", "cert"],
+        );
+    }
+    let alone = [
+        "run",
+        "migrate",
+        "--district",
+        "3",
+        "--incremental",
+        "--config-file",
+    ];
+    let refused = crate::util::ran(
+        wf(&sb, &[&alone[..], &[a.to_str().unwrap()]].concat())
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        refused.code != Some(0)
+            && refused
+                .stderr
+                .contains("use `wf refresh --district <id> --incremental`"),
+        "{}",
+        refused.stderr
+    );
+    let first = run(&sb, &["run", "migrate"], &a);
+    exec(
+        &env.pg_url("prod", "ids"),
+        "create temp table two as select id, email from students where district_id = 3 and email is not null order by id limit 2; \
+         update students set email = null where id in (select id from two); \
+         update students s set email = (select t.email from two t where t.id <> s.id) where s.id in (select id from two);",
+    );
+    exec(
+        &env.pg_url("prod", "adb"),
+        "update results set score = score + 1 where id = (select min(id) from results where district_id = 3)",
+    );
+    let results = sb
+        .data()
+        .join("runs")
+        .join(&first)
+        .join("steps")
+        .join("anonymize~adb.results")
+        .join("anon")
+        .join("adb.results.arrow");
+    crate::integrity::flip_byte(&results);
+    let out = ok(
+        &sb,
+        &[
+            "refresh",
+            "--district",
+            "3",
+            "--incremental",
+            "--config-file",
+            a.to_str().unwrap(),
+        ],
+    );
+    let second = out.lines().find(|l| l.starts_with("mig-")).unwrap();
+    run(&sb, &["run", "migrate"], &b);
+    assert_eq!(cert_contents(&env, "a"), cert_contents(&env, "b"));
+    let log = crate::util::grep_dir(&sb.data(), "by difference");
+    assert!(
+        log.contains("store=ids") && log.contains("the refresh by difference failed"),
+        "ids: the swapped emails: {log}"
+    );
+    assert!(
+        log.contains("store=adb") && log.contains("not by difference"),
+        "adb: the flipped byte: {log}"
+    );
+    let st = status(&sb, second);
+    let kept = |store: &str| {
+        st["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["id"] == format!("load/{store}"))
+            .and_then(|s| s["metrics"]["unchanged_rows"].as_u64())
+    };
+    assert_eq!((kept("ids"), kept("adb")), (Some(0), Some(0)), "{st}");
+    assert!(kept("hcp1").unwrap_or(0) > 0, "hcp1 was diffed: {st}");
 }

@@ -37,6 +37,10 @@ pub struct BatchArgs {
     #[arg(long)]
     #[serde(default)]
     pub refresh: bool,
+    /// With `--refresh`: each refresh writes only the rows that changed (`wf refresh --incremental`).
+    #[arg(long, requires = "refresh")]
+    #[serde(default)]
+    pub incremental: bool,
     /// Arguments passed to every `wf run migrate` (e.g. `--dry-run`, `--strategy upsert`).
     #[arg(last = true)]
     pub migrate: Vec<String>,
@@ -178,10 +182,10 @@ impl Batch {
             .as_bytes(),
         ));
         // A refreshing batch is another batch (older batches keep their hash).
-        let hash = if args.refresh {
-            format!("{hash}-refresh")
-        } else {
-            hash
+        let hash = match (args.refresh, args.incremental) {
+            (true, true) => format!("{hash}-refresh-incremental"),
+            (true, false) => format!("{hash}-refresh"),
+            _ => hash,
         };
         let runner = RunnerArgs {
             jobs: args.parallel.max(1),
@@ -194,7 +198,13 @@ impl Batch {
         Batch {
             districts: args.districts.clone(),
             config_file,
-            migrate: args.migrate.clone(),
+            // `--incremental` is a refresh's argument: every child refresh gets it.
+            migrate: args
+                .incremental
+                .then(|| "--incremental".to_string())
+                .into_iter()
+                .chain(args.migrate.iter().cloned())
+                .collect(),
             refresh: args.refresh,
             runner,
             hash,

@@ -52,6 +52,11 @@ pub struct MigrateArgs {
     #[arg(long, hide = true)]
     #[serde(default)]
     pub replaces: Option<String>,
+    /// With `wf refresh`: write only the rows that changed since the run it replaces (the rest
+    /// of CERT's district is not touched); the result equals a whole refresh.
+    #[arg(long)]
+    #[serde(default)]
+    pub incremental: bool,
     /// Keep the raw (PII) extract after anonymization, so `wf recover <run> extracted` can
     /// anonymize again under changed rules. It stays 0600 in a 0700 directory.
     #[arg(long)]
@@ -228,6 +233,14 @@ impl Migrate {
         if let Some(r) = &parsed.replaces {
             hashed.push_str(&format!("\u{0}replaces {r}"));
         }
+        if parsed.incremental {
+            if parsed.replaces.is_none() {
+                return Err(BuildFailure::Failed(
+                    "--incremental refreshes a district an earlier run loaded: use `wf refresh --district <id> --incremental`".into(),
+                ));
+            }
+            hashed.push_str("\u{0}incremental");
+        }
         let hash = hex::encode(Sha256::digest(hashed.as_bytes()));
         let params = MigrateParams {
             config,
@@ -240,6 +253,7 @@ impl Migrate {
             key_fingerprint: key.fingerprint(),
             from_run: parsed.from_run.clone(),
             replaces: parsed.replaces.clone(),
+            incremental: parsed.incremental,
             skip_load: parsed.skip_load,
         };
         Ok(Migrate {
@@ -424,6 +438,9 @@ impl Workflow for Migrate {
         ]);
         if let Some(r) = &self.args.replaces {
             a.insert("replaces".into(), r.clone());
+        }
+        if self.args.incremental {
+            a.insert("incremental".into(), "true".into());
         }
         a
     }

@@ -181,3 +181,25 @@ pub fn finish(mut child: Child, mut rest: BufReader<ChildStdout>) -> (Option<i32
     let status = child.wait().expect("wait");
     (status.code(), text)
 }
+
+/// Every line of the files under `dir` (recursively) that contains `needle`, for a failure's
+/// message.
+pub fn grep_dir(dir: &std::path::Path, needle: &str) -> String {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if let Ok(text) = std::fs::read_to_string(&p) {
+                out.extend(
+                    text.lines()
+                        .filter(|l| l.contains(needle))
+                        .map(String::from),
+                );
+            }
+        }
+    }
+    out.join("\n")
+}

@@ -61,6 +61,7 @@ impl Step for LoadStep {
         let job = match (job, replaced) {
             (Some(j), r) => Some(StoreLoad {
                 replaces: r.map(Box::new),
+                by_difference: p.incremental,
                 ..j
             }),
             (None, Some(r)) => Some(StoreLoad {
@@ -98,10 +99,11 @@ impl Step for LoadStep {
             }
             (None, _) => None,
         };
-        let rows = report
-            .as_ref()
-            .map(|r| r.tables.iter().map(|t| t.inserted).sum())
-            .unwrap_or(0);
+        let tables = report.iter().flat_map(|r| &r.tables);
+        let rows = tables.clone().map(|t| t.inserted).sum();
+        let unchanged = tables
+            .map(|t| t.rows_in_file.saturating_sub(t.inserted))
+            .sum();
         let mut out = StepOutput::with_value(&LoadOut {
             store: self.store.clone(),
             job,
@@ -111,6 +113,10 @@ impl Step for LoadStep {
         out.metrics.insert("rows".into(), rows);
         out.metrics
             .insert("loaded_by_the_gate".into(), u64::from(handed_over));
+        if p.incremental && p.replaces.is_some() {
+            // A refresh by difference wrote only the changed rows; the others stayed.
+            out.metrics.insert("unchanged_rows".into(), unchanged);
+        }
         Ok(out)
     }
 }

@@ -51,6 +51,8 @@ pub struct MigrateParams {
     /// A refresh: the earlier run whose district this run replaces; each load deletes that run's
     /// rows in the transaction that loads the new ones.
     pub replaces: Option<String>,
+    /// A refresh that writes only what changed since `replaces` loaded (see `wf_stores::load::diff`).
+    pub incremental: bool,
     /// No load steps (`--skip-load`): the gate's rehearsal is rolled back, not handed over.
     pub skip_load: bool,
 }

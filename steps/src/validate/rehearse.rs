@@ -114,11 +114,26 @@ pub(super) async fn load_stores(
 }
 
 /// Whether loads run before the gate are the run's real loads, handed to the load steps: only
-/// when this process loads next (not a dry run, not `--skip-load`), in generation 0 (a recovered
-/// generation replaces earlier ones in its load step) and not for a refresh (whose load deletes
-/// the replaced run's rows in the same transaction).
+/// when this process loads next (not a dry run, not `--skip-load`) and in generation 0 (a
+/// recovered generation replaces earlier ones in its load step). A refresh's held load replaces
+/// the earlier run's rows in its transaction, as its load step would.
 pub(super) fn hands_over(cx: &StepContext, p: &MigrateParams) -> bool {
-    !p.dry_run && !p.skip_load && cx.generation == 0 && p.replaces.is_none()
+    !p.dry_run && !p.skip_load && cx.generation == 0
+}
+
+/// A refresh: each job replaces the earlier run's load of its store (by difference with
+/// `--incremental`), as the store's load step sets it.
+fn replacing(cx: &StepContext, p: &MigrateParams, jobs: &mut [StoreLoad]) -> Result<(), StepError> {
+    let replaced = crate::migrate::replaced_loads(cx, p)?;
+    for j in jobs {
+        j.replaces = replaced
+            .iter()
+            .find(|l| l.store == j.store)
+            .and_then(|l| l.job.clone())
+            .map(Box::new);
+        j.by_difference = p.incremental;
+    }
+    Ok(())
 }
 
 /// The jobs of the stores as their `load/<store>` steps of this generation build them.
@@ -140,6 +155,7 @@ fn load_jobs(
         let jobs = store_jobs(p, ex, anon, &key, &dir, false)?;
         out.extend(jobs.into_iter().filter(|j| j.store == s.name));
     }
+    replacing(cx, p, &mut out)?;
     Ok(out)
 }
 
@@ -154,14 +170,7 @@ fn rolled_back_jobs(
     let key = format!("{}/rehearsal", cx.idempotency_key);
     let dir = cx.artifact_dir.join("rehearsal");
     let mut jobs = store_jobs(p, ex, anon, &key, &dir, true)?;
-    let replaced = crate::migrate::replaced_loads(cx, p)?;
-    for j in &mut jobs {
-        j.replaces = replaced
-            .iter()
-            .find(|l| l.store == j.store)
-            .and_then(|l| l.job.clone())
-            .map(Box::new);
-    }
+    replacing(cx, p, &mut jobs)?;
     if cx.generation > 0 {
         // CERT may hold this run's rows from an earlier generation, which the real load
         // replaces; the rehearsal overwrites them instead (it is rolled back anyway).

@@ -48,6 +48,10 @@ pub struct StoreLoad {
     /// sets it each time it runs.
     #[serde(skip)]
     pub replaces: Option<Box<StoreLoad>>,
+    /// With `replaces`: write only what changed since that load (`wf refresh --incremental`),
+    /// where that is exact (see `diff`). Not journaled either.
+    #[serde(skip)]
+    pub by_difference: bool,
 }
 
 /// A business rule run inside the load transaction before commit: a query returning the violating

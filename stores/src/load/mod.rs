@@ -8,6 +8,9 @@
 //! Rollback deletes exactly the keys the run inserted (its manifest, written before commit and
 //! trusted only once the marker committed), children first, in one transaction per store.
 
+mod dialect;
+mod diff;
+mod diff_tx;
 mod job;
 mod pg_fk_index;
 pub mod postgres;
@@ -414,6 +417,7 @@ pub fn plan_loads(
                 dry_run,
                 checks: Vec::new(),
                 replaces: None,
+                by_difference: false,
             });
         }
     }

@@ -7,83 +7,14 @@
 //! in one transaction. What differs per engine — how rows are written, keys matched, errors named —
 //! is its [`Dialect`]: PostgreSQL's COPY, SQLite's multi-row inserts.
 
+use super::dialect::{markers, DELETE_MARKERS, INSERT_MARKER};
+pub(crate) use super::dialect::{Conn, Dialect, Written};
+use super::diff::TableDiff;
 use super::{check_count_sql, check_manifests, check_outcome, read_manifest};
-use super::{LoadReport, StoreLoad, TableLoad, TableReport};
+use super::{LoadReport, StoreLoad, TableReport};
 use crate::error::StoreError;
 use crate::schema::Table;
 use crate::subset::{Key, KEY_BATCH};
-use std::path::Path;
-
-/// One table written: its report, and which rows' break columns to set afterwards (`None`: every
-/// staged row; only read when the table has break columns).
-pub(crate) struct Written {
-    pub report: TableReport,
-    pub touched: Option<Vec<Key>>,
-}
-
-/// What one engine does inside the protocol's transaction.
-#[async_trait::async_trait]
-pub(crate) trait Dialect: Send {
-    /// The connection holding the transaction.
-    fn conn(&mut self) -> &mut dyn Conn;
-    /// The statements that open the transaction, foreign-key checks deferred to commit as far
-    /// as the engine allows.
-    const BEGIN: &'static [&'static str];
-    /// The error of a failed commit of store `.0` (deferred checks run there), naming what broke.
-    const COMMIT_ERROR: fn(&str, sqlx::Error) -> StoreError;
-    /// Creates the marker table `wf_loads` if it is missing.
-    const CREATE_MARKERS: &'static str;
-    /// One row `(name, n)`, `n` > 0 when the marker table exists (no load ever ran here when it
-    /// does not).
-    const HAS_MARKERS: &'static str;
-    /// Before the first table: CERT's user triggers, as configured.
-    async fn before_tables(&mut self, _job: &StoreLoad) -> Result<(), StoreError> {
-        Ok(())
-    }
-    /// Writes one staged table (break columns NULL) by its strategy, and its manifest.
-    async fn write_table(
-        &mut self,
-        n: usize,
-        t: &TableLoad,
-        manifests: &Path,
-    ) -> Result<Written, StoreError>;
-    /// Sets the break columns of `t`'s rows `keys` (`None`: every staged row) from the staging.
-    async fn set_break_columns(
-        &mut self,
-        _t: &TableLoad,
-        _keys: Option<&[Key]>,
-    ) -> Result<(), StoreError> {
-        Ok(())
-    }
-    /// After the last table: triggers back on, sequences past the loaded values (not in a dry run).
-    async fn after_tables(&mut self, _job: &StoreLoad) -> Result<(), StoreError> {
-        Ok(())
-    }
-    /// Sets the break columns of rows `keys` of `t` NULL (rollback of a cycle).
-    async fn null_break_columns(
-        &mut self,
-        _t: &TableLoad,
-        _keys: &[Key],
-    ) -> Result<(), StoreError> {
-        Ok(())
-    }
-    /// Before a rollback's deletes from `tables`: what makes them fast (see `pg_fk_index`); the
-    /// names of what `after_deletes` must undo.
-    async fn before_deletes(&mut self, _tables: &[&Table]) -> Result<Vec<String>, StoreError> {
-        Ok(Vec::new())
-    }
-    /// After a rollback's deletes, undoes `before_deletes`.
-    async fn after_deletes(&mut self, _made: &[String]) -> Result<(), StoreError> {
-        Ok(())
-    }
-    /// Keys per `delete_keys` call: statements binding one parameter per key value stay at
-    /// `KEY_BATCH`; engines that bind whole arrays take more at once.
-    const DELETE_BATCH: usize = KEY_BATCH;
-    /// Deletes the rows of `table` with keys `keys` (at most `DELETE_BATCH`); rows deleted.
-    async fn delete_keys(&mut self, table: &Table, keys: &[Key]) -> Result<u64, StoreError>;
-    /// How many of `keys` are rows of `table` now.
-    async fn count_keys(&mut self, table: &Table, keys: &[Key]) -> Result<u64, StoreError>;
-}
 
 /// What a rollback of `job` would delete now, per table: the keys of its manifests still in
 /// CERT (a tester may have deleted some); nothing when its load never committed here.
@@ -108,13 +39,30 @@ pub(crate) async fn preview<D: Dialect>(
 
 /// Loads `job` through `d` in one transaction; see the module docs.
 pub(crate) async fn load<D: Dialect>(d: &mut D, job: &StoreLoad) -> Result<LoadReport, StoreError> {
-    begin(d, &job.store).await?;
-    let result = load_in_tx(d, job).await;
+    let result = begin_and_load(d, job).await;
     let commit = !job.dry_run && result.as_ref().is_ok_and(|r| !r.already_loaded);
     let ended = end(d, &job.store, commit).await;
     let report = result?;
     ended?;
     Ok(report)
+}
+
+/// Begins the transaction and loads `job` in it; a refresh by difference that CERT refuses (a
+/// unique value moved from one of the run's rows to another, say) is rolled back and the same
+/// transaction written again, replacing the district whole.
+async fn begin_and_load<D: Dialect>(d: &mut D, job: &StoreLoad) -> Result<LoadReport, StoreError> {
+    let diffs = super::diff::prepare(job);
+    begin(d, &job.store).await?;
+    let result = load_in_tx(d, job, diffs.as_deref()).await;
+    match (result, diffs) {
+        (Err(e), Some(_)) => {
+            tracing::warn!(store = %job.store, "the refresh by difference failed ({e}); replacing the district whole");
+            end(d, &job.store, false).await?;
+            begin(d, &job.store).await?;
+            load_in_tx(d, job, None).await
+        }
+        (result, _) => result,
+    }
 }
 
 /// Loads `job` through `d` in one transaction and runs its rules, but leaves the transaction
@@ -125,8 +73,7 @@ pub(crate) async fn load_held<D: Dialect + 'static>(
     mut d: D,
     job: &StoreLoad,
 ) -> Result<super::HeldLoad, StoreError> {
-    begin(&mut d, &job.store).await?;
-    match load_in_tx(&mut d, job).await {
+    match begin_and_load(&mut d, job).await {
         Ok(report) if report.already_loaded => {
             end(&mut d, &job.store, false).await?;
             Ok(super::HeldLoad::new(report, None))
@@ -164,7 +111,41 @@ impl<D: Dialect + 'static> HeldTx for Held<D> {
     }
 }
 
-async fn load_in_tx<D: Dialect>(d: &mut D, job: &StoreLoad) -> Result<LoadReport, StoreError> {
+/// Writes every staged row of `job` (a refresh deletes the earlier run's rows first); each
+/// table's report and the rows its marker counts.
+async fn write_whole<D: Dialect>(
+    d: &mut D,
+    job: &StoreLoad,
+) -> Result<Vec<(TableReport, u64)>, StoreError> {
+    if let Some(earlier) = &job.replaces {
+        // A refresh: the earlier run's rows go in this transaction (nothing if it is not here,
+        // say rolled back meanwhile), so readers see the old district or the new, never both.
+        rollback_in_tx(d, earlier).await?;
+    }
+    d.before_tables(job).await?;
+    let mut reports = Vec::new();
+    let mut breaks = Vec::new();
+    for (n, t) in job.tables.iter().enumerate() {
+        let w = d.write_table(n, t, &job.manifest_dir).await?;
+        if !t.deferred.is_empty() {
+            breaks.push((t, w.touched));
+        }
+        let inserted = w.report.inserted;
+        reports.push((w.report, inserted));
+    }
+    for (t, keys) in breaks {
+        d.set_break_columns(t, keys.as_deref()).await?;
+    }
+    d.after_tables(job).await?;
+    Ok(reports)
+}
+
+/// The protocol inside the transaction; a refresh by difference writes `diffs` (see `diff`).
+async fn load_in_tx<D: Dialect>(
+    d: &mut D,
+    job: &StoreLoad,
+    diffs: Option<&[TableDiff]>,
+) -> Result<LoadReport, StoreError> {
     let marked = markers(d, &job.store, &job.run_key).await?;
     if !marked.is_empty() {
         // Loaded before (a resume after the commit): the marker rows say what went in.
@@ -189,30 +170,23 @@ async fn load_in_tx<D: Dialect>(d: &mut D, job: &StoreLoad) -> Result<LoadReport
     }
     let created = d.conn().run(D::CREATE_MARKERS).await;
     created.map_err(|e| StoreError::from_sqlx(&job.store, e))?;
-    if let Some(earlier) = &job.replaces {
-        // A refresh: the earlier run's rows go in this transaction (nothing if it is not here,
-        // say rolled back meanwhile), so readers see the old district or the new, never both.
-        rollback_in_tx(d, earlier).await?;
-    }
-    d.before_tables(job).await?;
+    let by_difference = match (&job.replaces, diffs) {
+        (Some(earlier), Some(diffs)) => super::diff_tx::write_in_tx(d, job, earlier, diffs).await?,
+        _ => None,
+    };
+    let written = match by_difference {
+        Some(written) => written,
+        None => write_whole(d, job).await?,
+    };
     let mut reports = Vec::new();
-    let mut breaks = Vec::new();
-    for (n, t) in job.tables.iter().enumerate() {
-        let w = d.write_table(n, t, &job.manifest_dir).await?;
-        if !t.deferred.is_empty() {
-            breaks.push((t, w.touched));
-        }
-        reports.push(w.report);
-    }
-    for (t, keys) in breaks {
-        d.set_break_columns(t, keys.as_deref()).await?;
-    }
-    d.after_tables(job).await?;
-    for (t, r) in job.tables.iter().zip(&reports) {
+    for (t, (r, marked)) in job.tables.iter().zip(written) {
         let texts = [job.run_key.as_str(), &job.store, &t.table.name, &t.sha256];
-        let rows = Some(r.inserted as i64);
-        let added = d.conn().rows(INSERT_MARKER, &texts, rows).await;
+        let added = d
+            .conn()
+            .rows(INSERT_MARKER, &texts, Some(marked as i64))
+            .await;
         added.map_err(|e| StoreError::from_sqlx(&job.store, e))?;
+        reports.push(r);
     }
     let mut counted = Vec::new();
     for c in &job.checks {
@@ -291,27 +265,6 @@ async fn rollback_in_tx<D: Dialect>(
 /// Rows a rollback deletes from a table before its unindexed referencing columns get an index.
 const INDEX_FROM: i64 = 100;
 
-/// The marker statements, in `$n` placeholders, which SQLite accepts as well as PostgreSQL.
-const SELECT_MARKERS: &str = "select tbl, rows from wf_loads where run_key = $1";
-const INSERT_MARKER: &str =
-    "insert into wf_loads (run_key, store, tbl, sha256, rows) values ($1, $2, $3, $4, $5)";
-const DELETE_MARKERS: &str = "delete from wf_loads where run_key = $1";
-
-/// The marker rows `(table, rows)` of `run_key`; none when no load ever ran here.
-async fn markers<D: Dialect>(
-    d: &mut D,
-    store: &str,
-    run_key: &str,
-) -> Result<Vec<(String, i64)>, StoreError> {
-    let err = |e| StoreError::from_sqlx(store, e);
-    let has = d.conn().rows(D::HAS_MARKERS, &[], None).await;
-    if !has.map_err(err)?.iter().any(|(_, n)| *n > 0) {
-        return Ok(Vec::new());
-    }
-    let rows = d.conn().rows(SELECT_MARKERS, &[run_key], None).await;
-    rows.map_err(err)
-}
-
 /// A pooled connection for one load or rollback transaction: closed, not handed back to the
 /// pool, if the transaction is abandoned.
 pub(crate) async fn acquire<DB: sqlx::Database>(
@@ -372,55 +325,3 @@ async fn end<D: Dialect>(d: &mut D, store: &str, commit: bool) -> Result<(), Sto
         .await;
     r.map_err(|e| D::COMMIT_ERROR(store, e))
 }
-
-/// What the protocol runs on a dialect's connection: the same calls on every sqlx engine.
-#[async_trait::async_trait]
-pub(crate) trait Conn: Send {
-    /// Runs statements without parameters.
-    async fn run(&mut self, sql: &str) -> Result<(), sqlx::Error>;
-    /// Runs `sql` binding `texts`, then `rows` if given; the `(text, number)` rows it returns
-    /// (none for a write).
-    async fn rows(
-        &mut self,
-        sql: &'static str,
-        texts: &[&str],
-        rows: Option<i64>,
-    ) -> Result<Vec<(String, i64)>, sqlx::Error>;
-    /// The single number `sql` returns.
-    async fn scalar(&mut self, sql: &str) -> Result<i64, sqlx::Error>;
-}
-
-/// `Conn` for the pooled connections of the sqlx engines named, written once.
-macro_rules! sqlx_conn {
-    ($($db:ty),*) => {$(
-        #[async_trait::async_trait]
-        impl Conn for sqlx::pool::PoolConnection<$db> {
-            async fn run(&mut self, sql: &str) -> Result<(), sqlx::Error> {
-                let sql = sqlx::AssertSqlSafe(sql.to_string());
-                sqlx::raw_sql(sql).execute(&mut **self).await.map(|_| ())
-            }
-
-            async fn rows(
-                &mut self,
-                sql: &'static str,
-                texts: &[&str],
-                rows: Option<i64>,
-            ) -> Result<Vec<(String, i64)>, sqlx::Error> {
-                let mut q = sqlx::query_as(sql);
-                for t in texts {
-                    q = q.bind(t.to_string());
-                }
-                if let Some(n) = rows {
-                    q = q.bind(n);
-                }
-                q.fetch_all(&mut **self).await
-            }
-
-            async fn scalar(&mut self, sql: &str) -> Result<i64, sqlx::Error> {
-                let sql = sqlx::AssertSqlSafe(sql.to_string());
-                sqlx::query_scalar(sql).fetch_one(&mut **self).await
-            }
-        }
-    )*};
-}
-sqlx_conn!(sqlx::Postgres, sqlx::Sqlite);

@@ -1,0 +1,308 @@
+//! A refresh by difference (`wf refresh --incremental`, issue 16): instead of deleting every row
+//! the earlier run loaded and loading the district again, the load compares the new anonymized
+//! staging with the earlier run's, row by row by key, and in the same one transaction writes only
+//! the rows that are new or changed (an upsert by key) and deletes the rows that are gone. Rows
+//! that did not change are not touched, and CERT ends as a full replace leaves it: anonymization
+//! is deterministic under the run's key, so an unchanged PROD row stages the same bytes.
+//!
+//! Only the earlier run's own rows (its manifests) count as before: a row of a `skip-existing`
+//! reference table that CERT had already is not the run's, and a staged row whose key the earlier
+//! run did not own is written by the table's strategy, as a whole refresh writes it. The
+//! difference needs the earlier staging, unchanged (its SHA-256): without it the store is replaced
+//! whole, and the reason is logged. `diff_tx` writes the difference.
+
+use super::{key_positions, StoreLoad, Strategy, TableLoad};
+use crate::error::StoreError;
+use crate::staging::{open, open_verified, value_at, Value};
+use crate::subset::Key;
+use arrow_array::{BooleanArray, RecordBatch};
+use std::collections::{HashMap, HashSet};
+use std::hash::Hasher;
+use std::path::{Path, PathBuf};
+
+/// How one table changes.
+pub(crate) struct TableDiff {
+    /// The table (the new run's, or the earlier run's for a table the new run has no rows of).
+    pub load: TableLoad,
+    /// The earlier run's rows staged again with other values, in a file of the new staging's
+    /// schema (`None`: none): updated in place.
+    pub changed: Option<PathBuf>,
+    /// Staged rows whose key the earlier run did not own: written by the table's strategy.
+    pub fresh: Option<PathBuf>,
+    /// Rows in `changed` and `fresh`.
+    pub written: u64,
+    /// Rows of the new staging.
+    pub staged_rows: u64,
+    /// For a table not loaded with `insert`: the keys of the earlier run's rows staged again
+    /// (the run owns them after the load, with the rows `fresh` inserts). With `insert` the run
+    /// owns every staged row.
+    pub kept: Option<Vec<Key>>,
+    /// Keys of the earlier run's rows the new staging does not have.
+    pub gone: Vec<Key>,
+}
+
+/// The difference of `job` from the run it replaces, when it asked for one (`by_difference`) and
+/// it is exact; otherwise `None`, the reason logged, and the store is replaced whole.
+pub(crate) fn prepare(job: &StoreLoad) -> Option<Vec<TableDiff>> {
+    let earlier = job.replaces.as_deref().filter(|_| job.by_difference)?;
+    let why = match unusable(earlier) {
+        Some(why) => why,
+        None => match diff_tables(job, earlier, &job.manifest_dir.join("difference")) {
+            Ok(diffs) => return Some(diffs),
+            Err(e) => e.to_string(),
+        },
+    };
+    tracing::warn!(store = %job.store, "replacing the district whole, not by difference: {why}");
+    None
+}
+
+/// Why a store is replaced whole rather than by difference (`None`: it can be diffed).
+fn unusable(earlier: &StoreLoad) -> Option<String> {
+    let gone = earlier.tables.iter().find(|t| !t.file.exists());
+    gone.map(|t| {
+        format!(
+            "the earlier run's staging {} is gone (purged)",
+            t.file.display()
+        )
+    })
+}
+
+/// The difference of every table of `job` and `earlier` (parents first, as `job` orders them,
+/// then the earlier run's tables the new run has no rows of), with changed rows written to `dir`.
+pub(crate) fn diff_tables(
+    job: &StoreLoad,
+    earlier: &StoreLoad,
+    dir: &Path,
+) -> Result<Vec<TableDiff>, StoreError> {
+    std::fs::create_dir_all(dir).map_err(|e| staging_err(dir, e))?;
+    let old = |name: &str| earlier.tables.iter().find(|t| t.table.name == name);
+    let mut out = Vec::new();
+    for t in &job.tables {
+        let before = match old(&t.table.name) {
+            Some(o) => Some((o, owned(earlier, o)?)),
+            None => None,
+        };
+        out.push(diff_table(t, before, dir)?);
+    }
+    for o in &earlier.tables {
+        if !job.tables.iter().any(|t| t.table.name == o.table.name) {
+            let gone = super::read_manifest(&earlier.manifest_dir, &o.table)?;
+            out.push(TableDiff {
+                load: o.clone(),
+                changed: None,
+                fresh: None,
+                written: 0,
+                staged_rows: 0,
+                kept: None,
+                gone,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn staging_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Staging {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// A row's hash, over every staged column's name and value (so a changed schema changes every
+/// row), and its key's hash; 128 bits each, SipHash-1-3 under fixed keys.
+fn hashes(b: &RecordBatch, key_idx: &[usize], r: usize) -> (u128, u128) {
+    let mut row = siphasher::sip128::SipHasher13::new_with_keys(1, 2);
+    let mut key = siphasher::sip128::SipHasher13::new_with_keys(3, 4);
+    for (i, f) in b.schema().fields().iter().enumerate() {
+        let v = value_at(b.column(i).as_ref(), r);
+        row.write(f.name().as_bytes());
+        feed(&mut row, &v);
+        if key_idx.contains(&i) {
+            feed(&mut key, &v);
+        }
+    }
+    use siphasher::sip128::Hasher128;
+    (key.finish128().as_u128(), row.finish128().as_u128())
+}
+
+fn feed(h: &mut impl Hasher, v: &Value<'_>) {
+    match v {
+        Value::Null => h.write_u8(0),
+        Value::Int(x) => {
+            h.write_u8(1);
+            h.write_i64(*x)
+        }
+        Value::Float(x) => {
+            h.write_u8(2);
+            h.write_u64(x.to_bits())
+        }
+        Value::Bool(x) => {
+            h.write_u8(3);
+            h.write_u8(u8::from(*x))
+        }
+        Value::Text(s) => {
+            h.write_u8(4);
+            h.write_usize(s.len());
+            h.write(s.as_bytes())
+        }
+        Value::Bytes(s) => {
+            h.write_u8(5);
+            h.write_usize(s.len());
+            h.write(s)
+        }
+    }
+}
+
+/// Which of the earlier staging's rows the earlier run owns: every one for `insert`; else the
+/// hashes of its manifest's keys (as text, see `text_hash`).
+fn owned(earlier: &StoreLoad, o: &TableLoad) -> Result<Option<HashSet<u128>>, StoreError> {
+    if o.strategy == Strategy::Insert {
+        return Ok(None);
+    }
+    let keys = super::read_manifest(&earlier.manifest_dir, &o.table)?;
+    Ok(Some(keys.iter().map(text_hash).collect()))
+}
+
+/// A key's hash in its text form (as manifests hold keys).
+fn text_hash(k: &Key) -> u128 {
+    let mut h = siphasher::sip128::SipHasher13::new_with_keys(5, 6);
+    for v in k {
+        match v {
+            None => h.write_u8(0),
+            Some(s) => {
+                h.write_u8(1);
+                h.write_usize(s.len());
+                h.write(s.as_bytes());
+            }
+        }
+    }
+    use siphasher::sip128::Hasher128;
+    h.finish128().as_u128()
+}
+
+/// The keys of `o`'s staged rows whose key hash is in `wanted`, read through the earlier run's
+/// recorded SHA-256.
+fn keys_of(o: &TableLoad, wanted: &HashSet<u128>) -> Result<Vec<Key>, StoreError> {
+    let mut keys = Vec::new();
+    let reader = open_verified(&o.file, &o.sha256)?;
+    let idx = key_positions(&o.table, &reader.schema())?;
+    for b in reader {
+        let b = b.map_err(|e| crate::staging::damaged(&o.file, e))?;
+        for r in 0..b.num_rows() {
+            if wanted.contains(&hashes(&b, &idx, r).0) {
+                keys.push(super::key_of(&b, &idx, r));
+            }
+        }
+    }
+    Ok(keys)
+}
+
+/// The row hash of every earlier staged row the earlier run owns, by key hash (32 bytes a row,
+/// not its values).
+fn rows_of(
+    o: &TableLoad,
+    owned: Option<&HashSet<u128>>,
+) -> Result<HashMap<u128, u128>, StoreError> {
+    let mut before = HashMap::new();
+    let reader = open_verified(&o.file, &o.sha256)?;
+    let idx = key_positions(&o.table, &reader.schema())?;
+    for b in reader {
+        let b = b.map_err(|e| crate::staging::damaged(&o.file, e))?;
+        for r in 0..b.num_rows() {
+            if owned.is_some_and(|w| !w.contains(&text_hash(&super::key_of(&b, &idx, r)))) {
+                continue;
+            }
+            let (k, row) = hashes(&b, &idx, r);
+            before.insert(k, row);
+        }
+    }
+    Ok(before)
+}
+
+/// Rows of one staging file filtered into another, created at the first row kept.
+struct Part {
+    path: PathBuf,
+    writer: Option<arrow_ipc::writer::FileWriter<std::fs::File>>,
+}
+
+impl Part {
+    fn push(&mut self, b: &RecordBatch, keep: &BooleanArray) -> Result<u64, StoreError> {
+        let n = keep.true_count();
+        if n == 0 {
+            return Ok(0);
+        }
+        let err = |e: arrow_schema::ArrowError| staging_err(&self.path, e);
+        let part = arrow_select::filter::filter_record_batch(b, keep).map_err(err)?;
+        if self.writer.is_none() {
+            let f = std::fs::File::create(&self.path).map_err(|e| staging_err(&self.path, e))?;
+            self.writer =
+                Some(arrow_ipc::writer::FileWriter::try_new(f, &b.schema()).map_err(err)?);
+        }
+        if let Some(w) = self.writer.as_mut() {
+            w.write(&part).map_err(err)?;
+        }
+        Ok(n as u64)
+    }
+
+    fn finish(self) -> Result<Option<PathBuf>, StoreError> {
+        match self.writer {
+            Some(mut w) => {
+                w.finish().map_err(|e| staging_err(&self.path, e))?;
+                Ok(Some(self.path))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+/// One table's difference from the earlier run's owned rows `before` (none for a table it did
+/// not load): rows it owned staged with other values are changed, rows it did not own are fresh,
+/// the keys it owned and the new staging lacks are gone.
+fn diff_table(
+    t: &TableLoad,
+    before: Option<(&TableLoad, Option<HashSet<u128>>)>,
+    dir: &Path,
+) -> Result<TableDiff, StoreError> {
+    let mut rows = match &before {
+        Some((o, owned)) => rows_of(o, owned.as_ref())?,
+        None => HashMap::new(),
+    };
+    let reader = open(&t.file)?;
+    let idx = key_positions(&t.table, &reader.schema())?;
+    let file = |kind: &str| Part {
+        path: dir.join(format!("{}.{kind}.arrow", t.table.id())),
+        writer: None,
+    };
+    let (mut changed, mut fresh) = (file("changed"), file("fresh"));
+    let mut kept = (t.strategy != Strategy::Insert).then(Vec::new);
+    let (mut written, mut staged_rows) = (0u64, 0u64);
+    for b in reader {
+        let b = b.map_err(|e| crate::staging::damaged(&t.file, e))?;
+        let (mut is_changed, mut is_fresh) = (Vec::new(), Vec::new());
+        for r in 0..b.num_rows() {
+            let (k, row) = hashes(&b, &idx, r);
+            let was = rows.remove(&k);
+            if let (Some(_), Some(kept)) = (was, kept.as_mut()) {
+                kept.push(super::key_of(&b, &idx, r));
+            }
+            is_changed.push(was.is_some_and(|w| w != row));
+            is_fresh.push(was.is_none());
+        }
+        staged_rows += b.num_rows() as u64;
+        written += changed.push(&b, &BooleanArray::from(is_changed))?;
+        written += fresh.push(&b, &BooleanArray::from(is_fresh))?;
+    }
+    let gone = match before {
+        Some((o, _)) if !rows.is_empty() => keys_of(o, &rows.into_keys().collect())?,
+        _ => Vec::new(),
+    };
+    Ok(TableDiff {
+        load: t.clone(),
+        changed: changed.finish()?,
+        fresh: fresh.finish()?,
+        written,
+        staged_rows,
+        kept,
+        gone,
+    })
+}
