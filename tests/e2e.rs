@@ -20,6 +20,43 @@ pub(crate) struct Env {
     pub(crate) cert_admin: String,
     pub(crate) cert_bolt: (String, String, String, String),
     tag: String,
+    /// Sides whose databases `create` made: dropped when the test ends, unless it failed (then
+    /// they stay for a look).
+    created: std::sync::Mutex<Vec<String>>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let sides = std::mem::take(&mut *self.created.lock().unwrap_or_else(|e| e.into_inner()));
+        if std::thread::panicking() || sides.is_empty() {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Runtime::new() else {
+            return;
+        };
+        rt.block_on(async {
+            for side in &sides {
+                let Ok(pool) = sqlx::PgPool::connect(self.admin_of(side)).await else {
+                    continue;
+                };
+                for s in STORES {
+                    let url = self.pg_url(side, s);
+                    let name = url.rsplit_once('/').map_or("", |(_, n)| n);
+                    let sql = format!("drop database if exists {name} with (force)");
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
+                }
+            }
+        });
+        for side in &sides {
+            let (_, user, pw, http) = self.bolt_of(side);
+            let _ = wf::arcade::server_command(
+                http,
+                user,
+                pw,
+                &format!("drop database {}", self.graph_db(side)),
+            );
+        }
+    }
 }
 
 impl Env {
@@ -64,6 +101,7 @@ impl Env {
             admin,
             bolt,
             tag,
+            created: Default::default(),
         })
     }
 
@@ -99,6 +137,10 @@ impl Env {
 
     /// Creates the PostgreSQL databases and graph databases of `sides`.
     pub(crate) fn create(&self, sides: &[&str]) {
+        self.created
+            .lock()
+            .unwrap()
+            .extend(sides.iter().map(|s| s.to_string()));
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
             for side in sides {

@@ -50,6 +50,30 @@ pub(crate) struct Dbs {
     pub(crate) urls: BTreeMap<&'static str, String>,
 }
 
+/// The PostgreSQL databases go when the test ends, unless it failed (then they stay for a look).
+impl Drop for Dbs {
+    fn drop(&mut self) {
+        if self.kind != StoreKind::Postgres || std::thread::panicking() {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Runtime::new() else {
+            return;
+        };
+        rt.block_on(async {
+            for url in self.urls.values() {
+                let Some((base, name)) = url.rsplit_once('/') else {
+                    continue;
+                };
+                let Ok(pool) = sqlx::PgPool::connect(&format!("{base}/postgres")).await else {
+                    continue;
+                };
+                let sql = format!("drop database if exists {name} with (force)");
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
+            }
+        });
+    }
+}
+
 pub(crate) fn exec(kind: StoreKind, url: &str, files: &[&str]) {
     let cfg = StoreConfig {
         name: "x".into(),

@@ -197,11 +197,12 @@ fn keys_of(o: &TableLoad, wanted: &HashSet<u128>) -> Result<Vec<Key>, StoreError
     Ok(keys)
 }
 
-/// The row hash of every earlier staged row the earlier run owns, by key hash (32 bytes a row,
-/// not its values).
+/// The row hash of every earlier staged row the earlier run owns whose key hash is in `range`,
+/// by key hash (about 40 bytes a row, not its values).
 fn rows_of(
     o: &TableLoad,
     owned: Option<&HashSet<u128>>,
+    range: &impl Fn(u128) -> bool,
 ) -> Result<HashMap<u128, u128>, StoreError> {
     let mut before = HashMap::new();
     let reader = open_verified(&o.file, &o.sha256)?;
@@ -209,14 +210,38 @@ fn rows_of(
     for b in reader {
         let b = b.map_err(|e| crate::staging::damaged(&o.file, e))?;
         for r in 0..b.num_rows() {
+            let (k, row) = hashes(&b, &idx, r);
+            if !range(k) {
+                continue;
+            }
             if owned.is_some_and(|w| !w.contains(&text_hash(&super::key_of(&b, &idx, r)))) {
                 continue;
             }
-            let (k, row) = hashes(&b, &idx, r);
             before.insert(k, row);
         }
     }
     Ok(before)
+}
+
+/// Rows of a staging file (read through its recorded SHA-256).
+fn rows_in(o: &TableLoad) -> Result<u64, StoreError> {
+    let mut n = 0;
+    for b in open_verified(&o.file, &o.sha256)? {
+        n += b
+            .map_err(|e| crate::staging::damaged(&o.file, e))?
+            .num_rows() as u64;
+    }
+    Ok(n)
+}
+
+/// Earlier rows compared at once: the table is compared in as many passes, each over one range
+/// of key hashes (`WF_DIFF_MEMORY_ROWS`, 2,000,000 by default: about 80 MB).
+fn budget() -> u64 {
+    std::env::var("WF_DIFF_MEMORY_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n: &u64| *n > 0)
+        .unwrap_or(2_000_000)
 }
 
 /// Rows of one staging file filtered into another, created at the first row kept.
@@ -257,18 +282,18 @@ impl Part {
 
 /// One table's difference from the earlier run's owned rows `before` (none for a table it did
 /// not load): rows it owned staged with other values are changed, rows it did not own are fresh,
-/// the keys it owned and the new staging lacks are gone.
+/// the keys it owned and the new staging lacks are gone. Compared range by range of key hashes
+/// (see `budget`); every pass appends to the same changed and fresh files.
 fn diff_table(
     t: &TableLoad,
     before: Option<(&TableLoad, Option<HashSet<u128>>)>,
     dir: &Path,
 ) -> Result<TableDiff, StoreError> {
-    let mut rows = match &before {
-        Some((o, owned)) => rows_of(o, owned.as_ref())?,
-        None => HashMap::new(),
+    let passes = match &before {
+        Some((o, _)) => rows_in(o)?.div_ceil(budget()).max(1),
+        None => 1,
     };
-    let reader = open(&t.file)?;
-    let idx = key_positions(&t.table, &reader.schema())?;
+    let width = u64::MAX / passes;
     let file = |kind: &str| Part {
         path: dir.join(format!("{}.{kind}.arrow", t.table.id())),
         writer: None,
@@ -276,24 +301,42 @@ fn diff_table(
     let (mut changed, mut fresh) = (file("changed"), file("fresh"));
     let mut kept = (t.strategy != Strategy::Insert).then(Vec::new);
     let (mut written, mut staged_rows) = (0u64, 0u64);
-    for b in reader {
-        let b = b.map_err(|e| crate::staging::damaged(&t.file, e))?;
-        let (mut is_changed, mut is_fresh) = (Vec::new(), Vec::new());
-        for r in 0..b.num_rows() {
-            let (k, row) = hashes(&b, &idx, r);
-            let was = rows.remove(&k);
-            if let (Some(_), Some(kept)) = (was, kept.as_mut()) {
-                kept.push(super::key_of(&b, &idx, r));
+    let mut gone: HashSet<u128> = HashSet::new();
+    for pass in 0..passes {
+        let lo = pass * width;
+        let hi = if pass + 1 == passes {
+            u64::MAX
+        } else {
+            lo + width - 1
+        };
+        let in_range = |k: u128| (lo..=hi).contains(&((k >> 64) as u64));
+        let mut rows = match &before {
+            Some((o, owned)) => rows_of(o, owned.as_ref(), &in_range)?,
+            None => HashMap::new(),
+        };
+        let reader = open(&t.file)?;
+        let idx = key_positions(&t.table, &reader.schema())?;
+        for b in reader {
+            let b = b.map_err(|e| crate::staging::damaged(&t.file, e))?;
+            let (mut is_changed, mut is_fresh) = (Vec::new(), Vec::new());
+            for r in 0..b.num_rows() {
+                let (k, row) = hashes(&b, &idx, r);
+                let mine = in_range(k);
+                let was = if mine { rows.remove(&k) } else { None };
+                if let (Some(_), Some(kept)) = (was, kept.as_mut()) {
+                    kept.push(super::key_of(&b, &idx, r));
+                }
+                staged_rows += u64::from(mine);
+                is_changed.push(was.is_some_and(|w| w != row));
+                is_fresh.push(mine && was.is_none());
             }
-            is_changed.push(was.is_some_and(|w| w != row));
-            is_fresh.push(was.is_none());
+            written += changed.push(&b, &BooleanArray::from(is_changed))?;
+            written += fresh.push(&b, &BooleanArray::from(is_fresh))?;
         }
-        staged_rows += b.num_rows() as u64;
-        written += changed.push(&b, &BooleanArray::from(is_changed))?;
-        written += fresh.push(&b, &BooleanArray::from(is_fresh))?;
+        gone.extend(rows.into_keys());
     }
     let gone = match before {
-        Some((o, _)) if !rows.is_empty() => keys_of(o, &rows.into_keys().collect())?,
+        Some((o, _)) if !gone.is_empty() => keys_of(o, &gone)?,
         _ => Vec::new(),
     };
     Ok(TableDiff {

@@ -23,6 +23,34 @@ pub fn pg_admin_url() -> Option<String> {
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Drops the databases earlier test processes made (`wf_t<pid>_…` of a process that is gone), once
+/// per process: they are kept after a run for a look, and go at the next.
+async fn sweep(pool: &sqlx::PgPool) {
+    if SWEPT.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let names: Vec<String> =
+        sqlx::query_scalar("select datname::text from pg_database where datname like 'wf\\_t%'")
+            .fetch_all(pool)
+            .await
+            .unwrap_or_default();
+    for name in names {
+        let pid = name
+            .strip_prefix("wf_t")
+            .and_then(|r| r.split('_').next())
+            .and_then(|p| p.parse::<u32>().ok());
+        let gone = pid.is_some_and(|p| {
+            p != std::process::id() && !std::path::Path::new(&format!("/proc/{p}")).exists()
+        });
+        if gone {
+            let sql = format!("drop database if exists {name} with (force)");
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(pool).await;
+        }
+    }
+}
+
 /// Creates an empty database and returns its URL. Names are unique per process and call.
 pub async fn fresh_pg_db(admin: &str, label: &str) -> String {
     let n = NEXT.fetch_add(1, Ordering::SeqCst);
@@ -30,6 +58,7 @@ pub async fn fresh_pg_db(admin: &str, label: &str) -> String {
     let pool = sqlx::PgPool::connect(admin)
         .await
         .expect("connect to the test server");
+    sweep(&pool).await;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "drop database if exists {name}"
     )))
