@@ -396,4 +396,11 @@ to = "rw.staff.id"
         v.stdout
     );
     assert_eq!(contents(&prod_url), prod_before, "PROD untouched");
+    // Passed: the databases go (a failed run keeps them for a look).
+    for db in [&prod, &cert] {
+        exec(
+            &admin,
+            &format!("drop database if exists {db} with (force)"),
+        );
+    }
 }

@@ -29,6 +29,24 @@ fn run(sb: &Sandbox, args: &[&str], cfg: &Path) -> String {
     first_line(ok(sb, &all))
 }
 
+/// A seeded PROD and two empty CERTs, `a` (refreshed) and `b` (migrated fresh to compare); their
+/// configs.
+fn two_certs(sb: &Sandbox, env: &Env) -> (std::path::PathBuf, std::path::PathBuf) {
+    env.create(&["prod", "a", "b"]);
+    let (a, b) = (env.config(&sb.out("a"), "a"), env.config(&sb.out("b"), "b"));
+    ok(
+        sb,
+        &["--config", a.to_str().unwrap(), "seed", "--env", "prod"],
+    );
+    for c in [&a, &b] {
+        ok(
+            sb,
+            &["--config", c.to_str().unwrap(), "seed", "--env", "cert"],
+        );
+    }
+    (a, b)
+}
+
 /// Changes PROD at random, with `seed`: names updated, students added (so the district's count
 /// changes), results deleted and one moved to district 1, a new assessment with results.
 fn change_prod(env: &Env, seed: u64) {
@@ -95,18 +113,7 @@ fn a_refresh_replaces_the_district_at_once_and_equals_a_fresh_migrate() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(20261202);
     eprintln!("refresh test seed {seed} (WF_TEST_SEED replays it)");
-    env.create(&["prod", "a", "b"]);
-    let (a, b) = (env.config(&sb.out("a"), "a"), env.config(&sb.out("b"), "b"));
-    ok(
-        &sb,
-        &["--config", a.to_str().unwrap(), "seed", "--env", "prod"],
-    );
-    for c in [&a, &b] {
-        ok(
-            &sb,
-            &["--config", c.to_str().unwrap(), "seed", "--env", "cert"],
-        );
-    }
+    let (a, b) = two_certs(&sb, &env);
     let first = run(&sb, &["run", "migrate"], &a);
     let old = cert_contents(&env, "a");
     change_prod(&env, seed);
@@ -360,18 +367,7 @@ fn killed_refresh(
 fn an_incremental_refresh_replaces_whole_what_it_cannot_diff_and_equals_a_fresh_migrate() {
     let sb = Sandbox::new();
     let Some(env) = Env::get(&sb) else { return };
-    env.create(&["prod", "a", "b"]);
-    let (a, b) = (env.config(&sb.out("a"), "a"), env.config(&sb.out("b"), "b"));
-    ok(
-        &sb,
-        &["--config", a.to_str().unwrap(), "seed", "--env", "prod"],
-    );
-    for c in [&a, &b] {
-        ok(
-            &sb,
-            &["--config", c.to_str().unwrap(), "seed", "--env", "cert"],
-        );
-    }
+    let (a, b) = two_certs(&sb, &env);
     let alone = [
         "run",
         "migrate",

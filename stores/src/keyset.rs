@@ -18,6 +18,19 @@ use std::sync::{Arc, OnceLock};
 /// Column values of one row, as text (`None` for NULL), in the order of the projection asked for.
 pub type Key = Vec<Option<String>>;
 
+/// The `pass`-th of `passes` equal ranges of 64-bit hashes, inclusive: what a bounded-memory pass
+/// over uniform hashes holds (the leak scan's originals, a refresh's earlier rows).
+pub fn hash_range(pass: u64, passes: u64) -> (u64, u64) {
+    let width = u64::MAX / passes.max(1);
+    let lo = pass * width;
+    let hi = if pass + 1 >= passes {
+        u64::MAX
+    } else {
+        lo + width - 1
+    };
+    (lo, hi)
+}
+
 /// Keys one selection holds in memory before they go to disk (`WF_SUBSET_MEMORY_KEYS` overrides).
 /// At about 100-200 bytes an entry, 250,000 keep a selection's keys in memory under 50 MB.
 pub fn memory_limit() -> usize {
@@ -487,6 +500,18 @@ impl Iterator for Chunks<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hash_ranges_cover_every_hash_once() {
+        for passes in [1u64, 2, 3, 7, 1000] {
+            let ranges: Vec<(u64, u64)> = (0..passes).map(|p| hash_range(p, passes)).collect();
+            assert_eq!(ranges[0].0, 0);
+            assert_eq!(ranges[ranges.len() - 1].1, u64::MAX);
+            for w in ranges.windows(2) {
+                assert_eq!(w[0].1 + 1, w[1].0, "{passes} passes: adjacent, no gap");
+            }
+        }
+    }
 
     fn key(i: u32) -> Key {
         vec![

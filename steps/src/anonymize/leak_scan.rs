@@ -124,17 +124,11 @@ fn scan_within(
         })
         .collect();
     let passes = sources.total().div_ceil(budget.max(1) as u64).max(1);
-    let width = u64::MAX / passes;
     let file = std::fs::File::create(hashes_out).map_err(|e| io_err(hashes_out, "create", e))?;
     let mut w = BufWriter::with_capacity(1 << 16, file);
     let (mut distinct, mut leaks) = (0u64, BTreeMap::<String, u64>::new());
     for pass in 0..passes {
-        let lo = pass * width;
-        let hi = if pass + 1 == passes {
-            u64::MAX
-        } else {
-            lo + width - 1
-        };
+        let (lo, hi) = wf_stores::keyset::hash_range(pass, passes);
         let range = sources.range(lo, hi, passes == 1)?;
         distinct += range.len() as u64;
         range

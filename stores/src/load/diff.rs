@@ -180,20 +180,29 @@ fn text_hash(k: &Key) -> u128 {
     h.finish128().as_u128()
 }
 
-/// The keys of `o`'s staged rows whose key hash is in `wanted`, read through the earlier run's
-/// recorded SHA-256.
-fn keys_of(o: &TableLoad, wanted: &HashSet<u128>) -> Result<Vec<Key>, StoreError> {
-    let mut keys = Vec::new();
+/// Calls `f` with every row of the earlier run's staging of `o` (its batch, key columns and
+/// row), read through its recorded SHA-256.
+fn each_earlier_row(
+    o: &TableLoad,
+    mut f: impl FnMut(&RecordBatch, &[usize], usize),
+) -> Result<(), StoreError> {
     let reader = open_verified(&o.file, &o.sha256)?;
     let idx = key_positions(&o.table, &reader.schema())?;
     for b in reader {
         let b = b.map_err(|e| crate::staging::damaged(&o.file, e))?;
-        for r in 0..b.num_rows() {
-            if wanted.contains(&hashes(&b, &idx, r).0) {
-                keys.push(super::key_of(&b, &idx, r));
-            }
-        }
+        (0..b.num_rows()).for_each(|r| f(&b, &idx, r));
     }
+    Ok(())
+}
+
+/// The keys of `o`'s staged rows whose key hash is in `wanted`.
+fn keys_of(o: &TableLoad, wanted: &HashSet<u128>) -> Result<Vec<Key>, StoreError> {
+    let mut keys = Vec::new();
+    each_earlier_row(o, |b, idx, r| {
+        if wanted.contains(&hashes(b, idx, r).0) {
+            keys.push(super::key_of(b, idx, r));
+        }
+    })?;
     Ok(keys)
 }
 
@@ -205,21 +214,13 @@ fn rows_of(
     range: &impl Fn(u128) -> bool,
 ) -> Result<HashMap<u128, u128>, StoreError> {
     let mut before = HashMap::new();
-    let reader = open_verified(&o.file, &o.sha256)?;
-    let idx = key_positions(&o.table, &reader.schema())?;
-    for b in reader {
-        let b = b.map_err(|e| crate::staging::damaged(&o.file, e))?;
-        for r in 0..b.num_rows() {
-            let (k, row) = hashes(&b, &idx, r);
-            if !range(k) {
-                continue;
-            }
-            if owned.is_some_and(|w| !w.contains(&text_hash(&super::key_of(&b, &idx, r)))) {
-                continue;
-            }
+    each_earlier_row(o, |b, idx, r| {
+        let (k, row) = hashes(b, idx, r);
+        let mine = range(k);
+        if mine && owned.is_none_or(|w| w.contains(&text_hash(&super::key_of(b, idx, r)))) {
             before.insert(k, row);
         }
-    }
+    })?;
     Ok(before)
 }
 
@@ -293,7 +294,6 @@ fn diff_table(
         Some((o, _)) => rows_in(o)?.div_ceil(budget()).max(1),
         None => 1,
     };
-    let width = u64::MAX / passes;
     let file = |kind: &str| Part {
         path: dir.join(format!("{}.{kind}.arrow", t.table.id())),
         writer: None,
@@ -303,12 +303,7 @@ fn diff_table(
     let (mut written, mut staged_rows) = (0u64, 0u64);
     let mut gone: HashSet<u128> = HashSet::new();
     for pass in 0..passes {
-        let lo = pass * width;
-        let hi = if pass + 1 == passes {
-            u64::MAX
-        } else {
-            lo + width - 1
-        };
+        let (lo, hi) = crate::keyset::hash_range(pass, passes);
         let in_range = |k: u128| (lo..=hi).contains(&((k >> 64) as u64));
         let mut rows = match &before {
             Some((o, owned)) => rows_of(o, owned.as_ref(), &in_range)?,
