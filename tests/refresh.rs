@@ -244,6 +244,17 @@ fn written_by_difference(sb: &Sandbox, run: &str) {
             crate::util::grep_dir(&sb.data(), "by difference")
         );
     }
+    // The report says so: per table, the rows written and the rows left unchanged.
+    let report: serde_json::Value =
+        serde_json::from_str(&ok(sb, &["report", run, "--json"])).unwrap();
+    let students = &report["tables"]["ids.students"];
+    let (loaded, unchanged) = (
+        students["loaded"].as_u64().unwrap(),
+        students["unchanged"].as_u64().unwrap(),
+    );
+    assert!(loaded > 0 && unchanged > 10 * loaded, "{students}");
+    let md = std::fs::read_to_string(sb.data().join("reports").join(format!("{run}.md"))).unwrap();
+    assert!(md.contains("| Unchanged |"), "{md}");
 }
 
 /// `wf rollback` without `--yes` says how many of the run's rows are in CERT now (after a tester

@@ -27,6 +27,10 @@ pub struct TableRows {
     pub extracted: u64,
     pub anonymized: u64,
     pub loaded: Option<u64>,
+    /// An incremental refresh: the run's rows its load left as they were (`loaded` counts the
+    /// rows it wrote, new or changed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unchanged: Option<u64>,
     /// The PROD snapshot the table was read in (PostgreSQL `pg_current_snapshot()`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<String>,
@@ -137,7 +141,8 @@ pub fn build_from(
     outputs: &[(String, wf_engine::model::StepOutput)],
     events: &[wf_engine::model::Event],
 ) -> RunReport {
-    let (tables, load_checks) = rows_and_checks(outputs);
+    let incremental = st.attrs.get("incremental").map(String::as_str) == Some("true");
+    let (tables, load_checks) = rows_and_checks(outputs, incremental);
     let validation: Option<ValidationReport> =
         std::fs::read(step_dir(engine, run, "validate").join("validation-report.json"))
             .ok()
@@ -221,6 +226,7 @@ pub fn build_from(
 /// transactions, from the step outputs.
 fn rows_and_checks(
     outputs: &[(String, wf_engine::model::StepOutput)],
+    incremental: bool,
 ) -> (BTreeMap<String, TableRows>, Vec<LoadCheck>) {
     let out = |id: &str| outputs.iter().find(|(s, _)| s == id).map(|(_, o)| o);
     let mut tables: BTreeMap<String, TableRows> = BTreeMap::new();
@@ -249,7 +255,11 @@ fn rows_and_checks(
     for l in loads.filter_map(|(_, o)| o.value_as::<LoadOut>().ok()) {
         let Some(r) = &l.report else { continue };
         for t in &r.tables {
-            tables.entry(t.table.clone()).or_default().loaded = Some(t.inserted);
+            let row = tables.entry(t.table.clone()).or_default();
+            row.loaded = Some(t.inserted);
+            if incremental {
+                row.unchanged = Some(t.rows_in_file.saturating_sub(t.inserted));
+            }
         }
         for c in &r.checks {
             load_checks.push(LoadCheck {
@@ -391,24 +401,40 @@ pub fn markdown(r: &RunReport) -> String {
     for (c, reached) in &r.checkpoints {
         m += &format!("- [{}] {c}\n", if *reached { "x" } else { " " });
     }
-    m += &format!(
-        "\n## Rows per store and table\n\n| Table | Extracted | Anonymized | {} | PROD snapshot |\n|---|---:|---:|---:|---|\n",
-        if dry { "Would load" } else { "Loaded" }
-    );
-    for (t, x) in &r.tables {
-        m += &format!(
-            "| {t} | {} | {} | {} | {} |\n",
-            x.extracted,
-            x.anonymized,
-            x.loaded
-                .map(|l| l.to_string())
-                .unwrap_or_else(|| "-".into()),
-            x.snapshot.as_deref().unwrap_or("-")
-        );
-    }
+    md_rows(&mut m, r, dry);
     md_anonymization(&mut m, r);
     md_validation(&mut m, r);
     m
+}
+
+/// The report's rows per table; an incremental refresh's also the rows its load left unchanged.
+fn md_rows(m: &mut String, r: &RunReport, dry: bool) {
+    let incremental = r.tables.values().any(|x| x.unchanged.is_some());
+    *m += "\n## Rows per store and table\n\n";
+    if incremental {
+        *m += "An incremental refresh: \"Loaded\" counts the rows it wrote (new or changed), \"Unchanged\" the district's rows it left as they were.\n\n";
+    }
+    let unchanged = if incremental { " Unchanged |" } else { "" };
+    *m += &format!(
+        "| Table | Extracted | Anonymized | {} |{unchanged} PROD snapshot |\n|---|---:|---:|---:|{}---|\n",
+        if dry { "Would load" } else { "Loaded" },
+        if incremental { "---:|" } else { "" }
+    );
+    let count = |n: Option<u64>| n.map(|l| l.to_string()).unwrap_or_else(|| "-".into());
+    for (t, x) in &r.tables {
+        let kept = if incremental {
+            format!(" {} |", count(x.unchanged))
+        } else {
+            String::new()
+        };
+        *m += &format!(
+            "| {t} | {} | {} | {} |{kept} {} |\n",
+            x.extracted,
+            x.anonymized,
+            count(x.loaded),
+            x.snapshot.as_deref().unwrap_or("-")
+        );
+    }
 }
 
 /// The report's anonymization section.
