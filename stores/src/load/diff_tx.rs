@@ -45,7 +45,12 @@ pub(crate) async fn write_in_tx<D: Dialect>(
             d.null_break_columns(&t.load, chunk).await?;
         }
     }
-    for t in diffs.iter().rev() {
+    // Children first, in the earlier load's order (only its tables have gone rows): a table the
+    // new run has no rows of may be a parent of another's gone rows.
+    for o in earlier.tables.iter().rev() {
+        let Some(t) = diffs.iter().find(|t| t.load.table.name == o.table.name) else {
+            continue;
+        };
         for chunk in t.gone.chunks(D::DELETE_BATCH) {
             d.delete_keys(&t.load.table, chunk).await?;
         }
