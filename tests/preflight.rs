@@ -9,36 +9,41 @@ use crate::util::Sandbox;
 type Edit = Box<dyn Fn(String) -> String>;
 
 /// `wf run migrate` on a config changed by `edit` and rules changed by `rules`.
-fn attempt(edit: &dyn Fn(String) -> String, rules: &str) -> (crate::util::Ran, Sandbox) {
+/// Returns the run, its sandbox and the edited wf.toml's text.
+fn attempt(edit: &dyn Fn(String) -> String, rules: &str) -> (crate::util::Ran, Sandbox, String) {
     let sb = Sandbox::new();
     let config = setup(&sb, rules);
-    let text = std::fs::read_to_string(&config).expect("wf.toml");
-    std::fs::write(&config, edit(text)).expect("edit wf.toml");
+    let text = edit(std::fs::read_to_string(&config).expect("wf.toml"));
+    std::fs::write(&config, &text).expect("edit wf.toml");
     let r = migrate_with(&sb, &config.to_string_lossy(), &[], &[("WF_ANON_KEY", KEY)]);
-    (r, sb)
+    (r, sb, text)
 }
 
 #[test]
 fn every_misspelled_name_is_refused_with_the_closest_one_and_no_run() {
     let same = |t: String| t;
-    let cases: Vec<(&str, Edit, String, &str)> = vec![
+    // (what, wf.toml edit, rules, expected text, the misspelled value whose line is named).
+    let cases: Vec<(&str, Edit, String, &str, Option<&str>)> = vec![
         (
             "follow_children column",
             Box::new(|t: String| t.replace("ids.terms.school_id", "ids.terms.shool_id")),
             RULES.to_string(),
             "did you mean ids.terms.school_id?",
+            Some("ids.terms.shool_id"),
         ),
         (
             "follow_children column that is no FK",
             Box::new(|t: String| t.replace("ids.terms.school_id", "ids.terms.name")),
             RULES.to_string(),
             "no foreign key",
+            Some("ids.terms.name"),
         ),
         (
             "reference table",
             Box::new(|t: String| t.replace("ids.grade_levels", "ids.grade_level")),
             RULES.to_string(),
             "did you mean ids.grade_levels?",
+            Some("ids.grade_level\""),
         ),
         (
             "virtual FK column",
@@ -50,18 +55,21 @@ fn every_misspelled_name_is_refused_with_the_closest_one_and_no_run() {
             }),
             RULES.to_string(),
             "did you mean hcp1.enrollments.student_id?",
+            Some("hcp1.enrollments.studentid"),
         ),
         (
             "anonymization rule field",
             Box::new(same),
             RULES.replace("ids.guardians.name", "ids.guardians.nmae"),
             "did you mean ids.guardians.name?",
+            Some("ids.guardians.nmae"),
         ),
         (
             "anonymization rule table",
             Box::new(same),
             RULES.replace("ids.students.birth_date", "ids.student.birth_date"),
             "did you mean ids.students?",
+            Some("ids.student.birth_date"),
         ),
         (
             "unset CERT variable",
@@ -75,10 +83,28 @@ fn every_misspelled_name_is_refused_with_the_closest_one_and_no_run() {
             }),
             RULES.to_string(),
             "WF_TEST_SURELY_UNSET_CERT is not set",
+            None,
         ),
     ];
-    for (what, edit, rules, want) in cases {
-        let (r, sb) = attempt(edit.as_ref(), &rules);
+    for (what, edit, rules, want, misspelled) in cases {
+        let (r, sb, edited) = attempt(edit.as_ref(), &rules);
+        if let Some(m) = misspelled {
+            let (file, text) = match edited.contains(m) {
+                true => ("wf.toml", edited),
+                false => ("rules", rules.clone()),
+            };
+            let n = text
+                .lines()
+                .position(|l| l.contains(m))
+                .expect("misspelled line")
+                + 1;
+            let at = format!(" line {n}: ");
+            assert!(
+                r.stderr.contains(&at),
+                "{what}: expected `{at}` ({file}): {}",
+                r.stderr
+            );
+        }
         assert_eq!(r.code, Some(1), "{what}: {}\n{}", r.stdout, r.stderr);
         let line = r.stderr.trim();
         assert!(

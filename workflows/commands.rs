@@ -137,7 +137,7 @@ pub(crate) async fn start(
     let built = build(name, args, config)?;
     // Every name in the config and rules exists, every env: connection is set: before a run exists.
     if let Some(p) = &built.preflight {
-        wf_steps::preflight::check(p)
+        wf_steps::preflight::check(p, config)
             .await
             .map_err(anyhow::Error::msg)?;
     }
@@ -175,7 +175,7 @@ async fn resume(
     if let Some(cp) = checkpoint {
         // A recover applies the current config: its names are checked as a new run's are.
         if let Some(p) = &built.preflight {
-            wf_steps::preflight::check(p)
+            wf_steps::preflight::check(p, config)
                 .await
                 .map_err(anyhow::Error::msg)?;
         }

@@ -7,7 +7,9 @@ use crate::anonymize::rules::Rules;
 use crate::migrate::MigrateParams;
 use crate::validate::ValidationRules;
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use wf_stores::config::ColumnRef;
+use wf_stores::config_at::{key, line_of, Seg};
 use wf_stores::{Config, Side};
 
 /// What PROD has: relational tables with their columns and FK columns, graph labels.
@@ -22,8 +24,60 @@ struct Known {
     schemas: Vec<wf_stores::schema::StoreSchema>,
 }
 
-/// Resolves connections and checks every configured name; the first problem as one line.
-pub async fn check(p: &MigrateParams) -> Result<(), String> {
+/// wf.toml's and the rule files' names and texts, to point an error at the line of its setting.
+struct Sources {
+    wf: (String, String),
+    rules: (String, String),
+    validation: (String, String),
+}
+
+impl Sources {
+    /// Reads the files again (they parsed a moment ago; an unreadable one just loses its lines).
+    fn read(config: &Path, p: &MigrateParams) -> Sources {
+        let named = |f: &Path| {
+            let text = std::fs::read_to_string(f).unwrap_or_default();
+            (f.display().to_string(), text)
+        };
+        Sources {
+            wf: named(config),
+            rules: named(&p.rules_file),
+            validation: p.validation_file.as_deref().map(named).unwrap_or_default(),
+        }
+    }
+
+    /// `file line N: ` for the setting at `at` of `source`.
+    fn at((file, text): &(String, String), at: Vec<Seg>) -> String {
+        match line_of(text, &at) {
+            Some(n) => format!("{file} line {n}: "),
+            None => format!("{file}: "),
+        }
+    }
+
+    fn wf(&self, at: Vec<Seg>) -> String {
+        Sources::at(&self.wf, at)
+    }
+
+    /// Where `setting` of rule `i` (0-based) of the anonymization rules is.
+    fn rule(&self, i: usize, setting: &str) -> String {
+        Sources::at(&self.rules, vec![key("rules"), Seg::Index(i), key(setting)])
+    }
+
+    fn validation(&self, i: usize, setting: &str) -> String {
+        Sources::at(
+            &self.validation,
+            vec![key("rules"), Seg::Index(i), key(setting)],
+        )
+    }
+}
+
+/// `[key, i]`: entry `i` of wf.toml's list `key`.
+fn item(list: &str, i: usize) -> Vec<Seg> {
+    vec![key(list), Seg::Index(i)]
+}
+
+/// Resolves connections and checks every configured name; the first problem as one line, with
+/// the file and line of the setting (`config` is wf.toml's path).
+pub async fn check(p: &MigrateParams, config: &Path) -> Result<(), String> {
     resolve_env(&p.config)?;
     let known = discover(&p.config).await?;
     let rules = Rules::load(&p.rules_file)?;
@@ -31,7 +85,8 @@ pub async fn check(p: &MigrateParams) -> Result<(), String> {
         Some(f) => Some(ValidationRules::load(f)?),
         None => None,
     };
-    check_config(&p.config, &known)?;
+    let src = Sources::read(config, p);
+    check_config(&p.config, &known, &src)?;
     if let Some(line) = crate::carry::uncarried(&known.schemas, Some(&rules))
         .into_iter()
         .next()
@@ -39,33 +94,42 @@ pub async fn check(p: &MigrateParams) -> Result<(), String> {
         return Err(line);
     }
     for r in &rules.rules {
+        let (i, label) = (r.index, r.label());
         if let Some(f) = &r.spec.scan_as {
-            known.field(f, &format!("anonymization rule `{}` scan_as", r.label()))?;
+            let at = src.rule(i, "scan_as");
+            known.field(f, &format!("{at}anonymization rule `{label}` scan_as"))?;
         }
         if let Some(f) = &r.spec.field {
-            known.field(f, &format!("anonymization rule `{}`", r.label()))?;
+            let at = src.rule(i, "field");
+            known.field(f, &format!("{at}anonymization rule `{label}`"))?;
             if let (Some(e), Some(c)) = (&r.spec.entity, ColumnRef::parse(f)) {
                 let entity = format!("{}.{e}", c.table_id());
-                known.column(
-                    &entity,
-                    &format!("anonymization rule `{}` entity", r.label()),
-                )?;
+                let at = src.rule(i, "entity");
+                known.column(&entity, &format!("{at}anonymization rule `{label}` entity"))?;
             }
         }
     }
-    for r in validation.iter().flat_map(|v| &v.rules) {
+    for (i, r) in validation.iter().flat_map(|v| &v.rules).enumerate() {
         let s = &r.spec;
-        for f in [&s.field, &s.a, &s.b, &s.parent, &s.child]
-            .into_iter()
-            .flatten()
-        {
-            known.column(f, &format!("validation rule `{}`", s.name))?;
+        let fields = [
+            ("field", &s.field),
+            ("a", &s.a),
+            ("b", &s.b),
+            ("parent", &s.parent),
+            ("child", &s.child),
+        ];
+        for (setting, f) in fields {
+            if let Some(f) = f {
+                let at = src.validation(i, setting);
+                known.column(f, &format!("{at}validation rule `{}`", s.name))?;
+            }
         }
         if let Some(store) = &s.store {
             if p.config.store(store).is_none() {
                 let stores: Vec<String> = p.config.stores.iter().map(|s| s.name.clone()).collect();
                 return Err(format!(
-                    "validation rule `{}`: store `{store}` is not in wf.toml{}",
+                    "{}validation rule `{}`: store `{store}` is not in wf.toml{}",
+                    src.validation(i, "store"),
                     s.name,
                     suggest(store, &stores)
                 ));
@@ -123,38 +187,44 @@ async fn discover(cfg: &Config) -> Result<Known, String> {
 
 /// wf.toml's own names: reference tables, followed children (which must be FK columns, declared
 /// or virtual), virtual FKs.
-fn check_config(cfg: &Config, known: &Known) -> Result<(), String> {
-    for t in &cfg.reference_tables {
-        known.table(t, "reference_tables")?;
+fn check_config(cfg: &Config, known: &Known, src: &Sources) -> Result<(), String> {
+    for (i, t) in cfg.reference_tables.iter().enumerate() {
+        let at = src.wf(item("reference_tables", i));
+        known.table(t, &format!("{at}reference_tables"))?;
     }
-    for v in &cfg.virtual_fks {
-        known.column(&v.from, "virtual_fks from")?;
-        known.column(&v.to, "virtual_fks to")?;
+    for (i, v) in cfg.virtual_fks.iter().enumerate() {
+        for (end, f) in [("from", &v.from), ("to", &v.to)] {
+            let at = src.wf([item("virtual_fks", i), vec![key(end)]].concat());
+            known.column(f, &format!("{at}virtual_fks {end}"))?;
+        }
     }
-    for f in &cfg.follow_children {
-        known.column(f, "follow_children")?;
+    for (i, f) in cfg.follow_children.iter().enumerate() {
+        let at = src.wf(item("follow_children", i));
+        known.column(f, &format!("{at}follow_children"))?;
         let is_virtual = cfg.virtual_fks.iter().any(|v| &v.from == f);
         if !known.fk_columns.contains(f) && !is_virtual {
             return Err(format!(
-                "wf.toml follow_children `{f}`: no foreign key (declared or in [[virtual_fks]]) starts at this column, so there is nothing to follow; name the child's FK column, or add a [[virtual_fks]] entry"
+                "{at}follow_children `{f}`: no foreign key (declared or in [[virtual_fks]]) starts at this column, so there is nothing to follow; name the child's FK column, or add a [[virtual_fks]] entry"
             ));
         }
     }
-    cycle_breaks(cfg, known)
+    cycle_breaks(cfg, known, src)
 }
 
 /// Each `cycle_breaks` entry names an FK column (declared or virtual) that breaks a cycle; a
 /// cycle it cannot break is refused here, with why, rather than when the load meets it.
-fn cycle_breaks(cfg: &Config, known: &Known) -> Result<(), String> {
+fn cycle_breaks(cfg: &Config, known: &Known, src: &Sources) -> Result<(), String> {
     if cfg.cycle_breaks.is_empty() {
         return Ok(());
     }
-    for f in &cfg.cycle_breaks {
-        known.column(f, "cycle_breaks")?;
+    let at = |i: usize| src.wf(item("cycle_breaks", i));
+    for (i, f) in cfg.cycle_breaks.iter().enumerate() {
+        known.column(f, &format!("{}cycle_breaks", at(i)))?;
         let is_virtual = cfg.virtual_fks.iter().any(|v| &v.from == f);
         if !known.fk_columns.contains(f) && !is_virtual {
             return Err(format!(
-                "wf.toml cycle_breaks `{f}`: no foreign key (declared or in [[virtual_fks]]) starts at this column; name the child's FK column of the cycle"
+                "{}cycle_breaks `{f}`: no foreign key (declared or in [[virtual_fks]]) starts at this column; name the child's FK column of the cycle",
+                at(i)
             ));
         }
     }
@@ -167,12 +237,13 @@ fn cycle_breaks(cfg: &Config, known: &Known) -> Result<(), String> {
         .find(|c| c.break_fk.is_none() && c.reason.contains("cycle_breaks names"))
     {
         return Err(format!(
-            "wf.toml cycle_breaks: the cycle {} {}",
+            "{}cycle_breaks: the cycle {} {}",
+            src.wf(vec![key("cycle_breaks")]),
             c.tables.join(" -> "),
             c.reason
         ));
     }
-    for f in &cfg.cycle_breaks {
+    for (i, f) in cfg.cycle_breaks.iter().enumerate() {
         let used = analysis.cycles.iter().any(|c| {
             c.break_fk.as_ref().is_some_and(|e| {
                 e.columns
@@ -182,7 +253,8 @@ fn cycle_breaks(cfg: &Config, known: &Known) -> Result<(), String> {
         });
         if !used {
             return Err(format!(
-                "wf.toml cycle_breaks `{f}`: its foreign key is in no cycle, so there is nothing to break; remove it"
+                "{}cycle_breaks `{f}`: its foreign key is in no cycle, so there is nothing to break; remove it",
+                at(i)
             ));
         }
     }

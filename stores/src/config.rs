@@ -1,6 +1,7 @@
 //! `wf.toml`: the stores, cross-store links, the district column and the rule files.
 //! Parsing and `validate` do no I/O; `resolve` reads the environment for `env:VAR` connections.
 
+use crate::config_at::{key, Problem, Seg};
 use crate::error::StoreError;
 pub use crate::refs::{ColumnRef, Side};
 use serde::{Deserialize, Serialize};
@@ -141,45 +142,63 @@ impl Config {
 
     /// Parses and validates the text of a configuration file (`file` is only used in messages).
     pub fn parse(text: &str, file: &Path) -> Result<Config, StoreError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| {
-            let msg = e.message().to_string();
-            let at = e.span().map(|s| {
-                let line = text[..s.start.min(text.len())].lines().count().max(1);
-                format!(" (line {line})")
-            });
-            invalid(file, format!("{msg}{}", at.unwrap_or_default()))
-        })?;
-        cfg.validate(file).map_err(|e| with_line(e, text))?;
+        let cfg: Config = toml::from_str(text)
+            .map_err(|e| invalid(file, crate::config_at::syntax_error(text, &e)))?;
+        cfg.check().map_err(|p| invalid(file, p.with_line(text)))?;
         Ok(cfg)
     }
 
     /// Checks what can be checked without I/O (errors name the setting; `parse` adds the line).
     pub fn validate(&self, file: &Path) -> Result<(), StoreError> {
+        self.check().map_err(|p| invalid(file, p.message))
+    }
+
+    /// `validate`, with the path of the setting each problem is about.
+    fn check(&self) -> Result<(), Problem> {
         if self.district_column.trim().is_empty() {
-            return Err(invalid(file, "district_column is empty".into()));
+            return Err(Problem::at(
+                vec![key("district_column")],
+                "district_column is empty",
+            ));
         }
+        let names = self.check_stores()?;
+        for (i, n) in self.notify.iter().enumerate() {
+            if let Some(p) = n.problem() {
+                return Err(Problem::at(vec![key("notify"), Seg::Index(i)], p));
+            }
+        }
+        if let Some(g) = &self.graph {
+            let stores: Vec<&str> = names.iter().copied().collect();
+            g.check(&stores)?;
+        }
+        self.check_references(&names)
+    }
+
+    /// Each store's name is valid and distinct, and its CERT is not its PROD; returns the names.
+    fn check_stores(&self) -> Result<HashSet<&str>, Problem> {
         let mut names = HashSet::new();
-        for s in &self.stores {
+        for (i, s) in self.stores.iter().enumerate() {
+            let at = |f: &str| vec![key("stores"), Seg::Index(i), key(f)];
             if s.name.is_empty()
                 || !s
                     .name
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '_')
             {
-                return Err(invalid(
-                    file,
+                return Err(Problem::at(
+                    at("name"),
                     format!("store name `{}` must be letters, digits or _", s.name),
                 ));
             }
             if !names.insert(s.name.as_str()) {
-                return Err(invalid(
-                    file,
+                return Err(Problem::at(
+                    at("name"),
                     format!("store `{}` is declared twice", s.name),
                 ));
             }
             if s.kind == StoreKind::Sqlite && s.triggers == Triggers::Disable {
-                return Err(invalid(
-                    file,
+                return Err(Problem::at(
+                    at("triggers"),
                     format!(
                         "store `{}`: triggers = \"disable\" is supported on PostgreSQL stores only",
                         s.name
@@ -187,31 +206,30 @@ impl Config {
                 ));
             }
             if s.prod.trim() == s.cert.trim() {
-                return Err(invalid(
-                    file,
+                return Err(Problem::at(
+                    at("cert"),
                     format!("store `{}`: the CERT connection equals the PROD one; CERT must be another database", s.name),
                 ));
             }
         }
-        if let Some(p) = self.notify.iter().find_map(|n| n.problem()) {
-            return Err(invalid(file, p));
-        }
+        Ok(names)
+    }
+
+    /// Virtual FKs, reference tables, followed children and cycle breaks name declared stores.
+    fn check_references(&self, names: &HashSet<&str>) -> Result<(), Problem> {
         let known = |store: &str| names.contains(store);
-        if let Some(g) = &self.graph {
-            let stores: Vec<&str> = names.iter().copied().collect();
-            g.validate(file, &stores)?;
-        }
-        for v in &self.virtual_fks {
+        for (i, v) in self.virtual_fks.iter().enumerate() {
             for (what, text) in [("from", &v.from), ("to", &v.to)] {
+                let at = vec![key("virtual_fks"), Seg::Index(i), key(what)];
                 let r = ColumnRef::parse(text).ok_or_else(|| {
-                    invalid(
-                        file,
+                    Problem::at(
+                        at.clone(),
                         format!("virtual_fks {what} `{text}` is not store.table.column"),
                     )
                 })?;
                 if !known(&r.store) {
-                    return Err(invalid(
-                        file,
+                    return Err(Problem::at(
+                        at,
                         format!(
                             "virtual_fks {what} `{text}` names unknown store `{}`",
                             r.store
@@ -220,28 +238,34 @@ impl Config {
                 }
             }
         }
-        for t in &self.reference_tables {
+        for (i, t) in self.reference_tables.iter().enumerate() {
             let (store, table) = t.split_once('.').unwrap_or(("", ""));
             if table.is_empty() || table.split('.').count() > 2 || !known(store) {
-                return Err(invalid(
-                    file,
+                return Err(Problem::at(
+                    vec![key("reference_tables"), Seg::Index(i)],
                     format!("reference table `{t}` is not store.table of a declared store"),
                 ));
             }
         }
-        for (what, f) in self
-            .follow_children
-            .iter()
-            .map(|f| ("follow_children", f))
-            .chain(self.cycle_breaks.iter().map(|f| ("cycle_breaks", f)))
-        {
-            let r = ColumnRef::parse(f)
-                .ok_or_else(|| invalid(file, format!("{what} `{f}` is not store.table.column")))?;
-            if !known(&r.store) {
-                return Err(invalid(
-                    file,
-                    format!("{what} `{f}` names unknown store `{}`", r.store),
-                ));
+        let lists = [
+            ("follow_children", &self.follow_children),
+            ("cycle_breaks", &self.cycle_breaks),
+        ];
+        for (what, list) in lists {
+            for (i, f) in list.iter().enumerate() {
+                let at = vec![key(what), Seg::Index(i)];
+                let r = ColumnRef::parse(f).ok_or_else(|| {
+                    Problem::at(
+                        at.clone(),
+                        format!("{what} `{f}` is not store.table.column"),
+                    )
+                })?;
+                if !known(&r.store) {
+                    return Err(Problem::at(
+                        at,
+                        format!("{what} `{f}` names unknown store `{}`", r.store),
+                    ));
+                }
             }
         }
         Ok(())
@@ -376,57 +400,29 @@ mod tests {
             "sqlite://cert/hcp1.db"
         );
     }
-}
-
-/// A validation error with the line of the value it names in backticks, when exactly one line of
-/// the file holds that value (as a quoted string or a key); otherwise as it was.
-fn with_line(e: StoreError, text: &str) -> StoreError {
-    let StoreError::Config { file, message } = e else {
-        return e;
-    };
-    let token = message.split('`').nth(1).filter(|t| !t.is_empty());
-    let lines: Vec<usize> = match token {
-        Some(t) => text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| {
-                let l = l.split('#').next().unwrap_or_default();
-                [
-                    format!("\"{t}\""),
-                    format!("'{t}'"),
-                    format!("{t} ="),
-                    format!("{t}="),
-                ]
-                .iter()
-                .any(|p| l.contains(p.as_str()))
-            })
-            .map(|(i, _)| i + 1)
-            .collect(),
-        None => Vec::new(),
-    };
-    let message = match lines.as_slice() {
-        [one] => format!("line {one}: {message}"),
-        _ => message,
-    };
-    StoreError::Config { file, message }
-}
-
-#[cfg(test)]
-mod line_tests {
-    use super::with_line;
-    use crate::error::StoreError;
 
     #[test]
-    fn a_validation_error_names_the_line_of_its_value_when_it_is_unambiguous() {
-        let text = "[graph]\nname = \"sp\"\nkeys = { Book = \"is.bn\" }\n";
-        let e = |m: &str| StoreError::Config {
-            file: "wf.toml".into(),
-            message: m.into(),
-        };
-        let got = with_line(e("graph keys name `is.bn` may not hold ."), text).to_string();
-        assert!(got.contains("line 3: graph keys name `is.bn`"), "{got}");
-        let twice = format!("{text}other = \"is.bn\"\n");
-        let got = with_line(e("graph keys name `is.bn` may not hold ."), &twice).to_string();
-        assert!(!got.contains("line "), "ambiguous: no line: {got}");
+    fn validation_errors_name_the_line_of_the_setting_even_when_its_value_repeats() {
+        // GOOD's second store renamed to the first: the name is twice in the file, and the
+        // error points at the second declaration.
+        let line = GOOD.lines().position(|l| l.contains("\"hcp1\"")).unwrap() + 1;
+        let twice = GOOD.replacen("name = \"hcp1\"", "name = \"ids\"", 1);
+        let e = parse(&twice).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("line {line}: store `ids` is declared twice")),
+            "{e}"
+        );
+        let bad = GOOD.replace("\"ids.grade_levels\"", "\"ids.grade_levels\", \"nope.x\"");
+        let e = parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("line 3: reference table `nope.x`"), "{e}");
+        let graph = format!(
+            "{GOOD}\n[graph]\nkind = \"embedded\"\nprod = \"a\"\ncert = \"b\"\n[graph.keys]\nBook = \"is.bn\"\n"
+        );
+        let e = parse(&graph).unwrap_err().to_string();
+        let line = graph.lines().position(|l| l.contains("is.bn")).unwrap() + 1;
+        assert!(
+            e.contains(&format!("line {line}: graph keys name `is.bn`")),
+            "{e}"
+        );
     }
 }

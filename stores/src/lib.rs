@@ -3,6 +3,7 @@
 
 pub mod analysis;
 pub mod config;
+pub mod config_at;
 pub mod connect;
 pub mod districts;
 pub mod error;

@@ -6,6 +6,7 @@ use super::strategy::FakeKind;
 use regex::Regex;
 use serde::Deserialize;
 use std::path::Path;
+use wf_stores::config_at::{key, syntax_error, Problem, Seg};
 
 /// What a rule does to a field's values.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -107,10 +108,14 @@ fn bad(file: &Path, msg: String) -> String {
 impl Rules {
     /// Parses and checks a rules file's text (`file` names it in messages).
     pub fn parse(text: &str, file: &Path) -> Result<Rules, String> {
-        let f: RulesFile = toml::from_str(text).map_err(|e| bad(file, e.message().to_string()))?;
+        let f: RulesFile = toml::from_str(text).map_err(|e| bad(file, syntax_error(text, &e)))?;
         let mut rules = Vec::new();
         for (index, spec) in f.rules.into_iter().enumerate() {
             let n = index + 1;
+            let bad = |at: &str, msg: String| {
+                let at = vec![key("rules"), Seg::Index(index), key(at)];
+                bad(file, Problem::at(at, msg).with_line(text))
+            };
             let selectors = [
                 spec.field.is_some(),
                 spec.pattern.is_some(),
@@ -118,19 +123,20 @@ impl Rules {
             ];
             if selectors.iter().filter(|s| **s).count() != 1 {
                 return Err(bad(
-                    file,
+                    "field",
                     format!("rule {n} needs exactly one of field, pattern, detector"),
                 ));
             }
             if spec.strategy == Strategy::Fake && spec.kind.is_none() {
                 return Err(bad(
-                    file,
+                    "strategy",
                     format!("rule {n}: strategy fake needs a kind (first_name, email, …)"),
                 ));
             }
             let pattern = match &spec.pattern {
                 Some(p) => Some(
-                    Regex::new(p).map_err(|e| bad(file, format!("rule {n}: bad pattern: {e}")))?,
+                    Regex::new(p)
+                        .map_err(|e| bad("pattern", format!("rule {n}: bad pattern: {e}")))?,
                 ),
                 None => None,
             };
@@ -254,5 +260,14 @@ mod tests {
         );
         let e = Rules::parse("[[rules]]\nstrategy = \"keep\"\n", Path::new("a.toml")).unwrap_err();
         assert!(e.contains("exactly one of"), "{e}");
+    }
+
+    #[test]
+    fn rule_errors_name_the_line_of_the_setting() {
+        let two = "[[rules]]\nfield = \"a.b.c\"\nstrategy = \"keep\"\n[[rules]]\nstrategy = \"keep\"\npattern = \"(\"\n";
+        let e = Rules::parse(two, Path::new("a.toml")).unwrap_err();
+        assert!(e.contains("a.toml: line 6: rule 2: bad pattern"), "{e}");
+        let e = Rules::parse("[[rules]]\nstrategy = keep\n", Path::new("a.toml")).unwrap_err();
+        assert!(e.contains("a.toml: line 2: "), "{e}");
     }
 }

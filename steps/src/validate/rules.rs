@@ -4,6 +4,7 @@
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use wf_stores::config_at::{key, syntax_error, Problem, Seg};
 
 /// How bad a violation is: `error` and `critical` fail the gate, `warning` is reported and loads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -108,15 +109,19 @@ fn is_field(s: &Option<String>) -> bool {
 
 impl ValidationRules {
     pub fn parse(text: &str, file: &Path) -> Result<ValidationRules, String> {
-        let f: RulesFile = toml::from_str(text).map_err(|e| bad(file, e.message().to_string()))?;
+        let f: RulesFile = toml::from_str(text).map_err(|e| bad(file, syntax_error(text, &e)))?;
         let mut rules = Vec::new();
         for (i, spec) in f.rules.into_iter().enumerate() {
             let n = format!("rule {} ({})", i + 1, spec.name);
+            let bad = |at: &str, msg: String| {
+                let at = vec![key("rules"), Seg::Index(i), key(at)];
+                bad(file, Problem::at(at, msg).with_line(text))
+            };
             let need = |ok: bool, what: &str| {
                 if ok {
                     Ok(())
                 } else {
-                    Err(bad(file, format!("{n}: {:?} needs {what}", spec.kind)))
+                    Err(bad("kind", format!("{n}: {:?} needs {what}", spec.kind)))
                 }
             };
             match spec.kind {
@@ -160,9 +165,9 @@ impl ValidationRules {
                 )?,
             }
             let regex = match &spec.pattern {
-                Some(p) => {
-                    Some(Regex::new(p).map_err(|e| bad(file, format!("{n}: bad pattern: {e}")))?)
-                }
+                Some(p) => Some(
+                    Regex::new(p).map_err(|e| bad("pattern", format!("{n}: bad pattern: {e}")))?,
+                ),
                 None => None,
             };
             rules.push(Rule { spec, regex });
@@ -222,6 +227,9 @@ mod tests {
             Path::new("v.toml"),
         )
         .unwrap_err();
-        assert!(e.contains("v.toml"), "{e}");
+        assert!(e.contains("v.toml: line 3: "), "{e}");
+        let two = "[[rules]]\nname = \"a\"\nkind = \"not_null\"\nfield = \"a.b.c\"\n\n[[rules]]\nname = \"x\"\nkind = \"range\"\nfield = \"a.b.c\"\n";
+        let e = ValidationRules::parse(two, Path::new("v.toml")).unwrap_err();
+        assert!(e.contains("v.toml: line 8: rule 2 (x)"), "{e}");
     }
 }

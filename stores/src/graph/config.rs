@@ -2,11 +2,11 @@
 //! and which node properties point at relational rows.
 
 use super::key::{KeyMap, KeySpec};
+use crate::config_at::{key, Problem, Seg};
 use crate::error::StoreError;
 use crate::refs::{ColumnRef, Side};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::Path;
 
 /// Where the graph lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,19 +162,20 @@ fn bad_name(what: &str, n: &str) -> String {
     format!("graph {what} `{n}` may not be empty, start or end with a space, or hold . / \\ \" ' or control characters (spaces, backticks and non-ASCII letters are fine)")
 }
 
-fn invalid(file: &Path, msg: String) -> StoreError {
-    StoreError::Config {
-        file: file.to_path_buf(),
-        message: msg,
-    }
+/// The path of `[graph] <field>` (and below) in wf.toml.
+fn at(rest: &[Seg]) -> Vec<Seg> {
+    [key("graph")]
+        .into_iter()
+        .chain(rest.iter().cloned())
+        .collect()
 }
 
 impl GraphConfig {
     /// Checks names and links; `stores` are the relational store names.
-    pub fn validate(&self, file: &Path, stores: &[&str]) -> Result<(), StoreError> {
+    pub fn check(&self, stores: &[&str]) -> Result<(), Problem> {
         if !is_ident(&self.name) || stores.contains(&self.name.as_str()) {
-            return Err(invalid(
-                file,
+            return Err(Problem::at(
+                at(&[key("name")]),
                 format!(
                     "graph name `{}` must be letters, digits or _ and differ from the relational stores",
                     self.name
@@ -182,56 +183,75 @@ impl GraphConfig {
             ));
         }
         if self.prod.trim() == self.cert.trim() && self.prod_database == self.cert_database {
-            return Err(invalid(
-                file,
-                "graph: the CERT connection equals the PROD one; CERT must be another database"
-                    .into(),
+            return Err(Problem::at(
+                at(&[key("cert")]),
+                "graph: the CERT connection equals the PROD one; CERT must be another database",
             ));
         }
-        let names = std::iter::once(("district_property", &self.district_property))
-            .chain(std::iter::once(("key_property", &self.key_property)))
-            .chain(self.district_labels.iter().map(|l| ("district_labels", l)))
-            .chain(self.follow.iter().map(|f| ("follow type", &f.rel_type)));
-        for (what, n) in names {
+        let one = |f: &str| vec![key(f)];
+        let item = |f: &str, i: usize| vec![key(f), Seg::Index(i)];
+        let names = std::iter::once((
+            one("district_property"),
+            "district_property",
+            &self.district_property,
+        ))
+        .chain(std::iter::once((
+            one("key_property"),
+            "key_property",
+            &self.key_property,
+        )))
+        .chain(
+            self.district_labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (item("district_labels", i), "district_labels", l)),
+        )
+        .chain(self.follow.iter().enumerate().map(|(i, f)| {
+            (
+                [item("follow", i), one("type")].concat(),
+                "follow type",
+                &f.rel_type,
+            )
+        }));
+        for (path, what, n) in names {
             if !is_name(n) {
-                return Err(invalid(file, bad_name(what, n)));
+                return Err(Problem::at(at(&path), bad_name(what, n)));
             }
         }
         for (label, k) in &self.keys {
+            let path = at(&[key("keys"), key(label)]);
             let props = k.props();
             let mut seen = props.clone();
             seen.sort();
             seen.dedup();
             if props.is_empty() || seen.len() != props.len() {
-                return Err(invalid(
-                    file,
+                return Err(Problem::at(
+                    path,
                     format!(
                         "graph keys: `{label}` needs one property or a list of distinct properties"
                     ),
                 ));
             }
-            for n in std::iter::once(label).chain(&props) {
-                if !is_name(n) {
-                    return Err(invalid(file, bad_name("keys name", n)));
-                }
+            if let Some(n) = std::iter::once(label).chain(&props).find(|n| !is_name(n)) {
+                return Err(Problem::at(path, bad_name("keys name", n)));
             }
         }
-        for l in &self.links {
+        for (i, l) in self.links.iter().enumerate() {
             let ok_from = l
                 .from
                 .split_once('.')
                 .is_some_and(|(a, b)| is_name(a) && is_name(b));
             if !ok_from {
-                return Err(invalid(
-                    file,
+                return Err(Problem::at(
+                    at(&[key("links"), Seg::Index(i), key("from")]),
                     format!("graph link from `{}` is not Label.property", l.from),
                 ));
             }
             match ColumnRef::parse(&l.to) {
                 Some(r) if stores.contains(&r.store.as_str()) => {}
                 _ => {
-                    return Err(invalid(
-                        file,
+                    return Err(Problem::at(
+                        at(&[key("links"), Seg::Index(i), key("to")]),
                         format!(
                             "graph link to `{}` is not store.table.column of a declared store",
                             l.to
