@@ -5,7 +5,8 @@
 //! validate step against the extract step (issue 6: validation must take less time), and per step
 //! its seconds, rows/s, CPU seconds and peak resident memory (issue 17). `WF_BENCH_GRAPH=0` leaves
 //! the graph out (seeding and runs), for the larger scales; `WF_BENCH_SERVE=0` leaves out the
-//! dashboard's cost (four more migrates).
+//! dashboard's cost (four more migrates); `WF_BENCH_ROUNDS=N` repeats psql and both migrates N
+//! times, each round after the last one's rollbacks, and quotes medians (default 1).
 //!
 //! Needs `scripts/services.sh start && source /tmp/wf-services/env`; `cargo bench --bench migrate`.
 //! It measures, asserts nothing. It uses the release `wf` binary Cargo builds for benches.
@@ -94,10 +95,93 @@ fn main() {
             ],
         );
     }
-    // The raw copy: \copy out of PROD, \copy into CERT, one transaction per store.
-    let files = work.path().join("copy");
+    // WF_BENCH_ROUNDS (default 1): rounds of psql, wf relational and wf with the graph, each
+    // run rolled back before the next round; medians, since the machine is shared and noisy.
+    let rounds: usize = std::env::var("WF_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let runs: &[(&str, &PathBuf)] = if graph {
+        &[("relational only", &rel), ("with the graph", &full)]
+    } else {
+        &[("relational only", &rel)]
+    };
+    let mut psql_secs = Vec::new();
+    let mut wf_secs: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
+    let mut rows = 0;
+    let mut last = Vec::new();
+    for round in 0..rounds {
+        psql_secs.push(psql_copy(work.path()));
+        if round == 0 {
+            rows = psql_rows();
+        }
+        let mut results = Vec::new();
+        for (i, &(what, cfg)) in runs.iter().enumerate() {
+            let (run, secs) = migrate(&data, cfg);
+            wf_secs[i].push(secs);
+            results.push((what, run, secs));
+        }
+        println!(
+            "round {}: psql {:.2}s, {}",
+            round + 1,
+            psql_secs[round],
+            results
+                .iter()
+                .map(|(what, _, secs)| format!("wf {what} {secs:.2}s"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if round + 1 < rounds {
+            for (_, run, _) in &results {
+                wf(&data, &["rollback", run, "--yes"]);
+            }
+        }
+        last = results;
+    }
+    println!("district 3: {rows} relational rows");
+    let psql_med = median(&psql_secs);
+    println!("psql \\copy out + in (no processing): {psql_med:.2}s (median of {rounds})");
+    for (i, (what, run, _)) in last.iter().enumerate() {
+        let secs = median(&wf_secs[i]);
+        let ratios: Vec<String> = wf_secs[i]
+            .iter()
+            .zip(&psql_secs)
+            .map(|(w, p)| format!("{:.2}", w / p))
+            .collect();
+        println!(
+            "wf run migrate, {what}: {secs:.2}s (median of {rounds}) = {:.2}x psql; per round {}",
+            secs / psql_med,
+            ratios.join(", ")
+        );
+        phases(&data, run);
+    }
+    // Rollback of each run, against the time its loads took (issue 18: no longer than the load).
+    for (what, run, _) in &last {
+        let load = loads_ms(&data, run) / 1000.0;
+        let t = Instant::now();
+        wf(&data, &["rollback", run, "--yes"]);
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "wf rollback, {what}: {secs:.2}s = {:.2}x its loads ({load:.2}s, first held load to the last commit)",
+            secs / load
+        );
+    }
+    if std::env::var("WF_BENCH_SERVE").as_deref() != Ok("0") {
+        serve_cost(&data, &rel);
+    }
+}
+
+/// The raw copy: `\\copy` out of PROD, `\\copy` into emptied CERT tables, one transaction per
+/// store; its seconds.
+fn psql_copy(work: &Path) -> f64 {
+    let files = work.join("copy");
     std::fs::create_dir_all(&files).expect("dir");
-    let mut rows = 0u64;
+    for s in STORES {
+        let tables: Vec<&str> = subset(s).iter().map(|(t, _)| *t).collect();
+        let truncate = format!("truncate {} cascade", tables.join(", "));
+        psql(&pg(&format!("wfb_psql_{s}")), &["-c", &truncate]);
+    }
     let t = Instant::now();
     for s in STORES {
         let mut script = String::from("begin;\n");
@@ -117,7 +201,12 @@ fn main() {
             &["-f", sf.to_str().expect("path")],
         );
     }
-    let psql_secs = t.elapsed().as_secs_f64();
+    t.elapsed().as_secs_f64()
+}
+
+/// The relational rows the raw copy carried.
+fn psql_rows() -> u64 {
+    let mut rows = 0;
     for s in STORES {
         for (table, _) in subset(s) {
             rows += psql(
@@ -129,69 +218,55 @@ fn main() {
             .unwrap_or(0);
         }
     }
-    // wf, relational stores only (the same rows as psql), then with the graph.
-    let mut results = Vec::new();
-    let runs: &[(&str, &PathBuf)] = if graph {
-        &[("relational only", &rel), ("with the graph", &full)]
-    } else {
-        &[("relational only", &rel)]
-    };
-    for &(what, cfg) in runs {
-        let t = Instant::now();
-        let out = wf(
-            &data,
-            &[
-                "run",
-                "migrate",
-                "--district",
-                "3",
-                "--config-file",
-                cfg.to_str().expect("path"),
-            ],
-        );
-        let secs = t.elapsed().as_secs_f64();
-        let run = out.lines().next().unwrap_or_default().to_string();
-        results.push((what, run, secs));
-    }
-    println!("district 3: {rows} relational rows");
-    println!("psql \\copy out + in (no processing): {psql_secs:.2}s");
-    for (what, run, secs) in &results {
-        let checks: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(
-                data.join("runs")
-                    .join(run)
-                    .join("steps/validate/validation-report.json"),
-            )
-            .unwrap_or_default(),
+    rows
+}
+
+/// `wf run migrate --district 3` under `cfg`: the run id and its seconds.
+fn migrate(data: &Path, cfg: &Path) -> (String, f64) {
+    let t = Instant::now();
+    let out = wf(
+        data,
+        &[
+            "run",
+            "migrate",
+            "--district",
+            "3",
+            "--config-file",
+            cfg.to_str().expect("path"),
+        ],
+    );
+    let secs = t.elapsed().as_secs_f64();
+    (out.lines().next().unwrap_or_default().to_string(), secs)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The phases and steps of `run` (the last round's).
+fn phases(data: &Path, run: &str) {
+    let checks: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            data.join("runs")
+                .join(run)
+                .join("steps/validate/validation-report.json"),
         )
-        .unwrap_or_default();
-        println!(
-            "wf run migrate, {what}: {secs:.2}s = {:.2}x psql  (phases, first step to last, overlapping: extract {:.2}s, anonymize {:.2}s, validate {:.2}s over {} rows, of which the gate step {:.2}s (the cross-table checks {:.2}s); loads {:.2}s, held from validate/<store> and validate/<graph> to their commits; run {run})",
-            secs / psql_secs,
-            step_ms(&data, run, "extract") / 1000.0,
-            step_ms(&data, run, "anonymize") / 1000.0,
-            step_ms(&data, run, "validate") / 1000.0,
-            checks["rows"],
-            step_ms(&data, run, "=validate") / 1000.0,
-            checks["seconds"].as_f64().unwrap_or(f64::NAN),
-            loads_ms(&data, run) / 1000.0,
-        );
-        steps(&data, run);
-    }
-    // Rollback of each run, against the time its loads took (issue 18: no longer than the load).
-    for (what, run, _) in &results {
-        let load = loads_ms(&data, run) / 1000.0;
-        let t = Instant::now();
-        wf(&data, &["rollback", run, "--yes"]);
-        let secs = t.elapsed().as_secs_f64();
-        println!(
-            "wf rollback, {what}: {secs:.2}s = {:.2}x its loads ({load:.2}s, first held load to the last commit)",
-            secs / load
-        );
-    }
-    if std::env::var("WF_BENCH_SERVE").as_deref() != Ok("0") {
-        serve_cost(&data, &rel);
-    }
+        .unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    println!(
+        "    last round's phases, first step to last, overlapping: extract {:.2}s, anonymize {:.2}s, validate {:.2}s over {} rows, of which the gate step {:.2}s (the cross-table checks {:.2}s); loads {:.2}s, held from validate/<store> and validate/<graph> to their commits; run {run}",
+        step_ms(data, run, "extract") / 1000.0,
+        step_ms(data, run, "anonymize") / 1000.0,
+        step_ms(data, run, "validate") / 1000.0,
+        checks["rows"],
+        step_ms(data, run, "=validate") / 1000.0,
+        checks["seconds"].as_f64().unwrap_or(f64::NAN),
+        loads_ms(data, run) / 1000.0,
+    );
+    steps(data, run);
 }
 
 /// The dashboard's cost (issue 15): the relational migrate again, alternately without and with

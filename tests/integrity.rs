@@ -129,10 +129,10 @@ fn a_flipped_byte_in_any_staged_file_makes_its_producer_run_again() {
         (
             "raw graph",
             "anonymize/sp:before",
-            "extract",
+            "extract~sp",
             "raw",
             "Student.arrow",
-            "extract",
+            "extract/sp",
         ),
         (
             "anonymized table",

@@ -18,15 +18,17 @@ fn manifest(sb: &Sandbox, run: &str, store: &str, table: &str) -> PathBuf {
         .join(format!("{store}.{table}.keys.arrow"))
 }
 
+/// Raw files of the plan's directory (the tables) and the graph's extract step's.
 fn raw_files(sb: &Sandbox, run: &str) -> usize {
-    let dir = sb
-        .data()
-        .join("runs")
-        .join(run)
-        .join("steps")
-        .join("extract")
-        .join("raw");
-    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+    let steps = sb.data().join("runs").join(run).join("steps");
+    ["extract", "extract~sp"]
+        .iter()
+        .map(|d| {
+            std::fs::read_dir(steps.join(d).join("raw"))
+                .map(|d| d.count())
+                .unwrap_or(0)
+        })
+        .sum()
 }
 
 fn run_entry(sb: &Sandbox, run: &str) -> Value {

@@ -125,6 +125,23 @@ fn kill_inside(sb: &Sandbox, cfg: &Path, held: &str) -> String {
     run
 }
 
+/// The graph's extract starts with the run, beside the plan, not after the relational stores
+/// are planned: in the run's journal it starts before the plan is done.
+fn graph_extract_beside_the_plan(sb: &Sandbox, run: &str) {
+    let r = crate::util::ran(sb.cmd(["log", run, "--json"]).output().unwrap());
+    let events: Vec<Value> = serde_json::from_str(&r.stdout).unwrap();
+    let at = |kind: &str, step: &str| {
+        events
+            .iter()
+            .position(|e| e["kind"][kind]["step"] == step)
+            .unwrap_or_else(|| panic!("no {kind} of {step}: {}", r.stdout))
+    };
+    assert!(
+        at("StepStarted", "extract/sp") < at("StepSucceeded", "extract"),
+        "the graph's extract waited for the plan"
+    );
+}
+
 /// How often each step succeeded, and the steps `SessionLost` events sent back, from `wf log`.
 fn journal(sb: &Sandbox, run: &str) -> (BTreeMap<String, u32>, Vec<String>) {
     let r = crate::util::ran(sb.cmd(["log", run, "--json"]).output().unwrap());
@@ -215,7 +232,8 @@ fn strict_a_crash_inside_one_store_re_extracts_that_store_only() {
     let sb = Sandbox::new();
     let Some(env) = Env::get(&sb) else { return };
     let cfgs = setup(&sb, &env, &["a", "b", "c"]);
-    migrate(&sb, &cfgs[0]);
+    let clean = migrate(&sb, &cfgs[0]);
+    graph_extract_beside_the_plan(&sb, &clean);
     let run = kill_inside_the_last_table(&sb, &cfgs[1]);
     let (before, _) = journal(&sb, &run);
     let done_before: Vec<String> = before

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use wf_engine::{Checkpoint, EngineError, Plan, Step, StepSpec, Workflow};
 use wf_steps::anonymize::{AnonKey, Rules};
+
+pub use wf_steps::migrate::GRAPH_APART;
 use wf_steps::migrate::{
     AnonTableStep, AnonTask, AnonymizeStep, ExtractGraphStep, ExtractStep, ExtractTableStep,
     FixesStep, LoadStep, MigrateParams, PurgeRawStep, TableTask, ANON_KIND, FIXES_KIND, GRAPH_KIND,
@@ -204,6 +206,13 @@ impl Migrate {
 
     /// Builds the workflow from checked arguments (a new run's, or a resumed run's journaled
     /// parameters): reads the config and rules, and the key (no key, no run).
+    /// A run created before the graph's extract was a step beside the plan (its journal has the
+    /// plan spawning it): planned as it was.
+    pub fn graph_from_plan(mut self) -> Self {
+        Arc::make_mut(&mut self.params).graph_apart = false;
+        self
+    }
+
     pub fn from_checked(parsed: MigrateArgs) -> Result<Self, BuildFailure> {
         let config_file = parsed.config_file.clone().ok_or_else(|| {
             BuildFailure::Failed("the run's parameters name no configuration file".into())
@@ -255,6 +264,7 @@ impl Migrate {
             replaces: parsed.replaces.clone(),
             incremental: parsed.incremental,
             skip_load: parsed.skip_load,
+            graph_apart: parsed.from_run.is_none(),
         };
         Ok(Migrate {
             params: Arc::new(params),
@@ -293,20 +303,38 @@ impl Workflow for Migrate {
     }
 
     fn plan(&self) -> Result<Plan, EngineError> {
+        // The graph's extract beside the plan: every step that reads the extract stage waits
+        // for it as for the plan (the plan's own steps name it where they need it).
+        let graph_extract = self
+            .params
+            .config
+            .graph
+            .as_ref()
+            .filter(|_| self.params.graph_apart)
+            .map(|g| format!("extract/{}", g.name));
+        let with = |deps: &[&str]| -> Vec<String> {
+            let deps = deps.iter().map(|d| d.to_string());
+            deps.chain(graph_extract.clone()).collect()
+        };
         let mut steps = vec![
             StepSpec::new("extract", "migrate.extract", vec![]),
-            StepSpec::new("anonymize", "migrate.anonymize", vec!["extract".into()]),
+            StepSpec::new("anonymize", "migrate.anonymize", with(&["extract"])),
             StepSpec::new(
                 "purge-raw",
                 "migrate.purge",
-                vec!["anonymize".into(), "extract".into()],
+                with(&["anonymize", "extract"]),
             ),
             StepSpec::new(
                 "validate",
                 "migrate.validate",
-                vec!["extract".into(), "anonymize".into()],
+                with(&["extract", "anonymize"]),
             ),
         ];
+        steps.extend(
+            graph_extract
+                .iter()
+                .map(|id| StepSpec::new(id.clone(), GRAPH_KIND, vec![])),
+        );
         let mut checkpoints = vec![
             // The plan spawns the per-table anonymize steps too: `extracted` names it alone.
             Checkpoint {
@@ -329,7 +357,7 @@ impl Workflow for Migrate {
                 let mut spec = StepSpec::new(
                     format!("load/{name}"),
                     "migrate.load",
-                    vec!["extract".into(), "anonymize".into(), "validate".into()],
+                    with(&["extract", "anonymize", "validate"]),
                 );
                 spec.params = name.clone().into_bytes();
                 steps.push(spec);
@@ -339,8 +367,7 @@ impl Workflow for Migrate {
                 steps: vec!["load/*".into()],
             });
         }
-        let mut report_deps: Vec<String> =
-            vec!["extract".into(), "anonymize".into(), "validate".into()];
+        let mut report_deps: Vec<String> = with(&["extract", "anonymize", "validate"]);
         report_deps.extend(
             steps
                 .iter()
@@ -376,7 +403,8 @@ impl Workflow for Migrate {
             }),
             GRAPH_KIND => Arc::new(ExtractGraphStep {
                 params: self.params.clone(),
-                raw: PathBuf::from(String::from_utf8_lossy(&spec.params).into_owned()),
+                raw: (!spec.params.is_empty())
+                    .then(|| PathBuf::from(String::from_utf8_lossy(&spec.params).into_owned())),
             }),
             "migrate.anonymize" => Arc::new(AnonymizeStep(self.params.clone())),
             "migrate.purge" => Arc::new(PurgeRawStep {
@@ -441,6 +469,9 @@ impl Workflow for Migrate {
         }
         if self.args.incremental {
             a.insert("incremental".into(), "true".into());
+        }
+        if self.params.graph_apart {
+            a.insert(GRAPH_APART.into(), "true".into());
         }
         a
     }

@@ -6,37 +6,50 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 use wf_engine::Engine;
 
-/// The directory that holds a run's raw extract.
-pub fn raw_dir(engine: &Engine, run: &str) -> PathBuf {
-    engine
-        .data()
-        .run_dir(run)
-        .join("steps")
-        .join("extract")
-        .join("raw")
+/// The directories that hold a run's raw extract: the plan's (`steps/extract/raw`, the tables)
+/// and the graph's step's (`steps/extract~<graph>/raw`).
+pub fn raw_dirs(engine: &Engine, run: &str) -> Vec<PathBuf> {
+    let steps = engine.data().run_dir(run).join("steps");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&steps)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name == "extract" || name.starts_with("extract~")
+        })
+        .map(|e| e.path().join("raw"))
+        .filter(|d| d.is_dir())
+        .collect();
+    dirs.sort();
+    dirs
 }
 
 /// True while the run still holds raw PII files.
 pub fn holds_raw(engine: &Engine, run: &str) -> bool {
-    std::fs::read_dir(raw_dir(engine, run))
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false)
+    raw_dirs(engine, run).iter().any(|d| {
+        std::fs::read_dir(d)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+    })
 }
 
 /// Deletes a run's raw staging; how many files went.
 pub fn purge_raw(engine: &Engine, run: &str) -> anyhow::Result<u64> {
-    let dir = raw_dir(engine, run);
     let mut n = 0;
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => anyhow::bail!("cannot read {}: {e}", dir.display()),
-    };
-    for entry in entries {
-        let path = entry?.path();
-        std::fs::remove_file(&path)
-            .map_err(|e| anyhow::anyhow!("cannot delete {}: {e}", path.display()))?;
-        n += 1;
+    for dir in raw_dirs(engine, run) {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => anyhow::bail!("cannot read {}: {e}", dir.display()),
+        };
+        for entry in entries {
+            let path = entry?.path();
+            std::fs::remove_file(&path)
+                .map_err(|e| anyhow::anyhow!("cannot delete {}: {e}", path.display()))?;
+            n += 1;
+        }
     }
     if n > 0 {
         let details = serde_json::json!({"raw_files_deleted": n});
@@ -92,9 +105,12 @@ pub fn command(engine: &Engine, run: Option<&str>, older_than: Option<&str>) -> 
                 .run_ids()?
                 .into_iter()
                 .filter(|id| {
-                    std::fs::metadata(raw_dir(engine, id))
-                        .and_then(|m| m.modified())
-                        .is_ok_and(|t| t < cutoff)
+                    // The newest raw directory's age: a run is purged once all of it is old.
+                    let newest = raw_dirs(engine, id)
+                        .iter()
+                        .filter_map(|d| std::fs::metadata(d).and_then(|m| m.modified()).ok())
+                        .max();
+                    newest.is_some_and(|t| t < cutoff)
                 })
                 .collect()
         }

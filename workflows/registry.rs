@@ -79,7 +79,11 @@ pub fn rebuild(run: &RunRecord, config: &std::path::Path) -> Result<Built, Build
     match run.workflow.as_str() {
         "migrate" => {
             let p = crate::params::decode(&run.id, "migrate", text).map_err(decoded)?;
-            Ok(migrate(Migrate::from_checked(p).map_err(failure)?, args))
+            let mut m = Migrate::from_checked(p).map_err(failure)?;
+            if !run.attrs.contains_key(crate::migrate::GRAPH_APART) {
+                m = m.graph_from_plan();
+            }
+            Ok(migrate(m, args))
         }
         "batch" => {
             let p = crate::params::decode(&run.id, "batch", text).map_err(decoded)?;

@@ -119,7 +119,8 @@ pub(super) fn present(ins: &[TableInput]) -> Result<(), StepError> {
     match ins.iter().find(|i| !i.file.exists()) {
         None => Ok(()),
         Some(gone) => Err(StepError::Redo {
-            producer: "extract".into(),
+            // The plan's raw directory holds the tables; the graph's step has its own.
+            producer: super::producer_of(&gone.file).unwrap_or_else(|| "extract".into()),
             path: gone.file.clone(),
             message: format!(
                 "raw staging {} is gone (purged); extracting again",
@@ -156,6 +157,14 @@ impl Step for FixesStep {
     async fn run(&self, cx: &StepContext) -> Result<StepOutput, StepError> {
         let p = self.0.clone();
         let ex = ExtractOut::input(cx)?;
+        if let Some(g) = p.config.graph.as_ref().filter(|_| p.graph_apart) {
+            let nodes = cx
+                .inputs
+                .get(&format!("extract/{}", g.name))
+                .and_then(|o| o.metrics.get("nodes").copied())
+                .unwrap_or(0);
+            super::found_somewhere(cx, &p, nodes)?;
+        }
         let (rules, key) = rules_and_key(&p)?;
         // Only the tables this step waits for are in its inputs: those with a unique text column.
         let ins = inputs(&ex, &p, None, true);

@@ -18,8 +18,7 @@ pub const TABLE_KIND: &str = "migrate.extract_table";
 /// Step kind of the graph's extract step.
 pub const GRAPH_KIND: &str = "migrate.extract_graph";
 
-/// The plan's metric: 1 when a relational table holds a row of the district.
-const FOUND: &str = "district_rows_found";
+use super::FOUND;
 
 /// What a table's extract step is given by the plan (its spec's parameters, JSON).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -121,7 +120,7 @@ impl Step for ExtractStep {
             out.schemas = plan.schemas;
             out.snapshots = plan.snapshots;
         }
-        if let Some(g) = &p.config.graph {
+        if let Some(g) = p.config.graph.as_ref().filter(|_| !p.graph_apart) {
             let mut spec = StepSpec::new(format!("extract/{}", g.name), GRAPH_KIND, vec![]);
             spec.params = raw.to_string_lossy().as_bytes().to_vec();
             spawn.push(spec);
@@ -262,10 +261,11 @@ async fn attach(
     }
 }
 
-/// `extract/<graph>`: the district's subgraph into raw staging.
+/// `extract/<graph>`: the district's subgraph into raw staging (`raw`: the plan's directory, for
+/// a step the plan spawned; `None`: the step's own, for the step beside the plan).
 pub struct ExtractGraphStep {
     pub params: Arc<MigrateParams>,
-    pub raw: PathBuf,
+    pub raw: Option<PathBuf>,
 }
 
 #[async_trait::async_trait]
@@ -275,27 +275,20 @@ impl Step for ExtractGraphStep {
         let Some(g) = &p.config.graph else {
             return Err(StepError::Fatal("wf.toml has no [graph] to extract".into()));
         };
-        let gx = extract_graph(g, &p.district, &self.raw, p.batch_rows)
+        let raw = match &self.raw {
+            Some(r) => r.clone(),
+            None => {
+                let r = cx.artifact_dir.join("raw");
+                private_dir(&r)?;
+                r
+            }
+        };
+        let gx = extract_graph(g, &p.district, &raw, p.batch_rows)
             .await
             .map_err(store_err)?;
-        let found = cx
-            .inputs
-            .get("extract")
-            .and_then(|o| o.metrics.get(FOUND).copied())
-            .unwrap_or(0);
-        if gx.nodes == 0 && found == 0 {
-            let labels = if g.district_labels.is_empty() {
-                "any label".to_string()
-            } else {
-                g.district_labels.join(", ")
-            };
-            return Err(StepError::Fatal(format!(
-                "district {d} not found: no row of any table has {} = {d} and no node of {labels} in graph {} has {} = {d}; `wf select-districts` lists the districts",
-                p.config.district_column,
-                g.name,
-                g.district_property,
-                d = p.district
-            )));
+        // Beside the plan, the plan's finding is not known yet: `anonymize/collisions` checks.
+        if self.raw.is_some() {
+            super::found_somewhere(cx, p, gx.nodes)?;
         }
         let graph: Vec<GraphStaged> = gx
             .files

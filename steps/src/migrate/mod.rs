@@ -55,6 +55,10 @@ pub struct MigrateParams {
     pub incremental: bool,
     /// No load steps (`--skip-load`): the gate's rehearsal is rolled back, not handed over.
     pub skip_load: bool,
+    /// The graph's extract is a step of its own beside the plan (`extract/<graph>` starts with
+    /// the run, not after the relational stores are planned); runs created before that spawn it
+    /// from the plan, and keep doing so when resumed.
+    pub graph_apart: bool,
 }
 
 /// A staged table as journaled.
@@ -175,11 +179,49 @@ pub(crate) fn input_err(producer: &'static str) -> impl Fn(StoreError) -> StepEr
 
 /// The per-table step that wrote `path`, from its artifact directory
 /// (`…/steps/anonymize~ids.students/anon/…` was written by `anonymize/ids.students`).
-fn producer_of(path: &Path) -> Option<String> {
+pub(crate) fn producer_of(path: &Path) -> Option<String> {
     let parts: Vec<&std::ffi::OsStr> = path.iter().collect();
     let at = parts.iter().rposition(|c| *c == "steps")?;
     let dir = parts.get(at + 1)?.to_str()?;
     dir.contains('~').then(|| dir.replace('~', "/"))
+}
+
+/// The run attribute of runs whose graph extract is a step beside the plan.
+pub const GRAPH_APART: &str = "graph_extract_apart";
+
+/// The plan's metric: 1 when a relational table holds a row of the district.
+const FOUND: &str = "district_rows_found";
+
+/// A district neither in a relational table (the plan's metric, from `cx`'s input `extract`)
+/// nor among the graph's `nodes` is refused, naming where it was looked for.
+pub(crate) fn found_somewhere(
+    cx: &StepContext,
+    p: &MigrateParams,
+    nodes: u64,
+) -> Result<(), StepError> {
+    let Some(g) = &p.config.graph else {
+        return Ok(());
+    };
+    let found = cx
+        .inputs
+        .get("extract")
+        .and_then(|o| o.metrics.get(FOUND).copied())
+        .unwrap_or(0);
+    if nodes > 0 || found > 0 {
+        return Ok(());
+    }
+    let labels = if g.district_labels.is_empty() {
+        "any label".to_string()
+    } else {
+        g.district_labels.join(", ")
+    };
+    Err(StepError::Fatal(format!(
+        "district {d} not found: no row of any table has {} = {d} and no node of {labels} in graph {} has {} = {d}; `wf select-districts` lists the districts",
+        p.config.district_column,
+        g.name,
+        g.district_property,
+        d = p.district
+    )))
 }
 
 /// The prefix of the extract metrics that count graph nodes left out for lacking their key.
@@ -386,7 +428,14 @@ pub(super) fn reuse_extract(
             p.district
         )));
     }
-    let extracted = record_extracted(&outputs);
+    // A run whose graph extract is a step of its own must have finished it too.
+    let graph = p
+        .config
+        .graph
+        .as_ref()
+        .filter(|_| record.attrs.contains_key(GRAPH_APART))
+        .map(|g| g.name.as_str());
+    let extracted = record_extracted(&outputs, graph);
     let mut ex: ExtractOut = match ExtractOut::from_outputs(&outputs) {
         Some(Ok(ex)) if extracted => ex,
         Some(Err(e)) => return Err(fatal(e)),
@@ -429,12 +478,14 @@ pub(super) fn reuse_extract(
 
 /// True when a run's outputs hold its whole extract stage: `extract` and every extract step it
 /// spawned (its anonymize and validate steps may have failed: that is why runs are reused).
-fn record_extracted(outputs: &[(String, StepOutput)]) -> bool {
+fn record_extracted(outputs: &[(String, StepOutput)], graph: Option<&str>) -> bool {
     let Some((_, plan)) = outputs.iter().find(|(s, _)| s == "extract") else {
         return false;
     };
+    let done = |id: &str| outputs.iter().any(|(s, _)| s == id);
     plan.spawn
         .iter()
         .filter(|spec| spec.kind == TABLE_KIND || spec.kind == GRAPH_KIND)
-        .all(|spec| outputs.iter().any(|(s, _)| *s == spec.id))
+        .all(|spec| done(&spec.id))
+        && graph.is_none_or(|g| done(&format!("extract/{g}")))
 }
