@@ -6,7 +6,7 @@
 //! its seconds, rows/s, CPU seconds and peak resident memory (issue 17). `WF_BENCH_GRAPH=0` leaves
 //! the graph out (seeding and runs), for the larger scales; `WF_BENCH_SERVE=0` leaves out the
 //! dashboard's cost (four more migrates); `WF_BENCH_ROUNDS=N` repeats psql and both migrates N
-//! times, each round after the last one's rollbacks, and quotes medians (default 1).
+//! times, each round into CERT databases made afresh, and quotes medians (default 1).
 //!
 //! Needs `scripts/services.sh start && source /tmp/wf-services/env`; `cargo bench --bench migrate`.
 //! It measures, asserts nothing. It uses the release `wf` binary Cargo builds for benches.
@@ -40,22 +40,7 @@ fn subset(store: &str) -> Vec<(&'static str, String)> {
 fn main() {
     let scale = std::env::var("WF_BENCH_SCALE").unwrap_or_else(|_| "25".into());
     let work = tempfile::tempdir().expect("temp");
-    let admin = env("WF_TEST_PG_URL");
-    for side in ["prod", "full", "rel", "psql"] {
-        for s in STORES {
-            psql(
-                &admin,
-                &[
-                    "-c",
-                    &format!("drop database if exists wfb_{side}_{s}"),
-                    "-c",
-                    &format!("create database wfb_{side}_{s}"),
-                ],
-            );
-        }
-        graph_db(&format!("drop database wfb_{side}_sp"));
-        graph_db(&format!("create database wfb_{side}_sp"));
-    }
+    recreate(&["prod", "full", "rel", "psql"]);
     let data = work.path().join("wf-data");
     let full = config(&work.path().join("full"), "full", true);
     let rel = config(&work.path().join("rel"), "rel", false);
@@ -83,20 +68,9 @@ fn main() {
         "(seeding took {:.1}s, not measured)",
         t.elapsed().as_secs_f64()
     );
-    for c in [&full, &rel, &raw] {
-        wf(
-            &data,
-            &[
-                "--config",
-                c.to_str().expect("path"),
-                "seed",
-                "--env",
-                "cert",
-            ],
-        );
-    }
     // WF_BENCH_ROUNDS (default 1): rounds of psql, wf relational and wf with the graph, each
-    // run rolled back before the next round; medians, since the machine is shared and noisy.
+    // into CERT databases made afresh (a graph database that a rollback emptied loads slower:
+    // 14.5 s, then 19.3 s two rollbacks later); medians, since the machine is shared and noisy.
     let rounds: usize = std::env::var("WF_BENCH_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
@@ -112,6 +86,13 @@ fn main() {
     let mut rows = 0;
     let mut last = Vec::new();
     for round in 0..rounds {
+        if round > 0 {
+            recreate(&["full", "rel", "psql"]);
+        }
+        for c in [&full, &rel, &raw] {
+            let c = c.to_str().expect("path");
+            wf(&data, &["--config", c, "seed", "--env", "cert"]);
+        }
         psql_secs.push(psql_copy(work.path()));
         if round == 0 {
             rows = psql_rows();
@@ -132,11 +113,6 @@ fn main() {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        if round + 1 < rounds {
-            for (_, run, _) in &results {
-                wf(&data, &["rollback", run, "--yes"]);
-            }
-        }
         last = results;
     }
     println!("district 3: {rows} relational rows");
@@ -172,16 +148,31 @@ fn main() {
     }
 }
 
-/// The raw copy: `\\copy` out of PROD, `\\copy` into emptied CERT tables, one transaction per
+/// Empty databases `wfb_<side>_<store>` and graph databases `wfb_<side>_sp` for `sides`.
+fn recreate(sides: &[&str]) {
+    let admin = env("WF_TEST_PG_URL");
+    for side in sides {
+        for s in STORES {
+            psql(
+                &admin,
+                &[
+                    "-c",
+                    &format!("drop database if exists wfb_{side}_{s}"),
+                    "-c",
+                    &format!("create database wfb_{side}_{s}"),
+                ],
+            );
+        }
+        graph_db(&format!("drop database wfb_{side}_sp"));
+        graph_db(&format!("create database wfb_{side}_sp"));
+    }
+}
+
+/// The raw copy: `\\copy` out of PROD, `\\copy` into empty CERT tables, one transaction per
 /// store; its seconds.
 fn psql_copy(work: &Path) -> f64 {
     let files = work.join("copy");
     std::fs::create_dir_all(&files).expect("dir");
-    for s in STORES {
-        let tables: Vec<&str> = subset(s).iter().map(|(t, _)| *t).collect();
-        let truncate = format!("truncate {} cascade", tables.join(", "));
-        psql(&pg(&format!("wfb_psql_{s}")), &["-c", &truncate]);
-    }
     let t = Instant::now();
     for s in STORES {
         let mut script = String::from("begin;\n");

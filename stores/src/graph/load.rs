@@ -124,6 +124,75 @@ async fn load_in(
             w.ensure_index(label).await?;
         }
     }
+    // After the indexes: the probe's lookups use them.
+    if probes_apart(cfg, job) {
+        let (loaded, probed) =
+            tokio::join!(load_files(w, cfg, job, readers, true), probe(cfg, job));
+        probed?;
+        return loaded;
+    }
+    load_files(w, cfg, job, readers, false).await
+}
+
+/// Under `insert` on a Bolt server, whether any staged node is in CERT already is asked on a
+/// second session beside the load, not before each CREATE inside it: the load's transaction does
+/// not change CERT's committed nodes, which are what the lookup reads, and the server runs both
+/// at once. Not with `replaces` (the load deletes the replaced run's nodes first) nor on the
+/// embedded graph (one writer per file).
+fn probes_apart(cfg: &GraphConfig, job: &GraphLoad) -> bool {
+    job.strategy == Strategy::Insert && job.replaces.is_none() && cfg.kind == super::GraphKind::Bolt
+}
+
+/// The staged nodes already in CERT, looked up by key on a session of its own; the first
+/// file with any is refused as `FileLoad::nodes` refuses it.
+async fn probe(cfg: &GraphConfig, job: &GraphLoad) -> Result<(), StoreError> {
+    let mut r = open_write(cfg).await?;
+    let found = probe_files(r.as_mut(), cfg, job).await;
+    let _ = r.rollback().await;
+    found
+}
+
+async fn probe_files(
+    r: &mut dyn GraphWrite,
+    cfg: &GraphConfig,
+    job: &GraphLoad,
+) -> Result<(), StoreError> {
+    for f in &job.files {
+        let mut rd = GraphFileReader::open(f)?;
+        let GraphFileKind::Nodes { label } = rd.kind.clone() else {
+            continue;
+        };
+        let key = r.keys().of(&label).clone();
+        let table = format!("{}.{}", cfg.name, rd.kind.table());
+        while let Some(batch) = rd.next_batch()? {
+            let GraphBatch::Nodes(rows) = batch else {
+                continue;
+            };
+            for chunk in rows.chunks(BIG_CHUNK) {
+                // A node without its key is refused by the load itself.
+                let keys: Vec<GValue> = chunk.iter().filter_map(|n| key.value(&n.props)).collect();
+                let existing: HashSet<String> = r
+                    .existing_nodes(&label, &keys)
+                    .await?
+                    .iter()
+                    .map(GValue::key_text)
+                    .collect();
+                conflict(cfg, &table, job.strategy, &existing)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The files into the open transaction of `w`, nodes before relationships; with `probed`,
+/// `insert` looks nothing up (see `probes_apart`).
+async fn load_files(
+    w: &mut dyn GraphWrite,
+    cfg: &GraphConfig,
+    job: &GraphLoad,
+    readers: Vec<GraphFileReader>,
+    probed: bool,
+) -> Result<Option<Vec<TableReport>>, StoreError> {
     let mut manifest = Partial::create(&job.manifest)?;
     // CREATE statements carry a whole staged batch; MERGE with its lookups goes by CHUNK.
     let size = match job.strategy {
@@ -137,6 +206,7 @@ async fn load_in(
             cfg,
             strategy: job.strategy,
             table: format!("{}.{}", cfg.name, rd.kind.table()),
+            probed,
             manifest: &mut manifest,
             report: TableReport {
                 table: String::new(),
@@ -218,6 +288,8 @@ struct FileLoad<'a> {
     cfg: &'a GraphConfig,
     strategy: Strategy,
     table: String,
+    /// CERT's nodes are looked up beside the load (`probe`), not here.
+    probed: bool,
     manifest: &'a mut Partial,
     report: TableReport,
 }
@@ -237,13 +309,16 @@ impl FileLoad<'_> {
                 message: format!("{table}: a node lacks its key `{key}`; every node needs its key"),
             });
         }
-        let existing: HashSet<String> = self
-            .w
-            .existing_nodes(label, &keys)
-            .await?
-            .iter()
-            .map(GValue::key_text)
-            .collect();
+        let existing: HashSet<String> = match self.probed {
+            true => HashSet::new(),
+            false => self
+                .w
+                .existing_nodes(label, &keys)
+                .await?
+                .iter()
+                .map(GValue::key_text)
+                .collect(),
+        };
         conflict(self.cfg, table, self.strategy, &existing)?;
         let fresh: Vec<_> = chunk
             .iter()
