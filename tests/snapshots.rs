@@ -126,7 +126,8 @@ fn kill_inside(sb: &Sandbox, cfg: &Path, held: &str) -> String {
 }
 
 /// The graph's extract starts with the run, beside the plan, not after the relational stores
-/// are planned: in the run's journal it starts before the plan is done.
+/// are planned: in the run's journal it starts before the plan is done. Its staging checks run
+/// in a step of their own, done before the gate starts.
 fn graph_extract_beside_the_plan(sb: &Sandbox, run: &str) {
     let r = crate::util::ran(sb.cmd(["log", run, "--json"]).output().unwrap());
     let events: Vec<Value> = serde_json::from_str(&r.stdout).unwrap();
@@ -140,6 +141,8 @@ fn graph_extract_beside_the_plan(sb: &Sandbox, run: &str) {
         at("StepStarted", "extract/sp") < at("StepSucceeded", "extract"),
         "the graph's extract waited for the plan"
     );
+    // The graph's staging checks are a step beside its held load, before the gate.
+    assert!(at("StepSucceeded", "validate/sp.staging") < at("StepStarted", "validate"));
 }
 
 /// How often each step succeeded, and the steps `SessionLost` events sent back, from `wf log`.

@@ -19,8 +19,8 @@ use wf_steps::migrate::{
     TABLE_KIND,
 };
 use wf_steps::validate::{
-    ValidateGraphStep, ValidateStep, ValidateStoreStep, ValidateTableStep, ValidateTask,
-    GRAPH_VALIDATE_KIND, STORE_VALIDATE_KIND, VALIDATE_KIND,
+    GraphStagingStep, ValidateGraphStep, ValidateStep, ValidateStoreStep, ValidateTableStep,
+    ValidateTask, GRAPH_STAGING_KIND, GRAPH_VALIDATE_KIND, STORE_VALIDATE_KIND, VALIDATE_KIND,
 };
 use wf_stores::load::Strategy;
 use wf_stores::{Config, SnapshotMode};
@@ -412,6 +412,7 @@ impl Workflow for Migrate {
             }),
             "migrate.validate" => Arc::new(ValidateStep(self.params.clone())),
             GRAPH_VALIDATE_KIND => Arc::new(ValidateGraphStep(self.params.clone())),
+            GRAPH_STAGING_KIND => Arc::new(GraphStagingStep(self.params.clone())),
             STORE_VALIDATE_KIND => Arc::new(ValidateStoreStep {
                 params: self.params.clone(),
                 store: String::from_utf8_lossy(&spec.params).into_owned(),

@@ -66,6 +66,37 @@ pub(crate) fn due(path: &Path) -> Option<String> {
     }
 }
 
+/// Whether `path`, registered and not yet checked as it is, no longer has its recorded SHA-256:
+/// hashed whole now. For a reader that stopped before the end of a file, where its pass would
+/// have checked it (an error the damaged bytes themselves may have caused).
+pub fn mismatch_now(path: &Path) -> Option<Mismatch> {
+    let expected = due(path)?;
+    let m = differs(path, &expected);
+    if m.is_none() {
+        checked(path, &expected);
+    }
+    m
+}
+
+/// Whether `path`, hashed whole now, differs from `expected` (unreadable: not known to differ).
+pub fn differs(path: &Path, expected: &str) -> Option<Mismatch> {
+    let mut h = Sha256::new();
+    let mut f = File::open(path).ok()?;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    let found = hex::encode(h.finalize());
+    (found != expected).then(|| Mismatch {
+        expected: expected.to_string(),
+        found,
+    })
+}
+
 fn checked(path: &Path, sha256: &str) {
     let mut g = EXPECTED.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(e) = g.as_mut().and_then(|m| m.get_mut(path)) {
@@ -307,5 +338,22 @@ mod tests {
             let e = read_all(&info).expect_err("a flipped byte must not pass");
             assert!(mismatch(&e).is_some(), "byte {at} of {}: {e}", clean.len());
         }
+    }
+
+    #[test]
+    fn a_file_checked_whole_after_a_reader_stopped_early() {
+        let dir = tempfile::tempdir().unwrap();
+        let info = write(dir.path(), 5000);
+        assert!(differs(&info.path, &info.sha256).is_none());
+        expect(&info.path, &info.sha256);
+        assert!(mismatch_now(&info.path).is_none(), "whole: no mismatch");
+        assert!(due(&info.path).is_none(), "checked once, not due again");
+        let mut bad = std::fs::read(&info.path).unwrap();
+        bad[100] ^= 0x01;
+        std::fs::write(&info.path, &bad).unwrap();
+        assert!(differs(&info.path, &info.sha256).is_some());
+        expect(&info.path, &info.sha256);
+        let m = mismatch_now(&info.path).expect("a flipped byte");
+        assert_eq!(m.expected, info.sha256);
     }
 }

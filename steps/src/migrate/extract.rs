@@ -77,6 +77,7 @@ impl Step for ExtractStep {
         let mut anon_tables = Vec::new();
         let mut found = false;
         let mut validate_specs = Vec::new();
+        let mut planned: Vec<String> = Vec::new();
         if !p.config.stores.is_empty() {
             // Key files sit beside the raw tables (`<store.table>.keys`): PII too, purged with them.
             let limit = wf_stores::keyset::memory_limit();
@@ -114,7 +115,7 @@ impl Step for ExtractStep {
             let mut fk_schemas = plan.schemas.clone();
             wf_stores::analysis::add_virtual_fks(&mut fk_schemas, &p.config)
                 .map_err(StepError::Fatal)?;
-            let planned: Vec<String> = anon_tables.iter().map(|(t, _)| t.clone()).collect();
+            planned = anon_tables.iter().map(|(t, _)| t.clone()).collect();
             validate_specs = crate::validate::table_specs(&planned, &fk_schemas)?;
             validate_specs.extend(crate::validate::store_specs(&planned));
             out.schemas = plan.schemas;
@@ -130,6 +131,9 @@ impl Step for ExtractStep {
         spawn.extend(super::anon::specs(&anon_tables, graph)?);
         spawn.extend(validate_specs);
         spawn.extend(graph.map(crate::validate::graph_spec));
+        if let Some(g) = &p.config.graph {
+            spawn.push(crate::validate::graph_staging_spec(g, &planned));
+        }
         let mut output = StepOutput::with_value(&out)?;
         output.metrics.insert("tables".into(), tables);
         output.metrics.insert("planned_rows".into(), planned_rows);

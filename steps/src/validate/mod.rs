@@ -10,6 +10,7 @@ mod conflicts;
 mod dups;
 mod graph_cert;
 mod graph_checks;
+mod graph_staging_step;
 mod graph_step;
 mod input;
 mod owned;
@@ -21,6 +22,8 @@ pub mod step;
 mod store_step;
 mod table_step;
 
+pub(crate) use graph_staging_step::spec as graph_staging_spec;
+pub use graph_staging_step::{GraphStagingStep, GRAPH_STAGING_KIND};
 pub(crate) use graph_step::spec as graph_spec;
 pub use graph_step::{ValidateGraphStep, GRAPH_VALIDATE_KIND};
 pub use rules::{Severity, ValidationRules};

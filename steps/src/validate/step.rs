@@ -63,7 +63,14 @@ impl Step for ValidateStep {
         };
         let started = std::time::Instant::now();
         let mut report = match parts {
-            Some((tally, rows)) => super::scan::validate_rest(tally, input, rows, started).await,
+            Some((tally, rows)) => {
+                // Runs planned with the graph's staging step have its findings in `tally`.
+                let graph_checked = p.config.graph.as_ref().is_some_and(|g| {
+                    cx.inputs
+                        .contains_key(&super::graph_staging_step::id(&g.name))
+                });
+                super::scan::validate_rest(tally, input, rows, started, graph_checked).await
+            }
             None => super::validate(input).await,
         }
         .map_err(crate::migrate::input_err("anonymize"))?;

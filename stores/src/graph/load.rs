@@ -61,9 +61,28 @@ pub async fn load_graph_held(cfg: &GraphConfig, job: &GraphLoad) -> Result<HeldL
         }
         Err(e) => {
             let _ = w.rollback().await;
-            Err(e)
+            Err(damaged_instead(job, e))
         }
     }
+}
+
+/// A load that stopped early may have stopped on a damaged file's bytes (a key that no longer
+/// matches, an end node CERT lacks) before its reader reached the end, where the file is checked
+/// against its recorded SHA-256: a staged file that no longer matches is the error, so the step
+/// that wrote it runs again.
+fn damaged_instead(job: &GraphLoad, e: StoreError) -> StoreError {
+    if matches!(e, StoreError::Corrupt { .. }) || e.is_retryable() {
+        return e;
+    }
+    for f in &job.files {
+        if let Some(m) = crate::verified::mismatch_now(f) {
+            return StoreError::Corrupt {
+                path: f.clone(),
+                message: m.to_string(),
+            };
+        }
+    }
+    e
 }
 
 /// The open transaction of a held graph load.

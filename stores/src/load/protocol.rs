@@ -63,6 +63,26 @@ async fn begin_and_load<D: Dialect>(d: &mut D, job: &StoreLoad) -> Result<LoadRe
         }
         (result, _) => result,
     }
+    .map_err(|e| damaged_instead(job, e))
+}
+
+/// A load that stopped early may have stopped on a damaged file's bytes (a constraint a changed
+/// value violates) before its reader reached the end, where the file is checked against its
+/// recorded SHA-256: a staged file that no longer matches is the error, so the step that wrote
+/// it runs again.
+fn damaged_instead(job: &StoreLoad, e: StoreError) -> StoreError {
+    if matches!(e, StoreError::Corrupt { .. }) || e.is_retryable() {
+        return e;
+    }
+    for t in job.tables.iter().filter(|t| !t.sha256.is_empty()) {
+        if let Some(m) = crate::verified::differs(&t.file, &t.sha256) {
+            return StoreError::Corrupt {
+                path: t.file.clone(),
+                message: m.to_string(),
+            };
+        }
+    }
+    e
 }
 
 /// Loads `job` through `d` in one transaction and runs its rules, but leaves the transaction
