@@ -265,20 +265,7 @@ fn phases(data: &Path, run: &str) {
 /// `/metrics` every second), each run rolled back after; two pairs.
 fn serve_cost(data: &Path, rel: &Path) {
     let migrate = || {
-        let t = Instant::now();
-        let out = wf(
-            data,
-            &[
-                "run",
-                "migrate",
-                "--district",
-                "3",
-                "--config-file",
-                rel.to_str().expect("path"),
-            ],
-        );
-        let secs = t.elapsed().as_secs_f64();
-        let run = out.lines().next().unwrap_or_default().to_string();
+        let (run, secs) = migrate(data, rel);
         wf(data, &["rollback", &run, "--yes"]);
         secs
     };

@@ -4,6 +4,7 @@ use crate::cli::exit;
 use crate::cli::{emit, say};
 use std::collections::HashMap;
 use wf_engine::Engine;
+use wf_steps::anonymize::originals::Originals;
 use wf_steps::migrate::{AnonymizeOut, ExtractOut, LoadOut};
 use wf_steps::validate::Gate;
 
@@ -111,7 +112,7 @@ type ScannedFields = HashMap<String, Vec<String>>;
 /// The fields the run's leak scan covered, with their domains, and the sorted keyed hashes of the
 /// originals. A report from before domains has neither: its passed-through fields are scanned
 /// against every original, as then.
-fn leak_scan_inputs(anon_dir: &std::path::Path) -> anyhow::Result<(ScannedFields, Vec<u64>)> {
+fn leak_scan_inputs(anon_dir: &std::path::Path) -> anyhow::Result<(ScannedFields, Originals)> {
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(anon_dir.join("anonymization-report.json"))?)?;
     let scanned_fields: HashMap<String, Vec<String>> = report["fields"]
@@ -138,23 +139,11 @@ fn leak_scan_inputs(anon_dir: &std::path::Path) -> anyhow::Result<(ScannedFields
     ))
 }
 
-/// The sorted hashes of `path` (none when the run wrote no file), read into one list sized once.
-fn read_originals(path: &std::path::Path) -> anyhow::Result<Vec<u64>> {
-    use std::io::Read;
-    let Ok(f) = std::fs::File::open(path) else {
-        return Ok(Vec::new());
-    };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0) as usize;
-    let mut out = Vec::with_capacity(len / 8);
-    let mut r = std::io::BufReader::with_capacity(1 << 16, f);
-    let mut w = [0u8; 8];
-    loop {
-        match r.read_exact(&mut w) {
-            Ok(()) => out.push(u64::from_le_bytes(w)),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(out),
-            Err(e) => anyhow::bail!("{}: {e}", path.display()),
-        }
-    }
+/// The originals' hashes of `path` (none when the run wrote no file): in memory up to
+/// `WF_LEAK_MEMORY_HASHES`, else looked up in the file.
+fn read_originals(path: &std::path::Path) -> anyhow::Result<Originals> {
+    let budget = wf_steps::anonymize::leak_scan::budget();
+    Originals::open(path, budget).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 /// The anonymization key of the environment if it is the run's; `None` (the leak scan skipped,

@@ -219,23 +219,9 @@ impl Config {
     fn check_references(&self, names: &HashSet<&str>) -> Result<(), Problem> {
         let known = |store: &str| names.contains(store);
         for (i, v) in self.virtual_fks.iter().enumerate() {
-            for (what, text) in [("from", &v.from), ("to", &v.to)] {
-                let at = vec![key("virtual_fks"), Seg::Index(i), key(what)];
-                let r = ColumnRef::parse(text).ok_or_else(|| {
-                    Problem::at(
-                        at.clone(),
-                        format!("virtual_fks {what} `{text}` is not store.table.column"),
-                    )
-                })?;
-                if !known(&r.store) {
-                    return Err(Problem::at(
-                        at,
-                        format!(
-                            "virtual_fks {what} `{text}` names unknown store `{}`",
-                            r.store
-                        ),
-                    ));
-                }
+            for (end, text) in [("from", &v.from), ("to", &v.to)] {
+                let at = vec![key("virtual_fks"), Seg::Index(i), key(end)];
+                declared_column(at, &format!("virtual_fks {end}"), text, names)?;
             }
         }
         for (i, t) in self.reference_tables.iter().enumerate() {
@@ -253,19 +239,7 @@ impl Config {
         ];
         for (what, list) in lists {
             for (i, f) in list.iter().enumerate() {
-                let at = vec![key(what), Seg::Index(i)];
-                let r = ColumnRef::parse(f).ok_or_else(|| {
-                    Problem::at(
-                        at.clone(),
-                        format!("{what} `{f}` is not store.table.column"),
-                    )
-                })?;
-                if !known(&r.store) {
-                    return Err(Problem::at(
-                        at,
-                        format!("{what} `{f}` names unknown store `{}`", r.store),
-                    ));
-                }
+                declared_column(vec![key(what), Seg::Index(i)], what, f, names)?;
             }
         }
         Ok(())
@@ -274,6 +248,28 @@ impl Config {
     pub fn store(&self, name: &str) -> Option<&StoreConfig> {
         self.stores.iter().find(|s| s.name == name)
     }
+}
+
+/// `text` is `store.table.column` of a declared store (`names`); `what` names the setting at `at`.
+fn declared_column(
+    at: Vec<Seg>,
+    what: &str,
+    text: &str,
+    names: &HashSet<&str>,
+) -> Result<(), Problem> {
+    let r = ColumnRef::parse(text).ok_or_else(|| {
+        Problem::at(
+            at.clone(),
+            format!("{what} `{text}` is not store.table.column"),
+        )
+    })?;
+    if !names.contains(r.store.as_str()) {
+        return Err(Problem::at(
+            at,
+            format!("{what} `{text}` names unknown store `{}`", r.store),
+        ));
+    }
+    Ok(())
 }
 
 impl StoreConfig {

@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 /// u64s), for the leak scan `wf validate` runs on CERT.
 pub const LEAK_HASHES: &str = "leak-hashes.bin";
 
-fn budget() -> usize {
+/// How many originals' hashes a scan holds in memory at most (`WF_LEAK_MEMORY_HASHES`).
+pub fn budget() -> usize {
     crate::runs::budget_from_env("WF_LEAK_MEMORY_HASHES", 8_000_000)
 }
 

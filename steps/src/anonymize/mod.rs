@@ -8,6 +8,7 @@ pub mod input;
 pub mod key;
 pub mod leak;
 pub mod leak_scan;
+pub mod originals;
 mod pipeline;
 mod report;
 pub mod rules;

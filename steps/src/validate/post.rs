@@ -5,10 +5,11 @@
 
 use super::rules::Severity;
 use super::{Tally, ValidationReport};
-use crate::anonymize::leak::{is_original, leak_hash, tag_id, LeakSet};
+use crate::anonymize::leak::tag_id;
+use crate::anonymize::originals::Originals;
 use crate::anonymize::AnonKey;
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use wf_stores::config::Side;
 use wf_stores::extract::{open_snapshot, Snap};
 use wf_stores::graph::stage::{GraphBatch, GraphFileKind, GraphFileReader};
@@ -28,8 +29,8 @@ pub struct PostInput<'a> {
     /// Fields the run's leak scan covered, with their domains (`field:…`, `detector:…`); an
     /// empty list (a run from before domains) compares with every original.
     pub scanned_fields: HashMap<String, Vec<String>>,
-    /// Sorted keyed hashes of the originals, and the key they were made with.
-    pub originals: Vec<u64>,
+    /// The keyed hashes of the originals (in memory, or looked up in their file).
+    pub originals: crate::anonymize::originals::Originals,
     pub key: Option<&'a AnonKey>,
 }
 
@@ -62,14 +63,13 @@ fn row_hash(types: &[ColType], row: &[Option<String>]) -> u64 {
 }
 
 /// Checks CERT against the run's anonymized staging.
-pub async fn validate_loaded(mut inp: PostInput<'_>) -> Result<ValidationReport, StoreError> {
+pub async fn validate_loaded(inp: PostInput<'_>) -> Result<ValidationReport, StoreError> {
     let started = std::time::Instant::now();
     let mut tally = Tally::default();
     let mut cert: HashMap<String, (StoreSchema, Snap)> = HashMap::new();
     for s in &inp.config.stores {
         cert.insert(s.name.clone(), open_snapshot(s, Side::Cert).await?);
     }
-    let originals = LeakSet::from_sorted(std::mem::take(&mut inp.originals));
     let prod: Vec<&Table> = inp.schemas.iter().flat_map(|s| &s.tables).collect();
     let mut rows_total = 0;
     for (table, path) in &inp.files {
@@ -101,7 +101,7 @@ pub async fn validate_loaded(mut inp: PostInput<'_>) -> Result<ValidationReport,
             names: cols.iter().map(|c| c.name.clone()).collect(),
             types: cols.iter().map(|c| c.col_type).collect(),
         };
-        let Some(rows) = compare_rows(&mut tally, &inp, snap, &t, &originals).await? else {
+        let Some(rows) = compare_rows(&mut tally, &inp, snap, &t).await? else {
             continue;
         };
         rows_total += rows;
@@ -148,7 +148,6 @@ async fn compare_rows(
     inp: &PostInput<'_>,
     snap: &mut Snap,
     t: &Loaded<'_>,
-    originals: &LeakSet,
 ) -> Result<Option<u64>, StoreError> {
     let (table, ct, path) = (t.table, t.ct, t.path);
     let pk: Vec<usize> = ct
@@ -188,7 +187,7 @@ async fn compare_rows(
                     found_n += 1;
                     cert_sum = cert_sum.wrapping_add(row_hash(&t.types, &got));
                     if let Some(key) = inp.key {
-                        leaks += leaks_in(key, &got, &scan_tags, originals);
+                        leaks += leaks_in(key, &got, &scan_tags, &inp.originals)?;
                     }
                 }
                 chunk.clear();
@@ -365,21 +364,25 @@ async fn graph_present(
     r.finish().await
 }
 
-/// How many cells of a CERT row are originals of their column's leak-scan domains.
+/// How many cells of a CERT row are originals of their column's leak-scan domains (no tags: of
+/// any domain, as runs from before domains were scanned).
 fn leaks_in(
     key: &AnonKey,
     row: &[Option<String>],
     scan_tags: &[Option<Vec<u64>>],
-    originals: &LeakSet,
-) -> u64 {
-    row.iter()
-        .zip(scan_tags)
-        .filter(|(v, tags)| match (v, tags) {
-            (Some(v), Some(tags)) if tags.is_empty() => {
-                v.len() >= 4 && originals.contains(leak_hash(key, v))
-            }
-            (Some(v), Some(tags)) => is_original(key, v, tags, originals),
-            _ => false,
-        })
-        .count() as u64
+    originals: &Originals,
+) -> Result<u64, StoreError> {
+    let mut n = 0;
+    for (v, tags) in row.iter().zip(scan_tags) {
+        if let (Some(v), Some(tags)) = (v, tags) {
+            let hit = originals
+                .has(key, v, tags)
+                .map_err(|e| StoreError::Staging {
+                    path: originals.path().map(Path::to_path_buf).unwrap_or_default(),
+                    message: format!("cannot read the originals' hashes: {e}"),
+                })?;
+            n += u64::from(hit);
+        }
+    }
+    Ok(n)
 }
