@@ -196,6 +196,22 @@ async fn scenario(mut cfg: Config, ids_schema: &str) {
         after,
         "a failed load leaves CERT as it was"
     );
+    // The same failure while a staged file no longer matches its SHA-256 (its reader never got
+    // to the end, where it is checked): the damaged file is the error, so its producer runs again.
+    let last = other[0].tables.last().expect("a table").file.clone();
+    let clean = std::fs::read(&last).expect("staged file");
+    let mut bad = clean.clone();
+    bad.push(0);
+    std::fs::write(&last, &bad).expect("damage");
+    let e = load_store(cfg.store("ids").expect("ids"), &other[0])
+        .await
+        .expect_err("conflict on a damaged file");
+    std::fs::write(&last, &clean).expect("restore");
+    assert!(
+        matches!(&e, StoreError::Corrupt { path, .. } if *path == last),
+        "{e}"
+    );
+    assert_eq!(counts(&cfg).await, after);
 
     // Rollback deletes exactly what run1 inserted, and keeps CERT's own rows; the lookup indexes
     // a PostgreSQL rollback makes for unindexed foreign keys are gone with it.
