@@ -12,7 +12,8 @@ use wf_stores::graph::GraphConfig;
 use wf_stores::subset::Key;
 use wf_stores::StoreError;
 
-/// Graph: node keys unique per label, relationship ends among the staged nodes, links resolve.
+/// Graph: node keys unique per label, relationship ends among the staged nodes, links resolve,
+/// no parallel relationships where the load MERGEs them.
 pub(super) fn graph_checks(
     tally: &mut Tally,
     inp: &ValidateInput<'_>,
@@ -33,7 +34,8 @@ pub(super) fn graph_checks(
         node_file(tally, g, &label, rd, keys, sets)?;
     }
     for path in rel_files {
-        rel_file(tally, g, GraphFileReader::open(path)?, &nodes)?;
+        let merges = inp.strategy != wf_stores::load::Strategy::Insert;
+        rel_file(tally, g, GraphFileReader::open(path)?, &nodes, merges)?;
     }
     Ok(())
 }
@@ -143,6 +145,7 @@ fn rel_file(
     g: &GraphConfig,
     mut rd: GraphFileReader,
     nodes: &HashMap<String, HashSet<String>>,
+    merges: bool,
 ) -> Result<(), StoreError> {
     let GraphFileKind::Rels { start, end, .. } = rd.kind.clone() else {
         return Ok(());
@@ -150,6 +153,7 @@ fn rel_file(
     let table = format!("{}.{}", g.name, rd.kind.table());
     let (mut n, mut ex) = (0u64, Vec::new());
     let mut unportable = Unportable::default();
+    let mut parallel = Parallel::default();
     let ok = |label: &str, v: &wf_stores::graph::GValue| {
         nodes.get(label).is_some_and(|s| s.contains(&v.key_text()))
     };
@@ -157,6 +161,7 @@ fn rel_file(
         let GraphBatch::Rels(rs) = b else { continue };
         for r in rs {
             unportable.note(&r.props);
+            parallel.note(&r);
             if !ok(&start, &r.start.1) || !ok(&end, &r.end.1) {
                 n += 1;
                 if ex.len() < super::EXAMPLES {
@@ -179,7 +184,55 @@ fn rel_file(
         format!("{n} relationships have an end node missing from the subgraph"),
     );
     unportable.check(tally, g, &table);
+    parallel.check(tally, &table, merges);
     Ok(())
+}
+
+/// Relationships of one staged file that repeat another between the same two nodes (one file
+/// holds one type): `upsert` and `skip-existing` MERGE relationships by (type, start, end), so
+/// they would keep one of them while the report counted every one; `insert` CREATEs each.
+#[derive(Default)]
+struct Parallel {
+    seen: HashSet<u64>,
+    repeats: u64,
+    examples: Vec<String>,
+}
+
+impl Parallel {
+    fn note(&mut self, r: &wf_stores::graph::RelRec) {
+        let (s, e) = (r.start.1.key_text(), r.end.1.key_text());
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&(&s, &e), &mut h);
+        if !self.seen.insert(std::hash::Hasher::finish(&h)) {
+            self.repeats += 1;
+            if self.examples.len() < super::EXAMPLES {
+                self.examples.push(format!("{s} -> {e}"));
+            }
+        }
+    }
+
+    fn check(self, tally: &mut Tally, table: &str, merges: bool) {
+        let n = self.repeats;
+        let sev = if merges {
+            Severity::Error
+        } else {
+            Severity::Info
+        };
+        let message = if merges {
+            format!("{n} relationships repeat another of their type between the same two nodes; this strategy MERGEs relationships by type and ends and would keep one of each: load with --strategy insert, which creates every one")
+        } else {
+            format!("{n} relationships repeat another of their type between the same two nodes (parallel relationships); insert creates each, and a rollback deletes them together")
+        };
+        tally.check(
+            "graph",
+            "parallel relationships",
+            table,
+            sev,
+            n,
+            self.examples,
+            message,
+        );
+    }
 }
 
 /// Properties of one staged file whose values a Bolt server may refuse (maps, nested or mixed

@@ -1,7 +1,8 @@
 //! The graph store (sp): a property graph in Neo4j over Bolt (neo4rs) or in an embedded file, behind
 //! `GraphRead` / `GraphWrite`. Nodes are identified by (label, key) (see `key`); a node's label is its
 //! first label in name order, and all its labels travel with it. Relationships are identified by
-//! (type, start node, end node): loads MERGE them, so parallel relationships of one type collapse.
+//! (type, start node, end node): `insert` CREATEs each (parallel ones too); `upsert` and
+//! `skip-existing` MERGE them, so the validation gate refuses parallel ones under those.
 
 pub mod bolt;
 pub mod config;
