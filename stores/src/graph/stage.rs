@@ -10,7 +10,7 @@ use crate::staging::{open, value_at, ColType, FileInfo, StagingWriter, Value};
 use arrow_schema::{Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -97,8 +97,9 @@ fn io_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
     }
 }
 
-/// Rows of one graph file collected as JSON lines first (the column types are known only once
-/// every row is seen), then written to Arrow. The spill file is raw data: 0600, deleted after.
+/// Rows of one graph file collected in a spill file first (the column types are known only once
+/// every row is seen), then written to Arrow. The spill holds each row as bincode (values as
+/// read: no text round trip, NaN stays NaN); it is raw data: 0600, deleted after.
 pub struct Spooler {
     kind: GraphFileKind,
     spill: PathBuf,
@@ -127,7 +128,7 @@ impl Spooler {
             GraphFileKind::Nodes { .. } => None,
         };
         use std::os::unix::fs::OpenOptionsExt;
-        let spill = dir.join(format!("{}.jsonl.partial", kind.table()));
+        let spill = dir.join(format!("{}.spill.partial", kind.table()));
         let f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -158,11 +159,12 @@ impl Spooler {
         for (k, v) in &n.props {
             self.note(k, v);
         }
-        let line = serde_json::json!({
-            "l": n.labels,
-            "p": GValue::Map(n.props.clone()).to_json(),
-        });
-        self.line(line)
+        self.line(&SpillOut {
+            labels: &n.labels,
+            start: &GValue::Null,
+            end: &GValue::Null,
+            props: &n.props,
+        })
     }
 
     pub fn push_rel(&mut self, r: &RelRec) -> Result<(), StoreError> {
@@ -176,17 +178,19 @@ impl Spooler {
         for (k, v) in &r.props {
             self.note(k, v);
         }
-        let line = serde_json::json!({
-            "s": r.start.1.to_json(),
-            "e": r.end.1.to_json(),
-            "p": GValue::Map(r.props.clone()).to_json(),
-        });
-        self.line(line)
+        self.line(&SpillOut {
+            labels: &[],
+            start: &r.start.1,
+            end: &r.end.1,
+            props: &r.props,
+        })
     }
 
-    fn line(&mut self, v: serde_json::Value) -> Result<(), StoreError> {
+    fn line(&mut self, row: &SpillOut<'_>) -> Result<(), StoreError> {
         self.rows += 1;
-        writeln!(self.out, "{v}").map_err(|e| io_err(&self.spill, e))
+        bincode::serde::encode_into_std_write(row, &mut self.out, bincode::config::standard())
+            .map(|_| ())
+            .map_err(|e| io_err(&self.spill, e))
     }
 
     /// Writes the Arrow file `dir/<table>.arrow` and removes the spill.
@@ -244,28 +248,32 @@ impl Spooler {
         let path = dir.join(format!("{}.arrow", self.kind.table()));
         let mut w = StagingWriter::create(&path, schema, batch_rows)?;
         let f = std::fs::File::open(&self.spill).map_err(|e| io_err(&self.spill, e))?;
-        for line in std::io::BufReader::new(f).lines() {
-            let line = line.map_err(|e| io_err(&self.spill, e))?;
-            let row: serde_json::Value =
-                serde_json::from_str(&line).map_err(|e| io_err(&self.spill, e))?;
-            let props = match GValue::from_json(&row["p"]) {
-                GValue::Map(m) => m,
-                _ => BTreeMap::new(),
-            };
+        let mut rd = std::io::BufReader::new(f);
+        for _ in 0..self.rows {
+            let row: SpillIn =
+                bincode::serde::decode_from_std_read(&mut rd, bincode::config::standard())
+                    .map_err(|e| io_err(&self.spill, e))?;
             for (i, (name, kind)) in names.iter().zip(&kinds).enumerate() {
+                let labels;
                 let v = match name.as_str() {
-                    "_labels" if is_nodes => GValue::Text(row["l"].to_string()),
-                    "_start" if !is_nodes => GValue::from_json(&row["s"]),
-                    "_end" if !is_nodes => GValue::from_json(&row["e"]),
+                    "_labels" if is_nodes => {
+                        labels = GValue::Text(
+                            serde_json::to_string(&row.labels)
+                                .map_err(|e| io_err(&self.spill, e))?,
+                        );
+                        &labels
+                    }
+                    "_start" if !is_nodes => &row.start,
+                    "_end" if !is_nodes => &row.end,
                     other if !is_nodes && other.starts_with("_start.") => {
-                        part_of(&row["s"], other, "_start", &names)
+                        part_of(&row.start, other, "_start", &names)
                     }
                     other if !is_nodes && other.starts_with("_end.") => {
-                        part_of(&row["e"], other, "_end", &names)
+                        part_of(&row.end, other, "_end", &names)
                     }
-                    other => props.get(other).cloned().unwrap_or(GValue::Null),
+                    other => row.props.get(other).unwrap_or(&GValue::Null),
                 };
-                push_cell(&mut w, i, kind, &v)?;
+                push_cell(&mut w, i, kind, v)?;
             }
             w.end_row()?;
         }
@@ -275,17 +283,36 @@ impl Spooler {
     }
 }
 
-/// The part of a composite end value (a JSON list) that column `name` holds: parts are in key
+/// One spilled row as written: a node's labels and properties, or a relationship's ends and
+/// properties (the fields the other kind does not use are empty).
+#[derive(Serialize)]
+struct SpillOut<'a> {
+    labels: &'a [String],
+    start: &'a GValue,
+    end: &'a GValue,
+    props: &'a BTreeMap<String, GValue>,
+}
+
+/// One spilled row as read back (`SpillOut`'s fields, owned).
+#[derive(Deserialize)]
+struct SpillIn {
+    labels: Vec<String>,
+    start: GValue,
+    end: GValue,
+    props: BTreeMap<String, GValue>,
+}
+
+/// The part of a composite end value (a list) that column `name` holds: parts are in key
 /// order, as their columns are.
-fn part_of(v: &serde_json::Value, name: &str, end: &str, names: &[String]) -> GValue {
+fn part_of<'v>(v: &'v GValue, name: &str, end: &str, names: &[String]) -> &'v GValue {
     let prefix = format!("{end}.");
     let i = names
         .iter()
         .filter(|n| n.starts_with(&prefix))
         .position(|n| n == name);
     match (v, i) {
-        (serde_json::Value::Array(a), Some(i)) => a.get(i).map_or(GValue::Null, GValue::from_json),
-        _ => GValue::Null,
+        (GValue::List(a), Some(i)) => a.get(i).unwrap_or(&GValue::Null),
+        _ => &GValue::Null,
     }
 }
 

@@ -5,7 +5,7 @@ use chrono::{NaiveDate, NaiveDateTime};
 use std::collections::BTreeMap;
 
 /// A property value.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum GValue {
     Null,
     Bool(bool),

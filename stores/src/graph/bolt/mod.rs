@@ -81,30 +81,30 @@ fn server_text(dump: &str) -> Option<String> {
 }
 
 /// A Bolt value as a graph value; types wf does not stage (points, durations, times) become text.
-pub fn from_bolt(v: BoltType) -> GValue {
+pub fn from_bolt(v: &BoltType) -> GValue {
     match v {
         BoltType::Null(_) => GValue::Null,
         BoltType::Boolean(b) => GValue::Bool(b.value),
         BoltType::Integer(i) => GValue::Int(i.value),
         BoltType::Float(f) => GValue::Float(f.value),
-        BoltType::String(s) => GValue::Text(s.value),
-        BoltType::List(l) => GValue::List(l.value.into_iter().map(from_bolt).collect()),
+        BoltType::String(s) => GValue::Text(s.value.clone()),
+        BoltType::List(l) => GValue::List(l.value.iter().map(from_bolt).collect()),
         BoltType::Map(m) => GValue::Map(
             m.value
-                .into_iter()
-                .map(|(k, v)| (k.value, from_bolt(v)))
+                .iter()
+                .map(|(k, v)| (k.value.clone(), from_bolt(v)))
                 .collect(),
         ),
-        BoltType::Date(d) => chrono::NaiveDate::try_from(&d)
+        BoltType::Date(d) => chrono::NaiveDate::try_from(d)
             .map(GValue::Date)
             .unwrap_or(GValue::Null),
-        BoltType::LocalDateTime(d) => chrono::NaiveDateTime::try_from(&d)
+        BoltType::LocalDateTime(d) => chrono::NaiveDateTime::try_from(d)
             .map(GValue::DateTime)
             .unwrap_or(GValue::Null),
-        BoltType::DateTime(d) => chrono::DateTime::<chrono::FixedOffset>::try_from(&d)
+        BoltType::DateTime(d) => chrono::DateTime::<chrono::FixedOffset>::try_from(d)
             .map(|d| GValue::DateTime(d.naive_utc()))
             .unwrap_or(GValue::Null),
-        BoltType::DateTimeZoneId(d) => chrono::NaiveDateTime::try_from(&d)
+        BoltType::DateTimeZoneId(d) => chrono::NaiveDateTime::try_from(d)
             .map(GValue::DateTime)
             .unwrap_or(GValue::Null),
         other => GValue::Text(other.to_string()),
@@ -143,9 +143,7 @@ pub(crate) fn list(values: impl IntoIterator<Item = BoltType>) -> BoltType {
 }
 
 pub(crate) fn get(row: &Row, col: &str) -> GValue {
-    row.get::<BoltType>(col)
-        .map(from_bolt)
-        .unwrap_or(GValue::Null)
+    row.value(col).map(from_bolt).unwrap_or(GValue::Null)
 }
 
 fn labels(row: &Row, col: &str) -> Vec<String> {

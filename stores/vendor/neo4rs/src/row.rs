@@ -159,6 +159,11 @@ impl Row {
         Row { attributes }
     }
 
+    /// wf patch: the value of attribute `key` as received, without the serde copy `get` makes.
+    pub fn value(&self, key: &str) -> Option<&BoltType> {
+        self.attributes.value.get(key)
+    }
+
     /// Get an attribute of this relationship and deserialize it into custom type that implements [`serde::Deserialize`]
     pub fn get<'this, T>(&'this self, key: &str) -> Result<T, DeError>
     where
