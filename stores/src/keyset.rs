@@ -286,10 +286,13 @@ impl KeySet {
 
     /// Adds `k`; true if it was not there.
     pub fn insert(&mut self, k: Key) -> Result<bool, StoreError> {
-        if self.contains(&k)? {
+        // One walk of the tree: the insert itself says whether the key was in memory.
+        if !self.spilled.is_empty() && self.spilled.contains(&self.spill.fingerprint(&k)) {
             return Ok(false);
         }
-        self.mem.insert(k);
+        if !self.mem.insert(k) {
+            return Ok(false);
+        }
         self.spill.hold(1);
         self.len += 1;
         if self.mem.len() > self.limit || self.spill.should_spill(self.mem.len()) {

@@ -3,8 +3,8 @@
 //! One transaction per store, tables in load order (parents first). Exactly-once: the load writes a
 //! marker row per table into `wf_loads` (run key, store, table, rows, sha256) in the same
 //! transaction, and a load that finds its run key there has already committed and does nothing.
-//! Cycles: on PostgreSQL the break-point columns are loaded NULL and set by UPDATE once every table
-//! is in; on SQLite foreign keys are checked at commit (`defer_foreign_keys`).
+//! Cycles: on PostgreSQL the break-point columns are loaded NULL and set once every table is in,
+//! one UPDATE per staged batch (`pg_break`); on SQLite foreign keys are checked at commit (`defer_foreign_keys`).
 //! Rollback deletes exactly the keys the run inserted (its manifest, written before commit and
 //! trusted only once the marker committed), children first, in one transaction per store.
 
@@ -12,6 +12,7 @@ mod dialect;
 mod diff;
 mod diff_tx;
 mod job;
+mod pg_break;
 mod pg_fk_index;
 pub mod postgres;
 mod protocol;

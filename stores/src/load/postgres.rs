@@ -303,7 +303,7 @@ impl Dialect for PgDialect {
         t: &TableLoad,
         keys: Option<&[Key]>,
     ) -> Result<(), StoreError> {
-        set_deferred(&mut self.conn, t, keys).await
+        super::pg_break::set_deferred(&mut self.conn, t, keys, load_error).await
     }
 
     async fn after_tables(&mut self, job: &StoreLoad) -> Result<(), StoreError> {
@@ -470,73 +470,6 @@ async fn advance_sequences(conn: &mut PgConnection, table: &Table) -> Result<(),
                 store: table.store.clone(),
                 message: format!("advancing sequence {seq} of {}.{col}: {e}", table.name),
             })?;
-    }
-    Ok(())
-}
-
-/// Sets the deferred (cycle break) columns of the rows with `keys` to their staged values.
-async fn set_deferred(
-    conn: &mut PgConnection,
-    t: &TableLoad,
-    keys: Option<&[Key]>,
-) -> Result<(), StoreError> {
-    let table = &t.table;
-    let wanted: Option<HashSet<&Key>> = keys.map(|k| k.iter().collect());
-    let key_cols = key_columns(table);
-    let sets: Vec<String> = t
-        .deferred
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            Ok(format!(
-                "{} = ${}::text::{}",
-                ident(c),
-                i + 1,
-                col_type(table, c)?
-            ))
-        })
-        .collect::<Result<_, StoreError>>()?;
-    let wheres: Vec<String> = key_cols
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            Ok(format!(
-                "{} = ${}::text::{}",
-                ident(c),
-                t.deferred.len() + i + 1,
-                col_type(table, c)?
-            ))
-        })
-        .collect::<Result<_, StoreError>>()?;
-    let sql = format!(
-        "update {} set {} where {}",
-        table_ident(&table.name),
-        sets.join(", "),
-        wheres.join(" and ")
-    );
-    for b in batches(&t.file)? {
-        let key_idx = key_positions(table, &b.schema())?;
-        let def_idx: Vec<usize> = t
-            .deferred
-            .iter()
-            .filter_map(|c| b.schema().index_of(c).ok())
-            .collect();
-        for r in 0..b.num_rows() {
-            let key = key_of(&b, &key_idx, r);
-            let vals = key_of(&b, &def_idx, r);
-            if wanted.as_ref().is_some_and(|w| !w.contains(&key))
-                || vals.iter().all(Option::is_none)
-            {
-                continue;
-            }
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
-            for v in vals.into_iter().chain(key) {
-                q = q.bind(v);
-            }
-            q.execute(&mut *conn)
-                .await
-                .map_err(|e| load_error(&table.store, &table.name, e))?;
-        }
     }
     Ok(())
 }
