@@ -418,6 +418,30 @@ fn natural_and_composite_keys_on_the_embedded_graph() {
         "{}",
         r.stderr
     );
+    // Names [graph] gives that the PROD graph lacks stop a run before it starts, with the line.
+    for (from, to, says) in [
+        (
+            "district_labels = [\"Author\"",
+            "district_labels = [\"Autor\"",
+            "[graph] district_labels names label `Autor`, which the PROD graph does not have: fix its spelling in wf.toml; did you mean Author?",
+        ),
+        (
+            "type = \"HAS EDITION\"",
+            "type = \"HAS EDITON\"",
+            "[graph] follow type `HAS EDITON` is not a relationship type of the PROD graph: fix its spelling in wf.toml; did you mean HAS EDITION?",
+        ),
+    ] {
+        let bad = write_config(&dir.join("misnamed"), &text.replace(from, to));
+        let r = wf(&sb, &bad, &["run", "migrate", "--district", "1"]);
+        assert_eq!(r.code, Some(1), "{}\n{}", r.stdout, r.stderr);
+        let line = text.lines().position(|l| l.contains(from)).unwrap() + 1;
+        assert!(
+            r.stderr.contains(&format!("wf.toml line {line}: {says}")),
+            "{}",
+            r.stderr
+        );
+        assert!(!cert.exists(), "nothing was written");
+    }
     let read = |sql: &str| -> Vec<(String, i64)> {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {

@@ -20,6 +20,10 @@ struct Known {
     /// `store.table.column` of every column that references another table (declared FKs).
     fk_columns: BTreeSet<String>,
     graph: Option<(String, BTreeSet<String>)>,
+    /// `[graph] follow` types the PROD graph has no relationship of.
+    graph_missing_types: Vec<String>,
+    /// The PROD graph's relationship types, read only when a follow type is missing.
+    graph_types: BTreeSet<String>,
     /// The discovered schemas (names, keys, FKs; no row counts), for the cycle analysis.
     schemas: Vec<wf_stores::schema::StoreSchema>,
 }
@@ -179,6 +183,21 @@ async fn discover(cfg: &Config) -> Result<Known, String> {
             .await
             .map_err(|e| e.to_string())?;
         let labels = r.label_counts().await.map_err(|e| e.to_string())?;
+        // One relationship of each followed type, not a count of them all; when one finds none
+        // (its type is absent, or that relationship's end lacks its key), the types are listed.
+        let mut unseen = false;
+        for f in &g.follow {
+            let one = r.sample_rels(&f.rel_type, 1).await;
+            unseen |= one.map_err(|e| e.to_string())?.is_empty();
+        }
+        if unseen {
+            let types = r.rel_type_counts().await.map_err(|e| e.to_string())?;
+            known.graph_types = types.into_iter().map(|(t, _)| t).collect();
+            known.graph_missing_types = (g.follow.iter())
+                .map(|f| f.rel_type.clone())
+                .filter(|t| !known.graph_types.contains(t))
+                .collect();
+        }
         r.finish().await.map_err(|e| e.to_string())?;
         known.graph = Some((g.name.clone(), labels.into_iter().map(|(l, _)| l).collect()));
     }
@@ -208,7 +227,54 @@ fn check_config(cfg: &Config, known: &Known, src: &Sources) -> Result<(), String
             ));
         }
     }
-    cycle_breaks(cfg, known, src)
+    cycle_breaks(cfg, known, src)?;
+    graph_names(cfg, known, src)
+}
+
+/// The labels and relationship types `[graph]` names must be in the PROD graph: a misspelled
+/// district label would seed nothing from it, a misspelled follow type reach nothing, silently.
+fn graph_names(cfg: &Config, known: &Known, src: &Sources) -> Result<(), String> {
+    let (Some(g), Some((_, labels))) = (&cfg.graph, &known.graph) else {
+        return Ok(());
+    };
+    let all: Vec<String> = labels.iter().cloned().collect();
+    let at = |path: Vec<Seg>| src.wf([vec![key("graph")], path].concat());
+    let mut named: Vec<(Vec<Seg>, &str, &str)> = Vec::new();
+    for l in g.keys.keys() {
+        named.push((vec![key("keys"), key(l)], "keys", l));
+    }
+    for (i, l) in g.district_labels.iter().enumerate() {
+        named.push((item("district_labels", i), "district_labels", l));
+    }
+    for (i, link) in g.links.iter().enumerate() {
+        let label = link.from.split('.').next().unwrap_or_default();
+        named.push((
+            [item("links", i), vec![key("from")]].concat(),
+            "links from",
+            label,
+        ));
+    }
+    for (path, what, l) in named {
+        if !labels.contains(l) {
+            return Err(format!(
+                "{}[graph] {what} names label `{l}`, which the PROD graph does not have: fix its spelling in wf.toml{}",
+                at(path),
+                suggest(l, &all)
+            ));
+        }
+    }
+    let types: Vec<String> = known.graph_types.iter().cloned().collect();
+    for (i, f) in g.follow.iter().enumerate() {
+        if known.graph_missing_types.contains(&f.rel_type) {
+            return Err(format!(
+                "{}[graph] follow type `{}` is not a relationship type of the PROD graph: fix its spelling in wf.toml{}",
+                at([item("follow", i), vec![key("type")]].concat()),
+                f.rel_type,
+                suggest(&f.rel_type, &types)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Each `cycle_breaks` entry names an FK column (declared or virtual) that breaks a cycle; a
