@@ -119,3 +119,60 @@ async fn sqlite_district_subset_is_complete_and_exact() {
     // Every key set and queue spilled to disk after one entry: the same subset.
     check(cfg, 1).await;
 }
+
+/// A snapshot wf drops ends its session with a Terminate message: a socket closed inside the read
+/// transaction is logged by PROD's server as "unexpected EOF on client connection with an open
+/// transaction" and counted in `pg_stat_database.sessions_abandoned`, once per snapshot.
+#[tokio::test]
+async fn a_dropped_snapshot_ends_its_session_cleanly() {
+    let Some(admin) = common::pg_admin_url() else {
+        return;
+    };
+    let cfg = common::rostering_pg(&admin).await;
+    let name = cfg.stores[0].prod.rsplit('/').next().unwrap().to_string();
+    let stats = sqlx::PgPool::connect(&admin).await.unwrap();
+    let abandoned = || async {
+        let mut c = stats.acquire().await.unwrap();
+        sqlx::query("select pg_stat_clear_snapshot()")
+            .execute(&mut *c)
+            .await
+            .unwrap();
+        let n: i64 = sqlx::query_scalar(
+            "select sessions_abandoned from pg_stat_database where datname = $1",
+        )
+        .bind(&name)
+        .fetch_one(&mut *c)
+        .await
+        .unwrap();
+        n
+    };
+    let before = abandoned().await;
+    let db = common::prod(&cfg, 0).await;
+    for _ in 0..3 {
+        let snap = db.snapshot().await.unwrap();
+        drop(snap);
+    }
+    drop(db);
+    // The sessions end in tasks of their own; the server counts them as they go.
+    let mut ended = false;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let live: i64 =
+            sqlx::query_scalar("select count(*) from pg_stat_activity where datname = $1")
+                .bind(&name)
+                .fetch_one(&stats)
+                .await
+                .unwrap();
+        if live == 0 {
+            ended = true;
+            break;
+        }
+    }
+    assert!(ended, "the snapshots' sessions end");
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(
+        abandoned().await,
+        before,
+        "no session ended by a dropped socket"
+    );
+}
