@@ -454,4 +454,31 @@ fn an_incremental_refresh_replaces_whole_what_it_cannot_diff_and_equals_a_fresh_
     };
     assert_eq!((kept("ids"), kept("adb")), (Some(0), Some(0)), "{st}");
     assert!(kept("hcp1").unwrap_or(0) > 0, "hcp1 was diffed: {st}");
+    // Other anonymization rules change every row: the district is replaced whole, saying why.
+    let rules = a.parent().unwrap().join("anonymization.toml");
+    let text = std::fs::read_to_string(&rules).unwrap();
+    std::fs::write(&rules, format!("{text}\n# reviewed in December\n")).unwrap();
+    let args = [
+        "refresh",
+        "--district",
+        "3",
+        "--incremental",
+        "--config-file",
+    ];
+    let out = ok(&sb, &[&args[..], &[a.to_str().unwrap()]].concat());
+    assert!(
+        out.contains("was anonymized under other anonymization rules (rules_sha256 ")
+            && out.contains("replaces the district whole, not by difference"),
+        "{out}"
+    );
+    let third = out.lines().find(|l| l.starts_with("mig-")).unwrap();
+    let st = status(&sb, third);
+    let diffed = st["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["metrics"]["unchanged_rows"].is_u64())
+        .count();
+    assert_eq!(diffed, 0, "no store went by difference: {st}");
+    assert_eq!(cert_contents(&env, "a"), cert_contents(&env, "b"));
 }

@@ -34,23 +34,7 @@ pub async fn dispatch(cli: Cli, log: RunLog) -> anyhow::Result<u8> {
             args,
             run_id,
         } => {
-            let config = args
-                .iter()
-                .position(|a| a == "--config-file")
-                .and_then(|i| args.get(i + 1))
-                .map(std::path::PathBuf::from)
-                .unwrap_or_else(|| cli.config.clone());
-            let prev = crate::refresh::current_run(&engine, &district, &config)?;
-            say(&format!(
-                "refresh of district {district}: replaces run {prev}"
-            ));
-            let mut all = vec![
-                "--district".to_string(),
-                district,
-                "--replaces".into(),
-                prev,
-            ];
-            all.extend(args);
+            let all = refresh_args(&engine, district, args, &cli.config)?;
             start(
                 &engine,
                 "migrate",
@@ -109,6 +93,43 @@ pub async fn dispatch(cli: Cli, log: RunLog) -> anyhow::Result<u8> {
             Ok(code)
         }
     }
+}
+
+/// `wf refresh`'s migrate arguments: the run that holds the district replaced, and
+/// `--incremental` dropped, saying why, when that run was anonymized under another key or rules.
+fn refresh_args(
+    engine: &Engine,
+    district: String,
+    args: Vec<String>,
+    default_config: &std::path::Path,
+) -> anyhow::Result<Vec<String>> {
+    let config = args
+        .iter()
+        .position(|a| a == "--config-file")
+        .and_then(|i| args.get(i + 1))
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| default_config.to_path_buf());
+    let prev = crate::refresh::current_run(engine, &district, &config)?;
+    say(&format!(
+        "refresh of district {district}: replaces run {prev}"
+    ));
+    let mut all = vec![
+        "--district".to_string(),
+        district.clone(),
+        "--replaces".into(),
+        prev.clone(),
+    ];
+    all.extend(args);
+    if all.iter().any(|a| a == "--incremental") {
+        let attrs = build("migrate", &all, default_config)?.workflow.attrs();
+        if let Some(why) = crate::refresh::changed_since(engine, &prev, &attrs)? {
+            say(&format!(
+                "refresh of district {district}: {why}: every row changes, so it replaces the district whole, not by difference"
+            ));
+            all.retain(|a| a != "--incremental");
+        }
+    }
+    Ok(all)
 }
 
 fn build(name: &str, args: &[String], config: &std::path::Path) -> anyhow::Result<Built> {

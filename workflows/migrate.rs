@@ -95,6 +95,9 @@ pub struct Migrate {
     /// The checked arguments, journaled as the run's `params` attribute.
     args: MigrateArgs,
     hash: String,
+    /// SHA-256 of the anonymization rules file, journaled as `rules_sha256`: a refresh by
+    /// difference needs the run it replaces to have been anonymized under the same rules.
+    rules_sha256: String,
 }
 
 impl Migrate {
@@ -251,6 +254,7 @@ impl Migrate {
             hashed.push_str("\u{0}incremental");
         }
         let hash = hex::encode(Sha256::digest(hashed.as_bytes()));
+        let rules_sha256 = hex::encode(Sha256::digest(rules_text.as_bytes()));
         let params = MigrateParams {
             config,
             rules_file,
@@ -271,6 +275,7 @@ impl Migrate {
             config_file,
             args: parsed,
             hash,
+            rules_sha256,
         })
     }
 
@@ -282,6 +287,9 @@ impl Migrate {
         &self.params.config
     }
 }
+
+/// The run attribute with the SHA-256 of the anonymization rules file.
+pub const RULES_SHA256: &str = "rules_sha256";
 
 /// Why a workflow could not be built from its arguments.
 pub enum BuildFailure {
@@ -454,6 +462,7 @@ impl Workflow for Migrate {
                 "key_fingerprint".to_string(),
                 self.params.key_fingerprint.clone(),
             ),
+            (RULES_SHA256.to_string(), self.rules_sha256.clone()),
             ("keep_raw".to_string(), self.args.keep_raw.to_string()),
             ("dry_run".to_string(), self.args.dry_run.to_string()),
             (

@@ -50,3 +50,37 @@ pub fn after_run(
         Err(e) => eprintln!("wf: run {prev}: could not mark it superseded by {id}: {e}"),
     }
 }
+
+/// Why an `--incremental` refresh of `prev` would rewrite every row (another anonymization key,
+/// or rules other than those `prev` was anonymized under; `attrs` are the new run's): then it
+/// replaces the district whole, which is faster than a difference where every value differs.
+/// `None` when nothing says so (a run from before the rules were recorded is compared by key).
+pub fn changed_since(
+    engine: &Engine,
+    prev: &str,
+    attrs: &std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<Option<String>> {
+    let (list, _) = engine.list()?;
+    let Some(was) = list.into_iter().find(|v| v.id == prev).map(|v| v.attrs) else {
+        return Ok(None);
+    };
+    for (attr, what) in [
+        ("key_fingerprint", "another anonymization key"),
+        (crate::migrate::RULES_SHA256, "other anonymization rules"),
+    ] {
+        if let (Some(a), Some(b)) = (was.get(attr), attrs.get(attr)) {
+            if a != b {
+                return Ok(Some(format!(
+                    "run {prev} was anonymized under {what} ({attr} {}, now {})",
+                    short(a),
+                    short(b)
+                )));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn short(s: &str) -> &str {
+    s.get(..12).unwrap_or(s)
+}
