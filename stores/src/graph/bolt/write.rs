@@ -244,8 +244,14 @@ impl BoltWrite {
             Write::Merge => ("MERGE", "+="),
             Write::Create => ("CREATE", "="),
         };
+        // Relationships without properties (many are) are written without an empty SET per row.
+        let with_props = rows.iter().any(|r| !r.props.is_empty());
+        let set = match with_props {
+            true => format!(" SET x {set} r.p"),
+            false => String::new(),
+        };
         let q = format!(
-            "UNWIND $rows AS r MATCH (a:{} {}) MATCH (b:{} {}) {verb} (a)-[x:{}]->(b) SET x {set} r.p RETURN count(x) AS c",
+            "UNWIND $rows AS r MATCH (a:{} {}) MATCH (b:{} {}) {verb} (a)-[x:{}]->(b){set} RETURN count(x) AS c",
             ident(ends.0),
             self.0.keys.of(ends.0).pattern("r.s"),
             ident(ends.1),
@@ -256,7 +262,9 @@ impl BoltWrite {
             let mut m = BoltMap::new();
             m.put("s".into(), to_bolt(&r.start.1));
             m.put("e".into(), to_bolt(&r.end.1));
-            m.put("p".into(), BoltType::Map(props_map(&r.props)));
+            if with_props {
+                m.put("p".into(), BoltType::Map(props_map(&r.props)));
+            }
             BoltType::Map(m)
         }));
         let out = self.0.rows(query(&q).param("rows", param)).await?;
