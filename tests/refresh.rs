@@ -19,6 +19,15 @@ use std::time::Duration;
 
 const KILLS: usize = 20;
 
+/// `wf refresh --incremental` of district 3, before its `--config-file`.
+const INCREMENTAL: [&str; 5] = [
+    "refresh",
+    "--district",
+    "3",
+    "--incremental",
+    "--config-file",
+];
+
 fn first_line(s: String) -> String {
     s.lines().next().unwrap_or_default().to_string()
 }
@@ -122,14 +131,7 @@ fn a_refresh_replaces_the_district_at_once_and_equals_a_fresh_migrate() {
     let watching = reader(&env, "a", stop.clone());
     // By difference: only the changed rows are written, the result is the whole refresh's. At
     // most 500 earlier rows compared at once: the larger tables are compared in several passes.
-    let args = [
-        "refresh",
-        "--district",
-        "3",
-        "--incremental",
-        "--config-file",
-    ];
-    let refresh = wf(&sb, &[&args[..], &[a.to_str().unwrap()]].concat())
+    let refresh = wf(&sb, &[&INCREMENTAL[..], &[a.to_str().unwrap()]].concat())
         .env("WF_DIFF_MEMORY_ROWS", "500")
         .output()
         .unwrap();
@@ -420,17 +422,7 @@ fn an_incremental_refresh_replaces_whole_what_it_cannot_diff_and_equals_a_fresh_
         .join("anon")
         .join("adb.results.arrow");
     crate::integrity::flip_byte(&results);
-    let out = ok(
-        &sb,
-        &[
-            "refresh",
-            "--district",
-            "3",
-            "--incremental",
-            "--config-file",
-            a.to_str().unwrap(),
-        ],
-    );
+    let out = ok(&sb, &[&INCREMENTAL[..], &[a.to_str().unwrap()]].concat());
     let second = out.lines().find(|l| l.starts_with("mig-")).unwrap();
     run(&sb, &["run", "migrate"], &b);
     assert_eq!(cert_contents(&env, "a"), cert_contents(&env, "b"));
@@ -458,14 +450,7 @@ fn an_incremental_refresh_replaces_whole_what_it_cannot_diff_and_equals_a_fresh_
     let rules = a.parent().unwrap().join("anonymization.toml");
     let text = std::fs::read_to_string(&rules).unwrap();
     std::fs::write(&rules, format!("{text}\n# reviewed in December\n")).unwrap();
-    let args = [
-        "refresh",
-        "--district",
-        "3",
-        "--incremental",
-        "--config-file",
-    ];
-    let out = ok(&sb, &[&args[..], &[a.to_str().unwrap()]].concat());
+    let out = ok(&sb, &[&INCREMENTAL[..], &[a.to_str().unwrap()]].concat());
     assert!(
         out.contains("was anonymized under other anonymization rules (rules_sha256 ")
             && out.contains("replaces the district whole, not by difference"),
