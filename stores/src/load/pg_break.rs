@@ -24,11 +24,20 @@ pub(super) async fn set_deferred(
     let sql = deferred_sql(table, &t.deferred, &key_cols)?;
     for b in batches(&t.file)? {
         let key_idx = key_positions(table, &b.schema())?;
+        // Every break column must be staged: the arrays are matched to the SQL by position.
         let def_idx: Vec<usize> = t
             .deferred
             .iter()
-            .filter_map(|c| b.schema().index_of(c).ok())
-            .collect();
+            .map(|c| {
+                b.schema().index_of(c).map_err(|_| StoreError::Staging {
+                    path: t.file.clone(),
+                    message: format!(
+                        "{}: the staged file has no column {c}, a cycle break column, so the staging does not match the load's plan; start a new run",
+                        table.name
+                    ),
+                })
+            })
+            .collect::<Result<_, _>>()?;
         // One array per deferred column, then one per key column.
         let mut cols: Vec<Vec<Option<String>>> =
             vec![Vec::new(); t.deferred.len() + key_cols.len()];
