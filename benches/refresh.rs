@@ -95,6 +95,9 @@ fn main() {
     let rows = span_rows(&data, &first);
     println!("scale {scale}: migrate of district 3 ({rows} rows) {migrate_s:.2} s");
     phases(&data, &first);
+    if std::env::var("WF_BENCH_STEPS").as_deref() == Ok("1") {
+        steps(&data, &first);
+    }
     let (mut whole, mut inc) = (Vec::new(), Vec::new());
     for round in 0..2 * rounds {
         change_prod(round, 1);

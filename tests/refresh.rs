@@ -466,4 +466,40 @@ fn an_incremental_refresh_replaces_whole_what_it_cannot_diff_and_equals_a_fresh_
         .count();
     assert_eq!(diffed, 0, "no store went by difference: {st}");
     assert_eq!(cert_contents(&env, "a"), cert_contents(&env, "b"));
+    // A tester's CERT row under a key PROD then gives a new row of the district: the refresh
+    // looks up only keys the replaced run did not load, and this one is a conflict (insert).
+    let copy = |url: &str| {
+        exec(
+            url,
+            "insert into results (id, district_id, assessment_id, student_id, score) \
+               select 900000 + id, district_id, assessment_id, student_id, score from results \
+               where district_id = 3 order by id limit 1",
+        )
+    };
+    copy(&env.pg_url("a", "adb"));
+    copy(&env.pg_url("prod", "adb"));
+    let before = cert_contents(&env, "a");
+    let stopped = crate::util::ran(
+        wf(&sb, &[&INCREMENTAL[..], &[a.to_str().unwrap()]].concat())
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(
+        stopped.code,
+        Some(7),
+        "{}\n{}",
+        stopped.stdout,
+        stopped.stderr
+    );
+    assert!(
+        format!("{}{}", stopped.stdout, stopped.stderr).contains("adb.results"),
+        "{}\n{}",
+        stopped.stdout,
+        stopped.stderr
+    );
+    assert_eq!(
+        cert_contents(&env, "a"),
+        before,
+        "the gate stopped it: CERT unchanged"
+    );
 }

@@ -146,14 +146,25 @@ pub fn steps(data: &Path, run: &str) {
     let v: serde_json::Value =
         serde_json::from_str(&wf(data, &["status", run, "--json"])).expect("status");
     let mut peak = 0u64;
-    for s in v["steps"].as_array().into_iter().flatten() {
+    let mut all = v["steps"].as_array().cloned().unwrap_or_default();
+    // In the order they started: the critical path reads top to bottom.
+    all.sort_by(|a, b| {
+        let at = |s: &serde_json::Value| s["started_ms"].as_f64().unwrap_or(f64::INFINITY);
+        at(a).total_cmp(&at(b))
+    });
+    let first = all
+        .iter()
+        .filter_map(|s| s["started_ms"].as_f64())
+        .fold(f64::INFINITY, f64::min);
+    for s in &all {
         let m = &s["metrics"];
         let secs = s["duration_ms"].as_f64().unwrap_or(f64::NAN) / 1000.0;
+        let at = (s["started_ms"].as_f64().unwrap_or(f64::NAN) - first) / 1000.0;
         let rows = m["rows"].as_u64();
         let rss = m["peak_rss_kb"].as_u64().unwrap_or(0);
         peak = peak.max(rss);
         println!(
-            "    {:<28} {secs:>7.2} s {:>12} {:>6.2} s CPU {:>6} MB peak",
+            "    {:<28} @{at:>6.2} s {secs:>7.2} s {:>12} {:>6.2} s CPU {:>6} MB peak",
             s["id"].as_str().unwrap_or("?"),
             rows.map(|r| format!("{:.0} rows/s", r as f64 / secs))
                 .unwrap_or_default(),

@@ -74,7 +74,11 @@ async fn by_primary_key(
     for b in batches(inp.path)? {
         let b = &b?;
         for r in 0..b.num_rows() {
-            if let Some(k) = tuple(b, pk_idx, r) {
+            // A key this run (or the run a refresh replaces) loaded is replaced by the load, in
+            // CERT or not: no lookup. A refresh's rows are nearly all such keys.
+            if let Some(k) =
+                tuple(b, pk_idx, r).filter(|k| !inp.owned.is_some_and(|o| o.contains(&hash_key(k))))
+            {
                 batch.push(k);
             }
             if batch.len() >= LOOKUP || (r + 1 == b.num_rows() && !batch.is_empty()) {
@@ -82,9 +86,6 @@ async fn by_primary_key(
                     .rows_in(ct, &ct.primary_key, &batch, &ct.primary_key)
                     .await?
                 {
-                    if inp.owned.is_some_and(|o| o.contains(&hash_key(&k))) {
-                        continue; // this run's own rows from an earlier generation
-                    }
                     n += 1;
                     if ex.len() < super::EXAMPLES {
                         ex.push(show(&k));
