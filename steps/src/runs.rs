@@ -5,7 +5,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::io::{BufReader, BufWriter, Read, Seek, Write};
+use std::io::{BufWriter, Read, Seek, Write};
 
 /// A budget from environment variable `var` (a positive count of hashes), else `default`.
 pub(crate) fn budget_from_env(var: &str, default: usize) -> usize {
@@ -97,22 +97,28 @@ impl SortedRuns {
         if self.runs.is_empty() {
             return Ok(Box::new(self.buf.into_iter().map(Ok)));
         }
-        let mut sources: Vec<Merged> = Vec::new();
-        for f in self.runs {
-            sources.push(Box::new(words(BufReader::with_capacity(1 << 16, f))));
-        }
-        sources.push(Box::new(self.buf.into_iter().map(Ok)));
-        let mut heap = BinaryHeap::new();
+        let mut sources: Vec<Block> = self
+            .runs
+            .into_iter()
+            .map(|f| Block::file(Box::new(f)))
+            .collect();
+        sources.push(Block::memory(self.buf));
+        let mut heap = BinaryHeap::with_capacity(sources.len());
         for (i, s) in sources.iter_mut().enumerate() {
-            if let Some(h) = s.next().transpose()? {
+            if let Some(h) = s.next()? {
                 heap.push(Reverse((h, i)));
             }
         }
         Ok(Box::new(std::iter::from_fn(move || {
-            let Reverse((h, i)) = heap.pop()?;
-            match sources[i].next().transpose() {
-                Ok(Some(next)) => heap.push(Reverse((next, i))),
-                Ok(None) => {}
+            // The smallest head is replaced by its run's next hash in place (one sift down),
+            // not popped and pushed again.
+            let mut top = heap.peek_mut()?;
+            let Reverse((h, i)) = *top;
+            match sources[i].next() {
+                Ok(Some(next)) => *top = Reverse((next, i)),
+                Ok(None) => {
+                    std::collections::binary_heap::PeekMut::pop(top);
+                }
                 Err(e) => return Some(Err(e)),
             }
             Some(Ok(h))
@@ -142,24 +148,94 @@ impl SortedRuns {
 /// Writes `hashes` to `f` as little-endian u64s, through a buffer; the file back.
 pub(crate) fn write_words(f: std::fs::File, hashes: &[u64]) -> std::io::Result<std::fs::File> {
     let mut w = BufWriter::with_capacity(1 << 16, f);
-    for h in hashes {
-        w.write_all(&h.to_le_bytes())?;
+    let mut bytes = Vec::with_capacity(8 * BLOCK);
+    for chunk in hashes.chunks(BLOCK) {
+        bytes.clear();
+        bytes.extend(chunk.iter().flat_map(|h| h.to_le_bytes()));
+        w.write_all(&bytes)?;
     }
     w.into_inner().map_err(|e| e.into_error())
 }
 
-/// The little-endian u64s of a reader (a sorted run, a part's originals).
-pub(crate) fn words(
-    mut r: impl Read + Send + 'static,
-) -> impl Iterator<Item = std::io::Result<u64>> + Send {
-    std::iter::from_fn(move || {
-        let mut w = [0u8; 8];
-        match r.read_exact(&mut w) {
-            Ok(()) => Some(Ok(u64::from_le_bytes(w))),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => None,
-            Err(e) => Some(Err(e)),
+/// Hashes a run is read by at once (64 KB).
+const BLOCK: usize = 8192;
+
+/// One sorted run being merged: its next hashes in memory, read from its file a block at a time
+/// (a read per hash through a boxed iterator cost more than the merge itself).
+struct Block {
+    file: Option<Box<dyn Read + Send>>,
+    buf: Vec<u64>,
+    pos: usize,
+}
+
+impl Block {
+    fn file(f: Box<dyn Read + Send>) -> Block {
+        Block {
+            file: Some(f),
+            buf: Vec::new(),
+            pos: 0,
         }
-    })
+    }
+
+    fn memory(buf: Vec<u64>) -> Block {
+        Block {
+            file: None,
+            buf,
+            pos: 0,
+        }
+    }
+
+    #[inline]
+    fn next(&mut self) -> std::io::Result<Option<u64>> {
+        if self.pos == self.buf.len() && !self.refill()? {
+            return Ok(None);
+        }
+        self.pos += 1;
+        Ok(Some(self.buf[self.pos - 1]))
+    }
+
+    /// Reads the file's next block; false at its end.
+    #[cold]
+    fn refill(&mut self) -> std::io::Result<bool> {
+        let Some(f) = self.file.as_mut() else {
+            return Ok(false);
+        };
+        let mut bytes = vec![0u8; 8 * BLOCK];
+        let mut n = 0;
+        while n < bytes.len() {
+            match f.read(&mut bytes[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if n % 8 != 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "a sorted run ends inside a hash",
+            ));
+        }
+        self.buf.clear();
+        self.buf.extend(
+            bytes[..n]
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())),
+        );
+        self.pos = 0;
+        if n == 0 {
+            self.file = None;
+        }
+        Ok(n > 0)
+    }
+}
+
+/// The little-endian u64s of a reader (a sorted run, a part's originals), read a block at a time.
+pub(crate) fn words(
+    r: impl Read + Send + 'static,
+) -> impl Iterator<Item = std::io::Result<u64>> + Send {
+    let mut block = Block::file(Box::new(r));
+    std::iter::from_fn(move || block.next().transpose())
 }
 
 #[cfg(test)]
@@ -177,6 +253,21 @@ mod tests {
                 x % range
             })
             .collect()
+    }
+
+    /// Words are read a block at a time: more than one block comes back whole and in order, and
+    /// a file cut inside a hash is an error, not a shorter list.
+    #[test]
+    fn words_read_whole_blocks_and_refuse_a_cut_file() {
+        let v = values(3 * BLOCK + 5, u64::MAX);
+        let bytes: Vec<u8> = v.iter().flat_map(|h| h.to_le_bytes()).collect();
+        let got: Vec<u64> = words(std::io::Cursor::new(bytes.clone()))
+            .map(|h| h.unwrap())
+            .collect();
+        assert_eq!(got, v);
+        let cut = bytes[..bytes.len() - 3].to_vec();
+        let last = words(std::io::Cursor::new(cut)).last().unwrap();
+        assert!(last.is_err(), "{last:?}");
     }
 
     #[test]

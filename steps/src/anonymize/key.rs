@@ -22,6 +22,8 @@ pub struct AnonKey {
     outer: [u32; 8],
     /// SipHash key of the Feistel rounds, derived from the key (see `strategy::permute`).
     feistel: [u8; 16],
+    /// `short_hash`'s SipHash state, keyed and past its prefix: copied per value, not re-keyed.
+    leak: siphasher::sip::SipHasher13,
 }
 
 impl std::fmt::Debug for AnonKey {
@@ -105,9 +107,13 @@ impl AnonKey {
             inner: keyed(0x36),
             outer: keyed(0x5c),
             feistel: [0; 16],
+            leak: Default::default(),
         };
         let derived = key.mac("feistel-round-key", b"");
         key.feistel.copy_from_slice(&derived[..16]);
+        use std::hash::Hasher;
+        key.leak = siphasher::sip::SipHasher13::new_with_key(&key.feistel);
+        key.leak.write(b"leak");
         key
     }
 
@@ -120,8 +126,7 @@ impl AnonKey {
     /// for every value of the leak scan, and not invertible without the key.
     pub fn short_hash(&self, data: &[u8]) -> u64 {
         use std::hash::Hasher;
-        let mut h = siphasher::sip::SipHasher13::new_with_key(&self.feistel);
-        h.write(b"leak");
+        let mut h = self.leak;
         h.write(data);
         h.finish()
     }
@@ -169,6 +174,20 @@ impl AnonKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The prepared state gives the hash a freshly keyed SipHash gives: leak hashes journaled by
+    /// earlier runs (`leak-hashes.bin`, read by `wf validate`) stay comparable.
+    #[test]
+    fn short_hash_is_keyed_siphash_of_the_prefixed_value() {
+        use std::hash::Hasher;
+        let k = AnonKey::from_bytes(b"0123456789abcdef-secret");
+        for v in [&b""[..], b"a", b"person17@school.example", &[7u8; 100]] {
+            let mut h = siphasher::sip::SipHasher13::new_with_key(k.feistel_key());
+            h.write(b"leak");
+            h.write(v);
+            assert_eq!(k.short_hash(v), h.finish());
+        }
+    }
 
     #[test]
     fn fingerprint_identifies_the_key_without_revealing_it() {
