@@ -219,3 +219,50 @@ fn concurrent_resumes_let_exactly_one_proceed() {
         "the killed runner's lease was taken over: {log}"
     );
 }
+
+/// While one step runs longer than the heartbeat period (and no step changes, so the published
+/// status snapshot is not renewed), `wf status` shows the runner's heartbeat as recent: from its
+/// lease, renewed every 2 s, not the copy inside the snapshot.
+#[test]
+fn a_long_step_still_shows_a_recent_heartbeat() {
+    let sb = Sandbox::new();
+    let out = out_arg(&sb);
+    let args = [
+        "run",
+        "selftest",
+        "--steps",
+        "3",
+        "--jobs",
+        "1",
+        "--work-ms",
+        "10",
+        "--out",
+        &out,
+    ];
+    let (child, id, rest) =
+        sb.spawn_run_with_stdout(&args, &[("WF_FAILPOINT_DELAY", "L01/000=7000")]);
+    let start = Instant::now();
+    loop {
+        let v = sb.status(&id);
+        if steps_with_status(&v, "running").contains("L01/000") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "never ran: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(4500));
+    let v = sb.status(&id);
+    assert_eq!(v["live"], true, "{v}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let beat = v["lease"]["heartbeat_ms"].as_u64().expect("a lease");
+    assert!(
+        now.saturating_sub(beat) < 3000,
+        "heartbeat {} ms ago: {v}",
+        now - beat
+    );
+    let (code, _) = finish(child, rest);
+    assert_eq!(code, Some(0));
+}

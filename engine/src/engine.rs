@@ -296,9 +296,17 @@ impl Engine {
                 run,
                 &SledJournal::open(&self.data.journal_path(run), false)?,
             ),
+            // The snapshot is published when steps change; the lease file every heartbeat: a
+            // long step must not look like a runner that stopped beating.
             Access::Live(lease) => self
                 .data
                 .read_snapshot(run)
+                .map(|mut v: StatusView| {
+                    if lease.is_some() {
+                        v.lease = lease.clone();
+                    }
+                    v
+                })
                 .ok_or_else(|| EngineError::Busy {
                     run: run.to_string(),
                     holder: lease
