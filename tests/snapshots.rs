@@ -3,7 +3,9 @@
 //! re-runs only what the snapshot mode says, as the journal's events show:
 //! - `strict` (default): `adb` is planned and extracted again, whole; no other store's table runs
 //!   again; CERT equals an uninterrupted run, also when PROD changed in `adb` meanwhile;
-//! - `closure`: no finished table runs again; CERT has no dangling reference after PROD changed.
+//! - `closure`: no finished table runs again; CERT has no dangling reference after PROD changed;
+//!   when a table read after the crash references a row the plan did not select, the district is
+//!   planned again and CERT equals a migrate of the new PROD state.
 //!
 //! A kill while one table is anonymized re-runs that table's step only.
 
@@ -311,6 +313,43 @@ fn closure_a_crash_re_runs_no_finished_table_and_leaves_no_dangling_reference() 
     assert_eq!(dangling, 0);
     let moved = scalar(&cert, "select count(*) from results where district_id <> 3");
     assert_eq!(moved, 0, "the result moved to district 1 is not in CERT");
+}
+
+/// With `closure`, PROD changes while the run is down so that the table read after the crash
+/// references a row its plan did not select (a result moved to a new assessment): the subset is
+/// no longer closed, so the district is planned again, once, in one snapshot per store, and CERT
+/// equals a migrate of the new PROD state.
+#[test]
+fn closure_plans_again_when_a_table_read_after_the_crash_references_an_unplanned_row() {
+    let sb = Sandbox::new();
+    let Some(env) = Env::get(&sb) else { return };
+    let cfgs = setup(&sb, &env, &["a", "b"]);
+    set_mode(&cfgs[0], "closure");
+    let run = kill_inside_the_last_table(&sb, &cfgs[0]);
+    exec(
+        &env.pg_url("prod", "adb"),
+        "insert into assessments (id, district_id, title, subject, given_on) \
+           select max(id) + 1, 3, 'Late quiz', 'math', date '2026-12-01' from assessments; \
+         update results set assessment_id = (select max(id) from assessments) \
+           where id = (select min(id) from results where district_id = 3);",
+    );
+    resume(&sb, &run);
+    let (after, _) = journal(&sb, &run);
+    assert_eq!(
+        after.get("extract"),
+        Some(&2),
+        "planned again once: {after:?}"
+    );
+    let r = crate::util::ran(sb.cmd(["log", &run]).output().unwrap());
+    assert!(
+        r.stdout
+            .contains("PROD changed while the run was down: adb.results references rows"),
+        "{}",
+        r.stdout
+    );
+    migrate(&sb, &cfgs[1]);
+    assert_eq!(cert_contents(&env, "a"), cert_contents(&env, "b"));
+    same_snapshot_per_store(&sb, &run);
 }
 
 /// Kills a migrate inside step `held` once the other steps of its phase are done, resumes, and

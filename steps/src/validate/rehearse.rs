@@ -75,10 +75,10 @@ pub(super) async fn load_stores(
             tasks.push((job, false, s));
         }
     }
-    for (job, hold, _) in &tasks {
-        if *hold {
-            handover::discard(&cx.run_id, &job.store).await;
-        }
+    // A load an earlier attempt or generation left open holds locks on the rows this one writes
+    // (a district planned again after a `closure` resume): rolled back first, rehearsal or not.
+    for (job, _, _) in &tasks {
+        handover::discard(&cx.run_id, &job.store).await;
     }
     let results =
         futures_util::future::join_all(tasks.iter().map(|(job, hold, store)| async move {

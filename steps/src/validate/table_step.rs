@@ -4,12 +4,13 @@
 //! the static `validate` step adds the whole-run checks and decides the gate.
 
 use super::{CategoryCount, Finding, Tally};
-use crate::migrate::{input_err, AnonPart, ExtractOut, MigrateParams};
+use crate::migrate::{input_err, AnonPart, ExtractOut, ExtractPart, MigrateParams};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use wf_engine::{Step, StepContext, StepError, StepOutput, StepSpec};
 use wf_stores::schema::StoreSchema;
+use wf_stores::SnapshotMode;
 
 /// Step kind of a table's validation.
 pub const VALIDATE_KIND: &str = "migrate.validate_table";
@@ -53,6 +54,9 @@ pub(crate) fn specs(
             .collect();
         let mut deps = vec![format!("anonymize/{t}")];
         deps.extend(parents.iter().map(|p| format!("anonymize/{p}")));
+        // The extracts too: which snapshot each was read in (see `closure_moved`).
+        deps.push(format!("extract/{t}"));
+        deps.extend(parents.iter().map(|p| format!("extract/{p}")));
         let mut spec = StepSpec::new(format!("validate/{t}"), VALIDATE_KIND, deps);
         let task = ValidateTask {
             table: t.clone(),
@@ -112,6 +116,15 @@ impl Step for ValidateTableStep {
             .await
             .map_err(input_err("anonymize"))?;
         cx.progress.rows(rows);
+        if let Some(moved) = closure_moved(cx, p, &ex, &tally, t, &self.task.parents) {
+            return Err(StepError::Redo {
+                producer: "extract".into(),
+                path: input.files.first().map(|f| f.1.clone()).unwrap_or_default(),
+                message: format!(
+                    "PROD changed while the run was down: {t} references rows its plan did not select ({moved} read in a new snapshot, snapshot = \"closure\"); planning the district again, in one snapshot per store"
+                ),
+            });
+        }
         let mut out = StepOutput::with_value(&ValidatePart {
             categories: tally.categories,
             findings: tally.findings,
@@ -120,6 +133,39 @@ impl Step for ValidateTableStep {
         out.metrics.insert("rows".into(), rows);
         Ok(out)
     }
+}
+
+/// Under `snapshot = "closure"`, when `table` has references that resolve nowhere and it or a
+/// parent was read in a snapshot other than its store's plan (a resume after the plan's snapshot
+/// died), those tables, joined: the subset is no longer closed because PROD changed in between,
+/// and the district is planned again. `None` otherwise (a dangling reference of one snapshot is
+/// the data's, and the gate reports it).
+fn closure_moved(
+    cx: &StepContext,
+    p: &MigrateParams,
+    plan: &ExtractOut,
+    tally: &Tally,
+    table: &str,
+    parents: &[String],
+) -> Option<String> {
+    let dangling = tally
+        .findings
+        .iter()
+        .any(|f| f.category == "referential_integrity" && f.violations > 0 && f.severity.blocks());
+    if p.config.snapshot != SnapshotMode::Closure || !dangling {
+        return None;
+    }
+    let moved: Vec<&str> = std::iter::once(table)
+        .chain(parents.iter().map(String::as_str))
+        .filter(|t| {
+            let store = t.split_once('.').map_or(*t, |(s, _)| s);
+            // Runs planned before these inputs existed have none: nothing is known to differ.
+            let part: Option<ExtractPart> = cx.input(&format!("extract/{t}")).ok();
+            part.and_then(|x| x.snapshot)
+                .is_some_and(|id| plan.snapshots.get(store) != Some(&id))
+        })
+        .collect();
+    (!moved.is_empty()).then(|| moved.join(", "))
 }
 
 /// The per-table parts among a step's inputs, merged into one tally; `None` when the run has
