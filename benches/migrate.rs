@@ -6,7 +6,8 @@
 //! its seconds, rows/s, CPU seconds and peak resident memory (issue 17). `WF_BENCH_GRAPH=0` leaves
 //! the graph out (seeding and runs), for the larger scales; `WF_BENCH_SERVE=0` leaves out the
 //! dashboard's cost (four more migrates); `WF_BENCH_ROUNDS=N` repeats psql and both migrates N
-//! times, each round into CERT databases made afresh, and quotes medians (default 1).
+//! times, each round into CERT databases made afresh, and quotes medians (default 1), after
+//! `WF_BENCH_WARMUP` rounds (default 1) that are run the same way and not counted.
 //!
 //! Needs `scripts/services.sh start && source /tmp/wf-services/env`; `cargo bench --bench migrate`.
 //! It measures, asserts nothing. It uses the release `wf` binary Cargo builds for benches.
@@ -81,11 +82,17 @@ fn main() {
     } else {
         &[("relational only", &rel)]
     };
+    // WF_BENCH_WARMUP (default 1): rounds run first and not counted, for both sides: a freshly
+    // started ArcadeDB (a JVM) loaded about 25 % slower in its first rounds.
+    let warmup: usize = std::env::var("WF_BENCH_WARMUP")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1);
     let mut psql_secs = Vec::new();
     let mut wf_secs: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
     let mut rows = 0;
     let mut last = Vec::new();
-    for round in 0..rounds {
+    for round in 0..warmup + rounds {
         if round > 0 {
             recreate(&["full", "rel", "psql"]);
         }
@@ -93,20 +100,27 @@ fn main() {
             let c = c.to_str().expect("path");
             wf(&data, &["--config", c, "seed", "--env", "cert"]);
         }
-        psql_secs.push(psql_copy(work.path()));
+        let psql = psql_copy(work.path());
         if round == 0 {
             rows = psql_rows();
         }
         let mut results = Vec::new();
-        for (i, &(what, cfg)) in runs.iter().enumerate() {
+        for &(what, cfg) in runs {
             let (run, secs) = migrate(&data, cfg);
-            wf_secs[i].push(secs);
             results.push((what, run, secs));
         }
+        let label = if round < warmup {
+            "warm-up (not counted)".to_string()
+        } else {
+            psql_secs.push(psql);
+            for (i, (_, _, secs)) in results.iter().enumerate() {
+                wf_secs[i].push(*secs);
+            }
+            format!("round {}", round - warmup + 1)
+        };
         println!(
-            "round {}: psql {:.2}s, {}",
-            round + 1,
-            psql_secs[round],
+            "{label}: psql {:.2}s, {}",
+            psql,
             results
                 .iter()
                 .map(|(what, _, secs)| format!("wf {what} {secs:.2}s"))
