@@ -108,10 +108,18 @@ fn kill_inside(sb: &Sandbox, cfg: &Path, held: &str) -> String {
             .split_once('/')
             .and_then(|(_, t)| t.split_once('.'))
             .map(|(store, _)| format!("{phase}{store}"));
+        // Nor can a step that depends on the held one (`anonymize/scan` on every table's).
+        let waits_for_held = |s: &Value| {
+            s["deps"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|x| x == held))
+        };
         let others_done = extracts
             .iter()
             .filter(|s| {
-                s["id"] != held && Some(s["id"].as_str().unwrap_or("")) != store_step.as_deref()
+                s["id"] != held
+                    && Some(s["id"].as_str().unwrap_or("")) != store_step.as_deref()
+                    && !waits_for_held(s)
             })
             .all(|s| s["status"] == "done");
         let killed_running = extracts

@@ -14,9 +14,9 @@ use wf_steps::anonymize::{AnonKey, Rules};
 
 pub use wf_steps::migrate::GRAPH_APART;
 use wf_steps::migrate::{
-    AnonTableStep, AnonTask, AnonymizeStep, ExtractGraphStep, ExtractStep, ExtractTableStep,
-    FixesStep, LoadStep, MigrateParams, PurgeRawStep, TableTask, ANON_KIND, FIXES_KIND, GRAPH_KIND,
-    TABLE_KIND,
+    AnonScanStep, AnonTableStep, AnonTask, AnonymizeStep, ExtractGraphStep, ExtractStep,
+    ExtractTableStep, FixesStep, LoadStep, MigrateParams, PurgeRawStep, TableTask, ANON_KIND,
+    FIXES_KIND, GRAPH_KIND, SCAN_KIND, TABLE_KIND,
 };
 use wf_steps::validate::{
     GraphStagingStep, ValidateGraphStep, ValidateStep, ValidateStoreStep, ValidateTableStep,
@@ -399,6 +399,7 @@ impl Workflow for Migrate {
                     .map_err(|e| EngineError::Workflow(format!("step {}: {e}", spec.id)))?,
             }),
             FIXES_KIND => Arc::new(FixesStep(self.params.clone())),
+            SCAN_KIND => Arc::new(AnonScanStep(self.params.clone())),
             VALIDATE_KIND => Arc::new(ValidateTableStep {
                 params: self.params.clone(),
                 task: ValidateTask::decode(&spec.params)

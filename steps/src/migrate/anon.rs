@@ -1,8 +1,9 @@
 //! The anonymize stage, one step per table: the plan adds `anonymize/collisions` (the
 //! unique-collision fixes, over the tables with a unique text column), one `anonymize/<store.table>`
 //! per table and `anonymize/<graph>`; a table's step starts as soon as its extract and the fixes
-//! are done. The static `anonymize` step then runs the leak scan over every table (an original
-//! value must not survive in any table) and writes the stage's report and output.
+//! are done. `anonymize/scan` (see `leaks`) runs the leak scan over every table once they are all
+//! done (an original value must not survive in any table), and the static `anonymize` step writes
+//! the stage's report and output.
 
 use super::{input_err, rules_and_key, ExtractOut, GraphStaged, MigrateParams, StagedTable};
 use crate::anonymize::{anonymize_table, collision_fixes, AnonError, Fixes, TableInput, TableOut};
@@ -18,6 +19,8 @@ pub const FIXES_KIND: &str = "migrate.anonymize_fixes";
 pub const ANON_KIND: &str = "migrate.anonymize_table";
 /// Id of the collision-fixes step.
 pub const FIXES_STEP: &str = "anonymize/collisions";
+/// Id of the leak-scan step (see `leaks`).
+pub const SCAN_STEP: &str = "anonymize/scan";
 
 /// What an anonymize step covers: one relational table, or every graph file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -140,7 +143,7 @@ fn anon_err(e: AnonError) -> StepError {
 
 /// Runs anonymizer work off the async threads; a leak stops the run at the gate, a damaged
 /// input makes the step that wrote it run again.
-pub(super) async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, AnonError> + Send + 'static,
 ) -> Result<T, StepError> {
     tokio::task::spawn_blocking(f)
@@ -266,7 +269,7 @@ pub(crate) fn parts(cx: &StepContext) -> Result<Option<Parts>, StepError> {
     let mut ids: Vec<&String> = cx
         .inputs
         .keys()
-        .filter(|id| id.starts_with("anonymize/") && *id != FIXES_STEP)
+        .filter(|id| id.starts_with("anonymize/") && *id != FIXES_STEP && *id != SCAN_STEP)
         .collect();
     if ids.is_empty() {
         return Ok(None);

@@ -128,7 +128,10 @@ impl Step for ExtractStep {
         }
         let tables = spawn.len() as u64;
         let graph = p.config.graph.as_ref().map(|g| g.name.as_str());
-        spawn.extend(super::anon::specs(&anon_tables, graph)?);
+        let anon = super::anon::specs(&anon_tables, graph)?;
+        let scan = super::leaks::spec(&anon);
+        spawn.extend(anon);
+        spawn.extend(scan);
         spawn.extend(validate_specs);
         spawn.extend(graph.map(crate::validate::graph_spec));
         if let Some(g) = &p.config.graph {

@@ -8,12 +8,14 @@ mod extract;
 pub(crate) mod handover;
 mod held;
 mod inputs;
+mod leaks;
 mod load;
 pub use anon::{AnonPart, AnonTableStep, AnonTask, FixesStep, ANON_KIND, FIXES_KIND, FIXES_STEP};
 pub use extract::{
     extract_metrics, ExtractGraphStep, ExtractPart, ExtractStep, ExtractTableStep, TableTask,
     GRAPH_KIND, TABLE_KIND,
 };
+pub use leaks::{AnonScanStep, SCAN_KIND, SCAN_STEP};
 pub use load::LoadStep;
 pub(crate) use load::{manifest_dir_of, store_jobs};
 
@@ -246,13 +248,7 @@ impl Step for AnonymizeStep {
         let p = self.0.clone();
         // Per-table steps did the work: the leak scan over all of them is what is left.
         let hashes = cx.artifact_dir.join(crate::anonymize::LEAK_HASHES);
-        if let Some((tables, files)) = anon::parts(cx)? {
-            let (_, key) = rules_and_key(&p)?;
-            std::fs::create_dir_all(&cx.artifact_dir)
-                .map_err(|e| StepError::Retryable(format!("{}: {e}", cx.artifact_dir.display())))?;
-            let report =
-                anon::blocking(move || crate::anonymize::scan(tables, files, &key, &hashes))
-                    .await?;
+        if let Some(report) = leaks::stage_report(cx, &p, &hashes).await? {
             return anonymize_output(cx, &report);
         }
         let ex = ExtractOut::input(cx)?;
