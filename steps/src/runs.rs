@@ -166,6 +166,8 @@ struct Block {
     file: Option<Box<dyn Read + Send>>,
     buf: Vec<u64>,
     pos: usize,
+    /// The raw bytes of the last read, kept for the next.
+    bytes: Vec<u8>,
 }
 
 impl Block {
@@ -174,6 +176,7 @@ impl Block {
             file: Some(f),
             buf: Vec::new(),
             pos: 0,
+            bytes: vec![0u8; 8 * BLOCK],
         }
     }
 
@@ -182,6 +185,7 @@ impl Block {
             file: None,
             buf,
             pos: 0,
+            bytes: Vec::new(),
         }
     }
 
@@ -200,7 +204,7 @@ impl Block {
         let Some(f) = self.file.as_mut() else {
             return Ok(false);
         };
-        let mut bytes = vec![0u8; 8 * BLOCK];
+        let bytes = &mut self.bytes;
         let mut n = 0;
         while n < bytes.len() {
             match f.read(&mut bytes[n..]) {

@@ -116,7 +116,7 @@ impl Step for ValidateTableStep {
             .await
             .map_err(input_err("anonymize"))?;
         cx.progress.rows(rows);
-        if let Some(moved) = closure_moved(cx, p, &ex, &tally, t, &self.task.parents) {
+        if let Some(moved) = closure_moved(cx, p, &ex, &tally, t, &self.task.parents)? {
             return Err(StepError::Redo {
                 producer: "extract".into(),
                 path: input.files.first().map(|f| f.1.clone()).unwrap_or_default(),
@@ -139,7 +139,7 @@ impl Step for ValidateTableStep {
 /// parent was read in a snapshot other than its store's plan (a resume after the plan's snapshot
 /// died), those tables, joined: the subset is no longer closed because PROD changed in between,
 /// and the district is planned again. `None` otherwise (a dangling reference of one snapshot is
-/// the data's, and the gate reports it).
+/// the data's, and the gate reports it). An extract output that cannot be read is an error.
 fn closure_moved(
     cx: &StepContext,
     p: &MigrateParams,
@@ -147,25 +147,31 @@ fn closure_moved(
     tally: &Tally,
     table: &str,
     parents: &[String],
-) -> Option<String> {
+) -> Result<Option<String>, StepError> {
     let dangling = tally
         .findings
         .iter()
         .any(|f| f.category == "referential_integrity" && f.violations > 0 && f.severity.blocks());
     if p.config.snapshot != SnapshotMode::Closure || !dangling {
-        return None;
+        return Ok(None);
     }
-    let moved: Vec<&str> = std::iter::once(table)
-        .chain(parents.iter().map(String::as_str))
-        .filter(|t| {
-            let store = t.split_once('.').map_or(*t, |(s, _)| s);
-            // Runs planned before these inputs existed have none: nothing is known to differ.
-            let part: Option<ExtractPart> = cx.input(&format!("extract/{t}")).ok();
-            part.and_then(|x| x.snapshot)
-                .is_some_and(|id| plan.snapshots.get(store) != Some(&id))
-        })
-        .collect();
-    (!moved.is_empty()).then(|| moved.join(", "))
+    let mut moved: Vec<&str> = Vec::new();
+    for t in std::iter::once(table).chain(parents.iter().map(String::as_str)) {
+        let id = format!("extract/{t}");
+        // Runs planned before these inputs existed have none: nothing is known to differ.
+        if !cx.inputs.contains_key(&id) {
+            continue;
+        }
+        let part: ExtractPart = cx.input(&id)?;
+        let store = t.split_once('.').map_or(t, |(s, _)| s);
+        if part
+            .snapshot
+            .is_some_and(|sid| plan.snapshots.get(store) != Some(&sid))
+        {
+            moved.push(t);
+        }
+    }
+    Ok((!moved.is_empty()).then(|| moved.join(", ")))
 }
 
 /// The per-table parts among a step's inputs, merged into one tally; `None` when the run has
