@@ -5,7 +5,8 @@
 //! `--incremental` in turn. Prints the migrate, each refresh and its phases (`WF_BENCH_STEPS=1`:
 //! its steps), and the medians' ratios; "loads" are the stores' loads, from the first held load
 //! (`validate/<store>`) to the last commit. Relational stores only (the graph is replaced whole
-//! either way).
+//! either way). With `WF_BENCH_TRACKED` (default 1) the tables of `TRACKED` get a change column
+//! and a `[[change_tracking]]` entry, so an incremental refresh reads only what changed there.
 //!
 //! Needs `scripts/services.sh start && source /tmp/wf-services/env`; `cargo bench --bench refresh`.
 //! It measures, asserts nothing. It uses the release `wf` binary Cargo builds for benches.
@@ -88,6 +89,9 @@ fn main() {
         &["--config", cfg, "seed", "--env", "prod", "--scale", &scale],
     );
     wf(&data, &["--config", cfg, "seed", "--env", "cert"]);
+    if std::env::var("WF_BENCH_TRACKED").as_deref() != Ok("0") {
+        track_changes(std::path::Path::new(cfg));
+    }
     let migrate = ["run", "migrate", "--district", "3", "--config-file", cfg];
     let t = Instant::now();
     let first = run_id(&wf(&data, &migrate));
@@ -142,6 +146,42 @@ fn main() {
         i / w,
         il / wl
     );
+}
+
+/// Tables given an `updated_at` change column (stamped by a trigger in PROD) and a
+/// `[[change_tracking]]` entry; those with a unique text column are still read whole.
+const TRACKED: [(&str, &str); 8] = [
+    ("ids", "guardians"),
+    ("ids", "staff"),
+    ("ids", "student_guardians"),
+    ("hcp1", "enrollments"),
+    ("hcp1", "sections"),
+    ("hcp2", "attendance"),
+    ("hcp2", "grades"),
+    ("adb", "results"),
+];
+
+/// The change columns and their entries (`lag_seconds = 0`: nothing else writes PROD here).
+fn track_changes(cfg: &std::path::Path) {
+    let mut text = std::fs::read_to_string(cfg).expect("config");
+    for (store, table) in TRACKED {
+        let add = format!(
+            "alter table {table} add column updated_at timestamptz not null default now();"
+        );
+        let stamp = format!(
+            "create or replace function stamp() returns trigger language plpgsql as $$ begin new.updated_at := now(); return new; end $$; \
+             create trigger stamp before update on {table} for each row execute function stamp();"
+        );
+        psql(
+            &pg(&format!("wfb_prod_{store}")),
+            &["-c", &format!("{add} {stamp}")],
+        );
+        psql(&pg(&format!("wfb_inc_{store}")), &["-c", &add]);
+        text.push_str(&format!(
+            "\n[[change_tracking]]\ntable = \"{store}.{table}\"\ncolumn = \"updated_at\"\nlag_seconds = 0\n"
+        ));
+    }
+    std::fs::write(cfg, text).expect("config");
 }
 
 /// Rows the run's extract steps read.

@@ -120,6 +120,7 @@ async fn run(admin: &str, rows: u64, dir: &Path) {
         graph: None,
         snapshot: Default::default(),
         notify: Vec::new(),
+        change_tracking: Vec::new(),
     };
     reset_peak_rss();
     let t = Instant::now();

@@ -20,7 +20,7 @@ use std::time::Duration;
 const KILLS: usize = 20;
 
 /// `wf refresh --incremental` of district 3, before its `--config-file`.
-const INCREMENTAL: [&str; 5] = [
+pub(crate) const INCREMENTAL: [&str; 5] = [
     "refresh",
     "--district",
     "3",
@@ -40,7 +40,7 @@ fn run(sb: &Sandbox, args: &[&str], cfg: &Path) -> String {
 
 /// A seeded PROD and two empty CERTs, `a` (refreshed) and `b` (migrated fresh to compare); their
 /// configs.
-fn two_certs(sb: &Sandbox, env: &Env) -> (std::path::PathBuf, std::path::PathBuf) {
+pub(crate) fn two_certs(sb: &Sandbox, env: &Env) -> (std::path::PathBuf, std::path::PathBuf) {
     env.create(&["prod", "a", "b"]);
     let (a, b) = (env.config(&sb.out("a"), "a"), env.config(&sb.out("b"), "b"));
     ok(
@@ -58,7 +58,7 @@ fn two_certs(sb: &Sandbox, env: &Env) -> (std::path::PathBuf, std::path::PathBuf
 
 /// Changes PROD at random, with `seed`: names updated, students added (so the district's count
 /// changes), results deleted and one moved to district 1, a new assessment with results.
-fn change_prod(env: &Env, seed: u64) {
+pub(crate) fn change_prod(env: &Env, seed: u64) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let pick = |rng: &mut rand_chacha::ChaCha8Rng| rng.random_range(0..1_000_000u32);
     let ids = env.pg_url("prod", "ids");
@@ -194,7 +194,7 @@ fn a_refresh_replaces_the_district_at_once_and_equals_a_fresh_migrate() {
         "{}",
         refused.stderr
     );
-    let last = killed_refresh(&sb, &env, &a, &fresh, seed);
+    let last = killed_refresh(&sb, &env, &a, &fresh, seed, KILLS);
     // The monthly refresh of a manifest's districts: a batch of refreshes.
     let out = ok(
         &sb,
@@ -299,24 +299,25 @@ fn preview_counts_what_is_in_cert(sb: &Sandbox, env: &Env, run: &str) {
 }
 
 /// Refreshes SIGKILLed at random moments, resumed after each kill, one refresh after another
-/// until `KILLS` kills: CERT as fresh after each (every refresh replaces the one before).
-fn killed_refresh(
+/// until `want` kills: CERT as fresh after each (every refresh replaces the one before).
+pub(crate) fn killed_refresh(
     sb: &Sandbox,
     env: &Env,
     cfg: &Path,
     fresh: &std::collections::BTreeMap<String, String>,
     seed: u64,
+    want: usize,
 ) -> String {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
     let mut kills = 0;
     let mut refreshes = 0;
     let mut last = String::new();
-    while kills < KILLS {
+    while kills < want {
         refreshes += 1;
-        // Whole and by difference, one after the other.
+        // By difference and whole, one after the other.
         let mut args = vec!["refresh", "--district", "3", "--config-file"];
         args.push(cfg.to_str().unwrap());
-        if refreshes % 2 == 0 {
+        if refreshes % 2 == 1 {
             args.push("--incremental");
         }
         let mut child = wf(sb, &args)
@@ -335,7 +336,7 @@ fn killed_refresh(
         loop {
             std::thread::sleep(Duration::from_millis(rng.random_range(30..700)));
             if child.try_wait().unwrap().is_none() {
-                if kills < KILLS {
+                if kills < want {
                     let _ = child.kill();
                     let _ = child.wait();
                     kills += 1;

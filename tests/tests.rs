@@ -2,6 +2,7 @@
 //!
 //! - `batch`: several districts, a failed one, a SIGKILLed batch resumed as a whole.
 //! - `analyze`: `wf analyze` on SQLite stores made from the fixtures, and config errors.
+//! - `change_tracking`: an incremental refresh reads only the changed rows of tables with a change column.
 //! - `cli`: argument handling, one-line errors and exit codes, JSON shapes, retries and failures.
 //! - `migrate`: `wf run migrate` and `wf rollback` end to end on embedded SQLite stores.
 //! - `crash`: SIGKILL at random moments and at every failpoint, then `wf resume`.
@@ -31,6 +32,7 @@ mod analyze;
 mod audit;
 mod batch;
 mod browser;
+mod change_tracking;
 mod cli;
 mod control;
 mod crash;

@@ -157,8 +157,8 @@ pub(crate) async fn start(
 ) -> anyhow::Result<u8> {
     let built = build(name, args, config)?;
     // Every name in the config and rules exists, every env: connection is set: before a run exists.
-    if let Some(p) = &built.preflight {
-        wf_steps::preflight::check(p, config)
+    if let Some((p, file)) = &built.preflight {
+        wf_steps::preflight::check(p, file)
             .await
             .map_err(anyhow::Error::msg)?;
     }
@@ -195,8 +195,8 @@ async fn resume(
     }
     if let Some(cp) = checkpoint {
         // A recover applies the current config: its names are checked as a new run's are.
-        if let Some(p) = &built.preflight {
-            wf_steps::preflight::check(p, config)
+        if let Some((p, file)) = &built.preflight {
+            wf_steps::preflight::check(p, file)
                 .await
                 .map_err(anyhow::Error::msg)?;
         }
@@ -235,7 +235,7 @@ async fn execute(
     let is_batch = built.workflow.name() == "batch";
     let keep_raw = built.keep_raw;
     let replaces = built.workflow.attrs().get("replaces").cloned();
-    let dry_run = built.preflight.as_ref().is_some_and(|p| p.dry_run);
+    let dry_run = built.preflight.as_ref().is_some_and(|(p, _)| p.dry_run);
     let notifier = crate::notify::Notifier::new(built.notify.clone(), engine.data().root());
     let base = crate::notify::Event::new(
         "",

@@ -110,6 +110,11 @@ impl Migrate {
     pub fn params(&self) -> Arc<MigrateParams> {
         self.params.clone()
     }
+
+    /// The configuration file the run reads (`--config-file`, else `--config`).
+    pub fn config_file(&self) -> &Path {
+        &self.config_file
+    }
 }
 
 fn usage(msg: String) -> clap::Error {

@@ -20,8 +20,12 @@ pub struct Built {
     pub dirs: Vec<std::path::PathBuf>,
     /// The run keeps its raw (PII) staging after it ends (`migrate --keep-raw`).
     pub keep_raw: bool,
-    /// A migrate run's parameters, for the checks made before the run is created.
-    pub preflight: Option<std::sync::Arc<wf_steps::migrate::MigrateParams>>,
+    /// A migrate run's parameters and its configuration file, for the checks made before the
+    /// run is created.
+    pub preflight: Option<(
+        std::sync::Arc<wf_steps::migrate::MigrateParams>,
+        std::path::PathBuf,
+    )>,
     /// `[[notify]]` of the run's configuration.
     pub notify: Vec<wf_stores::notify::Notify>,
 }
@@ -109,7 +113,7 @@ fn migrate(wf: Migrate, args: Vec<String>) -> Built {
         runner: wf.runner().clone(),
         dirs: vec![],
         keep_raw: wf.keeps_raw(),
-        preflight: Some(wf.params()),
+        preflight: Some((wf.params(), wf.config_file().to_path_buf())),
         notify: wf.config().notify.clone(),
         workflow: Arc::new(wf),
         args,

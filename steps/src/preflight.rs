@@ -228,7 +228,43 @@ fn check_config(cfg: &Config, known: &Known, src: &Sources) -> Result<(), String
         }
     }
     cycle_breaks(cfg, known, src)?;
+    change_tracking(cfg, known, src)?;
     graph_names(cfg, known, src)
+}
+
+/// Each `[[change_tracking]]` column exists, holds a time (timestamp or date), and its table has
+/// a primary key (the refresh tells its rows apart by it).
+fn change_tracking(cfg: &Config, known: &Known, src: &Sources) -> Result<(), String> {
+    const TIMES: [&str; 3] = [
+        "timestamp without time zone",
+        "timestamp with time zone",
+        "date",
+    ];
+    for (i, c) in cfg.change_tracking.iter().enumerate() {
+        let at = |f: &str| src.wf([item("change_tracking", i), vec![key(f)]].concat());
+        known.table(&c.table, &format!("{}change_tracking table", at("table")))?;
+        let field = format!("{}.{}", c.table, c.column);
+        known.column(&field, &format!("{}change_tracking", at("column")))?;
+        let Ok(t) = wf_stores::extract::find_table(&known.schemas, &c.table) else {
+            continue;
+        };
+        let ty = t.column(&c.column).map(|c| c.data_type.as_str());
+        if !ty.is_some_and(|ty| TIMES.contains(&ty)) {
+            return Err(format!(
+                "{}change_tracking `{field}` is {}, not a timestamp or date: name the column each change stamps with its time",
+                at("column"),
+                ty.unwrap_or("unknown")
+            ));
+        }
+        if t.primary_key.is_empty() {
+            return Err(format!(
+                "{}change_tracking table `{}` has no primary key, so a refresh cannot tell its rows apart; remove the entry",
+                at("table"),
+                c.table
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The labels and relationship types `[graph]` names must be in the PROD graph: a misspelled

@@ -62,6 +62,26 @@ pub struct VirtualFk {
     pub to: String,
 }
 
+/// A table whose changed rows a column shows (`wf refresh --incremental` reads only the rows
+/// changed since the replaced run's snapshot, and the rows new to the district).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeTracking {
+    /// `store.table`.
+    pub table: String,
+    /// A `timestamp`, `timestamptz` or `date` column every insert and update sets to the time
+    /// of the change (a default and a trigger, say).
+    pub column: String,
+    /// Seconds before the replaced run's snapshot the reading starts: covers transactions that
+    /// stamped a row before that snapshot and committed after it, and clocks apart.
+    #[serde(default = "default_lag")]
+    pub lag_seconds: u64,
+}
+
+fn default_lag() -> u64 {
+    300
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -101,6 +121,9 @@ pub struct Config {
     /// Who is told when a run or batch ends, retries a step often, or goes silent.
     #[serde(default)]
     pub notify: Vec<crate::notify::Notify>,
+    /// Tables an incremental refresh reads by their change column.
+    #[serde(default)]
+    pub change_tracking: Vec<ChangeTracking>,
 }
 
 /// What a resume does about a store whose tables were partly extracted when the runner died (its
@@ -242,7 +265,55 @@ impl Config {
                 declared_column(vec![key(what), Seg::Index(i)], what, f, names)?;
             }
         }
+        self.check_change_tracking(names)
+    }
+
+    /// Each `[[change_tracking]]` table is `store.table` of a declared PostgreSQL store, once.
+    fn check_change_tracking(&self, names: &HashSet<&str>) -> Result<(), Problem> {
+        let mut seen = HashSet::new();
+        for (i, c) in self.change_tracking.iter().enumerate() {
+            let at = |f: &str| vec![key("change_tracking"), Seg::Index(i), key(f)];
+            let (store, table) = c.table.split_once('.').unwrap_or(("", ""));
+            if table.is_empty() || table.split('.').count() > 2 || !names.contains(store) {
+                return Err(Problem::at(
+                    at("table"),
+                    format!(
+                        "change_tracking table `{}` is not store.table of a declared store",
+                        c.table
+                    ),
+                ));
+            }
+            if self
+                .store(store)
+                .is_some_and(|s| s.kind != StoreKind::Postgres)
+            {
+                return Err(Problem::at(
+                    at("table"),
+                    format!("change_tracking table `{}`: change tracking is supported on PostgreSQL stores only", c.table),
+                ));
+            }
+            if c.column.trim().is_empty() || c.column.contains('.') {
+                return Err(Problem::at(
+                    at("column"),
+                    format!(
+                        "change_tracking column `{}` must be a column name of {}",
+                        c.column, c.table
+                    ),
+                ));
+            }
+            if !seen.insert(c.table.as_str()) {
+                return Err(Problem::at(
+                    at("table"),
+                    format!("change_tracking names `{}` twice", c.table),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The change-tracking entry of `store.table`, if any.
+    pub fn change_tracking(&self, table: &str) -> Option<&ChangeTracking> {
+        self.change_tracking.iter().find(|c| c.table == table)
     }
 
     pub fn store(&self, name: &str) -> Option<&StoreConfig> {

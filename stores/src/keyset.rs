@@ -500,6 +500,24 @@ impl Iterator for Chunks<'_> {
     }
 }
 
+/// A key's 128-bit hash in its text form (as the plan's key files and manifests hold keys).
+pub fn key_hash(k: &Key) -> u128 {
+    use siphasher::sip128::Hasher128;
+    use std::hash::Hasher;
+    let mut h = siphasher::sip128::SipHasher13::new_with_keys(5, 6);
+    for v in k {
+        match v {
+            None => h.write_u8(0),
+            Some(s) => {
+                h.write_u8(1);
+                h.write_usize(s.len());
+                h.write(s.as_bytes());
+            }
+        }
+    }
+    h.finish128().as_u128()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@ pub mod analysis;
 pub mod config;
 pub mod config_at;
 pub mod connect;
+pub mod delta;
 pub mod districts;
 pub mod error;
 pub mod extract;

@@ -18,6 +18,30 @@ pub enum Selection<'a> {
         columns: &'a [String],
         keys: &'a [Key],
     },
+    /// The rows whose `column` holds `value` and whose change column says they changed since a
+    /// moment, except the rows whose key (`key_columns`) is in `except`.
+    EqSince {
+        column: &'a str,
+        value: &'a str,
+        since: &'a Since,
+        key_columns: &'a [String],
+        except: &'a [Key],
+    },
+    /// The rows of `keys` whose change column says they changed since a moment.
+    KeysSince {
+        columns: &'a [String],
+        keys: &'a [Key],
+        since: &'a Since,
+    },
+}
+
+/// Rows changed since a moment: `column` (a timestamp or date) at or after `at_us` (microseconds
+/// since 1970, the server's clock) less `lag_seconds`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Since {
+    pub column: String,
+    pub at_us: i64,
+    pub lag_seconds: u64,
 }
 
 /// One store read inside one transaction, so no store is ever read from two points in time.
@@ -29,6 +53,12 @@ pub trait Snapshot: SnapshotReader {
     /// Publishes this snapshot so other connections can read the same moment while this one stays
     /// open (PostgreSQL's `pg_export_snapshot()`); `None` where the engine cannot.
     async fn export(&mut self) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
+    /// When the snapshot's transaction began, by the server's clock (microseconds since 1970):
+    /// every change it does not see was stamped after it (less its lag). `None` where the engine
+    /// has no clock to give.
+    async fn started_at_us(&mut self) -> Result<Option<i64>, StoreError> {
         Ok(None)
     }
     /// Streams the rows `sel` chooses from `table` into `w`, as `cols` are staged; rows written.

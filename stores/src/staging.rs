@@ -190,7 +190,7 @@ pub struct StagingWriter {
     progress: Option<Box<dyn Fn(u64) + Send>>,
 }
 
-fn staging_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
+pub(crate) fn staging_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
     StoreError::Staging {
         path: path.to_path_buf(),
         message: e.to_string(),

@@ -303,6 +303,7 @@ async fn postgres_deferrable_cycle_without_nullable_columns_loads() {
         graph: None,
         snapshot: Default::default(),
         notify: Vec::new(),
+        change_tracking: Vec::new(),
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let ex = extract_district(&cfg, "7", dir.path(), 100)

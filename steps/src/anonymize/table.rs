@@ -71,6 +71,35 @@ pub fn anonymize_table(
     transform_table(t, rules, key, &detected, fixes, out_dir)
 }
 
+/// Anonymizes the changed rows of a table read by difference (`wf refresh --incremental`) under
+/// the replaced run's detection (`earlier`), so they are transformed as its unchanged rows were;
+/// `Ok(Err(why))` when the changes look like PII that run did not detect in a field (the table
+/// must then be anonymized whole). A PII-looking field without a rule is refused as usual.
+pub fn anonymize_changes(
+    t: &TableInput,
+    rules: &Rules,
+    rules_file: &Path,
+    key: &AnonKey,
+    fixes: &Fixes,
+    out_dir: &Path,
+    earlier: &[FieldReport],
+) -> Result<Result<TableOut, String>, AnonError> {
+    let now = classify(std::slice::from_ref(t), rules, rules_file)?;
+    let before: HashMap<String, Vec<Detector>> = earlier
+        .iter()
+        .map(|f| (f.field.clone(), f.detected.clone()))
+        .collect();
+    for (field, found) in &now {
+        let had = before.get(field).map(Vec::as_slice).unwrap_or_default();
+        if let Some(d) = found.iter().find(|d| !had.contains(d)) {
+            return Ok(Err(format!(
+                "changed values of {field} look like {d:?}, which the replaced run did not detect there"
+            )));
+        }
+    }
+    transform_table(t, rules, key, &before, fixes, out_dir).map(Ok)
+}
+
 fn transform_table(
     t: &TableInput,
     rules: &Rules,

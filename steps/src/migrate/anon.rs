@@ -5,13 +5,14 @@
 //! done (an original value must not survive in any table), and the static `anonymize` step writes
 //! the stage's report and output.
 
-use super::{input_err, rules_and_key, ExtractOut, GraphStaged, MigrateParams, StagedTable};
+pub(crate) use super::blocking::blocking;
+use super::{rules_and_key, ExtractOut, GraphStaged, MigrateParams, StagedTable};
 use crate::anonymize::{anonymize_table, collision_fixes, AnonError, Fixes, TableInput, TableOut};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use wf_engine::{Artifact, Step, StepContext, StepError, StepOutput, StepSpec};
-use wf_stores::staging::{ColType, FileInfo};
+use wf_stores::staging::FileInfo;
 
 /// Step kind of the collision fixes.
 pub const FIXES_KIND: &str = "migrate.anonymize_fixes";
@@ -73,15 +74,6 @@ pub(crate) fn specs(
     Ok(out)
 }
 
-/// True when a column of `t`'s keys (see `inputs::unique_columns`) holds text: its anonymized
-/// values may collide, and the fixes must see it before any table under the same rule is written.
-pub(crate) fn unique_text(t: &wf_stores::schema::Table, kind: wf_stores::StoreKind) -> bool {
-    super::inputs::unique_columns(t).iter().any(|c| {
-        t.column(c)
-            .is_some_and(|c| ColType::of(kind, &c.data_type) == ColType::Text)
-    })
-}
-
 /// The anonymizer's inputs among the extract stage's files: the relational table `table` (every
 /// one for `None`), and every graph file with `graph`.
 fn inputs(ex: &ExtractOut, p: &MigrateParams, table: Option<&str>, graph: bool) -> Vec<TableInput> {
@@ -131,25 +123,6 @@ pub(super) fn present(ins: &[TableInput]) -> Result<(), StepError> {
             ),
         }),
     }
-}
-
-fn anon_err(e: AnonError) -> StepError {
-    match e {
-        AnonError::Leak(_) => StepError::Gate(e.to_string()),
-        AnonError::Staging(s) => input_err("extract")(s),
-        other => StepError::Fatal(other.to_string()),
-    }
-}
-
-/// Runs anonymizer work off the async threads; a leak stops the run at the gate, a damaged
-/// input makes the step that wrote it run again.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, AnonError> + Send + 'static,
-) -> Result<T, StepError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StepError::Fatal(format!("anonymization task failed: {e}")))?
-        .map_err(anon_err)
 }
 
 /// `anonymize/collisions`: which originals of unique text columns need a suffix.
@@ -208,6 +181,13 @@ impl Step for AnonTableStep {
             .sum();
         cx.progress.expect(expected);
         let (rules_file, out_dir) = (p.rules_file.clone(), cx.artifact_dir.join("anon"));
+        if let (AnonTask::Table(t), [input]) = (&self.task, &ins[..]) {
+            if super::delta::read_by_difference(cx, t) {
+                let input = input.clone();
+                let done = super::delta::anonymize(cx, &p, &ex, input, fixes, &out_dir).await?;
+                return part_output(cx, vec![done]);
+            }
+        }
         let done: Vec<TableOut> = blocking(move || {
             ins.iter()
                 .map(|t| anonymize_table(t, &rules, &rules_file, &key, &fixes, &out_dir))

@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
 use wf_engine::{Step, StepContext, StepError, StepOutput, StepSpec};
-use wf_stores::extract::{extract_table, find_table, plan_stores, store_kind, PlannedTable};
+use wf_stores::delta::{DeltaCounts, DistrictRows};
+use wf_stores::extract::{
+    extract_table, find_table, plan_stores, store_kind, Chosen, PlannedTable,
+};
 use wf_stores::graph::extract::extract_graph;
 use wf_stores::{Side, SnapshotMode};
 
@@ -78,6 +81,7 @@ impl Step for ExtractStep {
         let mut found = false;
         let mut validate_specs = Vec::new();
         let mut planned: Vec<String> = Vec::new();
+        let mut read_at = Vec::new();
         if !p.config.stores.is_empty() {
             // Key files sit beside the raw tables (`<store.table>.keys`): PII too, purged with them.
             let limit = wf_stores::keyset::memory_limit();
@@ -87,6 +91,10 @@ impl Step for ExtractStep {
                 .await
                 .map_err(store_err)?;
             for (store, mut snap) in plan.snaps.drain() {
+                // When the store was read: the next incremental refresh reads what changed since.
+                if let Some(us) = snap.started_at_us().await.map_err(store_err)? {
+                    read_at.push((format!("snapshot_at/{store}"), us.max(0) as u64));
+                }
                 let n = plan.tables.iter().filter(|t| t.store == store).count();
                 if n > 0 {
                     let exported = snap.export().await.map_err(store_err)?;
@@ -96,7 +104,7 @@ impl Step for ExtractStep {
             for t in &plan.tables {
                 let table = find_table(&plan.schemas, &t.table).map_err(store_err)?;
                 let kind = store_kind(&plan.schemas, &t.store);
-                anon_tables.push((t.table.clone(), super::anon::unique_text(table, kind)));
+                anon_tables.push((t.table.clone(), super::inputs::unique_text(table, kind)));
             }
             for t in plan.tables {
                 planned_rows += t.rows;
@@ -141,6 +149,7 @@ impl Step for ExtractStep {
         output.metrics.insert("tables".into(), tables);
         output.metrics.insert("planned_rows".into(), planned_rows);
         output.metrics.insert(FOUND.into(), u64::from(found));
+        output.metrics.extend(read_at);
         output.spawn = spawn;
         Ok(output)
     }
@@ -161,8 +170,9 @@ impl Step for ExtractTableStep {
         cx.progress.expect(t.rows);
         let table = find_table(&plan.schemas, &t.table).map_err(store_err)?;
         let kind = store_kind(&plan.schemas, &t.store);
-        let read = |snap| self.read(snap, table, kind, cx.progress.clone());
-        let (file, snapshot) = match held::get(&self.task.epoch, &t.store) {
+        let how = self.how(cx, table, kind)?;
+        let read = |snap| self.read(snap, table, kind, cx.progress.clone(), how);
+        let (file, snapshot, counts) = match held::get(&self.task.epoch, &t.store) {
             Some(h) => match &h.exported {
                 Some(id) => read(&mut attach(p, &t.store, id).await?).await?,
                 None => read(&mut *h.snap.lock().await).await?,
@@ -186,38 +196,105 @@ impl Step for ExtractTableStep {
         };
         let mut output = StepOutput::with_value(&part)?;
         output.metrics.insert("rows".into(), file.file.rows);
+        if let Some(c) = counts {
+            super::delta::metrics(&mut output, c);
+        }
         // The raw files are not artifacts: purge-raw deletes them on purpose.
         Ok(output)
     }
 }
 
+/// How a table's extract step reads it: whole, or only what changed since the run a refresh
+/// replaces (`wf refresh --incremental` on a table with a change column).
+enum How {
+    Whole,
+    Changed {
+        earlier: std::collections::HashSet<u128>,
+        since: wf_stores::snapshot::Since,
+    },
+}
+
 impl ExtractTableStep {
-    /// The table's rows from `snap` into raw staging, with the snapshot's id.
+    /// Whether the table is read by difference (see `delta`); why not, logged, where it has a
+    /// change column but cannot be.
+    fn how(
+        &self,
+        cx: &StepContext,
+        table: &wf_stores::schema::Table,
+        kind: wf_stores::StoreKind,
+    ) -> Result<How, StepError> {
+        let t = &self.task;
+        if matches!(t.table.chosen, Chosen::All) {
+            return Ok(How::Whole);
+        }
+        match super::delta::base(cx, &self.params, table, kind, &t.raw)? {
+            None => Ok(How::Whole),
+            Some(Err(why)) => {
+                tracing::warn!(table = %t.table.table, "reading the table whole, not by its change column: {why}");
+                Ok(How::Whole)
+            }
+            Some(Ok(base)) => {
+                let earlier =
+                    wf_stores::delta::staged_key_hashes(&base.anon.path, &base.anon.sha256, table)
+                        .map_err(store_err)?;
+                Ok(How::Changed {
+                    earlier,
+                    since: base.since,
+                })
+            }
+        }
+    }
+
+    /// The table's rows from `snap` into raw staging, with the snapshot's id (and what was read
+    /// by difference).
     async fn read(
         &self,
         snap: &mut wf_stores::extract::Snap,
         table: &wf_stores::schema::Table,
         kind: wf_stores::StoreKind,
         progress: wf_engine::Progress,
-    ) -> Result<(wf_stores::extract::TableFile, Option<String>), StepError> {
+        how: How,
+    ) -> Result<
+        (
+            wf_stores::extract::TableFile,
+            Option<String>,
+            Option<DeltaCounts>,
+        ),
+        StepError,
+    > {
         let (p, t) = (&self.params, &self.task);
         let sid = snap.snapshot_id();
-        let f = extract_table(
-            snap,
-            kind,
-            table,
-            &t.table.chosen,
-            &p.config,
-            &p.district,
-            wf_stores::extract::TableSink {
-                dir: &t.raw,
-                batch_rows: p.batch_rows,
-                progress: Some(Box::new(move |n| progress.rows(n))),
-            },
-        )
-        .await
-        .map_err(store_err)?;
-        Ok((f, sid))
+        let sink = wf_stores::extract::TableSink {
+            dir: &t.raw,
+            batch_rows: p.batch_rows,
+            progress: Some(Box::new(move |n| progress.rows(n))),
+        };
+        let rows = match &t.table.chosen {
+            Chosen::Keys { file } => Some(DistrictRows::Keys(file)),
+            Chosen::District => Some(DistrictRows::Column {
+                column: &p.config.district_column,
+                value: &p.district,
+            }),
+            Chosen::All => None,
+        };
+        match (how, rows) {
+            (How::Changed { earlier, since }, Some(rows)) => {
+                let gone = super::delta::gone_file(&t.raw, &t.table.table);
+                let (f, counts) = wf_stores::delta::extract_changed(
+                    snap, kind, table, rows, earlier, &since, sink, &gone,
+                )
+                .await
+                .map_err(store_err)?;
+                Ok((f, sid, Some(counts)))
+            }
+            _ => {
+                let chosen = &t.table.chosen;
+                let f = extract_table(snap, kind, table, chosen, &p.config, &p.district, sink)
+                    .await
+                    .map_err(store_err)?;
+                Ok((f, sid, None))
+            }
+        }
     }
 }
 

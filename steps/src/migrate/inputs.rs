@@ -105,6 +105,16 @@ pub(crate) fn graph_input(g: &wf_stores::graph::GraphConfig, f: &GraphStaged) ->
     }
 }
 
+/// True when a column of `t`'s keys (see `inputs::unique_columns`) holds text: its anonymized
+/// values may collide, and the fixes must see it before any table under the same rule is written.
+pub(crate) fn unique_text(t: &wf_stores::schema::Table, kind: wf_stores::StoreKind) -> bool {
+    unique_columns(t).iter().any(|c| {
+        t.column(c).is_some_and(|c| {
+            wf_stores::staging::ColType::of(kind, &c.data_type) == wf_stores::staging::ColType::Text
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

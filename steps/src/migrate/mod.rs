@@ -4,6 +4,8 @@
 //! exactly-once through their marker rows, purge deletes what is there.
 
 mod anon;
+mod blocking;
+mod delta;
 mod extract;
 pub(crate) mod handover;
 mod held;
@@ -264,7 +266,8 @@ impl Step for AnonymizeStep {
         let rules_file = p.rules_file.clone();
         let written = out_dir.join(crate::anonymize::LEAK_HASHES);
         let report =
-            anon::blocking(move || anonymize(&inputs, &rules, &rules_file, &key, &out_dir)).await?;
+            blocking::blocking(move || anonymize(&inputs, &rules, &rules_file, &key, &out_dir))
+                .await?;
         std::fs::rename(&written, &hashes)
             .map_err(|e| StepError::Retryable(format!("{}: {e}", written.display())))?;
         anonymize_output(cx, &report)

@@ -154,30 +154,13 @@ fn feed(h: &mut impl Hasher, v: &Value<'_>) {
 }
 
 /// Which of the earlier staging's rows the earlier run owns: every one for `insert`; else the
-/// hashes of its manifest's keys (as text, see `text_hash`).
+/// hashes of its manifest's keys (as text, see `keyset::key_hash`).
 fn owned(earlier: &StoreLoad, o: &TableLoad) -> Result<Option<HashSet<u128>>, StoreError> {
     if o.strategy == Strategy::Insert {
         return Ok(None);
     }
     let keys = super::read_manifest(&earlier.manifest_dir, &o.table)?;
-    Ok(Some(keys.iter().map(text_hash).collect()))
-}
-
-/// A key's hash in its text form (as manifests hold keys).
-fn text_hash(k: &Key) -> u128 {
-    let mut h = siphasher::sip128::SipHasher13::new_with_keys(5, 6);
-    for v in k {
-        match v {
-            None => h.write_u8(0),
-            Some(s) => {
-                h.write_u8(1);
-                h.write_usize(s.len());
-                h.write(s.as_bytes());
-            }
-        }
-    }
-    use siphasher::sip128::Hasher128;
-    h.finish128().as_u128()
+    Ok(Some(keys.iter().map(crate::keyset::key_hash).collect()))
 }
 
 /// Calls `f` with every row of the earlier run's staging of `o` (its batch, key columns and
@@ -217,7 +200,9 @@ fn rows_of(
     each_earlier_row(o, |b, idx, r| {
         let (k, row) = hashes(b, idx, r);
         let mine = range(k);
-        if mine && owned.is_none_or(|w| w.contains(&text_hash(&super::key_of(b, idx, r)))) {
+        if mine
+            && owned.is_none_or(|w| w.contains(&crate::keyset::key_hash(&super::key_of(b, idx, r))))
+        {
             before.insert(k, row);
         }
     })?;

@@ -254,19 +254,36 @@ impl PgSnapshot {
                 ));
             }
             Selection::Keys { columns, keys } => {
-                for chunk in keys.chunks(COPY_KEYS) {
-                    let mut arrays = Vec::new();
-                    for (i, c) in columns.iter().enumerate() {
-                        let arr = array_literal(chunk.iter().map(|k| k[i].as_deref()));
-                        arrays.push(format!("{arr}::text[]::{}[]", col_type(table, c)?));
-                    }
-                    let cols: Vec<String> = columns.iter().map(|c| ident(c)).collect();
-                    statements.push(format!(
-                        "{base} where ({}) in (select * from unnest({}))",
-                        cols.join(", "),
-                        arrays.join(", ")
+                statements.extend(by_keys(table, &base, columns, keys, None)?);
+            }
+            Selection::KeysSince {
+                columns,
+                keys,
+                since,
+            } => {
+                statements.extend(by_keys(table, &base, columns, keys, Some(since))?);
+            }
+            Selection::EqSince {
+                column,
+                value,
+                since,
+                key_columns,
+                except,
+            } => {
+                let mut s = format!(
+                    "{base} where {} = {}::{}{}",
+                    ident(column),
+                    literal(value),
+                    col_type(table, column)?,
+                    changed_since(table, since)?
+                );
+                if !except.is_empty() {
+                    s.push_str(&format!(
+                        " and not {}",
+                        in_list(table, key_columns, except)?
                     ));
                 }
+                statements.push(s);
             }
         }
         let mut rows = 0;
@@ -276,6 +293,55 @@ impl PgSnapshot {
         }
         Ok(rows)
     }
+}
+
+/// `base` (a select) restricted to `keys`, `COPY_KEYS` at a time, and to the rows changed
+/// `since` (see `Since`) if given.
+fn by_keys(
+    table: &Table,
+    base: &str,
+    columns: &[String],
+    keys: &[Key],
+    since: Option<&crate::snapshot::Since>,
+) -> Result<Vec<String>, StoreError> {
+    let changed = match since {
+        None => String::new(),
+        Some(s) => changed_since(table, s)?,
+    };
+    let mut statements = Vec::new();
+    for chunk in keys.chunks(COPY_KEYS) {
+        statements.push(format!(
+            "{base} where {}{changed}",
+            in_list(table, columns, chunk)?
+        ));
+    }
+    Ok(statements)
+}
+
+/// `(columns) in (…keys)`, the keys as typed array literals.
+fn in_list(table: &Table, columns: &[String], keys: &[Key]) -> Result<String, StoreError> {
+    let mut arrays = Vec::new();
+    for (i, c) in columns.iter().enumerate() {
+        let arr = array_literal(keys.iter().map(|k| k[i].as_deref()));
+        arrays.push(format!("{arr}::text[]::{}[]", col_type(table, c)?));
+    }
+    let cols: Vec<String> = columns.iter().map(|c| ident(c)).collect();
+    Ok(format!(
+        "({}) in (select * from unnest({}))",
+        cols.join(", "),
+        arrays.join(", ")
+    ))
+}
+
+/// ` and <column> >= <the moment less the lag>`, in the column's own type.
+fn changed_since(table: &Table, s: &crate::snapshot::Since) -> Result<String, StoreError> {
+    Ok(format!(
+        " and {} >= (to_timestamp({}::float8 / 1000000) - interval '{} seconds')::{}",
+        ident(&s.column),
+        s.at_us,
+        s.lag_seconds,
+        col_type(table, &s.column)?
+    ))
 }
 
 #[async_trait::async_trait]
@@ -419,6 +485,13 @@ impl crate::snapshot::Snapshot for PgSnapshot {
             .await
             .map_err(|e| StoreError::from_sqlx(&self.store, e))?;
         Ok(Some(id))
+    }
+    async fn started_at_us(&mut self) -> Result<Option<i64>, StoreError> {
+        let us: i64 = sqlx::query_scalar("select (extract(epoch from now()) * 1000000)::int8")
+            .fetch_one(&mut *self.conn)
+            .await
+            .map_err(|e| StoreError::from_sqlx(&self.store, e))?;
+        Ok(Some(us))
     }
     async fn extract(
         &mut self,

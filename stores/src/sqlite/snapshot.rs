@@ -124,6 +124,15 @@ impl SqliteSnapshot {
                     ));
                 }
             }
+            Selection::KeysSince { .. } | Selection::EqSince { .. } => {
+                return Err(StoreError::Query {
+                    store: self.store.clone(),
+                    message: format!(
+                        "{}: change tracking is supported on PostgreSQL stores only",
+                        table.name
+                    ),
+                })
+            }
         }
         let mut n = 0;
         for (sql, binds) in queries {

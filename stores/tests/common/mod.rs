@@ -135,6 +135,7 @@ pub fn rostering_config(kind: StoreKind, urls: [(String, String); 2]) -> Config 
         graph: None,
         snapshot: Default::default(),
         notify: Vec::new(),
+        change_tracking: Vec::new(),
     }
 }
 
