@@ -8,8 +8,8 @@
 
 use crate::error::StoreError;
 use crate::extract::{staged_columns, TableFile, TableSink};
-use crate::keyset::{key_hash, Key};
-use crate::load::key_of;
+use crate::keyset::{key_hash, key_hash_of, Key};
+use crate::load::key_hash_at;
 use crate::schema::Table;
 use crate::snapshot::{Selection, Since, Snap};
 use crate::staging::{arrow_schema, open, open_verified, staging_err, FileInfo, StagingWriter};
@@ -38,7 +38,7 @@ pub fn staged_key_hashes(
     let mut out = HashSet::new();
     for b in reader {
         let b = b.map_err(|e| crate::staging::damaged(file, e))?;
-        out.extend((0..b.num_rows()).map(|r| key_hash(&key_of(&b, &idx, r))));
+        out.extend((0..b.num_rows()).map(|r| key_hash_at(&b, &idx, r)));
     }
     Ok(out)
 }
@@ -109,15 +109,17 @@ pub async fn extract_changed(
         DistrictRows::Column { column, value } => {
             // The district's keys first (keys only), then its new rows by key, then the rows
             // changed since, by the district column (the new ones left out).
-            let mut fresh = Vec::new();
-            let mut split = |k: Key| {
-                if !earlier.remove(&key_hash(&k)) {
-                    fresh.push(k);
+            let mut fresh: Vec<Key> = Vec::new();
+            let mut split = |parts: &[Option<&[u8]>]| {
+                if !earlier.remove(&key_hash_of(parts.iter().copied())) {
+                    let text =
+                        |p: &Option<&[u8]>| p.map(|b| String::from_utf8_lossy(b).into_owned());
+                    fresh.push(parts.iter().map(text).collect());
                 }
                 Ok(())
             };
             read.snap
-                .rows_eq(table, column, value, &key_cols, &mut split)
+                .keys_eq(table, column, value, &key_cols, &mut split)
                 .await?;
             for chunk in fresh.chunks(DELTA_KEYS) {
                 read.fresh(chunk).await?;
@@ -230,7 +232,7 @@ pub fn merge(
     let mut skip = drop.clone();
     for b in changes {
         let b = b.map_err(|e| crate::staging::damaged(delta, e))?;
-        skip.extend((0..b.num_rows()).map(|r| key_hash(&key_of(&b, &idx, r))));
+        skip.extend((0..b.num_rows()).map(|r| key_hash_at(&b, &idx, r)));
     }
     let earlier = open_verified(base.0, base.1)?;
     if earlier.schema().fields() != schema.fields() {
@@ -243,7 +245,7 @@ pub fn merge(
     for b in earlier {
         let b = b.map_err(|e| crate::staging::damaged(base.0, e))?;
         let keep: BooleanArray = (0..b.num_rows())
-            .map(|r| Some(!skip.contains(&key_hash(&key_of(&b, &idx, r)))))
+            .map(|r| Some(!skip.contains(&key_hash_at(&b, &idx, r))))
             .collect();
         let kept = arrow_select::filter::filter_record_batch(&b, &keep)
             .map_err(|e| staging_err(base.0, e))?;

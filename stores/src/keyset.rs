@@ -502,20 +502,47 @@ impl Iterator for Chunks<'_> {
 
 /// A key's 128-bit hash in its text form (as the plan's key files and manifests hold keys).
 pub fn key_hash(k: &Key) -> u128 {
-    use siphasher::sip128::Hasher128;
-    use std::hash::Hasher;
-    let mut h = siphasher::sip128::SipHasher13::new_with_keys(5, 6);
-    for v in k {
-        match v {
-            None => h.write_u8(0),
+    key_hash_of(k.iter().map(|v| v.as_deref().map(str::as_bytes)))
+}
+
+/// `key_hash` of a key given as its parts' text bytes (`None`: NULL), without building the key.
+pub fn key_hash_of<'a>(parts: impl Iterator<Item = Option<&'a [u8]>>) -> u128 {
+    let mut h = KeyHasher::new();
+    parts.for_each(|p| h.part(p));
+    h.finish()
+}
+
+/// `key_hash`, part by part.
+pub struct KeyHasher(siphasher::sip128::SipHasher13);
+
+impl KeyHasher {
+    pub fn new() -> KeyHasher {
+        KeyHasher(siphasher::sip128::SipHasher13::new_with_keys(5, 6))
+    }
+
+    /// The next part's text bytes (`None`: NULL).
+    pub fn part(&mut self, p: Option<&[u8]>) {
+        use std::hash::Hasher;
+        match p {
+            None => self.0.write_u8(0),
             Some(s) => {
-                h.write_u8(1);
-                h.write_usize(s.len());
-                h.write(s.as_bytes());
+                self.0.write_u8(1);
+                self.0.write_usize(s.len());
+                self.0.write(s);
             }
         }
     }
-    h.finish128().as_u128()
+
+    pub fn finish(&self) -> u128 {
+        use siphasher::sip128::Hasher128;
+        self.0.finish128().as_u128()
+    }
+}
+
+impl Default for KeyHasher {
+    fn default() -> KeyHasher {
+        KeyHasher::new()
+    }
 }
 
 #[cfg(test)]

@@ -61,6 +61,24 @@ pub trait Snapshot: SnapshotReader {
     async fn started_at_us(&mut self) -> Result<Option<i64>, StoreError> {
         Ok(None)
     }
+    /// Calls `f` with the key (`key_cols` as text, `None` for NULL) of every row of `table` whose
+    /// `column` holds `value`: keys only, for a table of millions of rows.
+    async fn keys_eq(
+        &mut self,
+        table: &Table,
+        column: &str,
+        value: &str,
+        key_cols: &[String],
+        f: &mut KeyParts<'_>,
+    ) -> Result<(), StoreError> {
+        let mut each = |k: Key| {
+            let parts: Vec<Option<&[u8]>> =
+                k.iter().map(|p| p.as_deref().map(str::as_bytes)).collect();
+            f(&parts)
+        };
+        self.rows_eq(table, column, value, key_cols, &mut each)
+            .await
+    }
     /// Streams the rows `sel` chooses from `table` into `w`, as `cols` are staged; rows written.
     async fn extract(
         &mut self,
@@ -70,6 +88,9 @@ pub trait Snapshot: SnapshotReader {
         w: &mut StagingWriter,
     ) -> Result<u64, StoreError>;
 }
+
+/// Takes one key as its parts' text bytes (`None`: NULL).
+pub type KeyParts<'a> = dyn FnMut(&[Option<&[u8]>]) -> Result<(), StoreError> + Send + 'a;
 
 /// A snapshot of any engine.
 pub type Snap = Box<dyn Snapshot>;

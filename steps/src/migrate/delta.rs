@@ -44,14 +44,6 @@ pub(crate) fn gone_file(raw: &Path, table: &str) -> PathBuf {
     raw.join(format!("{table}.gone"))
 }
 
-fn budget() -> u64 {
-    std::env::var("WF_DIFF_MEMORY_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n: &u64| *n > 0)
-        .unwrap_or(2_000_000)
-}
-
 /// The replaced run's part of `table` to read by difference; `Ok(None)` when the run reads the
 /// table whole as usual (not an incremental refresh, no change column), `Ok(Some(Err(why)))` when
 /// it must although the table has a change column.
@@ -118,11 +110,11 @@ fn usable(
     let [anon] = &part.files[..] else {
         return Err("the replaced run staged it in several files".into());
     };
-    if anon.rows > budget() {
+    if anon.rows > wf_stores::load::diff_memory_rows() {
         return Err(format!(
             "the replaced run staged {} rows of it, more than WF_DIFF_MEMORY_ROWS ({})",
             anon.rows,
-            budget()
+            wf_stores::load::diff_memory_rows()
         ));
     }
     if !anon.path.exists() || !part.originals.exists() {

@@ -200,9 +200,7 @@ fn rows_of(
     each_earlier_row(o, |b, idx, r| {
         let (k, row) = hashes(b, idx, r);
         let mine = range(k);
-        if mine
-            && owned.is_none_or(|w| w.contains(&crate::keyset::key_hash(&super::key_of(b, idx, r))))
-        {
+        if mine && owned.is_none_or(|w| w.contains(&super::key_hash_at(b, idx, r))) {
             before.insert(k, row);
         }
     })?;
@@ -222,7 +220,7 @@ fn rows_in(o: &TableLoad) -> Result<u64, StoreError> {
 
 /// Earlier rows compared at once: the table is compared in as many passes, each over one range
 /// of key hashes (`WF_DIFF_MEMORY_ROWS`, 2,000,000 by default: about 80 MB).
-fn budget() -> u64 {
+pub fn budget() -> u64 {
     std::env::var("WF_DIFF_MEMORY_ROWS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -10,6 +10,7 @@
 
 mod dialect;
 mod diff;
+pub use diff::budget as diff_memory_rows;
 mod diff_tx;
 mod job;
 mod pg_break;
@@ -110,15 +111,34 @@ pub(crate) fn batches(path: &Path) -> Result<Vec<RecordBatch>, StoreError> {
 pub(crate) fn key_of(batch: &RecordBatch, key_idx: &[usize], row: usize) -> Key {
     key_idx
         .iter()
-        .map(|&i| match value_at(batch.column(i).as_ref(), row) {
-            Value::Null => None,
-            Value::Int(x) => Some(x.to_string()),
-            Value::Float(x) => Some(x.to_string()),
-            Value::Bool(x) => Some(if x { "true".into() } else { "false".into() }),
-            Value::Text(t) => Some(t.to_string()),
-            Value::Bytes(b) => Some(hex::encode(b)),
-        })
+        .map(|&i| value_text(value_at(batch.column(i).as_ref(), row)))
         .collect()
+}
+
+/// A staged value as text, as keys hold it.
+fn value_text(v: Value<'_>) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::Int(x) => Some(x.to_string()),
+        Value::Float(x) => Some(x.to_string()),
+        Value::Bool(x) => Some(if x { "true".into() } else { "false".into() }),
+        Value::Text(t) => Some(t.to_string()),
+        Value::Bytes(b) => Some(hex::encode(b)),
+    }
+}
+
+/// `keyset::key_hash(&key_of(batch, key_idx, row))`, without building the key (integers are
+/// formatted on the stack, text is hashed in place): run for every row of a large table.
+pub(crate) fn key_hash_at(batch: &RecordBatch, key_idx: &[usize], row: usize) -> u128 {
+    let mut h = crate::keyset::KeyHasher::new();
+    for &i in key_idx {
+        match value_at(batch.column(i).as_ref(), row) {
+            Value::Int(x) => h.part(Some(itoa::Buffer::new().format(x).as_bytes())),
+            Value::Text(t) => h.part(Some(t.as_bytes())),
+            other => h.part(value_text(other).as_deref().map(str::as_bytes)),
+        }
+    }
+    h.finish()
 }
 
 /// Positions of the table's key columns in the staged batches.
@@ -423,4 +443,41 @@ pub fn plan_loads(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod key_hash_tests {
+    use super::*;
+    use arrow_array::{ArrayRef, Float64Array, Int64Array, StringArray};
+    use std::sync::Arc;
+
+    #[test]
+    fn a_staged_key_hashes_as_its_text_key_does() {
+        let cols: Vec<(&str, ArrayRef)> = vec![
+            (
+                "i",
+                Arc::new(Int64Array::from(vec![Some(-42), None, Some(7)])),
+            ),
+            (
+                "t",
+                Arc::new(StringArray::from(vec![Some("é\tx"), Some(""), None])),
+            ),
+            (
+                "f",
+                Arc::new(Float64Array::from(vec![Some(1.5), Some(-0.0), None])),
+            ),
+        ];
+        let b = RecordBatch::try_from_iter(cols).unwrap();
+        for idx in [vec![0], vec![1], vec![2], vec![0, 1, 2], vec![2, 0]] {
+            for r in 0..3 {
+                let text = crate::keyset::key_hash(&key_of(&b, &idx, r));
+                assert_eq!(key_hash_at(&b, &idx, r), text, "columns {idx:?}, row {r}");
+            }
+        }
+        assert_ne!(
+            key_hash_at(&b, &[0], 0),
+            key_hash_at(&b, &[0], 2),
+            "other keys, other hashes"
+        );
+    }
 }

@@ -121,7 +121,7 @@ fn push_line(
     w.end_row()
 }
 
-/// Runs `copy_sql` (a `COPY (…) TO STDOUT`) and streams its rows into `w`; returns the rows read.
+/// Streams `copy_sql` (a `COPY … TO STDOUT` in text format) into `w`, one row per line; rows written.
 pub async fn copy_out(
     conn: &mut PgConnection,
     store: &str,
@@ -129,6 +129,20 @@ pub async fn copy_out(
     copy_sql: &str,
     cols: &[StagedColumn],
     w: &mut StagingWriter,
+) -> Result<u64, StoreError> {
+    copy_lines(conn, store, copy_sql, |line| {
+        push_line(w, cols, line, table)
+    })
+    .await
+}
+
+/// Runs `copy_sql` (a `COPY … TO STDOUT` in text format) and calls `f` with each line (its
+/// newline left out); lines read.
+pub async fn copy_lines(
+    conn: &mut PgConnection,
+    store: &str,
+    copy_sql: &str,
+    mut f: impl FnMut(&[u8]) -> Result<(), StoreError>,
 ) -> Result<u64, StoreError> {
     let err = |e| StoreError::from_sqlx(store, e);
     let mut stream = conn.copy_out_raw(copy_sql).await.map_err(err)?;
@@ -141,7 +155,7 @@ pub async fn copy_out(
             match data.iter().position(|&b| b == b'\n') {
                 Some(nl) => {
                     carry.extend_from_slice(&data[..nl]);
-                    push_line(w, cols, &carry, table)?;
+                    f(&carry)?;
                     rows += 1;
                     carry.clear();
                     data = &data[nl + 1..];
@@ -153,13 +167,19 @@ pub async fn copy_out(
             }
         }
         while let Some(nl) = data.iter().position(|&b| b == b'\n') {
-            push_line(w, cols, &data[..nl], table)?;
+            f(&data[..nl])?;
             rows += 1;
             data = &data[nl + 1..];
         }
         carry.extend_from_slice(data);
     }
     Ok(rows)
+}
+
+/// The fields of a COPY text line, unescaped (`None`: NULL).
+pub fn fields(line: &[u8]) -> impl Iterator<Item = Option<Cow<'_, [u8]>>> {
+    line.split(|&b| b == b'\t')
+        .map(|f| (f != b"\\N").then(|| unescape(f)))
 }
 
 /// Encodes row `row` of `batch` as one COPY text line; columns in `null_cols` are sent as NULL.

@@ -8,7 +8,7 @@ use crate::schema::Table;
 use crate::staging::{StagedColumn, StagingWriter};
 use crate::subset::{Key, Sink, SnapshotReader};
 use sqlx::pool::PoolConnection;
-use sqlx::{PgPool, Postgres, Row};
+use sqlx::{PgPool, Postgres};
 
 /// One store's snapshot, held open until dropped.
 pub struct PgSnapshot {
@@ -184,48 +184,19 @@ impl PgSnapshot {
         })
     }
 
-    /// Streams the rows of `sql` (binding `value` if given) into `sink`, one at a time.
-    async fn stream(
-        &mut self,
-        sql: String,
-        value: Option<&str>,
-        width: usize,
-        sink: &mut Sink<'_>,
-    ) -> Result<(), StoreError> {
-        use futures_util::TryStreamExt;
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        if let Some(v) = value {
-            q = q.bind(v.to_string());
-        }
-        let mut rows = q.fetch(&mut *self.conn);
-        while let Some(r) = rows
-            .try_next()
-            .await
-            .map_err(|e| StoreError::from_sqlx(&self.store, e))?
-        {
-            sink((0..width).map(|i| r.get::<Option<String>, _>(i)).collect())?;
-        }
+    /// Streams the rows of `select` (a query whose columns are text, see `select_list`) into
+    /// `sink`, one at a time, through `COPY … TO STDOUT`: a line per row, not a message per row
+    /// decoded through the driver (the plan streams a district's keys through here).
+    async fn stream(&mut self, select: String, sink: &mut Sink<'_>) -> Result<(), StoreError> {
+        let copy = format!("copy ({select}) to stdout");
+        super::copy::copy_lines(&mut self.conn, &self.store, &copy, |line| {
+            let row = super::copy::fields(line)
+                .map(|f| f.map(|b| String::from_utf8_lossy(&b).into_owned()))
+                .collect();
+            sink(row)
+        })
+        .await?;
         Ok(())
-    }
-
-    async fn rows(
-        &mut self,
-        sql: String,
-        binds: Vec<Vec<Option<String>>>,
-        width: usize,
-    ) -> Result<Vec<Key>, StoreError> {
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for b in binds {
-            q = q.bind(b);
-        }
-        let rows = q
-            .fetch_all(&mut *self.conn)
-            .await
-            .map_err(|e| StoreError::from_sqlx(&self.store, e))?;
-        Ok(rows
-            .iter()
-            .map(|r| (0..width).map(|i| r.get::<Option<String>, _>(i)).collect())
-            .collect())
     }
 
     /// Streams the selected rows of `table` (all its columns, in order) into `w`.
@@ -318,8 +289,16 @@ fn by_keys(
     Ok(statements)
 }
 
-/// `(columns) in (…keys)`, the keys as typed array literals.
+/// `(columns) in (…keys)` (`column = any(…)` for one column), the keys as typed array literals.
 fn in_list(table: &Table, columns: &[String], keys: &[Key]) -> Result<String, StoreError> {
+    if let [c] = columns {
+        let arr = array_literal(keys.iter().map(|k| k[0].as_deref()));
+        return Ok(format!(
+            "{} = any({arr}::text[]::{}[])",
+            ident(c),
+            col_type(table, c)?
+        ));
+    }
     let mut arrays = Vec::new();
     for (i, c) in columns.iter().enumerate() {
         let arr = array_literal(keys.iter().map(|k| k[i].as_deref()));
@@ -356,12 +335,13 @@ impl SnapshotReader for PgSnapshot {
     ) -> Result<(), StoreError> {
         let t = col_type(table, column)?;
         let sql = format!(
-            "select {} from {} where {} = $1::text::{t}",
+            "select {} from {} where {} = {}::text::{t}",
             select_list(table, project),
             table_ident(&table.name),
-            ident(column)
+            ident(column),
+            literal(value)
         );
-        self.stream(sql, Some(value), project.len(), sink).await
+        self.stream(sql, sink).await
     }
 
     async fn rows_in(
@@ -375,12 +355,15 @@ impl SnapshotReader for PgSnapshot {
             "select {} from {} where {}",
             select_list(table, project),
             table_ident(&table.name),
-            in_clause(table, columns, 1)?
+            in_list(table, columns, keys)?
         );
-        let binds = (0..columns.len())
-            .map(|i| keys.iter().map(|k| k[i].clone()).collect())
-            .collect();
-        self.rows(sql, binds, project.len()).await
+        let mut out = Vec::new();
+        let mut sink = |k: Key| {
+            out.push(k);
+            Ok(())
+        };
+        self.stream(sql, &mut sink).await?;
+        Ok(out)
     }
 
     async fn rows_all(
@@ -394,7 +377,7 @@ impl SnapshotReader for PgSnapshot {
             select_list(table, project),
             table_ident(&table.name)
         );
-        self.stream(sql, None, project.len(), sink).await
+        self.stream(sql, sink).await
     }
 
     async fn distinct_eq(
@@ -417,9 +400,10 @@ impl SnapshotReader for PgSnapshot {
                 .is_ok_and(|t| ["smallint", "integer", "bigint", "uuid", "date"].contains(&t))
         });
         let from = format!(
-            "from {} where {} = $1::text::{t} and {}",
+            "from {} where {} = {}::text::{t} and {}",
             table_ident(&table.name),
             ident(column),
+            literal(value),
             not_null.join(" and ")
         );
         let shown = select_list(table, columns);
@@ -436,7 +420,7 @@ impl SnapshotReader for PgSnapshot {
         // through the extended protocol, spent over ten minutes resetting its spilled hash
         // table (tuplehash_iterate and memset at 100 % CPU) where a sort takes seconds.
         self.set_local("enable_hashagg", "off").await?;
-        let streamed = self.stream(sql, Some(value), columns.len(), sink).await;
+        let streamed = self.stream(sql, sink).await;
         self.set_local("enable_hashagg", "on").await?;
         streamed
     }
@@ -485,6 +469,35 @@ impl crate::snapshot::Snapshot for PgSnapshot {
             .await
             .map_err(|e| StoreError::from_sqlx(&self.store, e))?;
         Ok(Some(id))
+    }
+    async fn keys_eq(
+        &mut self,
+        table: &Table,
+        column: &str,
+        value: &str,
+        key_cols: &[String],
+        f: &mut crate::snapshot::KeyParts<'_>,
+    ) -> Result<(), StoreError> {
+        // COPY, not a row per message: the keys as the key files hold them (`select_list`).
+        let sql = format!(
+            "copy (select {} from {} where {} = {}::{}) to stdout",
+            select_list(table, key_cols),
+            table_ident(&table.name),
+            ident(column),
+            literal(value),
+            col_type(table, column)?
+        );
+        super::copy::copy_lines(&mut self.conn, &self.store, &sql, |line| {
+            if key_cols.len() == 1 {
+                let one = super::copy::fields(line).next().flatten();
+                return f(&[one.as_deref()]);
+            }
+            let parts: Vec<_> = super::copy::fields(line).collect();
+            let view: Vec<Option<&[u8]>> = parts.iter().map(|p| p.as_deref()).collect();
+            f(&view)
+        })
+        .await?;
+        Ok(())
     }
     async fn started_at_us(&mut self) -> Result<Option<i64>, StoreError> {
         let us: i64 = sqlx::query_scalar("select (extract(epoch from now()) * 1000000)::int8")
