@@ -51,6 +51,12 @@ fn metric(st: &serde_json::Value, step: &str, name: &str) -> Option<u64> {
         .and_then(|s| s["metrics"][name].as_u64())
 }
 
+/// `wf run migrate --district 3 --config-file <cfg>`.
+fn migrate_args(cfg: &Path) -> [&str; 6] {
+    let cfg = cfg.to_str().unwrap();
+    ["run", "migrate", "--district", "3", "--config-file", cfg]
+}
+
 fn refresh(sb: &Sandbox, cfg: &Path) -> String {
     let out = ok(sb, &[&INCREMENTAL[..], &[cfg.to_str().unwrap()]].concat());
     out.lines()
@@ -69,17 +75,7 @@ fn an_incremental_refresh_reads_only_what_changed_and_equals_a_fresh_migrate() {
     }
     track(&a, "");
     track(&b, "");
-    let first = ok(
-        &sb,
-        &[
-            "run",
-            "migrate",
-            "--district",
-            "3",
-            "--config-file",
-            a.to_str().unwrap(),
-        ],
-    );
+    let first = ok(&sb, &migrate_args(&a));
     assert!(first.contains("mig-"), "{first}");
     // Three results deleted, one moved to district 1, four new (a new assessment); then two
     // results and five attendance rows updated, two attendance rows deleted.
@@ -94,17 +90,7 @@ fn an_incremental_refresh_reads_only_what_changed_and_equals_a_fresh_migrate() {
          delete from attendance where id in (select id from attendance where district_id = 3 order by id desc limit 2)",
     );
     let second = refresh(&sb, &a);
-    ok(
-        &sb,
-        &[
-            "run",
-            "migrate",
-            "--district",
-            "3",
-            "--config-file",
-            b.to_str().unwrap(),
-        ],
-    );
+    ok(&sb, &migrate_args(&b));
     assert_eq!(cert_contents(&env, "a"), cert_contents(&env, "b"));
     let st = status(&sb, &second);
     let read = |t: &str| {
@@ -172,21 +158,7 @@ fn a_change_column_that_is_not_a_time_is_refused_with_its_line() {
             ),
         )
         .unwrap();
-        let r = crate::util::ran(
-            wf(
-                &sb,
-                &[
-                    "run",
-                    "migrate",
-                    "--district",
-                    "3",
-                    "--config-file",
-                    a.to_str().unwrap(),
-                ],
-            )
-            .output()
-            .unwrap(),
-        );
+        let r = crate::util::ran(wf(&sb, &migrate_args(&a)).output().unwrap());
         assert!(
             r.code != Some(0)
                 && r.stderr.contains(says)

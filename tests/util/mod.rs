@@ -100,10 +100,20 @@ impl Sandbox {
             .expect("spawn wf resume")
     }
 
+    /// `wf status --json`; while a runner that just started has not published its status yet
+    /// (a one-line refusal, exit 5), waits for it as that message asks, up to 10 s.
     pub fn status(&self, run: &str) -> Value {
-        let r = self.run(["status", run, "--json"]);
-        assert_eq!(r.code, Some(0), "wf status failed: {}", r.stderr);
-        serde_json::from_str(&r.stdout).expect("status json")
+        let start = std::time::Instant::now();
+        loop {
+            let r = self.run(["status", run, "--json"]);
+            let starting = r.stderr.contains("has not published its status yet");
+            if r.code != Some(0) && starting && start.elapsed().as_secs() < 10 {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                continue;
+            }
+            assert_eq!(r.code, Some(0), "wf status failed: {}", r.stderr);
+            return serde_json::from_str(&r.stdout).expect("status json");
+        }
     }
 
     pub fn done_steps(&self, run: &str) -> HashSet<String> {
