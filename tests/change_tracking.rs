@@ -1,11 +1,12 @@
 //! `wf refresh --incremental` with `[[change_tracking]]` on PostgreSQL (issue 16): PROD's
-//! `adb.results` and `hcp2.attendance` get an `updated_at` column that a trigger stamps; after a
-//! migrate, PROD changes (updates, inserts, deletes, a row moved to another district, a new
-//! parent), and the incremental refresh must read only the rows new to the district or changed
-//! (its extract steps' metrics count them) and still leave CERT equal, table by table, to a
-//! migrate of the new PROD into an empty CERT, also when refreshes are SIGKILLed and resumed. A
-//! change column that is no time, or names no
-//! column, is refused before the run with its line.
+//! `adb.results`, `hcp2.attendance` (selected by their district column) and
+//! `ids.student_guardians` (by the plan's key file) get an `updated_at` column that a trigger
+//! stamps; after a migrate, PROD changes (updates, inserts, deletes, a row moved to another
+//! district, a new parent), and the incremental refresh must read only the rows new to the
+//! district or changed (its extract steps' metrics count them) and still leave CERT equal, table
+//! by table, to a migrate of the new PROD into an empty CERT, also when refreshes are SIGKILLed
+//! and resumed. A change column that is no time, or names no column, is refused before the run
+//! with its line.
 
 use crate::e2e::{cert_contents, ok, status, wf, Env};
 use crate::refresh::{change_prod, killed_refresh, two_certs, INCREMENTAL};
@@ -14,7 +15,13 @@ use crate::util::Sandbox;
 use std::path::Path;
 
 /// Tracked tables: (store, table).
-const TRACKED: [(&str, &str); 2] = [("adb", "results"), ("hcp2", "attendance")];
+/// Results and attendance have the district column; student_guardians (a composite key) is
+/// chosen by the plan's key file.
+const TRACKED: [(&str, &str); 3] = [
+    ("adb", "results"),
+    ("hcp2", "attendance"),
+    ("ids", "student_guardians"),
+];
 
 /// `updated_at` on the tracked tables of `side` (stamped by a trigger on PROD).
 fn add_change_columns(env: &Env, side: &str) {
@@ -89,6 +96,18 @@ fn an_incremental_refresh_reads_only_what_changed_and_equals_a_fresh_migrate() {
         "update attendance set status = case status when 'present' then 'absent' else 'present' end where id in (select id from attendance where district_id = 3 order by id limit 5); \
          delete from attendance where id in (select id from attendance where district_id = 3 order by id desc limit 2)",
     );
+    // Three links' relation changed, one link gone, one new (a new student's).
+    exec(
+        &env.pg_url("prod", "ids"),
+        "update student_guardians set relation = 'guardian' where (student_id, guardian_id) in \
+           (select g.student_id, g.guardian_id from student_guardians g join students s on s.id = g.student_id \
+            where s.district_id = 3 order by 1, 2 limit 3); \
+         delete from student_guardians where (student_id, guardian_id) in \
+           (select g.student_id, g.guardian_id from student_guardians g join students s on s.id = g.student_id \
+            where s.district_id = 3 order by 1 desc, 2 desc limit 1); \
+         insert into student_guardians (student_id, guardian_id, relation) \
+           select (select max(id) from students), min(guardian_id), 'parent' from student_guardians",
+    );
     let second = refresh(&sb, &a);
     ok(&sb, &migrate_args(&b));
     assert_eq!(cert_contents(&env, "a"), cert_contents(&env, "b"));
@@ -111,6 +130,11 @@ fn an_incremental_refresh_reads_only_what_changed_and_equals_a_fresh_migrate() {
     assert_eq!(
         read("hcp2.attendance"),
         (Some(1), Some(0), Some(5), Some(2), Some(5)),
+        "{st}"
+    );
+    assert_eq!(
+        read("ids.student_guardians"),
+        (Some(1), Some(1), Some(3), Some(1), Some(4)),
         "{st}"
     );
     assert_eq!(read("ids.students").0, None, "not tracked: read whole");
