@@ -216,12 +216,12 @@ pub fn read_hashes(path: &Path) -> Result<HashSet<u128>, StoreError> {
 }
 
 /// Writes `out`: the rows of `base` (the replaced run's anonymized staging of `table`, read
-/// through its SHA-256) whose key is neither in `drop` nor among `delta`'s, then `delta`'s rows
+/// through its SHA-256) whose key is neither in `skip` (the gone keys) nor among `delta`'s, then `delta`'s rows
 /// (the anonymized changes). Both must have the same columns.
 pub fn merge(
     table: &Table,
     base: (&Path, &str),
-    drop: &HashSet<u128>,
+    mut skip: HashSet<u128>,
     delta: &Path,
     out: &Path,
 ) -> Result<FileInfo, StoreError> {
@@ -229,7 +229,6 @@ pub fn merge(
     let changes = open(delta)?;
     let schema = changes.schema();
     let idx = key_idx(table, &schema)?;
-    let mut skip = drop.clone();
     for b in changes {
         let b = b.map_err(|e| crate::staging::damaged(delta, e))?;
         skip.extend((0..b.num_rows()).map(|r| key_hash_at(&b, &idx, r)));

@@ -237,7 +237,7 @@ pub(crate) async fn anonymize(
         let gone = wf_stores::delta::read_hashes(&gone)?;
         let target = out.join(format!("{}.arrow", table.id()));
         let base_file = (base.anon.path.as_path(), base.anon.sha256.as_str());
-        let info = wf_stores::delta::merge(&table, base_file, &gone, &changes.info.path, &target)?;
+        let info = wf_stores::delta::merge(&table, base_file, gone, &changes.info.path, &target)?;
         let _ = std::fs::remove_dir_all(&delta_dir);
         let mut originals = changes.originals;
         let earlier =

@@ -224,14 +224,15 @@ impl ExtractTableStep {
         kind: wf_stores::StoreKind,
     ) -> Result<How, StepError> {
         let t = &self.task;
-        if matches!(t.table.chosen, Chosen::All) {
-            return Ok(How::Whole);
-        }
+        let whole = |why: &str| {
+            tracing::warn!(table = %t.table.table, "reading the table whole, not by its change column: {why}");
+            Ok(How::Whole)
+        };
         match super::delta::base(cx, &self.params, table, kind, &t.raw)? {
             None => Ok(How::Whole),
-            Some(Err(why)) => {
-                tracing::warn!(table = %t.table.table, "reading the table whole, not by its change column: {why}");
-                Ok(How::Whole)
+            Some(Err(why)) => whole(&why),
+            Some(Ok(_)) if matches!(t.table.chosen, Chosen::All) => {
+                whole("it is copied whole (reference_tables)")
             }
             Some(Ok(base)) => {
                 let earlier =
