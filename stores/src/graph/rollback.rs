@@ -1,19 +1,36 @@
 //! Rolling a graph load back: the nodes and relationships its manifest lists, deleted in one
-//! transaction (relationships first) if its marker says it committed; and a preview of what that
-//! would delete now.
+//! transaction if its marker says it committed (relationships with an end the load did not
+//! create first, then the nodes with the relationships between them); and a preview of what
+//! that would delete now.
 
 use super::job::{Created, GraphLoad, BIG_CHUNK};
 use super::{open_write, GValue, GraphConfig, GraphWrite};
 use crate::error::StoreError;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::BufRead;
 
-/// What a load's manifest lists: node keys by label, (start, end) pairs by (type, start label,
+/// What a load's manifest lists: node keys by label, and relationships by (type, start label,
 /// end label).
-type Listed = (
-    BTreeMap<String, Vec<GValue>>,
-    BTreeMap<(String, String, String), Vec<(GValue, GValue)>>,
-);
+#[derive(Default)]
+struct Listed {
+    nodes: BTreeMap<String, Vec<GValue>>,
+    rels: BTreeMap<(String, String, String), Rels>,
+}
+
+/// A relationship type's listed relationships: those with an end the load did not create,
+/// deleted one by one by their (start, end) keys, and how many join two nodes it created, which
+/// go with those nodes (`DETACH DELETE`: looking each one up by its ends took half the rollback).
+#[derive(Default)]
+struct Rels {
+    by_keys: Vec<(GValue, GValue)>,
+    with_nodes: u64,
+}
+
+impl Rels {
+    fn listed(&self) -> u64 {
+        self.by_keys.len() as u64 + self.with_nodes
+    }
+}
 
 /// Reads `job`'s manifest, which must be there once its load committed.
 fn listed(job: &GraphLoad) -> Result<Listed, StoreError> {
@@ -27,29 +44,44 @@ fn listed(job: &GraphLoad) -> Result<Listed, StoreError> {
             "the load committed but its manifest cannot be opened ({e}), so wf cannot tell its nodes from CERT's own"
         ))
     })?;
-    let (mut nodes, mut rels): Listed = Default::default();
+    let mut out = Listed::default();
+    // Nodes the load created, as (label, key's JSON text); relationships until all are read.
+    let mut created: HashSet<(String, String)> = HashSet::new();
+    let mut rels = Vec::new();
     for l in std::io::BufReader::new(f).lines() {
         let l = l.map_err(|e| refuse(format!("the manifest cannot be read ({e})")))?;
         match serde_json::from_str::<Created>(&l)
             .map_err(|e| refuse(format!("the manifest is damaged ({e})")))?
         {
-            Created::Node { label, key } => nodes
-                .entry(label)
-                .or_default()
-                .push(GValue::from_json(&key)),
+            Created::Node { label, key } => {
+                created.insert((label.clone(), key.to_string()));
+                out.nodes
+                    .entry(label)
+                    .or_default()
+                    .push(GValue::from_json(&key));
+            }
             Created::Rel {
                 rel,
                 start,
                 end,
                 s,
                 e,
-            } => rels
-                .entry((rel, start, end))
-                .or_default()
-                .push((GValue::from_json(&s), GValue::from_json(&e))),
+            } => rels.push((rel, start, end, s, e)),
         }
     }
-    Ok((nodes, rels))
+    for (rel, start, end, s, e) in rels {
+        let inner = created.contains(&(start.clone(), s.to_string()))
+            && created.contains(&(end.clone(), e.to_string()));
+        let entry = out.rels.entry((rel, start, end)).or_default();
+        if inner {
+            entry.with_nodes += 1;
+        } else {
+            entry
+                .by_keys
+                .push((GValue::from_json(&s), GValue::from_json(&e)));
+        }
+    }
+    Ok(out)
 }
 
 /// Deletes from CERT what `job` created, if it committed; counts deleted per table.
@@ -75,7 +107,7 @@ pub async fn rollback_graph(
 }
 
 /// Deletes, inside `w`'s transaction, what `job` created if it committed (its marker is there),
-/// relationships first, then its marker; counts deleted per table (`None` when not committed).
+/// relationships first, then nodes, then its marker; counts deleted per table (`None` when not committed).
 pub(super) async fn delete_created(
     w: &mut dyn GraphWrite,
     cfg: &GraphConfig,
@@ -84,11 +116,12 @@ pub(super) async fn delete_created(
     if !w.has_marker(&job.run_key).await? {
         return Ok(None);
     }
-    let (nodes, rels) = listed(job)?;
+    let Listed { nodes, rels } = listed(job)?;
     let mut out = Vec::new();
-    for ((rel, start, end), pairs) in &rels {
-        let mut n = 0;
-        for c in pairs.chunks(BIG_CHUNK) {
+    for ((rel, start, end), listed) in &rels {
+        // Those joining two created nodes are counted as listed: they go with the nodes below.
+        let mut n = listed.with_nodes;
+        for c in listed.by_keys.chunks(BIG_CHUNK) {
             n += w.delete_rels(rel, (start, end), c).await?;
         }
         out.push((format!("{}.{start}-{rel}-{end}", cfg.name), n));
@@ -116,14 +149,11 @@ pub async fn preview_rollback_graph(
         if !w.has_marker(&job.run_key).await? {
             return Ok(Vec::new());
         }
-        let (nodes, rels) = listed(job)?;
+        let Listed { nodes, rels } = listed(job)?;
         let mut out: Vec<(String, u64)> = rels
             .iter()
-            .map(|((rel, start, end), pairs)| {
-                (
-                    format!("{}.{start}-{rel}-{end}", cfg.name),
-                    pairs.len() as u64,
-                )
+            .map(|((rel, start, end), listed)| {
+                (format!("{}.{start}-{rel}-{end}", cfg.name), listed.listed())
             })
             .collect();
         for (label, keys) in &nodes {
