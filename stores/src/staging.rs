@@ -370,11 +370,13 @@ impl StagingWriter {
             .map_err(|e| staging_err(&self.partial, e))?;
         file.sync_all().map_err(|e| staging_err(&self.partial, e))?;
         std::fs::rename(&self.partial, &self.path).map_err(|e| staging_err(&self.path, e))?;
+        let sha256 = hex::encode(hasher.finalize());
+        crate::verified::rewritten(&self.path, &sha256);
         Ok(FileInfo {
             path: self.path,
             rows: self.rows,
             bytes,
-            sha256: hex::encode(hasher.finalize()),
+            sha256,
         })
     }
 }

@@ -51,6 +51,19 @@ pub fn expect(path: &Path, sha256: &str) {
     );
 }
 
+/// `path` was just written again with `sha256` (its producer ran again in this process): a
+/// registration made from the earlier output's record now names the new one, still to be checked
+/// on its first read. Otherwise a consumer that does not register (the registry is per process)
+/// would find the new file "changed on disk" against the stale hash, and the producer would run
+/// again for nothing, until the run fails.
+pub fn rewritten(path: &Path, sha256: &str) {
+    let mut g = EXPECTED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(e) = g.as_mut().and_then(|m| m.get_mut(path)) {
+        e.sha256 = sha256.to_string();
+        e.checked = None;
+    }
+}
+
 fn stamp(path: &Path) -> Option<(u64, std::time::SystemTime)> {
     let m = std::fs::metadata(path).ok()?;
     Some((m.len(), m.modified().ok()?))
@@ -355,5 +368,26 @@ mod tests {
         expect(&info.path, &info.sha256);
         let m = mismatch_now(&info.path).expect("a flipped byte");
         assert_eq!(m.expected, info.sha256);
+    }
+
+    #[test]
+    fn a_file_its_producer_wrote_again_is_checked_against_the_new_hash() {
+        // A consumer registered the earlier output; the producer ran again in this process and
+        // wrote other bytes (its inputs changed): a reader that registers nothing must not find
+        // the new file "changed on disk", and a flipped byte in it must still be caught.
+        let dir = tempfile::tempdir().unwrap();
+        let old = write(dir.path(), 10);
+        expect(&old.path, &old.sha256);
+        let new = write(dir.path(), 11);
+        assert_ne!(old.sha256, new.sha256);
+        assert_eq!(due(&new.path).as_deref(), Some(new.sha256.as_str()));
+        assert!(mismatch_now(&new.path).is_none(), "the new file as written");
+        let mut bad = std::fs::read(&new.path).unwrap();
+        bad[100] ^= 0x01;
+        std::fs::write(&new.path, &bad).unwrap();
+        assert!(
+            mismatch_now(&new.path).is_some(),
+            "a flipped byte after the rewrite"
+        );
     }
 }

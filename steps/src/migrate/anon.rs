@@ -272,6 +272,8 @@ pub(crate) fn parts(cx: &StepContext) -> Result<Option<Parts>, StepError> {
         files.push(part.originals);
         let mut fields = part.fields;
         for f in part.files.into_iter() {
+            // Read against the record, as every consumer registers its inputs (`verified`).
+            wf_stores::verified::expect(&f.path, &f.sha256);
             let info = FileInfo {
                 path: f.path,
                 rows: f.rows,
