@@ -6,11 +6,17 @@
 //! classification sampling, the SHA-256 check of the input and the leak scan. The unique integer
 //! `id` is keyed (`hmac`) in every case (`mask` and `fake` refuse a unique integer). CPU seconds
 //! are compared with the floor: one HMAC per distinct text value, at wf's own HMAC rate.
-//! Each figure is the median of WF_BENCH_REPEAT runs (default 3).
+//! Each figure is the median of WF_BENCH_REPEAT runs (default 3). It runs on mimalloc with
+//! transparent huge pages off, as `wf` does (`WF_BENCH_THP=1` leaves them on).
 //! Run: `cargo bench --bench anonymize`. It measures, asserts nothing.
 
 use std::path::Path;
 use std::time::Instant;
+
+/// The allocator the `wf` binary runs with (and, in `main`, its transparent huge pages off), so
+/// the CPU figures are wf's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use wf_steps::anonymize::{anonymize, AnonKey, Rules, TableInput};
 use wf_stores::staging::{arrow_schema, open, ColType, StagedColumn, StagingWriter, Value};
 
@@ -171,6 +177,9 @@ fn rules_for(strategy: &str) -> String {
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
+    }
+    if std::env::var("WF_BENCH_THP").as_deref() != Ok("1") {
+        let _ = rustix::thread::disable_transparent_huge_pages(true);
     }
     let rows: u64 = std::env::var("WF_BENCH_ROWS")
         .ok()
