@@ -5,9 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use wf_stores::config::Side;
-use wf_stores::graph::bolt::BoltWrite;
 use wf_stores::graph::discover::discover_graph;
-use wf_stores::graph::embedded::EmbeddedWrite;
 use wf_stores::graph::extract::extract_graph;
 use wf_stores::graph::load::{load_graph, rollback_graph, GraphLoad};
 use wf_stores::graph::stage::{GraphBatch, GraphFileReader};
@@ -183,32 +181,11 @@ fn graph_config(kind: GraphKind, prod: String, cert: String) -> GraphConfig {
     }
 }
 
-async fn open_side(cfg: &GraphConfig, side: Side) -> Box<dyn GraphWrite> {
-    match cfg.kind {
-        GraphKind::Bolt => Box::new(BoltWrite::open_side(cfg, side).await.unwrap()),
-        GraphKind::Embedded => Box::new(EmbeddedWrite::open_side(cfg, side).await.unwrap()),
-    }
-}
-
-async fn counts(cfg: &GraphConfig, side: Side) -> (Vec<(String, u64)>, Vec<(String, u64)>) {
-    let mut r = open_read(cfg, side).await.unwrap();
-    let out = (
-        r.label_counts().await.unwrap(),
-        r.rel_type_counts().await.unwrap(),
-    );
-    r.finish().await.unwrap();
-    out
-}
-
-fn owned(v: &[(&str, u64)]) -> Vec<(String, u64)> {
-    v.iter().map(|(a, b)| (a.to_string(), *b)).collect()
-}
-
 async fn whole_story(cfg: GraphConfig) {
-    let mut w = open_side(&cfg, Side::Prod).await;
+    let mut w = common::graph_write(&cfg, Side::Prod).await;
     seed_prod(w.as_mut()).await;
     w.commit().await.unwrap();
-    let mut w = open_side(&cfg, Side::Cert).await;
+    let mut w = common::graph_write(&cfg, Side::Cert).await;
     w.merge_nodes(
         "School",
         &[node(
@@ -306,16 +283,16 @@ async fn whole_story(cfg: GraphConfig) {
     let rep = load_graph(&cfg, &job).await.unwrap();
     assert!(!rep.already_loaded);
     assert_eq!(rep.tables.iter().map(|t| t.inserted).sum::<u64>(), 14);
-    let after = counts(&cfg, Side::Cert).await;
+    let after = common::graph_counts(&cfg, Side::Cert).await;
     let expect = (
-        owned(&[
+        common::owned(&[
             ("Guardian", 1),
             ("Person", 2),
             ("School", 2),
             ("Section", 2),
             ("Teacher", 1),
         ]),
-        owned(&[
+        common::owned(&[
             ("ENROLLED_IN", 3),
             ("FRIEND", 1),
             ("GUARDIAN_OF", 1),
@@ -346,7 +323,7 @@ async fn whole_story(cfg: GraphConfig) {
         sorted(rep.tables.clone()),
         "a load found committed reports what it loaded, from its manifest"
     );
-    assert_eq!(counts(&cfg, Side::Cert).await, expect);
+    assert_eq!(common::graph_counts(&cfg, Side::Cert).await, expect);
 
     // Another run inserting the same nodes is refused as a whole.
     let mut again = job.clone();
@@ -357,7 +334,7 @@ async fn whole_story(cfg: GraphConfig) {
         e.contains("already exist in CERT") && e.contains("sp"),
         "{e}"
     );
-    assert_eq!(counts(&cfg, Side::Cert).await, expect);
+    assert_eq!(common::graph_counts(&cfg, Side::Cert).await, expect);
     // skip-existing loads nothing new and is its own exactly-once load.
     again.strategy = Strategy::SkipExisting;
     let rep = load_graph(&cfg, &again).await.unwrap();
@@ -372,8 +349,8 @@ async fn whole_story(cfg: GraphConfig) {
     let gone = rollback_graph(&cfg, &job).await.unwrap();
     assert_eq!(gone.iter().map(|(_, n)| n).sum::<u64>(), 14, "{gone:?}");
     assert_eq!(
-        counts(&cfg, Side::Cert).await,
-        (owned(&[("School", 1)]), vec![])
+        common::graph_counts(&cfg, Side::Cert).await,
+        (common::owned(&[("School", 1)]), vec![])
     );
     assert!(
         rollback_graph(&cfg, &job).await.unwrap().is_empty(),
@@ -455,7 +432,7 @@ async fn bolt_errors_name_the_store_and_the_server_text() {
 /// refused with the counts. `plant` adds, on PROD, a district-1 Person without `id` and a Section
 /// without `id` enrolled in by Person 1000.
 async fn keyless_story(cfg: GraphConfig, plant: impl FnOnce(&GraphConfig)) {
-    let mut w = open_side(&cfg, Side::Prod).await;
+    let mut w = common::graph_write(&cfg, Side::Prod).await;
     seed_prod(w.as_mut()).await;
     w.commit().await.unwrap();
     let schema = discover_graph(&cfg).await.unwrap();

@@ -6,11 +6,9 @@ mod common;
 
 use std::collections::BTreeMap;
 use wf_stores::config::Side;
-use wf_stores::graph::bolt::BoltWrite;
-use wf_stores::graph::embedded::EmbeddedWrite;
 use wf_stores::graph::extract::extract_graph;
 use wf_stores::graph::load::{load_graph, rollback_graph, GraphLoad};
-use wf_stores::graph::{open_read, GValue, GraphConfig, GraphKind, GraphWrite, NodeRec, RelRec};
+use wf_stores::graph::{open_read, GValue, GraphConfig, GraphKind, NodeRec, RelRec};
 use wf_stores::load::Strategy;
 
 fn node(label: &str, id: i64, district: i64) -> NodeRec {
@@ -55,32 +53,11 @@ fn config(kind: GraphKind, prod: String, cert: String) -> GraphConfig {
     }
 }
 
-async fn open_side(cfg: &GraphConfig, side: Side) -> Box<dyn GraphWrite> {
-    match cfg.kind {
-        GraphKind::Bolt => Box::new(BoltWrite::open_side(cfg, side).await.unwrap()),
-        GraphKind::Embedded => Box::new(EmbeddedWrite::open_side(cfg, side).await.unwrap()),
-    }
-}
-
-async fn counts(cfg: &GraphConfig) -> (Vec<(String, u64)>, Vec<(String, u64)>) {
-    let mut r = open_read(cfg, Side::Cert).await.unwrap();
-    let out = (
-        r.label_counts().await.unwrap(),
-        r.rel_type_counts().await.unwrap(),
-    );
-    r.finish().await.unwrap();
-    out
-}
-
-fn owned(v: &[(&str, u64)]) -> Vec<(String, u64)> {
-    v.iter().map(|(a, b)| (a.to_string(), *b)).collect()
-}
-
 /// PROD: district 1 has schools 10 and 11 and teachers 100 and 101; each teacher works at both
 /// schools, and 100 mentors 101. CERT already has school 10 (a tester's). A `skip-existing` load
 /// creates school 11, both teachers and the five relationships; its rollback must leave school 10.
 async fn story(cfg: GraphConfig) {
-    let mut w = open_side(&cfg, Side::Prod).await;
+    let mut w = common::graph_write(&cfg, Side::Prod).await;
     let schools = [node("School", 10, 1), node("School", 11, 1)];
     w.merge_nodes("School", &schools).await.unwrap();
     let teachers = [node("Teacher", 100, 1), node("Teacher", 101, 1)];
@@ -97,7 +74,7 @@ async fn story(cfg: GraphConfig) {
         .await
         .unwrap();
     w.commit().await.unwrap();
-    let mut w = open_side(&cfg, Side::Cert).await;
+    let mut w = common::graph_write(&cfg, Side::Cert).await;
     w.merge_nodes("School", &[node("School", 10, 1)])
         .await
         .unwrap();
@@ -118,10 +95,10 @@ async fn story(cfg: GraphConfig) {
     let rep = load_graph(&cfg, &job).await.unwrap();
     assert_eq!(rep.tables.iter().map(|t| t.inserted).sum::<u64>(), 8);
     assert_eq!(
-        counts(&cfg).await,
+        common::graph_counts(&cfg, Side::Cert).await,
         (
-            owned(&[("School", 2), ("Teacher", 2)]),
-            owned(&[("MENTORS", 1), ("WORKS_AT", 4)])
+            common::owned(&[("School", 2), ("Teacher", 2)]),
+            common::owned(&[("MENTORS", 1), ("WORKS_AT", 4)])
         )
     );
 
@@ -129,7 +106,7 @@ async fn story(cfg: GraphConfig) {
     gone.sort();
     assert_eq!(
         gone,
-        owned(&[
+        common::owned(&[
             ("sp.School", 1),
             ("sp.Teacher", 2),
             ("sp.Teacher-MENTORS-Teacher", 1),
@@ -138,8 +115,8 @@ async fn story(cfg: GraphConfig) {
         "what the load created, per table"
     );
     assert_eq!(
-        counts(&cfg).await,
-        (owned(&[("School", 1)]), vec![]),
+        common::graph_counts(&cfg, Side::Cert).await,
+        (common::owned(&[("School", 1)]), vec![]),
         "CERT's own school stays, without the run's relationships to it"
     );
     let mut r = open_read(&cfg, Side::Cert).await.unwrap();

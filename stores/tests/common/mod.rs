@@ -238,3 +238,34 @@ pub fn fresh_graph_db(http: &str, user: &str, pw: &str, label: &str) -> String {
     http_post(http, user, pw, "/api/v1/server", &body);
     name
 }
+
+/// A write transaction on `side` of `cfg`'s graph, whatever its kind.
+pub async fn graph_write(
+    cfg: &wf_stores::graph::GraphConfig,
+    side: Side,
+) -> Box<dyn wf_stores::graph::GraphWrite> {
+    use wf_stores::graph::{bolt::BoltWrite, embedded::EmbeddedWrite, GraphKind};
+    match cfg.kind {
+        GraphKind::Bolt => Box::new(BoltWrite::open_side(cfg, side).await.unwrap()),
+        GraphKind::Embedded => Box::new(EmbeddedWrite::open_side(cfg, side).await.unwrap()),
+    }
+}
+
+/// Node counts by label and relationship counts by type on `side` of `cfg`'s graph.
+pub async fn graph_counts(
+    cfg: &wf_stores::graph::GraphConfig,
+    side: Side,
+) -> (Vec<(String, u64)>, Vec<(String, u64)>) {
+    let mut r = wf_stores::graph::open_read(cfg, side).await.unwrap();
+    let out = (
+        r.label_counts().await.unwrap(),
+        r.rel_type_counts().await.unwrap(),
+    );
+    r.finish().await.unwrap();
+    out
+}
+
+/// `(name, count)` pairs as owned strings.
+pub fn owned(v: &[(&str, u64)]) -> Vec<(String, u64)> {
+    v.iter().map(|(a, b)| (a.to_string(), *b)).collect()
+}
