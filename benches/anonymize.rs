@@ -178,6 +178,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    #[cfg(target_os = "linux")]
     if std::env::var("WF_BENCH_THP").as_deref() != Ok("1") {
         let _ = rustix::thread::disable_transparent_huge_pages(true);
     }
