@@ -12,13 +12,13 @@
 
 use std::path::Path;
 use std::time::Instant;
+use wf_steps::anonymize::{anonymize, AnonKey, Rules, TableInput};
+use wf_stores::staging::{arrow_schema, open, ColType, StagedColumn, StagingWriter, Value};
 
 /// The allocator the `wf` binary runs with (and, in `main`, its transparent huge pages off), so
 /// the CPU figures are wf's.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use wf_steps::anonymize::{anonymize, AnonKey, Rules, TableInput};
-use wf_stores::staging::{arrow_schema, open, ColType, StagedColumn, StagingWriter, Value};
 
 const COLS: [&str; 10] = [
     "id",

@@ -11,7 +11,7 @@ fn main() -> std::process::ExitCode {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     // No transparent huge pages: mimalloc asks for them, and each first touch of a fresh 2 MB
     // region then zeroed all of it (14 % of a migrate's CPU, in page faults) and counted it
-    // resident (a scale-25 migrate peaked at 223 MB with them, 136-142 MB without).
+    // resident (a scale-25 migrate peaked at 206-225 MB with them, 128-147 MB without).
     #[cfg(target_os = "linux")]
     let _ = rustix::thread::disable_transparent_huge_pages(true);
     wf::main()

@@ -147,38 +147,22 @@ async fn seed_prod(w: &mut dyn GraphWrite) {
 }
 
 fn graph_config(kind: GraphKind, prod: String, cert: String) -> GraphConfig {
-    GraphConfig {
-        name: "sp".into(),
-        kind,
-        prod,
-        cert,
-        user: None,
-        password: None,
-        prod_database: None,
-        cert_database: None,
-        district_property: "district_id".into(),
-        district_labels: vec!["School".into(), "Teacher".into(), "Person".into()],
-        key_property: "id".into(),
-        keys: Default::default(),
-        maps: Default::default(),
-        follow: vec![
-            Follow {
-                rel_type: "ENROLLED_IN".into(),
-                direction: Direction::Out,
-            },
-            Follow {
-                rel_type: "TEACHES".into(),
-                direction: Direction::Out,
-            },
-            Follow {
-                rel_type: "GUARDIAN_OF".into(),
-                direction: Direction::In,
-            },
-        ],
-        max_depth: None,
-        links: vec![],
-        without_key: Default::default(),
-    }
+    let mut cfg = common::graph_config(kind, prod, cert, &["School", "Teacher", "Person"]);
+    cfg.follow = vec![
+        Follow {
+            rel_type: "ENROLLED_IN".into(),
+            direction: Direction::Out,
+        },
+        Follow {
+            rel_type: "TEACHES".into(),
+            direction: Direction::Out,
+        },
+        Follow {
+            rel_type: "GUARDIAN_OF".into(),
+            direction: Direction::In,
+        },
+    ];
+    cfg
 }
 
 async fn whole_story(cfg: GraphConfig) {
@@ -371,16 +355,7 @@ async fn embedded_graph_district_subgraph_load_and_rollback() {
 }
 
 fn bolt_config() -> Option<GraphConfig> {
-    let (url, user, pw, http) = common::bolt_env()?;
-    let prod = common::fresh_graph_db(&http, &user, &pw, "prod");
-    let cert = common::fresh_graph_db(&http, &user, &pw, "cert");
-    std::env::set_var("WF_T_BOLT_PW", &pw);
-    let mut cfg = graph_config(GraphKind::Bolt, url.clone(), url);
-    cfg.user = Some(user);
-    cfg.password = Some("env:WF_T_BOLT_PW".into());
-    cfg.prod_database = Some(prod);
-    cfg.cert_database = Some(cert);
-    Some(cfg)
+    common::on_bolt(graph_config(GraphKind::Bolt, String::new(), String::new()))
 }
 
 #[tokio::test]

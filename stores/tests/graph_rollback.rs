@@ -32,25 +32,7 @@ fn rel(t: &str, s: (&str, i64), e: (&str, i64)) -> RelRec {
 }
 
 fn config(kind: GraphKind, prod: String, cert: String) -> GraphConfig {
-    GraphConfig {
-        name: "sp".into(),
-        kind,
-        prod,
-        cert,
-        user: None,
-        password: None,
-        prod_database: None,
-        cert_database: None,
-        district_property: "district_id".into(),
-        district_labels: vec!["School".into(), "Teacher".into()],
-        key_property: "id".into(),
-        keys: Default::default(),
-        maps: Default::default(),
-        follow: vec![],
-        max_depth: None,
-        links: vec![],
-        without_key: Default::default(),
-    }
+    common::graph_config(kind, prod, cert, &["School", "Teacher"])
 }
 
 /// PROD: district 1 has schools 10 and 11 and teachers 100 and 101; each teacher works at both
@@ -139,14 +121,9 @@ async fn embedded_rollback_keeps_cert_nodes_and_deletes_the_run_relationships_to
 
 #[tokio::test]
 async fn bolt_rollback_keeps_cert_nodes_and_deletes_the_run_relationships_to_them() {
-    let Some((url, user, pw, http)) = common::bolt_env() else {
+    let cfg = config(GraphKind::Bolt, String::new(), String::new());
+    let Some(cfg) = common::on_bolt(cfg) else {
         return;
     };
-    let mut cfg = config(GraphKind::Bolt, url.clone(), url);
-    cfg.prod_database = Some(common::fresh_graph_db(&http, &user, &pw, "prod"));
-    cfg.cert_database = Some(common::fresh_graph_db(&http, &user, &pw, "cert"));
-    std::env::set_var("WF_T_BOLT_PW_RB", &pw);
-    cfg.user = Some(user);
-    cfg.password = Some("env:WF_T_BOLT_PW_RB".into());
     story(cfg).await;
 }

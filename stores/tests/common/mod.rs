@@ -269,3 +269,47 @@ pub async fn graph_counts(
 pub fn owned(v: &[(&str, u64)]) -> Vec<(String, u64)> {
     v.iter().map(|(a, b)| (a.to_string(), *b)).collect()
 }
+
+/// A graph store `sp` on `prod` and `cert`, keyed by `id`, seeded by `district_id` on
+/// `district_labels`, following nothing (tests add what they follow).
+pub fn graph_config(
+    kind: wf_stores::graph::GraphKind,
+    prod: String,
+    cert: String,
+    district_labels: &[&str],
+) -> wf_stores::graph::GraphConfig {
+    wf_stores::graph::GraphConfig {
+        name: "sp".into(),
+        kind,
+        prod,
+        cert,
+        user: None,
+        password: None,
+        prod_database: None,
+        cert_database: None,
+        district_property: "district_id".into(),
+        district_labels: district_labels.iter().map(|l| l.to_string()).collect(),
+        key_property: "id".into(),
+        keys: Default::default(),
+        maps: Default::default(),
+        follow: vec![],
+        max_depth: None,
+        links: vec![],
+        without_key: Default::default(),
+    }
+}
+
+/// `cfg` moved onto the test ArcadeDB over Bolt, with a fresh PROD and CERT database each;
+/// `None` (the test skipped) only outside CI without the server (`bolt_env` panics in CI).
+pub fn on_bolt(mut cfg: wf_stores::graph::GraphConfig) -> Option<wf_stores::graph::GraphConfig> {
+    let (url, user, pw, http) = bolt_env()?;
+    cfg.prod_database = Some(fresh_graph_db(&http, &user, &pw, "prod"));
+    cfg.cert_database = Some(fresh_graph_db(&http, &user, &pw, "cert"));
+    std::env::set_var("WF_T_BOLT_PW", &pw);
+    cfg.kind = wf_stores::graph::GraphKind::Bolt;
+    cfg.prod = url.clone();
+    cfg.cert = url;
+    cfg.user = Some(user);
+    cfg.password = Some("env:WF_T_BOLT_PW".into());
+    Some(cfg)
+}
