@@ -228,11 +228,15 @@ fn part_output(cx: &StepContext, mut done: Vec<TableOut>) -> Result<StepOutput, 
         part.fields.extend(t.fields);
     }
     let mut output = StepOutput::with_value(&part)?;
-    for path in part.files.iter().map(|f| &f.path).chain([&originals]) {
+    // The staging writer hashed each file as it wrote it.
+    for f in &part.files {
         output
             .artifacts
-            .push(Artifact::from_file(path).map_err(|e| retry(path, e))?);
+            .push(Artifact::with_sha256(&f.path, &f.sha256).map_err(|e| retry(&f.path, e))?);
     }
+    output
+        .artifacts
+        .push(Artifact::from_file(&originals).map_err(|e| retry(&originals, e))?);
     output
         .metrics
         .insert("rows".into(), part.files.iter().map(|f| f.rows).sum());

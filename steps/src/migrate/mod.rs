@@ -318,7 +318,7 @@ fn anonymize_output(
     })?;
     for f in &files {
         output.artifacts.push(
-            Artifact::from_file(&f.path)
+            Artifact::with_sha256(&f.path, &f.sha256)
                 .map_err(|e| StepError::Retryable(format!("{}: {e}", f.path.display())))?,
         );
     }

@@ -2,7 +2,8 @@
 //! 64-bit hashes of key tuples, batches read one at a time. Shared by every check.
 
 use arrow_array::RecordBatch;
-use std::hash::Hasher;
+use std::collections::HashSet;
+use std::hash::{BuildHasher, Hasher};
 use std::path::Path;
 use wf_stores::staging::{open, value_at, Value};
 use wf_stores::subset::Key;
@@ -30,9 +31,26 @@ pub(crate) fn tuple(b: &RecordBatch, idx: &[usize], row: usize) -> Option<Key> {
         .collect()
 }
 
+/// A set of key hashes (`hash_key`, `hash_row`), hashed again by aHash: the std SipHash cost
+/// more than the checks that use the sets.
+pub type KeySet = HashSet<u64, ahash::RandomState>;
+
+/// The hasher of key tuples: aHash under fixed seeds, so every step of a run, and `hash_key`
+/// and `hash_row`, agree. Key hashes stay in memory (never journaled), so only agreement within
+/// one process matters; a collision could hide one duplicate or dangling reference in 2^64.
+fn key_hasher() -> impl Hasher {
+    const SEEDS: ahash::RandomState = ahash::RandomState::with_seeds(
+        0x243f_6a88_85a3_08d3,
+        0x1319_8a2e_0370_7344,
+        0xa409_3822_299f_31d0,
+        0x082e_fa98_ec4e_6c89,
+    );
+    SEEDS.build_hasher()
+}
+
 /// The hash of a key in its text form: what `hash_row` computes from staged cells, byte for byte.
 pub fn hash_key(k: &Key) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut h = key_hasher();
     for v in k {
         match v {
             None => h.write_u8(0),
@@ -55,23 +73,27 @@ pub(crate) fn hash_row(
     buf: &mut String,
 ) -> Option<u64> {
     use std::fmt::Write;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut h = key_hasher();
+    let mut digits = itoa::Buffer::new();
     for &i in idx {
         buf.clear();
-        match value_at(b.column(i).as_ref(), row) {
+        // Each form is `text`'s, byte for byte (integers through itoa: `format!` cost more).
+        let bytes = match value_at(b.column(i).as_ref(), row) {
             Value::Null => return None,
-            Value::Int(x) => {
-                let _ = write!(buf, "{x}");
-            }
+            Value::Int(x) => digits.format(x).as_bytes(),
             Value::Float(x) => {
                 let _ = write!(buf, "{x}");
+                buf.as_bytes()
             }
-            Value::Bool(x) => buf.push_str(if x { "true" } else { "false" }),
-            Value::Text(t) => buf.push_str(t),
-            Value::Bytes(x) => buf.push_str(&hex::encode(x)),
-        }
+            Value::Bool(x) => if x { "true" } else { "false" }.as_bytes(),
+            Value::Text(t) => t.as_bytes(),
+            Value::Bytes(x) => {
+                buf.push_str(&hex::encode(x));
+                buf.as_bytes()
+            }
+        };
         h.write_u8(1);
-        h.write(buf.as_bytes());
+        h.write(bytes);
         h.write_u8(0xff);
     }
     Some(h.finish())

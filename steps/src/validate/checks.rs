@@ -2,12 +2,13 @@
 //! batch once (`on_batch`) and records its finding at the end (`finish`), so a table is read once
 //! whatever the number of checks.
 
+use super::cells::KeySet;
 use super::cells::{hash_row, positions, set_id, show, tuple, LOOKUP};
 use super::dups::DupFinder;
 use super::rules::Severity;
 use super::Tally;
 use arrow_array::RecordBatch;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use wf_stores::schema::Table;
 use wf_stores::subset::{Key, SnapshotReader};
 use wf_stores::StoreError;
@@ -107,7 +108,7 @@ pub(super) struct Unique {
     seen: Option<DupFinder>,
     buf: String,
     n: u64,
-    repeated: HashSet<u64>,
+    repeated: KeySet,
     ex: Vec<String>,
 }
 
@@ -131,7 +132,7 @@ impl Unique {
                     seen: Some(DupFinder::new()),
                     buf: String::new(),
                     n: 0,
-                    repeated: HashSet::new(),
+                    repeated: KeySet::default(),
                     ex: Vec::new(),
                 };
                 Some(Box::new(check) as Box<dyn RowCheck>)
@@ -203,7 +204,7 @@ impl RowCheck for Unique {
 pub(super) struct References<'a> {
     fk: &'a Fk,
     idx: Vec<usize>,
-    set: Option<&'a HashSet<u64>>,
+    set: Option<&'a KeySet>,
     missing: HashMap<Key, u64>,
     overflow: u64,
     buf: String,
@@ -214,7 +215,7 @@ impl<'a> References<'a> {
     pub fn all(
         table: &str,
         fks: &'a [Fk],
-        sets: &'a HashMap<String, HashSet<u64>>,
+        sets: &'a HashMap<String, KeySet>,
         first: &RecordBatch,
     ) -> Vec<References<'a>> {
         fks.iter()

@@ -3,10 +3,11 @@
 //! index (an error for every strategy: a CERT row holding the same unique value under another
 //! key would make the load fail, or, skipped, silently keep CERT's row instead of the run's).
 
+use super::cells::KeySet;
 use super::cells::{batches, hash_key, positions, show, tuple, LOOKUP};
 use super::rules::Severity;
 use super::Tally;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use wf_stores::extract::Snap;
 use wf_stores::load::Strategy;
@@ -22,7 +23,7 @@ pub(super) struct ConflictInput<'a> {
     pub strategy: Strategy,
     pub reference: bool,
     /// Hashed keys this run loaded in earlier generations: the load replaces them.
-    pub owned: Option<&'a HashSet<u64>>,
+    pub owned: Option<&'a KeySet>,
 }
 
 /// Runs the primary-key and unique checks of one staged table against CERT.

@@ -1,6 +1,7 @@
 //! Graph checks on the anonymized staging: node keys unique per label, relationship ends among
 //! the staged nodes, links to relational rows resolving inside the subset.
 
+use super::cells::KeySet;
 use super::cells::{hash_key, set_id};
 use super::input::ValidateInput;
 use super::rules::Severity;
@@ -17,7 +18,7 @@ use wf_stores::StoreError;
 pub(super) fn graph_checks(
     tally: &mut Tally,
     inp: &ValidateInput<'_>,
-    sets: &HashMap<String, HashSet<u64>>,
+    sets: &HashMap<String, KeySet>,
 ) -> Result<(), StoreError> {
     let Some(g) = &inp.config.graph else {
         return Ok(());
@@ -62,7 +63,7 @@ fn node_file(
     label: &str,
     mut rd: GraphFileReader,
     keys: &mut HashSet<String>,
-    sets: &HashMap<String, HashSet<u64>>,
+    sets: &HashMap<String, KeySet>,
 ) -> Result<(), StoreError> {
     let table = format!("{}.{label}", g.name);
     let links = links_of(g, label);
@@ -193,7 +194,7 @@ fn rel_file(
 /// they would keep one of them while the report counted every one; `insert` CREATEs each.
 #[derive(Default)]
 struct Parallel {
-    seen: HashSet<u64>,
+    seen: KeySet,
     repeats: u64,
     examples: Vec<String>,
 }

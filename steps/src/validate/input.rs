@@ -1,5 +1,6 @@
 //! What the pre-load validation looks at (the validate step builds it; every check reads it).
 
+use super::cells::KeySet;
 use super::rules::ValidationRules;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -22,7 +23,7 @@ pub struct ValidateInput<'a> {
     pub leaks: Vec<(String, u64)>,
     /// Keys (hashed) this run loaded in earlier generations, per table: not conflicts, since the
     /// load replaces them.
-    pub owned: HashMap<String, HashSet<u64>>,
+    pub owned: HashMap<String, KeySet>,
     /// Graph nodes (label, key text) this run loaded in earlier generations: not conflicts either.
     pub graph_owned: HashSet<(String, String)>,
     /// Graph nodes extract left out for lacking their key (`without_key = "skip"`), by where

@@ -2,6 +2,7 @@
 //! load manifests: the loads replace those rows and nodes, so validation does not count them as
 //! conflicts with CERT.
 
+use super::cells::KeySet;
 use crate::migrate::{store_err, MigrateParams};
 use std::collections::{HashMap, HashSet};
 use wf_engine::{StepContext, StepError};
@@ -12,8 +13,8 @@ pub(super) fn owned_keys(
     cx: &StepContext,
     p: &MigrateParams,
     only: Option<&str>,
-) -> Result<HashMap<String, HashSet<u64>>, StepError> {
-    let mut out: HashMap<String, HashSet<u64>> = HashMap::new();
+) -> Result<HashMap<String, KeySet>, StepError> {
+    let mut out: HashMap<String, KeySet> = HashMap::new();
     let Some(steps) = cx.artifact_dir.parent() else {
         return Ok(out);
     };

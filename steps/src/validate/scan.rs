@@ -2,13 +2,14 @@
 //! hashes of the key text (about 16 bytes a key in memory); a hash collision could hide one
 //! duplicate or one dangling reference in 2^64, which is accepted.
 
+use super::cells::KeySet;
 use super::cells::{batches, hash_row, positions, set_id, show, tuple};
 use super::checks::{Fk, NotNull, References, RowCheck, Unique};
 pub use super::input::ValidateInput;
 use super::rules::{Severity, ValidationRules};
 use super::{Tally, ValidationReport};
 use arrow_array::RecordBatch;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use wf_stores::config::{ColumnRef, Side};
 use wf_stores::extract::{open_snapshot, Snap};
@@ -98,7 +99,7 @@ fn whole_run(
     tally: &mut Tally,
     inp: &ValidateInput<'_>,
     files: &BTreeMap<&str, &PathBuf>,
-    sets: &HashMap<String, HashSet<u64>>,
+    sets: &HashMap<String, KeySet>,
 ) -> Result<(), StoreError> {
     super::business::row_counts(tally, inp.rules, files)?;
     super::graph_checks::graph_checks(tally, inp, sets)?;
@@ -126,7 +127,7 @@ async fn check_table(
     tally: &mut Tally,
     inp: &ValidateInput<'_>,
     fks: &[Fk],
-    sets: &HashMap<String, HashSet<u64>>,
+    sets: &HashMap<String, KeySet>,
     cert: &mut HashMap<String, (StoreSchema, Snap)>,
     table: &str,
     path: &Path,
@@ -207,7 +208,7 @@ fn key_sets(
     files: &BTreeMap<&str, &PathBuf>,
     fks: &[Fk],
     with_links: bool,
-) -> Result<HashMap<String, HashSet<u64>>, StoreError> {
+) -> Result<HashMap<String, KeySet>, StoreError> {
     let mut wanted: BTreeMap<String, Vec<Vec<String>>> = BTreeMap::new();
     for f in fks {
         let sets = wanted.entry(f.parent.clone()).or_default();
@@ -227,7 +228,7 @@ fn key_sets(
             .or_default()
             .push(vec![r.column.clone()]);
     }
-    let mut sets: HashMap<String, HashSet<u64>> = HashMap::new();
+    let mut sets: HashMap<String, KeySet> = HashMap::new();
     let mut buf = String::new();
     for (table, colsets) in &wanted {
         let Some(path) = files.get(table.as_str()) else {
@@ -306,11 +307,11 @@ fn columns_match(
 struct ScanInput<'a> {
     rules: &'a ValidationRules,
     fks: &'a [Fk],
-    sets: &'a HashMap<String, HashSet<u64>>,
+    sets: &'a HashMap<String, KeySet>,
     same_store: &'a HashMap<String, Table>,
     strategy: Strategy,
     reference: bool,
-    owned: Option<&'a HashSet<u64>>,
+    owned: Option<&'a KeySet>,
 }
 
 /// Runs the row checks of one staged table in one pass over its batches, then the CERT conflict
