@@ -63,8 +63,10 @@ pub(crate) async fn rollback(
         ));
         return Ok(exit::DONE);
     }
-    manifests(run, &loads, rebuild)?;
-    if !confirm(run, &loads, yes, &cfg).await? {
+    // A refresh by difference wrote only what changed but owns the district (its manifests).
+    let by_difference = record.attrs.get("incremental").map(String::as_str) == Some("true");
+    manifests(run, &loads, rebuild, by_difference)?;
+    if !confirm(run, &loads, yes, &cfg, by_difference).await? {
         say("rollback cancelled; nothing changed");
         return Ok(exit::DONE);
     }
@@ -90,7 +92,12 @@ pub(crate) async fn rollback(
 
 /// Every store's manifests are checked (or rebuilt from the staging) before any store is touched,
 /// so a refusal leaves CERT whole (each store's transaction checks again against its marker rows).
-fn manifests(run: &str, loads: &[LoadOut], rebuild: bool) -> anyhow::Result<()> {
+fn manifests(
+    run: &str,
+    loads: &[LoadOut],
+    rebuild: bool,
+    by_difference: bool,
+) -> anyhow::Result<()> {
     for l in loads {
         let (Some(job), Some(report)) = (l.job.as_ref(), l.report.as_ref()) else {
             continue;
@@ -101,7 +108,7 @@ fn manifests(run: &str, loads: &[LoadOut], rebuild: bool) -> anyhow::Result<()> 
                     "rebuilt the rollback manifest of {t} from the run's anonymized staging"
                 ));
             }
-        } else if let Err(e) = wf_stores::load::check_job_manifests(job, report) {
+        } else if let Err(e) = wf_stores::load::check_job_manifests(job, report, by_difference) {
             eprintln!("wf: {e}");
             anyhow::bail!(rebuild_hint(run));
         }
@@ -116,15 +123,24 @@ async fn confirm(
     loads: &[LoadOut],
     yes: bool,
     cfg: &wf_stores::Config,
+    by_difference: bool,
 ) -> anyhow::Result<bool> {
     for l in loads {
         if let Some(r) = &l.report {
             let rows: u64 = r.tables.iter().map(|t| t.inserted).sum();
-            say(&format!(
-                "store {}: {rows} rows inserted by run {run} in {} tables",
-                l.store,
-                r.tables.len()
-            ));
+            let tables = r.tables.len();
+            match l.job.as_ref().filter(|_| by_difference) {
+                // A refresh by difference wrote some rows and owns the district's.
+                Some(j) => say(&format!(
+                    "store {}: {} rows of run {run} in {tables} tables (a refresh by difference: it wrote {rows} of them)",
+                    l.store,
+                    wf_stores::load::manifest_total(j)?
+                )),
+                None => say(&format!(
+                    "store {}: {rows} rows inserted by run {run} in {tables} tables",
+                    l.store
+                )),
+            }
         }
     }
     if yes {

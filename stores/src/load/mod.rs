@@ -294,7 +294,16 @@ pub(crate) fn check_manifests(
 
 /// Checks a committed load's manifests against the per-table counts its journaled report holds,
 /// without touching CERT (a rollback checks every store this way before deleting from any).
-pub fn check_job_manifests(job: &StoreLoad, report: &LoadReport) -> Result<(), StoreError> {
+/// `by_difference`: the load was a refresh's by difference (its run's `incremental` attribute;
+/// the job's own `by_difference` is not journaled).
+pub fn check_job_manifests(
+    job: &StoreLoad,
+    report: &LoadReport,
+    by_difference: bool,
+) -> Result<(), StoreError> {
+    if by_difference {
+        return check_difference_manifests(job, report);
+    }
     let marked: Vec<(String, i64)> = job
         .tables
         .iter()
@@ -306,9 +315,67 @@ pub fn check_job_manifests(job: &StoreLoad, report: &LoadReport) -> Result<(), S
     check_manifests(&job.store, &job.tables, &job.manifest_dir, &marked)
 }
 
+/// `check_job_manifests` for a refresh by difference (`wf refresh --incremental`): its report
+/// counts the rows it wrote, but it owns, and its marker rows count, every row it staged that the
+/// earlier run owned or that it inserted. So here each manifest must be readable and list every
+/// staged row under `insert` (at most the staged rows otherwise); the rollback's transaction
+/// then checks it exactly against the marker rows before deleting anything.
+fn check_difference_manifests(job: &StoreLoad, report: &LoadReport) -> Result<(), StoreError> {
+    for t in &job.tables {
+        let Some(r) = report.tables.iter().find(|r| r.table == t.table.id()) else {
+            continue;
+        };
+        let path = manifest_path(&job.manifest_dir, &t.table);
+        let fail = |message: String| StoreError::Manifest {
+            store: job.store.clone(),
+            table: t.table.name.clone(),
+            message,
+        };
+        let found = manifest_rows(&job.manifest_dir, &t.table).map_err(|e| {
+            fail(format!(
+                "the rollback manifest {} is damaged ({e})",
+                path.display()
+            ))
+        })?;
+        let n = match found {
+            Some(n) => n,
+            None if r.rows_in_file == 0 => continue,
+            None => {
+                return Err(fail(format!(
+                    "the rollback manifest {} is missing ({} rows were staged)",
+                    path.display(),
+                    r.rows_in_file
+                )))
+            }
+        };
+        let fits = match t.strategy {
+            Strategy::Insert => n == r.rows_in_file,
+            _ => n <= r.rows_in_file,
+        };
+        if !fits {
+            return Err(fail(format!(
+                "the rollback manifest {} lists {n} keys but the refresh staged {} rows",
+                path.display(),
+                r.rows_in_file
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Rows a committed load's manifests list: what its rollback deletes (for a refresh by
+/// difference, more than the rows it wrote). A missing manifest counts none.
+pub fn manifest_total(job: &StoreLoad) -> Result<u64, StoreError> {
+    let mut total = 0;
+    for t in &job.tables {
+        total += manifest_rows(&job.manifest_dir, &t.table)?.unwrap_or(0);
+    }
+    Ok(total)
+}
+
 /// Rebuilds the missing or damaged manifests of a committed load from its anonymized staging:
 /// possible for a table whose every staged row was inserted (`inserted == rows_in_file`) and whose
-/// staging file still has the SHA-256 the load recorded. Returns the tables rebuilt.
+/// staging file still has the digest the load recorded. Returns the tables rebuilt.
 pub fn rebuild_manifests(job: &StoreLoad, report: &LoadReport) -> Result<Vec<String>, StoreError> {
     let mut rebuilt = Vec::new();
     for t in &job.tables {
