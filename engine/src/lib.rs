@@ -4,6 +4,7 @@
 
 mod codec;
 pub mod datadir;
+pub mod digest;
 mod engine;
 pub mod error;
 pub mod failpoint;

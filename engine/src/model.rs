@@ -128,7 +128,7 @@ pub struct Plan {
 pub struct Artifact {
     pub path: PathBuf,
     pub bytes: u64,
-    /// Hex SHA-256 of the content.
+    /// Digest of the content (see `digest`: XXH3-128, or SHA-256 as earlier versions recorded it).
     pub sha256: String,
     /// Modification time seen when recorded (ns); a match with `bytes` skips re-hashing on resume.
     pub mtime_ns: u128,

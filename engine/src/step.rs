@@ -3,9 +3,7 @@
 use crate::codec;
 use crate::model::{Artifact, StepOutput};
 use serde::{de::DeserializeOwned, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -150,21 +148,6 @@ impl StepOutput {
     }
 }
 
-/// Hex SHA-256 of a file, streamed in 64 KiB blocks.
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
-}
-
 fn mtime_ns(meta: &std::fs::Metadata) -> u128 {
     meta.modified()
         .ok()
@@ -180,12 +163,12 @@ impl Artifact {
         Ok(Artifact {
             path: path.to_path_buf(),
             bytes: meta.len(),
-            sha256: sha256_file(path)?,
+            sha256: crate::digest::file(path, None)?,
             mtime_ns: mtime_ns(&meta),
         })
     }
 
-    /// Describes a file whose SHA-256 its writer computed while writing it (staging files), so
+    /// Describes a file whose digest its writer computed while writing it (staging files), so
     /// it is not read and hashed a second time.
     pub fn with_sha256(path: &Path, sha256: &str) -> std::io::Result<Artifact> {
         let meta = std::fs::metadata(path)?;
@@ -209,7 +192,7 @@ impl Artifact {
         if mtime_ns(&meta) == self.mtime_ns {
             return true;
         }
-        sha256_file(&self.path).is_ok_and(|h| h == self.sha256)
+        crate::digest::file(&self.path, Some(&self.sha256)).is_ok_and(|h| h == self.sha256)
     }
 }
 
@@ -228,6 +211,7 @@ pub fn artifact_dir_name(step: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     #[test]
     fn artifact_verify_detects_changes_and_tolerates_touch() {
@@ -254,10 +238,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.out");
         std::fs::write(&p, b"hello").unwrap();
-        let digest = hex::encode(Sha256::digest(b"hello"));
+        let digest = crate::digest::file(&p, None).unwrap();
         let known = Artifact::with_sha256(&p, &digest).unwrap();
         assert_eq!(known, Artifact::from_file(&p).unwrap());
-        // A wrong digest is caught once the file's time no longer vouches for it.
+        // A digest an earlier wf recorded (SHA-256) is still checked, and a wrong one is caught
+        // once the file's time no longer vouches for it.
+        let mut old = Artifact::with_sha256(&p, &hex::encode(Sha256::digest(b"hello"))).unwrap();
+        old.mtime_ns = 1;
+        assert!(old.verify());
         let mut wrong = Artifact::with_sha256(&p, &hex::encode(Sha256::digest(b"jello"))).unwrap();
         assert!(wrong.verify());
         wrong.mtime_ns = 1;

@@ -8,6 +8,7 @@
 
 use crate::error::StoreError;
 use crate::extract::{staged_columns, TableFile, TableSink};
+use crate::keyset::HashSet128;
 use crate::keyset::{key_hash, key_hash_of, Key};
 use crate::load::key_hash_at;
 use crate::schema::Table;
@@ -15,7 +16,6 @@ use crate::snapshot::{Selection, Since, Snap};
 use crate::staging::{arrow_schema, open, open_verified, staging_err, FileInfo, StagingWriter};
 use crate::StoreKind;
 use arrow_array::BooleanArray;
-use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::path::Path;
 
@@ -27,15 +27,15 @@ fn key_idx(table: &Table, schema: &arrow_schema::Schema) -> Result<Vec<usize>, S
     crate::load::key_positions(table, schema)
 }
 
-/// The key hashes of a staged file of `table` (read through its recorded SHA-256).
+/// The key hashes of a staged file of `table` (read through its recorded digest).
 pub fn staged_key_hashes(
     file: &Path,
     sha256: &str,
     table: &Table,
-) -> Result<HashSet<u128>, StoreError> {
+) -> Result<HashSet128, StoreError> {
     let reader = open_verified(file, sha256)?;
     let idx = key_idx(table, &reader.schema())?;
-    let mut out = HashSet::new();
+    let mut out = HashSet128::default();
     for b in reader {
         let b = b.map_err(|e| crate::staging::damaged(file, e))?;
         out.extend((0..b.num_rows()).map(|r| key_hash_at(&b, &idx, r)));
@@ -69,7 +69,7 @@ pub async fn extract_changed(
     kind: StoreKind,
     table: &Table,
     rows: DistrictRows<'_>,
-    mut earlier: HashSet<u128>,
+    mut earlier: HashSet128,
     since: &Since,
     sink: TableSink<'_>,
     gone: &Path,
@@ -201,7 +201,7 @@ pub fn write_hashes(path: &Path, hashes: impl Iterator<Item = u128>) -> Result<(
 }
 
 /// Reads the hashes `write_hashes` wrote; a file cut short is an error naming it.
-pub fn read_hashes(path: &Path) -> Result<HashSet<u128>, StoreError> {
+pub fn read_hashes(path: &Path) -> Result<HashSet128, StoreError> {
     let mut bytes = Vec::new();
     std::fs::File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
@@ -216,12 +216,12 @@ pub fn read_hashes(path: &Path) -> Result<HashSet<u128>, StoreError> {
 }
 
 /// Writes `out`: the rows of `base` (the replaced run's anonymized staging of `table`, read
-/// through its SHA-256) whose key is neither in `skip` (the gone keys) nor among `delta`'s, then `delta`'s rows
+/// through its digest) whose key is neither in `skip` (the gone keys) nor among `delta`'s, then `delta`'s rows
 /// (the anonymized changes). Both must have the same columns.
 pub fn merge(
     table: &Table,
     base: (&Path, &str),
-    mut skip: HashSet<u128>,
+    mut skip: HashSet128,
     delta: &Path,
     out: &Path,
 ) -> Result<FileInfo, StoreError> {

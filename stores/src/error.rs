@@ -47,7 +47,7 @@ pub enum StoreError {
     /// The CERT guard refused a target (it is PROD, or not enrolled as CERT).
     #[error("{message}")]
     Guard { message: String },
-    /// A journaled staging file no longer matches the SHA-256 its producer recorded.
+    /// A journaled staging file no longer matches the digest its producer recorded.
     #[error("staging file {path}: {message}; the step that wrote it runs again")]
     Corrupt { path: PathBuf, message: String },
     #[error("staging file {path}: {message}")]

@@ -260,11 +260,37 @@ impl Iterator for Merge<'_> {
     }
 }
 
+/// Sets of 128-bit hashes (keyed fingerprints, row and key hashes: uniform already), hashed by
+/// folding them to 64 bits rather than by SipHash again, which cost more than the sets' use.
+pub type HashSet128 = HashSet<u128, std::hash::BuildHasherDefault<Fold128>>;
+/// Maps keyed by 128-bit hashes (see `HashSet128`).
+pub type HashMap128<V> = std::collections::HashMap<u128, V, std::hash::BuildHasherDefault<Fold128>>;
+
+/// The hasher of `HashSet128`: a u128 folded to 64 bits (other input mixed byte by byte).
+#[derive(Default)]
+pub struct Fold128(u64);
+
+impl Hasher for Fold128 {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u128(&mut self, x: u128) {
+        self.0 ^= (x as u64) ^ ((x >> 64) as u64);
+    }
+}
+
 /// A set of keys; sorted runs on disk past the memory budget.
 pub struct KeySet {
     mem: BTreeSet<Key>,
     /// Fingerprints of the keys in `runs`.
-    spilled: HashSet<u128>,
+    spilled: HashSet128,
     /// Sorted runs on disk, with their level.
     runs: Vec<(u32, PathBuf)>,
     spill: Spill,
@@ -276,7 +302,7 @@ impl KeySet {
     pub fn new(spill: &Spill, limit: usize) -> KeySet {
         KeySet {
             mem: BTreeSet::new(),
-            spilled: HashSet::new(),
+            spilled: HashSet128::default(),
             runs: Vec::new(),
             spill: spill.clone(),
             limit: limit.max(1),

@@ -14,7 +14,6 @@ use arrow_array::{
     Array, ArrayRef, BinaryArray, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -139,7 +138,7 @@ pub struct FileInfo {
 
 struct HashingWriter<W: Write> {
     inner: W,
-    hasher: Sha256,
+    hasher: wf_engine::digest::Hasher,
     bytes: u64,
 }
 
@@ -164,6 +163,7 @@ enum Builder {
 }
 
 /// A value as it arrives from a store.
+#[derive(Debug, PartialEq)]
 pub enum Value<'a> {
     Null,
     Int(i64),
@@ -214,7 +214,7 @@ impl StagingWriter {
             .map_err(|e| staging_err(&partial, e))?;
         let sink = HashingWriter {
             inner: BufWriter::with_capacity(1 << 20, file),
-            hasher: Sha256::new(),
+            hasher: wf_engine::digest::Hasher::default(),
             bytes: 0,
         };
         let writer = arrow_ipc::writer::FileWriter::try_new(sink, &schema)
@@ -370,7 +370,7 @@ impl StagingWriter {
             .map_err(|e| staging_err(&self.partial, e))?;
         file.sync_all().map_err(|e| staging_err(&self.partial, e))?;
         std::fs::rename(&self.partial, &self.path).map_err(|e| staging_err(&self.path, e))?;
-        let sha256 = hex::encode(hasher.finalize());
+        let sha256 = hasher.finish();
         crate::verified::rewritten(&self.path, &sha256);
         Ok(FileInfo {
             path: self.path,
@@ -382,7 +382,7 @@ impl StagingWriter {
 }
 
 /// Opens a staging file for reading batch by batch; a damaged file is a clear error naming it.
-/// A file registered with `verified::expect` is checked against its SHA-256 as it is read.
+/// A file registered with `verified::expect` is checked against its digest as it is read.
 pub fn open(path: &Path) -> Result<crate::verified::Staged, StoreError> {
     if let Err(e) = std::fs::metadata(path) {
         return Err(staging_err(path, e));
@@ -400,19 +400,9 @@ pub fn open_verified(path: &Path, sha256: &str) -> Result<crate::verified::Stage
     crate::verified::Staged::open(path, Some(sha256)).map_err(|e| damaged(path, e))
 }
 
-/// SHA-256 of a whole file, streamed (hex).
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(hex::encode(h.finalize()));
-        }
-        h.update(&buf[..n]);
-    }
+/// A new digest of a whole file (see `wf_engine::digest`), as the staging writer records it.
+pub fn digest_file(path: &Path) -> std::io::Result<String> {
+    wf_engine::digest::file(path, None)
 }
 
 /// The error for a staging file that cannot be read (at open, or a batch inside it).
@@ -447,6 +437,58 @@ pub fn value_at(array: &dyn Array, row: usize) -> Value<'_> {
         Value::Bytes(a.value(row))
     } else {
         Value::Null
+    }
+}
+
+/// A batch's columns downcast once, so its cells are read row by row without a downcast per
+/// cell (`value_at` tries each array type in turn).
+pub struct Cells<'a>(Vec<Cell<'a>>);
+
+enum Cell<'a> {
+    Int(&'a Int64Array),
+    Float(&'a Float64Array),
+    Bool(&'a BooleanArray),
+    Text(&'a StringArray),
+    Bytes(&'a BinaryArray),
+    Other,
+}
+
+impl<'a> Cells<'a> {
+    pub fn of(b: &'a arrow_array::RecordBatch) -> Cells<'a> {
+        Cells(
+            b.columns()
+                .iter()
+                .map(|c| {
+                    let any = c.as_any();
+                    if let Some(a) = any.downcast_ref::<Int64Array>() {
+                        Cell::Int(a)
+                    } else if let Some(a) = any.downcast_ref::<Float64Array>() {
+                        Cell::Float(a)
+                    } else if let Some(a) = any.downcast_ref::<BooleanArray>() {
+                        Cell::Bool(a)
+                    } else if let Some(a) = any.downcast_ref::<StringArray>() {
+                        Cell::Text(a)
+                    } else if let Some(a) = any.downcast_ref::<BinaryArray>() {
+                        Cell::Bytes(a)
+                    } else {
+                        Cell::Other
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    /// The cell of column `col` at `row`: what `value_at` returns for it.
+    #[inline]
+    pub fn value(&self, col: usize, row: usize) -> Value<'a> {
+        match &self.0[col] {
+            Cell::Int(a) if a.is_valid(row) => Value::Int(a.value(row)),
+            Cell::Float(a) if a.is_valid(row) => Value::Float(a.value(row)),
+            Cell::Bool(a) if a.is_valid(row) => Value::Bool(a.value(row)),
+            Cell::Text(a) if a.is_valid(row) => Value::Text(a.value(row)),
+            Cell::Bytes(a) if a.is_valid(row) => Value::Bytes(a.value(row)),
+            _ => Value::Null,
+        }
     }
 }
 
@@ -531,6 +573,36 @@ mod tests {
     }
 
     #[test]
+    fn cells_read_what_value_at_reads_nulls_included() {
+        use arrow_array::{ArrayRef, RecordBatch};
+        use std::sync::Arc;
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(vec![Some(1), None])),
+            Arc::new(Float64Array::from(vec![None, Some(2.5)])),
+            Arc::new(BooleanArray::from(vec![Some(true), None])),
+            Arc::new(StringArray::from(vec![None, Some("x")])),
+            Arc::new(BinaryArray::from(vec![Some(&b"\x00"[..]), None])),
+            Arc::new(arrow_array::Int32Array::from(vec![7, 8])),
+        ];
+        let b = RecordBatch::try_from_iter(
+            cols.into_iter()
+                .enumerate()
+                .map(|(i, c)| (format!("c{i}"), c)),
+        )
+        .unwrap();
+        let cells = Cells::of(&b);
+        for r in 0..b.num_rows() {
+            for c in 0..b.num_columns() {
+                assert_eq!(
+                    cells.value(c, r),
+                    value_at(b.column(c).as_ref(), r),
+                    "{c},{r}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn damaged_file_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("bad.arrow");
@@ -539,8 +611,10 @@ mod tests {
         assert!(e.contains("bad.arrow") && e.contains("re-run"), "{e}");
     }
 
+    /// The digest a finished staging file must carry, computed here from its bytes.
     pub(crate) fn sha(path: &Path) -> String {
-        hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+        let bytes = std::fs::read(path).unwrap();
+        format!("xxh3:{:032x}", twox_hash::XxHash3_128::oneshot(&bytes))
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Reading a staging file while checking it against the SHA-256 its producer recorded, in the same
+//! Reading a staging file while checking it against the digest its producer recorded, in the same
 //! pass: the bytes are hashed as the Arrow reader pulls them, and whatever it skipped (the file's
 //! head, padding, the footer it read first) is hashed at the end. A file whose hash differs, or that
 //! cannot be decoded although it was whole when written, is `StoreError::Corrupt`: the step that
@@ -6,7 +6,6 @@
 
 use arrow_array::RecordBatch;
 use arrow_schema::{ArrowError, SchemaRef};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
@@ -21,14 +20,14 @@ const MAX_GAP: u64 = 1 << 20;
 /// The file's hash differs from the recorded one.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "its SHA-256 is {found}, not {expected} as recorded when it was written: it changed on disk"
+    "its digest is {found}, not {expected} as recorded when it was written: it changed on disk"
 )]
 pub struct Mismatch {
     pub expected: String,
     pub found: String,
 }
 
-/// The SHA-256 each journaled staging file must have, registered by the step that consumes it
+/// The digest each journaled staging file must have, registered by the step that consumes it
 /// (from its producer's journaled output). `staging::open` checks a registered file on its first
 /// full read in this process; later passes over an unchanged file are not hashed again.
 static EXPECTED: Mutex<Option<HashMap<PathBuf, Expected>>> = Mutex::new(None);
@@ -39,7 +38,7 @@ struct Expected {
     checked: Option<(u64, std::time::SystemTime)>,
 }
 
-/// Registers the SHA-256 that `path` must have (replacing an earlier registration).
+/// Registers the digest that `path` must have (replacing an earlier registration).
 pub fn expect(path: &Path, sha256: &str) {
     let mut g = EXPECTED.lock().unwrap_or_else(|p| p.into_inner());
     g.get_or_insert_with(HashMap::new).insert(
@@ -69,7 +68,7 @@ fn stamp(path: &Path) -> Option<(u64, std::time::SystemTime)> {
     Some((m.len(), m.modified().ok()?))
 }
 
-/// The SHA-256 to check `path` against now: registered and not yet checked as it is.
+/// The digest to check `path` against now: registered and not yet checked as it is.
 pub(crate) fn due(path: &Path) -> Option<String> {
     let g = EXPECTED.lock().unwrap_or_else(|p| p.into_inner());
     let e = g.as_ref()?.get(path)?;
@@ -79,7 +78,7 @@ pub(crate) fn due(path: &Path) -> Option<String> {
     }
 }
 
-/// Whether `path`, registered and not yet checked as it is, no longer has its recorded SHA-256:
+/// Whether `path`, registered and not yet checked as it is, no longer has its recorded digest:
 /// hashed whole now. For a reader that stopped before the end of a file, where its pass would
 /// have checked it (an error the damaged bytes themselves may have caused).
 pub fn mismatch_now(path: &Path) -> Option<Mismatch> {
@@ -93,17 +92,7 @@ pub fn mismatch_now(path: &Path) -> Option<Mismatch> {
 
 /// Whether `path`, hashed whole now, differs from `expected` (unreadable: not known to differ).
 pub fn differs(path: &Path, expected: &str) -> Option<Mismatch> {
-    let mut h = Sha256::new();
-    let mut f = File::open(path).ok()?;
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf).ok()?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    let found = hex::encode(h.finalize());
+    let found = wf_engine::digest::file(path, Some(expected)).ok()?;
     (found != expected).then(|| Mismatch {
         expected: expected.to_string(),
         found,
@@ -124,19 +113,20 @@ pub struct HashingFile {
     file: File,
     pos: u64,
     hashed: u64,
-    hasher: Sha256,
+    hasher: wf_engine::digest::Hasher,
     /// Off for a file read unchecked: it costs nothing then.
     enabled: bool,
 }
 
 impl HashingFile {
-    fn new(file: File, enabled: bool) -> HashingFile {
+    /// Hashes as `expected` was made (`None`: reads unchecked).
+    fn new(file: File, expected: Option<&str>) -> HashingFile {
         HashingFile {
             file,
             pos: 0,
             hashed: 0,
-            hasher: Sha256::new(),
-            enabled,
+            hasher: expected.map_or_else(Default::default, wf_engine::digest::Hasher::like),
+            enabled: expected.is_some(),
         }
     }
 
@@ -164,7 +154,7 @@ impl HashingFile {
         Ok(())
     }
 
-    /// Hashes what is left after the hashed prefix and returns the whole file's SHA-256 (hex).
+    /// Hashes what is left after the hashed prefix and returns the whole file's digest (hex).
     fn finish(&mut self) -> std::io::Result<String> {
         let mut buf = vec![0u8; 1 << 16];
         loop {
@@ -175,7 +165,7 @@ impl HashingFile {
             self.hasher.update(&buf[..n]);
             self.hashed += n as u64;
         }
-        Ok(hex::encode(std::mem::take(&mut self.hasher).finalize()))
+        Ok(std::mem::take(&mut self.hasher).finish())
     }
 }
 
@@ -198,7 +188,7 @@ impl Seek for HashingFile {
 
 type Inner = arrow_ipc::reader::FileReader<BufReader<HashingFile>>;
 
-/// A staging file read batch by batch; with an expected SHA-256, checked as it is read (the check
+/// A staging file read batch by batch; with an expected digest, checked as it is read (the check
 /// completes when the last batch has been read: a reader dropped early checks nothing).
 pub struct Staged {
     inner: Inner,
@@ -208,10 +198,10 @@ pub struct Staged {
 }
 
 impl Staged {
-    /// Opens `path`; `expected` is the SHA-256 its producer recorded, if the caller has it.
+    /// Opens `path`; `expected` is the digest its producer recorded, if the caller has it.
     pub(crate) fn open(path: &Path, expected: Option<&str>) -> Result<Staged, ArrowError> {
         let file = File::open(path).map_err(ArrowError::from)?;
-        let hashing = HashingFile::new(file, expected.is_some());
+        let hashing = HashingFile::new(file, expected);
         let inner = Inner::try_new(BufReader::new(hashing), None).map_err(|e| match expected {
             Some(sha) => corrupt(sha, format!("cannot be decoded ({e})")),
             None => e,

@@ -73,7 +73,10 @@ async fn check(mut cfg: Config, key_limit: usize) {
         .collect();
     assert_eq!(counts, EXPECTED.into_iter().collect::<BTreeMap<_, _>>());
     for f in &ex.files {
-        assert_eq!(f.file.sha256.len(), 64);
+        assert_eq!(
+            f.file.sha256,
+            wf_engine::digest::file(&f.file.path, None).expect("digest")
+        );
         assert!(f.file.bytes > 0);
     }
     for (table, col, id) in FOREIGN {

@@ -12,7 +12,7 @@
 //! - **after its effect, before its record**: the step runs again; the step itself makes the repeated
 //!   effect harmless (idempotent files, a marker row in the effect's own transaction).
 //! - **after its record**: the step is done and is never run again in this generation; its output is read
-//!   from the journal, and its artifacts are checked (size, mtime, else SHA-256): a damaged one makes the
+//!   from the journal, and its artifacts are checked (size, mtime, else their digest, see `digest`): a damaged one makes the
 //!   step, and everything downstream of it, run again.
 
 pub mod latency;

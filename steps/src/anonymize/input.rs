@@ -13,7 +13,7 @@ pub struct TableInput {
     /// `store.table`.
     pub table: String,
     pub file: PathBuf,
-    /// The SHA-256 the file's producer recorded: reading it checks it (`None` reads unchecked).
+    /// The digest the file's producer recorded: reading it checks it (`None` reads unchecked).
     pub sha256: Option<String>,
     /// Columns whose values must stay unique (single-column primary key or unique constraint).
     pub unique: Vec<String>,
@@ -24,7 +24,7 @@ pub struct TableInput {
 }
 
 impl TableInput {
-    /// Opens the input file, checked against its recorded SHA-256 as it is read.
+    /// Opens the input file, checked against its recorded digest as it is read.
     pub(super) fn open(&self) -> Result<wf_stores::verified::Staged, StoreError> {
         match &self.sha256 {
             Some(sha) => wf_stores::staging::open_verified(&self.file, sha),

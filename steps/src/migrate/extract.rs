@@ -209,7 +209,7 @@ impl Step for ExtractTableStep {
 enum How {
     Whole,
     Changed {
-        earlier: std::collections::HashSet<u128>,
+        earlier: wf_stores::keyset::HashSet128,
         since: wf_stores::snapshot::Since,
     },
 }

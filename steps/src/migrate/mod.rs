@@ -106,7 +106,7 @@ pub struct GraphStaged {
 }
 
 impl AnonymizeOut {
-    /// Registers every anonymized file's recorded SHA-256, so reading it checks it.
+    /// Registers every anonymized file's recorded digest, so reading it checks it.
     pub fn expect_files(&self) {
         for f in &self.files {
             wf_stores::verified::expect(&f.path, &f.sha256);
@@ -447,7 +447,8 @@ pub(super) fn reuse_extract(
                 f.path.display()
             )));
         }
-        let sum = wf_engine::step::sha256_file(&f.path).map_err(|e| fatal(e.to_string()))?;
+        let sum =
+            wf_engine::digest::file(&f.path, Some(&f.sha256)).map_err(|e| fatal(e.to_string()))?;
         if sum != f.sha256 {
             return Err(fatal(format!(
                 "{} does not match its recorded checksum",

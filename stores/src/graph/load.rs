@@ -68,7 +68,7 @@ pub async fn load_graph_held(cfg: &GraphConfig, job: &GraphLoad) -> Result<HeldL
 
 /// A load that stopped early may have stopped on a damaged file's bytes (a key that no longer
 /// matches, an end node CERT lacks) before its reader reached the end, where the file is checked
-/// against its recorded SHA-256: a staged file that no longer matches is the error, so the step
+/// against its recorded digest: a staged file that no longer matches is the error, so the step
 /// that wrote it runs again.
 fn damaged_instead(job: &GraphLoad, e: StoreError) -> StoreError {
     if matches!(e, StoreError::Corrupt { .. }) || e.is_retryable() {

@@ -8,16 +8,15 @@
 //! Only the earlier run's own rows (its manifests) count as before: a row of a `skip-existing`
 //! reference table that CERT had already is not the run's, and a staged row whose key the earlier
 //! run did not own is written by the table's strategy, as a whole refresh writes it. The
-//! difference needs the earlier staging, unchanged (its SHA-256): without it the store is replaced
+//! difference needs the earlier staging, unchanged (its digest): without it the store is replaced
 //! whole, and the reason is logged. `diff_tx` writes the difference.
 
 use super::{key_positions, StoreLoad, Strategy, TableLoad};
 use crate::error::StoreError;
-use crate::staging::{open, open_verified, value_at, Value};
+use crate::keyset::{HashMap128, HashSet128};
+use crate::staging::{open, open_verified, Cells, Value};
 use crate::subset::Key;
 use arrow_array::{BooleanArray, RecordBatch};
-use std::collections::{HashMap, HashSet};
-use std::hash::Hasher;
 use std::path::{Path, PathBuf};
 
 /// How one table changes.
@@ -108,54 +107,74 @@ fn staging_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
     }
 }
 
-/// A row's hash, over every staged column's name and value (so a changed schema changes every
-/// row), and its key's hash; 128 bits each, SipHash-1-3 under fixed keys.
-fn hashes(b: &RecordBatch, key_idx: &[usize], r: usize) -> (u128, u128) {
-    let mut row = siphasher::sip128::SipHasher13::new_with_keys(1, 2);
-    let mut key = siphasher::sip128::SipHasher13::new_with_keys(3, 4);
-    for (i, f) in b.schema().fields().iter().enumerate() {
-        let v = value_at(b.column(i).as_ref(), r);
-        row.write(f.name().as_bytes());
-        feed(&mut row, &v);
-        if key_idx.contains(&i) {
-            feed(&mut key, &v);
-        }
-    }
-    use siphasher::sip128::Hasher128;
-    (key.finish128().as_u128(), row.finish128().as_u128())
+/// Hashes rows and their keys, 128 bits each: XXH3-128 of the cells serialized (a type tag, then
+/// the value; text and bytes after their length) into two reused buffers. A row's hash is seeded
+/// with the staged columns' names, so a changed schema changes every row; a key's is not, so a
+/// row keeps its key. (SipHash-1-3 fed cell by cell, with the schema fetched for every row, took
+/// most of a refresh's comparison.) The hashes never leave the process.
+#[derive(Default)]
+struct RowHasher {
+    names: Option<u64>,
+    row: Vec<u8>,
+    key: Vec<u8>,
 }
 
-fn feed(h: &mut impl Hasher, v: &Value<'_>) {
+impl RowHasher {
+    /// The key's hash and the row's, of every row of `b` (key columns at `key_idx`).
+    fn batch(&mut self, b: &RecordBatch, key_idx: &[usize]) -> Vec<(u128, u128)> {
+        let names = *self.names.get_or_insert_with(|| {
+            let mut all = Vec::new();
+            for f in b.schema().fields() {
+                feed(&mut all, &Value::Text(f.name()));
+            }
+            twox_hash::XxHash3_128::oneshot(&all) as u64
+        });
+        let cells = Cells::of(b);
+        (0..b.num_rows())
+            .map(|r| {
+                self.row.clear();
+                self.key.clear();
+                for i in 0..b.num_columns() {
+                    let v = cells.value(i, r);
+                    feed(&mut self.row, &v);
+                    if key_idx.contains(&i) {
+                        feed(&mut self.key, &v);
+                    }
+                }
+                (
+                    twox_hash::XxHash3_128::oneshot(&self.key),
+                    twox_hash::XxHash3_128::oneshot_with_seed(names, &self.row),
+                )
+            })
+            .collect()
+    }
+}
+
+fn feed(buf: &mut Vec<u8>, v: &Value<'_>) {
+    let counted = |buf: &mut Vec<u8>, tag: u8, bytes: &[u8]| {
+        buf.push(tag);
+        buf.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        buf.extend_from_slice(bytes);
+    };
     match v {
-        Value::Null => h.write_u8(0),
+        Value::Null => buf.push(0),
         Value::Int(x) => {
-            h.write_u8(1);
-            h.write_i64(*x)
+            buf.push(1);
+            buf.extend_from_slice(&x.to_le_bytes());
         }
         Value::Float(x) => {
-            h.write_u8(2);
-            h.write_u64(x.to_bits())
+            buf.push(2);
+            buf.extend_from_slice(&x.to_bits().to_le_bytes());
         }
-        Value::Bool(x) => {
-            h.write_u8(3);
-            h.write_u8(u8::from(*x))
-        }
-        Value::Text(s) => {
-            h.write_u8(4);
-            h.write_usize(s.len());
-            h.write(s.as_bytes())
-        }
-        Value::Bytes(s) => {
-            h.write_u8(5);
-            h.write_usize(s.len());
-            h.write(s)
-        }
+        Value::Bool(x) => buf.extend_from_slice(&[3, u8::from(*x)]),
+        Value::Text(s) => counted(buf, 4, s.as_bytes()),
+        Value::Bytes(s) => counted(buf, 5, s),
     }
 }
 
 /// Which of the earlier staging's rows the earlier run owns: every one for `insert`; else the
 /// hashes of its manifest's keys (as text, see `keyset::key_hash`).
-fn owned(earlier: &StoreLoad, o: &TableLoad) -> Result<Option<HashSet<u128>>, StoreError> {
+fn owned(earlier: &StoreLoad, o: &TableLoad) -> Result<Option<HashSet128>, StoreError> {
     if o.strategy == Strategy::Insert {
         return Ok(None);
     }
@@ -163,26 +182,29 @@ fn owned(earlier: &StoreLoad, o: &TableLoad) -> Result<Option<HashSet<u128>>, St
     Ok(Some(keys.iter().map(crate::keyset::key_hash).collect()))
 }
 
-/// Calls `f` with every row of the earlier run's staging of `o` (its batch, key columns and
-/// row), read through its recorded SHA-256.
+/// Calls `f` with every row of the earlier run's staging of `o` (its batch, key columns, row,
+/// and the row's key and row hashes), read through its recorded digest.
 fn each_earlier_row(
     o: &TableLoad,
-    mut f: impl FnMut(&RecordBatch, &[usize], usize),
+    mut f: impl FnMut(&RecordBatch, &[usize], usize, (u128, u128)),
 ) -> Result<(), StoreError> {
     let reader = open_verified(&o.file, &o.sha256)?;
     let idx = key_positions(&o.table, &reader.schema())?;
+    let mut h = RowHasher::default();
     for b in reader {
         let b = b.map_err(|e| crate::staging::damaged(&o.file, e))?;
-        (0..b.num_rows()).for_each(|r| f(&b, &idx, r));
+        for (r, hashes) in h.batch(&b, &idx).into_iter().enumerate() {
+            f(&b, &idx, r, hashes);
+        }
     }
     Ok(())
 }
 
 /// The keys of `o`'s staged rows whose key hash is in `wanted`.
-fn keys_of(o: &TableLoad, wanted: &HashSet<u128>) -> Result<Vec<Key>, StoreError> {
+fn keys_of(o: &TableLoad, wanted: &HashSet128) -> Result<Vec<Key>, StoreError> {
     let mut keys = Vec::new();
-    each_earlier_row(o, |b, idx, r| {
-        if wanted.contains(&hashes(b, idx, r).0) {
+    each_earlier_row(o, |b, idx, r, (k, _)| {
+        if wanted.contains(&k) {
             keys.push(super::key_of(b, idx, r));
         }
     })?;
@@ -193,12 +215,11 @@ fn keys_of(o: &TableLoad, wanted: &HashSet<u128>) -> Result<Vec<Key>, StoreError
 /// by key hash (about 40 bytes a row, not its values).
 fn rows_of(
     o: &TableLoad,
-    owned: Option<&HashSet<u128>>,
+    owned: Option<&HashSet128>,
     range: &impl Fn(u128) -> bool,
-) -> Result<HashMap<u128, u128>, StoreError> {
-    let mut before = HashMap::new();
-    each_earlier_row(o, |b, idx, r| {
-        let (k, row) = hashes(b, idx, r);
+) -> Result<HashMap128<u128>, StoreError> {
+    let mut before = HashMap128::default();
+    each_earlier_row(o, |b, idx, r, (k, row)| {
         let mine = range(k);
         if mine && owned.is_none_or(|w| w.contains(&super::key_hash_at(b, idx, r))) {
             before.insert(k, row);
@@ -207,7 +228,7 @@ fn rows_of(
     Ok(before)
 }
 
-/// Rows of a staging file (read through its recorded SHA-256).
+/// Rows of a staging file (read through its recorded digest).
 fn rows_in(o: &TableLoad) -> Result<u64, StoreError> {
     let mut n = 0;
     for b in open_verified(&o.file, &o.sha256)? {
@@ -270,7 +291,7 @@ impl Part {
 /// (see `budget`); every pass appends to the same changed and fresh files.
 fn diff_table(
     t: &TableLoad,
-    before: Option<(&TableLoad, Option<HashSet<u128>>)>,
+    before: Option<(&TableLoad, Option<HashSet128>)>,
     dir: &Path,
 ) -> Result<TableDiff, StoreError> {
     let passes = match &before {
@@ -284,21 +305,21 @@ fn diff_table(
     let (mut changed, mut fresh) = (file("changed"), file("fresh"));
     let mut kept = (t.strategy != Strategy::Insert).then(Vec::new);
     let (mut written, mut staged_rows) = (0u64, 0u64);
-    let mut gone: HashSet<u128> = HashSet::new();
+    let mut gone: HashSet128 = HashSet128::default();
     for pass in 0..passes {
         let (lo, hi) = crate::keyset::hash_range(pass, passes);
         let in_range = |k: u128| (lo..=hi).contains(&((k >> 64) as u64));
         let mut rows = match &before {
             Some((o, owned)) => rows_of(o, owned.as_ref(), &in_range)?,
-            None => HashMap::new(),
+            None => HashMap128::default(),
         };
         let reader = open(&t.file)?;
         let idx = key_positions(&t.table, &reader.schema())?;
+        let mut h = RowHasher::default();
         for b in reader {
             let b = b.map_err(|e| crate::staging::damaged(&t.file, e))?;
             let (mut is_changed, mut is_fresh) = (Vec::new(), Vec::new());
-            for r in 0..b.num_rows() {
-                let (k, row) = hashes(&b, &idx, r);
+            for (r, (k, row)) in h.batch(&b, &idx).into_iter().enumerate() {
                 let mine = in_range(k);
                 let was = if mine { rows.remove(&k) } else { None };
                 if let (Some(_), Some(kept)) = (was, kept.as_mut()) {

@@ -398,7 +398,7 @@ pub fn rebuild_manifests(job: &StoreLoad, report: &LoadReport) -> Result<Vec<Str
                 r.inserted, r.rows_in_file
             )));
         }
-        let sha = crate::staging::sha256_file(&t.file).map_err(|e| {
+        let sha = wf_engine::digest::file(&t.file, Some(&t.sha256)).map_err(|e| {
             fail(format!(
                 "cannot rebuild its manifest: the anonymized staging {} is gone ({e})",
                 t.file.display()

@@ -68,7 +68,7 @@ async fn begin_and_load<D: Dialect>(d: &mut D, job: &StoreLoad) -> Result<LoadRe
 
 /// A load that stopped early may have stopped on a damaged file's bytes (a constraint a changed
 /// value violates) before its reader reached the end, where the file is checked against its
-/// recorded SHA-256: a staged file that no longer matches is the error, so the step that wrote
+/// recorded digest: a staged file that no longer matches is the error, so the step that wrote
 /// it runs again.
 fn damaged_instead(job: &StoreLoad, e: StoreError) -> StoreError {
     if matches!(e, StoreError::Corrupt { .. }) || e.is_retryable() {
