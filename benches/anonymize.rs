@@ -1,9 +1,9 @@
 //! Anonymization benchmark (issue 5): a 1,000,000-row, 10-column staging file (WF_BENCH_ROWS to
 //! change). Reports rows/s with every column under `hmac`, under `fake`, under `mask`, and under a
 //! realistic mix, each against a plain Arrow IPC read + write of the same file (batches passed
-//! through), and against the same copy through wf's staging writer (sha256 + sync to disk, which
+//! through), and against the same copy through wf's staging writer (digest + sync to disk, which
 //! every staging file gets before the journal records it). The anonymize timings include
-//! classification sampling, the SHA-256 check of the input and the leak scan. The unique integer
+//! classification sampling, the digest check of the input and the leak scan. The unique integer
 //! `id` is keyed (`hmac`) in every case (`mask` and `fake` refuse a unique integer). CPU seconds
 //! are compared with the floor: one HMAC per distinct text value, at wf's own HMAC rate.
 //! Each figure is the median of WF_BENCH_REPEAT runs (default 3). It runs on mimalloc with
@@ -113,7 +113,7 @@ fn plain_copy(input: &Path, output: &Path) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-/// The same copy through wf's staging writer: sha256 of the output and a sync to disk, which
+/// The same copy through wf's staging writer: the digest of the output and a sync to disk, which
 /// every staging file gets before the journal records it (a power loss must not lose it).
 fn staging_copy(input: &Path, output: &Path) -> f64 {
     let t = Instant::now();
@@ -194,7 +194,7 @@ fn main() {
         let _ = std::fs::remove_file(&copy);
         plain_copy(&input, &copy)
     });
-    // What checking a staged file against its journaled SHA-256 costs a reader (issue 12).
+    // What checking a staged file against its journaled digest costs a reader (issue 12).
     let sha = wf_stores::staging::digest_file(&input).expect("sha");
     let read = |checked: bool| {
         let t = Instant::now();
@@ -212,7 +212,7 @@ fn main() {
     let (unchecked, _) = median(|| read(false));
     let (checked, _) = median(|| read(true));
     println!(
-        "read the input: {unchecked:.3} s unchecked, {checked:.3} s checked against its SHA-256 while read ({:.0} MB)",
+        "read the input: {unchecked:.3} s unchecked, {checked:.3} s checked against its digest while read ({:.0} MB)",
         std::fs::metadata(&input).map(|m| m.len()).unwrap_or(0) as f64 / 1e6
     );
     let staged = dir.path().join("copy-staged.arrow");
@@ -221,7 +221,7 @@ fn main() {
         staging_copy(&input, &staged)
     });
     println!(
-        "plain Arrow IPC read+write: {:.2} s, {:.0} rows/s ({rows} rows x 10 columns, {cpu_plain:.2} s CPU); through the staging writer (sha256 + sync): {synced:.2} s",
+        "plain Arrow IPC read+write: {:.2} s, {:.0} rows/s ({rows} rows x 10 columns, {cpu_plain:.2} s CPU); through the staging writer (digest + sync): {synced:.2} s",
         plain,
         rows as f64 / plain
     );
