@@ -344,6 +344,24 @@ mod tests {
     }
 
     #[test]
+    fn a_sha256_recorded_by_an_earlier_wf_is_still_checked_as_sha256() {
+        use sha2::Digest;
+        let dir = tempfile::tempdir().unwrap();
+        let mut info = write(dir.path(), 20_000);
+        assert!(info.sha256.starts_with("xxh3:"), "{}", info.sha256);
+        let bytes = std::fs::read(&info.path).unwrap();
+        info.sha256 = hex::encode(sha2::Sha256::digest(&bytes));
+        assert_eq!(read_all(&info).unwrap(), 20_000);
+        assert!(differs(&info.path, &info.sha256).is_none());
+        let mut bad = bytes.clone();
+        bad[bytes.len() / 2] ^= 0x01;
+        std::fs::write(&info.path, &bad).unwrap();
+        let e = read_all(&info).expect_err("a flipped byte must not pass");
+        assert!(mismatch(&e).is_some(), "{e}");
+        assert!(differs(&info.path, &info.sha256).is_some());
+    }
+
+    #[test]
     fn a_file_checked_whole_after_a_reader_stopped_early() {
         let dir = tempfile::tempdir().unwrap();
         let info = write(dir.path(), 5000);

@@ -125,3 +125,53 @@ pub(crate) fn positions(b: &RecordBatch, cols: &[String]) -> Option<Vec<usize>> 
 pub(crate) fn set_id(table: &str, cols: &[String]) -> String {
     format!("{table}({})", cols.join(","))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{ArrayRef, BinaryArray, BooleanArray, Float64Array, Int64Array, StringArray};
+    use std::sync::Arc;
+
+    /// `hash_row` (itoa, no allocation) is `hash_key` of the cells' text forms, which the
+    /// manifests' and CERT's keys are hashed by: a difference would hide conflicts or report
+    /// owned rows as conflicts.
+    #[test]
+    fn hash_row_is_hash_key_of_the_text_forms() {
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(vec![Some(-42), Some(i64::MAX), None])),
+            Arc::new(StringArray::from(vec![Some("a,b"), Some(""), Some("x")])),
+            Arc::new(BinaryArray::from(vec![
+                Some(&b"\x00\xff"[..]),
+                Some(b""),
+                Some(b"z"),
+            ])),
+            Arc::new(BooleanArray::from(vec![
+                Some(true),
+                Some(false),
+                Some(true),
+            ])),
+            Arc::new(Float64Array::from(vec![Some(1.5), Some(-0.0), Some(3.0)])),
+        ];
+        let b = RecordBatch::try_from_iter(
+            cols.into_iter()
+                .enumerate()
+                .map(|(i, c)| (format!("c{i}"), c)),
+        )
+        .unwrap();
+        let idx: Vec<usize> = (0..b.num_columns()).collect();
+        let mut buf = String::new();
+        for r in 0..2 {
+            let k = tuple(&b, &idx, r).unwrap();
+            assert_eq!(
+                hash_row(&b, &idx, r, &mut buf),
+                Some(hash_key(&k)),
+                "row {r}"
+            );
+        }
+        assert_eq!(hash_row(&b, &idx, 2, &mut buf), None, "a NULL cell: no key");
+        assert_ne!(
+            hash_row(&b, &[0], 0, &mut buf),
+            hash_row(&b, &[0], 1, &mut buf)
+        );
+    }
+}

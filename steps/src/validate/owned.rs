@@ -48,18 +48,26 @@ pub(super) fn owned_keys(
                 }
                 let set = out.entry(table.to_string()).or_default();
                 let reader = wf_stores::staging::open(&e.path()).map_err(store_err)?;
+                let mut buf = String::new();
                 for b in reader {
                     let b = b.map_err(|e| StepError::Fatal(format!("{name}: {e}")))?;
+                    let idx: Vec<usize> = (0..b.num_columns()).collect();
                     for r in 0..b.num_rows() {
-                        let k: Vec<Option<String>> = (0..b.num_columns())
-                            .map(|i| {
-                                super::cells::text(&wf_stores::staging::value_at(
-                                    b.column(i).as_ref(),
-                                    r,
-                                ))
-                            })
-                            .collect();
-                        set.insert(super::cells::hash_key(&k));
+                        // `hash_key` of the cells' text, without building it; a key with a NULL
+                        // (a table without a primary key) is built and hashed.
+                        let h =
+                            super::cells::hash_row(&b, &idx, r, &mut buf).unwrap_or_else(|| {
+                                let k: Vec<Option<String>> = (0..b.num_columns())
+                                    .map(|i| {
+                                        super::cells::text(&wf_stores::staging::value_at(
+                                            b.column(i).as_ref(),
+                                            r,
+                                        ))
+                                    })
+                                    .collect();
+                                super::cells::hash_key(&k)
+                            });
+                        set.insert(h);
                     }
                 }
             }
