@@ -195,7 +195,7 @@ fn main() {
         plain_copy(&input, &copy)
     });
     // What checking a staged file against its journaled digest costs a reader (issue 12).
-    let sha = wf_stores::staging::digest_file(&input).expect("sha");
+    let sha = wf_engine::digest::file(&input, None).expect("sha");
     let read = |checked: bool| {
         let t = Instant::now();
         let reader = if checked {
@@ -245,7 +245,7 @@ fn main() {
             file: input.clone(),
             // Checked while read, as in a run (WF_BENCH_VERIFY=0 reads unchecked, to measure it).
             sha256: (std::env::var("WF_BENCH_VERIFY").as_deref() != Ok("0"))
-                .then(|| wf_stores::staging::digest_file(&input).expect("sha of the input")),
+                .then(|| wf_engine::digest::file(&input, None).expect("sha of the input")),
             unique: vec!["id".into()],
             rule_as: Default::default(),
         }];

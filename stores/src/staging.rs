@@ -400,11 +400,6 @@ pub fn open_verified(path: &Path, sha256: &str) -> Result<crate::verified::Stage
     crate::verified::Staged::open(path, Some(sha256)).map_err(|e| damaged(path, e))
 }
 
-/// A new digest of a whole file (see `wf_engine::digest`), as the staging writer records it.
-pub fn digest_file(path: &Path) -> std::io::Result<String> {
-    wf_engine::digest::file(path, None)
-}
-
 /// The error for a staging file that cannot be read (at open, or a batch inside it).
 pub fn damaged(path: &Path, e: arrow_schema::ArrowError) -> StoreError {
     if let Some(m) = crate::verified::mismatch(&e) {
@@ -421,67 +416,45 @@ pub fn damaged(path: &Path, e: arrow_schema::ArrowError) -> StoreError {
 
 /// The value of row `row` in `array` as a store value (borrowing from the array).
 pub fn value_at(array: &dyn Array, row: usize) -> Value<'_> {
-    if array.is_null(row) {
-        return Value::Null;
-    }
-    let any = array.as_any();
-    if let Some(a) = any.downcast_ref::<Int64Array>() {
-        Value::Int(a.value(row))
-    } else if let Some(a) = any.downcast_ref::<Float64Array>() {
-        Value::Float(a.value(row))
-    } else if let Some(a) = any.downcast_ref::<BooleanArray>() {
-        Value::Bool(a.value(row))
-    } else if let Some(a) = any.downcast_ref::<StringArray>() {
-        Value::Text(a.value(row))
-    } else if let Some(a) = any.downcast_ref::<BinaryArray>() {
-        Value::Bytes(a.value(row))
-    } else {
-        Value::Null
-    }
+    Cell::of(array).value(row)
 }
 
 /// A batch's columns downcast once, so its cells are read row by row without a downcast per
 /// cell (`value_at` tries each array type in turn).
 pub struct Cells<'a>(Vec<Cell<'a>>);
 
+/// One column, downcast to the array type its values are read from.
 enum Cell<'a> {
     Int(&'a Int64Array),
     Float(&'a Float64Array),
     Bool(&'a BooleanArray),
     Text(&'a StringArray),
     Bytes(&'a BinaryArray),
+    /// A type no store value maps to: read as NULL.
     Other,
 }
 
-impl<'a> Cells<'a> {
-    pub fn of(b: &'a arrow_array::RecordBatch) -> Cells<'a> {
-        Cells(
-            b.columns()
-                .iter()
-                .map(|c| {
-                    let any = c.as_any();
-                    if let Some(a) = any.downcast_ref::<Int64Array>() {
-                        Cell::Int(a)
-                    } else if let Some(a) = any.downcast_ref::<Float64Array>() {
-                        Cell::Float(a)
-                    } else if let Some(a) = any.downcast_ref::<BooleanArray>() {
-                        Cell::Bool(a)
-                    } else if let Some(a) = any.downcast_ref::<StringArray>() {
-                        Cell::Text(a)
-                    } else if let Some(a) = any.downcast_ref::<BinaryArray>() {
-                        Cell::Bytes(a)
-                    } else {
-                        Cell::Other
-                    }
-                })
-                .collect(),
-        )
+impl<'a> Cell<'a> {
+    fn of(array: &'a dyn Array) -> Cell<'a> {
+        let any = array.as_any();
+        if let Some(a) = any.downcast_ref::<Int64Array>() {
+            Cell::Int(a)
+        } else if let Some(a) = any.downcast_ref::<Float64Array>() {
+            Cell::Float(a)
+        } else if let Some(a) = any.downcast_ref::<BooleanArray>() {
+            Cell::Bool(a)
+        } else if let Some(a) = any.downcast_ref::<StringArray>() {
+            Cell::Text(a)
+        } else if let Some(a) = any.downcast_ref::<BinaryArray>() {
+            Cell::Bytes(a)
+        } else {
+            Cell::Other
+        }
     }
 
-    /// The cell of column `col` at `row`: what `value_at` returns for it.
     #[inline]
-    pub fn value(&self, col: usize, row: usize) -> Value<'a> {
-        match &self.0[col] {
+    fn value(&self, row: usize) -> Value<'a> {
+        match self {
             Cell::Int(a) if a.is_valid(row) => Value::Int(a.value(row)),
             Cell::Float(a) if a.is_valid(row) => Value::Float(a.value(row)),
             Cell::Bool(a) if a.is_valid(row) => Value::Bool(a.value(row)),
@@ -489,6 +462,18 @@ impl<'a> Cells<'a> {
             Cell::Bytes(a) if a.is_valid(row) => Value::Bytes(a.value(row)),
             _ => Value::Null,
         }
+    }
+}
+
+impl<'a> Cells<'a> {
+    pub fn of(b: &'a arrow_array::RecordBatch) -> Cells<'a> {
+        Cells(b.columns().iter().map(|c| Cell::of(c.as_ref())).collect())
+    }
+
+    /// The cell of column `col` at `row`: what `value_at` returns for it.
+    #[inline]
+    pub fn value(&self, col: usize, row: usize) -> Value<'a> {
+        self.0[col].value(row)
     }
 }
 
@@ -573,7 +558,7 @@ mod tests {
     }
 
     #[test]
-    fn cells_read_what_value_at_reads_nulls_included() {
+    fn cells_and_value_at_read_each_type_and_null() {
         use arrow_array::{ArrayRef, RecordBatch};
         use std::sync::Arc;
         let cols: Vec<ArrayRef> = vec![
@@ -582,6 +567,7 @@ mod tests {
             Arc::new(BooleanArray::from(vec![Some(true), None])),
             Arc::new(StringArray::from(vec![None, Some("x")])),
             Arc::new(BinaryArray::from(vec![Some(&b"\x00"[..]), None])),
+            // No store value is an Int32: read as NULL.
             Arc::new(arrow_array::Int32Array::from(vec![7, 8])),
         ];
         let b = RecordBatch::try_from_iter(
@@ -590,14 +576,29 @@ mod tests {
                 .map(|(i, c)| (format!("c{i}"), c)),
         )
         .unwrap();
+        let want = [
+            [
+                Value::Int(1),
+                Value::Null,
+                Value::Bool(true),
+                Value::Null,
+                Value::Bytes(b"\x00"),
+                Value::Null,
+            ],
+            [
+                Value::Null,
+                Value::Float(2.5),
+                Value::Null,
+                Value::Text("x"),
+                Value::Null,
+                Value::Null,
+            ],
+        ];
         let cells = Cells::of(&b);
-        for r in 0..b.num_rows() {
-            for c in 0..b.num_columns() {
-                assert_eq!(
-                    cells.value(c, r),
-                    value_at(b.column(c).as_ref(), r),
-                    "{c},{r}"
-                );
+        for (r, row) in want.iter().enumerate() {
+            for (c, v) in row.iter().enumerate() {
+                assert_eq!(&cells.value(c, r), v, "{c},{r}");
+                assert_eq!(&value_at(b.column(c).as_ref(), r), v, "{c},{r}");
             }
         }
     }
