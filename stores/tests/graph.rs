@@ -292,9 +292,23 @@ async fn whole_story(cfg: GraphConfig) {
         vec![student_1000()],
         "every property type round-trips into CERT"
     );
+    // Written in the same batch with fewer properties: exactly its own, none set to NULL.
+    let got = r.nodes("Person", &[int(1001)]).await.unwrap();
+    let mut s1001 = node(
+        &["Person", "Student"],
+        vec![
+            ("id", int(1001)),
+            ("name", text("Student 1001")),
+            ("district_id", int(1)),
+        ],
+    );
+    s1001.labels.sort();
+    assert_eq!(got, vec![s1001]);
     let rels = r.out_rels("Person", &[int(1000)]).await.unwrap();
     let e = rels.iter().find(|x| x.end.1 == int(5000)).unwrap();
     assert_eq!(e.props.get("since"), Some(&int(2023)));
+    let e = rels.iter().find(|x| x.end.1 == int(5001)).unwrap();
+    assert!(e.props.is_empty(), "{e:?}");
     r.finish().await.unwrap();
     let again = load_graph(&cfg, &job).await.unwrap();
     assert!(again.already_loaded);

@@ -1,10 +1,10 @@
 //! Writing a graph over Bolt: CERT loads and rollbacks in one transaction (PROD only for `wf seed`).
 
-use super::{count, get, keys_param, list, pairs_param, props_map, to_bolt, Session};
+use super::{count, get, keys_param, list, pairs_param, to_bolt, Session};
 use crate::error::StoreError;
-use crate::graph::{ident, GValue, GraphConfig, KeyMap, NodeRec, RelRec, MARKER_LABEL};
+use crate::graph::{ident, GValue, GraphConfig, KeyMap, NodeKey, NodeRec, RelRec, MARKER_LABEL};
 use crate::refs::Side;
-use neo4rs::{query, BoltMap, BoltType};
+use neo4rs::{query, BoltType};
 use std::collections::BTreeMap;
 
 /// Writes CERT over Bolt in one transaction (PROD only when seeding synthetic data).
@@ -200,33 +200,29 @@ impl BoltWrite {
         rows: &[NodeRec],
     ) -> Result<(), StoreError> {
         let key = self.0.keys.of(label).clone();
-        // Extra labels cannot be parameters: one statement per distinct label set.
-        let mut groups: BTreeMap<Vec<String>, Vec<&NodeRec>> = BTreeMap::new();
+        // Extra labels cannot be parameters, and properties are written as an inline map that
+        // names them: one statement per distinct label set and property names.
+        let mut groups: BTreeMap<(Vec<&str>, Vec<&str>), Vec<&NodeRec>> = BTreeMap::new();
         for r in rows {
-            let extra: Vec<String> = r.labels.iter().filter(|l| *l != label).cloned().collect();
-            groups.entry(extra).or_default().push(r);
+            let extra: Vec<&str> = r
+                .labels
+                .iter()
+                .map(String::as_str)
+                .filter(|l| *l != label)
+                .collect();
+            groups
+                .entry((extra, present(&r.props)))
+                .or_default()
+                .push(r);
         }
-        for (extra, group) in groups {
-            let set_labels: String = extra.iter().map(|l| format!(", n:{}", ident(l))).collect();
-            let q = match how {
-                Write::Merge => format!(
-                    "UNWIND $rows AS r MERGE (n:{} {}) SET n += r.p{set_labels} RETURN count(n) AS c",
-                    ident(label),
-                    key.pattern("r.k")
-                ),
-                Write::Create => format!(
-                    "UNWIND $rows AS r CREATE (n:{}) SET n = r.p{set_labels} RETURN count(n) AS c",
-                    ident(label)
-                ),
-            };
+        for ((extra, names), group) in groups {
+            let q = node_statement(how, label, &key, &extra, &names);
             let param = list(group.iter().map(|r| {
-                let mut m = BoltMap::new();
-                if how == Write::Merge {
-                    let k = key.value(&r.props).unwrap_or(GValue::Null);
-                    m.put("k".into(), to_bolt(&k));
-                }
-                m.put("p".into(), BoltType::Map(props_map(&r.props)));
-                BoltType::Map(m)
+                let k = match how {
+                    Write::Merge => Some(to_bolt(&key.value(&r.props).unwrap_or(GValue::Null))),
+                    Write::Create => None,
+                };
+                row_list(k.into_iter(), &names, &r.props)
             }));
             self.0.rows(query(&q).param("rows", param)).await?;
         }
@@ -240,35 +236,37 @@ impl BoltWrite {
         ends: (&str, &str),
         rows: &[RelRec],
     ) -> Result<(), StoreError> {
-        let (verb, set) = match how {
-            Write::Merge => ("MERGE", "+="),
-            Write::Create => ("CREATE", "="),
-        };
-        // Relationships without properties (many are) are written without an empty SET per row.
-        let with_props = rows.iter().any(|r| !r.props.is_empty());
-        let set = match with_props {
-            true => format!(" SET x {set} r.p"),
-            false => String::new(),
-        };
-        let q = format!(
-            "UNWIND $rows AS r MATCH (a:{} {}) MATCH (b:{} {}) {verb} (a)-[x:{}]->(b){set} RETURN count(x) AS c",
-            ident(ends.0),
-            self.0.keys.of(ends.0).pattern("r.s"),
-            ident(ends.1),
-            self.0.keys.of(ends.1).pattern("r.e"),
-            ident(rel_type)
-        );
-        let param = list(rows.iter().map(|r| {
-            let mut m = BoltMap::new();
-            m.put("s".into(), to_bolt(&r.start.1));
-            m.put("e".into(), to_bolt(&r.end.1));
-            if with_props {
-                m.put("p".into(), BoltType::Map(props_map(&r.props)));
-            }
-            BoltType::Map(m)
-        }));
-        let out = self.0.rows(query(&q).param("rows", param)).await?;
-        let written = out.first().map(count).unwrap_or(0);
+        // Properties are written as an inline map naming them (a relationship created and then
+        // SET costs ArcadeDB several times the commit): one statement per property names.
+        let mut groups: BTreeMap<Vec<&str>, Vec<&RelRec>> = BTreeMap::new();
+        for r in rows {
+            groups.entry(present(&r.props)).or_default().push(r);
+        }
+        let mut written = 0;
+        for (names, group) in groups {
+            // Row `r` is a list: the start's key, the end's key, then the properties' values.
+            let map = inline_map(&names, 2);
+            let (verb, inline, set) = match (how, names.is_empty()) {
+                (Write::Merge, true) => ("MERGE", String::new(), String::new()),
+                (Write::Merge, false) => ("MERGE", String::new(), format!(" SET x += {map}")),
+                (Write::Create, true) => ("CREATE", String::new(), String::new()),
+                (Write::Create, false) => ("CREATE", format!(" {map}"), String::new()),
+            };
+            let q = format!(
+                "UNWIND $rows AS r MATCH (a:{} {}) MATCH (b:{} {}) {verb} (a)-[x:{}{inline}]->(b){set} RETURN count(x) AS c",
+                ident(ends.0),
+                self.0.keys.of(ends.0).pattern("r[0]"),
+                ident(ends.1),
+                self.0.keys.of(ends.1).pattern("r[1]"),
+                ident(rel_type)
+            );
+            let param = list(group.iter().map(|r| {
+                let ends = [to_bolt(&r.start.1), to_bolt(&r.end.1)];
+                row_list(ends.into_iter(), &names, &r.props)
+            }));
+            let out = self.0.rows(query(&q).param("rows", param)).await?;
+            written += out.first().map(count).unwrap_or(0);
+        }
         if written < rows.len() as u64 {
             return Err(crate::graph::missing_ends(
                 &self.0.store,
@@ -280,4 +278,78 @@ impl BoltWrite {
         }
         Ok(())
     }
+}
+
+/// The statement writing nodes of `label` with `extra` labels and properties `names`, reading
+/// list rows: under MERGE the key first, then the properties' values.
+fn node_statement(
+    how: Write,
+    label: &str,
+    key: &NodeKey,
+    extra: &[&str],
+    names: &[&str],
+) -> String {
+    let map = inline_map(names, usize::from(how == Write::Merge));
+    match how {
+        Write::Merge => {
+            let mut set: Vec<String> = extra.iter().map(|l| format!("n:{}", ident(l))).collect();
+            if !names.is_empty() {
+                set.insert(0, format!("n += {map}"));
+            }
+            let set = match set.is_empty() {
+                true => String::new(),
+                false => format!(" SET {}", set.join(", ")),
+            };
+            format!(
+                "UNWIND $rows AS r MERGE (n:{} {}){set} RETURN count(n) AS c",
+                ident(label),
+                key.pattern("r[0]")
+            )
+        }
+        Write::Create => {
+            let labels: String = std::iter::once(label)
+                .chain(extra.iter().copied())
+                .map(|l| format!(":{}", ident(l)))
+                .collect();
+            let map = match names.is_empty() {
+                true => String::new(),
+                false => format!(" {map}"),
+            };
+            format!("UNWIND $rows AS r CREATE (n{labels}{map}) RETURN count(n) AS c")
+        }
+    }
+}
+
+/// The names of the properties `props` has a value for (a NULL is no property in a graph).
+fn present(props: &BTreeMap<String, GValue>) -> Vec<&str> {
+    props
+        .iter()
+        .filter(|(_, v)| !matches!(v, GValue::Null))
+        .map(|(k, _)| k.as_str())
+        .collect()
+}
+
+/// Cypher map literal of `names` read from list row `r` from index `first` on:
+/// `` {`name`: r[1], `score`: r[2]} ``. Lists of values cost the server less than maps.
+fn inline_map(names: &[&str], first: usize) -> String {
+    let parts: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("{}: r[{}]", ident(n), first + i))
+        .collect();
+    format!("{{{}}}", parts.join(", "))
+}
+
+/// One row of an UNWIND list: `head`, then the values of `names` in `props`.
+fn row_list(
+    head: impl Iterator<Item = BoltType>,
+    names: &[&str],
+    props: &BTreeMap<String, GValue>,
+) -> BoltType {
+    list(head.chain(names.iter().map(|n| {
+        props
+            .get(*n)
+            .map(to_bolt)
+            .unwrap_or(BoltType::Null(neo4rs::BoltNull))
+    })))
 }
