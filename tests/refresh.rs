@@ -155,6 +155,7 @@ fn a_refresh_replaces_the_district_at_once_and_equals_a_fresh_migrate() {
     );
     assert_ne!(old, fresh, "PROD did change");
     written_by_difference(&sb, &second);
+    few_unique_lookups(&sb, &second);
     let (before, after) = (
         old["ids.students"]
             .split(':')
@@ -216,6 +217,27 @@ fn a_refresh_replaces_the_district_at_once_and_equals_a_fresh_migrate() {
         .to_string();
     preview_counts_what_is_in_cert(&sb, &env, &holder);
     rolled_back_whole(&sb, &env, &holder);
+}
+
+/// The refresh looked up in CERT the unique values (email, state_id) of the students PROD changed
+/// or added (5 and 2) only: every other staged student is a row the replaced run loaded as it
+/// is, whose values CERT holds under its own key.
+fn few_unique_lookups(sb: &Sandbox, run: &str) {
+    let st = status(sb, run);
+    let step = st["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["id"] == "validate/ids.students")
+        .unwrap_or_else(|| panic!("validate/ids.students in {st}"));
+    let (rows, lookups) = (
+        step["metrics"]["rows"].as_u64().unwrap(),
+        step["metrics"]["unique_lookups"].as_u64().unwrap(),
+    );
+    assert!(
+        lookups > 0 && lookups <= 7 * 2 && rows > 100,
+        "{lookups} unique values looked up for {rows} students"
+    );
 }
 
 /// Rolling back a refresh by difference removes the district: the refresh wrote only what

@@ -99,6 +99,18 @@ pub(crate) fn hash_row(
     Some(h.finish())
 }
 
+/// `hash_row`, or for a tuple with a NULL cell `hash_key` of its text forms (a key of a table
+/// without a primary key, a whole row): every tuple gets a hash.
+pub(crate) fn hash_cells(b: &RecordBatch, idx: &[usize], row: usize, buf: &mut String) -> u64 {
+    hash_row(b, idx, row, buf).unwrap_or_else(|| {
+        let k: Key = idx
+            .iter()
+            .map(|&i| text(&value_at(b.column(i).as_ref(), row)))
+            .collect();
+        hash_key(&k)
+    })
+}
+
 /// A key as examples show it.
 pub(crate) fn show(k: &Key) -> String {
     k.iter()

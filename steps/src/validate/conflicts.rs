@@ -24,6 +24,8 @@ pub(super) struct ConflictInput<'a> {
     pub reference: bool,
     /// Hashed keys this run loaded in earlier generations: the load replaces them.
     pub owned: Option<&'a KeySet>,
+    /// Whole rows (hashed) the run a refresh replaces staged (`owned::replaced_rows`).
+    pub unchanged: Option<&'a KeySet>,
 }
 
 /// Runs the primary-key and unique checks of one staged table against CERT.
@@ -116,6 +118,28 @@ async fn by_primary_key(
     Ok(())
 }
 
+/// Whether staged row `r` is, every column alike, a row the run a refresh replaces loaded: its
+/// unique values are those CERT's row of the same key holds (see `owned::replaced_rows`).
+fn replaced_as_is(
+    inp: &ConflictInput<'_>,
+    b: &arrow_array::RecordBatch,
+    pk_idx: &[usize],
+    all: &[usize],
+    r: usize,
+    buf: &mut String,
+) -> bool {
+    let (Some(unchanged), Some(owned)) = (inp.unchanged, inp.owned) else {
+        return false;
+    };
+    if pk_idx.is_empty() {
+        return false;
+    }
+    let Some(pk) = super::cells::hash_row(b, pk_idx, r, buf) else {
+        return false;
+    };
+    owned.contains(&pk) && unchanged.contains(&super::cells::hash_cells(b, all, r, buf))
+}
+
 /// Staged rows whose unique value CERT holds under another primary key (or at all, for a table
 /// without one, unless the load replaces that row because the run owns it).
 async fn by_unique(
@@ -132,15 +156,20 @@ async fn by_unique(
     let (mut n, mut ex) = (0u64, Vec::new());
     // Unique value -> the staged row's primary key (empty without one).
     let mut batch: HashMap<Key, Key> = HashMap::new();
+    let mut buf = String::new();
     for b in batches(inp.path)? {
         let b = &b?;
+        let all: Vec<usize> = (0..b.num_columns()).collect();
         for r in 0..b.num_rows() {
-            if let Some(k) = tuple(b, u_idx, r) {
+            // A row the replaced run loaded as it is holds CERT's values under its own key.
+            let lookup = !replaced_as_is(inp, b, pk_idx, &all, r, &mut buf);
+            if let Some(k) = tuple(b, u_idx, r).filter(|_| lookup) {
                 let pk = tuple(b, pk_idx, r).unwrap_or_default();
                 batch.insert(k, pk);
             }
             if batch.len() >= LOOKUP || (r + 1 == b.num_rows() && !batch.is_empty()) {
                 let keys: Vec<Key> = batch.keys().cloned().collect();
+                tally.unique_lookups += keys.len() as u64;
                 for row in snap.rows_in(ct, columns, &keys, &project).await? {
                     let (value, cert_pk) = row.split_at(columns.len());
                     let cert_pk: Key = cert_pk.to_vec();

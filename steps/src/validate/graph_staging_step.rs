@@ -66,6 +66,7 @@ impl Step for GraphStagingStep {
             strategy: p.strategy,
             leaks: Vec::new(),
             owned: HashMap::new(),
+            unchanged: HashMap::new(),
             graph_owned: HashSet::new(),
             graph_skipped: Vec::new(),
         };

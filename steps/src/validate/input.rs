@@ -24,6 +24,9 @@ pub struct ValidateInput<'a> {
     /// Keys (hashed) this run loaded in earlier generations, per table: not conflicts, since the
     /// load replaces them.
     pub owned: HashMap<String, KeySet>,
+    /// Whole rows (hashed) the run a refresh replaces staged, per table: such a row under an
+    /// owned key needs no unique lookup in CERT (see `owned::replaced_rows`).
+    pub unchanged: HashMap<String, KeySet>,
     /// Graph nodes (label, key text) this run loaded in earlier generations: not conflicts either.
     pub graph_owned: HashSet<(String, String)>,
     /// Graph nodes extract left out for lacking their key (`without_key = "skip"`), by where

@@ -95,6 +95,8 @@ pub const EXAMPLES: usize = 3;
 pub struct Tally {
     pub categories: BTreeMap<String, CategoryCount>,
     pub findings: Vec<Finding>,
+    /// Staged unique values looked up in CERT (a step metric: a refresh looks up few).
+    pub unique_lookups: u64,
 }
 
 impl Tally {

@@ -53,27 +53,54 @@ pub(super) fn owned_keys(
                     let b = b.map_err(|e| StepError::Fatal(format!("{name}: {e}")))?;
                     let idx: Vec<usize> = (0..b.num_columns()).collect();
                     for r in 0..b.num_rows() {
-                        // `hash_key` of the cells' text, without building it; a key with a NULL
-                        // (a table without a primary key) is built and hashed.
-                        let h =
-                            super::cells::hash_row(&b, &idx, r, &mut buf).unwrap_or_else(|| {
-                                let k: Vec<Option<String>> = (0..b.num_columns())
-                                    .map(|i| {
-                                        super::cells::text(&wf_stores::staging::value_at(
-                                            b.column(i).as_ref(),
-                                            r,
-                                        ))
-                                    })
-                                    .collect();
-                                super::cells::hash_key(&k)
-                            });
-                        set.insert(h);
+                        set.insert(super::cells::hash_cells(&b, &idx, r, &mut buf));
                     }
                 }
             }
         }
     }
     Ok(out)
+}
+
+/// The whole rows (hashed, every column) the run a refresh replaces staged of `table`, anonymized:
+/// a staged row equal to one of them that the replaced run loaded (its key is owned) holds the
+/// unique values CERT's own row holds under the same key, which CERT's unique indexes keep from
+/// any other row, so its unique values need no lookup (nearly every row of a refresh). Should
+/// CERT have changed under that row since, the held load of `validate/<store>` meets the
+/// violation before anything commits. `None` outside a refresh, or when that staging is gone.
+pub(super) fn replaced_rows(
+    cx: &StepContext,
+    p: &MigrateParams,
+    table: &str,
+) -> Result<Option<KeySet>, StepError> {
+    let Some(run) = &p.replaces else {
+        return Ok(None);
+    };
+    let fatal = |m: String| StepError::Fatal(format!("the run this refresh replaces, {run}: {m}"));
+    let (_, outputs) = cx.host.outputs(run).map_err(|e| fatal(e.to_string()))?;
+    let step = format!("anonymize/{table}");
+    let Some((_, o)) = outputs.iter().find(|(s, _)| *s == step) else {
+        return Ok(None);
+    };
+    let part: crate::migrate::AnonPart = o
+        .value_as()
+        .map_err(|e| fatal(format!("output of {step}: {e}")))?;
+    let mut set = KeySet::default();
+    let mut buf = String::new();
+    for f in part.files.iter().filter(|f| f.table == table) {
+        if !f.path.exists() {
+            return Ok(None);
+        }
+        let reader = wf_stores::staging::open_verified(&f.path, &f.sha256).map_err(store_err)?;
+        for b in reader {
+            let b = b.map_err(|e| StepError::Fatal(format!("{}: {e}", f.path.display())))?;
+            let idx: Vec<usize> = (0..b.num_columns()).collect();
+            for r in 0..b.num_rows() {
+                set.insert(super::cells::hash_cells(&b, &idx, r, &mut buf));
+            }
+        }
+    }
+    Ok(Some(set))
 }
 
 /// The graph nodes this run's earlier generations loaded (from their manifests): the graph load

@@ -162,6 +162,7 @@ async fn check_table(
         strategy: inp.strategy,
         reference: inp.config.reference_tables.contains(&table.to_string()),
         owned: inp.owned.get(table),
+        unchanged: inp.unchanged.get(table),
     };
     scan_table(tally, &scan, table, &ct, path, snap).await
 }
@@ -312,6 +313,7 @@ struct ScanInput<'a> {
     strategy: Strategy,
     reference: bool,
     owned: Option<&'a KeySet>,
+    unchanged: Option<&'a KeySet>,
 }
 
 /// Runs the row checks of one staged table in one pass over its batches, then the CERT conflict
@@ -373,6 +375,7 @@ async fn scan_table(
         strategy: inp.strategy,
         reference: inp.reference,
         owned: inp.owned,
+        unchanged: inp.unchanged,
     };
     super::conflicts::check(tally, snap, &conflicts).await?;
     for rule in inp

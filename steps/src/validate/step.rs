@@ -50,6 +50,7 @@ impl Step for ValidateStep {
                 Some(_) => HashMap::new(),
                 None => super::owned::owned_keys(cx, p, None)?,
             },
+            unchanged: HashMap::new(),
             graph_owned: super::owned::graph_owned(cx, p)?,
             graph_skipped: crate::migrate::extract_metrics(
                 cx.inputs.iter().map(|(id, o)| (id.as_str(), o.as_ref())),

@@ -108,6 +108,9 @@ impl Step for ValidateTableStep {
                 .remove(t)
                 .map(|s| [(t.clone(), s)].into())
                 .unwrap_or_default(),
+            unchanged: super::owned::replaced_rows(cx, p, t)?
+                .map(|s| [(t.clone(), s)].into())
+                .unwrap_or_default(),
             graph_owned: Default::default(),
             graph_skipped: Vec::new(),
         };
@@ -125,12 +128,14 @@ impl Step for ValidateTableStep {
                 ),
             });
         }
+        let lookups = tally.unique_lookups;
         let mut out = StepOutput::with_value(&ValidatePart {
             categories: tally.categories,
             findings: tally.findings,
             rows,
         })?;
         out.metrics.insert("rows".into(), rows);
+        out.metrics.insert("unique_lookups".into(), lookups);
         Ok(out)
     }
 }
