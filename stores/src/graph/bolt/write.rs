@@ -1,10 +1,10 @@
 //! Writing a graph over Bolt: CERT loads and rollbacks in one transaction (PROD only for `wf seed`).
 
-use super::{count, get, keys_param, list, pairs_param, to_bolt, Session};
+use super::{count, get, keys_param, list, pairs_param, props_map, to_bolt, Session};
 use crate::error::StoreError;
 use crate::graph::{ident, GValue, GraphConfig, KeyMap, NodeKey, NodeRec, RelRec, MARKER_LABEL};
 use crate::refs::Side;
-use neo4rs::{query, BoltType};
+use neo4rs::{query, BoltMap, BoltType};
 use std::collections::BTreeMap;
 
 /// Writes CERT over Bolt in one transaction (PROD only when seeding synthetic data).
@@ -215,6 +215,9 @@ impl BoltWrite {
                 .or_default()
                 .push(r);
         }
+        if groups.len() > MAX_SHAPES {
+            return self.nodes_as_maps(how, label, &key, rows).await;
+        }
         for ((extra, names), group) in groups {
             let q = node_statement(how, label, &key, &extra, &names);
             let param = list(group.iter().map(|r| {
@@ -242,6 +245,30 @@ impl BoltWrite {
         for r in rows {
             groups.entry(present(&r.props)).or_default().push(r);
         }
+        let written = match groups.len() > MAX_SHAPES {
+            true => self.rels_as_maps(how, rel_type, ends, rows).await?,
+            false => self.rels_as_lists(how, rel_type, ends, groups).await?,
+        };
+        if written < rows.len() as u64 {
+            return Err(crate::graph::missing_ends(
+                &self.0.store,
+                rel_type,
+                ends,
+                rows.len() as u64 - written,
+                rows.len(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Relationships as list rows, one statement per property names; how many were written.
+    async fn rels_as_lists(
+        &mut self,
+        how: Write,
+        rel_type: &str,
+        ends: (&str, &str),
+        groups: BTreeMap<Vec<&str>, Vec<&RelRec>>,
+    ) -> Result<u64, StoreError> {
         let mut written = 0;
         for (names, group) in groups {
             // Row `r` is a list: the start's key, the end's key, then the properties' values.
@@ -267,18 +294,86 @@ impl BoltWrite {
             let out = self.0.rows(query(&q).param("rows", param)).await?;
             written += out.first().map(count).unwrap_or(0);
         }
-        if written < rows.len() as u64 {
-            return Err(crate::graph::missing_ends(
-                &self.0.store,
-                rel_type,
-                ends,
-                rows.len() as u64 - written,
-                rows.len(),
-            ));
+        Ok(written)
+    }
+
+    /// Nodes of many property shapes as map rows (`SET n = r.p`): a statement per label set,
+    /// not one per shape, at the commit cost `write_nodes` otherwise avoids.
+    async fn nodes_as_maps(
+        &mut self,
+        how: Write,
+        label: &str,
+        key: &NodeKey,
+        rows: &[NodeRec],
+    ) -> Result<(), StoreError> {
+        let mut groups: BTreeMap<Vec<&str>, Vec<&NodeRec>> = BTreeMap::new();
+        for r in rows {
+            let extra = r.labels.iter().map(String::as_str).filter(|l| *l != label);
+            groups.entry(extra.collect()).or_default().push(r);
+        }
+        for (extra, group) in groups {
+            let set_labels: String = extra.iter().map(|l| format!(", n:{}", ident(l))).collect();
+            let q = match how {
+                Write::Merge => format!(
+                    "UNWIND $rows AS r MERGE (n:{} {}) SET n += r.p{set_labels} RETURN count(n) AS c",
+                    ident(label),
+                    key.pattern("r.k")
+                ),
+                Write::Create => format!(
+                    "UNWIND $rows AS r CREATE (n:{}) SET n = r.p{set_labels} RETURN count(n) AS c",
+                    ident(label)
+                ),
+            };
+            let param = list(group.iter().map(|r| {
+                let mut m = BoltMap::new();
+                if how == Write::Merge {
+                    let k = key.value(&r.props).unwrap_or(GValue::Null);
+                    m.put("k".into(), to_bolt(&k));
+                }
+                m.put("p".into(), BoltType::Map(props_map(&r.props)));
+                BoltType::Map(m)
+            }));
+            self.0.rows(query(&q).param("rows", param)).await?;
         }
         Ok(())
     }
+
+    /// Relationships of many property shapes as map rows (`SET x = r.p`) in one statement; how
+    /// many were written.
+    async fn rels_as_maps(
+        &mut self,
+        how: Write,
+        rel_type: &str,
+        ends: (&str, &str),
+        rows: &[RelRec],
+    ) -> Result<u64, StoreError> {
+        let (verb, set) = match how {
+            Write::Merge => ("MERGE", "+="),
+            Write::Create => ("CREATE", "="),
+        };
+        let q = format!(
+            "UNWIND $rows AS r MATCH (a:{} {}) MATCH (b:{} {}) {verb} (a)-[x:{}]->(b) SET x {set} r.p RETURN count(x) AS c",
+            ident(ends.0),
+            self.0.keys.of(ends.0).pattern("r.s"),
+            ident(ends.1),
+            self.0.keys.of(ends.1).pattern("r.e"),
+            ident(rel_type)
+        );
+        let param = list(rows.iter().map(|r| {
+            let mut m = BoltMap::new();
+            m.put("s".into(), to_bolt(&r.start.1));
+            m.put("e".into(), to_bolt(&r.end.1));
+            m.put("p".into(), BoltType::Map(props_map(&r.props)));
+            BoltType::Map(m)
+        }));
+        let out = self.0.rows(query(&q).param("rows", param)).await?;
+        Ok(out.first().map(count).unwrap_or(0))
+    }
 }
+
+/// Property shapes (label sets and property names) of a chunk written as lists, one statement
+/// each; beyond it (sparse properties) the chunk goes as maps in a statement or a few.
+const MAX_SHAPES: usize = 8;
 
 /// The statement writing nodes of `label` with `extra` labels and properties `names`, reading
 /// list rows: under MERGE the key first, then the properties' values.
