@@ -279,14 +279,8 @@ impl BoltWrite {
                 (Write::Create, true) => ("CREATE", String::new(), String::new()),
                 (Write::Create, false) => ("CREATE", format!(" {map}"), String::new()),
             };
-            let q = format!(
-                "UNWIND $rows AS r MATCH (a:{} {}) MATCH (b:{} {}) {verb} (a)-[x:{}{inline}]->(b){set} RETURN count(x) AS c",
-                ident(ends.0),
-                self.0.keys.of(ends.0).pattern("r[0]"),
-                ident(ends.1),
-                self.0.keys.of(ends.1).pattern("r[1]"),
-                ident(rel_type)
-            );
+            let write = format!("{verb} (a)-[x:{}{inline}]->(b){set}", ident(rel_type));
+            let q = rel_statement(&self.0.keys, ends, ("r[0]", "r[1]"), &write);
             let param = list(group.iter().map(|r| {
                 let ends = [to_bolt(&r.start.1), to_bolt(&r.end.1)];
                 row_list(ends.into_iter(), &names, &r.props)
@@ -351,14 +345,8 @@ impl BoltWrite {
             Write::Merge => ("MERGE", "+="),
             Write::Create => ("CREATE", "="),
         };
-        let q = format!(
-            "UNWIND $rows AS r MATCH (a:{} {}) MATCH (b:{} {}) {verb} (a)-[x:{}]->(b) SET x {set} r.p RETURN count(x) AS c",
-            ident(ends.0),
-            self.0.keys.of(ends.0).pattern("r.s"),
-            ident(ends.1),
-            self.0.keys.of(ends.1).pattern("r.e"),
-            ident(rel_type)
-        );
+        let write = format!("{verb} (a)-[x:{}]->(b) SET x {set} r.p", ident(rel_type));
+        let q = rel_statement(&self.0.keys, ends, ("r.s", "r.e"), &write);
         let param = list(rows.iter().map(|r| {
             let mut m = BoltMap::new();
             m.put("s".into(), to_bolt(&r.start.1));
@@ -369,6 +357,18 @@ impl BoltWrite {
         let out = self.0.rows(query(&q).param("rows", param)).await?;
         Ok(out.first().map(count).unwrap_or(0))
     }
+}
+
+/// `UNWIND $rows AS r MATCH (a) MATCH (b) <write> RETURN count(x) AS c`: the ends found through
+/// their labels' key indexes by the key values `at` of row `r`; `write` makes `x` between them.
+fn rel_statement(keys: &KeyMap, ends: (&str, &str), at: (&str, &str), write: &str) -> String {
+    format!(
+        "UNWIND $rows AS r MATCH (a:{} {}) MATCH (b:{} {}) {write} RETURN count(x) AS c",
+        ident(ends.0),
+        keys.of(ends.0).pattern(at.0),
+        ident(ends.1),
+        keys.of(ends.1).pattern(at.1),
+    )
 }
 
 /// Property shapes (label sets and property names) of a chunk written as lists, one statement
