@@ -67,18 +67,24 @@ pub(super) fn owned_keys(
 /// unique values CERT's own row holds under the same key, which CERT's unique indexes keep from
 /// any other row, so its unique values need no lookup (nearly every row of a refresh). Should
 /// CERT have changed under that row since, the held load of `validate/<store>` meets the
-/// violation before anything commits. `None` outside a refresh, or when that staging is gone.
+/// violation before anything commits. `None` outside a refresh, for a table without a unique
+/// (nothing to spare), or when that staging is gone or damaged: its unique values are then
+/// looked up in CERT as in a migrate (the replaced run's files only spare lookups).
 pub(super) fn replaced_rows(
     cx: &StepContext,
     p: &MigrateParams,
-    table: &str,
+    table: &wf_stores::schema::Table,
 ) -> Result<Option<KeySet>, StepError> {
     let Some(run) = &p.replaces else {
         return Ok(None);
     };
+    if table.uniques.iter().all(|u| u.partial) {
+        return Ok(None);
+    }
+    let id = table.id();
     let fatal = |m: String| StepError::Fatal(format!("the run this refresh replaces, {run}: {m}"));
     let (_, outputs) = cx.host.outputs(run).map_err(|e| fatal(e.to_string()))?;
-    let step = format!("anonymize/{table}");
+    let step = format!("anonymize/{id}");
     let Some((_, o)) = outputs.iter().find(|(s, _)| *s == step) else {
         return Ok(None);
     };
@@ -87,17 +93,24 @@ pub(super) fn replaced_rows(
         .map_err(|e| fatal(format!("output of {step}: {e}")))?;
     let mut set = KeySet::default();
     let mut buf = String::new();
-    for f in part.files.iter().filter(|f| f.table == table) {
-        if !f.path.exists() {
-            return Ok(None);
-        }
-        let reader = wf_stores::staging::open_verified(&f.path, &f.sha256).map_err(store_err)?;
-        for b in reader {
-            let b = b.map_err(|e| StepError::Fatal(format!("{}: {e}", f.path.display())))?;
-            let idx: Vec<usize> = (0..b.num_columns()).collect();
-            for r in 0..b.num_rows() {
-                set.insert(super::cells::hash_cells(&b, &idx, r, &mut buf));
+    for f in part.files.iter().filter(|f| f.table == id) {
+        let read = |set: &mut KeySet, buf: &mut String| -> Result<(), String> {
+            let reader =
+                wf_stores::staging::open_verified(&f.path, &f.sha256).map_err(|e| e.to_string())?;
+            for b in reader {
+                let b = b.map_err(|e| wf_stores::staging::damaged(&f.path, e).to_string())?;
+                let idx: Vec<usize> = (0..b.num_columns()).collect();
+                for r in 0..b.num_rows() {
+                    set.insert(super::cells::hash_cells(&b, &idx, r, buf));
+                }
             }
+            Ok(())
+        };
+        if let Err(e) = read(&mut set, &mut buf) {
+            tracing::warn!(
+                "{id}: the staging of {run} it replaces cannot be compared ({e}): every unique value is looked up in CERT"
+            );
+            return Ok(None);
         }
     }
     Ok(Some(set))

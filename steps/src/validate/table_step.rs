@@ -108,9 +108,16 @@ impl Step for ValidateTableStep {
                 .remove(t)
                 .map(|s| [(t.clone(), s)].into())
                 .unwrap_or_default(),
-            unchanged: super::owned::replaced_rows(cx, p, t)?
-                .map(|s| [(t.clone(), s)].into())
-                .unwrap_or_default(),
+            unchanged: match schemas
+                .iter()
+                .flat_map(|s| &s.tables)
+                .find(|x| x.id() == *t)
+            {
+                Some(table) => super::owned::replaced_rows(cx, p, table)?
+                    .map(|s| [(t.clone(), s)].into())
+                    .unwrap_or_default(),
+                None => Default::default(),
+            },
             graph_owned: Default::default(),
             graph_skipped: Vec::new(),
         };
