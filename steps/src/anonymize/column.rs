@@ -33,6 +33,9 @@ pub(super) struct Plan<'a> {
     pub entity: Option<usize>,
     /// Whether originals go into the leak set.
     pub leak_scanned: bool,
+    /// Whether the text written is scanned for originals (passed through, or by a rule whose
+    /// outputs cannot be real values: see `leak::outputs_scanned`).
+    pub outputs_scanned: bool,
     /// The ids of the field's leak-scan domains (see `leak`): each original is kept once per domain.
     pub leak_tags: Vec<u64>,
     /// Suffix numbers for originals (by keyed hash) whose outputs collided in a unique column
@@ -50,13 +53,33 @@ impl Plan<'_> {
             }
         }
     }
+
+    /// Records written `text` in each of the field's domains, when its outputs are scanned: the
+    /// leak scan looks these up among the originals instead of reading the written file again.
+    #[inline]
+    fn output(&self, key: &AnonKey, text: &str, outputs: &mut Hashes) {
+        if self.outputs_scanned && text.len() >= LEAK_MIN_LEN {
+            let h = leak_hash(key, text);
+            for t in &self.leak_tags {
+                outputs.push(tagged(h, *t));
+            }
+        }
+    }
 }
 
-/// What one worker thread keeps between batches: per-column memos, and the keyed hashes of the
-/// originals it transformed.
+/// The keyed hashes a worker gathers: of the originals it transformed, and of the distinct
+/// values it wrote to scanned fields (each once per worker: a repeat served by the memo is not
+/// hashed again).
+#[derive(Default)]
+pub struct Seen {
+    pub originals: Hashes,
+    pub outputs: Hashes,
+}
+
+/// What one worker thread keeps between batches: per-column memos, and the keyed hashes it saw.
 pub(super) struct Worker {
     pub memos: Vec<Memo>,
-    pub originals: Hashes,
+    pub seen: Seen,
 }
 
 /// Keyed hashes of originals a worker met, in sorted runs of at most `WF_ANON_MEMORY_HASHES`
@@ -216,17 +239,25 @@ pub(super) fn transform(
     col: &ArrayRef,
     entity: Option<&ArrayRef>,
     memo: &mut Memo,
-    originals: &mut Hashes,
+    seen: &mut Seen,
 ) -> Result<(ArrayRef, u64), AnonError> {
+    let passed = |seen: &mut Seen| {
+        if let Some(a) = col.as_any().downcast_ref::<StringArray>() {
+            a.iter()
+                .flatten()
+                .for_each(|t| plan.output(key, t, &mut seen.outputs));
+        }
+        Ok((col.clone(), 0))
+    };
     let Some(rule) = plan.rule else {
-        return Ok((col.clone(), 0));
+        return passed(seen);
     };
     let present = (col.len() - col.null_count()) as u64;
     match rule.spec.strategy {
-        Strategy::Keep => return Ok((col.clone(), 0)),
+        Strategy::Keep => return passed(seen),
         Strategy::Null => {
             if plan.leak_scanned {
-                each_text(col, |t| plan.original(key, t, originals));
+                each_text(col, |t| plan.original(key, t, &mut seen.originals));
             }
             return Ok((new_null_array(col.data_type(), col.len()), present));
         }
@@ -234,11 +265,14 @@ pub(super) fn transform(
     }
     let any = col.as_any();
     if let Some(a) = any.downcast_ref::<StringArray>() {
-        let out = text_column(key, shift_days, plan, rule, a, entity, memo, originals)?;
+        let out = text_column(key, shift_days, plan, rule, a, entity, memo, seen)?;
         return Ok((Arc::new(out), present));
     }
     if let Some(a) = any.downcast_ref::<Int64Array>() {
-        return Ok((int_column(key, plan, rule, a, memo, originals)?, present));
+        return Ok((
+            int_column(key, plan, rule, a, memo, &mut seen.originals)?,
+            present,
+        ));
     }
     if let (Some(a), Strategy::Hmac) = (any.downcast_ref::<BinaryArray>(), &rule.spec.strategy) {
         let mut b = BinaryBuilder::with_capacity(a.len(), a.value_data().len());
@@ -284,11 +318,14 @@ fn text_column(
     a: &StringArray,
     entity: Option<&ArrayRef>,
     memo: &mut Memo,
-    originals: &mut Hashes,
+    seen: &mut Seen,
 ) -> Result<StringArray, AnonError> {
     let mut b = StringBuilder::with_capacity(a.len(), a.value_data().len());
     let redact = (rule.spec.strategy == Strategy::Redact)
         .then(|| rule.spec.value.as_deref().unwrap_or("REDACTED"));
+    if let Some(fixed) = redact.filter(|_| a.null_count() < a.len()) {
+        plan.output(key, fixed, &mut seen.outputs);
+    }
     let mut buf = String::new();
     let mut out = String::new();
     for r in 0..a.len() {
@@ -298,7 +335,7 @@ fn text_column(
         }
         let v = a.value(r);
         if let Some(fixed) = redact {
-            plan.original(key, v, originals);
+            plan.original(key, v, &mut seen.originals);
             b.append_value(fixed);
             continue;
         }
@@ -315,7 +352,7 @@ fn text_column(
                     o
                 }
             };
-            plan.original(key, v, originals);
+            plan.original(key, v, &mut seen.originals);
             text_value(key, plan, rule, v, Some(offset), shift_days, &mut out)?;
         } else {
             let useful = memo.useful();
@@ -327,26 +364,33 @@ fn text_column(
                     continue;
                 }
             }
-            plan.original(key, v, originals);
+            plan.original(key, v, &mut seen.originals);
             text_value(key, plan, rule, v, None, shift_days, &mut out)?;
             if useful && memo.text.len() < MEMO_LIMIT {
                 memo.text.insert(v.to_string(), out.clone());
             }
         }
-        append_fixed(&mut b, key, plan, v, &out);
+        // Computed, not served by the memo: the value written is recorded for the leak scan.
+        let written = fixed(key, plan, v, &out);
+        plan.output(key, &written, &mut seen.outputs);
+        b.append_value(&*written);
     }
     Ok(b.finish())
 }
 
 /// Appends `out`, or its suffixed form when `v`'s output collided in a unique column.
 fn append_fixed(b: &mut StringBuilder, key: &AnonKey, plan: &Plan, v: &str, out: &str) {
+    b.append_value(&*fixed(key, plan, v, out));
+}
+
+/// `out`, or its suffixed form when `v`'s output collided in a unique column.
+fn fixed<'a>(key: &AnonKey, plan: &Plan, v: &str, out: &'a str) -> std::borrow::Cow<'a, str> {
     if let Some(fix) = plan.unique_fix {
         if let Some(n) = fix.get(&key.short_hash(v.as_bytes())) {
-            b.append_value(suffixed(out, *n));
-            return;
+            return std::borrow::Cow::Owned(suffixed(out, *n));
         }
     }
-    b.append_value(out);
+    std::borrow::Cow::Borrowed(out)
 }
 
 fn int_column(
@@ -423,6 +467,9 @@ pub(super) fn plans_for<'a>(
                 col_type: c.col_type,
                 entity,
                 leak_scanned: rule.is_some_and(leak_scanned),
+                outputs_scanned: rule.is_none_or(|r| {
+                    r.spec.strategy == Strategy::Keep || super::leak::outputs_scanned(r)
+                }),
                 unique_fix: None,
             }
         })

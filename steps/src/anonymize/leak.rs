@@ -132,9 +132,7 @@ impl Filter {
 impl LeakSet {
     /// The set of `hashes` (sorted here unless they are already; duplicates are harmless).
     pub fn from_sorted(mut hashes: Vec<u64>) -> LeakSet {
-        if !hashes.is_sorted() {
-            hashes.sort_unstable();
-        }
+        crate::runs::sort_hashes(&mut hashes);
         let bits = (usize::BITS - hashes.len().leading_zeros()).saturating_sub(2);
         let bits = bits.clamp(1, 30);
         let shift = 64 - bits;

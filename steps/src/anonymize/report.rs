@@ -42,4 +42,18 @@ pub struct TableOut {
     pub info: FileInfo,
     pub fields: Vec<FieldReport>,
     pub originals: Hashes,
+    pub written: Written,
+}
+
+/// The keyed hashes of the values a table's scanned fields were written with (in each field's
+/// domains), which the leak scan looks up among the originals instead of reading the file again.
+#[derive(Default)]
+pub enum Written {
+    /// Not gathered (a file merged with an earlier run's rows): the scan reads the file.
+    #[default]
+    Unknown,
+    /// Gathered by the workers that wrote the file.
+    Hashes(Hashes),
+    /// Sorted and distinct, in a file of little-endian u64s (a per-table step's).
+    File(std::path::PathBuf),
 }

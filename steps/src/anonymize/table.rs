@@ -1,7 +1,7 @@
 //! Anonymizing staging files: classify every field, transform file by file (batch by batch), keep
 //! unique columns unique, and scan the outputs for any original value.
 
-use super::column::{leak_tags, plans_for, transform, Hashes, Memo, Worker};
+use super::column::{leak_tags, plans_for, transform, Memo, Seen, Worker};
 use super::detect::{credential_flags, detect_values, name_flags, Detector};
 use super::input::rule_field;
 pub use super::input::{AnonError, TableInput};
@@ -9,7 +9,7 @@ use super::key::AnonKey;
 use super::leak::outputs_scanned;
 use super::leak_scan::{scan, LEAK_HASHES};
 use super::pipeline::ordered_map;
-pub use super::report::{FieldReport, Report, TableOut};
+pub use super::report::{FieldReport, Report, TableOut, Written};
 use super::rules::{Rule, Rules};
 use super::unique::unique_fixes;
 pub use super::unique::Fixes;
@@ -112,13 +112,14 @@ fn transform_table(
         path: out_dir.to_path_buf(),
         message: e.to_string(),
     })?;
-    let mut originals = Hashes::default();
-    let (info, fields) = anonymize_file(t, rules, key, detected, fixes, out_dir, &mut originals)?;
+    let mut seen = Seen::default();
+    let (info, fields) = anonymize_file(t, rules, key, detected, fixes, out_dir, &mut seen)?;
     Ok(TableOut {
         table: t.table.clone(),
         info,
         fields,
-        originals,
+        originals: seen.originals,
+        written: Written::Hashes(seen.outputs),
     })
 }
 
@@ -229,7 +230,7 @@ fn anonymize_file<'a>(
     detected: &HashMap<String, Vec<Detector>>,
     fixes: &'a Fixes,
     out_dir: &Path,
-    originals: &mut Hashes,
+    seen: &mut Seen,
 ) -> Result<(FileInfo, Vec<FieldReport>), AnonError> {
     let reader = t.open()?;
     let schema = reader.schema();
@@ -244,7 +245,7 @@ fn anonymize_file<'a>(
     let states: Vec<Worker> = (0..threads)
         .map(|_| Worker {
             memos: cols.iter().map(|_| Memo::default()).collect(),
-            originals: Hashes::default(),
+            seen: Seen::default(),
         })
         .collect();
     let mut changed = vec![0u64; cols.len()];
@@ -262,7 +263,7 @@ fn anonymize_file<'a>(
                 b.column(i),
                 entity,
                 &mut state.memos[i],
-                &mut state.originals,
+                &mut state.seen,
             )?;
             arrays.push(a);
             counts.push(n);
@@ -284,7 +285,8 @@ fn anonymize_file<'a>(
     let states = ordered_map(&mut input, states, in_flight, work, sink)?;
     let info = w.finish()?;
     for s in states {
-        originals.append(s.originals);
+        seen.originals.append(s.seen.originals);
+        seen.outputs.append(s.seen.outputs);
     }
     let reports = plans
         .iter()

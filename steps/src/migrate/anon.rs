@@ -7,6 +7,7 @@
 
 pub(crate) use super::blocking::blocking;
 use super::{rules_and_key, ExtractOut, GraphStaged, MigrateParams, StagedTable};
+use crate::anonymize::table::Written;
 use crate::anonymize::{anonymize_table, collision_fixes, AnonError, Fixes, TableInput, TableOut};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -208,10 +209,23 @@ fn part_output(cx: &StepContext, mut done: Vec<TableOut>) -> Result<StepOutput, 
         hashes.append(std::mem::take(&mut t.originals));
     }
     let originals = cx.artifact_dir.join("originals.bin");
-    crate::anonymize::leak_scan::write_distinct(hashes, &originals).map_err(|e| match e {
+    let fail = |e| match e {
         AnonError::Staging(s) => StepError::Retryable(s.to_string()),
         other => StepError::Fatal(other.to_string()),
-    })?;
+    };
+    crate::anonymize::leak_scan::write_distinct(hashes, &originals).map_err(fail)?;
+    // What each table's scanned fields were written with, for the leak scan (see `written_file`).
+    let mut written = Vec::new();
+    for t in &mut done {
+        if let Written::Hashes(h) = std::mem::take(&mut t.written) {
+            let path = written_file(&originals, &t.table);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| retry(dir, e))?;
+            }
+            crate::anonymize::leak_scan::write_distinct(h, &path).map_err(fail)?;
+            written.push(path);
+        }
+    }
     let mut part = AnonPart {
         files: Vec::new(),
         fields: Vec::new(),
@@ -237,6 +251,11 @@ fn part_output(cx: &StepContext, mut done: Vec<TableOut>) -> Result<StepOutput, 
     output
         .artifacts
         .push(Artifact::from_file(&originals).map_err(|e| retry(&originals, e))?);
+    for path in &written {
+        output
+            .artifacts
+            .push(Artifact::from_file(path).map_err(|e| retry(path, e))?);
+    }
     output
         .metrics
         .insert("rows".into(), part.files.iter().map(|f| f.rows).sum());
@@ -262,9 +281,10 @@ pub(crate) fn parts(cx: &StepContext) -> Result<Option<Parts>, StepError> {
     let (mut out, mut files) = (Vec::new(), Vec::new());
     for id in ids {
         let part: AnonPart = cx.input(id)?;
+        let originals = part.originals.clone();
         let redo = |message: String| StepError::Redo {
             producer: id.clone(),
-            path: part.originals.clone(),
+            path: originals.clone(),
             message,
         };
         let len = std::fs::metadata(&part.originals)
@@ -284,13 +304,30 @@ pub(crate) fn parts(cx: &StepContext) -> Result<Option<Parts>, StepError> {
                 bytes: f.bytes,
                 sha256: f.sha256,
             };
+            // Parts written before the steps kept these hashes are scanned by reading the file.
+            let hashes = written_file(&originals, &f.table);
+            let written = match std::fs::metadata(&hashes) {
+                Ok(m) if m.len() % 8 == 0 => Written::File(hashes),
+                Ok(_) => return Err(redo(format!("{} is cut short", hashes.display()))),
+                Err(_) => Written::Unknown,
+            };
             out.push(TableOut {
                 table: f.table,
                 info,
                 fields: std::mem::take(&mut fields),
                 originals: Default::default(),
+                written,
             });
         }
     }
     Ok(Some((out, files)))
+}
+
+/// The file of `table`'s written values' hashes beside a part's originals (`originals.bin`):
+/// `written/<table>.bin`. A path, not a field of `AnonPart`, so journals written before it
+/// still read; a part without the file has its tables scanned by reading them.
+pub(super) fn written_file(originals: &Path, table: &str) -> PathBuf {
+    originals
+        .with_file_name("written")
+        .join(format!("{table}.bin"))
 }

@@ -6,7 +6,7 @@
 //! table is read whole and the log says why.
 
 use super::{AnonPart, StagedTable, FIXES_STEP};
-use crate::anonymize::table::{anonymize_changes, FieldReport};
+use crate::anonymize::table::{anonymize_changes, FieldReport, Written};
 use crate::anonymize::{AnonError, Fixes, TableInput, TableOut};
 use std::path::{Path, PathBuf};
 use wf_engine::{StepContext, StepError, StepOutput};
@@ -245,10 +245,29 @@ pub(crate) async fn anonymize(
         for h in crate::runs::words(earlier) {
             originals.push(h.map_err(|e| staging(&base.originals, e))?);
         }
+        // The merged file holds the replaced run's rows too: the values that run wrote join the
+        // changes' (a superset of the merged file's values: a hit among them is counted by
+        // reading the file, so a row gone since counts nothing), or, where that run kept none,
+        // the leak scan reads the file whole.
+        let written = match (
+            changes.written,
+            super::anon::written_file(&base.originals, &table.id()),
+        ) {
+            (Written::Hashes(mut h), earlier) if earlier.exists() => {
+                let f = std::fs::File::open(&earlier).map_err(|e| staging(&earlier, e))?;
+                for x in crate::runs::words(f) {
+                    h.push(x.map_err(|e| staging(&earlier, e))?);
+                }
+                Written::Hashes(h)
+            }
+            _ => Written::Unknown,
+        };
         Ok(Ok(TableOut {
             info,
             originals,
-            ..changes
+            written,
+            table: changes.table,
+            fields: changes.fields,
         }))
     })
     .await?;
