@@ -258,6 +258,15 @@ pub(crate) fn write_distinct(hashes: Hashes, path: &Path) -> Result<u64, AnonErr
     Ok(n)
 }
 
+/// The file of `table`'s written values' hashes beside a part's originals (`originals.bin`):
+/// `written/<table>.bin`. A path, not a field of `AnonPart`, so journals written before it
+/// still read; a part without the file has its tables scanned by reading them.
+pub fn written_file(originals: &Path, table: &str) -> PathBuf {
+    originals
+        .with_file_name("written")
+        .join(format!("{table}.bin"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -218,7 +218,7 @@ fn part_output(cx: &StepContext, mut done: Vec<TableOut>) -> Result<StepOutput, 
     let mut written = Vec::new();
     for t in &mut done {
         if let Written::Hashes(h) = std::mem::take(&mut t.written) {
-            let path = written_file(&originals, &t.table);
+            let path = crate::anonymize::leak_scan::written_file(&originals, &t.table);
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(|e| retry(dir, e))?;
             }
@@ -305,7 +305,7 @@ pub(crate) fn parts(cx: &StepContext) -> Result<Option<Parts>, StepError> {
                 sha256: f.sha256,
             };
             // Parts written before the steps kept these hashes are scanned by reading the file.
-            let hashes = written_file(&originals, &f.table);
+            let hashes = crate::anonymize::leak_scan::written_file(&originals, &f.table);
             let written = match std::fs::metadata(&hashes) {
                 Ok(m) if m.len() % 8 == 0 => Written::File(hashes),
                 Ok(_) => return Err(redo(format!("{} is cut short", hashes.display()))),
@@ -321,13 +321,4 @@ pub(crate) fn parts(cx: &StepContext) -> Result<Option<Parts>, StepError> {
         }
     }
     Ok(Some((out, files)))
-}
-
-/// The file of `table`'s written values' hashes beside a part's originals (`originals.bin`):
-/// `written/<table>.bin`. A path, not a field of `AnonPart`, so journals written before it
-/// still read; a part without the file has its tables scanned by reading them.
-pub(super) fn written_file(originals: &Path, table: &str) -> PathBuf {
-    originals
-        .with_file_name("written")
-        .join(format!("{table}.bin"))
 }

@@ -251,7 +251,7 @@ pub(crate) async fn anonymize(
         // the leak scan reads the file whole.
         let written = match (
             changes.written,
-            super::anon::written_file(&base.originals, &table.id()),
+            crate::anonymize::leak_scan::written_file(&base.originals, &table.id()),
         ) {
             (Written::Hashes(mut h), earlier) if earlier.exists() => {
                 let f = std::fs::File::open(&earlier).map_err(|e| staging(&earlier, e))?;
