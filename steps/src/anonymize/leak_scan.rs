@@ -330,10 +330,10 @@ mod tests {
                 )
             })
             .collect();
-        let written_file = dir.path().join("written.bin");
+        let written_path = dir.path().join("written.bin");
         let mut sorted = written.clone();
         sorted.sort_unstable();
-        crate::runs::write_words(std::fs::File::create(&written_file).unwrap(), &sorted).unwrap();
+        crate::runs::write_words(std::fs::File::create(&written_path).unwrap(), &sorted).unwrap();
         let modes = [usize::MAX, 5000, 1000, 7]
             .into_iter()
             .flat_map(|b| (0..3).map(move |m| (b, m)));
@@ -345,7 +345,7 @@ mod tests {
                     written.iter().for_each(|x| h.push(*x));
                     Written::Hashes(h)
                 }
-                _ => Written::File(written_file.clone()),
+                _ => Written::File(written_path.clone()),
             };
             let mut originals = Hashes::default();
             list.iter().for_each(|h| originals.push(*h));
