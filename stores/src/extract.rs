@@ -177,7 +177,8 @@ pub async fn plan_stores(
     let mut schemas = Vec::new();
     for s in &cfg.stores {
         let store = crate::connect(s, Side::Prod).await?;
-        schemas.push(store.introspect().await?);
+        // No row counts: each is a full scan of a PROD table the plan does not need.
+        schemas.push(store.introspect_shape().await?);
         opened.push((s.name.clone(), store));
     }
     add_virtual_fks(&mut schemas, cfg).map_err(|message| StoreError::Config {
@@ -305,13 +306,13 @@ pub async fn extract_table(
     Ok(TableFile { table: id, file })
 }
 
-/// Opens `store` on `side` read-only: its schema and a snapshot to read rows by key (validation
+/// Opens `store` on `side` read-only: its schema (without row counts) and a snapshot to read rows by key (validation
 /// uses it on CERT).
 pub async fn open_snapshot(
     store: &crate::StoreConfig,
     side: Side,
 ) -> Result<(crate::schema::StoreSchema, Snap), StoreError> {
     let db = crate::connect(store, side).await?;
-    let schema = db.introspect().await?;
+    let schema = db.introspect_shape().await?;
     Ok((schema, db.snapshot().await?))
 }

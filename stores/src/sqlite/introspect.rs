@@ -8,8 +8,12 @@ use sqlx::sqlite::SqlitePool;
 use sqlx::Row;
 use std::collections::BTreeMap;
 
-/// The schema of store `store` (wf's own marker tables left out).
-pub(super) async fn schema(pool: &SqlitePool, store: &str) -> Result<StoreSchema, StoreError> {
+/// The schema of store `store` (wf's own marker tables left out); row counts only when `counts`.
+pub(super) async fn schema(
+    pool: &SqlitePool,
+    store: &str,
+    counts: bool,
+) -> Result<StoreSchema, StoreError> {
     let err = |e| StoreError::from_sqlx(store, e);
     let names: Vec<String> = sqlx::query_scalar(
         "select name from sqlite_master where type = 'table' and name not like 'sqlite_%' \
@@ -21,13 +25,17 @@ pub(super) async fn schema(pool: &SqlitePool, store: &str) -> Result<StoreSchema
     let mut tables = Vec::new();
     for name in names {
         let (columns, primary_key) = columns(pool, store, &name).await?;
-        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "select count(*) from {}",
-            quote_ident(&name)
-        )))
-        .fetch_one(pool)
-        .await
-        .map_err(err)?;
+        let count: i64 = if counts {
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "select count(*) from {}",
+                quote_ident(&name)
+            )))
+            .fetch_one(pool)
+            .await
+            .map_err(err)?
+        } else {
+            0
+        };
         tables.push(Table {
             store: store.to_string(),
             columns,

@@ -76,7 +76,11 @@ impl RelationalStore for SqliteStore {
     }
 
     async fn introspect(&self) -> Result<StoreSchema, StoreError> {
-        introspect::schema(&self.pool, &self.name).await
+        introspect::schema(&self.pool, &self.name, true).await
+    }
+
+    async fn introspect_shape(&self) -> Result<StoreSchema, StoreError> {
+        introspect::schema(&self.pool, &self.name, false).await
     }
 
     async fn execute(&self, sql: &str) -> Result<u64, StoreError> {
