@@ -173,14 +173,17 @@ pub async fn plan_stores(
     key_limit: usize,
     required: bool,
 ) -> Result<Planned, StoreError> {
-    let mut opened = Vec::new();
-    let mut schemas = Vec::new();
-    for s in &cfg.stores {
-        let store = crate::connect(s, Side::Prod).await?;
-        // No row counts: each is a full scan of a PROD table the plan does not need.
-        schemas.push(store.introspect_shape().await?);
-        opened.push((s.name.clone(), store));
-    }
+    // The stores at once. No row counts: each is a full scan of a PROD table the plan does not
+    // need.
+    let (opened, mut schemas): (Vec<_>, Vec<_>) =
+        futures_util::future::try_join_all(cfg.stores.iter().map(|s| async move {
+            let store = crate::connect(s, Side::Prod).await?;
+            let schema = store.introspect_shape().await?;
+            Ok::<_, StoreError>(((s.name.clone(), store), schema))
+        }))
+        .await?
+        .into_iter()
+        .unzip();
     add_virtual_fks(&mut schemas, cfg).map_err(|message| StoreError::Config {
         file: "wf.toml".into(),
         message,
