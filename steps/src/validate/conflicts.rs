@@ -74,14 +74,17 @@ async fn by_primary_key(
     let ct = inp.ct;
     let (mut n, mut ex) = (0u64, Vec::new());
     let mut batch: Vec<Key> = Vec::new();
+    let mut buf = String::new();
     for b in batches(inp.path)? {
         let b = &b?;
         for r in 0..b.num_rows() {
             // A key this run (or the run a refresh replaces) loaded is replaced by the load, in
-            // CERT or not: no lookup. A refresh's rows are nearly all such keys.
-            if let Some(k) =
-                tuple(b, pk_idx, r).filter(|k| !inp.owned.is_some_and(|o| o.contains(&hash_key(k))))
-            {
+            // CERT or not: no lookup. A refresh's rows are nearly all such keys, so they are
+            // hashed in place (`hash_row` is `hash_key` of the tuple) and no tuple is built.
+            let owned = inp.owned.is_some_and(|o| {
+                super::cells::hash_row(b, pk_idx, r, &mut buf).is_some_and(|h| o.contains(&h))
+            });
+            if let Some(k) = (!owned).then(|| tuple(b, pk_idx, r)).flatten() {
                 batch.push(k);
             }
             if batch.len() >= LOOKUP || (r + 1 == b.num_rows() && !batch.is_empty()) {
