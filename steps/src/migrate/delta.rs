@@ -11,6 +11,7 @@ use crate::anonymize::{AnonError, Fixes, TableInput, TableOut};
 use std::path::{Path, PathBuf};
 use wf_engine::{StepContext, StepError, StepOutput};
 use wf_stores::extract::{find_table, store_kind};
+use wf_stores::load::diff_delta;
 use wf_stores::schema::Table;
 use wf_stores::snapshot::Since;
 use wf_stores::staging::{arrow_schema, open_verified};
@@ -234,10 +235,14 @@ pub(crate) async fn anonymize(
             Ok(c) => c,
             Err(why) => return Ok(Err(why)),
         };
-        let gone = wf_stores::delta::read_hashes(&gone)?;
+        let gone_keys = wf_stores::delta::read_hashes(&gone)?;
         let target = out.join(format!("{}.arrow", table.id()));
+        // A sidecar of an earlier attempt never describes this attempt's files.
+        remove_if_there(&diff_delta::sidecar_file(&target))?;
         let base_file = (base.anon.path.as_path(), base.anon.sha256.as_str());
-        let info = wf_stores::delta::merge(&table, base_file, gone, &changes.info.path, &target)?;
+        let info =
+            wf_stores::delta::merge(&table, base_file, gone_keys, &changes.info.path, &target)?;
+        keep_changes(&changes.info.path, &gone, &info, &base.anon.sha256)?;
         let _ = std::fs::remove_dir_all(&delta_dir);
         let mut originals = changes.originals;
         let earlier =
@@ -272,6 +277,29 @@ pub(crate) async fn anonymize(
     })
     .await?;
     merged.map_err(whole)
+}
+
+/// Keeps the anonymized changes and the gone keys beside the merged file, with the sidecar that
+/// lets the load diff the table from them alone (`wf_stores::load::diff_delta`).
+fn keep_changes(
+    changes: &Path,
+    gone: &Path,
+    merged: &wf_stores::staging::FileInfo,
+    base_sha256: &str,
+) -> Result<(), AnonError> {
+    let kept = diff_delta::changes_file(&merged.path);
+    std::fs::rename(changes, &kept).map_err(|e| staging(&kept, e))?;
+    let kept = diff_delta::gone_file(&merged.path);
+    std::fs::copy(gone, &kept).map_err(|e| staging(&kept, e))?;
+    diff_delta::write_sidecar(merged, base_sha256)?;
+    Ok(())
+}
+
+fn remove_if_there(path: &Path) -> Result<(), AnonError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(staging(path, e)),
+        _ => Ok(()),
+    }
 }
 
 fn staging(path: &Path, e: std::io::Error) -> AnonError {

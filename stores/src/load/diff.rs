@@ -77,6 +77,10 @@ pub(crate) fn diff_tables(
     let old = |name: &str| earlier.tables.iter().find(|t| t.table.name == name);
     let mut out = Vec::new();
     for t in &job.tables {
+        if let Some(d) = old(&t.table.name).and_then(|o| by_delta(t, o, dir)) {
+            out.push(d);
+            continue;
+        }
         let before = match old(&t.table.name) {
             Some(o) => Some((o, owned(earlier, o)?)),
             None => None,
@@ -100,6 +104,18 @@ pub(crate) fn diff_tables(
     Ok(out)
 }
 
+/// `diff_delta::diff_by_delta`, or `None` (the table is compared whole) where it has no usable
+/// sidecar or a file it names is damaged (logged).
+fn by_delta(t: &TableLoad, o: &TableLoad, dir: &Path) -> Option<TableDiff> {
+    match super::diff_delta::diff_by_delta(t, o, dir) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(table = %t.table.id(), "comparing the table whole, not from its changes: {e}");
+            None
+        }
+    }
+}
+
 fn staging_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
     StoreError::Staging {
         path: path.to_path_buf(),
@@ -113,7 +129,7 @@ fn staging_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
 /// row keeps its key. (SipHash-1-3 fed cell by cell, with the schema fetched for every row, took
 /// most of a refresh's comparison.) The hashes never leave the process.
 #[derive(Default)]
-struct RowHasher {
+pub(super) struct RowHasher {
     names: Option<u64>,
     row: Vec<u8>,
     key: Vec<u8>,
@@ -121,7 +137,7 @@ struct RowHasher {
 
 impl RowHasher {
     /// The key's hash and the row's, of every row of `b` (key columns at `key_idx`).
-    fn batch(&mut self, b: &RecordBatch, key_idx: &[usize]) -> Vec<(u128, u128)> {
+    pub(super) fn batch(&mut self, b: &RecordBatch, key_idx: &[usize]) -> Vec<(u128, u128)> {
         let names = *self.names.get_or_insert_with(|| {
             let mut all = Vec::new();
             for f in b.schema().fields() {
@@ -250,13 +266,17 @@ pub fn budget() -> u64 {
 }
 
 /// Rows of one staging file filtered into another, created at the first row kept.
-struct Part {
+pub(super) struct Part {
     path: PathBuf,
     writer: Option<arrow_ipc::writer::FileWriter<std::fs::File>>,
 }
 
 impl Part {
-    fn push(&mut self, b: &RecordBatch, keep: &BooleanArray) -> Result<u64, StoreError> {
+    pub(super) fn new(path: PathBuf) -> Part {
+        Part { path, writer: None }
+    }
+
+    pub(super) fn push(&mut self, b: &RecordBatch, keep: &BooleanArray) -> Result<u64, StoreError> {
         let n = keep.true_count();
         if n == 0 {
             return Ok(0);
@@ -274,7 +294,7 @@ impl Part {
         Ok(n as u64)
     }
 
-    fn finish(self) -> Result<Option<PathBuf>, StoreError> {
+    pub(super) fn finish(self) -> Result<Option<PathBuf>, StoreError> {
         match self.writer {
             Some(mut w) => {
                 w.finish().map_err(|e| staging_err(&self.path, e))?;
@@ -289,7 +309,7 @@ impl Part {
 /// not load): rows it owned staged with other values are changed, rows it did not own are fresh,
 /// the keys it owned and the new staging lacks are gone. Compared range by range of key hashes
 /// (see `budget`); every pass appends to the same changed and fresh files.
-fn diff_table(
+pub(super) fn diff_table(
     t: &TableLoad,
     before: Option<(&TableLoad, Option<HashSet128>)>,
     dir: &Path,
@@ -298,10 +318,7 @@ fn diff_table(
         Some((o, _)) => rows_in(o)?.div_ceil(budget()).max(1),
         None => 1,
     };
-    let file = |kind: &str| Part {
-        path: dir.join(format!("{}.{kind}.arrow", t.table.id())),
-        writer: None,
-    };
+    let file = |kind: &str| Part::new(dir.join(format!("{}.{kind}.arrow", t.table.id())));
     let (mut changed, mut fresh) = (file("changed"), file("fresh"));
     let mut kept = (t.strategy != Strategy::Insert).then(Vec::new);
     let (mut written, mut staged_rows) = (0u64, 0u64);

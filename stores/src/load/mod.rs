@@ -10,6 +10,7 @@
 
 mod dialect;
 mod diff;
+pub mod diff_delta;
 pub use diff::budget as diff_memory_rows;
 mod diff_tx;
 mod job;
