@@ -213,14 +213,19 @@ impl SnapshotReader for SqliteSnapshot {
         keys: &[Key],
         project: &[String],
     ) -> Result<Vec<Key>, StoreError> {
-        let sql = format!(
-            "select {} from {} where {}",
-            select_list(project),
-            ident(&table.name),
-            in_clause(columns, keys.len())
-        );
-        let binds = keys.iter().flat_map(|k| k.iter().cloned()).collect();
-        self.rows(sql, binds, project.len()).await
+        // At most KEY_BATCH keys a statement: SQLite caps the bound variables.
+        let mut out = Vec::new();
+        for chunk in keys.chunks(crate::subset::KEY_BATCH) {
+            let sql = format!(
+                "select {} from {} where {}",
+                select_list(project),
+                ident(&table.name),
+                in_clause(columns, chunk.len())
+            );
+            let binds = chunk.iter().flat_map(|k| k.iter().cloned()).collect();
+            out.extend(self.rows(sql, binds, project.len()).await?);
+        }
+        Ok(out)
     }
 
     async fn rows_all(
