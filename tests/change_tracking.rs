@@ -138,6 +138,9 @@ fn an_incremental_refresh_reads_only_what_changed_and_equals_a_fresh_migrate() {
         "{st}"
     );
     assert_eq!(read("ids.students").0, None, "not tracked: read whole");
+    // Validation checked the changes alone (the migrate checked the rest and found nothing).
+    let checked = crate::util::grep_dir(&sb.data(), "checked its 5 changed rows");
+    assert!(checked.contains("hcp2.attendance"), "{checked}");
     // The load compared the tables read by difference from their changes alone.
     let compared = crate::util::grep_dir(&sb.data(), "not row by row");
     for t in ["adb.results", "hcp2.attendance"] {
@@ -162,6 +165,75 @@ fn an_incremental_refresh_reads_only_what_changed_and_equals_a_fresh_migrate() {
     eprintln!("change tracking kill seed {seed} (WF_TEST_SEED replays it)");
     let fresh = cert_contents(&env, "b");
     killed_refresh(&sb, &env, &a, &fresh, seed, 6);
+}
+
+/// A refresh that is refused at the gate: its stderr.
+fn refused(sb: &Sandbox, cfg: &Path) -> String {
+    let r = wf(sb, &[&INCREMENTAL[..], &[cfg.to_str().unwrap()]].concat())
+        .output()
+        .unwrap();
+    let r = crate::util::ran(r);
+    assert_ne!(r.code, Some(0), "{}", r.stdout);
+    r.stderr
+}
+
+/// Validation of a table read by difference checks its changes alone only where that finds what
+/// checking the whole table finds: a changed row breaking a rule stops the refresh; a parent
+/// losing a row that unchanged rows reference makes it check the whole table, which finds them.
+#[test]
+fn checking_only_the_changes_still_stops_what_they_break() {
+    let sb = Sandbox::new();
+    let Some(env) = Env::get(&sb) else { return };
+    env.create(&["prod", "a"]);
+    let a = env.config(&sb.out("a"), "a");
+    ok(
+        &sb,
+        &["--config", a.to_str().unwrap(), "seed", "--env", "prod"],
+    );
+    ok(
+        &sb,
+        &["--config", a.to_str().unwrap(), "seed", "--env", "cert"],
+    );
+    for side in ["prod", "a"] {
+        add_change_columns(&env, side);
+    }
+    track(&a, "");
+    ok(&sb, &migrate_args(&a));
+    let (prod, cert) = (env.pg_url("prod", "hcp2"), env.pg_url("a", "hcp2"));
+    let first_three = "select id from attendance where district_id = 3 order by id limit 3";
+    exec(
+        &prod,
+        &format!("update attendance set status = 'tardy' where id in ({first_three})"),
+    );
+    refresh(&sb, &a);
+    let checked = crate::util::grep_dir(&sb.data(), "checked its 3 changed rows");
+    assert!(checked.contains("hcp2.attendance"), "{checked}");
+    // A changed row outside the allowed statuses: found among the changes, nothing loaded.
+    exec(
+        &prod,
+        &format!(
+            "update attendance set status = 'gone fishing' where id in ({first_three} offset 2)"
+        ),
+    );
+    let err = refused(&sb, &a);
+    assert!(err.contains("attendance status is known"), "{err}");
+    let bad = "select count(*) from attendance where status = 'gone fishing'";
+    assert_eq!(crate::snapshots::scalar(&cert, bad), 0);
+    exec(
+        &prod,
+        "update attendance set status = 'present' where status = 'gone fishing'",
+    );
+    // A student (read whole) deleted in PROD while unchanged attendance rows still reference
+    // them (no constraint across databases): the whole table is checked and they dangle.
+    let student = crate::snapshots::scalar(
+        &prod,
+        "select max(student_id) from attendance where district_id = 3",
+    );
+    exec(&env.pg_url("prod", "ids"), &format!("delete from student_guardians where student_id = {student}; delete from students where id = {student}"));
+    let err = refused(&sb, &a);
+    assert!(err.contains("hcp2.attendance"), "{err}");
+    let why = crate::util::grep_dir(&sb.data(), "a parent lost keys");
+    assert!(why.contains("hcp2.attendance"), "{why}");
 }
 
 #[test]

@@ -31,7 +31,7 @@ pub(crate) fn exec(url: &str, sql: &str) {
     });
 }
 
-fn scalar(url: &str, sql: &str) -> i64 {
+pub(crate) fn scalar(url: &str, sql: &str) -> i64 {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let pool = sqlx::PgPool::connect(url).await.unwrap();

@@ -10,13 +10,13 @@ use crate::error::StoreError;
 use crate::extract::{staged_columns, TableFile, TableSink};
 use crate::keyset::HashSet128;
 use crate::keyset::{key_hash, key_hash_of, Key};
+pub use crate::keyset::{read_hashes, write_hashes};
 use crate::load::key_hash_at;
 use crate::schema::Table;
 use crate::snapshot::{Selection, Since, Snap};
 use crate::staging::{arrow_schema, open, open_verified, staging_err, FileInfo, StagingWriter};
 use crate::StoreKind;
 use arrow_array::BooleanArray;
-use std::io::{Read, Write};
 use std::path::Path;
 
 /// Keys per read while splitting the plan's keys.
@@ -185,34 +185,6 @@ impl Reader<'_> {
         }
         Ok(())
     }
-}
-
-/// Writes 128-bit hashes, little-endian, to `path` (synced, renamed into place).
-pub fn write_hashes(path: &Path, hashes: impl Iterator<Item = u128>) -> Result<(), StoreError> {
-    let partial = path.with_extension("partial");
-    let err = |e: std::io::Error| staging_err(&partial, e);
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&partial).map_err(err)?);
-    for h in hashes {
-        f.write_all(&h.to_le_bytes()).map_err(err)?;
-    }
-    let f = f.into_inner().map_err(|e| err(e.into_error()))?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&partial, path).map_err(|e| staging_err(path, e))
-}
-
-/// Reads the hashes `write_hashes` wrote; a file cut short is an error naming it.
-pub fn read_hashes(path: &Path) -> Result<HashSet128, StoreError> {
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(|e| staging_err(path, e))?;
-    if bytes.len() % 16 != 0 {
-        return Err(staging_err(path, "the file of key hashes is cut short"));
-    }
-    Ok(bytes
-        .chunks_exact(16)
-        .map(|c| u128::from_le_bytes(c.try_into().unwrap_or_default()))
-        .collect())
 }
 
 /// Writes `out`: the rows of `base` (the replaced run's anonymized staging of `table`, read

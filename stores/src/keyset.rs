@@ -571,6 +571,44 @@ impl Default for KeyHasher {
     }
 }
 
+/// Writes 128-bit hashes, little-endian, to `path` (synced, renamed into place).
+pub fn write_hashes(
+    path: &std::path::Path,
+    hashes: impl Iterator<Item = u128>,
+) -> Result<(), StoreError> {
+    let partial = path.with_extension("partial");
+    let err = |e: std::io::Error| hash_file_err(&partial, e);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&partial).map_err(err)?);
+    for h in hashes {
+        std::io::Write::write_all(&mut f, &h.to_le_bytes()).map_err(err)?;
+    }
+    let f = f.into_inner().map_err(|e| err(e.into_error()))?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&partial, path).map_err(|e| hash_file_err(path, e))
+}
+
+/// Reads the hashes `write_hashes` wrote; a file cut short is an error naming it.
+pub fn read_hashes(path: &std::path::Path) -> Result<HashSet128, StoreError> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut bytes))
+        .map_err(|e| hash_file_err(path, e))?;
+    if bytes.len() % 16 != 0 {
+        return Err(hash_file_err(path, "the file of key hashes is cut short"));
+    }
+    Ok(bytes
+        .chunks_exact(16)
+        .map(|c| u128::from_le_bytes(c.try_into().unwrap_or_default()))
+        .collect())
+}
+
+fn hash_file_err(path: &std::path::Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Staging {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -254,19 +254,8 @@ pub(crate) async fn anonymize(
         // changes' (a superset of the merged file's values: a hit among them is counted by
         // reading the file, so a row gone since counts nothing), or, where that run kept none,
         // the leak scan reads the file whole.
-        let written = match (
-            changes.written,
-            crate::anonymize::leak_scan::written_file(&base.originals, &table.id()),
-        ) {
-            (Written::Hashes(mut h), earlier) if earlier.exists() => {
-                let f = std::fs::File::open(&earlier).map_err(|e| staging(&earlier, e))?;
-                for x in crate::runs::words(f) {
-                    h.push(x.map_err(|e| staging(&earlier, e))?);
-                }
-                Written::Hashes(h)
-            }
-            _ => Written::Unknown,
-        };
+        let earlier = crate::anonymize::leak_scan::written_file(&base.originals, &table.id());
+        let written = with_earlier_written(changes.written, &earlier)?;
         Ok(Ok(TableOut {
             info,
             originals,
@@ -277,6 +266,21 @@ pub(crate) async fn anonymize(
     })
     .await?;
     merged.map_err(whole)
+}
+
+/// The hashes of the values the changes wrote, with those the replaced run wrote (`earlier`);
+/// `Unknown` where either is.
+fn with_earlier_written(changes: Written, earlier: &Path) -> Result<Written, AnonError> {
+    match changes {
+        Written::Hashes(mut h) if earlier.exists() => {
+            let f = std::fs::File::open(earlier).map_err(|e| staging(earlier, e))?;
+            for x in crate::runs::words(f) {
+                h.push(x.map_err(|e| staging(earlier, e))?);
+            }
+            Ok(Written::Hashes(h))
+        }
+        _ => Ok(Written::Unknown),
+    }
 }
 
 /// Keeps the anonymized changes and the gone keys beside the merged file, with the sidecar that

@@ -5,7 +5,7 @@
 
 mod anon;
 mod blocking;
-mod delta;
+pub(crate) mod delta;
 mod extract;
 pub(crate) mod handover;
 mod held;

@@ -234,31 +234,32 @@ impl<'a> References<'a> {
     }
 
     /// Looks the references missing from the subset up in CERT when the parent is in the same
-    /// store (`same_store` maps that store's tables by id).
+    /// store (`same_store` maps that store's tables by id); returns the rows resolved there.
     pub async fn resolve<S: SnapshotReader + ?Sized>(
         &mut self,
         table: &str,
         same_store: &HashMap<String, Table>,
         snap: &mut S,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         let f = self.fk;
         let (parent_store, parent_name) = f.parent.split_once('.').unwrap_or(("", &f.parent));
         if self.missing.is_empty() || table.split('.').next() != Some(parent_store) {
-            return Ok(());
+            return Ok(0);
         }
         let Some(pt) = same_store.get(&f.parent).filter(|t| t.name == parent_name) else {
-            return Ok(());
+            return Ok(0);
         };
         let keys: Vec<Key> = self.missing.keys().cloned().collect();
+        let mut resolved = 0;
         for chunk in keys.chunks(LOOKUP) {
             for found in snap
                 .rows_in(pt, &f.parent_cols, chunk, &f.parent_cols)
                 .await?
             {
-                self.missing.remove(&found);
+                resolved += self.missing.remove(&found).unwrap_or(0);
             }
         }
-        Ok(())
+        Ok(resolved)
     }
 }
 

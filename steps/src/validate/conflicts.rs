@@ -20,6 +20,8 @@ pub(super) struct ConflictInput<'a> {
     pub table: &'a str,
     pub ct: &'a Table,
     pub path: &'a Path,
+    /// The rows to check: the table's, or its changes alone (see `incremental`).
+    pub rows: &'a Path,
     pub strategy: Strategy,
     pub reference: bool,
     /// Hashed keys this run loaded in earlier generations: the load replaces them.
@@ -75,7 +77,7 @@ async fn by_primary_key(
     let (mut n, mut ex) = (0u64, Vec::new());
     let mut batch: Vec<Key> = Vec::new();
     let mut buf = String::new();
-    for b in batches(inp.path)? {
+    for b in batches(inp.rows)? {
         let b = &b?;
         for r in 0..b.num_rows() {
             // A key this run (or the run a refresh replaces) loaded is replaced by the load, in
@@ -160,7 +162,7 @@ async fn by_unique(
     // Unique value -> the staged row's primary key (empty without one).
     let mut batch: HashMap<Key, Key> = HashMap::new();
     let mut buf = String::new();
-    for b in batches(inp.path)? {
+    for b in batches(inp.rows)? {
         let b = &b?;
         let all: Vec<usize> = (0..b.num_columns()).collect();
         for r in 0..b.num_rows() {

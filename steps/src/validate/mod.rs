@@ -12,6 +12,7 @@ mod graph_cert;
 mod graph_checks;
 mod graph_staging_step;
 mod graph_step;
+mod incremental;
 mod input;
 mod owned;
 pub mod post;
@@ -97,6 +98,9 @@ pub struct Tally {
     pub findings: Vec<Finding>,
     /// Staged unique values looked up in CERT (a step metric: a refresh looks up few).
     pub unique_lookups: u64,
+    /// Rows whose reference resolved in CERT, not in the staging (a step metric: see
+    /// `incremental`).
+    pub cert_resolved_refs: u64,
 }
 
 impl Tally {

@@ -28,7 +28,8 @@ pub async fn validate(inp: ValidateInput<'_>) -> Result<ValidationReport, StoreE
     let sets = key_sets(&inp, &files, &fks, true)?;
     let mut rows_total = 0u64;
     for (table, path) in &files {
-        rows_total += check_table(&mut tally, &inp, &fks, &sets, &mut cert, table, path).await?;
+        let both = (path.as_path(), path.as_path());
+        rows_total += check_table(&mut tally, &inp, &fks, &sets, &mut cert, table, both).await?;
     }
     drop(cert);
     whole_run(&mut tally, &inp, &files, &sets)?;
@@ -41,11 +42,14 @@ pub async fn validate(inp: ValidateInput<'_>) -> Result<ValidationReport, StoreE
 }
 
 /// The checks of one table (`validate/<store.table>`): `inp.files` holds it and the parents its
-/// references point at. Returns the findings and the table's row count.
+/// references point at. With `only`, the rows checked are the table's changes alone, if every
+/// key set its references point at in the replaced run's parents is in this run's (see
+/// `incremental`). Returns the findings, the rows checked and whether they were the changes.
 pub async fn validate_table(
     inp: &ValidateInput<'_>,
     table: &str,
-) -> Result<(Tally, u64), StoreError> {
+    only: Option<&super::incremental::ChangesOnly>,
+) -> Result<(Tally, u64, bool), StoreError> {
     let mut tally = Tally::default();
     let files: BTreeMap<&str, &PathBuf> = inp.files.iter().map(|(t, p)| (t.as_str(), p)).collect();
     let Some(path) = files.get(table).copied() else {
@@ -60,8 +64,36 @@ pub async fn validate_table(
         .filter(|f| f.child == table)
         .collect();
     let sets = key_sets(inp, &files, &fks, false)?;
-    let rows = check_table(&mut tally, inp, &fks, &sets, &mut cert, table, path).await?;
-    Ok((tally, rows))
+    let rows_file = match only {
+        Some(c) if parents_kept(inp, &fks, &sets, c)? => c.changes.as_path(),
+        _ => path.as_path(),
+    };
+    let files = (path.as_path(), rows_file);
+    let rows = check_table(&mut tally, inp, &fks, &sets, &mut cert, table, files).await?;
+    Ok((tally, rows, rows_file != path.as_path()))
+}
+
+/// Whether every key set `fks` point at in the replaced run's parents (`c.earlier_parents`) is
+/// in this run's (`sets`): then the unchanged rows' references still resolve.
+fn parents_kept(
+    inp: &ValidateInput<'_>,
+    fks: &[Fk],
+    sets: &HashMap<String, KeySet>,
+    c: &super::incremental::ChangesOnly,
+) -> Result<bool, StoreError> {
+    let earlier: BTreeMap<&str, &PathBuf> = c
+        .earlier_parents
+        .iter()
+        .map(|(t, p)| (t.as_str(), p))
+        .collect();
+    if fks.iter().any(|f| !earlier.contains_key(f.parent.as_str())) {
+        return Ok(false);
+    }
+    let before = key_sets(inp, &earlier, fks, false)?;
+    Ok(before.iter().all(|(id, was)| {
+        let now = sets.get(id);
+        was.iter().all(|h| now.is_some_and(|n| n.contains(h)))
+    }))
 }
 
 /// What the per-table steps leave to the whole run (`tally` holds their findings): row counts
@@ -130,7 +162,7 @@ async fn check_table(
     sets: &HashMap<String, KeySet>,
     cert: &mut HashMap<String, (StoreSchema, Snap)>,
     table: &str,
-    path: &Path,
+    (path, rows): (&Path, &Path),
 ) -> Result<u64, StoreError> {
     let (store, name) = table.split_once('.').unwrap_or(("", table));
     let Some((schema, snap)) = cert.get_mut(store) else {
@@ -164,7 +196,7 @@ async fn check_table(
         owned: inp.owned.get(table),
         unchanged: inp.unchanged.get(table),
     };
-    scan_table(tally, &scan, table, &ct, path, snap).await
+    scan_table(tally, &scan, table, &ct, (path, rows), snap).await
 }
 
 /// A CERT snapshot of every store that has a staged table.
@@ -316,14 +348,15 @@ struct ScanInput<'a> {
     unchanged: Option<&'a KeySet>,
 }
 
-/// Runs the row checks of one staged table in one pass over its batches, then the CERT conflict
-/// check and its business rules; returns the table's row count.
+/// Runs the row checks of one staged table (`path`) over the rows of `rows` (the table, or its
+/// changes alone, of the same columns) in one pass, then the CERT conflict check and its
+/// business rules; returns the rows checked.
 async fn scan_table(
     tally: &mut Tally,
     inp: &ScanInput<'_>,
     table: &str,
     ct: &Table,
-    path: &Path,
+    (path, rows_file): (&Path, &Path),
     snap: &mut Snap,
 ) -> Result<u64, StoreError> {
     let Some(first) = batches(path)?.next().transpose()? else {
@@ -339,7 +372,7 @@ async fn scan_table(
     checks.extend(Unique::all(ct, &first));
     let mut refs = References::all(table, inp.fks, inp.sets, &first);
     let mut rows = 0u64;
-    for b in batches(path)? {
+    for b in batches(rows_file)? {
         let b = &b?;
         rows += b.num_rows() as u64;
         for c in checks.iter_mut() {
@@ -356,7 +389,7 @@ async fn scan_table(
         }
     }
     if !again.is_empty() {
-        for b in batches(path)? {
+        for b in batches(rows_file)? {
             let b = &b?;
             again.iter().for_each(|i| checks[*i].on_batch_again(b));
         }
@@ -365,13 +398,14 @@ async fn scan_table(
         c.finish(tally, table);
     }
     for mut c in refs {
-        c.resolve(table, inp.same_store, snap).await?;
+        tally.cert_resolved_refs += c.resolve(table, inp.same_store, snap).await?;
         Box::new(c).finish(tally, table);
     }
     let conflicts = super::conflicts::ConflictInput {
         table,
         ct,
         path,
+        rows: rows_file,
         strategy: inp.strategy,
         reference: inp.reference,
         owned: inp.owned,
@@ -384,7 +418,7 @@ async fn scan_table(
         .iter()
         .filter(|r| super::business::rule_table(r).as_deref() == Some(table))
     {
-        super::business::business_rule(tally, rule, table, path, &example)?;
+        super::business::business_rule(tally, rule, table, rows_file, &example)?;
     }
     Ok(rows)
 }

@@ -83,8 +83,12 @@ impl Step for ValidateTableStep {
         let mut schemas = ex.schemas.clone();
         wf_stores::analysis::add_virtual_fks(&mut schemas, &p.config).map_err(StepError::Fatal)?;
         let (mut files, mut expected) = (Vec::new(), 0);
+        let mut only = None;
         for name in std::iter::once(t).chain(&self.task.parents) {
             let part: AnonPart = cx.input(&format!("anonymize/{name}"))?;
+            if name == t {
+                only = self.changes_only(cx, &schemas, &part)?;
+            }
             for f in part.files.iter().filter(|f| &f.table == name) {
                 wf_stores::verified::expect(&f.path, &f.sha256);
                 files.push((f.table.clone(), f.path.clone()));
@@ -122,9 +126,15 @@ impl Step for ValidateTableStep {
             graph_skipped: Vec::new(),
         };
         // A damaged anonymized file makes the step that wrote it (named by its path) run again.
-        let (tally, rows) = super::scan::validate_table(&input, t)
+        let (tally, checked, changes) = super::scan::validate_table(&input, t, only.as_ref())
             .await
             .map_err(input_err("anonymize"))?;
+        if changes {
+            tracing::info!(table = %t, "checked its {checked} changed rows, not the whole table: the replaced run checked the rest");
+        } else if only.is_some() {
+            tracing::info!(table = %t, "checking the whole table: a parent lost keys the replaced run's rows may reference");
+        }
+        let rows = if changes { expected } else { checked };
         cx.progress.rows(rows);
         if let Some(moved) = closure_moved(cx, p, &ex, &tally, t, &self.task.parents)? {
             return Err(StepError::Redo {
@@ -135,15 +145,48 @@ impl Step for ValidateTableStep {
                 ),
             });
         }
-        let lookups = tally.unique_lookups;
+        let (lookups, cert_resolved) = (tally.unique_lookups, tally.cert_resolved_refs);
         let mut out = StepOutput::with_value(&ValidatePart {
             categories: tally.categories,
             findings: tally.findings,
             rows,
         })?;
         out.metrics.insert("rows".into(), rows);
+        out.metrics.insert("checked_rows".into(), checked);
         out.metrics.insert("unique_lookups".into(), lookups);
+        out.metrics
+            .insert(super::incremental::CERT_RESOLVED.into(), cert_resolved);
         Ok(out)
+    }
+}
+
+impl ValidateTableStep {
+    /// The table's changes alone to check (see `incremental`), or `None`, with why, logged,
+    /// where it was read by difference.
+    fn changes_only(
+        &self,
+        cx: &StepContext,
+        schemas: &[StoreSchema],
+        part: &AnonPart,
+    ) -> Result<Option<super::incremental::ChangesOnly>, StepError> {
+        let t = &self.task.table;
+        let Some(table) = schemas
+            .iter()
+            .flat_map(|s| &s.tables)
+            .find(|x| x.id() == *t)
+        else {
+            return Ok(None);
+        };
+        let p = &self.params;
+        match super::incremental::changes_only(cx, p, table, part, &self.task.parents)? {
+            Ok(c) => Ok(Some(c)),
+            Err(why) => {
+                if crate::migrate::delta::read_by_difference(cx, t) {
+                    tracing::info!(table = %t, "checking the whole table: {why}");
+                }
+                Ok(None)
+            }
+        }
     }
 }
 

@@ -10,7 +10,7 @@
 //! the merged file, the earlier staging it started from, the changes and the gone keys; the load
 //! uses it only when every digest matches, else it compares the files whole.
 
-use super::diff::{Part, RowHasher, TableDiff};
+use super::diff_parts::{Part, RowHasher, TableDiff};
 use super::{key_hash_at, key_of, key_positions, Strategy, TableLoad};
 use crate::error::StoreError;
 use crate::keyset::{HashMap128, HashSet128};
@@ -185,7 +185,7 @@ fn read_gone(path: &Path, sha256: &str) -> Result<HashSet128, StoreError> {
             message: "the gone keys' file does not match the digest its merge recorded".into(),
         });
     }
-    crate::delta::read_hashes(path)
+    crate::keyset::read_hashes(path)
 }
 
 #[cfg(test)]
@@ -293,7 +293,7 @@ mod tests {
         )
         .unwrap();
         std::fs::rename(&staged_changes.path, changes_file(&m.path)).unwrap();
-        crate::delta::write_hashes(&gone_file(&m.path), gone.iter().copied()).unwrap();
+        crate::keyset::write_hashes(&gone_file(&m.path), gone.iter().copied()).unwrap();
         write_sidecar(&m, &e.sha256).unwrap();
         let (t, o) = (load(&m), load(&e));
         let (a, b) = (d.join("a"), d.join("b"));

@@ -6,7 +6,7 @@
 //! delete would cascade to unchanged children, or be refused for them.
 
 use super::dialect::{markers, Dialect, DELETE_MARKERS};
-use super::diff::TableDiff;
+use super::diff_parts::TableDiff;
 use super::{StoreLoad, Strategy, TableLoad, TableReport};
 use crate::error::StoreError;
 use crate::subset::{Key, KEY_BATCH};

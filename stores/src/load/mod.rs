@@ -11,6 +11,7 @@
 mod dialect;
 mod diff;
 pub mod diff_delta;
+mod diff_parts;
 pub use diff::budget as diff_memory_rows;
 mod diff_tx;
 mod job;
