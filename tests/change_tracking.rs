@@ -167,6 +167,17 @@ fn an_incremental_refresh_reads_only_what_changed_and_equals_a_fresh_migrate() {
     killed_refresh(&sb, &env, &a, &fresh, seed, 6);
 }
 
+/// PROD seeded and CERT `a` created (empty); `a`'s configuration.
+fn seeded_prod(sb: &Sandbox, env: &Env) -> std::path::PathBuf {
+    env.create(&["prod", "a"]);
+    let a = env.config(&sb.out("a"), "a");
+    ok(
+        sb,
+        &["--config", a.to_str().unwrap(), "seed", "--env", "prod"],
+    );
+    a
+}
+
 /// A refresh that is refused at the gate: its stderr.
 fn refused(sb: &Sandbox, cfg: &Path) -> String {
     let r = wf(sb, &[&INCREMENTAL[..], &[cfg.to_str().unwrap()]].concat())
@@ -184,12 +195,7 @@ fn refused(sb: &Sandbox, cfg: &Path) -> String {
 fn checking_only_the_changes_still_stops_what_they_break() {
     let sb = Sandbox::new();
     let Some(env) = Env::get(&sb) else { return };
-    env.create(&["prod", "a"]);
-    let a = env.config(&sb.out("a"), "a");
-    ok(
-        &sb,
-        &["--config", a.to_str().unwrap(), "seed", "--env", "prod"],
-    );
+    let a = seeded_prod(&sb, &env);
     ok(
         &sb,
         &["--config", a.to_str().unwrap(), "seed", "--env", "cert"],
@@ -240,12 +246,7 @@ fn checking_only_the_changes_still_stops_what_they_break() {
 fn a_change_column_that_is_not_a_time_is_refused_with_its_line() {
     let sb = Sandbox::new();
     let Some(env) = Env::get(&sb) else { return };
-    env.create(&["prod", "a"]);
-    let a = env.config(&sb.out("a"), "a");
-    ok(
-        &sb,
-        &["--config", a.to_str().unwrap(), "seed", "--env", "prod"],
-    );
+    let a = seeded_prod(&sb, &env);
     let text = std::fs::read_to_string(&a).unwrap();
     let line = text.lines().count() + 4;
     for (column, says) in [

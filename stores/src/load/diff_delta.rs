@@ -164,7 +164,12 @@ pub(crate) fn diff_by_delta(
         written += changed.push(&b, &BooleanArray::from(is_changed))?;
         written += fresh.push(&b, &BooleanArray::from(is_fresh))?;
     }
-    let staged_rows = earlier_rows - replaced - gone_keys.len() as u64 + change_rows;
+    // Disjoint by construction (a gone key the changes bring back is not gone); a file whose keys
+    // repeat would break that, and is compared whole instead.
+    let Some(kept) = earlier_rows.checked_sub(replaced + gone_keys.len() as u64) else {
+        return Err(staging_err(&earlier.file, "its keys repeat"));
+    };
+    let staged_rows = kept + change_rows;
     tracing::info!(table = %t.table.id(), "compared from its {change_rows} changes and {} gone keys, not row by row", gone.len());
     Ok(Some(TableDiff {
         load: t.clone(),
