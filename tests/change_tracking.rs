@@ -189,8 +189,9 @@ fn refused(sb: &Sandbox, cfg: &Path) -> String {
 }
 
 /// Validation of a table read by difference checks its changes alone only where that finds what
-/// checking the whole table finds: a changed row breaking a rule stops the refresh; a parent
-/// losing a row that unchanged rows reference makes it check the whole table, which finds them.
+/// checking the whole table finds: a changed row breaking a rule stops the refresh; a rule added
+/// since, or a parent losing a row that unchanged rows reference, makes it check the whole
+/// table, which finds the unchanged rows that break them.
 #[test]
 fn checking_only_the_changes_still_stops_what_they_break() {
     let sb = Sandbox::new();
@@ -229,6 +230,18 @@ fn checking_only_the_changes_still_stops_what_they_break() {
         &prod,
         "update attendance set status = 'present' where status = 'gone fishing'",
     );
+    // A rule added since the replaced run checked the table: the unchanged rows were never
+    // checked under it, so the whole table is, and the three tardy rows break it.
+    let rules = a.with_file_name("validation.toml");
+    let before = std::fs::read_to_string(&rules).unwrap();
+    let added = "\n[[rules]]\nname = \"present or absent\"\nkind = \"allowed\"\n\
+        field = \"hcp2.attendance.status\"\nvalues = [\"present\", \"absent\"]\nseverity = \"error\"\n";
+    std::fs::write(&rules, format!("{before}{added}")).unwrap();
+    let err = refused(&sb, &a);
+    assert!(err.contains("present or absent"), "{err}");
+    let why = crate::util::grep_dir(&sb.data(), "its checks changed");
+    assert!(why.contains("hcp2.attendance"), "{why}");
+    std::fs::write(&rules, before).unwrap();
     // A student (read whole) deleted in PROD while unchanged attendance rows still reference
     // them (no constraint across databases): the whole table is checked and they dangle.
     let student = crate::snapshots::scalar(

@@ -12,8 +12,11 @@
 //!   CERT: `CERT_RESOLVED` was 0), so they still do when every parent key set then is in the
 //!   parent's staging now (`scan::validate_table` compares them, else checks the whole table).
 //!
-//! Anything else (other unique constraints, another strategy, a replaced run whose staging is
-//! gone or that found something) checks the whole table.
+//! All of it only under the same checks as the replaced run's (`CHECKS`: the table's CERT
+//! definition, references, business rules and strategy): a rule added since, a column made NOT
+//! NULL or a new virtual FK was never checked on the unchanged rows. Anything else (other unique
+//! constraints, another strategy, a replaced run whose staging is gone or that found something)
+//! checks the whole table.
 
 use crate::migrate::{AnonPart, MigrateParams};
 use std::path::PathBuf;
@@ -24,10 +27,16 @@ use wf_stores::schema::Table;
 /// Metric of a table's validate step: references resolved in CERT rather than in the staging.
 pub const CERT_RESOLVED: &str = "cert_resolved_refs";
 
+/// Metric of a table's validate step: what its checks were (`scan::checks_fingerprint`); the
+/// changes alone are checked only under the same checks.
+pub const CHECKS: &str = "checks";
+
 /// The rows to check of a table read by difference, and the replaced run's staging of its
 /// parents, whose key sets must still be in theirs.
 pub struct ChangesOnly {
     pub changes: PathBuf,
+    /// What the replaced run's checks of the table were.
+    pub checks: u64,
     /// (`store.table`, the replaced run's anonymized file), per parent.
     pub earlier_parents: Vec<(String, PathBuf)>,
 }
@@ -68,6 +77,9 @@ pub(super) fn changes_only(
     let output = |step: &str| outputs.iter().find(|(s, _)| s == step).map(|(_, o)| o);
     let Some(before) = output(&format!("validate/{id}")) else {
         return Ok(Err(format!("run {run} did not check it alone")));
+    };
+    let Some(&checks) = before.metrics.get(CHECKS) else {
+        return Ok(Err(format!("run {run} did not record what it checked")));
     };
     if before.metrics.get(CERT_RESOLVED) != Some(&0) {
         return Ok(Err(format!(
@@ -111,6 +123,7 @@ pub(super) fn changes_only(
     wf_stores::verified::expect(&changes, &sidecar.changes_sha256);
     Ok(Ok(ChangesOnly {
         changes,
+        checks,
         earlier_parents,
     }))
 }

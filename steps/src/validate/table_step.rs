@@ -126,11 +126,14 @@ impl Step for ValidateTableStep {
             graph_skipped: Vec::new(),
         };
         // A damaged anonymized file makes the step that wrote it (named by its path) run again.
-        let (tally, checked, changes) = super::scan::validate_table(&input, t, only.as_ref())
-            .await
-            .map_err(input_err("anonymize"))?;
+        let (tally, checked, changes, checks) =
+            super::scan::validate_table(&input, t, only.as_ref())
+                .await
+                .map_err(input_err("anonymize"))?;
         if changes {
             tracing::info!(table = %t, "checked its {checked} changed rows, not the whole table: the replaced run checked the rest");
+        } else if only.as_ref().is_some_and(|c| c.checks != checks) {
+            tracing::info!(table = %t, "checking the whole table: its checks changed since the replaced run (rules, CERT's definition, references)");
         } else if only.is_some() {
             tracing::info!(table = %t, "checking the whole table: a parent lost keys the replaced run's rows may reference");
         }
@@ -156,6 +159,8 @@ impl Step for ValidateTableStep {
         out.metrics.insert("unique_lookups".into(), lookups);
         out.metrics
             .insert(super::incremental::CERT_RESOLVED.into(), cert_resolved);
+        out.metrics
+            .insert(super::incremental::CHECKS.into(), checks);
         Ok(out)
     }
 }
