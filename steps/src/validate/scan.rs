@@ -49,7 +49,7 @@ pub async fn validate_table(
     inp: &ValidateInput<'_>,
     table: &str,
     only: Option<&super::incremental::ChangesOnly>,
-) -> Result<(Tally, u64, bool, u64), StoreError> {
+) -> Result<(Tally, u64, Checked, u64), StoreError> {
     let mut tally = Tally::default();
     let files: BTreeMap<&str, &PathBuf> = inp.files.iter().map(|(t, p)| (t.as_str(), p)).collect();
     let Some(path) = files.get(table).copied() else {
@@ -64,33 +64,50 @@ pub async fn validate_table(
         .filter(|f| f.child == table)
         .collect();
     let sets = key_sets(inp, &files, &fks, false)?;
-    let checks = checks_fingerprint(inp, &fks, table, &cert);
-    let rows_file = match only {
-        Some(c) if c.checks == checks && parents_kept(inp, &fks, &sets, c)? => c.changes.as_path(),
-        _ => path.as_path(),
-    };
-    let files = (path.as_path(), rows_file);
-    let rows = check_table(&mut tally, inp, &fks, &sets, &mut cert, table, files).await?;
-    Ok((tally, rows, rows_file != path.as_path(), checks))
-}
-
-/// What `table`'s checks are, hashed (the first 8 bytes of a SHA-256): its CERT definition (its
-/// columns' types and nullability, keys, uniques), its references, its business rules, the
-/// strategy. Checking only a table's changes relies on the earlier rows having passed these
-/// same checks; a changed rule, a new NOT NULL in CERT or a new virtual FK changes it.
-fn checks_fingerprint(
-    inp: &ValidateInput<'_>,
-    fks: &[Fk],
-    table: &str,
-    cert: &HashMap<String, (StoreSchema, Snap)>,
-) -> u64 {
-    use sha2::Digest;
     let (store, name) = table.split_once('.').unwrap_or(("", table));
     let ct = cert
         .get(store)
         .and_then(|(s, _)| s.tables.iter().find(|t| t.name == name));
+    let checks = checks_fingerprint(inp, &fks, table, ct);
+    let how = match only {
+        None => Checked::Whole(None),
+        Some(c) if c.checks != checks => Checked::Whole(Some(
+            "its checks changed since the replaced run (rules, CERT's definition, references)",
+        )),
+        Some(_) if ct.is_none_or(|t| !t.uniques.is_empty()) => {
+            Checked::Whole(Some("CERT's table has unique constraints besides its key"))
+        }
+        Some(c) if !parents_kept(inp, &fks, &sets, c)? => Checked::Whole(Some(
+            "a parent lost keys the replaced run's rows may reference",
+        )),
+        Some(_) => Checked::Changes,
+    };
+    let rows_file = match (&how, only) {
+        (Checked::Changes, Some(c)) => c.changes.as_path(),
+        _ => path.as_path(),
+    };
+    let files = (path.as_path(), rows_file);
+    let rows = check_table(&mut tally, inp, &fks, &sets, &mut cert, table, files).await?;
+    Ok((tally, rows, how, checks))
+}
+
+/// Which rows `validate_table` checked.
+pub enum Checked {
+    /// The table's changes alone.
+    Changes,
+    /// The whole table; with the changes offered, why they could not be checked alone.
+    Whole(Option<&'static str>),
+}
+
+/// What `table`'s checks are, hashed (the first 8 bytes of a SHA-256 of their debug forms): its
+/// CERT definition `ct` (its columns' types and nullability, keys, uniques), its references, its
+/// business rules, the strategy. Checking only a table's changes relies on the earlier rows
+/// having passed these same checks; a changed rule, a new NOT NULL in CERT or a new virtual FK
+/// changes it (and so may another version of wf: the whole table is checked then).
+fn checks_fingerprint(inp: &ValidateInput<'_>, fks: &[Fk], table: &str, ct: Option<&Table>) -> u64 {
+    use sha2::Digest;
     let mut h = sha2::Sha256::new();
-    h.update(serde_json::to_vec(&ct).unwrap_or_default());
+    h.update(format!("{ct:?}"));
     for f in fks {
         h.update(format!(
             "{}|{}|{:?}|{}|{:?};",
@@ -103,7 +120,7 @@ fn checks_fingerprint(
         .iter()
         .filter(|r| super::business::rule_table(r).as_deref() == Some(table))
     {
-        h.update(serde_json::to_vec(&r.spec).unwrap_or_default());
+        h.update(format!("{:?}", r.spec));
     }
     h.update(format!("{:?}", inp.strategy));
     let d = h.finalize();

@@ -126,16 +126,18 @@ impl Step for ValidateTableStep {
             graph_skipped: Vec::new(),
         };
         // A damaged anonymized file makes the step that wrote it (named by its path) run again.
-        let (tally, checked, changes, checks) =
-            super::scan::validate_table(&input, t, only.as_ref())
-                .await
-                .map_err(input_err("anonymize"))?;
-        if changes {
-            tracing::info!(table = %t, "checked its {checked} changed rows, not the whole table: the replaced run checked the rest");
-        } else if only.as_ref().is_some_and(|c| c.checks != checks) {
-            tracing::info!(table = %t, "checking the whole table: its checks changed since the replaced run (rules, CERT's definition, references)");
-        } else if only.is_some() {
-            tracing::info!(table = %t, "checking the whole table: a parent lost keys the replaced run's rows may reference");
+        let (tally, checked, how, checks) = super::scan::validate_table(&input, t, only.as_ref())
+            .await
+            .map_err(input_err("anonymize"))?;
+        let changes = matches!(how, super::scan::Checked::Changes);
+        match how {
+            super::scan::Checked::Changes => {
+                tracing::info!(table = %t, "checked its {checked} changed rows, not the whole table: the replaced run checked the rest")
+            }
+            super::scan::Checked::Whole(Some(why)) => {
+                tracing::info!(table = %t, "checked the whole table: {why}")
+            }
+            super::scan::Checked::Whole(None) => {}
         }
         let rows = if changes { expected } else { checked };
         cx.progress.rows(rows);
@@ -187,7 +189,7 @@ impl ValidateTableStep {
             Ok(c) => Ok(Some(c)),
             Err(why) => {
                 if crate::migrate::delta::read_by_difference(cx, t) {
-                    tracing::info!(table = %t, "checking the whole table: {why}");
+                    tracing::info!(table = %t, "checked the whole table: {why}");
                 }
                 Ok(None)
             }

@@ -17,7 +17,7 @@ use crate::keyset::{HashMap128, HashSet128};
 use crate::staging::{open_verified, staging_err, FileInfo};
 use arrow_array::BooleanArray;
 use serde::{Deserialize, Serialize};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// What a merge of changes into an earlier staging left beside the merged file.
@@ -54,8 +54,8 @@ pub fn write_sidecar(merged: &FileInfo, base_sha256: &str) -> Result<(), StoreEr
     let sc = Sidecar {
         merged_sha256: merged.sha256.clone(),
         base_sha256: base_sha256.to_string(),
-        changes_sha256: file_sha256(&changes_file(&merged.path))?,
-        gone_sha256: file_sha256(&gone_file(&merged.path))?,
+        changes_sha256: file_digest(&changes_file(&merged.path), None)?,
+        gone_sha256: file_digest(&gone_file(&merged.path), None)?,
     };
     let path = sidecar_file(&merged.path);
     let partial = path.with_extension("partial");
@@ -67,20 +67,10 @@ pub fn write_sidecar(merged: &FileInfo, base_sha256: &str) -> Result<(), StoreEr
     std::fs::rename(&partial, &path).map_err(|e| staging_err(&path, e))
 }
 
-/// The SHA-256 of a file, hex.
-fn file_sha256(path: &Path) -> Result<String, StoreError> {
-    use sha2::Digest;
-    let mut f = std::fs::File::open(path).map_err(|e| staging_err(path, e))?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| staging_err(path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
+/// A file's digest (`wf_engine::digest`, as staging files are checked), or of the kind of
+/// `like`.
+fn file_digest(path: &Path, like: Option<&str>) -> Result<String, StoreError> {
+    wf_engine::digest::file(path, like).map_err(|e| staging_err(path, e))
 }
 
 /// The sidecar of `t`'s staging when it was merged from `earlier`'s (both loaded by `insert`,
@@ -89,10 +79,15 @@ fn usable(t: &TableLoad, earlier: &TableLoad) -> Option<Sidecar> {
     if t.strategy != Strategy::Insert || earlier.strategy != Strategy::Insert {
         return None;
     }
+    // No sidecar: the table was not read by difference.
     let text = std::fs::read(sidecar_file(&t.file)).ok()?;
-    let sc: Sidecar = serde_json::from_slice(&text).ok()?;
-    let ok = sc.merged_sha256 == t.sha256 && sc.base_sha256 == earlier.sha256;
-    ok.then_some(sc)
+    let sc = serde_json::from_slice::<Sidecar>(&text)
+        .ok()
+        .filter(|sc| sc.merged_sha256 == t.sha256 && sc.base_sha256 == earlier.sha256);
+    if sc.is_none() {
+        tracing::info!(table = %t.table.id(), "comparing the table whole: its merge's sidecar does not describe this staging and the replaced run's");
+    }
+    sc
 }
 
 /// `t`'s difference from `earlier` from its changes (see the module), or `None` when it has no
@@ -125,18 +120,16 @@ pub(crate) fn diff_by_delta(
         let b = b.map_err(|e| crate::staging::damaged(&earlier.file, e))?;
         let idx = key_positions(&earlier.table, &b.schema())?;
         earlier_rows += b.num_rows() as u64;
-        let keys: Vec<u128> = (0..b.num_rows())
-            .map(|r| key_hash_at(&b, &idx, r))
-            .collect();
-        let hit: BooleanArray = keys
-            .iter()
-            .map(|k| Some(changed_keys.contains(k)))
-            .collect();
-        for (r, k) in keys.iter().enumerate() {
-            if !changed_keys.contains(k) && gone.contains(k) {
+        let mut hit = Vec::with_capacity(b.num_rows());
+        for r in 0..b.num_rows() {
+            let k = key_hash_at(&b, &idx, r);
+            let replaced_now = changed_keys.contains(&k);
+            if !replaced_now && gone.contains(&k) {
                 gone_keys.push(key_of(&b, &idx, r));
             }
+            hit.push(replaced_now);
         }
+        let hit = BooleanArray::from(hit);
         if hit.true_count() == 0 {
             continue;
         }
@@ -184,7 +177,7 @@ pub(crate) fn diff_by_delta(
 
 /// The gone key hashes, checked against their digest.
 fn read_gone(path: &Path, sha256: &str) -> Result<HashSet128, StoreError> {
-    if file_sha256(path)? != sha256 {
+    if file_digest(path, Some(sha256))? != sha256 {
         return Err(StoreError::Corrupt {
             path: path.to_path_buf(),
             message: "the gone keys' file does not match the digest its merge recorded".into(),
