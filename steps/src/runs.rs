@@ -136,21 +136,53 @@ impl SortedRuns {
             return Err(e);
         }
         // The list is whole in memory anyway (this is the path without a budget: one call
-        // anonymizing every table): the runs are read back and sorted again by buckets, which
-        // costs less than a heap merging them hash by hash, for a copy while it sorts.
-        let mut out = std::mem::take(&mut self.buf);
+        // anonymizing every table): the runs, each sorted, are read back and merged two by two,
+        // linearly (sorting their concatenation again cost about twice as much).
+        self.settle();
+        let mut lists = vec![std::mem::take(&mut self.buf)];
         for f in self.runs {
+            let mut run = Vec::new();
             for h in words(std::io::BufReader::with_capacity(1 << 16, f)) {
-                out.push(h?);
+                run.push(h?);
             }
+            lists.push(run);
         }
-        if !out.is_sorted() {
-            bucket_sort(&mut out);
-        }
+        let mut out = merge_all(lists);
         out.dedup();
         out.shrink_to_fit();
         Ok(out)
     }
+}
+
+/// Merges sorted lists into one sorted list, shortest first, two at a time (each pass linear;
+/// at most the lists' total plus one merged pair in memory at once).
+fn merge_all(mut lists: Vec<Vec<u64>>) -> Vec<u64> {
+    lists.retain(|l| !l.is_empty());
+    while lists.len() > 1 {
+        lists.sort_by_key(|l| std::cmp::Reverse(l.len()));
+        let (Some(a), Some(b)) = (lists.pop(), lists.pop()) else {
+            break;
+        };
+        lists.push(merge_two(&a, &b));
+    }
+    lists.pop().unwrap_or_default()
+}
+
+/// The sorted merge of two sorted lists, without a branch on which one the next hash comes
+/// from (uniform hashes make that branch a coin toss).
+fn merge_two(a: &[u64], b: &[u64]) -> Vec<u64> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        let (x, y) = (a[i], b[j]);
+        let first = x <= y;
+        out.push(if first { x } else { y });
+        i += usize::from(first);
+        j += usize::from(!first);
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
 }
 
 /// Sorts keyed hashes (uniform u64s). Up to `SCRATCH_MAX` of them (a worker's run of originals)
