@@ -188,6 +188,52 @@ fn refused(sb: &Sandbox, cfg: &Path) -> String {
     r.stderr
 }
 
+/// A unique constraint only CERT's attendance has: the changes alone cannot show a changed row
+/// taking an unchanged row's (student, section, day), so every refresh checks the whole table
+/// and refuses the collision. Leaves PROD as it found it and CERT without the constraint, with a
+/// refresh after dropping it (so the next replaced run's checks are the ones before).
+fn cert_only_unique(sb: &Sandbox, env: &Env, a: &Path) {
+    let (prod, cert) = (env.pg_url("prod", "hcp2"), env.pg_url("a", "hcp2"));
+    exec(
+        &cert,
+        "create unique index attendance_once on attendance (student_id, section_id, day)",
+    );
+    // The first refresh after it: CERT's definition changed, so the checks did.
+    refresh(sb, a);
+    // A row moved onto the day of another row of its student and section, which is unchanged.
+    let pick = "select a.id from attendance a join attendance b on b.student_id = a.student_id \
+        and b.section_id = a.section_id and b.day > a.day where a.district_id = 3 \
+        order by a.id limit 1";
+    let moved = crate::snapshots::scalar(&prod, pick);
+    let day = |id: i64| {
+        crate::snapshots::scalar(
+            &prod,
+            &format!("select (day - date '2000-01-01')::bigint from attendance where id = {id}"),
+        )
+    };
+    let was = day(moved);
+    exec(
+        &prod,
+        &format!(
+            "update attendance set day = (select max(b.day) from attendance a join attendance b \
+             on b.student_id = a.student_id and b.section_id = a.section_id where a.id = {moved}) \
+             where id = {moved}"
+        ),
+    );
+    let err = refused(sb, a);
+    assert!(err.contains("duplicate"), "{err}");
+    let why = crate::util::grep_dir(&sb.data(), "unique constraints besides its key");
+    assert!(why.contains("hcp2.attendance"), "{why}");
+    let taken = "select count(*) from (select 1 from attendance group by student_id, section_id, day having count(*) > 1) d";
+    assert_eq!(crate::snapshots::scalar(&cert, taken), 0);
+    exec(
+        &prod,
+        &format!("update attendance set day = date '2000-01-01' + {was}::int where id = {moved}"),
+    );
+    exec(&cert, "drop index attendance_once");
+    refresh(sb, a);
+}
+
 /// Validation of a table read by difference checks its changes alone only where that finds what
 /// checking the whole table finds: a changed row breaking a rule stops the refresh; a rule added
 /// since, or a parent losing a row that unchanged rows reference, makes it check the whole
@@ -242,6 +288,7 @@ fn checking_only_the_changes_still_stops_what_they_break() {
     let why = crate::util::grep_dir(&sb.data(), "its checks changed");
     assert!(why.contains("hcp2.attendance"), "{why}");
     std::fs::write(&rules, before).unwrap();
+    cert_only_unique(&sb, &env, &a);
     // A student (read whole) deleted in PROD while unchanged attendance rows still reference
     // them (no constraint across databases): the whole table is checked and they dangle.
     let student = crate::snapshots::scalar(
