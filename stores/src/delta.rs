@@ -8,9 +8,11 @@
 
 use crate::error::StoreError;
 use crate::extract::{staged_columns, TableFile, TableSink};
+use crate::hash_file::HashWriter;
+pub use crate::hash_file::{read_hashes, write_hashes};
+use crate::key_spill::KeySpill;
 use crate::keyset::HashSet128;
-use crate::keyset::{key_hash, key_hash_of, Key};
-pub use crate::keyset::{read_hashes, write_hashes};
+use crate::keyset::{key_hash, key_hash_of, range_of, Key};
 use crate::load::key_hash_at;
 use crate::schema::Table;
 use crate::snapshot::{Selection, Since, Snap};
@@ -21,6 +23,9 @@ use std::path::Path;
 
 /// Keys per read while splitting the plan's keys.
 const DELTA_KEYS: usize = 5000;
+
+/// Files the district's keys outside the first pass wait in, at most.
+const SPILLS: u64 = 16;
 
 /// Positions of `table`'s primary key columns in a staged file's schema.
 fn key_idx(table: &Table, schema: &arrow_schema::Schema) -> Result<Vec<usize>, StoreError> {
@@ -33,14 +38,49 @@ pub fn staged_key_hashes(
     sha256: &str,
     table: &Table,
 ) -> Result<HashSet128, StoreError> {
+    staged_key_hashes_in(file, sha256, table, (0, 1))
+}
+
+/// `staged_key_hashes` of the keys in range `pass` of `passes` (see `keyset::hash_range`).
+fn staged_key_hashes_in(
+    file: &Path,
+    sha256: &str,
+    table: &Table,
+    (pass, passes): (u64, u64),
+) -> Result<HashSet128, StoreError> {
     let reader = open_verified(file, sha256)?;
     let idx = key_idx(table, &reader.schema())?;
     let mut out = HashSet128::default();
     for b in reader {
         let b = b.map_err(|e| crate::staging::damaged(file, e))?;
-        out.extend((0..b.num_rows()).map(|r| key_hash_at(&b, &idx, r)));
+        let hashes = (0..b.num_rows()).map(|r| key_hash_at(&b, &idx, r));
+        out.extend(hashes.filter(|h| pass_of(*h, passes) == pass));
     }
     Ok(out)
+}
+
+/// The pass of `passes` that compares key hash `h` (by its top 64 bits, as the load's diff).
+fn pass_of(h: u128, passes: u64) -> u64 {
+    range_of((h >> 64) as u64, passes)
+}
+
+/// The replaced run's staging of a table: its keys are what the district's keys are compared
+/// with, at most `WF_DIFF_MEMORY_ROWS` of them in memory at once (a larger table is compared in
+/// as many passes, each over one range of key hashes).
+pub struct Earlier<'a> {
+    pub file: &'a Path,
+    pub sha256: &'a str,
+    pub rows: u64,
+}
+
+impl Earlier<'_> {
+    fn passes(&self) -> u64 {
+        self.rows.div_ceil(crate::load::diff_memory_rows()).max(1)
+    }
+
+    fn keys(&self, table: &Table, pass: u64, passes: u64) -> Result<HashSet128, StoreError> {
+        staged_key_hashes_in(self.file, self.sha256, table, (pass, passes))
+    }
 }
 
 /// What `extract_changed` read.
@@ -69,7 +109,7 @@ pub async fn extract_changed(
     kind: StoreKind,
     table: &Table,
     rows: DistrictRows<'_>,
-    mut earlier: HashSet128,
+    earlier: Earlier<'_>,
     since: &Since,
     sink: TableSink<'_>,
     gone: &Path,
@@ -92,51 +132,19 @@ pub async fn extract_changed(
         w: &mut w,
         counts: DeltaCounts::default(),
     };
+    let mut gone_w = HashWriter::create(gone)?;
+    if earlier.passes() > 1 {
+        tracing::info!(table = %id, "compared with the replaced run's {} keys in {} passes (WF_DIFF_MEMORY_ROWS at once)", earlier.rows, earlier.passes());
+    }
     match rows {
-        DistrictRows::Keys(file) => {
-            for chunk in crate::keyset::key_file_chunks(file, DELTA_KEYS)? {
-                let (mut fresh, mut known) = (Vec::new(), Vec::new());
-                for k in chunk? {
-                    match earlier.remove(&key_hash(&k)) {
-                        true => known.push(k),
-                        false => fresh.push(k),
-                    }
-                }
-                read.fresh(&fresh).await?;
-                read.known(&known).await?;
-            }
-        }
+        DistrictRows::Keys(file) => read.by_key_file(file, &earlier, &mut gone_w).await?,
         DistrictRows::Column { column, value } => {
-            // The district's keys first (keys only), then its new rows by key, then the rows
-            // changed since, by the district column (the new ones left out).
-            let mut fresh: Vec<Key> = Vec::new();
-            let mut split = |parts: &[Option<&[u8]>]| {
-                if !earlier.remove(&key_hash_of(parts.iter().copied())) {
-                    let text =
-                        |p: &Option<&[u8]>| p.map(|b| String::from_utf8_lossy(b).into_owned());
-                    fresh.push(parts.iter().map(text).collect());
-                }
-                Ok(())
-            };
-            read.snap
-                .keys_eq(table, column, value, &key_cols, &mut split)
-                .await?;
-            for chunk in fresh.chunks(DELTA_KEYS) {
-                read.fresh(chunk).await?;
-            }
-            let sel = Selection::EqSince {
-                column,
-                value,
-                since,
-                key_columns: &key_cols,
-                except: &fresh,
-            };
-            read.counts.changed += read.snap.extract(table, sel, &cols, read.w).await?;
+            read.by_column(column, value, &earlier, sink.dir, &mut gone_w)
+                .await?
         }
     }
-    let mut counts = read.counts;
-    counts.gone = earlier.len() as u64;
-    write_hashes(gone, earlier.into_iter())?;
+    let counts = read.counts;
+    gone_w.finish()?;
     let file = w.finish()?;
     Ok((TableFile { table: id, file }, counts))
 }
@@ -153,6 +161,106 @@ struct Reader<'r> {
 }
 
 impl Reader<'_> {
+    /// The district's keys from the plan's key file, read once per pass: those `earlier` has
+    /// are read where they changed, the others whole; `earlier`'s keys not met are gone.
+    async fn by_key_file(
+        &mut self,
+        file: &Path,
+        earlier: &Earlier<'_>,
+        gone: &mut HashWriter,
+    ) -> Result<(), StoreError> {
+        let passes = earlier.passes();
+        for pass in 0..passes {
+            let mut before = earlier.keys(self.table, pass, passes)?;
+            for chunk in crate::keyset::key_file_chunks(file, DELTA_KEYS)? {
+                let (mut fresh, mut known) = (Vec::new(), Vec::new());
+                for k in chunk? {
+                    let h = key_hash(&k);
+                    if pass_of(h, passes) != pass {
+                        continue;
+                    }
+                    match before.remove(&h) {
+                        true => known.push(k),
+                        false => fresh.push(k),
+                    }
+                }
+                self.fresh(&fresh).await?;
+                self.known(&known).await?;
+            }
+            self.gone(before, gone)?;
+        }
+        Ok(())
+    }
+
+    /// The district's keys first (keys only, read from PROD once), then its new rows by key,
+    /// then the rows changed since, by the district column (the new ones left out). The keys
+    /// outside the first pass's range wait on disk for theirs (see `key_spill`).
+    async fn by_column(
+        &mut self,
+        column: &str,
+        value: &str,
+        earlier: &Earlier<'_>,
+        dir: &Path,
+        gone: &mut HashWriter,
+    ) -> Result<(), StoreError> {
+        let passes = earlier.passes();
+        let mut before = earlier.keys(self.table, 0, passes)?;
+        // Pass p (from 1) waits in spill (p - 1) % SPILLS: few files open, each read once per
+        // pass it holds.
+        let mut later: Vec<KeySpill> = (1..passes.min(SPILLS + 1))
+            .map(|_| KeySpill::new(dir))
+            .collect::<Result<_, _>>()?;
+        let mut fresh: Vec<Key> = Vec::new();
+        let mut split = |parts: &[Option<&[u8]>]| {
+            let h = key_hash_of(parts.iter().copied());
+            match pass_of(h, passes) {
+                0 if !before.remove(&h) => {
+                    let text =
+                        |p: &Option<&[u8]>| p.map(|b| String::from_utf8_lossy(b).into_owned());
+                    fresh.push(parts.iter().map(text).collect());
+                }
+                0 => {}
+                p => later[(p as usize - 1) % SPILLS as usize].push(h, parts)?,
+            }
+            Ok(())
+        };
+        self.snap
+            .keys_eq(self.table, column, value, self.key_cols, &mut split)
+            .await?;
+        self.gone(before, gone)?;
+        for pass in 1..passes {
+            let mut before = earlier.keys(self.table, pass, passes)?;
+            for k in later[(pass as usize - 1) % SPILLS as usize].keys()? {
+                let (h, k) = k?;
+                if pass_of(h, passes) == pass && !before.remove(&h) {
+                    fresh.push(k);
+                }
+            }
+            self.gone(before, gone)?;
+        }
+        for chunk in fresh.chunks(DELTA_KEYS) {
+            self.fresh(chunk).await?;
+        }
+        let sel = Selection::EqSince {
+            column,
+            value,
+            since: self.since,
+            key_columns: self.key_cols,
+            except: &fresh,
+        };
+        self.counts.changed += self
+            .snap
+            .extract(self.table, sel, self.cols, self.w)
+            .await?;
+        Ok(())
+    }
+
+    /// The replaced run's keys of one pass the district no longer has.
+    fn gone(&mut self, left: HashSet128, out: &mut HashWriter) -> Result<(), StoreError> {
+        self.counts.gone += left.len() as u64;
+        left.into_iter().try_for_each(|h| out.push(h))
+    }
+
     /// The rows of `keys`, new to the district: read whole.
     async fn fresh(&mut self, keys: &[Key]) -> Result<(), StoreError> {
         if !keys.is_empty() {

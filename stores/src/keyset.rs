@@ -31,6 +31,12 @@ pub fn hash_range(pass: u64, passes: u64) -> (u64, u64) {
     (lo, hi)
 }
 
+/// Which of `passes` equal ranges (see `hash_range`) holds hash `h`.
+pub fn range_of(h: u64, passes: u64) -> u64 {
+    let passes = passes.max(1);
+    (h / (u64::MAX / passes)).min(passes - 1)
+}
+
 /// Keys one selection holds in memory before they go to disk (`WF_SUBSET_MEMORY_KEYS` overrides).
 /// At about 100-200 bytes an entry, 250,000 keep a selection's keys in memory under 50 MB.
 pub fn memory_limit() -> usize {
@@ -571,44 +577,6 @@ impl Default for KeyHasher {
     }
 }
 
-/// Writes 128-bit hashes, little-endian, to `path` (synced, renamed into place).
-pub fn write_hashes(
-    path: &std::path::Path,
-    hashes: impl Iterator<Item = u128>,
-) -> Result<(), StoreError> {
-    let partial = path.with_extension("partial");
-    let err = |e: std::io::Error| hash_file_err(&partial, e);
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&partial).map_err(err)?);
-    for h in hashes {
-        std::io::Write::write_all(&mut f, &h.to_le_bytes()).map_err(err)?;
-    }
-    let f = f.into_inner().map_err(|e| err(e.into_error()))?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&partial, path).map_err(|e| hash_file_err(path, e))
-}
-
-/// Reads the hashes `write_hashes` wrote; a file cut short is an error naming it.
-pub fn read_hashes(path: &std::path::Path) -> Result<HashSet128, StoreError> {
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut bytes))
-        .map_err(|e| hash_file_err(path, e))?;
-    if bytes.len() % 16 != 0 {
-        return Err(hash_file_err(path, "the file of key hashes is cut short"));
-    }
-    Ok(bytes
-        .chunks_exact(16)
-        .map(|c| u128::from_le_bytes(c.try_into().unwrap_or_default()))
-        .collect())
-}
-
-fn hash_file_err(path: &std::path::Path, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Staging {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -617,6 +585,18 @@ mod tests {
     fn hash_ranges_cover_every_hash_once() {
         for passes in [1u64, 2, 3, 7, 1000] {
             let ranges: Vec<(u64, u64)> = (0..passes).map(|p| hash_range(p, passes)).collect();
+            for h in [
+                0,
+                1,
+                u64::MAX / 2,
+                u64::MAX / 3,
+                u64::MAX / 7 * 3,
+                u64::MAX - 1,
+                u64::MAX,
+            ] {
+                let (lo, hi) = ranges[range_of(h, passes) as usize];
+                assert!((lo..=hi).contains(&h), "{h} in pass {passes}");
+            }
             assert_eq!(ranges[0].0, 0);
             assert_eq!(ranges[ranges.len() - 1].1, u64::MAX);
             for w in ranges.windows(2) {

@@ -11,6 +11,8 @@ pub mod error;
 pub mod extract;
 pub mod graph;
 pub mod guard;
+pub mod hash_file;
+pub mod key_spill;
 pub mod keyset;
 pub mod load;
 pub mod marker;

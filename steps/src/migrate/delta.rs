@@ -111,13 +111,6 @@ fn usable(
     let [anon] = &part.files[..] else {
         return Err("the replaced run staged it in several files".into());
     };
-    if anon.rows > wf_stores::load::diff_memory_rows() {
-        return Err(format!(
-            "the replaced run staged {} rows of it, more than WF_DIFF_MEMORY_ROWS ({})",
-            anon.rows,
-            wf_stores::load::diff_memory_rows()
-        ));
-    }
     if !anon.path.exists() || !part.originals.exists() {
         return Err(format!(
             "the replaced run's staging {} is gone (purged)",

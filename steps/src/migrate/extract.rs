@@ -209,7 +209,8 @@ impl Step for ExtractTableStep {
 enum How {
     Whole,
     Changed {
-        earlier: wf_stores::keyset::HashSet128,
+        /// The replaced run's anonymized staging of the table (its keys are compared).
+        earlier: StagedTable,
         since: wf_stores::snapshot::Since,
     },
 }
@@ -234,15 +235,10 @@ impl ExtractTableStep {
             Some(Ok(_)) if matches!(t.table.chosen, Chosen::All) => {
                 whole("it is copied whole (reference_tables)")
             }
-            Some(Ok(base)) => {
-                let earlier =
-                    wf_stores::delta::staged_key_hashes(&base.anon.path, &base.anon.sha256, table)
-                        .map_err(store_err)?;
-                Ok(How::Changed {
-                    earlier,
-                    since: base.since,
-                })
-            }
+            Some(Ok(base)) => Ok(How::Changed {
+                earlier: base.anon,
+                since: base.since,
+            }),
         }
     }
 
@@ -281,6 +277,11 @@ impl ExtractTableStep {
         match (how, rows) {
             (How::Changed { earlier, since }, Some(rows)) => {
                 let gone = super::delta::gone_file(&t.raw, &t.table.table);
+                let earlier = wf_stores::delta::Earlier {
+                    file: &earlier.path,
+                    sha256: &earlier.sha256,
+                    rows: earlier.rows,
+                };
                 let (f, counts) = wf_stores::delta::extract_changed(
                     snap, kind, table, rows, earlier, &since, sink, &gone,
                 )

@@ -183,7 +183,7 @@ fn read_gone(path: &Path, sha256: &str) -> Result<HashSet128, StoreError> {
             message: "the gone keys' file does not match the digest its merge recorded".into(),
         });
     }
-    crate::keyset::read_hashes(path)
+    crate::hash_file::read_hashes(path)
 }
 
 #[cfg(test)]
@@ -291,7 +291,7 @@ mod tests {
         )
         .unwrap();
         std::fs::rename(&staged_changes.path, changes_file(&m.path)).unwrap();
-        crate::keyset::write_hashes(&gone_file(&m.path), gone.iter().copied()).unwrap();
+        crate::hash_file::write_hashes(&gone_file(&m.path), gone.iter().copied()).unwrap();
         write_sidecar(&m, &e.sha256).unwrap();
         let (t, o) = (load(&m), load(&e));
         let (a, b) = (d.join("a"), d.join("b"));
