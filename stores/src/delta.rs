@@ -32,17 +32,9 @@ fn key_idx(table: &Table, schema: &arrow_schema::Schema) -> Result<Vec<usize>, S
     crate::load::key_positions(table, schema)
 }
 
-/// The key hashes of a staged file of `table` (read through its recorded digest).
-pub fn staged_key_hashes(
-    file: &Path,
-    sha256: &str,
-    table: &Table,
-) -> Result<HashSet128, StoreError> {
-    staged_key_hashes_in(file, sha256, table, (0, 1))
-}
-
-/// `staged_key_hashes` of the keys in range `pass` of `passes` (see `keyset::hash_range`).
-fn staged_key_hashes_in(
+/// The key hashes of a staged file of `table` (read through its recorded digest) that fall in
+/// range `pass` of `passes` (see `pass_of`).
+fn staged_key_hashes(
     file: &Path,
     sha256: &str,
     table: &Table,
@@ -64,6 +56,12 @@ fn pass_of(h: u128, passes: u64) -> u64 {
     range_of((h >> 64) as u64, passes)
 }
 
+/// The spill the keys of pass `p` (from 1) wait in: few files open, each read once per pass it
+/// holds.
+fn spill_of(p: u64) -> usize {
+    ((p - 1) % SPILLS) as usize
+}
+
 /// The replaced run's staging of a table: its keys are what the district's keys are compared
 /// with, at most `WF_DIFF_MEMORY_ROWS` of them in memory at once (a larger table is compared in
 /// as many passes, each over one range of key hashes).
@@ -79,7 +77,7 @@ impl Earlier<'_> {
     }
 
     fn keys(&self, table: &Table, pass: u64, passes: u64) -> Result<HashSet128, StoreError> {
-        staged_key_hashes_in(self.file, self.sha256, table, (pass, passes))
+        staged_key_hashes(self.file, self.sha256, table, (pass, passes))
     }
 }
 
@@ -205,8 +203,6 @@ impl Reader<'_> {
     ) -> Result<(), StoreError> {
         let passes = earlier.passes();
         let mut before = earlier.keys(self.table, 0, passes)?;
-        // Pass p (from 1) waits in spill (p - 1) % SPILLS: few files open, each read once per
-        // pass it holds.
         let mut later: Vec<KeySpill> = (1..passes.min(SPILLS + 1))
             .map(|_| KeySpill::new(dir))
             .collect::<Result<_, _>>()?;
@@ -220,7 +216,7 @@ impl Reader<'_> {
                     fresh.push(parts.iter().map(text).collect());
                 }
                 0 => {}
-                p => later[(p as usize - 1) % SPILLS as usize].push(h, parts)?,
+                p => later[spill_of(p)].push(h, parts)?,
             }
             Ok(())
         };
@@ -230,7 +226,7 @@ impl Reader<'_> {
         self.gone(before, gone)?;
         for pass in 1..passes {
             let mut before = earlier.keys(self.table, pass, passes)?;
-            for k in later[(pass as usize - 1) % SPILLS as usize].keys()? {
+            for k in later[spill_of(pass)].keys()? {
                 let (h, k) = k?;
                 if pass_of(h, passes) == pass && !before.remove(&h) {
                     fresh.push(k);

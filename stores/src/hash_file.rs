@@ -3,6 +3,7 @@
 
 use crate::error::StoreError;
 use crate::keyset::HashSet128;
+use crate::staging::staging_err;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -17,7 +18,7 @@ pub struct HashWriter {
 impl HashWriter {
     pub fn create(path: &Path) -> Result<HashWriter, StoreError> {
         let partial = path.with_extension("partial");
-        let f = std::fs::File::create(&partial).map_err(|e| hash_file_err(&partial, e))?;
+        let f = std::fs::File::create(&partial).map_err(|e| staging_err(&partial, e))?;
         Ok(HashWriter {
             path: path.to_path_buf(),
             partial,
@@ -28,14 +29,14 @@ impl HashWriter {
     pub fn push(&mut self, h: u128) -> Result<(), StoreError> {
         self.f
             .write_all(&h.to_le_bytes())
-            .map_err(|e| hash_file_err(&self.partial, e))
+            .map_err(|e| staging_err(&self.partial, e))
     }
 
     pub fn finish(self) -> Result<(), StoreError> {
-        let err = |e: std::io::Error| hash_file_err(&self.partial, e);
+        let err = |e: std::io::Error| staging_err(&self.partial, e);
         let f = self.f.into_inner().map_err(|e| err(e.into_error()))?;
         f.sync_all().map_err(err)?;
-        std::fs::rename(&self.partial, &self.path).map_err(|e| hash_file_err(&self.path, e))
+        std::fs::rename(&self.partial, &self.path).map_err(|e| staging_err(&self.path, e))
     }
 }
 
@@ -53,19 +54,12 @@ pub fn read_hashes(path: &Path) -> Result<HashSet128, StoreError> {
     let mut bytes = Vec::new();
     std::fs::File::open(path)
         .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut bytes))
-        .map_err(|e| hash_file_err(path, e))?;
+        .map_err(|e| staging_err(path, e))?;
     if bytes.len() % 16 != 0 {
-        return Err(hash_file_err(path, "the file of key hashes is cut short"));
+        return Err(staging_err(path, "the file of key hashes is cut short"));
     }
     Ok(bytes
         .chunks_exact(16)
         .map(|c| u128::from_le_bytes(c.try_into().unwrap_or_default()))
         .collect())
-}
-
-pub(crate) fn hash_file_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Staging {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    }
 }

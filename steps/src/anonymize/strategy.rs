@@ -416,6 +416,7 @@ mod tests {
         for value in ["a", "person17@school.example", &"x".repeat(90)] {
             let mut one = KeyStream::new(&k, "hmac:text", value);
             let want: Vec<u8> = (0..150).map(|_| one.next()).collect();
+            let after = one.next();
             for steps in [
                 &[150usize][..],
                 &[3, 29, 1, 7, 8, 102],
@@ -430,11 +431,7 @@ mod tests {
                     got.extend(part);
                 }
                 assert_eq!(got, want, "{value}, {steps:?}");
-                assert_eq!(s.next(), one.next(), "{value}, {steps:?}: and after");
-                one = KeyStream::new(&k, "hmac:text", value);
-                (0..150).for_each(|_| {
-                    one.next();
-                });
+                assert_eq!(s.next(), after, "{value}, {steps:?}: and after");
             }
         }
     }
