@@ -544,30 +544,60 @@ pub fn key_hash_of<'a>(parts: impl Iterator<Item = Option<&'a [u8]>>) -> u128 {
     h.finish()
 }
 
-/// `key_hash`, part by part.
-pub struct KeyHasher(siphasher::sip128::SipHasher13);
+/// `key_hash`, part by part: the parts serialized (a tag, then for text a little-endian length
+/// and the bytes) into a buffer, hashed once with XXH3-128 at the end. A refresh hashes every key
+/// of its largest tables twice (PROD's and the replaced staging's); SipHash-1-3 fed part by part
+/// was most of that comparison's CPU. Not persisted: both sides are hashed by the same process.
+pub struct KeyHasher {
+    inline: [u8; KEY_INLINE],
+    len: usize,
+    /// The bytes, once a long key outgrows `inline`.
+    long: Vec<u8>,
+}
+
+/// Bytes of a key serialized without a heap allocation (a bigint key takes 10 to 29).
+const KEY_INLINE: usize = 64;
 
 impl KeyHasher {
     pub fn new() -> KeyHasher {
-        KeyHasher(siphasher::sip128::SipHasher13::new_with_keys(5, 6))
+        KeyHasher {
+            inline: [0; KEY_INLINE],
+            len: 0,
+            long: Vec::new(),
+        }
+    }
+
+    #[inline(always)]
+    fn push(&mut self, bytes: &[u8]) {
+        if self.long.is_empty() && self.len + bytes.len() <= KEY_INLINE {
+            self.inline[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+            self.len += bytes.len();
+            return;
+        }
+        if self.long.is_empty() {
+            self.long.extend_from_slice(&self.inline[..self.len]);
+        }
+        self.long.extend_from_slice(bytes);
     }
 
     /// The next part's text bytes (`None`: NULL).
+    #[inline]
     pub fn part(&mut self, p: Option<&[u8]>) {
-        use std::hash::Hasher;
         match p {
-            None => self.0.write_u8(0),
+            None => self.push(&[0]),
             Some(s) => {
-                self.0.write_u8(1);
-                self.0.write_usize(s.len());
-                self.0.write(s);
+                self.push(&[1]);
+                self.push(&(s.len() as u64).to_le_bytes());
+                self.push(s);
             }
         }
     }
 
     pub fn finish(&self) -> u128 {
-        use siphasher::sip128::Hasher128;
-        self.0.finish128().as_u128()
+        match self.long.is_empty() {
+            true => twox_hash::XxHash3_128::oneshot(&self.inline[..self.len]),
+            false => twox_hash::XxHash3_128::oneshot(&self.long),
+        }
     }
 }
 
@@ -580,6 +610,27 @@ impl Default for KeyHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_hashes_tell_parts_apart_and_long_keys_hash_whole() {
+        let k =
+            |parts: &[Option<&str>]| key_hash(&parts.iter().map(|p| p.map(String::from)).collect());
+        assert_ne!(k(&[Some("a"), Some("bc")]), k(&[Some("ab"), Some("c")]));
+        assert_ne!(k(&[None, Some("")]), k(&[Some(""), None]));
+        assert_ne!(k(&[Some("")]), k(&[]));
+        let long = "x".repeat(200);
+        let (a, b) = (format!("{long}a"), format!("{long}b"));
+        assert_ne!(k(&[Some(&a)]), k(&[Some(&b)]));
+        // The same bytes, whether they stayed inline or outgrew the buffer part by part.
+        let mut bytes = Vec::new();
+        for p in [&long[..40], &long[40..]] {
+            bytes.push(1);
+            bytes.extend_from_slice(&(p.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(p.as_bytes());
+        }
+        let split = k(&[Some(&long[..40]), Some(&long[40..])]);
+        assert_eq!(split, twox_hash::XxHash3_128::oneshot(&bytes));
+    }
 
     #[test]
     fn hash_ranges_cover_every_hash_once() {
