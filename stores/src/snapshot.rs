@@ -61,24 +61,6 @@ pub trait Snapshot: SnapshotReader {
     async fn started_at_us(&mut self) -> Result<Option<i64>, StoreError> {
         Ok(None)
     }
-    /// Calls `f` with the key (`key_cols` as text, `None` for NULL) of every row of `table` whose
-    /// `column` holds `value`: keys only, for a table of millions of rows.
-    async fn keys_eq(
-        &mut self,
-        table: &Table,
-        column: &str,
-        value: &str,
-        key_cols: &[String],
-        f: &mut KeyParts<'_>,
-    ) -> Result<(), StoreError> {
-        let mut each = |k: Key| {
-            let parts: Vec<Option<&[u8]>> =
-                k.iter().map(|p| p.as_deref().map(str::as_bytes)).collect();
-            f(&parts)
-        };
-        self.rows_eq(table, column, value, key_cols, &mut each)
-            .await
-    }
     /// Streams the rows `sel` chooses from `table` into `w`, as `cols` are staged; rows written.
     async fn extract(
         &mut self,
@@ -89,8 +71,7 @@ pub trait Snapshot: SnapshotReader {
     ) -> Result<u64, StoreError>;
 }
 
-/// Takes one key as its parts' text bytes (`None`: NULL).
-pub type KeyParts<'a> = dyn FnMut(&[Option<&[u8]>]) -> Result<(), StoreError> + Send + 'a;
+pub use crate::subset::KeyParts;
 
 /// A snapshot of any engine.
 pub type Snap = Box<dyn Snapshot>;
@@ -124,18 +105,18 @@ impl<T: SnapshotReader + ?Sized> SnapshotReader for Box<T> {
     ) -> Result<(), StoreError> {
         (**self).rows_all(t, p, sink).await
     }
-    async fn distinct_eq(
+    async fn has_rows(&mut self, t: &Table) -> Result<bool, StoreError> {
+        (**self).has_rows(t).await
+    }
+    async fn keys_eq(
         &mut self,
         t: &Table,
         c: &str,
         v: &str,
         cols: &[String],
-        sink: &mut Sink<'_>,
+        f: &mut KeyParts<'_>,
     ) -> Result<(), StoreError> {
-        (**self).distinct_eq(t, c, v, cols, sink).await
-    }
-    async fn has_rows(&mut self, t: &Table) -> Result<bool, StoreError> {
-        (**self).has_rows(t).await
+        (**self).keys_eq(t, c, v, cols, f).await
     }
     async fn count_eq(&mut self, t: &Table, c: &str, v: &str) -> Result<u64, StoreError> {
         (**self).count_eq(t, c, v).await

@@ -124,17 +124,6 @@ pub use crate::snapshot::Selection;
 const COPY_KEYS: usize = 5000;
 
 impl PgSnapshot {
-    /// Sets a planner setting for the rest of the snapshot's transaction.
-    async fn set_local(&mut self, name: &str, value: &str) -> Result<(), StoreError> {
-        sqlx::query("select set_config($1, $2, true)")
-            .bind(name)
-            .bind(value)
-            .execute(&mut *self.conn)
-            .await
-            .map_err(|e| StoreError::from_sqlx(&self.store, e))?;
-        Ok(())
-    }
-
     /// Takes a connection from `pool` and starts the read-only snapshot on it.
     pub async fn begin(store: &str, pool: &PgPool) -> Result<PgSnapshot, StoreError> {
         Self::open(store, pool, None).await
@@ -380,51 +369,6 @@ impl SnapshotReader for PgSnapshot {
         self.stream(sql, sink).await
     }
 
-    async fn distinct_eq(
-        &mut self,
-        table: &Table,
-        column: &str,
-        value: &str,
-        columns: &[String],
-        sink: &mut Sink<'_>,
-    ) -> Result<(), StoreError> {
-        let t = col_type(table, column)?;
-        let not_null: Vec<String> = columns
-            .iter()
-            .map(|c| format!("{} is not null", ident(c)))
-            .collect();
-        // Made distinct on the columns' own types where that is exact (integers, uuid, date: an
-        // integer sort is a third of a text one), then rendered as text; other types as text.
-        let native = columns.iter().all(|c| {
-            col_type(table, c)
-                .is_ok_and(|t| ["smallint", "integer", "bigint", "uuid", "date"].contains(&t))
-        });
-        let from = format!(
-            "from {} where {} = {}::text::{t} and {}",
-            table_ident(&table.name),
-            ident(column),
-            literal(value),
-            not_null.join(" and ")
-        );
-        let shown = select_list(table, columns);
-        let sql = if native {
-            let cols: Vec<String> = columns.iter().map(|c| ident(c)).collect();
-            format!(
-                "select {shown} from (select distinct {} {from}) d",
-                cols.join(", ")
-            )
-        } else {
-            format!("select distinct {shown} {from}")
-        };
-        // Sorted, not hashed: on a 9.6M-row district, PostgreSQL 15's hash aggregate, run
-        // through the extended protocol, spent over ten minutes resetting its spilled hash
-        // table (tuplehash_iterate and memset at 100 % CPU) where a sort takes seconds.
-        self.set_local("enable_hashagg", "off").await?;
-        let streamed = self.stream(sql, sink).await;
-        self.set_local("enable_hashagg", "on").await?;
-        streamed
-    }
-
     async fn has_rows(&mut self, table: &Table) -> Result<bool, StoreError> {
         let sql = format!(
             "select count(*) from (select 1 from {} limit 1) t",
@@ -456,27 +400,13 @@ impl SnapshotReader for PgSnapshot {
             .map_err(|e| StoreError::from_sqlx(&self.store, e))?;
         Ok(n.max(0) as u64)
     }
-}
-
-#[async_trait::async_trait]
-impl crate::snapshot::Snapshot for PgSnapshot {
-    fn snapshot_id(&self) -> Option<String> {
-        Some(self.snapshot_id.clone())
-    }
-    async fn export(&mut self) -> Result<Option<String>, StoreError> {
-        let id: String = sqlx::query_scalar("select pg_export_snapshot()")
-            .fetch_one(&mut *self.conn)
-            .await
-            .map_err(|e| StoreError::from_sqlx(&self.store, e))?;
-        Ok(Some(id))
-    }
     async fn keys_eq(
         &mut self,
         table: &Table,
         column: &str,
         value: &str,
         key_cols: &[String],
-        f: &mut crate::snapshot::KeyParts<'_>,
+        f: &mut crate::subset::KeyParts<'_>,
     ) -> Result<(), StoreError> {
         // COPY, not a row per message: the keys as the key files hold them (`select_list`).
         let sql = format!(
@@ -498,6 +428,20 @@ impl crate::snapshot::Snapshot for PgSnapshot {
         })
         .await?;
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::snapshot::Snapshot for PgSnapshot {
+    fn snapshot_id(&self) -> Option<String> {
+        Some(self.snapshot_id.clone())
+    }
+    async fn export(&mut self) -> Result<Option<String>, StoreError> {
+        let id: String = sqlx::query_scalar("select pg_export_snapshot()")
+            .fetch_one(&mut *self.conn)
+            .await
+            .map_err(|e| StoreError::from_sqlx(&self.store, e))?;
+        Ok(Some(id))
     }
     async fn started_at_us(&mut self) -> Result<Option<i64>, StoreError> {
         let us: i64 = sqlx::query_scalar("select (extract(epoch from now()) * 1000000)::int8")

@@ -242,28 +242,6 @@ impl SnapshotReader for SqliteSnapshot {
         self.stream(sql, None, project.len(), sink).await
     }
 
-    async fn distinct_eq(
-        &mut self,
-        table: &Table,
-        column: &str,
-        value: &str,
-        columns: &[String],
-        sink: &mut Sink<'_>,
-    ) -> Result<(), StoreError> {
-        let not_null: Vec<String> = columns
-            .iter()
-            .map(|c| format!("{} is not null", ident(c)))
-            .collect();
-        let sql = format!(
-            "select distinct {} from {} where {} = ? and {}",
-            select_list(columns),
-            ident(&table.name),
-            ident(column),
-            not_null.join(" and ")
-        );
-        self.stream(sql, Some(value), columns.len(), sink).await
-    }
-
     async fn has_rows(&mut self, table: &Table) -> Result<bool, StoreError> {
         let sql = format!(
             "select count(*) from (select 1 from {} limit 1) t",
