@@ -106,19 +106,9 @@ impl Step for ExtractStep {
                 let kind = store_kind(&plan.schemas, &t.store);
                 anon_tables.push((t.table.clone(), super::inputs::unique_text(table, kind)));
             }
-            for t in plan.tables {
-                planned_rows += t.rows;
-                let task = TableTask {
-                    epoch: epoch.clone(),
-                    table: t,
-                    raw: raw.clone(),
-                };
-                let mut spec =
-                    StepSpec::new(format!("extract/{}", task.table.table), TABLE_KIND, vec![]);
-                spec.params =
-                    serde_json::to_vec(&task).map_err(|e| StepError::Fatal(e.to_string()))?;
-                spawn.push(spec);
-            }
+            let (specs, rows) = table_specs(plan.tables, &epoch, &raw)?;
+            spawn.extend(specs);
+            planned_rows += rows;
             found = plan.found;
             let mut fk_schemas = plan.schemas.clone();
             wf_stores::analysis::add_virtual_fks(&mut fk_schemas, &p.config)
@@ -153,6 +143,33 @@ impl Step for ExtractStep {
         output.spawn = spawn;
         Ok(output)
     }
+}
+
+/// One `extract/<store.table>` spec per planned table, the largest first (with `--jobs` steps at
+/// once, the longest extract, and the anonymize and validation after it, is what the run waits
+/// for); with the rows they plan.
+fn table_specs(
+    mut tables: Vec<PlannedTable>,
+    epoch: &str,
+    raw: &std::path::Path,
+) -> Result<(Vec<StepSpec>, u64), StepError> {
+    tables.sort_by_key(|t| std::cmp::Reverse(t.rows));
+    let rows = tables.iter().map(|t| t.rows).sum();
+    let specs = tables
+        .into_iter()
+        .map(|t| {
+            let id = format!("extract/{}", t.table);
+            let task = TableTask {
+                epoch: epoch.to_string(),
+                table: t,
+                raw: raw.to_path_buf(),
+            };
+            let mut spec = StepSpec::new(id, TABLE_KIND, vec![]);
+            spec.params = serde_json::to_vec(&task).map_err(|e| StepError::Fatal(e.to_string()))?;
+            Ok(spec)
+        })
+        .collect::<Result<_, StepError>>()?;
+    Ok((specs, rows))
 }
 
 /// `extract/<store.table>`: one table's rows, in its store's planning snapshot.
