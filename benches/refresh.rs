@@ -8,6 +8,10 @@
 //! either way). With `WF_BENCH_TRACKED` (default 1) the tables of `TRACKED` get a change column
 //! and a `[[change_tracking]]` entry, so an incremental refresh reads only what changed there.
 //!
+//! Before the migrate and before each refresh (untimed) both sides are vacuumed and analyzed, as
+//! autovacuum would have done in the weeks between two refreshes: without it, autovacuum starts
+//! on the freshly seeded or replaced tables during the timed runs, and the ratios move with it.
+//!
 //! Needs `scripts/services.sh start && source /tmp/wf-services/env`; `cargo bench --bench refresh`.
 //! It measures, asserts nothing. It uses the release `wf` binary Cargo builds for benches.
 
@@ -93,6 +97,7 @@ fn main() {
         track_changes(std::path::Path::new(cfg));
     }
     let migrate = ["run", "migrate", "--district", "3", "--config-file", cfg];
+    vacuum();
     let t = Instant::now();
     let first = run_id(&wf(&data, &migrate));
     let migrate_s = t.elapsed().as_secs_f64();
@@ -104,6 +109,7 @@ fn main() {
     }
     let (mut whole, mut inc) = (Vec::new(), Vec::new());
     for round in 0..2 * rounds {
+        vacuum();
         change_prod(round, 1);
         let incremental = round % 2 == 1;
         let mut args = vec!["refresh", "--district", "3", "--config-file", cfg];
@@ -182,6 +188,15 @@ fn track_changes(cfg: &std::path::Path) {
         ));
     }
     std::fs::write(cfg, text).expect("config");
+}
+
+/// `VACUUM (ANALYZE)` of every PROD and CERT database (see the module's doc).
+fn vacuum() {
+    for side in ["prod", "inc"] {
+        for s in STORES {
+            psql(&pg(&format!("wfb_{side}_{s}")), &["-c", "vacuum (analyze)"]);
+        }
+    }
 }
 
 /// Rows the run's extract steps read.
