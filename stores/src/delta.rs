@@ -13,7 +13,7 @@ pub use crate::hash_file::{read_hashes, write_hashes};
 use crate::key_spill::KeySpill;
 use crate::keyset::HashSet128;
 use crate::keyset::{key_hash, key_hash_of, range_of, Key};
-use crate::load::key_hash_at;
+use crate::load::key_hashes;
 use crate::schema::Table;
 use crate::snapshot::{Selection, Since, Snap};
 use crate::staging::{arrow_schema, open, open_verified, staging_err, FileInfo, StagingWriter};
@@ -45,7 +45,7 @@ fn staged_key_hashes(
     let mut out = HashSet128::default();
     for b in reader {
         let b = b.map_err(|e| crate::staging::damaged(file, e))?;
-        let hashes = (0..b.num_rows()).map(|r| key_hash_at(&b, &idx, r));
+        let hashes = key_hashes(&b, &idx).into_iter();
         out.extend(hashes.filter(|h| pass_of(*h, passes) == pass));
     }
     Ok(out)
@@ -307,7 +307,7 @@ pub fn merge(
     let idx = key_idx(table, &schema)?;
     for b in changes {
         let b = b.map_err(|e| crate::staging::damaged(delta, e))?;
-        skip.extend((0..b.num_rows()).map(|r| key_hash_at(&b, &idx, r)));
+        skip.extend(key_hashes(&b, &idx));
     }
     let earlier = open_verified(base.0, base.1)?;
     if earlier.schema().fields() != schema.fields() {
@@ -319,8 +319,9 @@ pub fn merge(
     let mut w = StagingWriter::create(out, schema.clone(), 65_536)?;
     for b in earlier {
         let b = b.map_err(|e| crate::staging::damaged(base.0, e))?;
-        let keep: BooleanArray = (0..b.num_rows())
-            .map(|r| Some(!skip.contains(&key_hash_at(&b, &idx, r))))
+        let keep: BooleanArray = key_hashes(&b, &idx)
+            .iter()
+            .map(|h| Some(!skip.contains(h)))
             .collect();
         let kept = arrow_select::filter::filter_record_batch(&b, &keep)
             .map_err(|e| staging_err(base.0, e))?;

@@ -11,7 +11,7 @@
 //! uses it only when every digest matches, else it compares the files whole.
 
 use super::diff_parts::{Part, RowHasher, TableDiff};
-use super::{key_hash_at, key_of, key_positions, Strategy, TableLoad};
+use super::{key_hashes, key_of, key_positions, Strategy, TableLoad};
 use crate::error::StoreError;
 use crate::keyset::{HashMap128, HashSet128};
 use crate::staging::{open_verified, staging_err, FileInfo};
@@ -109,7 +109,7 @@ pub(crate) fn diff_by_delta(
         let b = b.map_err(|e| crate::staging::damaged(&changes, e))?;
         let idx = key_positions(&t.table, &b.schema())?;
         change_rows += b.num_rows() as u64;
-        changed_keys.extend((0..b.num_rows()).map(|r| key_hash_at(&b, &idx, r)));
+        changed_keys.extend(key_hashes(&b, &idx));
     }
     // The earlier staging: its rows the changes replace (hashed whole), and its gone keys.
     let mut before: HashMap128<u128> = HashMap128::default();
@@ -121,8 +121,7 @@ pub(crate) fn diff_by_delta(
         let idx = key_positions(&earlier.table, &b.schema())?;
         earlier_rows += b.num_rows() as u64;
         let mut hit = Vec::with_capacity(b.num_rows());
-        for r in 0..b.num_rows() {
-            let k = key_hash_at(&b, &idx, r);
+        for (r, k) in key_hashes(&b, &idx).into_iter().enumerate() {
             let replaced_now = changed_keys.contains(&k);
             if !replaced_now && gone.contains(&k) {
                 gone_keys.push(key_of(&b, &idx, r));
@@ -136,10 +135,13 @@ pub(crate) fn diff_by_delta(
         replaced += hit.true_count() as u64;
         let part = arrow_select::filter::filter_record_batch(&b, &hit)
             .map_err(|e| staging_err(&earlier.file, e))?;
-        let rows = hasher.batch(&part, &idx);
-        for (r, (_, row)) in rows.into_iter().enumerate() {
-            before.insert(key_hash_at(&part, &idx, r), row);
-        }
+        before.extend(
+            hasher
+                .batch(&part, &idx)
+                .into_iter()
+                .zip(key_hashes(&part, &idx))
+                .map(|((_, row), k)| (k, row)),
+        );
     }
     let file = |kind: &str| Part::new(dir.join(format!("{}.{kind}.arrow", t.table.id())));
     let (mut changed, mut fresh) = (file("changed"), file("fresh"));
@@ -149,8 +151,9 @@ pub(crate) fn diff_by_delta(
         let b = b.map_err(|e| crate::staging::damaged(&changes, e))?;
         let idx = key_positions(&t.table, &b.schema())?;
         let (mut is_changed, mut is_fresh) = (Vec::new(), Vec::new());
-        for (r, (_, row)) in hasher.batch(&b, &idx).into_iter().enumerate() {
-            let was = before.get(&key_hash_at(&b, &idx, r));
+        let keys = key_hashes(&b, &idx);
+        for ((_, row), k) in hasher.batch(&b, &idx).into_iter().zip(keys) {
+            let was = before.get(&k);
             is_changed.push(was.is_some_and(|w| *w != row));
             is_fresh.push(was.is_none());
         }

@@ -26,7 +26,9 @@ pub use job::{LoadReport, SqlCheck, SqlCheckResult, StoreLoad, Strategy, TableLo
 
 use crate::error::StoreError;
 use crate::schema::Table;
-use crate::staging::{arrow_schema, open, value_at, ColType, StagedColumn, StagingWriter, Value};
+use crate::staging::{
+    arrow_schema, open, staging_err, value_at, ColType, StagedColumn, StagingWriter, Value,
+};
 use crate::subset::{key_columns, Key};
 use arrow_array::RecordBatch;
 use std::collections::HashSet;
@@ -143,6 +145,29 @@ pub(crate) fn key_hash_at(batch: &RecordBatch, key_idx: &[usize], row: usize) ->
     h.finish()
 }
 
+/// `key_hash_at` of every row of `batch`, in order: a single 64-bit integer key (the common
+/// surrogate key) is hashed in one tight loop, without a per-row downcast; other keys row by row.
+/// Run over every staged row of a refresh's largest tables, several times.
+pub(crate) fn key_hashes(batch: &RecordBatch, key_idx: &[usize]) -> Vec<u128> {
+    use arrow_array::Array;
+    if let [i] = key_idx {
+        let col = batch.column(*i);
+        if let Some(a) = col.as_any().downcast_ref::<arrow_array::Int64Array>() {
+            let mut itoa = itoa::Buffer::new();
+            return (0..a.len())
+                .map(|r| {
+                    let mut h = crate::keyset::KeyHasher::new();
+                    h.part(a.is_valid(r).then(|| itoa.format(a.value(r)).as_bytes()));
+                    h.finish()
+                })
+                .collect();
+        }
+    }
+    (0..batch.num_rows())
+        .map(|r| key_hash_at(batch, key_idx, r))
+        .collect()
+}
+
 /// Positions of the table's key columns in the staged batches.
 pub(crate) fn key_positions(
     table: &Table,
@@ -210,12 +235,41 @@ pub(crate) fn copy_manifest(dir: &Path, table: &Table, file: &Path) -> Result<Pa
     for b in open(file)? {
         let b = b.map_err(|e| crate::staging::damaged(file, e))?;
         let idx = key_positions(table, &b.schema())?;
+        if let Some(keys) = key_text_columns(&b, &idx) {
+            let keys = RecordBatch::try_new(w.schema(), keys).map_err(|e| staging_err(file, e))?;
+            w.push_batch(&keys)?;
+            continue;
+        }
         for r in 0..b.num_rows() {
             push_key(&mut w, &key_of(&b, &idx, r))?;
         }
     }
     w.finish()?;
     Ok(path)
+}
+
+/// The key columns of `b` as the text columns a manifest holds, whole, where every one is a
+/// 64-bit integer (formatted as `key_of` does) or text; `None` for other types (row by row).
+fn key_text_columns(b: &RecordBatch, idx: &[usize]) -> Option<Vec<arrow_array::ArrayRef>> {
+    use arrow_array::{Array, Int64Array, StringArray};
+    idx.iter()
+        .map(|&i| {
+            let col = b.column(i);
+            if col.as_any().downcast_ref::<StringArray>().is_some() {
+                return Some(col.clone());
+            }
+            let a = col.as_any().downcast_ref::<Int64Array>()?;
+            let mut itoa = itoa::Buffer::new();
+            let mut out = arrow_array::builder::StringBuilder::with_capacity(a.len(), 8 * a.len());
+            for r in 0..a.len() {
+                match a.is_valid(r) {
+                    true => out.append_value(itoa.format(a.value(r))),
+                    false => out.append_null(),
+                }
+            }
+            Some(std::sync::Arc::new(out.finish()) as arrow_array::ArrayRef)
+        })
+        .collect()
 }
 
 /// Reads the keys a load inserted into `table`; no manifest means nothing was inserted.
@@ -521,6 +575,54 @@ mod key_hash_tests {
     use std::sync::Arc;
 
     #[test]
+    fn a_manifest_copied_whole_holds_each_rows_text_key() {
+        use crate::schema::{Column, Table};
+        let col = |name: &str| Column {
+            name: name.into(),
+            data_type: "text".into(),
+            nullable: true,
+            default: None,
+        };
+        let table = |pk: &[&str]| Table {
+            store: "s".into(),
+            name: "t".into(),
+            columns: vec![col("i"), col("t"), col("f")],
+            primary_key: pk.iter().map(|c| c.to_string()).collect(),
+            uniques: Vec::new(),
+            foreign_keys: Vec::new(),
+            row_count: 0,
+        };
+        let cols: Vec<(&str, ArrayRef)> = vec![
+            (
+                "i",
+                Arc::new(Int64Array::from(vec![Some(-42), None, Some(i64::MAX)])),
+            ),
+            (
+                "t",
+                Arc::new(StringArray::from(vec![Some("é\tx"), Some(""), None])),
+            ),
+            (
+                "f",
+                Arc::new(Float64Array::from(vec![Some(1.5), Some(-0.0), None])),
+            ),
+        ];
+        let b = RecordBatch::try_from_iter(cols).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let staged = dir.path().join("staged.arrow");
+        let mut w = StagingWriter::create(&staged, b.schema(), 2).unwrap();
+        w.push_batch(&b).unwrap();
+        w.finish().unwrap();
+        // Integer and text keys take the whole-column path, a float key the row-by-row one.
+        for pk in [&["i"][..], &["t", "i"], &["f", "i"]] {
+            let t = table(pk);
+            let idx = key_positions(&t, &b.schema()).unwrap();
+            copy_manifest(dir.path(), &t, &staged).unwrap();
+            let want: Vec<Key> = (0..3).map(|r| key_of(&b, &idx, r)).collect();
+            assert_eq!(read_manifest(dir.path(), &t).unwrap(), want, "key {pk:?}");
+        }
+    }
+
+    #[test]
     fn a_staged_key_hashes_as_its_text_key_does() {
         let cols: Vec<(&str, ArrayRef)> = vec![
             (
@@ -541,6 +643,7 @@ mod key_hash_tests {
             for r in 0..3 {
                 let text = crate::keyset::key_hash(&key_of(&b, &idx, r));
                 assert_eq!(key_hash_at(&b, &idx, r), text, "columns {idx:?}, row {r}");
+                assert_eq!(key_hashes(&b, &idx)[r], text, "columns {idx:?}, row {r}");
             }
         }
         assert_ne!(
