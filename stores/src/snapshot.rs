@@ -61,6 +61,26 @@ pub trait Snapshot: SnapshotReader {
     async fn started_at_us(&mut self) -> Result<Option<i64>, StoreError> {
         Ok(None)
     }
+    /// The engine's estimate of `table`'s rows (PostgreSQL's planner statistics); `None` where it
+    /// has none.
+    async fn estimated_rows(&mut self, _table: &Table) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+    /// Calls `f` with `key_cols` of every row of `table`, any district's, changed `since`: one scan
+    /// of the table, cheaper than asking for the district's keys a batch at a time when they are
+    /// much of it. Engines with an `estimated_rows` implement it.
+    async fn keys_since(
+        &mut self,
+        table: &Table,
+        _since: &Since,
+        _key_cols: &[String],
+        _f: &mut KeyParts<'_>,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Query {
+            store: table.store.clone(),
+            message: format!("{}: this engine cannot scan for changed rows", table.name),
+        })
+    }
     /// Streams the rows `sel` chooses from `table` into `w`, as `cols` are staged; rows written.
     async fn extract(
         &mut self,

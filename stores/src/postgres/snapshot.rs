@@ -450,6 +450,37 @@ impl crate::snapshot::Snapshot for PgSnapshot {
             .map_err(|e| StoreError::from_sqlx(&self.store, e))?;
         Ok(Some(us))
     }
+    async fn estimated_rows(&mut self, table: &Table) -> Result<Option<u64>, StoreError> {
+        // -1 until the table is first vacuumed or analyzed: no estimate.
+        let n: Option<f32> =
+            sqlx::query_scalar("select reltuples from pg_class where oid = to_regclass($1)")
+                .bind(table_ident(&table.name))
+                .fetch_optional(&mut *self.conn)
+                .await
+                .map_err(|e| StoreError::from_sqlx(&self.store, e))?;
+        Ok(n.filter(|n| *n >= 0.0).map(|n| n as u64))
+    }
+    async fn keys_since(
+        &mut self,
+        table: &Table,
+        since: &crate::snapshot::Since,
+        key_cols: &[String],
+        f: &mut crate::subset::KeyParts<'_>,
+    ) -> Result<(), StoreError> {
+        let sql = format!(
+            "copy (select {} from {} where true{}) to stdout",
+            select_list(table, key_cols),
+            table_ident(&table.name),
+            changed_since(table, since)?
+        );
+        super::copy::copy_lines(&mut self.conn, &self.store, &sql, |line| {
+            let parts: Vec<_> = super::copy::fields(line).collect();
+            let view: Vec<Option<&[u8]>> = parts.iter().map(|p| p.as_deref()).collect();
+            f(&view)
+        })
+        .await?;
+        Ok(())
+    }
     async fn extract(
         &mut self,
         table: &Table,
