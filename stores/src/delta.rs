@@ -271,11 +271,9 @@ impl Reader<'_> {
         self.gone(before, gone)?;
         for pass in 1..passes {
             let mut before = earlier.keys(self.table, pass, passes)?;
-            for k in later[spill_of(pass)].keys()? {
-                let (h, k) = k?;
-                if pass_of(h, passes) == pass && !before.remove(&h) {
-                    fresh.push(k);
-                }
+            let new = |h| pass_of(h, passes) == pass && !before.remove(&h);
+            for k in later[spill_of(pass)].keys(new)? {
+                fresh.push(k?.1);
             }
             self.gone(before, gone)?;
         }

@@ -47,35 +47,56 @@ impl KeySpill {
         put().map_err(|e| spill_err(&self.dir, e))
     }
 
-    /// Every key set aside, in order, with its hash (key text as `extract_changed` builds it);
-    /// read from the start on every call (nothing is set aside after the first).
-    pub fn keys(
-        &mut self,
-    ) -> Result<impl Iterator<Item = Result<(u128, Key), StoreError>> + '_, StoreError> {
+    /// The keys set aside whose hash `keep` accepts, in order, with their hash (key text as
+    /// `extract_changed` builds it); the others are skipped unbuilt (a pass keeps the few keys
+    /// new to the district of the many it reads). Read from the start on every call (nothing is
+    /// set aside after the first).
+    pub fn keys<'a, F: FnMut(u128) -> bool + 'a>(
+        &'a mut self,
+        mut keep: F,
+    ) -> Result<impl Iterator<Item = Result<(u128, Key), StoreError>> + 'a, StoreError> {
         let dir = &self.dir;
         self.w.flush().map_err(|e| spill_err(dir, e))?;
         let f = self.w.get_mut();
         f.rewind().map_err(|e| spill_err(dir, e))?;
         let mut r = BufReader::with_capacity(1 << 16, f);
-        Ok(std::iter::from_fn(move || match next_key(&mut r) {
-            Ok(None) => None,
-            Ok(Some(k)) => Some(Ok(k)),
-            Err(e) => Some(Err(spill_err(dir, e))),
+        let mut scratch = Vec::new();
+        Ok(std::iter::from_fn(move || loop {
+            match next_key(&mut r, &mut keep, &mut scratch) {
+                Ok(Next::End) => return None,
+                Ok(Next::Skipped) => continue,
+                Ok(Next::Key(h, k)) => return Some(Ok((h, k))),
+                Err(e) => return Some(Err(spill_err(dir, e))),
+            }
         }))
     }
 }
 
-/// The next (hash, key) of a spill; `None` at its end.
-fn next_key(r: &mut impl Read) -> std::io::Result<Option<(u128, Key)>> {
+/// What `next_key` read.
+enum Next {
+    End,
+    Skipped,
+    Key(u128, Key),
+}
+
+/// The next key of a spill, built only if `keep` accepts its hash (its parts read into
+/// `scratch` otherwise).
+fn next_key(
+    r: &mut impl Read,
+    keep: &mut impl FnMut(u128) -> bool,
+    scratch: &mut Vec<u8>,
+) -> std::io::Result<Next> {
     let mut h = [0u8; 16];
     match r.read_exact(&mut h) {
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(Next::End),
         other => other?,
     }
+    let h = u128::from_le_bytes(h);
+    let wanted = keep(h);
     let mut word = [0u8; 4];
     r.read_exact(&mut word)?;
     let n = u32::from_le_bytes(word);
-    let mut key = Vec::with_capacity(n as usize);
+    let mut key = Vec::with_capacity(if wanted { n as usize } else { 0 });
     for _ in 0..n {
         r.read_exact(&mut word)?;
         let len = u32::from_le_bytes(word);
@@ -83,11 +104,17 @@ fn next_key(r: &mut impl Read) -> std::io::Result<Option<(u128, Key)>> {
             key.push(None);
             continue;
         }
-        let mut b = vec![0u8; len as usize];
-        r.read_exact(&mut b)?;
-        key.push(Some(String::from_utf8_lossy(&b).into_owned()));
+        scratch.resize(len as usize, 0);
+        r.read_exact(scratch)?;
+        if wanted {
+            key.push(Some(String::from_utf8_lossy(scratch).into_owned()));
+        }
     }
-    Ok(Some((u128::from_le_bytes(h), key)))
+    Ok(if wanted {
+        Next::Key(h, key)
+    } else {
+        Next::Skipped
+    })
 }
 
 fn spill_err(dir: &Path, e: impl std::fmt::Display) -> StoreError {
@@ -114,9 +141,12 @@ mod tests {
         for (h, parts) in &keys {
             s.push(*h, parts).unwrap();
         }
-        let got: Vec<(u128, Key)> = s.keys().unwrap().map(|k| k.unwrap()).collect();
-        let again: Vec<(u128, Key)> = s.keys().unwrap().map(|k| k.unwrap()).collect();
+        let got: Vec<(u128, Key)> = s.keys(|_| true).unwrap().map(|k| k.unwrap()).collect();
+        let again: Vec<(u128, Key)> = s.keys(|_| true).unwrap().map(|k| k.unwrap()).collect();
         assert_eq!(got, again, "read again from the start");
+        // Only the kept hashes come back; the skipped keys' bytes do not shift the next.
+        let odd: Vec<(u128, Key)> = s.keys(|h| h != 1).unwrap().map(|k| k.unwrap()).collect();
+        assert_eq!(odd, got[1..]);
         let want: Vec<(u128, Key)> = keys
             .iter()
             .map(|(h, parts)| {
