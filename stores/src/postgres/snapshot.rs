@@ -124,6 +124,27 @@ pub use crate::snapshot::Selection;
 const COPY_KEYS: usize = 5000;
 
 impl PgSnapshot {
+    /// Runs `copy` (a `COPY … TO STDOUT` of `width` text columns) and calls `f` with each row's
+    /// parts, without building a `Key` per row.
+    async fn copy_parts(
+        &mut self,
+        copy: &str,
+        width: usize,
+        f: &mut crate::subset::KeyParts<'_>,
+    ) -> Result<(), StoreError> {
+        super::copy::copy_lines(&mut self.conn, &self.store, copy, |line| {
+            if width == 1 {
+                let one = super::copy::fields(line).next().flatten();
+                return f(&[one.as_deref()]);
+            }
+            let parts: Vec<_> = super::copy::fields(line).collect();
+            let view: Vec<Option<&[u8]>> = parts.iter().map(|p| p.as_deref()).collect();
+            f(&view)
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Takes a connection from `pool` and starts the read-only snapshot on it.
     pub async fn begin(store: &str, pool: &PgPool) -> Result<PgSnapshot, StoreError> {
         Self::open(store, pool, None).await
@@ -417,17 +438,7 @@ impl SnapshotReader for PgSnapshot {
             literal(value),
             col_type(table, column)?
         );
-        super::copy::copy_lines(&mut self.conn, &self.store, &sql, |line| {
-            if key_cols.len() == 1 {
-                let one = super::copy::fields(line).next().flatten();
-                return f(&[one.as_deref()]);
-            }
-            let parts: Vec<_> = super::copy::fields(line).collect();
-            let view: Vec<Option<&[u8]>> = parts.iter().map(|p| p.as_deref()).collect();
-            f(&view)
-        })
-        .await?;
-        Ok(())
+        self.copy_parts(&sql, key_cols.len(), f).await
     }
 }
 
@@ -473,13 +484,7 @@ impl crate::snapshot::Snapshot for PgSnapshot {
             table_ident(&table.name),
             changed_since(table, since)?
         );
-        super::copy::copy_lines(&mut self.conn, &self.store, &sql, |line| {
-            let parts: Vec<_> = super::copy::fields(line).collect();
-            let view: Vec<Option<&[u8]>> = parts.iter().map(|p| p.as_deref()).collect();
-            f(&view)
-        })
-        .await?;
-        Ok(())
+        self.copy_parts(&sql, key_cols.len(), f).await
     }
     async fn extract(
         &mut self,
