@@ -58,9 +58,15 @@ fn phases(data: &std::path::Path, run: &str) {
     println!("      {}", line.join(", "));
 }
 
+/// The middle value; of an even count, the mean of the two middle ones (`WF_BENCH_ROUNDS=2`
+/// took the larger).
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    let n = v.len();
+    match n % 2 {
+        0 if n > 0 => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        _ => v[n / 2],
+    }
 }
 
 fn main() {
