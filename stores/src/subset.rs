@@ -383,19 +383,22 @@ async fn scan_leaf<'a, S: SnapshotReader>(
     if fks.is_empty() {
         return Ok((r.count_eq(t, col, district).await?, Vec::new()));
     }
+    // The FKs' columns, each once, and where each FK's are among them.
     let mut project: Vec<String> = Vec::new();
-    for c in fks.iter().flat_map(|fk| &fk.columns) {
-        if !project.contains(c) {
-            project.push(c.clone());
+    let mut at: Vec<Vec<usize>> = Vec::new();
+    for fk in fks {
+        let mut pos = Vec::new();
+        for c in &fk.columns {
+            pos.push(match project.iter().position(|p| p == c) {
+                Some(i) => i,
+                None => {
+                    project.push(c.clone());
+                    project.len() - 1
+                }
+            });
         }
+        at.push(pos);
     }
-    let at: Vec<Vec<usize>> = fks
-        .iter()
-        .map(|fk| {
-            let pos = |c: &String| project.iter().position(|p| p == c).unwrap_or(0);
-            fk.columns.iter().map(pos).collect()
-        })
-        .collect();
     let mut sets: Vec<(KeySet, HashSet128)> = fks
         .iter()
         .map(|_| (KeySet::new(&st.spill, st.limit), HashSet128::default()))
