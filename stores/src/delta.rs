@@ -13,7 +13,7 @@ use crate::hash_file::HashWriter;
 pub use crate::hash_file::{read_hashes, write_hashes};
 use crate::key_spill::KeySpill;
 use crate::keyset::HashSet128;
-use crate::keyset::{key_hash, key_hash_of, range_of, Key};
+use crate::keyset::{key_hash, key_hash_of, key_of_parts, range_of, Key};
 use crate::load::key_hashes;
 use crate::schema::Table;
 use crate::snapshot::{Selection, Since, Snap};
@@ -221,8 +221,7 @@ impl Reader<'_> {
         let mut hit: Vec<Key> = Vec::new();
         let mut keep = |parts: &[Option<&[u8]>]| {
             if known.contains(&key_hash_of(parts.iter().copied())) {
-                let text = |p: &Option<&[u8]>| p.map(|b| String::from_utf8_lossy(b).into_owned());
-                hit.push(parts.iter().map(text).collect());
+                hit.push(key_of_parts(parts));
             }
             Ok(())
         };
@@ -255,11 +254,7 @@ impl Reader<'_> {
         let mut split = |parts: &[Option<&[u8]>]| {
             let h = key_hash_of(parts.iter().copied());
             match pass_of(h, passes) {
-                0 if !before.remove(&h) => {
-                    let text =
-                        |p: &Option<&[u8]>| p.map(|b| String::from_utf8_lossy(b).into_owned());
-                    fresh.push(parts.iter().map(text).collect());
-                }
+                0 if !before.remove(&h) => fresh.push(key_of_parts(parts)),
                 0 => {}
                 p => later[spill_of(p)].push(h, parts)?,
             }

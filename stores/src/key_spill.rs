@@ -149,10 +149,7 @@ mod tests {
         assert_eq!(odd, got[1..]);
         let want: Vec<(u128, Key)> = keys
             .iter()
-            .map(|(h, parts)| {
-                let text = |p: &Option<&[u8]>| p.map(|b| String::from_utf8_lossy(b).into_owned());
-                (*h, parts.iter().map(text).collect())
-            })
+            .map(|(h, parts)| (*h, crate::keyset::key_of_parts(parts)))
             .collect();
         assert_eq!(got, want);
     }

@@ -532,6 +532,12 @@ impl Iterator for Chunks<'_> {
     }
 }
 
+/// The key whose parts' text bytes are `parts` (`None`: NULL), as the key files hold it.
+pub fn key_of_parts(parts: &[Option<&[u8]>]) -> Key {
+    let text = |p: &Option<&[u8]>| p.map(|b| String::from_utf8_lossy(b).into_owned());
+    parts.iter().map(text).collect()
+}
+
 /// A key's 128-bit hash in its text form (as the plan's key files and manifests hold keys).
 pub fn key_hash(k: &Key) -> u128 {
     key_hash_of(k.iter().map(|v| v.as_deref().map(str::as_bytes)))
@@ -547,7 +553,8 @@ pub fn key_hash_of<'a>(parts: impl Iterator<Item = Option<&'a [u8]>>) -> u128 {
 /// `key_hash`, part by part: the parts serialized (a tag, then for text a little-endian length
 /// and the bytes) into a buffer, hashed once with XXH3-128 at the end. A refresh hashes every key
 /// of its largest tables twice (PROD's and the replaced staging's); SipHash-1-3 fed part by part
-/// was most of that comparison's CPU. Not persisted: both sides are hashed by the same process.
+/// was most of that comparison's CPU. Persisted only in a refresh's gone-key files, whose header
+/// names this function (`hash_file::HEADER`: change both together).
 pub struct KeyHasher {
     inline: [u8; KEY_INLINE],
     len: usize,

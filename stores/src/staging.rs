@@ -330,13 +330,13 @@ impl StagingWriter {
         self.wrote()
     }
 
-    /// Appends a whole record batch (after any rows pushed one by one); its schema must be this
-    /// file's. Column-wise writers (anonymize) build batches themselves.
     /// The columns this file is written with.
     pub fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
 
+    /// Appends a whole record batch (after any rows pushed one by one); its schema must be this
+    /// file's. Column-wise writers (anonymize) build batches themselves.
     pub fn push_batch(&mut self, batch: &RecordBatch) -> Result<(), StoreError> {
         self.write_batch()?;
         if batch.schema().fields() != self.schema.fields() {
