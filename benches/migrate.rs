@@ -7,7 +7,8 @@
 //! the graph out (seeding and runs), for the larger scales; `WF_BENCH_SERVE=0` leaves out the
 //! dashboard's cost (four more migrates); `WF_BENCH_ROUNDS=N` repeats psql and both migrates N
 //! times, each round into CERT databases made afresh, and quotes medians (default 1), after
-//! `WF_BENCH_WARMUP` rounds (default 1) that are run the same way and not counted.
+//! `WF_BENCH_WARMUP` rounds (default 1) that are run the same way and not counted. PROD is
+//! vacuumed and analyzed after seeding (untimed), as a PROD in use would be.
 //!
 //! Needs `scripts/services.sh start && source /tmp/wf-services/env`; `cargo bench --bench migrate`.
 //! It measures, asserts nothing. It uses the release `wf` binary Cargo builds for benches.
@@ -65,8 +66,9 @@ fn main() {
             ]
         )
     );
+    vacuum(&["prod"]);
     println!(
-        "(seeding took {:.1}s, not measured)",
+        "(seeding and vacuuming took {:.1}s, not measured)",
         t.elapsed().as_secs_f64()
     );
     // WF_BENCH_ROUNDS (default 1): rounds of psql, wf relational and wf with the graph, each

@@ -103,7 +103,7 @@ fn main() {
         track_changes(std::path::Path::new(cfg));
     }
     let migrate = ["run", "migrate", "--district", "3", "--config-file", cfg];
-    vacuum();
+    vacuum(&["prod", "inc"]);
     let t = Instant::now();
     let first = run_id(&wf(&data, &migrate));
     let migrate_s = t.elapsed().as_secs_f64();
@@ -115,7 +115,7 @@ fn main() {
     }
     let (mut whole, mut inc) = (Vec::new(), Vec::new());
     for round in 0..2 * rounds {
-        vacuum();
+        vacuum(&["prod", "inc"]);
         change_prod(round, 1);
         let incremental = round % 2 == 1;
         let mut args = vec!["refresh", "--district", "3", "--config-file", cfg];
@@ -194,15 +194,6 @@ fn track_changes(cfg: &std::path::Path) {
         ));
     }
     std::fs::write(cfg, text).expect("config");
-}
-
-/// `VACUUM (ANALYZE)` of every PROD and CERT database (see the module's doc).
-fn vacuum() {
-    for side in ["prod", "inc"] {
-        for s in STORES {
-            psql(&pg(&format!("wfb_{side}_{s}")), &["-c", "vacuum (analyze)"]);
-        }
-    }
 }
 
 /// Rows the run's extract steps read.

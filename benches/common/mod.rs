@@ -37,6 +37,17 @@ pub fn psql(url: &str, args: &[&str]) -> String {
         .args(args))
 }
 
+/// `VACUUM (ANALYZE)` of the relational databases of `sides` (`wfb_<side>_<store>`), untimed: a
+/// PROD that has been in use is vacuumed; a freshly seeded one is not, and autovacuum would
+/// start on it during the timed runs and move the figures.
+pub fn vacuum(sides: &[&str]) {
+    for side in sides {
+        for s in STORES {
+            psql(&pg(&format!("wfb_{side}_{s}")), &["-c", "vacuum (analyze)"]);
+        }
+    }
+}
+
 pub fn graph_db(command: &str) {
     let _ = wf::arcade::server_command(
         &env("WF_TEST_ARCADE_HTTP"),
