@@ -9,6 +9,7 @@ pub mod cli;
 mod commands;
 pub use commands::main;
 pub mod demo;
+mod environment;
 pub mod live;
 pub mod logging;
 pub mod migrate;
