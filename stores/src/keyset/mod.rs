@@ -6,17 +6,24 @@
 //! its runs are merged level by level (8 runs of one level make one of the next), so a key is
 //! rewritten a few times at most and a set never holds many files open.
 
+mod file;
+mod key;
+
+pub use file::{key_file_chunks, Chunks};
+pub use key::{
+    key_hash, key_hash_of, key_of_parts, Fold128, HashMap128, HashSet128, Key, KeyHasher,
+};
+
 use crate::error::StoreError;
+use file::{io_err, write_framed, write_stream, FileKeys, Merge, Source};
+use key::encode;
 use siphasher::sip128::{Hasher128, SipHasher13};
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::hash::Hasher;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-
-/// Column values of one row, as text (`None` for NULL), in the order of the projection asked for.
-pub type Key = Vec<Option<String>>;
 
 /// The `pass`-th of `passes` equal ranges of 64-bit hashes, inclusive: what a bounded-memory pass
 /// over uniform hashes holds (the leak scan's originals, a refresh's earlier rows).
@@ -48,13 +55,6 @@ pub fn memory_limit() -> usize {
 
 /// Runs of one level merged into one of the next.
 const MERGE_FAN_IN: usize = 8;
-
-fn io_err(path: &std::path::Path, e: std::io::Error) -> StoreError {
-    StoreError::Staging {
-        path: path.to_path_buf(),
-        message: format!("subset spill file: {e}"),
-    }
-}
 
 /// What one selection's sets and queues share: the memory budget, what they hold now, and the
 /// temporary directory their files go to (made when something first spills; removed on drop).
@@ -138,160 +138,6 @@ impl Spill {
     }
 }
 
-/// A key's bytes: per value a tag (0 null, 1 text), a big-endian length and the text.
-fn encode(k: &Key) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 * k.len());
-    for v in k {
-        match v {
-            None => out.push(0),
-            Some(s) => {
-                out.push(1);
-                out.extend_from_slice(&(s.len() as u32).to_be_bytes());
-                out.extend_from_slice(s.as_bytes());
-            }
-        }
-    }
-    out
-}
-
-fn decode(mut b: &[u8]) -> Key {
-    let mut k = Vec::new();
-    while let Some((&tag, rest)) = b.split_first() {
-        if tag == 0 || rest.len() < 4 {
-            k.push(None);
-            b = rest;
-        } else {
-            let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-            let end = (4 + len).min(rest.len());
-            k.push(Some(String::from_utf8_lossy(&rest[4..end]).into_owned()));
-            b = &rest[end..];
-        }
-    }
-    k
-}
-
-/// Writes keys to a new file of `spill`, each as a length and its encoding.
-fn write_keys<'k>(
-    spill: &Spill,
-    keys: impl Iterator<Item = &'k Key>,
-) -> Result<PathBuf, StoreError> {
-    write_stream(spill, keys.map(|k| Ok(std::borrow::Cow::Borrowed(k))))
-}
-
-/// `write_keys` for keys read as they are written (a merge streams through, never held).
-fn write_stream<'k>(
-    spill: &Spill,
-    keys: impl Iterator<Item = Result<std::borrow::Cow<'k, Key>, StoreError>>,
-) -> Result<PathBuf, StoreError> {
-    let (path, f) = spill.file()?;
-    let mut w = BufWriter::new(f);
-    for k in keys {
-        let k = k?;
-        let b = encode(k.as_ref());
-        w.write_all(&(b.len() as u32).to_le_bytes())
-            .and_then(|()| w.write_all(&b))
-            .map_err(|e| io_err(&path, e))?;
-    }
-    w.flush().map_err(|e| io_err(&path, e))?;
-    Ok(path)
-}
-
-/// Reads back a file of [`write_keys`], in order.
-struct FileKeys {
-    path: PathBuf,
-    r: BufReader<std::fs::File>,
-}
-
-impl FileKeys {
-    fn open(path: &std::path::Path) -> Result<FileKeys, StoreError> {
-        let f = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
-        Ok(FileKeys {
-            path: path.to_path_buf(),
-            r: BufReader::with_capacity(64 << 10, f),
-        })
-    }
-}
-
-impl Iterator for FileKeys {
-    type Item = Result<Key, StoreError>;
-    fn next(&mut self) -> Option<Self::Item> {
-        let mut len = [0u8; 4];
-        match self.r.read_exact(&mut len) {
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return None,
-            Err(e) => return Some(Err(io_err(&self.path, e))),
-            Ok(()) => {}
-        }
-        let mut b = vec![0u8; u32::from_le_bytes(len) as usize];
-        Some(
-            self.r
-                .read_exact(&mut b)
-                .map(|()| decode(&b))
-                .map_err(|e| io_err(&self.path, e)),
-        )
-    }
-}
-
-type Source<'a> = Box<dyn Iterator<Item = Result<Key, StoreError>> + Send + 'a>;
-
-/// The sorted union of sorted sources with no key in two of them.
-struct Merge<'a> {
-    sources: Vec<Source<'a>>,
-    heads: Vec<Option<Key>>,
-}
-
-impl<'a> Merge<'a> {
-    fn new(mut sources: Vec<Source<'a>>) -> Result<Merge<'a>, StoreError> {
-        let heads = sources
-            .iter_mut()
-            .map(|s| s.next().transpose())
-            .collect::<Result<_, _>>()?;
-        Ok(Merge { sources, heads })
-    }
-}
-
-impl Iterator for Merge<'_> {
-    type Item = Result<Key, StoreError>;
-    fn next(&mut self) -> Option<Self::Item> {
-        let (i, _) = self
-            .heads
-            .iter()
-            .enumerate()
-            .filter_map(|(i, h)| h.as_ref().map(|k| (i, k)))
-            .min_by(|a, b| a.1.cmp(b.1))?;
-        let next = match self.sources[i].next().transpose() {
-            Ok(n) => n,
-            Err(e) => return Some(Err(e)),
-        };
-        std::mem::replace(&mut self.heads[i], next).map(Ok)
-    }
-}
-
-/// Sets of 128-bit hashes (keyed fingerprints, row and key hashes: uniform already), hashed by
-/// folding them to 64 bits rather than by SipHash again, which cost more than the sets' use.
-pub type HashSet128 = HashSet<u128, std::hash::BuildHasherDefault<Fold128>>;
-/// Maps keyed by 128-bit hashes (see `HashSet128`).
-pub type HashMap128<V> = std::collections::HashMap<u128, V, std::hash::BuildHasherDefault<Fold128>>;
-
-/// The hasher of `HashSet128`: a u128 folded to 64 bits (other input mixed byte by byte).
-#[derive(Default)]
-pub struct Fold128(u64);
-
-impl Hasher for Fold128 {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-
-    fn write_u128(&mut self, x: u128) {
-        self.0 ^= (x as u64) ^ ((x >> 64) as u64);
-    }
-}
-
 /// A set of keys; sorted runs on disk past the memory budget.
 pub struct KeySet {
     mem: BTreeSet<Key>,
@@ -335,7 +181,10 @@ impl KeySet {
 
     /// Writes the keys in memory as a sorted run, then merges full levels.
     fn write_run(&mut self) -> Result<(), StoreError> {
-        let path = write_keys(&self.spill, self.mem.iter())?;
+        let path = write_stream(
+            self.spill.file()?,
+            self.mem.iter().map(|k| Ok(std::borrow::Cow::Borrowed(k))),
+        )?;
         for k in &self.mem {
             self.spilled.insert(self.spill.fingerprint(k));
         }
@@ -358,7 +207,7 @@ impl KeySet {
                 .map(|p| FileKeys::open(p).map(|f| Box::new(f) as Source))
                 .collect::<Result<Vec<_>, _>>()?;
             let merged = Merge::new(sources)?.map(|k| k.map(std::borrow::Cow::Owned));
-            let path = write_stream(&self.spill, merged)?;
+            let path = write_stream(self.spill.file()?, merged)?;
             for p in &same {
                 let _ = std::fs::remove_file(p);
             }
@@ -434,10 +283,7 @@ impl KeyQueue {
             }
             if let Some((path, w)) = self.disk.as_mut() {
                 for k in &self.mem {
-                    let b = encode(k);
-                    w.write_all(&(b.len() as u32).to_le_bytes())
-                        .and_then(|()| w.write_all(&b))
-                        .map_err(|e| io_err(path, e))?;
+                    write_framed(w, k).map_err(|e| io_err(path, e))?;
                 }
             }
             self.spill.release(self.mem.len());
@@ -488,10 +334,7 @@ pub fn write_key_file(set: &KeySet, path: &std::path::Path) -> Result<u64, Store
     let mut n = 0u64;
     for chunk in set.chunks(4096)? {
         for k in chunk? {
-            let b = encode(&k);
-            w.write_all(&(b.len() as u32).to_le_bytes())
-                .and_then(|()| w.write_all(&b))
-                .map_err(|e| io_err(path, e))?;
+            write_framed(&mut w, &k).map_err(|e| io_err(path, e))?;
             n += 1;
         }
     }
@@ -501,143 +344,9 @@ pub fn write_key_file(set: &KeySet, path: &std::path::Path) -> Result<u64, Store
     Ok(n)
 }
 
-/// The keys of a file [`write_key_file`] wrote, `n` at a time, in order.
-pub fn key_file_chunks(path: &std::path::Path, n: usize) -> Result<Chunks<'static>, StoreError> {
-    Ok(Chunks {
-        inner: Box::new(FileKeys::open(path)?),
-        n: n.max(1),
-    })
-}
-
-/// Keys `n` at a time, from a set or a drained queue.
-pub struct Chunks<'a> {
-    inner: Source<'a>,
-    n: usize,
-}
-
-impl Iterator for Chunks<'_> {
-    type Item = Result<Vec<Key>, StoreError>;
-    fn next(&mut self) -> Option<Self::Item> {
-        let mut chunk = Vec::with_capacity(self.n);
-        for item in self.inner.by_ref() {
-            match item {
-                Ok(k) => chunk.push(k),
-                Err(e) => return Some(Err(e)),
-            }
-            if chunk.len() == self.n {
-                break;
-            }
-        }
-        (!chunk.is_empty()).then_some(Ok(chunk))
-    }
-}
-
-/// The key whose parts' text bytes are `parts` (`None`: NULL), as the key files hold it.
-pub fn key_of_parts(parts: &[Option<&[u8]>]) -> Key {
-    let text = |p: &Option<&[u8]>| p.map(|b| String::from_utf8_lossy(b).into_owned());
-    parts.iter().map(text).collect()
-}
-
-/// A key's 128-bit hash in its text form (as the plan's key files and manifests hold keys).
-pub fn key_hash(k: &Key) -> u128 {
-    key_hash_of(k.iter().map(|v| v.as_deref().map(str::as_bytes)))
-}
-
-/// `key_hash` of a key given as its parts' text bytes (`None`: NULL), without building the key.
-pub fn key_hash_of<'a>(parts: impl Iterator<Item = Option<&'a [u8]>>) -> u128 {
-    let mut h = KeyHasher::new();
-    parts.for_each(|p| h.part(p));
-    h.finish()
-}
-
-/// `key_hash`, part by part: the parts serialized (a tag, then for text a little-endian length
-/// and the bytes) into a buffer, hashed once with XXH3-128 at the end. A refresh hashes every key
-/// of its largest tables twice (PROD's and the replaced staging's); SipHash-1-3 fed part by part
-/// was most of that comparison's CPU. Persisted only in a refresh's gone-key files, whose header
-/// names this function (`hash_file::HEADER`: change both together).
-pub struct KeyHasher {
-    inline: [u8; KEY_INLINE],
-    len: usize,
-    /// The bytes, once a long key outgrows `inline`.
-    long: Vec<u8>,
-}
-
-/// Bytes of a key serialized without a heap allocation (a bigint key takes 10 to 29).
-const KEY_INLINE: usize = 64;
-
-impl KeyHasher {
-    pub fn new() -> KeyHasher {
-        KeyHasher {
-            inline: [0; KEY_INLINE],
-            len: 0,
-            long: Vec::new(),
-        }
-    }
-
-    #[inline(always)]
-    fn push(&mut self, bytes: &[u8]) {
-        if self.long.is_empty() && self.len + bytes.len() <= KEY_INLINE {
-            self.inline[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-            self.len += bytes.len();
-            return;
-        }
-        if self.long.is_empty() {
-            self.long.extend_from_slice(&self.inline[..self.len]);
-        }
-        self.long.extend_from_slice(bytes);
-    }
-
-    /// The next part's text bytes (`None`: NULL).
-    #[inline]
-    pub fn part(&mut self, p: Option<&[u8]>) {
-        match p {
-            None => self.push(&[0]),
-            Some(s) => {
-                self.push(&[1]);
-                self.push(&(s.len() as u64).to_le_bytes());
-                self.push(s);
-            }
-        }
-    }
-
-    pub fn finish(&self) -> u128 {
-        match self.long.is_empty() {
-            true => twox_hash::XxHash3_128::oneshot(&self.inline[..self.len]),
-            false => twox_hash::XxHash3_128::oneshot(&self.long),
-        }
-    }
-}
-
-impl Default for KeyHasher {
-    fn default() -> KeyHasher {
-        KeyHasher::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn key_hashes_tell_parts_apart_and_long_keys_hash_whole() {
-        let k =
-            |parts: &[Option<&str>]| key_hash(&parts.iter().map(|p| p.map(String::from)).collect());
-        assert_ne!(k(&[Some("a"), Some("bc")]), k(&[Some("ab"), Some("c")]));
-        assert_ne!(k(&[None, Some("")]), k(&[Some(""), None]));
-        assert_ne!(k(&[Some("")]), k(&[]));
-        let long = "x".repeat(200);
-        let (a, b) = (format!("{long}a"), format!("{long}b"));
-        assert_ne!(k(&[Some(&a)]), k(&[Some(&b)]));
-        // The same bytes, whether they stayed inline or outgrew the buffer part by part.
-        let mut bytes = Vec::new();
-        for p in [&long[..40], &long[40..]] {
-            bytes.push(1);
-            bytes.extend_from_slice(&(p.len() as u64).to_le_bytes());
-            bytes.extend_from_slice(p.as_bytes());
-        }
-        let split = k(&[Some(&long[..40]), Some(&long[40..])]);
-        assert_eq!(split, twox_hash::XxHash3_128::oneshot(&bytes));
-    }
 
     #[test]
     fn hash_ranges_cover_every_hash_once() {
