@@ -69,7 +69,7 @@ pub(crate) fn diff_tables(
     }
     for o in &earlier.tables {
         if !job.tables.iter().any(|t| t.table.name == o.table.name) {
-            let gone = super::read_manifest(&earlier.manifest_dir, &o.table)?;
+            let gone = super::manifest::read_manifest(&earlier.manifest_dir, &o.table)?;
             out.push(TableDiff {
                 load: o.clone(),
                 changed: None,
@@ -109,7 +109,7 @@ fn owned(earlier: &StoreLoad, o: &TableLoad) -> Result<Option<HashSet128>, Store
     if o.strategy == Strategy::Insert {
         return Ok(None);
     }
-    let keys = super::read_manifest(&earlier.manifest_dir, &o.table)?;
+    let keys = super::manifest::read_manifest(&earlier.manifest_dir, &o.table)?;
     Ok(Some(keys.iter().map(crate::keyset::key_hash).collect()))
 }
 
@@ -136,7 +136,7 @@ fn keys_of(o: &TableLoad, wanted: &HashSet128) -> Result<Vec<Key>, StoreError> {
     let mut keys = Vec::new();
     each_earlier_row(o, |b, idx, r, (k, _)| {
         if wanted.contains(&k) {
-            keys.push(super::key_of(b, idx, r));
+            keys.push(super::keys::key_of(b, idx, r));
         }
     })?;
     Ok(keys)
@@ -152,7 +152,7 @@ fn rows_of(
     let mut before = HashMap128::default();
     each_earlier_row(o, |b, idx, r, (k, row)| {
         let mine = range(k);
-        if mine && owned.is_none_or(|w| w.contains(&super::key_hash_at(b, idx, r))) {
+        if mine && owned.is_none_or(|w| w.contains(&super::keys::key_hash_at(b, idx, r))) {
             before.insert(k, row);
         }
     })?;
@@ -215,7 +215,7 @@ pub(super) fn diff_table(
                 let mine = in_range(k);
                 let was = if mine { rows.remove(&k) } else { None };
                 if let (Some(_), Some(kept)) = (was, kept.as_mut()) {
-                    kept.push(super::key_of(&b, &idx, r));
+                    kept.push(super::keys::key_of(&b, &idx, r));
                 }
                 staged_rows += u64::from(mine);
                 is_changed.push(was.is_some_and(|w| w != row));

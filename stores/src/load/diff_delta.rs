@@ -11,7 +11,8 @@
 //! uses it only when every digest matches, else it compares the files whole.
 
 use super::diff_parts::{Part, RowHasher, TableDiff};
-use super::{key_hashes, key_of, key_positions, Strategy, TableLoad};
+use super::keys::{key_hashes, key_of, key_positions};
+use super::{Strategy, TableLoad};
 use crate::error::StoreError;
 use crate::keyset::{HashMap128, HashSet128};
 use crate::staging::{open_verified, staging_err, FileInfo};

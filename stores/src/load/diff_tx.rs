@@ -24,7 +24,7 @@ pub(crate) async fn write_in_tx<D: Dialect>(
     if marked.is_empty() {
         return Ok(None);
     }
-    super::check_manifests(
+    super::manifest::check_manifests(
         &earlier.store,
         &earlier.tables,
         &earlier.manifest_dir,
@@ -93,7 +93,7 @@ async fn write_table<D: Dialect>(
         let w = d.write_table(2 * n + i, &part, &dir).await?;
         if i == 1 && t.kept.is_some() {
             // Not `insert`: the keys the strategy did insert (CERT may have had the others).
-            inserted = super::read_manifest(&dir, &part.table)?;
+            inserted = super::manifest::read_manifest(&dir, &part.table)?;
         }
         if !part.deferred.is_empty() {
             breaks.push((part, w.touched));
@@ -102,12 +102,12 @@ async fn write_table<D: Dialect>(
     let table = &t.load.table;
     let owned = match &t.kept {
         None => {
-            super::copy_manifest(&job.manifest_dir, table, &t.load.file)?;
+            super::manifest::copy_manifest(&job.manifest_dir, table, &t.load.file)?;
             t.staged_rows
         }
         Some(kept) => {
             let keys: Vec<Key> = kept.iter().cloned().chain(inserted).collect();
-            super::write_manifest(&job.manifest_dir, table, &keys)?;
+            super::manifest::write_manifest(&job.manifest_dir, table, &keys)?;
             keys.len() as u64
         }
     };

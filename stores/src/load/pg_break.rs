@@ -1,7 +1,8 @@
 //! Cycle break columns on PostgreSQL: loaded NULL with their rows, then set to their staged
 //! values once every table of the cycle is in, by one UPDATE per staged batch.
 
-use super::{batches, key_of, key_positions, TableLoad};
+use super::keys::{batches, key_of, key_positions};
+use super::TableLoad;
 use crate::error::StoreError;
 use crate::postgres::snapshot::{col_type, ident, table_ident};
 use crate::schema::Table;

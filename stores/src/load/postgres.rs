@@ -1,10 +1,9 @@
 //! Loading into and rolling back PostgreSQL CERT databases (`COPY … FROM STDIN`).
 
+use super::keys::{batches, key_of, key_positions};
+use super::manifest::{copy_manifest, write_manifest};
 use super::protocol::{self, Conn, Dialect, Written};
-use super::{
-    batches, copy_manifest, key_of, key_positions, new_keys, write_manifest, LoadReport, StoreLoad,
-    Strategy, TableLoad, TableReport,
-};
+use super::{new_keys, LoadReport, StoreLoad, Strategy, TableLoad, TableReport};
 use crate::config::Triggers;
 use crate::error::StoreError;
 use crate::postgres::copy::copy_in;

@@ -10,7 +10,8 @@
 use super::dialect::{markers, DELETE_MARKERS, INSERT_MARKER};
 pub(crate) use super::dialect::{Conn, Dialect, Written};
 use super::diff_parts::TableDiff;
-use super::{check_count_sql, check_manifests, check_outcome, read_manifest};
+use super::manifest::{check_manifests, read_manifest};
+use super::{check_count_sql, check_outcome};
 use super::{LoadReport, StoreLoad, TableReport};
 use crate::error::StoreError;
 use crate::schema::Table;

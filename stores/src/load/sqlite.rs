@@ -2,11 +2,10 @@
 //! to name the row that broke a constraint. Foreign keys are checked at commit
 //! (`defer_foreign_keys`), so cycles load in one pass.
 
+use super::keys::{batches, key_of, key_positions};
+use super::manifest::write_manifest;
 use super::protocol::{self, Conn, Dialect, Written};
-use super::{
-    batches, key_of, key_positions, new_keys, write_manifest, LoadReport, StoreLoad, Strategy,
-    TableLoad, TableReport,
-};
+use super::{new_keys, LoadReport, StoreLoad, Strategy, TableLoad, TableReport};
 use crate::error::StoreError;
 use crate::schema::Table;
 use crate::sqlite::snapshot::ident;
