@@ -19,6 +19,7 @@ use crate::schema::{ForeignKey, Table};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 pub use crate::keyset::Key;
+use crate::snapshot::SnapshotReader;
 
 /// Keys asked for per query.
 pub const KEY_BATCH: usize = 1000;
@@ -27,69 +28,6 @@ pub const KEY_BATCH: usize = 1000;
 /// trip, not the keys (5,000 student ids: 9 ms in PostgreSQL, 1,000: 3 ms). `rows_in` splits
 /// them where its engine binds fewer at once.
 const FOLLOW_BATCH: usize = 5000;
-
-/// Where streamed rows go.
-pub type Sink<'a> = dyn FnMut(Key) -> Result<(), StoreError> + Send + 'a;
-
-/// Takes one row's chosen columns as their text bytes (`None`: NULL).
-pub type KeyParts<'a> = dyn FnMut(&[Option<&[u8]>]) -> Result<(), StoreError> + Send + 'a;
-
-/// Reads one store inside one read-only snapshot.
-#[async_trait::async_trait]
-pub trait SnapshotReader: Send {
-    /// Streams `project` of the rows of `table` whose `column` equals `value` into `sink`.
-    async fn rows_eq(
-        &mut self,
-        table: &Table,
-        column: &str,
-        value: &str,
-        project: &[String],
-        sink: &mut Sink<'_>,
-    ) -> Result<(), StoreError>;
-    /// `project` of the rows of `table` whose `columns` equal one of `keys` (any number: an
-    /// engine that binds fewer at once splits them).
-    async fn rows_in(
-        &mut self,
-        table: &Table,
-        columns: &[String],
-        keys: &[Key],
-        project: &[String],
-    ) -> Result<Vec<Key>, StoreError>;
-    /// Streams `project` of every row of `table` into `sink`.
-    async fn rows_all(
-        &mut self,
-        table: &Table,
-        project: &[String],
-        sink: &mut Sink<'_>,
-    ) -> Result<(), StoreError>;
-    /// Calls `f` with `key_cols` (as text, `None` for NULL) of every row of `table` whose `column`
-    /// holds `value`, without building a `Key` per row: for a table of millions of rows.
-    async fn keys_eq(
-        &mut self,
-        table: &Table,
-        column: &str,
-        value: &str,
-        key_cols: &[String],
-        f: &mut KeyParts<'_>,
-    ) -> Result<(), StoreError> {
-        let mut each = |k: Key| {
-            let parts: Vec<Option<&[u8]>> =
-                k.iter().map(|p| p.as_deref().map(str::as_bytes)).collect();
-            f(&parts)
-        };
-        self.rows_eq(table, column, value, key_cols, &mut each)
-            .await
-    }
-    /// Whether `table` has any row (validation skips key lookups in an empty CERT table).
-    async fn has_rows(&mut self, table: &Table) -> Result<bool, StoreError>;
-    /// How many rows of `table` have `column` equal to `value`.
-    async fn count_eq(
-        &mut self,
-        table: &Table,
-        column: &str,
-        value: &str,
-    ) -> Result<u64, StoreError>;
-}
 
 /// What was selected, per table (`store.table`).
 pub struct Subset {

@@ -10,7 +10,8 @@ use super::Tally;
 use arrow_array::RecordBatch;
 use std::collections::HashMap;
 use wf_stores::schema::Table;
-use wf_stores::subset::{Key, SnapshotReader};
+use wf_stores::snapshot::SnapshotReader;
+use wf_stores::subset::Key;
 use wf_stores::StoreError;
 
 /// Distinct dangling references remembered per FK for the CERT lookup.

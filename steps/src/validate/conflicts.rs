@@ -12,7 +12,8 @@ use std::path::Path;
 use wf_stores::extract::Snap;
 use wf_stores::load::Strategy;
 use wf_stores::schema::Table;
-use wf_stores::subset::{Key, SnapshotReader};
+use wf_stores::snapshot::SnapshotReader;
+use wf_stores::subset::Key;
 use wf_stores::StoreError;
 
 /// What the conflict checks of one staged table need.

@@ -15,8 +15,9 @@ use wf_stores::extract::{open_snapshot, Snap};
 use wf_stores::graph::stage::{GraphBatch, GraphFileKind, GraphFileReader};
 use wf_stores::graph::GValue;
 use wf_stores::schema::{StoreSchema, Table};
+use wf_stores::snapshot::SnapshotReader;
 use wf_stores::staging::{columns_of, open, value_at, ColType};
-use wf_stores::subset::{Key, SnapshotReader};
+use wf_stores::subset::Key;
 use wf_stores::{Config, StoreError};
 
 /// What post-load validation looks at.

@@ -4,9 +4,10 @@
 
 use super::copy::copy_out;
 use crate::error::StoreError;
+use crate::keyset::Key;
 use crate::schema::Table;
+use crate::snapshot::{KeyParts, Sink, SnapshotReader};
 use crate::staging::{StagedColumn, StagingWriter};
-use crate::subset::{Key, Sink, SnapshotReader};
 use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres};
 
@@ -130,7 +131,7 @@ impl PgSnapshot {
         &mut self,
         copy: &str,
         width: usize,
-        f: &mut crate::subset::KeyParts<'_>,
+        f: &mut KeyParts<'_>,
     ) -> Result<(), StoreError> {
         super::copy::copy_lines(&mut self.conn, &self.store, copy, |line| {
             if width == 1 {
@@ -427,7 +428,7 @@ impl SnapshotReader for PgSnapshot {
         column: &str,
         value: &str,
         key_cols: &[String],
-        f: &mut crate::subset::KeyParts<'_>,
+        f: &mut KeyParts<'_>,
     ) -> Result<(), StoreError> {
         // COPY, not a row per message: the keys as the key files hold them (`select_list`).
         let sql = format!(
@@ -476,7 +477,7 @@ impl crate::snapshot::Snapshot for PgSnapshot {
         table: &Table,
         since: &crate::snapshot::Since,
         key_cols: &[String],
-        f: &mut crate::subset::KeyParts<'_>,
+        f: &mut KeyParts<'_>,
     ) -> Result<(), StoreError> {
         let sql = format!(
             "copy (select {} from {} where true{}) to stdout",

@@ -1,9 +1,10 @@
 //! A SQLite read snapshot: one connection inside a transaction (the first read fixes its view).
 
 use crate::error::StoreError;
+use crate::keyset::Key;
 use crate::schema::Table;
+use crate::snapshot::{Sink, SnapshotReader};
 use crate::staging::{StagingWriter, Value};
-use crate::subset::{Key, Sink, SnapshotReader};
 use futures_util::TryStreamExt;
 use sqlx::pool::PoolConnection;
 use sqlx::{Row, Sqlite, SqlitePool, TypeInfo, ValueRef};
