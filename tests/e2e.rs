@@ -227,7 +227,9 @@ pub(crate) fn ok(sb: &Sandbox, args: &[&str]) -> String {
     r.stdout
 }
 
-/// Per-table checksums of CERT (wf's own marker table left out), and the graph's counts.
+/// Per-table checksums of CERT (wf's own marker table left out), and per label and relationship
+/// type of the graph its count and a checksum of its nodes' labels and properties (of its
+/// relationships' ends and properties).
 pub(crate) fn cert_contents(env: &Env, side: &str) -> BTreeMap<String, String> {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut out = BTreeMap::new();
@@ -265,14 +267,36 @@ pub(crate) fn cert_contents(env: &Env, side: &str) -> BTreeMap<String, String> {
         };
         let mut r = wf_stores::graph::open_read(&g, wf_stores::Side::Cert).await.unwrap();
         for (l, c) in r.label_counts().await.unwrap() {
-            out.insert(format!("sp.{l}"), c.to_string());
+            // wf's marker nodes name their run: counted, their contents differ by design.
+            let own = [wf_stores::graph::MARKER_LABEL, wf_stores::marker::ENROLL_LABEL];
+            let sum = match own.contains(&l.as_str()) {
+                true => String::new(),
+                false => digest(r.sample_nodes(&l, c + 1).await.unwrap().iter().map(|n| {
+                    let mut labels = n.labels.clone();
+                    labels.sort();
+                    format!("{labels:?} {:?}", n.props)
+                })),
+            };
+            out.insert(format!("sp.{l}"), format!("{c}:{sum}"));
         }
         for (t, c) in r.rel_type_counts().await.unwrap() {
-            out.insert(format!("sp.:{t}"), c.to_string());
+            let rels = r.sample_rels(&t, c + 1).await.unwrap();
+            let sum = digest(rels.iter().map(|x| format!("{:?} {:?} {:?}", x.start, x.end, x.props)));
+            out.insert(format!("sp.:{t}"), format!("{c}:{sum}"));
         }
         r.finish().await.unwrap();
     });
     out
+}
+
+/// An order-independent checksum of `items`: sorted, then hashed.
+fn digest(items: impl Iterator<Item = String>) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut v: Vec<String> = items.collect();
+    v.sort();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    v.hash(&mut h);
+    format!("{:016x}", h.finish())
 }
 
 pub(crate) fn status(sb: &Sandbox, run: &str) -> serde_json::Value {

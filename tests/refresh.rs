@@ -1,13 +1,14 @@
 //! `wf refresh` on PostgreSQL + ArcadeDB. District 3 is migrated; PROD then changes at random (a
 //! seeded generator: `WF_TEST_SEED` replays a failure) with updates, inserts, deletes, a row moved
-//! to another district and a new parent; the refresh must leave CERT equal, table by table and
-//! label by label, to a migrate of the new PROD into an empty CERT; that first refresh is
-//! `--incremental` (only the changed rows are written). A reader on another connection counts the
-//! district's students all along: it sees the old count or the new, never neither nor both. The
-//! replaced run shows `superseded` and its rollback is refused, naming the refresh. Refreshes,
-//! whole and incremental in turn, are SIGKILLed at random moments (at least 20 times) and resumed
-//! each time: the same CERT. Then a batch of incremental refreshes.
-
+//! to another district and a new parent, and in the graph nodes changed, added, removed and moved
+//! to another district, relationships added and removed; the refresh must leave CERT equal,
+//! table by table and label by label (counts and contents), to a migrate of the new PROD into an
+//! empty CERT; that first refresh is `--incremental` (only the changed rows are written). A
+//! reader on another connection counts the district's students all along: it sees the old count
+//! or the new, never neither nor both. The replaced run shows `superseded` and its rollback is
+//! refused, naming the refresh. Refreshes, whole and incremental in turn, are SIGKILLed at random
+//! moments (at least 20 times) and resumed each time: the same CERT. Then a batch of incremental
+//! refreshes.
 use crate::e2e::{cert_contents, ok, status, wf, Env};
 use crate::snapshots::exec;
 use crate::util::Sandbox;
@@ -86,6 +87,28 @@ pub(crate) fn change_prod(env: &Env, seed: u64) {
             b = pick(&mut rng)
         ),
     );
+    change_graph(env, &mut rng, seed);
+}
+
+/// Changes PROD's graph with `rng`: students' properties changed, a guardian of a district
+/// student added (a new node and relationship) and another removed with its relationships, an
+/// enrollment relationship removed, and a teacher moved to district 1.
+fn change_graph(env: &Env, rng: &mut rand_chacha::ChaCha8Rng, seed: u64) {
+    let (_, user, pw, http) = env.bolt_of("prod");
+    let db = env.graph_db("prod");
+    let mut k = || rng.random_range(0..20u32);
+    let statements = [
+        "MATCH (s:Student) WHERE s.district_id = 3 WITH s ORDER BY s.id SKIP $k LIMIT 3 SET s.grade = 'G' + toString($k)",
+        "MATCH (s:Student) WHERE s.district_id = 3 WITH s ORDER BY s.id SKIP $k LIMIT 1 CREATE (g:Guardian {id: $id, name: 'Graph Guardian'})-[:GUARDIAN_OF]->(s)",
+        "MATCH (g:Guardian)-[:GUARDIAN_OF]->(s:Student) WHERE s.district_id = 3 AND g.id <> $id WITH g ORDER BY g.id SKIP $k LIMIT 1 DETACH DELETE g",
+        "MATCH (s:Student)-[r:ENROLLED_IN]->(c:Section) WHERE s.district_id = 3 WITH r, s, c ORDER BY s.id, c.id SKIP $k LIMIT 1 DELETE r",
+        "MATCH (t:Teacher) WHERE t.district_id = 3 WITH t ORDER BY t.id SKIP $k LIMIT 1 SET t.district_id = 1",
+    ];
+    for c in statements {
+        let params = serde_json::json!({"k": k(), "id": 8_000_000_000u64 + seed % 1_000_000});
+        wf::arcade::command(http, (user, pw), &db, ("opencypher", c), params)
+            .unwrap_or_else(|e| panic!("{c}: {e}"));
+    }
 }
 
 /// Counts district 3's students in CERT `side` on its own connection until `stop`; every count
@@ -154,6 +177,15 @@ fn a_refresh_replaces_the_district_at_once_and_equals_a_fresh_migrate() {
         "refresh equals a fresh migrate"
     );
     assert_ne!(old, fresh, "PROD did change");
+    for graph in [
+        "sp.Student",
+        "sp.Guardian",
+        "sp.Teacher",
+        "sp.:GUARDIAN_OF",
+        "sp.:ENROLLED_IN",
+    ] {
+        assert_ne!(old[graph], fresh[graph], "PROD's {graph} did change");
+    }
     written_by_difference(&sb, &second);
     few_unique_lookups(&sb, &second);
     let (before, after) = (
