@@ -172,6 +172,7 @@ async fn main() {
         strategy: Strategy::Insert,
         dry_run: false,
         replaces: None,
+        by_difference: false,
     };
     let (t, cpu) = (Instant::now(), cpu_seconds());
     let r = load_graph(&cfg, &job).await.expect("load");

@@ -4,8 +4,8 @@
 //! non-key columns in every table, some attendance rows deleted) before each refresh, whole and
 //! `--incremental` in turn. Prints the migrate, each refresh and its phases (`WF_BENCH_STEPS=1`:
 //! its steps), and the medians' ratios; "loads" are the stores' loads, from the first held load
-//! (`validate/<store>`) to the last commit. Relational stores only (the graph is replaced whole
-//! either way). With `WF_BENCH_TRACKED` (default 1) the tables of `TRACKED` get a change column
+//! (`validate/<store>`) to the last commit. Relational stores only unless `WF_BENCH_GRAPH=1`
+//! (the graph is read whole either way, and written by difference with `--incremental`). With `WF_BENCH_TRACKED` (default 1) the tables of `TRACKED` get a change column
 //! and a `[[change_tracking]]` entry, so an incremental refresh reads only what changed there.
 //!
 //! Before the migrate and before each refresh (untimed) both sides are vacuumed and analyzed, as

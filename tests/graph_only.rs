@@ -138,3 +138,113 @@ fn a_graph_only_config_on_arcadedb() {
             .sum()
     });
 }
+
+/// Rows of an embedded graph file's `table` as text, sorted (wf's markers are in their own table).
+fn embedded_rows(file: &Path, table: &str) -> Vec<String> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = format!("sqlite://{}?mode=ro", file.display());
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let cols = match table {
+            "nodes" => "label, key, labels, props",
+            _ => "type, start_label, start_key, end_label, end_key, props",
+        };
+        let q = format!("select json_array({cols}) from {table} order by 1");
+        sqlx::query_scalar(sqlx::AssertSqlSafe(q))
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    })
+}
+
+fn embedded_exec(file: &Path, sql: &str) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", file.display()))
+            .await
+            .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    });
+}
+
+/// `wf refresh --incremental` on the embedded graph after PROD changed (students' properties, a
+/// guardian and its relationship gone, an enrollment gone): the refresh writes only the changed
+/// nodes and relationships, leaves the rest, and CERT then equals a migrate of the new PROD into
+/// an empty CERT, node by node and relationship by relationship; rolling the refresh back
+/// empties CERT (it owns what it left as it was).
+#[test]
+fn an_incremental_refresh_of_the_embedded_graph_equals_a_fresh_migrate() {
+    let sb = Sandbox::new();
+    let dir = sb.out("gr");
+    let full = |cert: &str| {
+        format!(
+            "[graph]\nname = \"sp\"\nkind = \"embedded\"\nprod = \"{0}/prod.graph\"\ncert = \"{0}/{cert}\"\n\
+             district_labels = [\"School\", \"Teacher\", \"Student\"]\n\
+             [[graph.follow]]\ntype = \"ENROLLED_IN\"\ndirection = \"out\"\n\
+             [[graph.follow]]\ntype = \"GUARDIAN_OF\"\ndirection = \"in\"\n",
+            dir.display()
+        )
+    };
+    let a = graph_only(&full("a.graph"), &dir.join("a"));
+    let b = graph_only(&full("b.graph"), &dir.join("b"));
+    ok(&sb, &a, &["seed", "--env", "prod"]);
+    ok(&sb, &a, &["seed", "--env", "cert"]);
+    ok(&sb, &b, &["seed", "--env", "cert"]);
+    let first = ok(&sb, &a, &["run", "migrate", "--district", "2"]);
+    let prod = dir.join("prod.graph");
+    let students = "select key from nodes where label = 'Student' and json_extract(props, '$.district_id') = 2";
+    embedded_exec(
+        &prod,
+        &format!(
+            "update nodes set props = json_set(props, '$.grade', 'G-x') where label = 'Student' and key in ({students} order by key limit 3);
+             create temp table gone as select start_key k from rels where type = 'GUARDIAN_OF' and end_key in ({students}) order by start_key limit 1;
+             delete from rels where start_label = 'Guardian' and start_key in (select k from gone);
+             delete from nodes where label = 'Guardian' and key in (select k from gone);
+             delete from rels where type = 'ENROLLED_IN' and (start_key, end_key) in (select start_key, end_key from rels where type = 'ENROLLED_IN' and start_key in ({students}) order by 1, 2 limit 1);"
+        ),
+    );
+    let out = ok(&sb, &a, &["refresh", "--district", "2", "--incremental"]);
+    assert!(
+        out.contains(&format!("replaces run {}", first.lines().next().unwrap())),
+        "{out}"
+    );
+    let refresh = out
+        .lines()
+        .find(|l| l.starts_with("mig-"))
+        .unwrap()
+        .to_string();
+    ok(&sb, &b, &["run", "migrate", "--district", "2"]);
+    for table in ["nodes", "rels"] {
+        let (got, want) = (
+            embedded_rows(&dir.join("a.graph"), table),
+            embedded_rows(&dir.join("b.graph"), table),
+        );
+        assert!(!want.is_empty());
+        assert_eq!(got, want, "{table}: the refresh equals a fresh migrate");
+    }
+    let st: Value = serde_json::from_str(&ok(&sb, &a, &["status", &refresh, "--json"])).unwrap();
+    let load = st["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "load/sp")
+        .unwrap();
+    let (kept, written) = (
+        load["metrics"]["unchanged_rows"].as_u64().unwrap(),
+        load["metrics"]["rows"].as_u64().unwrap(),
+    );
+    assert!(
+        written > 0 && kept > 10 * written,
+        "{kept} kept, {written} written"
+    );
+    ok(&sb, &a, &["validate", &refresh]);
+    ok(&sb, &a, &["rollback", &refresh, "--yes"]);
+    assert_eq!(
+        embedded_nodes(&dir.join("a.graph")),
+        0,
+        "the rollback empties CERT"
+    );
+}

@@ -296,7 +296,8 @@ fn rolled_back_whole(sb: &Sandbox, env: &Env, run: &str) {
 
 /// The refresh `run` wrote only what changed: every store's load was held before the gate, and
 /// the load steps kept most of the district's rows as they were and wrote some (the changed
-/// students and results).
+/// students and results; in the graph the changed students, the new guardian, their
+/// relationships).
 fn written_by_difference(sb: &Sandbox, run: &str) {
     let st = status(sb, run);
     let metric = |step: &str, m: &str| {
@@ -312,7 +313,7 @@ fn written_by_difference(sb: &Sandbox, run: &str) {
         // Loaded in validate/<store> while the other tables were checked, committed here.
         assert_eq!(metric(&format!("load/{store}"), "loaded_by_the_gate"), 1);
     }
-    for store in ["ids", "adb"] {
+    for store in ["ids", "adb", "sp"] {
         let (kept, written) = (
             metric(&format!("load/{store}"), "unchanged_rows"),
             metric(&format!("load/{store}"), "rows"),

@@ -263,6 +263,7 @@ async fn whole_story(cfg: GraphConfig) {
         strategy: Strategy::Insert,
         dry_run: false,
         replaces: None,
+        by_difference: false,
     };
     let rep = load_graph(&cfg, &job).await.unwrap();
     assert!(!rep.already_loaded);

@@ -73,6 +73,7 @@ async fn story(cfg: GraphConfig) {
         strategy: Strategy::SkipExisting,
         dry_run: false,
         replaces: None,
+        by_difference: false,
     };
     let rep = load_graph(&cfg, &job).await.unwrap();
     assert_eq!(rep.tables.iter().map(|t| t.inserted).sum::<u64>(), 8);

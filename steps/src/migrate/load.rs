@@ -150,6 +150,7 @@ async fn load_graph_step(
         strategy: p.strategy,
         dry_run: p.dry_run,
         replaces,
+        by_difference: p.incremental,
     });
     // `validate/<graph>` may have loaded the graph already, in a transaction left open for us.
     let handed = match &job {
@@ -175,10 +176,11 @@ async fn load_graph_step(
         }
         (None, _) => None,
     };
-    let rows = report
-        .as_ref()
-        .map(|r| r.tables.iter().map(|t| t.inserted).sum())
-        .unwrap_or(0);
+    let tables = report.iter().flat_map(|r| &r.tables);
+    let rows = tables.clone().map(|t| t.inserted).sum();
+    let unchanged = tables
+        .map(|t| t.rows_in_file.saturating_sub(t.inserted))
+        .sum();
     let mut out = StepOutput::with_value(&LoadOut {
         store: g.name.clone(),
         job: None,
@@ -188,6 +190,10 @@ async fn load_graph_step(
     out.metrics.insert("rows".into(), rows);
     out.metrics
         .insert("loaded_by_the_gate".into(), u64::from(handed_over));
+    if p.incremental && p.replaces.is_some() {
+        // By difference: what did not change stayed as CERT had it.
+        out.metrics.insert("unchanged_rows".into(), unchanged);
+    }
     Ok(out)
 }
 

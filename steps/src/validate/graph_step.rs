@@ -110,6 +110,7 @@ fn job(
         strategy: p.strategy,
         dry_run: false,
         replaces: None,
+        by_difference: false,
     };
     Ok(Some((job, staged)))
 }

@@ -24,11 +24,15 @@ pub struct GraphLoad {
     /// same transaction before the new ones go in. Not journaled, as `StoreLoad::replaces`.
     #[serde(skip)]
     pub replaces: Option<Box<GraphLoad>>,
+    /// With `replaces`: write only what changed since that load (`wf refresh --incremental`;
+    /// see `diff`). Not journaled either.
+    #[serde(skip)]
+    pub by_difference: bool,
 }
 
 /// A manifest line: a node (label and key) or relationship (type, end labels, end keys) the load
 /// created.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(untagged)]
 pub(super) enum Created {
     Node {

@@ -110,9 +110,10 @@ async fn load_in(
     if w.has_marker(&job.run_key).await? {
         return Ok(None);
     }
-    if let Some(earlier) = &job.replaces {
-        super::rollback::delete_created(w, cfg, earlier).await?;
-    }
+    let diff = match &job.replaces {
+        Some(earlier) => super::diff::replace(w, cfg, job, earlier).await?,
+        None => None,
+    };
     let mut readers = Vec::new();
     for f in &job.files {
         readers.push(GraphFileReader::open(f)?);
@@ -120,12 +121,7 @@ async fn load_in(
     readers.sort_by_key(|r| matches!(r.kind, GraphFileKind::Rels { .. }));
     for r in &readers {
         let keys = w.keys();
-        let now = match &r.kind {
-            GraphFileKind::Nodes { label } => keys.of(label).to_string(),
-            GraphFileKind::Rels { start, end, .. } => {
-                format!("{} {}", keys.of(start), keys.of(end))
-            }
-        };
+        let now = r.kind.key_under(keys);
         if now != r.key {
             return Err(StoreError::Query {
                 store: cfg.name.clone(),
@@ -145,12 +141,14 @@ async fn load_in(
     }
     // After the indexes: the probe's lookups use them.
     if probes_apart(cfg, job) {
-        let (loaded, probed) =
-            tokio::join!(load_files(w, cfg, job, readers, true), probe(cfg, job));
+        let (loaded, probed) = tokio::join!(
+            load_files(w, cfg, job, readers, (true, None)),
+            probe(cfg, job)
+        );
         probed?;
         return loaded;
     }
-    load_files(w, cfg, job, readers, false).await
+    load_files(w, cfg, job, readers, (false, diff.as_ref())).await
 }
 
 /// Under `insert` on a Bolt server, whether any staged node is in CERT already is asked on a
@@ -210,9 +208,13 @@ async fn load_files(
     cfg: &GraphConfig,
     job: &GraphLoad,
     readers: Vec<GraphFileReader>,
-    probed: bool,
+    (probed, diff): (bool, Option<&super::diff::GraphDiff>),
 ) -> Result<Option<Vec<TableReport>>, StoreError> {
     let mut manifest = Partial::create(&job.manifest)?;
+    // By difference: what stays as CERT has it is skipped, and stays the run's own.
+    for c in diff.map(|d| d.carried.as_slice()).unwrap_or_default() {
+        manifest.line(c.clone())?;
+    }
     // CREATE statements carry a whole staged batch; MERGE with its lookups goes by CHUNK.
     let size = match job.strategy {
         Strategy::Insert => BIG_CHUNK,
@@ -236,7 +238,13 @@ async fn load_files(
         let kind = rd.kind.clone();
         while let Some(batch) = rd.next_batch()? {
             match (batch, &kind) {
-                (GraphBatch::Nodes(rows), GraphFileKind::Nodes { label }) => {
+                (GraphBatch::Nodes(mut rows), GraphFileKind::Nodes { label }) => {
+                    if let Some(d) = diff {
+                        let keys = file.w.keys().clone();
+                        let staged = rows.len() as u64;
+                        rows.retain(|n| !d.keeps_node(&keys, label, n));
+                        file.report.rows_in_file += staged - rows.len() as u64;
+                    }
                     for chunk in rows.chunks(size) {
                         file.nodes(label, chunk).await?;
                     }
@@ -249,6 +257,12 @@ async fn load_files(
                         end,
                     },
                 ) => {
+                    let mut rows = rows;
+                    if let Some(d) = diff {
+                        let staged = rows.len() as u64;
+                        rows.retain(|r| !d.keeps_rel(rel_type, (start, end), r));
+                        file.report.rows_in_file += staged - rows.len() as u64;
+                    }
                     for chunk in rows.chunks(size) {
                         file.rels(rel_type, (start, end), chunk).await?;
                     }

@@ -6,6 +6,7 @@
 
 pub mod bolt;
 pub mod config;
+mod diff;
 pub mod discover;
 pub mod embedded;
 pub mod extract;

@@ -40,17 +40,22 @@ impl GraphFileKind {
         }
     }
 
-    fn meta(&self, store: &str, keys: &KeyMap) -> HashMap<String, String> {
-        let key = match self {
+    /// The key such a file is staged with under `keys` (`wf.key`): its label's, or for a
+    /// relationship file its start's and end's, space-separated.
+    pub fn key_under(&self, keys: &KeyMap) -> String {
+        match self {
             GraphFileKind::Nodes { label } => keys.of(label).to_string(),
             GraphFileKind::Rels { start, end, .. } => {
                 format!("{} {}", keys.of(start), keys.of(end))
             }
-        };
+        }
+    }
+
+    fn meta(&self, store: &str, keys: &KeyMap) -> HashMap<String, String> {
         let mut m = HashMap::from([
             ("wf.store".to_string(), store.to_string()),
             ("wf.table".to_string(), self.table()),
-            ("wf.key".to_string(), key),
+            ("wf.key".to_string(), self.key_under(keys)),
         ]);
         match self {
             GraphFileKind::Nodes { label } => {
