@@ -5,7 +5,8 @@
 //! `--incremental` in turn. Prints the migrate, each refresh and its phases (`WF_BENCH_STEPS=1`:
 //! its steps), and the medians' ratios; "loads" are the stores' loads, from the first held load
 //! (`validate/<store>`) to the last commit. Relational stores only unless `WF_BENCH_GRAPH=1`
-//! (the graph is read whole either way, and written by difference with `--incremental`). With `WF_BENCH_TRACKED` (default 1) the tables of `TRACKED` get a change column
+//! (then also about 1 % of the district's students change in PROD's graph; the graph is read
+//! whole either way, and written by difference with `--incremental`). With `WF_BENCH_TRACKED` (default 1) the tables of `TRACKED` get a change column
 //! and a `[[change_tracking]]` entry, so an incremental refresh reads only what changed there.
 //!
 //! Before the migrate and before each refresh (untimed) both sides are vacuumed and analyzed, as
@@ -39,6 +40,21 @@ fn change_prod(round: u32, pct: u32) {
     for (store, sql) in stmts {
         psql(&pg(&format!("wfb_prod_{store}")), &["-c", &sql]);
     }
+}
+
+/// About `pct` % of district 3's students changed in PROD's graph, differently for each `round`.
+fn change_graph(round: u32, pct: u32) {
+    let c = format!(
+        "MATCH (s:Student) WHERE s.district_id = 3 AND (s.id * 7919 + {round}) % 100 < {pct} SET s.grade = 'G{round}'"
+    );
+    wf::arcade::command(
+        &env("WF_TEST_ARCADE_HTTP"),
+        (&env("WF_TEST_BOLT_USER"), &env("WF_TEST_BOLT_PASSWORD")),
+        "wfb_prod_sp",
+        ("opencypher", &c),
+        serde_json::json!({}),
+    )
+    .expect("graph change");
 }
 
 /// The first line of `wf`'s output that is a run id.
@@ -91,8 +107,16 @@ fn main() {
             );
         }
     }
+    // WF_BENCH_GRAPH=1: the graph too (its PROD and CERT databases made afresh).
+    let graph = std::env::var("WF_BENCH_GRAPH").as_deref() == Ok("1");
+    if graph {
+        for side in ["prod", "inc"] {
+            graph_db(&format!("drop database wfb_{side}_sp"));
+            graph_db(&format!("create database wfb_{side}_sp"));
+        }
+    }
     let data = work.path().join("wf-data");
-    let cfg = config(&work.path().join("inc"), "inc", false);
+    let cfg = config(&work.path().join("inc"), "inc", graph);
     let cfg = cfg.to_str().expect("path");
     wf(
         &data,
@@ -117,6 +141,9 @@ fn main() {
     for round in 0..2 * rounds {
         vacuum(&["prod", "inc"]);
         change_prod(round, 1);
+        if graph {
+            change_graph(round, 1);
+        }
         let incremental = round % 2 == 1;
         let mut args = vec!["refresh", "--district", "3", "--config-file", cfg];
         if incremental {
