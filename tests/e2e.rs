@@ -478,11 +478,20 @@ fn sigkill_in_every_phase_then_resume_gives_the_same_cert_as_an_uninterrupted_ru
                 .iter()
                 .find(|(p, _)| *p == phase)
                 .map(|(_, first)| first.to_string());
+            // The next phase's first step holds 2 s too: phases overlap (a table is validated
+            // as soon as it is anonymized), and a process that finished this phase could run
+            // the whole next one before the kill, leaving it without a kill inside.
+            let next_hold = PHASES
+                .iter()
+                .skip_while(|(p, _)| *p != phase)
+                .nth(1)
+                .map(|(_, first)| format!("{first}=2000"));
             let (mut c, wait) = if n == 0 {
                 let hold = first_step.map(|f| format!("{f}=2000"));
-                (spawn(None, hold), random_ms(1500))
+                let hold = [hold, next_hold].into_iter().flatten().collect::<Vec<_>>();
+                (spawn(None, Some(hold.join(","))), random_ms(1500))
             } else {
-                (spawn(None, None), random_ms(span + 60))
+                (spawn(None, next_hold), random_ms(span + 60))
             };
             std::thread::sleep(Duration::from_millis(wait));
             if kill(&mut c) {
