@@ -10,6 +10,10 @@
 //! A changed node is deleted with its relationships (`DETACH DELETE`, as a whole replace deletes
 //! it) and created again with them. The replaced staging only tells which of the run's own
 //! elements are unchanged; without it, or keyed otherwise, the graph is replaced whole (logged).
+//!
+//! Memory: 128-bit identities and content hashes only (about 100 bytes an element of the
+//! district's subgraph, against some 500 when the manifest's lines were held); the replaced
+//! run's manifest is read again for what to delete and what to carry over.
 
 use super::job::{Created, GraphLoad, BIG_CHUNK};
 use super::stage::{GraphBatch, GraphFileKind, GraphFileReader};
@@ -18,6 +22,7 @@ use crate::error::StoreError;
 use crate::keyset::{HashMap128, HashSet128};
 use std::collections::BTreeMap;
 use std::io::BufRead;
+use std::path::{Path, PathBuf};
 
 /// What a graph load by difference leaves, deletes and carries over.
 #[derive(Default)]
@@ -31,8 +36,10 @@ pub(super) struct GraphDiff {
     /// The replaced run's relationships to delete by their ends (gone or changed) whose ends both
     /// stay; those with a deleted end go with it.
     delete_rels: BTreeMap<(String, String, String), Vec<(GValue, GValue)>>,
-    /// Manifest lines of what is left as it is: still owned, now by the new run.
-    pub(super) carried: Vec<Created>,
+    /// The replaced run's manifest: its lines of what stays are carried into the new one.
+    earlier_manifest: PathBuf,
+    /// How many of its lines stay.
+    kept: usize,
 }
 
 /// A node's identity: its label and key, as its manifest line writes them.
@@ -54,11 +61,83 @@ fn rel_id(
     crate::keyset::key_hash_of(parts.iter().map(|p| Some(p.as_bytes())))
 }
 
-/// A staged element's contents (a node's labels and properties, a relationship's properties).
-fn content(labels: &[String], props: &BTreeMap<String, GValue>) -> u128 {
-    let mut labels = labels.to_vec();
-    labels.sort();
-    twox_hash::XxHash3_128::oneshot(format!("{labels:?} {props:?}").as_bytes())
+/// The identity of a manifest line's element.
+fn line_id(c: &Created) -> u128 {
+    match c {
+        Created::Node { label, key } => node_id(label, key),
+        Created::Rel {
+            rel,
+            start,
+            end,
+            s,
+            e,
+        } => rel_id(rel, (start, end), s, e),
+    }
+}
+
+/// A staged element's contents (a node's labels and properties, a relationship's properties),
+/// hashed from a compact encoding written into `buf` (reused from one element to the next:
+/// formatting each element as text took most of the comparison's time).
+fn content(buf: &mut Vec<u8>, labels: &[String], props: &BTreeMap<String, GValue>) -> u128 {
+    buf.clear();
+    let mut sorted: Vec<&String> = labels.iter().collect();
+    sorted.sort();
+    for l in sorted {
+        text(buf, l);
+    }
+    buf.push(0xff);
+    encode_map(buf, props);
+    twox_hash::XxHash3_128::oneshot(buf)
+}
+
+fn text(buf: &mut Vec<u8>, t: &str) {
+    buf.extend_from_slice(&(t.len() as u64).to_le_bytes());
+    buf.extend_from_slice(t.as_bytes());
+}
+
+fn encode_map(buf: &mut Vec<u8>, m: &BTreeMap<String, GValue>) {
+    buf.extend_from_slice(&(m.len() as u64).to_le_bytes());
+    for (k, v) in m {
+        text(buf, k);
+        encode(buf, v);
+    }
+}
+
+/// A value as a tag and its bytes (lengths first, so no two values share an encoding).
+fn encode(buf: &mut Vec<u8>, v: &GValue) {
+    match v {
+        GValue::Null => buf.push(0),
+        GValue::Bool(b) => buf.extend_from_slice(&[1, u8::from(*b)]),
+        GValue::Int(i) => {
+            buf.push(2);
+            buf.extend_from_slice(&i.to_le_bytes());
+        }
+        GValue::Float(f) => {
+            buf.push(3);
+            buf.extend_from_slice(&f.to_bits().to_le_bytes());
+        }
+        GValue::Text(t) => {
+            buf.push(4);
+            text(buf, t);
+        }
+        GValue::Date(d) => {
+            buf.push(5);
+            text(buf, &d.to_string());
+        }
+        GValue::DateTime(d) => {
+            buf.push(6);
+            text(buf, &d.to_string());
+        }
+        GValue::List(l) => {
+            buf.push(7);
+            buf.extend_from_slice(&(l.len() as u64).to_le_bytes());
+            l.iter().for_each(|x| encode(buf, x));
+        }
+        GValue::Map(m) => {
+            buf.push(8);
+            encode_map(buf, m);
+        }
+    }
 }
 
 /// Per identity, how many elements a staging holds and the sum of their contents' hashes (an
@@ -71,16 +150,30 @@ fn stage(map: &mut Staged, id: u128, h: u128) {
     e.1 = e.1.wrapping_add(h);
 }
 
-/// The identities and contents of every element of `files`, read with `keys`; an error when a
+/// One staged element: a node's or relationship's identity and contents.
+enum Element {
+    Node(u128, u128),
+    Rel(u128, u128),
+}
+
+/// Calls `f` with every element of `files` read with `keys`, node files first; an error when a
 /// file was staged keyed otherwise (the caller replaces whole).
-fn staged(files: &[std::path::PathBuf], keys: &KeyMap) -> Result<(Staged, Staged), StoreError> {
-    let (mut nodes, mut rels) = (Staged::default(), Staged::default());
-    for f in files {
-        let mut rd = GraphFileReader::open(f)?;
+fn each_staged(
+    files: &[PathBuf],
+    keys: &KeyMap,
+    mut f: impl FnMut(Element),
+) -> Result<(), StoreError> {
+    let mut readers = files
+        .iter()
+        .map(|p| GraphFileReader::open(p).map(|r| (p, r)))
+        .collect::<Result<Vec<_>, _>>()?;
+    readers.sort_by_key(|(_, r)| matches!(r.kind, GraphFileKind::Rels { .. }));
+    let mut buf = Vec::new();
+    for (path, mut rd) in readers {
         let kind = rd.kind.clone();
         if rd.key != kind.key_under(keys) {
             return Err(StoreError::Staging {
-                path: f.clone(),
+                path: path.clone(),
                 message: format!("staged keyed by `{}`, not as [graph] keys it now", rd.key),
             });
         }
@@ -89,7 +182,7 @@ fn staged(files: &[std::path::PathBuf], keys: &KeyMap) -> Result<(Staged, Staged
                 (GraphBatch::Nodes(rows), GraphFileKind::Nodes { label }) => {
                     for n in &rows {
                         if let Some(id) = staged_node(keys, label, n) {
-                            stage(&mut nodes, id, content(&n.labels, &n.props));
+                            f(Element::Node(id, content(&mut buf, &n.labels, &n.props)));
                         }
                     }
                 }
@@ -103,14 +196,14 @@ fn staged(files: &[std::path::PathBuf], keys: &KeyMap) -> Result<(Staged, Staged
                 ) => {
                     for r in &rows {
                         let id = staged_rel(rel_type, (start, end), r);
-                        stage(&mut rels, id, content(&[], &r.props));
+                        f(Element::Rel(id, content(&mut buf, &[], &r.props)));
                     }
                 }
                 _ => {}
             }
         }
     }
-    Ok((nodes, rels))
+    Ok(())
 }
 
 /// A staged node's identity (`None` without its key: the load refuses it).
@@ -128,45 +221,35 @@ fn staged_rel(rel_type: &str, (start, end): (&str, &str), r: &RelRec) -> u128 {
     )
 }
 
-/// What the replaced run's manifest lists: its nodes (label, key) and relationships with how
-/// many of each identity.
-struct Owned {
-    nodes: HashMap128<(String, serde_json::Value)>,
-    rels: HashMap128<(Created, u64)>,
-}
-
-fn owned(earlier: &GraphLoad) -> Result<Owned, StoreError> {
-    let path = &earlier.manifest;
-    let err = |e: &dyn std::fmt::Display| StoreError::Staging {
-        path: path.clone(),
+/// The lines of a load's manifest, one by one.
+fn manifest_lines(
+    path: &Path,
+) -> Result<impl Iterator<Item = Result<Created, StoreError>> + '_, StoreError> {
+    let err = move |e: &dyn std::fmt::Display| StoreError::Staging {
+        path: path.to_path_buf(),
         message: format!("the replaced run's graph manifest: {e}"),
     };
     let f = std::fs::File::open(path).map_err(|e| err(&e))?;
-    let mut out = Owned {
-        nodes: HashMap128::default(),
-        rels: HashMap128::default(),
-    };
-    for l in std::io::BufReader::new(f).lines() {
+    Ok(std::io::BufReader::new(f).lines().map(move |l| {
         let l = l.map_err(|e| err(&e))?;
-        let c = serde_json::from_str::<Created>(&l).map_err(|e| err(&e))?;
-        match &c {
-            Created::Node { label, key } => {
-                out.nodes
-                    .insert(node_id(label, key), (label.clone(), key.clone()));
+        serde_json::from_str::<Created>(&l).map_err(|e| err(&e))
+    }))
+}
+
+/// The identities the replaced run created: its nodes, and its relationships with how many of
+/// each identity.
+fn owned(earlier: &GraphLoad) -> Result<(HashSet128, HashMap128<u64>), StoreError> {
+    let (mut nodes, mut rels) = (HashSet128::default(), HashMap128::<u64>::default());
+    for c in manifest_lines(&earlier.manifest)? {
+        let c = c?;
+        match c {
+            Created::Node { .. } => {
+                nodes.insert(line_id(&c));
             }
-            Created::Rel {
-                rel,
-                start,
-                end,
-                s,
-                e,
-            } => {
-                let id = rel_id(rel, (start, end), s, e);
-                out.rels.entry(id).or_insert((c.clone(), 0)).1 += 1;
-            }
+            Created::Rel { .. } => *rels.entry(line_id(&c)).or_default() += 1,
         }
     }
-    Ok(out)
+    Ok((nodes, rels))
 }
 
 /// Deletes, in `w`'s transaction, what the replaced load `earlier` created: only what is gone or
@@ -180,11 +263,13 @@ pub(super) async fn replace(
     earlier: &GraphLoad,
 ) -> Result<Option<GraphDiff>, StoreError> {
     if job.by_difference && w.has_marker(&earlier.run_key).await? {
+        let started = std::time::Instant::now();
         match prepare(job, earlier, w.keys()) {
             Ok(d) => {
+                let compared = started.elapsed().as_secs_f64();
                 d.delete(w, earlier).await?;
                 let (kept, deleted) = d.counts();
-                tracing::info!(graph = %cfg.name, "by difference: {kept} nodes and relationships left as they were, {deleted} of the replaced run's deleted");
+                tracing::info!(graph = %cfg.name, "by difference: {kept} nodes and relationships left as they were, {deleted} of the replaced run's deleted (compared in {compared:.2} s)");
                 return Ok(Some(d));
             }
             Err(e) => {
@@ -197,62 +282,75 @@ pub(super) async fn replace(
 }
 
 /// The difference of `job` from the load it replaces (`earlier`, whose marker CERT holds), or
-/// why there is none.
+/// why there is none. Only the replaced run's own elements are compared: a node stays when it is
+/// staged the same before and now; a relationship when every one of its identity is the run's,
+/// staged the same, and both its ends stay.
 pub(super) fn prepare(
     job: &GraphLoad,
     earlier: &GraphLoad,
     keys: &KeyMap,
 ) -> Result<GraphDiff, StoreError> {
-    let owned = owned(earlier)?;
-    let (old_nodes, old_rels) = staged(&earlier.files, keys)?;
-    let (new_nodes, new_rels) = staged(&job.files, keys)?;
-    let mut d = GraphDiff::default();
-    let mut deleted = HashSet128::default();
-    for (id, (label, key)) in &owned.nodes {
-        match (old_nodes.get(id), new_nodes.get(id)) {
-            (Some(a), Some(b)) if a == b => {
-                d.keep_nodes.insert(*id);
-                d.carried.push(Created::Node {
-                    label: label.clone(),
-                    key: key.clone(),
-                });
-            }
-            _ => {
-                d.delete_nodes
-                    .entry(label.clone())
-                    .or_default()
-                    .push(GValue::from_json(key));
-                deleted.insert(*id);
-            }
+    let (owned_nodes, owned_rels) = owned(earlier)?;
+    let is_owned = |id: &u128| owned_nodes.contains(id) || owned_rels.contains_key(id);
+    let mut old = Staged::default();
+    each_staged(&earlier.files, keys, |e| match e {
+        Element::Node(id, h) | Element::Rel(id, h) if is_owned(&id) => stage(&mut old, id, h),
+        _ => {}
+    })?;
+    let mut d = GraphDiff {
+        earlier_manifest: earlier.manifest.clone(),
+        ..GraphDiff::default()
+    };
+    let mut new_rels = Staged::default();
+    each_staged(&job.files, keys, |e| match e {
+        Element::Node(id, h) if old.get(&id) == Some(&(1, h)) => {
+            d.keep_nodes.insert(id);
         }
-    }
-    for (id, (c, n)) in &owned.rels {
-        let Created::Rel {
-            rel,
-            start,
-            end,
-            s,
-            e,
-        } = c
-        else {
-            continue;
-        };
-        if deleted.contains(&node_id(start, s)) || deleted.contains(&node_id(end, e)) {
-            continue; // goes with its deleted end
-        }
-        match (old_rels.get(id), new_rels.get(id)) {
-            // Every one of them the replaced run's, staged the same before and now.
-            (Some(a), Some(b)) if a == b && a.0 == *n => {
-                d.keep_rels.insert(*id);
-                d.carried.extend((0..*n).map(|_| c.clone()));
-            }
-            _ => d
-                .delete_rels
-                .entry((rel.clone(), start.clone(), end.clone()))
+        Element::Rel(id, h) if owned_rels.contains_key(&id) => stage(&mut new_rels, id, h),
+        _ => {}
+    })?;
+    let gone = |label: &str, key: &serde_json::Value| {
+        let id = node_id(label, key);
+        owned_nodes.contains(&id) && !d.keep_nodes.contains(&id)
+    };
+    let (mut keep_rels, mut decided) = (HashSet128::default(), HashSet128::default());
+    for c in manifest_lines(&earlier.manifest)? {
+        let c = c?;
+        let id = line_id(&c);
+        match &c {
+            Created::Node { label, key } if gone(label, key) => d
+                .delete_nodes
+                .entry(label.clone())
                 .or_default()
-                .push((GValue::from_json(s), GValue::from_json(e))),
+                .push(GValue::from_json(key)),
+            Created::Node { .. } => d.kept += 1,
+            Created::Rel {
+                start, s, end, e, ..
+            } if gone(start, s) || gone(end, e) => {}
+            Created::Rel {
+                rel,
+                start,
+                end,
+                s,
+                e,
+            } => {
+                let n = owned_rels.get(&id).copied().unwrap_or(0);
+                let same = old
+                    .get(&id)
+                    .is_some_and(|o| o.0 == n && new_rels.get(&id) == Some(o));
+                if same {
+                    keep_rels.insert(id);
+                    d.kept += 1;
+                } else if decided.insert(id) {
+                    d.delete_rels
+                        .entry((rel.clone(), start.clone(), end.clone()))
+                        .or_default()
+                        .push((GValue::from_json(s), GValue::from_json(e)));
+                }
+            }
         }
     }
+    d.keep_rels = keep_rels;
     Ok(d)
 }
 
@@ -286,11 +384,27 @@ impl GraphDiff {
         self.keep_rels.contains(&staged_rel(rel_type, ends, r))
     }
 
+    /// Calls `f` with every line of the replaced run's manifest whose element stays (it stays
+    /// owned, now by the new run).
+    pub(super) fn carried(
+        &self,
+        mut f: impl FnMut(Created) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        for c in manifest_lines(&self.earlier_manifest)? {
+            let c = c?;
+            let id = line_id(&c);
+            if self.keep_nodes.contains(&id) || self.keep_rels.contains(&id) {
+                f(c)?;
+            }
+        }
+        Ok(())
+    }
+
     /// How many elements are left as they are, and how many of the replaced run's are deleted
     /// (relationships going with a deleted node not counted).
     pub(super) fn counts(&self) -> (usize, usize) {
         let deleted = self.delete_nodes.values().map(Vec::len).sum::<usize>()
             + self.delete_rels.values().map(Vec::len).sum::<usize>();
-        (self.carried.len(), deleted)
+        (self.kept, deleted)
     }
 }

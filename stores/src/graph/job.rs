@@ -32,7 +32,7 @@ pub struct GraphLoad {
 
 /// A manifest line: a node (label and key) or relationship (type, end labels, end keys) the load
 /// created.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 #[serde(untagged)]
 pub(super) enum Created {
     Node {

@@ -212,8 +212,8 @@ async fn load_files(
 ) -> Result<Option<Vec<TableReport>>, StoreError> {
     let mut manifest = Partial::create(&job.manifest)?;
     // By difference: what stays as CERT has it is skipped, and stays the run's own.
-    for c in diff.map(|d| d.carried.as_slice()).unwrap_or_default() {
-        manifest.line(c.clone())?;
+    if let Some(d) = diff {
+        d.carried(|c| manifest.line(c))?;
     }
     // CREATE statements carry a whole staged batch; MERGE with its lookups goes by CHUNK.
     let size = match job.strategy {
