@@ -64,13 +64,14 @@ fn rel_id(
 /// The identity of a manifest line's element.
 fn line_id(c: &Created) -> u128 {
     match c {
-        Created::Node { label, key } => node_id(label, key),
+        Created::Node { label, key, .. } => node_id(label, key),
         Created::Rel {
             rel,
             start,
             end,
             s,
             e,
+            ..
         } => rel_id(rel, (start, end), s, e),
     }
 }
@@ -318,7 +319,7 @@ pub(super) fn prepare(
         let c = c?;
         let id = line_id(&c);
         match &c {
-            Created::Node { label, key } if gone(label, key) => d
+            Created::Node { label, key, .. } if gone(label, key) => d
                 .delete_nodes
                 .entry(label.clone())
                 .or_default()
@@ -333,6 +334,7 @@ pub(super) fn prepare(
                 end,
                 s,
                 e,
+                ..
             } => {
                 let n = owned_rels.get(&id).copied().unwrap_or(0);
                 let same = old

@@ -31,13 +31,16 @@ pub struct GraphLoad {
 }
 
 /// A manifest line: a node (label and key) or relationship (type, end labels, end keys) the load
-/// created.
+/// created, or (`kept`) that a refresh by difference left as the run it replaced created it,
+/// and owns as if it had.
 #[derive(Serialize, Deserialize)]
 #[serde(untagged)]
 pub(super) enum Created {
     Node {
         label: String,
         key: serde_json::Value,
+        #[serde(default, skip_serializing_if = "is_false")]
+        kept: bool,
     },
     Rel {
         rel: String,
@@ -45,5 +48,68 @@ pub(super) enum Created {
         end: String,
         s: serde_json::Value,
         e: serde_json::Value,
+        #[serde(default, skip_serializing_if = "is_false")]
+        kept: bool,
     },
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
+}
+
+impl Created {
+    /// The line as carried over by a refresh by difference.
+    pub(super) fn kept(self) -> Created {
+        match self {
+            Created::Node { label, key, .. } => Created::Node {
+                label,
+                key,
+                kept: true,
+            },
+            Created::Rel {
+                rel,
+                start,
+                end,
+                s,
+                e,
+                ..
+            } => Created::Rel {
+                rel,
+                start,
+                end,
+                s,
+                e,
+                kept: true,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Created;
+
+    #[test]
+    fn manifest_lines_read_back_with_and_without_kept() {
+        // A line written before `kept` existed is a created element.
+        let old: Created = serde_json::from_str(r#"{"label":"Student","key":7}"#).unwrap();
+        assert!(matches!(old, Created::Node { kept: false, .. }));
+        let rel = r#"{"rel":"ATTENDS","start":"Student","end":"School","s":7,"e":"x"}"#;
+        let rel: Created = serde_json::from_str(rel).unwrap();
+        assert!(matches!(rel, Created::Rel { kept: false, .. }));
+        // A created line is written as before; a kept one says so and reads back kept.
+        assert_eq!(
+            serde_json::to_string(&old).unwrap(),
+            r#"{"label":"Student","key":7}"#
+        );
+        for c in [old.kept(), rel.kept()] {
+            let text = serde_json::to_string(&c).unwrap();
+            assert!(text.contains(r#""kept":true"#), "{text}");
+            let back: Created = serde_json::from_str(&text).unwrap();
+            assert!(matches!(
+                back,
+                Created::Node { kept: true, .. } | Created::Rel { kept: true, .. }
+            ));
+        }
+    }
 }

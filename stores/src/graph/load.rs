@@ -213,7 +213,7 @@ async fn load_files(
     let mut manifest = Partial::create(&job.manifest)?;
     // By difference: what stays as CERT has it is skipped, and stays the run's own.
     if let Some(d) = diff {
-        d.carried(|c| manifest.line(c))?;
+        d.carried(|c| manifest.line(c.kept()))?;
     }
     // CREATE statements carry a whole staged batch; MERGE with its lookups goes by CHUNK.
     let size = match job.strategy {
@@ -372,6 +372,7 @@ impl FileLoad<'_> {
             self.manifest.line(Created::Node {
                 label: label.to_string(),
                 key: k.to_json(),
+                kept: false,
             })?;
         }
         self.report.inserted += fresh.len() as u64;
@@ -395,6 +396,7 @@ impl FileLoad<'_> {
                     end: end.clone(),
                     s: r.start.1.to_json(),
                     e: r.end.1.to_json(),
+                    kept: false,
                 })?;
             }
             self.report.inserted += chunk.len() as u64;
@@ -435,6 +437,7 @@ impl FileLoad<'_> {
                 end: end.clone(),
                 s: s.to_json(),
                 e: e.to_json(),
+                kept: false,
             })?;
         }
         self.report.inserted += fresh.len() as u64;
@@ -472,6 +475,8 @@ fn loaded_before(cfg: &GraphConfig, job: &GraphLoad) -> Result<Vec<TableReport>,
         for l in std::io::BufReader::new(f).lines() {
             let l = l.map_err(|e| io_err(&job.manifest, e))?;
             let table = match serde_json::from_str::<Created>(&l) {
+                // Left as it was by a refresh by difference: owned, not written.
+                Ok(Created::Node { kept: true, .. } | Created::Rel { kept: true, .. }) => continue,
                 Ok(Created::Node { label, .. }) => label,
                 Ok(Created::Rel {
                     rel, start, end, ..
@@ -511,7 +516,7 @@ pub fn created_nodes(manifest: &Path) -> Result<Vec<(String, String)>, StoreErro
     for l in std::io::BufReader::new(f).lines() {
         let l = l.map_err(|e| io_err(manifest, e))?;
         let c = serde_json::from_str::<Created>(&l).map_err(|e| io_err(manifest, e))?;
-        if let Created::Node { label, key } = c {
+        if let Created::Node { label, key, .. } = c {
             out.push((label, GValue::from_json(&key).key_text()));
         }
     }

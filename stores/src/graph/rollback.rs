@@ -53,7 +53,7 @@ fn listed(job: &GraphLoad) -> Result<Listed, StoreError> {
         match serde_json::from_str::<Created>(&l)
             .map_err(|e| refuse(format!("the manifest is damaged ({e})")))?
         {
-            Created::Node { label, key } => {
+            Created::Node { label, key, .. } => {
                 created.insert((label.clone(), key.to_string()));
                 out.nodes
                     .entry(label)
@@ -66,6 +66,7 @@ fn listed(job: &GraphLoad) -> Result<Listed, StoreError> {
                 end,
                 s,
                 e,
+                ..
             } => rels.push((rel, start, end, s, e)),
         }
     }
