@@ -49,17 +49,23 @@ async fn absent_nodes(
     let (mut n, mut ex) = (0u64, Vec::new());
     while let Some(b) = rd.next_batch()? {
         let GraphBatch::Nodes(ns) = b else { continue };
-        let keys: Vec<GValue> = ns.iter().filter_map(|n| key.value(&n.props)).collect();
+        // The load replaces what the run's earlier generations (or the run a refresh replaces)
+        // loaded: those nodes are no conflict, and are not looked up (in a refresh, nearly all).
+        let mut id = (label.clone(), String::new());
+        let keys: Vec<GValue> = ns
+            .iter()
+            .filter_map(|n| key.value(&n.props))
+            .filter(|k| {
+                id.1 = k.key_text();
+                !owned.contains(&id)
+            })
+            .collect();
         for chunk in keys.chunks(LOOKUP) {
             for found in r.nodes(&label, chunk).await? {
                 let k = key
                     .value(&found.props)
                     .map(|v| v.key_text())
                     .unwrap_or_default();
-                // The load replaces what the run's earlier generations loaded.
-                if owned.contains(&(label.clone(), k.clone())) {
-                    continue;
-                }
                 n += 1;
                 if ex.len() < super::EXAMPLES {
                     ex.push(k);
