@@ -5,6 +5,8 @@
 //! - `change_tracking`: an incremental refresh reads only the changed rows of tables with a change column.
 //! - `cli`: argument handling, one-line errors and exit codes, JSON shapes, retries and failures.
 //! - `migrate`: `wf run migrate` and `wf rollback` end to end on embedded SQLite stores.
+//! - `refusals`: no key, a guessable key, PII without a rule, a resume under another key.
+//! - `select_districts`: `wf select-districts` on the SQLite fixture and on PostgreSQL.
 //! - `crash`: SIGKILL at random moments and at every failpoint, then `wf resume`.
 //! - `demo`: `wf demo` (seed + migrate + rollback) on embedded stores and the embedded graph.
 //! - `validation`: the gate on crafted bad inputs, sql rules in the load transaction, `wf validate`.
@@ -50,8 +52,10 @@ mod preflight;
 mod realschema;
 mod recover;
 mod refresh;
+mod refusals;
 mod restart;
 mod safety;
+mod select_districts;
 mod serve;
 mod snapshots;
 mod validation;
