@@ -1,7 +1,7 @@
 //! Crash tests: the `wf` process is really killed (SIGKILL, or abort at a failpoint), then resumed.
 //! After every kill the steps recorded done are noted; no later execution may name one of them.
 
-use crate::migrate::{counts, setup, KEY, RULES};
+use crate::migrate::{counts, migrate, setup, KEY, RULES};
 use crate::util::{assert_outputs_correct, executions, Sandbox};
 use rand::{RngExt, SeedableRng};
 use std::collections::HashSet;
@@ -214,19 +214,8 @@ fn a_crash_at_any_step_boundary_then_resume_gives_the_same_cert() {
     let reference = {
         let sb = Sandbox::new();
         let config = setup(&sb, RULES);
-        let r = sb
-            .cmd([
-                "--config",
-                &config.to_string_lossy(),
-                "run",
-                "migrate",
-                "--district",
-                "1",
-            ])
-            .env("WF_ANON_KEY", KEY)
-            .output()
-            .expect("run");
-        assert_eq!(r.status.code(), Some(0));
+        let r = migrate(&sb, &config.to_string_lossy());
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
         counts(&sb)
     };
     for step in ["extract", "anonymize", "purge-raw", "load/ids", "load/hcp1"] {

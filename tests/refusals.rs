@@ -2,7 +2,7 @@
 //! guess, PII found in a field no rule covers, a resume under another key. Each refusal is one
 //! line that names what to do and never the key or a value.
 
-use crate::migrate::{counts, migrate_with, setup, KEY, RULES};
+use crate::migrate::{counts, migrate, migrate_with, setup, KEY, RULES};
 use crate::util::Sandbox;
 
 #[test]
@@ -76,19 +76,7 @@ fn pii_without_a_rule_stops_the_run_before_any_load() {
     );
     let config = setup(&sb, &rules);
     let before = counts(&sb);
-    let r = crate::util::ran(
-        sb.cmd([
-            "--config",
-            &config.to_string_lossy(),
-            "run",
-            "migrate",
-            "--district",
-            "1",
-        ])
-        .env("WF_ANON_KEY", KEY)
-        .output()
-        .expect("run"),
-    );
+    let r = migrate(&sb, &config.to_string_lossy());
     assert_eq!(r.code, Some(3), "{}", r.stderr);
     assert!(
         r.stderr.contains("anonymize") && r.stderr.contains("ids.guardians.name"),
