@@ -92,17 +92,9 @@ fn resume_with_another_key_is_refused() {
     let sb = Sandbox::new();
     let config = setup(&sb, RULES);
     let cfg = config.to_string_lossy().to_string();
-    let crashed = sb
-        .cmd(["--config", &cfg, "run", "migrate", "--district", "1"])
-        .env("WF_ANON_KEY", KEY)
-        .env("WF_FAILPOINT", "extract:after-record")
-        .output()
-        .expect("run");
-    let run = String::from_utf8_lossy(&crashed.stdout)
-        .lines()
-        .next()
-        .expect("run id")
-        .to_string();
+    let failpoint = ("WF_FAILPOINT", "extract:after-record");
+    let crashed = migrate_with(&sb, &cfg, &[], &[("WF_ANON_KEY", KEY), failpoint]);
+    let run = crashed.stdout.lines().next().expect("run id").to_string();
     let r = crate::util::ran(
         sb.cmd(["--config", &cfg, "resume", &run])
             .env("WF_ANON_KEY", "a-different-key-0123456789")
